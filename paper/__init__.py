@@ -1,0 +1,1 @@
+"""paper: figures drawn from result folders only (figures never simulate)."""

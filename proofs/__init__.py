@@ -1,0 +1,30 @@
+"""proofs: executable sympy derivations of every closed form used by ``dptheory``.
+
+Each module ``proofs/<name>.py`` (named like the dptheory function it backs) defines
+
+* ``STATEMENT`` — one line: the result in symbols, and the dptheory function it backs;
+* ``verify()`` — a symbolic check (``simplify(lhs - rhs) == 0`` or equivalent) that raises
+  ``AssertionError`` when the derivation fails.
+
+``python -m proofs`` runs them all and prints one line per result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+
+def proof_modules() -> list[ModuleType]:
+    """All proof modules, sorted by name (private modules and the runner excluded)."""
+    import proofs
+
+    mods = []
+    for info in sorted(pkgutil.iter_modules(proofs.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"proofs.{info.name}")
+        if hasattr(mod, "verify") and hasattr(mod, "STATEMENT"):
+            mods.append(mod)
+    return mods
