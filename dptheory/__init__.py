@@ -4,6 +4,6 @@ Pure functions of numbers and arrays (no I/O, no plotting, no global state). See
 the map from paper symbols to argument names.
 """
 
-from dptheory.records import Basin, Mode, Optimizer
+from dptheory.records import Basin, LinearDynamics, Mode, Optimizer
 
-__all__ = ["Basin", "Mode", "Optimizer"]
+__all__ = ["Basin", "LinearDynamics", "Mode", "Optimizer"]

@@ -196,3 +196,49 @@ class Optimizer:
         from dataclasses import replace
 
         return replace(self, mode=Mode.parse(mode))
+
+
+@dataclass(frozen=True)
+class LinearDynamics:
+    """Per-direction *linear* error dynamics, the common currency of the quadratic models.
+
+    Each curved direction i = 1…r and each of the ``flat_dim`` flat directions evolves as
+
+        e_i(t+1) = (1 − η a_i) e_i(t) + η τ_i ξ_i(t),   ξ_i(t) ~ N(0, 1) i.i.d.,
+
+    η = ``lr``, a_i = ``drift`` (effective curvature: λ_i unclipped, γ λ_i with clipping shrinkage γ),
+    τ_i² = ``noise_var`` (per-coordinate variance of the noisy update direction); the flat directions
+    share a = ``flat_drift`` and τ² = ``flat_noise_var``. Exact for SGD / noise-only steps on the
+    quadratic with fixed batches; a linear-response (mean-field) approximation for clipped steps.
+    Produced by ``dptheory.quadratic.noise_only_dynamics`` and
+    ``dptheory.clipped_dynamics.effective_linear_model``; consumed by ``dptheory.quadratic`` and
+    ``dptheory.switching``.
+    """
+
+    lr: float
+    drift: tuple[float, ...]
+    noise_var: tuple[float, ...]
+    flat_dim: int = 0
+    flat_drift: float = 0.0
+    flat_noise_var: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr", check_positive("lr", self.lr))
+        a = np.atleast_1d(np.asarray(self.drift, dtype=float))
+        t = np.atleast_1d(np.asarray(self.noise_var, dtype=float))
+        if a.shape != t.shape or a.ndim != 1:
+            raise ValueError(f"drift and noise_var must be 1-D of equal length, got {a.shape} and {t.shape}")
+        if not (np.all(np.isfinite(a)) and np.all(a >= 0)):
+            raise ValueError(f"drift must be finite and >= 0, got {a.tolist()[:3]}")
+        if not (np.all(np.isfinite(t)) and np.all(t >= 0)):
+            raise ValueError(f"noise_var must be finite and >= 0, got {t.tolist()[:3]}")
+        object.__setattr__(self, "drift", tuple(float(x) for x in a))
+        object.__setattr__(self, "noise_var", tuple(float(x) for x in t))
+        object.__setattr__(self, "flat_dim", check_int("flat_dim", self.flat_dim, minimum=0))
+        object.__setattr__(self, "flat_drift", check_nonnegative("flat_drift", self.flat_drift))
+        object.__setattr__(self, "flat_noise_var", check_nonnegative("flat_noise_var", self.flat_noise_var))
+
+    @property
+    def contraction(self) -> np.ndarray:
+        """1 − η a_i for each curved direction."""
+        return 1.0 - self.lr * np.asarray(self.drift)
