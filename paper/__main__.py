@@ -1,0 +1,48 @@
+"""``python -m paper RESULTS_DIR...``: redraw every figure from its result folder (files only).
+
+A missing or malformed folder gives one line on stderr and exit status 2.
+
+Example::
+
+    python -m paper results/basin_dim results/recovery
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from paper.figures import ResultError, draw
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Redraw the figures of the given result folders; print the files written."""
+    parser = _OneLineParser(prog="python -m paper", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", metavar="RESULTS_DIR", help="result folders to draw")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    written = []
+    for folder in args.folders:
+        try:
+            written.extend(draw(folder))
+        except (ResultError, OSError) as exc:
+            sys.stderr.write(f"python -m paper: error: {exc}\n")
+            return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

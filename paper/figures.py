@@ -1,0 +1,182 @@
+"""Figures of the synthetic-basin experiments, drawn from result folders only (never simulate).
+
+One function per figure; each takes a result folder written by a ``simulations`` command line
+(``metrics.json`` with an ``"experiment"`` key, ``metrics.npz`` with the arrays), draws theory as
+lines and simulation as points with ± k SE error bars (k read from the folder), and writes
+``<experiment>.png`` and ``<experiment>.pdf`` into the same folder. ``python -m paper DIR...``
+redraws every folder it is given (:func:`draw`).
+
+Example::
+
+    python -m simulations.basin_dim --d 1e4 --rank 10 --out /tmp/bd --quiet
+    python -m paper /tmp/bd          # redraws /tmp/bd/basin_dim.png from the files
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+MODE_STYLE = {
+    "sgd": {"color": "tab:blue", "marker": "o", "label": "SGD"},
+    "clip": {"color": "tab:orange", "marker": "s", "label": "clip only"},
+    "noise": {"color": "tab:green", "marker": "^", "label": "noise only"},
+    "dpsgd": {"color": "tab:red", "marker": "D", "label": "DP-SGD"},
+}
+
+
+class ResultError(ValueError):
+    """A result folder is missing or malformed (reported as one line, exit status 2)."""
+
+
+def load(folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(metrics.json as dict, metrics.npz as dict of arrays)`` of a result folder, or ResultError."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise ResultError(f"result folder not found: {str(path)!r}")
+    mfile = path / "metrics.json"
+    if not mfile.is_file():
+        raise ResultError(f"{str(path)!r} is not a result folder: metrics.json missing")
+    try:
+        metrics = json.loads(mfile.read_text())
+    except json.JSONDecodeError as exc:
+        raise ResultError(f"malformed {str(mfile)!r}: {exc}") from None
+    if not isinstance(metrics, dict) or "experiment" not in metrics:
+        raise ResultError(f"malformed {str(mfile)!r}: no 'experiment' key")
+    arrays: dict[str, np.ndarray] = {}
+    afile = path / "metrics.npz"
+    if afile.is_file():
+        try:
+            with np.load(afile) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except Exception as exc:  # noqa: BLE001 - any unreadable archive is a malformed folder
+            raise ResultError(f"malformed {str(afile)!r}: {exc}") from None
+    return metrics, arrays
+
+
+def _num(x: Any) -> float:
+    """JSON numbers back to float ('inf'/'nan' strings included)."""
+    return float(x) if not isinstance(x, dict) else float(x["mean"])
+
+
+def _save(fig: Any, folder: Path, name: str) -> list[Path]:
+    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _rows(metrics: dict[str, Any], key: str = "rows") -> list[dict[str, Any]]:
+    rows = metrics.get(key)
+    if not isinstance(rows, list) or not rows:
+        raise ResultError(f"malformed metrics: '{key}' missing or empty")
+    return rows
+
+
+def basin_dim(folder: str | Path) -> list[Path]:
+    """Stationary excess loss, clip fraction and recovery time vs ambient dimension d, four modes."""
+    folder = Path(folder)
+    metrics, arrays = load(folder)
+    k = float(metrics.get("k_se", 2.0))
+    rows = _rows(metrics)
+    try:
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+        for mode in metrics["modes"]:
+            st = MODE_STYLE.get(mode, {"color": "k", "marker": "x", "label": mode})
+            sel = [r for r in rows if r["mode"] == mode]
+            d = np.array([r["dim"] for r in sel], dtype=float)
+            loss = np.array([_num(r["sim_loss"]["mean"]) for r in sel])
+            loss_se = np.array([_num(r["sim_loss"]["se"]) for r in sel])
+            clip = np.array([_num(r["sim_clip_fraction"]["mean"]) for r in sel])
+            clip_se = np.array([_num(r["sim_clip_fraction"]["se"]) for r in sel])
+            if f"theory_loss_{mode}" in arrays:
+                axes[0].plot(arrays["theory_dims"], arrays[f"theory_loss_{mode}"], color=st["color"], lw=1.5)
+                axes[1].plot(arrays["theory_dims"], arrays[f"theory_clip_fraction_{mode}"], color=st["color"], lw=1.5)
+            axes[0].errorbar(d, loss, yerr=k * loss_se, fmt=st["marker"], color=st["color"], label=st["label"],
+                             ms=5, capsize=2, ls="none")
+            axes[1].errorbar(d, clip, yerr=k * clip_se, fmt=st["marker"], color=st["color"], ms=5, capsize=2, ls="none")
+            pred_rec = np.array([_num(r["pred_recovery_time"]) for r in sel])
+            sim_rec = np.array([_num(r["sim_recovery_time"]) for r in sel])
+            axes[2].plot(d, pred_rec, color=st["color"], lw=1.5)
+            axes[2].plot(d, sim_rec, st["marker"], color=st["color"], ms=5)
+        axes[0].set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="stationary excess loss",
+                    title=f"lines: theory; points: simulation ± {k:g} SE")
+        axes[1].set(xscale="log", xlabel="ambient dimension d", ylabel="fraction of clipped samples", ylim=(-0.05, 1.05))
+        axes[2].set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="recovery time (steps)",
+                    title="after a displacement at stationarity")
+        axes[0].legend(fontsize=8)
+        return _save(fig, folder, "basin_dim")
+    except (KeyError, TypeError, ValueError) as exc:
+        plt.close("all")
+        raise ResultError(f"malformed basin_dim results in {str(folder)!r}: {exc}") from None
+
+
+def recovery(folder: str | Path) -> list[Path]:
+    """Mean excess loss after a displacement (theory lines, simulation ± k SE) and recovery time vs d."""
+    folder = Path(folder)
+    metrics, arrays = load(folder)
+    k = float(metrics.get("k_se", 2.0))
+    rows = _rows(metrics)
+    dims = sorted({int(r["dim"]) for r in rows})
+    try:
+        fig, axes = plt.subplots(1, len(dims) + 1, figsize=(4.2 * (len(dims) + 1), 3.8), squeeze=False)
+        axes = axes[0]
+        for ax, d in zip(axes, dims):
+            for r in (r for r in rows if int(r["dim"]) == d):
+                st = MODE_STYLE.get(r["mode"], {"color": "k", "marker": "x", "label": r["mode"]})
+                key = f"{r['mode']}_{d}"
+                pred, sim, se = (arrays[f"{n}_{key}"] for n in ("pred_curve", "sim_curve", "sim_curve_se"))
+                init = _num(r["initial_excess"])
+                ax.plot(np.arange(pred.size), pred / init, color=st["color"], lw=1.5, label=st["label"])
+                t = np.arange(1, sim.size + 1)
+                every = max(1, sim.size // 25)
+                ax.errorbar(t[::every], sim[::every] / init, yerr=k * se[::every] / init, fmt=st["marker"],
+                            color=st["color"], ms=3, capsize=1.5, ls="none")
+            ax.axhline(float(metrics.get("threshold", 0.1)), color="0.6", lw=0.8, ls=":")
+            ax.set(xscale="symlog", xlabel="steps after the displacement", ylabel="excess loss / initial excess",
+                   title=f"d = {d}")
+        axes[0].legend(fontsize=8)
+        ax = axes[-1]
+        for mode in metrics["modes"]:
+            st = MODE_STYLE.get(mode, {"color": "k", "marker": "x", "label": mode})
+            sel = [r for r in rows if r["mode"] == mode]
+            d = np.array([r["dim"] for r in sel], dtype=float)
+            ax.plot(d, [_num(r["pred_recovery_time"]) for r in sel], color=st["color"], lw=1.5)
+            ax.errorbar(d, [_num(r["sim_recovery_time"]) for r in sel],
+                        yerr=[k * _num(r["sim_recovery_time_se"]) for r in sel], fmt=st["marker"],
+                        color=st["color"], ms=5, capsize=2, ls="none", label=st["label"])
+        ax.set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="recovery time (steps)",
+               title=f"lines: theory; points: simulation ± {k:g} SE")
+        return _save(fig, folder, "recovery")
+    except (KeyError, TypeError, ValueError) as exc:
+        plt.close("all")
+        raise ResultError(f"malformed recovery results in {str(folder)!r}: {exc}") from None
+
+
+FIGURES: dict[str, Callable[[str | Path], list[Path]]] = {
+    "basin_dim": basin_dim,
+    "recovery": recovery,
+}
+
+
+def draw(folder: str | Path) -> list[Path]:
+    """Redraw the figure of one result folder (dispatch on its ``experiment``)."""
+    metrics, _ = load(folder)
+    name = metrics["experiment"]
+    if name not in FIGURES:
+        raise ResultError(f"no figure for experiment {name!r} in {str(folder)!r} (known: {', '.join(FIGURES)})")
+    return FIGURES[name](folder)
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

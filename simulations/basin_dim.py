@@ -1,0 +1,291 @@
+"""Clipping turns dimension into error: DP-SGD on a rank-r basin as the ambient dimension d grows.
+
+The headline experiment (claims 2 and 3 of arXiv 2311.06839v1). A streaming rank-r quadratic basin
+(``dptheory.records.Basin``) is embedded in d ambient dimensions, d on a log grid from r up to
+``--d``; for each d the four ablation modes (sgd, clip, noise, dpsgd; ``records.Mode``) are run to
+stationarity with the exact reduced engine (cost independent of d) and compared with the
+mean-field theory of ``dptheory.clipped_dynamics``:
+
+* the stationary excess loss, predicted by ``stationary_excess_loss`` and simulated as a time
+  average after a burn-in of ``--burn-in`` predicted relaxation times 1/(−ln|1 − η a_min|)
+  (a_min = γ λ_min the slowest effective drift), over a window of ``--window`` relaxation times,
+  ± k SE from batch means (one batch = 5 relaxation times; ``simulations._compare``);
+* the clip fraction (``stationary_clip_fraction``);
+* the recovery time after a displacement of norm ``--displacement`` injected at the end of the
+  averaging window (``recovery_time``; the simulation reads the first step at which the
+  replica-mean excess over the stationary level falls below the same threshold);
+* the flat-direction error ‖e_flat‖² and the held-out excess loss at the end of the window
+  (``flat_error_sq``, ``heldout_excess_loss``).
+
+With the defaults the per-sample gradient norm s√d grows from 1 (d = 100, C = 2: no clipping) to
+100 (d = 10⁶: every sample clipped), so DP-SGD's shrinkage γ ≈ C/(s√d) falls and its stationary
+loss ≈ r η C s √d σ²/(4B²) grows like √d, while SGD and noise-only stay flat in d.
+
+Example (a real invocation; the table is printed to stdout, the folder holds config.json,
+metrics.json, metrics.npz, env.json and basin_dim.png)::
+
+    python -m simulations.basin_dim --d 1e6 --rank 100
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dptheory.records import Basin, Mode, Optimizer
+from dptheory._validate import check_int, check_positive
+from simulations._cli import Progress, run_main
+from simulations._compare import Estimate, batch_means, fmt, fmt_ci, log_grid, replica_mean, table
+from simulations._results import check_output_dir, result_folder, write_results
+from simulations.recovery import linear_model, predicted_recovery, relaxation_time, simulated_recovery
+
+MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
+SPECTRA = ("flat", "power", "two-level")
+ENGINES = ("auto", "full", "reduced", "numpy")
+
+
+def curvature_spectrum(*, spectrum: str, rank: int, curvature: float, decay: float) -> tuple[float, ...]:
+    """The r curvatures λ_1 ≥ … ≥ λ_r of a named spectrum.
+
+    flat: λ_i = λ_max; power: λ_i = λ_max · i^(−decay); two-level: λ_max on the first ⌈r/2⌉ axes and
+    λ_max·decay on the rest (decay in (0, 1]).
+    """
+    r = check_int("rank", rank, minimum=1)
+    lam = check_positive("curvature", curvature)
+    if spectrum == "flat":
+        return (lam,) * r
+    if spectrum == "power":
+        alpha = check_positive("spectrum_decay", decay)
+        return tuple(float(lam * i ** (-alpha)) for i in range(1, r + 1))
+    if spectrum == "two-level":
+        ratio = check_positive("spectrum_decay", decay)
+        if ratio > 1:
+            raise ValueError(f"spectrum_decay must be in (0, 1] for two-level, got {decay}")
+        hi = (r + 1) // 2
+        return (lam,) * hi + (lam * ratio,) * (r - hi)
+    raise ValueError(f"spectrum must be one of {', '.join(SPECTRA)}, got {spectrum!r}")
+
+
+@dataclass(frozen=True)
+class BasinDimConfig:
+    """One basin-dimension sweep (every flag of ``python -m simulations.basin_dim``)."""
+
+    d: int = field(default=1_000_000, metadata={"help": "largest ambient dimension d (grid from rank to d)"})
+    rank: int = field(default=100, metadata={"help": "r: number of curved directions of the basin"})
+    points: int = field(default=7, metadata={"help": "number of log-spaced dimensions from rank to d"})
+    spectrum: str = field(default="flat", metadata={"help": "curvature spectrum", "choices": SPECTRA})
+    curvature: float = field(default=1.0, metadata={"help": "λ_max: largest curvature"})
+    spectrum_decay: float = field(default=1.0, metadata={
+        "help": "power: exponent α (λ_i = λ_max i^-α); two-level: ratio of the low to the high level"})
+    sample_std: float = field(default=0.1, metadata={"help": "s: per-sample gradient spread, g_i = H e + s ζ_i"})
+    spread: str = field(default="ambient", metadata={
+        "help": "ζ_i spans all d dimensions (ambient) or only the r curved ones (basin)", "choices": ("ambient", "basin")})
+    clip_norm: float = field(default=2.0, metadata={"help": "C: per-sample clip norm"})
+    noise_multiplier: float = field(default=1.0, metadata={"help": "σ: noise std on the sum is σ·C"})
+    batch_size: int = field(default=32, metadata={"help": "B: batch size"})
+    lr: float = field(default=0.5, metadata={"help": "η: learning rate"})
+    heldout_flat_curvature: float = field(default=1e-3, metadata={
+        "help": "κ: curvature of the held-out loss in the training-flat directions"})
+    burn_in: float = field(default=4.0, metadata={"help": "burn-in, in predicted relaxation times"})
+    window: float = field(default=40.0, metadata={"help": "averaging window, in predicted relaxation times"})
+    steps: int = field(default=50_000, metadata={"help": "cap on the steps of one run (burn-in + window + recovery)"})
+    replicas: int = field(default=8, metadata={"help": "independent Monte Carlo replicas per (d, mode)"})
+    displacement: float = field(default=10.0, metadata={"help": "δ: norm of the displacement injected after the window"})
+    recovery_threshold: float = field(default=0.1, metadata={
+        "help": "recovered when the mean excess over stationarity falls to this fraction of ½Σλδ²"})
+    k_se: float = field(default=2.0, metadata={"help": "k: confidence intervals printed as ± k·SE"})
+    seed: int = field(default=0, metadata={"help": "random seed (one stream per (d, mode, replica))"})
+    engine: str = field(default="auto", metadata={"help": "simulation engine", "choices": ENGINES})
+    out: str = field(default="results/basin_dim", metadata={"help": "result folder (replaced atomically)"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+
+    def __post_init__(self) -> None:
+        check_int("d", self.d, minimum=1)
+        check_int("rank", self.rank, minimum=1)
+        check_int("points", self.points, minimum=1)
+        check_int("steps", self.steps, minimum=1)
+        check_int("replicas", self.replicas, minimum=2)
+        check_int("seed", self.seed, minimum=0)
+        for name in ("burn_in", "window", "k_se", "recovery_threshold"):
+            check_positive(name, getattr(self, name))
+        if self.window < 5:
+            raise ValueError(f"window must be >= 5 relaxation times (one batch), got {self.window}")
+        if not self.recovery_threshold < 1:
+            raise ValueError(f"recovery_threshold must be in (0, 1), got {self.recovery_threshold}")
+        check_positive("displacement", self.displacement)
+        # Build the records now so their ValueErrors fire at parse time (before any simulation).
+        self.basin(self.d)
+        self.basin(self.rank)
+        for mode in MODES:
+            self.optimizer(mode)
+        check_output_dir(self.out)
+
+    def dims(self) -> list[int]:
+        """The ambient dimensions swept: ``points`` log-spaced integers from r to d."""
+        return log_grid(low=self.rank, high=self.d, points=self.points)
+
+    def basin(self, dim: int) -> Basin:
+        """The basin at ambient dimension ``dim``."""
+        curv = curvature_spectrum(spectrum=self.spectrum, rank=self.rank, curvature=self.curvature,
+                                  decay=self.spectrum_decay)
+        return Basin(dim=dim, curvatures=curv, sample_std=self.sample_std, spread=self.spread,
+                     heldout_flat_curvature=self.heldout_flat_curvature)
+
+    def optimizer(self, mode: Mode) -> Optimizer:
+        """The step in ablation ``mode`` (noise-only uses C_ref = C)."""
+        return Optimizer(lr=self.lr, batch_size=self.batch_size, clip_norm=self.clip_norm,
+                         noise_multiplier=self.noise_multiplier, mode=mode)
+
+
+def _seed(base: int, *key: int) -> int:
+    """An independent integer seed for one run, derived from the base seed and the run's key."""
+    return int(np.random.SeedSequence(base, spawn_key=tuple(key)).generate_state(1)[0])
+
+
+def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed: int) -> dict[str, Any]:
+    """Simulate one (d, mode) to stationarity, displace, recover; return predictions and estimates."""
+    from dptheory import clipped_dynamics as cd
+    from simulations.engine import RunSpec, simulate
+
+    dyn = linear_model(basin=basin, optimizer=optimizer)
+    tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
+    if not math.isfinite(tau):
+        raise ValueError(f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g}); lower lr")
+    burn = math.ceil(config.burn_in * tau)
+    window = math.ceil(config.window * tau)
+    pred_loss = float(cd.stationary_excess_loss(basin=basin, optimizer=optimizer))
+    pred_clip = float(cd.stationary_clip_fraction(basin=basin, optimizer=optimizer))
+    horizon = max(20, math.ceil(8 * tau))
+    rec = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
+                             steps=horizon, threshold=config.recovery_threshold)
+    while not rec["time"] * 3 <= horizon and horizon < config.steps:
+        horizon = min(config.steps, horizon * 4)
+        rec = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
+                                 steps=horizon, threshold=config.recovery_threshold)
+    total = burn + window + horizon
+    if total > config.steps:
+        warnings.warn(f"d={basin.dim} {optimizer.mode.value}: {total} steps needed, capped at {config.steps}",
+                      RuntimeWarning, stacklevel=2)
+        scale = config.steps / total
+        burn, window, horizon = (max(1, int(x * scale)) for x in (burn, window, horizon))
+        total = burn + window + horizon
+    t_disp = burn + window
+    spec = RunSpec(steps=total, replicas=config.replicas, record_every=1, seed=seed,
+                   displacement_step=t_disp, displacement=config.displacement)
+    trace = simulate(basin=basin, optimizer=optimizer, run=spec, engine=config.engine)
+
+    steps = np.asarray(trace.steps)
+    in_window = (steps > burn) & (steps <= t_disp)
+    n_batches = max(1, min(int(config.window // 5), int(in_window.sum())))
+    loss = batch_means(trace.train_loss[:, in_window], n_batches=n_batches)
+    clip = batch_means(trace.clip_fraction[:, in_window], n_batches=n_batches)
+    at_disp = int(np.nonzero(in_window)[0][-1])
+    t_end = int(steps[at_disp])
+    flat = replica_mean(trace.flat_err_sq[:, at_disp])
+    heldout = replica_mean(trace.heldout_loss[:, at_disp])
+    pred_flat = float(np.asarray(cd.flat_error_sq(basin=basin, optimizer=optimizer, steps=t_end)).ravel()[-1])
+    pred_heldout = float(np.asarray(cd.heldout_excess_loss(basin=basin, optimizer=optimizer, steps=t_end)).ravel()[-1])
+    after = steps > t_disp
+    sim = simulated_recovery(loss=trace.train_loss[:, after], stationary=loss.mean, initial=rec["initial"],
+                             threshold=config.recovery_threshold, seed=seed)
+    return {
+        "dim": basin.dim, "mode": optimizer.mode.value, "burn_in_steps": burn, "window_steps": window,
+        "relaxation_time": tau, "n_batches": n_batches,
+        "pred_loss": pred_loss, "sim_loss": loss,
+        "pred_clip_fraction": pred_clip, "sim_clip_fraction": clip,
+        "pred_recovery_time": rec["time"], "sim_recovery_time": sim["time"], "sim_recovery_time_se": sim["time_se"],
+        "pred_flat_err_sq": pred_flat, "sim_flat_err_sq": flat,
+        "pred_heldout": pred_heldout, "sim_heldout": heldout,
+    }
+
+
+def theory_curves(config: BasinDimConfig, *, points: int = 33) -> dict[str, np.ndarray]:
+    """Predicted stationary loss and clip fraction on a fine log grid of d (for the figure)."""
+    from dptheory import clipped_dynamics as cd
+
+    dims = np.array(log_grid(low=config.rank, high=config.d, points=points))
+    out: dict[str, np.ndarray] = {"theory_dims": dims}
+    for mode in MODES:
+        opt = config.optimizer(mode)
+        loss, clip = [], []
+        for d in dims:
+            b = config.basin(int(d))
+            loss.append(cd.stationary_excess_loss(basin=b, optimizer=opt))
+            clip.append(cd.stationary_clip_fraction(basin=b, optimizer=opt))
+        out[f"theory_loss_{mode.value}"] = np.asarray(loss, dtype=float)
+        out[f"theory_clip_fraction_{mode.value}"] = np.asarray(clip, dtype=float)
+    return out
+
+
+def _pack(rows: list[dict[str, Any]], config: BasinDimConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    metrics_rows = []
+    arrays: dict[str, np.ndarray] = {}
+    for row in rows:
+        m: dict[str, Any] = {}
+        for key, value in row.items():
+            if isinstance(value, Estimate):
+                m[key] = value.as_dict()
+            else:
+                m[key] = value
+        metrics_rows.append(m)
+    k = config.k_se
+    summary = {
+        "experiment": "basin_dim", "k_se": k, "dims": config.dims(), "modes": [m.value for m in MODES],
+        "rows": metrics_rows,
+        "loss_within_ci": all(abs(r["sim_loss"].mean - r["pred_loss"]) <= k * r["sim_loss"].se for r in rows),
+    }
+    return summary, arrays
+
+
+def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
+    """The printed table (one line per (d, mode))."""
+    header = ["d", "mode", "clip frac (pred)", f"clip frac (sim ±{k:g}SE)", "loss pred", f"loss sim ±{k:g}SE",
+              "z", "recov pred", f"recov sim ±{k:g}SE", "flat err² pred", "flat err² sim", "held-out pred",
+              "held-out sim"]
+    body = []
+    for r in rows:
+        z = r["sim_loss"].z(r["pred_loss"])
+        body.append([str(r["dim"]), r["mode"], fmt(r["pred_clip_fraction"], 3), fmt_ci(r["sim_clip_fraction"], k=k),
+                     fmt(r["pred_loss"]), fmt_ci(r["sim_loss"], k=k), f"{z:+.1f}",
+                     fmt(r["pred_recovery_time"], 3),
+                     f"{fmt(r['sim_recovery_time'], 3)} ± {fmt(k * r['sim_recovery_time_se'], 2)}",
+                     fmt(r["pred_flat_err_sq"], 3), fmt(r["sim_flat_err_sq"].mean, 3),
+                     fmt(r["pred_heldout"], 3), fmt(r["sim_heldout"].mean, 3)])
+    return table(body, header=header)
+
+
+def run(config: BasinDimConfig) -> dict[str, Any]:
+    """Sweep d × mode, write the result folder, draw the figure from it, print the table."""
+    from paper import figures
+
+    check_output_dir(config.out)
+    dims = config.dims()
+    rows = []
+    with Progress(total=len(dims) * len(MODES), label="basin_dim", quiet=config.quiet) as bar:
+        for i, d in enumerate(dims):
+            basin = config.basin(d)
+            for j, mode in enumerate(MODES):
+                rows.append(measure(basin=basin, optimizer=config.optimizer(mode), config=config,
+                                    seed=_seed(config.seed, i, j)))
+                bar.update(note=f"d={d} {mode.value}")
+    metrics, arrays = _pack(rows, config)
+    arrays.update(theory_curves(config))
+    with result_folder(config.out) as folder:
+        write_results(folder, config=config, metrics=metrics, arrays=arrays)
+        figures.basin_dim(folder)
+    print(format_rows(rows, k=config.k_se))
+    print(f"results: {config.out}")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: ``python -m simulations.basin_dim [flags]``."""
+    return run_main(BasinDimConfig, run, argv, prog="python -m simulations.basin_dim", description=__doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,273 @@
+"""Recovery from a displacement at stationarity: clipped vs unclipped, as the dimension grows (claim 2).
+
+For each ambient dimension d (log grid from r to ``--d``) and each ablation mode, the error is run to
+stationarity (burn-in of ``--burn-in`` predicted relaxation times, then a window of ``--window``
+relaxation times to measure the stationary level), displaced by δ = ``--displacement`` along
+(1, …, 1)/√r in the curved directions, and followed for long enough to recover.
+
+Recovery time (one definition for theory and simulation): the number of steps after the
+displacement until the mean excess loss over the stationary level, E L(t) − L_stat, first falls to
+``--threshold`` × ½ Σ_i λ_i δ_i² (the excess right after the displacement; the cross term 2⟨e, δ⟩
+has mean zero at stationarity), linearly interpolated between steps.
+
+* Theory: the mean-field second-moment recursion (``dptheory.clipped_dynamics.expected_loss_curve``;
+  exact for the unclipped modes) started from E e_i(0)² = v_i + δ_i², where v_i = ητ_i²/(a_i(2 − ηa_i))
+  is the stationary second moment of the effective linear model. The recursion depends on the state
+  only through these second moments, so this start is exactly "stationary plus displaced" in the
+  model (no approximation beyond the model's own).
+* Simulation: the replica-mean training loss after the displacement minus the simulated stationary
+  level (time average over the window), with a bootstrap SE over replicas for the crossing time.
+
+Unclipped GD recovers exponentially at rate ηλ whatever d is; with clipping the drift shrinks to
+γλ with γ ≈ C/(s√d), so recovery slows by ~√d — and far from the optimum (‖Hδ‖ ≫ C) the clipped
+step has constant length ηC, so recovery there is linear in ‖δ‖ rather than logarithmic.
+
+Example::
+
+    python -m simulations.recovery --d 1e6 --rank 100 --points 3
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dptheory.records import Basin, LinearDynamics, Mode, Optimizer
+from dptheory._validate import check_int, check_positive
+from simulations._cli import Progress, run_main
+from simulations._compare import batch_means, first_crossing, fmt, log_grid, table
+from simulations._results import check_output_dir, result_folder, write_results
+
+MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
+ENGINES = ("auto", "full", "reduced", "numpy")
+
+
+def linear_model(*, basin: Basin, optimizer: Optimizer) -> LinearDynamics:
+    """The per-direction linear model of the step: exact if unclipped, mean-field if clipped."""
+    from dptheory.switching import phase_dynamics
+
+    return phase_dynamics(basin=basin, optimizer=optimizer)
+
+
+def stationary_second_moments(dynamics: LinearDynamics) -> np.ndarray:
+    """v_i = η τ_i² / (a_i (2 − η a_i)): stationary E e_i² of e ← (1 − ηa) e + ητ ξ (0 < ηa < 2)."""
+    a = np.asarray(dynamics.drift, dtype=float)
+    t2 = np.asarray(dynamics.noise_var, dtype=float)
+    x = dynamics.lr * a
+    if np.any(x <= 0) or np.any(x >= 2):
+        raise ValueError(f"lr * drift must be in (0, 2) for a stationary state, got {x.min():g}..{x.max():g}")
+    return dynamics.lr * t2 / (a * (2.0 - x))
+
+
+def relaxation_time(*, lr: float, drift: float) -> float:
+    """Steps for the mean error of a direction to shrink by e: 1/(−ln|1 − η a|), at least 1."""
+    c = abs(1.0 - lr * drift)
+    if c >= 1.0:
+        return math.inf
+    if c == 0.0:
+        return 1.0
+    return max(1.0, -1.0 / math.log(c))
+
+
+def displacement_vector(*, rank: int, displacement: float) -> np.ndarray:
+    """δ_i = δ/√r on every curved axis (the engine's displacement direction (1, …, 1)/√r)."""
+    return np.full(rank, displacement / math.sqrt(rank))
+
+
+def predicted_recovery(*, basin: Basin, optimizer: Optimizer, displacement: float, steps: int,
+                       threshold: float) -> dict[str, Any]:
+    """Predicted excess-loss curve after a displacement at stationarity, and its recovery time.
+
+    Returns ``{"excess": E L(t) − L_stat for t = 0…steps, "time": recovery time, "initial": ½Σλδ²,
+    "stationary": L_stat}``; see the module docstring for the definition.
+    """
+    from dptheory.clipped_dynamics import expected_loss_curve
+
+    lam = basin.curvature_array
+    dyn = linear_model(basin=basin, optimizer=optimizer)
+    v = stationary_second_moments(dyn)
+    delta = displacement_vector(rank=basin.rank, displacement=displacement)
+    stationary = 0.5 * float(np.sum(lam * v))
+    curve = np.asarray(expected_loss_curve(basin=basin, optimizer=optimizer, steps=steps,
+                                           init_error=np.sqrt(v + delta**2)), dtype=float)
+    curve = curve[: steps + 1]
+    initial = 0.5 * float(np.sum(lam * delta**2))
+    excess = curve - stationary
+    return {"excess": excess, "initial": initial, "stationary": stationary,
+            "time": first_crossing(excess, threshold=threshold * initial)}
+
+
+def simulated_recovery(*, loss: np.ndarray, stationary: float, initial: float, threshold: float,
+                       n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Recovery time of replica curves ``loss[replica, t]`` (t = 1, 2, … steps after the displacement).
+
+    The mean excess curve is ``mean_r loss[r, t] − stationary`` with the value ``initial`` at t = 0;
+    the SE of the crossing time is a bootstrap over replicas (``n_boot`` resamples, ``seed``).
+    """
+    loss = np.asarray(loss, dtype=float)
+    t = np.arange(loss.shape[1] + 1, dtype=float)
+
+    def crossing(curves: np.ndarray) -> float:
+        excess = np.concatenate([[initial], curves.mean(axis=0) - stationary])
+        return first_crossing(excess, threshold=threshold * initial, steps=t)
+
+    time = crossing(loss)
+    rng = np.random.default_rng(seed)
+    reps = loss.shape[0]
+    boots = np.array([crossing(loss[rng.integers(0, reps, reps)]) for _ in range(n_boot)])
+    finite = boots[np.isfinite(boots)]
+    se = float(np.std(finite, ddof=1)) if finite.size > 1 and finite.size == boots.size else math.inf
+    mean_excess = loss.mean(axis=0) - stationary
+    se_excess = loss.std(axis=0, ddof=1) / math.sqrt(reps)
+    return {"time": time, "time_se": se, "excess": mean_excess, "excess_se": se_excess}
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """One recovery sweep (every flag of ``python -m simulations.recovery``)."""
+
+    d: int = field(default=1_000_000, metadata={"help": "largest ambient dimension d (grid from rank to d)"})
+    rank: int = field(default=100, metadata={"help": "r: number of curved directions (all curvature λ)"})
+    points: int = field(default=3, metadata={"help": "number of log-spaced dimensions from rank to d"})
+    curvature: float = field(default=1.0, metadata={"help": "λ: curvature of every curved direction"})
+    sample_std: float = field(default=0.1, metadata={"help": "s: per-sample gradient spread"})
+    spread: str = field(default="ambient", metadata={"help": "per-sample spread", "choices": ("ambient", "basin")})
+    clip_norm: float = field(default=2.0, metadata={"help": "C: per-sample clip norm"})
+    noise_multiplier: float = field(default=1.0, metadata={"help": "σ: noise std on the sum is σ·C"})
+    batch_size: int = field(default=32, metadata={"help": "B: batch size"})
+    lr: float = field(default=0.5, metadata={"help": "η: learning rate"})
+    displacement: float = field(default=10.0, metadata={"help": "δ: norm of the displacement"})
+    threshold: float = field(default=0.1, metadata={"help": "recovered when the mean excess ≤ threshold × initial"})
+    burn_in: float = field(default=4.0, metadata={"help": "burn-in, in predicted relaxation times"})
+    window: float = field(default=10.0, metadata={"help": "window measuring the stationary level, in relaxation times"})
+    steps: int = field(default=50_000, metadata={"help": "cap on the steps of one run"})
+    replicas: int = field(default=16, metadata={"help": "independent Monte Carlo replicas per (d, mode)"})
+    k_se: float = field(default=2.0, metadata={"help": "k: confidence intervals printed as ± k·SE"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    engine: str = field(default="auto", metadata={"help": "simulation engine", "choices": ENGINES})
+    out: str = field(default="results/recovery", metadata={"help": "result folder (replaced atomically)"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+
+    def __post_init__(self) -> None:
+        for name in ("d", "rank", "points", "steps"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("replicas", self.replicas, minimum=2)
+        check_int("seed", self.seed, minimum=0)
+        for name in ("displacement", "threshold", "burn_in", "window", "k_se"):
+            check_positive(name, getattr(self, name))
+        if not self.threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        self.basin(self.d)
+        for mode in MODES:
+            self.optimizer(mode)
+        check_output_dir(self.out)
+
+    def dims(self) -> list[int]:
+        return log_grid(low=self.rank, high=self.d, points=self.points)
+
+    def basin(self, dim: int) -> Basin:
+        return Basin(dim=dim, curvatures=(self.curvature,) * self.rank, sample_std=self.sample_std,
+                     spread=self.spread)
+
+    def optimizer(self, mode: Mode) -> Optimizer:
+        return Optimizer(lr=self.lr, batch_size=self.batch_size, clip_norm=self.clip_norm,
+                         noise_multiplier=self.noise_multiplier, mode=mode)
+
+
+def _seed(base: int, *key: int) -> int:
+    return int(np.random.SeedSequence(base, spawn_key=tuple(key)).generate_state(1)[0])
+
+
+def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed: int) -> dict[str, Any]:
+    """One (d, mode): stationarity, displacement, recovery; theory beside simulation."""
+    from simulations.engine import RunSpec, simulate
+
+    dyn = linear_model(basin=basin, optimizer=optimizer)
+    tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
+    if not math.isfinite(tau):
+        raise ValueError(f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g})")
+    burn, window = math.ceil(config.burn_in * tau), math.ceil(config.window * tau)
+    # Horizon: long enough for the prediction to cross the threshold three times over.
+    horizon = max(20, math.ceil(8 * tau))
+    pred = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
+                              steps=horizon, threshold=config.threshold)
+    while not pred["time"] * 3 <= horizon and horizon < config.steps:
+        horizon = min(config.steps, horizon * 4)
+        pred = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
+                                  steps=horizon, threshold=config.threshold)
+    total = burn + window + horizon
+    spec = RunSpec(steps=total, replicas=config.replicas, record_every=1, seed=seed,
+                   displacement_step=burn + window, displacement=config.displacement)
+    trace = simulate(basin=basin, optimizer=optimizer, run=spec, engine=config.engine)
+    steps = np.asarray(trace.steps)
+    t_disp = burn + window
+    win = (steps > burn) & (steps <= t_disp)
+    stat = batch_means(trace.train_loss[:, win], n_batches=max(1, min(int(config.window // 5), int(win.sum()))))
+    after = steps > t_disp
+    sim = simulated_recovery(loss=trace.train_loss[:, after], stationary=stat.mean, initial=pred["initial"],
+                             threshold=config.threshold, seed=seed % (2**32))
+    n = min(sim["excess"].size, pred["excess"].size - 1)
+    z = (sim["excess"][:n] - pred["excess"][1 : n + 1]) / np.where(sim["excess_se"][:n] > 0, sim["excess_se"][:n], np.nan)
+    return {
+        "dim": basin.dim, "mode": optimizer.mode.value, "drift_min": float(min(dyn.drift)), "relaxation_time": tau,
+        "pred_stationary": pred["stationary"], "sim_stationary": stat,
+        "pred_recovery_time": pred["time"], "sim_recovery_time": sim["time"], "sim_recovery_time_se": sim["time_se"],
+        "initial_excess": pred["initial"], "max_abs_z_curve": float(np.nanmax(np.abs(z))) if n else math.nan,
+        "pred_curve": pred["excess"][: n + 1], "sim_curve": sim["excess"][:n], "sim_curve_se": sim["excess_se"][:n],
+    }
+
+
+def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
+    header = ["d", "mode", "γλ_min", "L_stat pred", f"L_stat sim ±{k:g}SE", "recovery pred",
+              f"recovery sim ±{k:g}SE", "max|z| curve"]
+    body = []
+    for r in rows:
+        s = r["sim_stationary"]
+        body.append([str(r["dim"]), r["mode"], fmt(r["drift_min"], 3), fmt(r["pred_stationary"]),
+                     f"{fmt(s.mean)} ± {fmt(k * s.se, 2)}", fmt(r["pred_recovery_time"]),
+                     f"{fmt(r['sim_recovery_time'])} ± {fmt(k * r['sim_recovery_time_se'], 2)}",
+                     f"{r['max_abs_z_curve']:.1f}"])
+    return table(body, header=header)
+
+
+def run(config: RecoveryConfig) -> dict[str, Any]:
+    """Sweep d × mode, write the result folder, draw the figure from it, print the table."""
+    from paper import figures
+
+    check_output_dir(config.out)
+    dims = config.dims()
+    rows = []
+    with Progress(total=len(dims) * len(MODES), label="recovery", quiet=config.quiet) as bar:
+        for i, d in enumerate(dims):
+            for j, mode in enumerate(MODES):
+                rows.append(measure(basin=config.basin(d), optimizer=config.optimizer(mode), config=config,
+                                    seed=_seed(config.seed, i, j)))
+                bar.update(note=f"d={d} {mode.value}")
+    arrays: dict[str, np.ndarray] = {}
+    mrows = []
+    for r in rows:
+        key = f"{r['mode']}_{r['dim']}"
+        for name in ("pred_curve", "sim_curve", "sim_curve_se"):
+            arrays[f"{name}_{key}"] = np.asarray(r[name])
+        mrows.append({k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in r.items()
+                      if k not in ("pred_curve", "sim_curve", "sim_curve_se")})
+    metrics = {"experiment": "recovery", "k_se": config.k_se, "threshold": config.threshold, "dims": dims, "modes": [m.value for m in MODES],
+               "rows": mrows}
+    with result_folder(config.out) as folder:
+        write_results(folder, config=config, metrics=metrics, arrays=arrays)
+        figures.recovery(folder)
+    print(format_rows(rows, k=config.k_se))
+    print(f"results: {config.out}")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: ``python -m simulations.recovery [flags]``."""
+    return run_main(RecoveryConfig, run, argv, prog="python -m simulations.recovery", description=__doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
