@@ -1,0 +1,269 @@
+"""Tests of the PyTorch DP-SGD engine: per-sample gradients, clipping, noise, Poisson sampling, masks, Hessian."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from torch import nn
+
+from simulations.nn.engine import CLIP_EPS, per_sample_gradients, private_gradient, trainable_parameters
+from simulations.nn.masks import apply_masks, magnitude_masks, mask_density
+from simulations.nn.sampler import PoissonSampler, poisson_batch
+
+torch.set_num_threads(1)
+
+
+def _mlp(seed=0, d_in=12, width=16, classes=4, depth=2):
+    torch.manual_seed(seed)
+    layers = [nn.Flatten()]
+    fan = d_in
+    for _ in range(depth):
+        layers += [nn.Linear(fan, width), nn.Tanh()]
+        fan = width
+    layers.append(nn.Linear(fan, classes))
+    return nn.Sequential(*layers)
+
+
+def _cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.MaxPool1d(2),
+                         nn.Flatten(), nn.Linear(4 * 6, 3))
+
+
+def _data(n, d_in, classes, seed=1, shape=None):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n,) + (shape or (d_in,)), generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return x, y
+
+
+def _reference(model, x, y, *, clip_norm, noise_std, expected_batch_size, seed, masks=None):
+    """Slow, obvious DP-SGD gradient: per-example backward, flat clip, noise drawn in parameter order."""
+    params = trainable_parameters(model)
+    total = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1], reduction="sum").backward()
+        g = {k: p.grad.detach().double() * (masks[k].double() if masks else 1) for k, p in params.items()}
+        norm = math.sqrt(sum(float((v ** 2).sum()) for v in g.values()))
+        phi = 1.0 if math.isinf(clip_norm) else min(1.0, clip_norm / (norm + CLIP_EPS))
+        for k in total:
+            total[k] += phi * g[k]
+    model.zero_grad()
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, p in params.items():
+        xi = torch.randn(p.shape, generator=gen, dtype=p.dtype).double()
+        if masks:
+            xi = xi * masks[k].double()
+        out[k] = (total[k] + noise_std * xi) / expected_batch_size
+    return out
+
+
+def _maxdiff(a, b):
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+@pytest.mark.parametrize("method", ["bk", "vmap", "loop", "auto"])
+@pytest.mark.parametrize("clip_norm", [0.3, 5.0, math.inf])
+def test_mlp_gradient_equals_per_example_reference(method, clip_norm):
+    model = _mlp()
+    x, y = _data(23, 12, 4)
+    got = private_gradient(model, x, y, clip_norm=clip_norm, noise_std=0.7, expected_batch_size=20,
+                           generator=torch.Generator().manual_seed(5), method=method)
+    ref = _reference(model, x, y, clip_norm=clip_norm, noise_std=0.7, expected_batch_size=20, seed=5)
+    assert _maxdiff(got.grads, ref) < 1e-6
+    if clip_norm == 0.3:  # the clip is active for most samples: the test exercises clipping
+        assert float((got.clip_factors < 1).float().mean()) > 0.5
+
+
+@pytest.mark.parametrize("method", ["vmap", "auto"])
+def test_cnn_with_groupnorm_and_mask_equals_reference(method):
+    model = _cnn()
+    x, y = _data(9, 12, 3, shape=(1, 12))
+    masks = magnitude_masks(dict(model.named_parameters()), sparsity=0.6, scope="layer")
+    apply_masks(model, masks)
+    got = private_gradient(model, x, y, clip_norm=0.5, noise_std=0.3, expected_batch_size=10,
+                           generator=torch.Generator().manual_seed(2), masks=masks, method=method, chunk_size=4)
+    ref = _reference(model, x, y, clip_norm=0.5, noise_std=0.3, expected_batch_size=10, seed=2, masks=masks)
+    assert _maxdiff(got.grads, ref) < 1e-6
+    for k, m in masks.items():  # pruned coordinates: no gradient and no noise, exactly
+        assert torch.all(got.grads[k][m == 0] == 0)
+
+
+@settings(max_examples=10, deadline=None)
+@given(width=st.integers(1, 9), depth=st.integers(0, 2), n=st.integers(1, 12),
+       clip=st.floats(0.01, 10.0), seed=st.integers(0, 2 ** 16))
+def test_bk_equals_loop_property(width, depth, n, clip, seed):
+    model = _mlp(seed=seed, d_in=5, width=width, classes=3, depth=depth)
+    x, y = _data(n, 5, 3, seed=seed + 1)
+    kw = dict(clip_norm=clip, noise_std=0.0, expected_batch_size=7.5, generator=torch.Generator(), keep_sums=True)
+    a = private_gradient(model, x, y, method="bk", **kw)
+    b = private_gradient(model, x, y, method="loop", **kw)
+    assert _maxdiff(a.grads, b.grads) < 1e-6
+    assert _maxdiff(a.unclipped_sum, b.unclipped_sum) < 1e-5
+    assert torch.allclose(a.per_sample_norms, b.per_sample_norms, rtol=1e-5, atol=1e-6)
+
+
+def test_equals_opacus_dpoptimizer_zero_noise():
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    model = _mlp(seed=3)
+    x, y = _data(30, 12, 4, seed=4)
+    expected = 25  # realised 30 ≠ expected 25: both divide by the EXPECTED batch size
+    ours = private_gradient(model, x, y, clip_norm=0.4, noise_std=0.0, expected_batch_size=expected,
+                            generator=torch.Generator().manual_seed(0))
+    twin = GradSampleModule(copy.deepcopy(model), loss_reduction="mean")
+    opt = DPOptimizer(torch.optim.SGD(twin.parameters(), lr=0.1), noise_multiplier=0.0, max_grad_norm=0.4,
+                      expected_batch_size=expected, loss_reduction="mean")
+    opt.zero_grad()
+    nn.functional.cross_entropy(twin(x), y).backward()
+    opt.pre_step()
+    theirs = {k.removeprefix("_module."): p.grad for k, p in twin.named_parameters()}
+    assert _maxdiff(ours.grads, theirs) < 1e-6
+
+
+def test_unclipped_noiseless_is_the_plain_minibatch_gradient():
+    model = _mlp(seed=7)
+    x, y = _data(16, 12, 4, seed=8)
+    got = private_gradient(model, x, y, clip_norm=math.inf, noise_std=0.0, expected_batch_size=16,
+                           generator=torch.Generator())
+    model.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()  # mean over 16 = sum / 16
+    assert _maxdiff(got.grads, {k: p.grad for k, p in model.named_parameters()}) < 1e-6
+    assert torch.all(got.clip_factors == 1)
+
+
+def test_clip_bound_and_scale_equivariance():
+    # ‖Σ φ_i g_i‖ ≤ |S| C, and every clipped per-sample gradient has norm ≤ C
+    model = _mlp(seed=9)
+    x, y = _data(40, 12, 4, seed=10)
+    c = 0.05
+    out = private_gradient(model, x, y, clip_norm=c, noise_std=0.0, expected_batch_size=40,
+                           generator=torch.Generator())
+    assert torch.all(out.per_sample_norms * out.clip_factors <= c * (1 + 1e-6))
+    total = math.sqrt(sum(float((g * 40).pow(2).sum()) for g in out.grads.values()))
+    assert total <= 40 * c * (1 + 1e-6)
+
+
+def test_noise_std_statistics_and_empty_batch():
+    # Empty batch: ĝ = ν ξ / B exactly. Its coordinates are i.i.d. N(0, (ν/B)²): the sample std of
+    # N = 20 000 coordinates has standard error ≈ s/√(2N); we allow k = 4 SE.
+    model = nn.Linear(199, 100)  # d = 20 000
+    gen = torch.Generator().manual_seed(11)
+    nu, b = 2.5, 8.0
+    out = private_gradient(model, torch.zeros(0, 199), torch.zeros(0, dtype=torch.long), clip_norm=1.0,
+                           noise_std=nu, expected_batch_size=b, generator=gen)
+    assert out.batch_size == 0 and out.per_sample_norms.numel() == 0
+    z = torch.cat([g.flatten() for g in out.grads.values()]).double()
+    n = z.numel()
+    se = (nu / b) / math.sqrt(2 * n)
+    assert abs(float(z.std()) - nu / b) < 4 * se
+    assert abs(float(z.mean())) < 4 * (nu / b) / math.sqrt(n)
+    assert out.noise_norm == pytest.approx(float(z.norm()) * b, rel=1e-5)
+
+
+def test_noise_stream_is_consumed_identically_whatever_the_noise_std():
+    model = _mlp(seed=1)
+    x, y = _data(5, 12, 4)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    private_gradient(model, x, y, clip_norm=1.0, noise_std=0.0, expected_batch_size=5, generator=g1)
+    private_gradient(model, x, y, clip_norm=math.inf, noise_std=4.0, expected_batch_size=5, generator=g2)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+
+
+def test_engine_invalid_arguments():
+    model = _mlp()
+    x, y = _data(4, 12, 4)
+    kw = dict(clip_norm=1.0, noise_std=0.0, expected_batch_size=4, generator=torch.Generator())
+    for bad, name in [(dict(clip_norm=-1.0), "clip_norm"), (dict(noise_std=-0.1), "noise_std"),
+                      (dict(expected_batch_size=0), "expected_batch_size"), (dict(method="fast"), "method")]:
+        with pytest.raises(ValueError, match=name):
+            private_gradient(model, x, y, **{**kw, **bad})
+    with pytest.raises(ValueError, match="bk"):
+        private_gradient(_cnn(), torch.zeros(2, 1, 12), torch.zeros(2, dtype=torch.long), method="bk", **kw)
+    with pytest.raises(ValueError, match="'vmap' or 'loop'"):
+        per_sample_gradients(model, x, y, method="bk")
+
+
+# ------------------------------------------------------------------------------------------------
+# Poisson sampling
+
+
+def test_poisson_batch_size_is_binomial():
+    n, q, draws = 200, 0.1, 3000
+    gen = torch.Generator().manual_seed(12)
+    sizes = np.array([poisson_batch(n=n, sample_rate=q, generator=gen).numel() for _ in range(draws)])
+    mean, var = n * q, n * q * (1 - q)
+    # sample mean: SE = √(var/draws); sample variance: SE ≈ var·√(2/(draws−1)) (+ excess kurtosis, tiny here)
+    assert abs(sizes.mean() - mean) < 4 * math.sqrt(var / draws)
+    assert abs(sizes.var(ddof=1) - var) < 4 * var * math.sqrt(2 / (draws - 1)) * 1.05
+    # chi-square goodness of fit against Binomial(n, q), tail bins pooled so every expected count ≥ 5
+    lo, hi = int(stats.binom.ppf(0.005, n, q)), int(stats.binom.ppf(0.995, n, q))
+    edges = np.arange(lo, hi + 1)
+    observed = np.array([(sizes < lo).sum()] + [(sizes == k).sum() for k in edges] + [(sizes > hi).sum()])
+    probs = np.array([stats.binom.cdf(lo - 1, n, q)] + [stats.binom.pmf(k, n, q) for k in edges]
+                     + [stats.binom.sf(hi, n, q)])
+    assert (probs * draws).min() >= 5
+    assert stats.chisquare(observed, probs * draws).pvalue > 1e-3
+
+
+def test_poisson_inclusion_is_uniform_and_independent_of_position():
+    n, q, draws = 50, 0.3, 2000
+    gen = torch.Generator().manual_seed(13)
+    counts = np.zeros(n)
+    for _ in range(draws):
+        counts[poisson_batch(n=n, sample_rate=q, generator=gen).numpy()] += 1
+    # each count ~ Binomial(draws, q): chi-square with n − 1 dof across examples
+    assert stats.chisquare(counts, np.full(n, counts.sum() / n)).pvalue > 1e-3
+    assert abs(counts.mean() / draws - q) < 4 * math.sqrt(q * (1 - q) / (draws * n))
+
+
+def test_sampler_epochs_fresh_batches_and_empty_batches_possible():
+    s = PoissonSampler(n=20, batch_size=1, generator=torch.Generator().manual_seed(0))
+    batches = list(s) + list(s)
+    assert len(batches) == 40 and s.sample_rate == 0.05
+    assert any(b.numel() == 0 for b in batches)  # P(empty) = 0.95^20 ≈ 0.36 per step
+    with pytest.raises(ValueError, match="batch_size"):
+        PoissonSampler(n=5, batch_size=6, generator=torch.Generator())
+    with pytest.raises(ValueError, match="sample_rate"):
+        poisson_batch(n=5, sample_rate=1.5, generator=torch.Generator())
+
+
+# ------------------------------------------------------------------------------------------------
+# masks
+
+
+@settings(max_examples=15, deadline=None)
+@given(sparsity=st.floats(0.0, 0.99), scope=st.sampled_from(["global", "layer"]), seed=st.integers(0, 1000))
+def test_magnitude_masks_keep_exactly_the_largest(sparsity, scope, seed):
+    g = torch.Generator().manual_seed(seed)
+    params = {"a.weight": torch.randn(7, 5, generator=g), "a.bias": torch.randn(7, generator=g),
+              "b.weight": torch.randn(3, 7, generator=g) * 3}
+    masks = magnitude_masks(params, sparsity=sparsity, scope=scope)
+    assert torch.all(masks["a.bias"] == 1)
+    groups = [["a.weight", "b.weight"]] if scope == "global" else [["a.weight"], ["b.weight"]]
+    for group in groups:
+        w = torch.cat([params[k].flatten() for k in group]).abs()
+        m = torch.cat([masks[k].flatten() for k in group])
+        assert set(m.unique().tolist()) <= {0.0, 1.0}
+        assert int(m.sum()) == w.numel() - round(sparsity * w.numel())
+        if 0 < m.sum() < w.numel():
+            assert float(w[m == 1].min()) >= float(w[m == 0].max())
+
+
+def test_masks_invalid_and_density():
+    params = {"w": torch.randn(4, 4)}
+    with pytest.raises(ValueError, match="sparsity.*1.0"):
+        magnitude_masks(params, sparsity=1.0)
+    with pytest.raises(ValueError, match="scope.*'row'"):
+        magnitude_masks(params, sparsity=0.5, scope="row")
+    assert mask_density(magnitude_masks(params, sparsity=0.25)) == 0.75
