@@ -255,9 +255,10 @@ def simulate(*, basin: Basin, optimizer: Optimizer, run: RunSpec, engine: str = 
                          "(no basis, mask, optimum or init_weights); use engine='full'")
     if run.init_flat_sq > 0 and basin.flat_dim == 0:
         raise ValueError(f"init_flat_sq must be 0 when the basin has no flat directions, got {run.init_flat_sq}")
-    optimum = np.zeros(d) if optimum is None else np.asarray(optimum, dtype=float)
-    if optimum.shape != (d,):
-        raise ValueError(f"optimum must have shape ({d},), got {optimum.shape}")
+    if optimum is not None:
+        optimum = np.asarray(optimum, dtype=float)
+        if optimum.shape != (d,):
+            raise ValueError(f"optimum must have shape ({d},), got {optimum.shape}")
     if init_weights is not None and np.shape(init_weights) != (d,):
         raise ValueError(f"init_weights must have shape ({d},), got {np.shape(init_weights)}")
 
@@ -281,6 +282,8 @@ def simulate(*, basin: Basin, optimizer: Optimizer, run: RunSpec, engine: str = 
                             disp_step, disp_vec, rec_flag, basin.heldout_flat_curvature, numba_seeds,
                             *(out[k] for k in TRACE_METRICS))
     else:
+        if optimum is None:
+            optimum = np.zeros(d)
         e0 = _initial_errors(basin, run, basis, seeds, optimum, init_weights, mask)
         disp_vec = run.displacement * _curved_direction(basin, basis)
         if engine == "full":
