@@ -1,0 +1,267 @@
+"""Shared machinery of the claim experiments: one training run, paired statistics, result folders.
+
+Every experiment is a sweep of ``simulations.nn.train.train`` runs (engineer F's engine) that differ
+in one knob, paired across that knob: the same ``seed`` gives the same initialisation, data order and
+random streams, so differences between runs with the same seed are *paired* and their standard error
+is the SE of the per-seed differences (much smaller than the SE of either mean).
+
+Statistics: mean ± SE with SE = sd / √n (sd with n − 1 degrees of freedom; "nan" for one seed);
+Spearman rank correlation from scipy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# the training engine (engineer F). Imported lazily so that ``--help`` is fast, and reachable through
+# one function so that tests can substitute a small stand-in.
+
+
+def trainer() -> tuple[type, Callable[..., dict]]:
+    """(TrainConfig, train) from ``simulations.nn.train``."""
+    from simulations.nn.train import TrainConfig, train
+
+    return TrainConfig, train
+
+
+def train_config(**fields: Any) -> Any:
+    """A ``TrainConfig`` from keyword fields; ``None`` values are left at the engine's default."""
+    config_cls, _ = trainer()
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(k for k in fields if k not in names)
+    if unknown:  # an engine/experiment mismatch is a programming error, not a usage error
+        raise RuntimeError(f"TrainConfig has no field(s) {unknown}; experiments and engine disagree")
+    return config_cls(**{k: v for k, v in fields.items() if v is not None})
+
+
+def run_training(config: Any) -> dict:
+    """Run one training and return the engine's result dict (per-epoch history inside)."""
+    _, train = trainer()
+    return train(config)
+
+
+def history(result: dict, key: str) -> np.ndarray:
+    """The per-epoch series ``key`` of a training result as a float array (nan where missing)."""
+    hist = result.get("history", result)
+    if key not in hist:
+        raise KeyError(f"training history has no {key!r}; it has {sorted(hist)}")
+    return np.asarray([np.nan if v is None else float(v) for v in hist[key]], dtype=float)
+
+
+def final(result: dict, key: str) -> float:
+    """Last value of the per-epoch series ``key``."""
+    series = history(result, key)
+    return float(series[-1]) if series.size else math.nan
+
+
+# names of the per-epoch series in the engine's history (one place to adapt)
+TEST_ACC = "test_accuracy"
+TEST_LOSS = "test_loss"
+TRAIN_ACC = "train_accuracy"
+TRAIN_LOSS = "train_loss"
+EPSILON = "epsilon"
+CLIP_FRACTION = "clip_fraction"
+NORM_MEDIAN = "grad_norm_median"
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, standard error) of ``values``; SE = sample sd / √n, nan for n < 2."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan
+    se = float(np.std(x, ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
+    return float(np.mean(x)), se
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """{"mean", "se", "n"} of ``values`` (finite entries only)."""
+    m, se = mean_se(values)
+    return {"mean": m, "se": se, "n": int(np.sum(np.isfinite(np.asarray(values, dtype=float))))}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Summary of the per-seed differences a − b (paired by seed)."""
+    return summary(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
+    """Spearman rank correlation ρ and its two-sided p-value (scipy), on the finite pairs."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return {"rho": math.nan, "p_value": math.nan, "n": int(ok.sum())}
+    res = spearmanr(x[ok], y[ok])
+    return {"rho": float(res.statistic), "p_value": float(res.pvalue), "n": int(ok.sum())}
+
+
+def fmt(stat: dict[str, float], scale: float = 1.0, digits: int = 2) -> str:
+    """'mean ± se' (scaled, e.g. 100 for percent)."""
+    m, se = stat["mean"] * scale, stat["se"] * scale
+    se_txt = "nan" if not math.isfinite(se) else f"{se:.{digits}f}"
+    return f"{m:.{digits}f} ± {se_txt}"
+
+
+# --------------------------------------------------------------------------------------------
+# fields shared by the experiment configs (each experiment overrides defaults as it needs)
+
+
+def opt(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002 - mirrors argparse's name
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers >= 0, got {seeds}")
+    return seeds
+
+
+def check_fraction_list(name: str, values: Sequence[float], *, upper_open: bool = True) -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    for v in values:
+        if not (0 <= v < 1 if upper_open else 0 <= v <= 1):
+            raise ValueError(f"{name} must lie in [0, 1{')' if upper_open else ']'}, got {v}")
+    return values
+
+
+@dataclass
+class Sweep:
+    """Runs a list of (label, TrainConfig) jobs with progress on stderr and a time log."""
+
+    label: str
+    quiet: bool = False
+    runs: list[dict] = field(default_factory=list)
+
+    def run(self, jobs: Sequence[tuple[dict, Any]]) -> list[dict]:
+        from simulations._cli import Progress
+
+        results = []
+        start = time.perf_counter()
+        with Progress(total=len(jobs), label=self.label, quiet=self.quiet, min_seconds=0.0) as bar:
+            for tags, config in jobs:
+                t0 = time.perf_counter()
+                result = run_training(config)
+                results.append({"tags": tags, "result": result, "seconds": time.perf_counter() - t0})
+                bar.update(note=" ".join(f"{k}={v}" for k, v in tags.items()))
+        if not self.quiet:
+            sys.stderr.write(f"{self.label}: {len(jobs)} runs in {time.perf_counter() - start:.1f}s\n")
+        return results
+
+
+def select(results: Sequence[dict], **tags: Any) -> list[dict]:
+    """The results whose tags match every given tag, in run order."""
+    return [r for r in results if all(r["tags"].get(k) == v for k, v in tags.items())]
+
+
+def per_seed(results: Sequence[dict], seeds: Sequence[int], key: str, **tags: Any) -> np.ndarray:
+    """final(key) for each seed (in ``seeds`` order) among results matching ``tags``."""
+    out = []
+    for s in seeds:
+        match = select(results, seed=s, **tags)
+        if len(match) != 1:
+            raise RuntimeError(f"expected one run for seed={s} {tags}, found {len(match)}")
+        out.append(final(match[0]["result"], key))
+    return np.asarray(out, dtype=float)
+
+
+def curves(results: Sequence[dict], key: str) -> np.ndarray:
+    """Stack the per-epoch series ``key`` of ``results`` into a (runs, epochs) array (nan-padded)."""
+    series = [history(r["result"], key) for r in results]
+    width = max((s.size for s in series), default=0)
+    out = np.full((len(series), width), np.nan)
+    for i, s in enumerate(series):
+        out[i, : s.size] = s
+    return out
+
+
+def print_table(rows: Sequence[Sequence[str]], *, file: Any = None) -> None:
+    """Print a plain fixed-width table (first row = header) on stdout."""
+    file = file or sys.stdout
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for j, row in enumerate(rows):
+        file.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+        if j == 0:
+            file.write("  ".join("-" * w for w in widths) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# the fields every claim experiment shares; experiments subclass and re-declare defaults
+
+
+@dataclass(frozen=True)
+class NetExperiment:
+    """Fields shared by the network experiments (defaults sized for minutes on 2 CPU cores)."""
+
+    dataset: str = opt("mnist1d", "dataset name (see simulations.nn.data)")
+    model: str = opt("mlp", "network: mlp | cnn | wrn", choices=("mlp", "cnn", "wrn"))
+    width: int = opt(128, "hidden units (mlp), channels (cnn) or widen factor (wrn)")
+    depth: int = opt(2, "hidden layers (mlp), conv layers (cnn) or total depth (wrn)")
+    epochs: int = opt(12, "training epochs")
+    batch_size: int = opt(128, "expected batch size B (Poisson sampling rate q = B/n)")
+    lr: float = opt(0.2, "learning rate")
+    momentum: float = opt(0.0, "heavy-ball momentum")
+    clip_norm: float = opt(1.0, "per-sample clipping norm C")
+    noise_multiplier: float = opt(1.0, "noise multiplier sigma (ignored where target_epsilon is used)")
+    delta: float = opt(1e-5, "privacy delta")
+    seeds: tuple[int, ...] = opt((0, 1, 2), "seeds; runs with the same seed are paired")
+    n_train: int | None = opt(None, "training examples (None: dataset default)")
+    data_root: str | None = opt(None, "folder with mnist / fashion-mnist / cifar10 files")
+    device: str = opt("cpu", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
+    out: str = opt("results/nn/experiment", "result folder (replaced atomically)")
+    quiet: bool = opt(False, "no progress on stderr")
+
+    def __post_init__(self) -> None:
+        from dptheory._validate import check_int, check_nonnegative, check_positive, check_probability
+
+        for name in ("width", "depth", "epochs", "batch_size"):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1 if name != "depth" else 0))
+        object.__setattr__(self, "lr", check_positive("lr", self.lr))
+        object.__setattr__(self, "momentum", check_nonnegative("momentum", self.momentum))
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be < 1, got {self.momentum}")
+        object.__setattr__(self, "clip_norm", check_positive("clip_norm", self.clip_norm))
+        object.__setattr__(self, "noise_multiplier", check_nonnegative("noise_multiplier", self.noise_multiplier))
+        object.__setattr__(self, "delta", check_probability("delta", self.delta, open_left=True))
+        object.__setattr__(self, "seeds", check_seeds(self.seeds))
+        if self.n_train is not None:
+            object.__setattr__(self, "n_train", check_int("n_train", self.n_train, minimum=2))
+        from simulations.nn.data import DATASETS
+
+        if self.dataset.partition(":")[0] not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+
+    def base_fields(self) -> dict[str, Any]:
+        """The TrainConfig fields this experiment fixes for every run."""
+        return dict(dataset=self.dataset, model=self.model, width=self.width, depth=self.depth,
+                    epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+                    clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier, delta=self.delta,
+                    n_train=self.n_train, data_root=self.data_root, device=self.device, quiet=True)
+
+
+def training_set_size(config: NetExperiment) -> int:
+    """n of the experiment's training set (loads the dataset; mnist1d generation is cached)."""
+    from simulations.nn.data import load_dataset
+
+    return load_dataset(config.dataset, root=config.data_root, seed=0, n_train=config.n_train).n_train
+
+
+def steps_per_epoch(config: NetExperiment) -> int:
+    """The engine's steps per epoch, round(n / B) (``simulations.nn.sampler.steps_per_epoch``)."""
+    from simulations.nn.sampler import steps_per_epoch as engine_steps
+
+    return engine_steps(n=training_set_size(config), batch_size=config.batch_size)

@@ -1,0 +1,204 @@
+"""Claim experiments: the paired statistics on a stand-in engine with known answers, the CLI
+contract (exit 2 with one line and no folder on bad input), and tiny real runs on the real engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from simulations.nn import __main__ as nn_main
+from simulations.nn.experiments import _common, ablate, prune, switch, width
+
+# --------------------------------------------------------------------------------------------
+# a stand-in engine whose final accuracies follow closed forms (so the analyses have known answers)
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeConfig:
+    dataset: str = "mnist1d"
+    model: str = "mlp"
+    width: int = 8
+    depth: int = 1
+    epochs: int = 8
+    batch_size: int = 100
+    lr: float = 0.1
+    momentum: float = 0.0
+    clip_norm: float = 1.0
+    noise_multiplier: float = 1.0
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    mode: str = "sgd"
+    ref_clip_norm: float | None = None
+    switch_epoch: int | None = None
+    switch_mode: str | None = None
+    sparsity: float = 0.0
+    prune_scope: str = "global"
+    mask_source: str = "init"
+    burst_step: int | None = None
+    burst_scale: float = 0.0
+    seed: int = 0
+    n_train: int | None = None
+    data_root: str | None = None
+    device: str = "cpu"
+    quiet: bool = True
+
+
+QUALITY = {"sgd": 0.8, "clip": 0.6, "noise": 0.75, "dpsgd": 0.5}
+RHO = {"sgd": 0.3, "clip": 0.9}  # per-epoch decay of a burst's excess loss
+
+
+def _seed_offset(seed: int) -> float:
+    return 0.01 * math.sin(1.7 * seed + 0.3)  # a deterministic per-seed effect, shared by paired runs
+
+
+def fake_train_average(config: FakeConfig) -> dict:
+    """Accuracy after epoch t = mean quality of the modes used so far (early = late weight)."""
+    modes = [config.mode if (config.switch_epoch is None or t < config.switch_epoch) else config.switch_mode
+             for t in range(config.epochs)]
+    acc = np.cumsum([QUALITY[m] for m in modes]) / np.arange(1, config.epochs + 1) + _seed_offset(config.seed)
+    train_loss = 1.0 - acc
+    if config.burst_step is not None:
+        t0 = (config.burst_step + 1) // 4  # the stand-in has 4 steps per epoch
+        idx = np.arange(config.epochs)
+        excess = np.where(idx >= t0 - 1, config.burst_scale * RHO[config.mode] ** (idx - (t0 - 1)), 0.0)
+        train_loss = train_loss + excess
+    plain_dp = config.mode == "dpsgd" and config.switch_epoch is None
+    dim_penalty = 0.02 * math.log(config.width) if plain_dp else 0.0
+    prune_gain = 0.1 * config.sparsity if config.mask_source == "init" and plain_dp else 0.0
+    acc = acc - dim_penalty + prune_gain
+    eps = 0.0 if config.mode == "sgd" else (config.target_epsilon or 3.0) + (1.0 if config.mask_source == "private" and config.sparsity > 0 else 0.0)
+    n = config.epochs
+    return {"history": {_common.TEST_ACC: list(acc), _common.TEST_LOSS: list(1 - acc),
+                        _common.TRAIN_LOSS: list(train_loss), _common.TRAIN_ACC: list(acc),
+                        _common.EPSILON: [eps] * n, _common.CLIP_FRACTION: [0.5] * n,
+                        _common.NORM_MEDIAN: [2.0] * n},
+            "noise_multiplier": 1.1}
+
+
+def fake_train_late(config: FakeConfig) -> dict:
+    """Final accuracy = quality of the mode of the last epoch only (the late phase decides)."""
+    out = fake_train_average(config)
+    last = config.mode if (config.switch_epoch is None or config.epochs - 1 < config.switch_epoch) else config.switch_mode
+    acc = np.asarray(out["history"][_common.TEST_ACC])
+    acc[-1] = QUALITY[last] + _seed_offset(config.seed)
+    out["history"][_common.TEST_ACC] = list(acc)
+    return out
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    def use(train_fn):
+        monkeypatch.setattr(_common, "trainer", lambda: (FakeConfig, train_fn))
+        monkeypatch.setattr(_common, "steps_per_epoch", lambda config: 4)
+        monkeypatch.setattr(ablate, "steps_per_epoch", lambda config: 4)
+        monkeypatch.setattr(width, "parameter_counts", lambda config: {w: 10 * w * w for w in config.widths})
+    return use
+
+
+def test_switch_dominance_equals_closed_form(fake_engine, tmp_path):
+    # equal weight of all epochs: L(s) = 1 − 2s/E exactly; last epoch only: L(s) = 1
+    fake_engine(fake_train_average)
+    cfg = switch.SwitchConfig(epochs=8, width=1, switch_epochs=(2, 4, 6), seeds=(0, 1, 2), out=str(tmp_path / "a"),
+                              quiet=True)
+    m = switch.run(cfg)
+    for row in m["per_switch"]:
+        assert row["late_phase_dominance"] == pytest.approx(1 - 2 * row["switch_epoch"] / 8, abs=1e-12)
+        assert row["dominance_numerator"]["se"] == pytest.approx(0, abs=1e-12)  # paired: seed effect cancels
+    assert m["late_phase_decides"] is False  # L(4) = 0: early and late phase matter equally
+    assert m["slower_early"] is False or m["first_epoch_acc_dpsgd_minus_sgd"]["mean"] < 0
+    fake_engine(fake_train_late)
+    m = switch.run(dataclasses.replace(cfg, out=str(tmp_path / "b")))
+    assert all(r["late_phase_dominance"] == pytest.approx(1.0) for r in m["per_switch"])
+    saved = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert saved["per_switch"][1]["late_phase_dominance"] == pytest.approx(1.0)
+    assert (tmp_path / "b" / "metrics.npz").is_file() and (tmp_path / "b" / "env.json").is_file()
+
+
+def test_ablate_recovery_fraction_equals_closed_form(fake_engine, tmp_path):
+    fake_engine(fake_train_average)
+    cfg = ablate.AblateConfig(epochs=8, width=1, burst_epoch=3, burst_scale=2.0, seeds=(0, 1, 2), out=str(tmp_path / "x"),
+                              quiet=True)
+    m = ablate.run(cfg)
+    # excess Δ(i) = A ρ^(i − (t0 − 1)): recovered = 1 − ρ^(E − t0)
+    for mode in ("sgd", "clip"):
+        assert m["burst"][mode]["recovered_fraction"]["mean"] == pytest.approx(1 - RHO[mode] ** (8 - 3))
+        assert m["burst"][mode]["excess_train_loss_after_burst"]["mean"] == pytest.approx(2.0)
+    assert m["unclipped_recovers_better"] is True
+    # accuracies: paired differences to SGD are the quality differences exactly (seed effect cancels)
+    for mode in ("clip", "noise", "dpsgd"):
+        assert m["accuracy_minus_sgd"][mode]["mean"] == pytest.approx(QUALITY[mode] - QUALITY["sgd"])
+    assert m["clipping_hurts_more"] is True
+    assert m["burst_step"] == 3 * 4 - 1
+
+
+def test_width_growth_and_rank_correlation(fake_engine, tmp_path):
+    fake_engine(fake_train_average)
+    cfg = width.WidthConfig(epochs=3, widths=(4, 16, 64), seeds=(0, 1, 2), out=str(tmp_path / "w"), quiet=True)
+    m = width.run(cfg)
+    v = m["verdict"]["dp_sigma"]
+    # gap = (0.8 − 0.5) + 0.02 ln w: growth between w = 64 and 4 is 0.02 ln 16
+    assert v["gap_growth_largest_minus_smallest"]["mean"] == pytest.approx(0.02 * math.log(16))
+    assert v["gap_grows_with_dim"] is True
+    assert v["spearman_gap_vs_dim"]["rho"] > 0.9
+    assert m["calibrated_noise_multiplier"] == pytest.approx(1.1)
+
+
+def test_prune_paired_gain_and_privacy_labels(fake_engine, tmp_path):
+    fake_engine(fake_train_average)
+    cfg = prune.PruneConfig(epochs=2, sparsities=(0.5, 0.9), mask_sources=("init", "private", "oracle"),
+                            seeds=(0, 1), out=str(tmp_path / "p"), quiet=True)
+    m = prune.run(cfg)
+    assert m["verdict"]["init"]["best_heavy_minus_dense"]["mean"] == pytest.approx(0.1 * 0.9)
+    assert m["verdict"]["init"]["heavy_pruning_helps"] is True
+    assert m["verdict"]["oracle"]["heavy_pruning_helps"] is False
+    assert "NOT private" in m["verdict"]["oracle"]["privacy"]
+    eps_private = m["per_source"]["private"][-1]["epsilon"]["mean"]
+    assert eps_private > m["per_source"]["init"][-1]["epsilon"]["mean"]  # the mask's ε is composed
+
+
+def test_statistics_helpers():
+    m, se = _common.mean_se([1.0, 2.0, 3.0, 4.0])
+    assert m == 2.5 and se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+    assert math.isnan(_common.mean_se([1.0])[1])
+    d = _common.paired_difference([1.0, 2.0, 3.5], [0.5, 1.5, 3.0])
+    assert d["mean"] == pytest.approx(0.5) and d["se"] == pytest.approx(0.0)
+    assert _common.spearman([1, 2, 3, 4], [10, 20, 25, 100])["rho"] == pytest.approx(1.0)
+    assert _common.spearman([1, 2, 3, 4], [4, 3, 2, 1])["rho"] == pytest.approx(-1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# command-line contract
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["switch", "--switch-epochs", "0", "--epochs", "4"], "switch_epochs"),
+    (["switch", "--seeds", "1,1"], "seeds"),
+    (["ablate", "--burst-epoch", "9", "--epochs", "4"], "burst_epoch"),
+    (["width", "--widths", "8"], "widths"),
+    (["prune", "--sparsities", "1.0"], "sparsities"),
+    (["prune", "--mask-sources", "magic"], "mask_sources"),
+    (["width", "--lr", "-1"], "lr"),
+    (["switch", "--dataset", "imagenet"], "dataset"),
+    (["ablate", "--no-such-flag"], "unrecognized"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_folder(argv, needle, tmp_path, capsys):
+    out = tmp_path / "res"
+    assert nn_main.main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_dispatcher(capsys):
+    assert nn_main.main(["nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown command" in err
+    assert nn_main.main([]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert nn_main.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(c in text for c in ("switch", "ablate", "width", "prune", "validate", "train"))
