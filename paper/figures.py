@@ -3,7 +3,8 @@
 One function per figure; each takes a result folder written by a ``simulations`` command line
 (``metrics.json`` with an ``"experiment"`` key, ``metrics.npz`` with the arrays), draws theory as
 lines and simulation as points with ± k SE error bars (k read from the folder), and writes
-``<experiment>.png`` and ``<experiment>.pdf`` into the same folder. ``python -m paper DIR...``
+``<experiment>.png`` (and ``.pdf`` unless ``formats`` says otherwise) into the same folder. The
+command lines write the PNG only (speed); ``python -m paper`` writes both. ``python -m paper DIR...``
 redraws every folder it is given (:func:`draw`).
 
 Example::
@@ -15,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 MODE_STYLE = {
     "sgd": {"color": "tab:blue", "marker": "o", "label": "SGD"},
@@ -68,10 +69,28 @@ def _num(x: Any) -> float:
     return float(x) if not isinstance(x, dict) else float(x["mean"])
 
 
-def _save(fig: Any, folder: Path, name: str) -> list[Path]:
-    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+FORMATS = ("png", "pdf")
+
+
+def _plain_ticks(fig: Any) -> None:
+    """Plain-number tick labels on log axes (no mathtext: several times faster to render)."""
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    for ax in fig.axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale in ("log", "symlog"):
+                axis.set_major_formatter(fmt)
+                axis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig: Any, folder: Path, name: str, formats: tuple[str, ...]) -> list[Path]:
+    _plain_ticks(fig)
+    paths = []
+    for ext in formats:
+        if ext not in FORMATS:
+            plt.close(fig)
+            raise ResultError(f"figure format must be one of {', '.join(FORMATS)}, got {ext!r}")
+        paths.append(folder / f"{name}.{ext}")
+        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
     return paths
 
@@ -83,7 +102,7 @@ def _rows(metrics: dict[str, Any], key: str = "rows") -> list[dict[str, Any]]:
     return rows
 
 
-def basin_dim(folder: str | Path) -> list[Path]:
+def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Stationary excess loss, clip fraction and recovery time vs ambient dimension d, four modes."""
     folder = Path(folder)
     metrics, arrays = load(folder)
@@ -115,13 +134,13 @@ def basin_dim(folder: str | Path) -> list[Path]:
         axes[2].set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="recovery time (steps)",
                     title="after a displacement at stationarity")
         axes[0].legend(fontsize=8)
-        return _save(fig, folder, "basin_dim")
+        return _save(fig, folder, "basin_dim", formats)
     except (KeyError, TypeError, ValueError) as exc:
         plt.close("all")
         raise ResultError(f"malformed basin_dim results in {str(folder)!r}: {exc}") from None
 
 
-def recovery(folder: str | Path) -> list[Path]:
+def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Mean excess loss after a displacement (theory lines, simulation ± k SE) and recovery time vs d."""
     folder = Path(folder)
     metrics, arrays = load(folder)
@@ -157,26 +176,54 @@ def recovery(folder: str | Path) -> list[Path]:
                         color=st["color"], ms=5, capsize=2, ls="none", label=st["label"])
         ax.set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="recovery time (steps)",
                title=f"lines: theory; points: simulation ± {k:g} SE")
-        return _save(fig, folder, "recovery")
+        return _save(fig, folder, "recovery", formats)
     except (KeyError, TypeError, ValueError) as exc:
         plt.close("all")
         raise ResultError(f"malformed recovery results in {str(folder)!r}: {exc}") from None
 
 
+def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """Final excess loss vs switch step, both directions: theory lines, simulation ± k SE."""
+    folder = Path(folder)
+    metrics, _ = load(folder)
+    k = float(metrics.get("k_se", 2.0))
+    rows = _rows(metrics)
+    try:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        colors = ("tab:purple", "tab:brown")
+        for c, name in zip(colors, metrics["directions"]):
+            sel = [r for r in rows if r["direction"] == name]
+            s = np.array([r["switch_step"] for r in sel], dtype=float)
+            for ax, (pkey, skey) in zip(axes, (("pred_mean_field", "sim_loss"), ("pred_heldout_linear", "sim_heldout"))):
+                ax.plot(s, [_num(r[pkey]) for r in sel], color=c, lw=1.5, label=f"{name} theory")
+                if pkey == "pred_mean_field":
+                    ax.plot(s, [_num(r["pred_linear"]) for r in sel], color=c, lw=1, ls="--",
+                            label=f"{name} linear theory")
+                ax.errorbar(s, [_num(r[skey]["mean"]) for r in sel], yerr=[k * _num(r[skey]["se"]) for r in sel],
+                            fmt="o", color=c, ms=4, capsize=2, ls="none", label=f"{name} simulation")
+        axes[0].set(yscale="log", xlabel="switch step s", ylabel="final training excess loss",
+                    title=f"T = {metrics['total_steps']}; points ± {k:g} SE")
+        axes[1].set(yscale="log", xlabel="switch step s", ylabel="final held-out excess loss",
+                    title="held-out (curved where training is flat)")
+        axes[0].legend(fontsize=7)
+        return _save(fig, folder, "switch", formats)
+    except (KeyError, TypeError, ValueError) as exc:
+        plt.close("all")
+        raise ResultError(f"malformed switch results in {str(folder)!r}: {exc}") from None
+
+
 FIGURES: dict[str, Callable[[str | Path], list[Path]]] = {
+    "switch": switch,
     "basin_dim": basin_dim,
     "recovery": recovery,
 }
 
 
-def draw(folder: str | Path) -> list[Path]:
+def draw(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Redraw the figure of one result folder (dispatch on its ``experiment``)."""
     metrics, _ = load(folder)
     name = metrics["experiment"]
     if name not in FIGURES:
         raise ResultError(f"no figure for experiment {name!r} in {str(folder)!r} (known: {', '.join(FIGURES)})")
-    return FIGURES[name](folder)
+    return FIGURES[name](folder, formats=formats)
 
-
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

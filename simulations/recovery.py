@@ -258,7 +258,7 @@ def run(config: RecoveryConfig) -> dict[str, Any]:
                "rows": mrows}
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
-        figures.recovery(folder)
+        figures.recovery(folder, formats=("png",))
     print(format_rows(rows, k=config.k_se))
     print(f"results: {config.out}")
     return metrics

@@ -1,0 +1,191 @@
+"""Does the early or the late phase decide? Switch-step sweeps in both directions (claim 1).
+
+Training runs for T = ``--steps`` steps from an initial curved error of norm ``--init-error``; the
+first s steps use ``--first`` (default sgd) and the remaining T − s use ``--second`` (default
+dpsgd) — the *forward* sweep, e.g. SGD → DP-SGD — and the *reverse* sweep swaps the two
+(DP-SGD → SGD). s runs over ``--points`` values from 0 to T. For each s the final excess loss
+(training, and held-out: curved with κ = ``--heldout-flat-curvature`` where training is flat) is
+
+* predicted by ``dptheory.switching.switch_sweep`` — exact phase composition of the per-direction
+  linear models (``phase_dynamics``: exact if unclipped, C's mean-field model at the stationary
+  gradient norm if clipped; the latter is accurate only near the optimum);
+* predicted by composing the full mean-field recursion
+  (``dptheory.clipped_dynamics.expected_loss_curve``, γ re-evaluated at the current gradient norm,
+  so it follows the saturated early phase): phase 1 for s steps, then phase 2 from the second
+  moments reached. Exact in the model because the recursion depends on the state only through the
+  per-direction second moments; available for equal curvatures (the moments are then equal and
+  follow from the loss) — "nan" otherwise;
+* simulated (final loss averaged over ``--replicas`` independent replicas, ± k SE).
+
+The late phase decides if the forward curve stays near the second mode's loss until s is within a
+memory horizon (``dptheory.switching.memory_horizon`` of the second phase, printed) of T.
+
+Example::
+
+    python -m simulations.switch --d 1e4 --rank 10 --steps 200
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dptheory.records import Basin, Mode, Optimizer
+from dptheory._validate import check_int, check_nonnegative, check_positive
+from simulations._cli import Progress, run_main
+from simulations._compare import fmt, replica_mean, table
+from simulations._results import check_output_dir, result_folder, write_results
+
+ENGINES = ("auto", "full", "reduced", "numpy")
+MODE_NAMES = tuple(m.value for m in Mode)
+
+
+@dataclass(frozen=True)
+class SwitchConfig:
+    """One switch-step sweep (every flag of ``python -m simulations.switch``)."""
+
+    d: int = field(default=10_000, metadata={"help": "ambient dimension d"})
+    rank: int = field(default=10, metadata={"help": "r: number of curved directions (all curvature λ)"})
+    curvature: float = field(default=1.0, metadata={"help": "λ: curvature of every curved direction"})
+    sample_std: float = field(default=0.1, metadata={"help": "s: per-sample gradient spread"})
+    spread: str = field(default="ambient", metadata={"help": "per-sample spread", "choices": ("ambient", "basin")})
+    clip_norm: float = field(default=1.0, metadata={"help": "C: per-sample clip norm"})
+    noise_multiplier: float = field(default=1.0, metadata={"help": "σ: noise std on the sum is σ·C"})
+    batch_size: int = field(default=16, metadata={"help": "B: batch size"})
+    lr: float = field(default=0.5, metadata={"help": "η: learning rate"})
+    heldout_flat_curvature: float = field(default=1e-3, metadata={"help": "κ: held-out curvature where training is flat"})
+    first: str = field(default="sgd", metadata={"help": "mode of the first phase (forward sweep)", "choices": MODE_NAMES})
+    second: str = field(default="dpsgd", metadata={"help": "mode of the second phase (forward sweep)", "choices": MODE_NAMES})
+    steps: int = field(default=200, metadata={"help": "T: total number of steps"})
+    points: int = field(default=11, metadata={"help": "number of switch steps from 0 to T"})
+    init_error: float = field(default=10.0, metadata={"help": "norm of the initial curved error (along (1,…,1)/√r)"})
+    replicas: int = field(default=32, metadata={"help": "independent Monte Carlo replicas per switch step"})
+    k_se: float = field(default=2.0, metadata={"help": "k: confidence intervals printed as ± k·SE"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    engine: str = field(default="auto", metadata={"help": "simulation engine", "choices": ENGINES})
+    out: str = field(default="results/switch", metadata={"help": "result folder (replaced atomically)"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+
+    def __post_init__(self) -> None:
+        for name in ("d", "rank", "steps", "points"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("replicas", self.replicas, minimum=2)
+        check_int("seed", self.seed, minimum=0)
+        check_nonnegative("init_error", self.init_error)
+        check_positive("k_se", self.k_se)
+        if self.first == self.second:
+            raise ValueError(f"first and second must differ, got both {self.first!r}")
+        self.basin()
+        self.optimizer(self.first)
+        self.optimizer(self.second)
+        check_output_dir(self.out)
+
+    def basin(self) -> Basin:
+        return Basin(dim=self.d, curvatures=(self.curvature,) * self.rank, sample_std=self.sample_std,
+                     spread=self.spread, heldout_flat_curvature=self.heldout_flat_curvature)
+
+    def optimizer(self, mode: str | Mode) -> Optimizer:
+        return Optimizer(lr=self.lr, batch_size=self.batch_size, clip_norm=self.clip_norm,
+                         noise_multiplier=self.noise_multiplier, mode=mode)
+
+    def switch_steps(self) -> np.ndarray:
+        return np.unique(np.rint(np.linspace(0, self.steps, self.points)).astype(np.int64))
+
+
+def _seed(base: int, *key: int) -> int:
+    return int(np.random.SeedSequence(base, spawn_key=tuple(key)).generate_state(1)[0])
+
+
+def mean_field_switched_loss(*, basin: Basin, before: Optimizer, after: Optimizer, switch_step: int,
+                             total_steps: int, init_error: float) -> float:
+    """Final E L(T) of the mean-field recursion: ``before`` for s steps, then ``after`` (equal λ only).
+
+    With equal curvatures λ every curved direction has the same second moment v(t) = 2 L(t)/(λ r),
+    and the recursion of ``expected_loss_curve`` depends on the state only through these moments,
+    so restarting phase 2 from init_error = √v(s) per coordinate is exact in the model. Returns NaN
+    for unequal curvatures.
+    """
+    from dptheory.clipped_dynamics import expected_loss_curve
+
+    lam = basin.curvature_array
+    if not np.all(lam == lam[0]):
+        return math.nan
+    r = basin.rank
+    coord = init_error / math.sqrt(r)
+    if switch_step > 0:
+        loss_s = float(np.asarray(expected_loss_curve(basin=basin, optimizer=before, steps=switch_step,
+                                                      init_error=coord))[switch_step])
+        coord = math.sqrt(2.0 * loss_s / (lam[0] * r))
+    rest = total_steps - switch_step
+    if rest == 0:
+        return 0.5 * float(lam[0]) * r * coord**2
+    return float(np.asarray(expected_loss_curve(basin=basin, optimizer=after, steps=rest, init_error=coord))[rest])
+
+
+def run(config: SwitchConfig) -> dict[str, Any]:
+    """Sweep the switch step both ways, write the result folder, draw the figure, print the table."""
+    from dptheory.switching import memory_horizon, phase_dynamics, switch_sweep
+    from paper import figures
+    from simulations.engine import RunSpec, simulate
+
+    check_output_dir(config.out)
+    basin = config.basin()
+    first, second = config.optimizer(config.first), config.optimizer(config.second)
+    dyn_first, dyn_second = phase_dynamics(basin=basin, optimizer=first), phase_dynamics(basin=basin, optimizer=second)
+    s_grid = config.switch_steps()
+    T = config.steps
+    coord = np.full(basin.rank, config.init_error / math.sqrt(basin.rank))
+    lin = switch_sweep(before=dyn_first, after=dyn_second, switch_steps=s_grid, total_steps=T,
+                       curvatures=basin.curvatures, init_error=coord, flat_curvature=basin.flat_curvature,
+                       heldout_flat_curvature=basin.heldout_flat_curvature)
+    horizons = {config.first: memory_horizon(dynamics=dyn_first), config.second: memory_horizon(dynamics=dyn_second)}
+
+    rows: list[dict[str, Any]] = []
+    with Progress(total=2 * len(s_grid), label="switch", quiet=config.quiet) as bar:
+        for direction, (a, b) in enumerate(((first, second), (second, first))):
+            name = f"{a.mode.value}->{b.mode.value}"
+            for i, s in enumerate(s_grid):
+                spec = RunSpec(steps=T, replicas=config.replicas, record_every=T, seed=_seed(config.seed, direction, i),
+                               init_error=config.init_error,
+                               switch_step=int(s) if s < T else None, switch_mode=b.mode if s < T else None)
+                trace = simulate(basin=basin, optimizer=a, run=spec, engine=config.engine)
+                train, held = replica_mean(trace.train_loss[:, -1]), replica_mean(trace.heldout_loss[:, -1])
+                pred_train = (lin.forward_train if direction == 0 else lin.reverse_train)[i]
+                pred_held = (lin.forward_test if direction == 0 else lin.reverse_test)[i]
+                mf = mean_field_switched_loss(basin=basin, before=a, after=b, switch_step=int(s), total_steps=T,
+                                              init_error=config.init_error)
+                rows.append({"direction": name, "switch_step": int(s), "pred_linear": float(pred_train),
+                             "pred_mean_field": mf, "sim_loss": train, "pred_heldout_linear": float(pred_held),
+                             "sim_heldout": held})
+                bar.update(note=f"{name} s={s}")
+    metrics = {
+        "experiment": "switch", "k_se": config.k_se, "total_steps": T, "directions": [r["direction"] for r in rows[:: len(s_grid)]],
+        "memory_horizon": horizons,
+        "rows": [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in r.items()} for r in rows],
+    }
+    with result_folder(config.out) as folder:
+        write_results(folder, config=config, metrics=metrics, arrays={"switch_steps": s_grid})
+        figures.switch(folder, formats=("png",))
+    k = config.k_se
+    header = ["direction", "switch step", "pred (linear)", "pred (mean-field)", f"sim ±{k:g}SE", "z (mean-field)",
+              "held-out pred", f"held-out sim ±{k:g}SE"]
+    body = [[r["direction"], str(r["switch_step"]), fmt(r["pred_linear"]), fmt(r["pred_mean_field"]),
+             f"{fmt(r['sim_loss'].mean)} ± {fmt(k * r['sim_loss'].se, 2)}",
+             f"{r['sim_loss'].z(r['pred_mean_field']):+.1f}", fmt(r["pred_heldout_linear"]),
+             f"{fmt(r['sim_heldout'].mean)} ± {fmt(k * r['sim_heldout'].se, 2)}"] for r in rows]
+    print(table(body, header=header))
+    print("memory horizon (steps, 5 %): " + ", ".join(f"{m} {fmt(h)}" for m, h in horizons.items()))
+    print(f"results: {config.out}")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: ``python -m simulations.switch [flags]``."""
+    return run_main(SwitchConfig, run, argv, prog="python -m simulations.switch", description=__doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
