@@ -45,6 +45,8 @@ __all__ = [
     "clipped_gaussian_mean_factor",
     "clipped_gaussian_second_moment",
     "clipped_norm_moments",
+    "gaussian_mean_clip_factor",
+    "gaussian_mean_excess",
     "large_dim_shrinkage",
     "linear_response_shrinkage",
 ]
@@ -159,6 +161,16 @@ def _inv_sqrt_tail(k: np.ndarray, c: float) -> np.ndarray:
         return np.exp(math.log(c) + np.log(ratio) - 0.5 * math.log(2.0) + np.log(surv))
 
 
+def _inv_sqrt_tail_any(k: np.ndarray, c: float) -> np.ndarray:
+    """``_inv_sqrt_tail`` extended to k = 1: c ∫_{c²}^∞ v^{-1} e^{-v/2} dv / √(2π) = c E₁(c²/2)/√(2π)."""
+    k = np.asarray(k, dtype=float)
+    out = np.empty_like(k)
+    one = k == 1.0
+    out[~one] = _inv_sqrt_tail(k[~one], c)
+    out[one] = c * special.exp1(c * c / 2.0) / math.sqrt(2.0 * math.pi)
+    return out
+
+
 def _broadcast_gaussian(dim: Any, mean_norm: Any, std: Any, clip_norm: Any):
     """Validate and broadcast the four Gaussian-clipping arguments; returns arrays and a scalar flag."""
     dims = np.vectorize(lambda v: float(check_int("dim", v, minimum=1)), otypes=[float])(np.asarray(dim))
@@ -214,6 +226,32 @@ def _clip_prob(d: float, m: float, s: float, clip_norm: float) -> float:
     lam, c = (m / s) ** 2, clip_norm / s
     j, w = _poisson_window(lam / 2.0)
     return float(min(1.0, np.dot(w, _chi2_sf(d + 2.0 * j, c * c))))
+
+
+def _norm_clip_factor(d: float, m: float, s: float, clip_norm: float) -> float:
+    if math.isinf(clip_norm):
+        return 1.0
+    if s == 0.0:
+        return 1.0 if m <= clip_norm else clip_norm / m
+    lam, c = (m / s) ** 2, clip_norm / s
+    j, w = _poisson_window(lam / 2.0)
+    k = d + 2.0 * j
+    terms = _chi2_cdf(k, c * c) + _inv_sqrt_tail_any(k, c)
+    return float(min(1.0, max(0.0, np.dot(w, terms))))
+
+
+def _mean_excess(d: float, m: float, s: float, clip_norm: float) -> float:
+    if math.isinf(clip_norm):
+        return 0.0
+    if s == 0.0:
+        return max(m - clip_norm, 0.0)
+    lam, c = (m / s) ** 2, clip_norm / s
+    j, w = _poisson_window(lam / 2.0)
+    k = d + 2.0 * j  # E(√V − c)₊ = √2 Γ((k+1)/2)/Γ(k/2) S_{k+1}(c²) − c S_k(c²), V ~ χ²_k
+    with np.errstate(divide="ignore"):
+        upper = np.exp(0.5 * math.log(2.0) + np.log(special.poch(k / 2.0, 0.5)) + np.log(_chi2_sf(k + 1.0, c * c)))
+    terms = np.maximum(upper - c * _chi2_sf(k, c * c), 0.0)
+    return float(s * np.dot(w, terms))
 
 
 def _alpha0(d: float, m: float, s: float, clip_norm: float) -> float:
@@ -290,6 +328,48 @@ def clip_probability(*, dim: Any, mean_norm: Any, std: Any, clip_norm: Any) -> A
         0.05
     """
     return _apply(_clip_prob, dim, mean_norm, std, clip_norm)
+
+
+def gaussian_mean_clip_factor(*, dim: Any, mean_norm: Any, std: Any, clip_norm: Any) -> Any:
+    """Mean clip factor E[φ(‖g‖)] = E[min(1, C/‖g‖)] for g ~ N(μ, s² I_d).
+
+        E φ = E[min(1, c/√W₀)],  W₀ ~ χ'²_d(λ),  λ = m²/s²,  c = C/s,
+            = Σ_j Pois(j; λ/2) [ F_{χ²_k}(c²) + c E[V^{-1/2} 1{V > c²}] ],  k = d + 2j,  V ~ χ²_k,
+
+    with c E[V^{-1/2} 1{V > c²}] = c Γ((k−1)/2)/(√2 Γ(k/2)) S_{χ²_{k−1}}(c²) for k ≥ 2 and
+    c E₁(c²/2)/√(2π) for k = 1 (E₁ the exponential integral). d = ``dim``, m = ``mean_norm``,
+    s = ``std``, C = ``clip_norm``. This is the average factor by which per-sample gradients are
+    scaled — not the mean shrinkage γ (``clipped_gaussian_mean_factor`` uses χ'²_{d+2}); γ(dim=d)
+    equals this function at dim = d + 2. Exact; truncation error ≤ 2e-16.
+
+    Reference: derived here (same Poisson mixture as proofs/clipped_gaussian_mean.py).
+
+    Example:
+        >>> round(gaussian_mean_clip_factor(dim=3, mean_norm=0.0, std=1.0, clip_norm=1e-8) * 1e8, 6)  # E 1/χ₃
+        0.797885
+    """
+    return _apply(_norm_clip_factor, dim, mean_norm, std, clip_norm)
+
+
+def gaussian_mean_excess(*, dim: Any, mean_norm: Any, std: Any, clip_norm: Any) -> Any:
+    """E(‖g‖ − C)₊ for g ~ N(μ, s² I_d): the bound on the clipping bias ‖E clip_C(g) − E g‖.
+
+        E(‖g‖ − C)₊ = s Σ_j Pois(j; λ/2) [ √2 Γ((k+1)/2)/Γ(k/2) S_{χ²_{k+1}}(c²) − c S_{χ²_k}(c²) ],
+        k = d + 2j,  λ = m²/s²,  c = C/s
+
+    (from ∫_{c²}^∞ √v f_k(v) dv = √2 Γ((k+1)/2)/Γ(k/2) S_{k+1}(c²), the same density-ratio step as
+    proofs/clipped_gaussian_mean.py). d = ``dim``, m = ``mean_norm``, s = ``std``, C = ``clip_norm``.
+    Exact up to truncation ≤ 2e-16·s√(d + λ). For C ≫ s√(d + λ) the two terms nearly cancel, so the
+    (then e^{−c²/2}-small) result has absolute accuracy ~1e-16·s, not relative accuracy.
+    Limits: C = inf gives 0; s = 0 gives (m − C)₊.
+
+    Reference: derived here; bias bound in dptheory/clipping_bias.py.
+
+    Example:
+        >>> round(gaussian_mean_excess(dim=1, mean_norm=0.0, std=1.0, clip_norm=1e-300), 6)  # E|Z| = √(2/π)
+        0.797885
+    """
+    return _apply(_mean_excess, dim, mean_norm, std, clip_norm)
 
 
 def linear_response_shrinkage(*, dim: Any, std: Any, clip_norm: Any) -> Any:
