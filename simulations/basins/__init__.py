@@ -1,0 +1,45 @@
+"""Synthetic basins for the Monte Carlo engines, by name.
+
+=================  ===========================================================================
+name                what ``make_basin(name, **kwargs)`` returns
+=================  ===========================================================================
+``streaming``       ``dptheory.records.Basin`` — low-rank quadratic, fresh per-sample noise
+                    (``simulations.basins.streaming.streaming_basin``; run it with
+                    ``simulations.engine.simulate``)
+``least_squares``   ``LeastSquaresData`` — finite-sum least squares with low-rank data
+                    (``simulations.basins.least_squares.make_data``; run it with
+                    ``simulate_least_squares``)
+=================  ===========================================================================
+
+Magnitude masks for pruning experiments are in ``simulations.basins.masks``.
+
+Example:
+    >>> b = make_basin("streaming", dim=1000, rank=10, sample_std=1.0, spectrum="power")
+    >>> b.rank
+    10
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from simulations.basins import least_squares, masks, streaming
+
+__all__ = ["BASINS", "make_basin", "streaming", "least_squares", "masks"]
+
+
+def _least_squares(**kwargs: Any) -> least_squares.LeastSquaresData:
+    return least_squares.make_data(least_squares.LeastSquaresProblem(**kwargs))
+
+
+BASINS: dict[str, Callable[..., Any]] = {
+    "streaming": streaming.streaming_basin,
+    "least_squares": _least_squares,
+}
+
+
+def make_basin(name: str, **kwargs: Any) -> Any:
+    """Build the basin registered under ``name`` from keyword arguments (table above)."""
+    if name not in BASINS:
+        raise ValueError(f"basin must be one of {', '.join(sorted(BASINS))}, got {name!r}")
+    return BASINS[name](**kwargs)
