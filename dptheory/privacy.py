@@ -170,14 +170,17 @@ def epsilon(*, mechanisms: Mechanisms, delta: float, accountant: str = "rdp",
 
 def noise_multiplier_for_epsilon(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
                                  accountant: str = "rdp", rtol: float = 1e-4, max_iter: int = 200,
-                                 pld_discretization: float = 1e-4) -> float:
+                                 pld_discretization: float = 1e-4,
+                                 prior_mechanisms: Sequence[PoissonGaussianMechanism] = ()) -> float:
     """The smallest σ (to relative tolerance ``rtol``) whose mechanism has ε(δ) ≤ ``target_epsilon``.
 
     Bracketing (doubling / halving from σ = 1) then bisection on σ ↦ ε(σ; q, T, δ), which decreases
     in σ. The *upper* end of the final bracket is returned, so the answer is conservative:
     ε(returned σ) ≤ target always (tested), and it exceeds the exact root by at most ``rtol``·σ.
     ``target_epsilon`` = ε > 0, ``delta`` = δ, ``sample_rate`` = q, ``steps`` = T ≥ 1,
-    ``accountant`` as in :func:`epsilon`. At most ``max_iter`` accountant calls in the bisection;
+    ``accountant`` as in :func:`epsilon`; ``prior_mechanisms`` = earlier releases on the same data
+    (e.g. the DP run that produced a pruning mask) composed with the new run, so that
+    ε(prior ∘ new(σ)) ≤ target. At most ``max_iter`` accountant calls in the bisection;
     stopping early warns (the returned σ is still conservative, only less tight).
 
     Example:
@@ -193,10 +196,14 @@ def noise_multiplier_for_epsilon(*, target_epsilon: float, delta: float, sample_
     name = _check_accountant(accountant)
     rtol = check_positive("rtol", rtol)
     max_iter = check_int("max_iter", max_iter, minimum=1)
+    prior = _as_list(prior_mechanisms) if len(prior_mechanisms) else []
+    if prior and epsilon(mechanisms=prior, delta=delta, accountant=name,
+                         pld_discretization=pld_discretization) >= target:
+        raise ValueError(f"target_epsilon={target!r} is already spent by prior_mechanisms at delta={delta!r}")
 
     def eps(sigma: float) -> float:
         mech = PoissonGaussianMechanism(noise_multiplier=sigma, sample_rate=q, steps=steps)
-        return epsilon(mechanisms=mech, delta=delta, accountant=name, pld_discretization=pld_discretization)
+        return epsilon(mechanisms=prior + [mech], delta=delta, accountant=name, pld_discretization=pld_discretization)
 
     hi = 1.0
     while eps(hi) > target:

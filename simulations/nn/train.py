@@ -1,0 +1,548 @@
+"""Train a network with DP-SGD or one of its ablations; per-epoch history, privacy label, checkpoints.
+
+One run = one frozen :class:`TrainConfig`. Each step (REFERENCE.md §2; ``dptheory.records``):
+
+    S ~ Poisson(q) over the n training examples (q = batch_size / n),
+    ĝ = (1/B)[Σ_{i∈S} φ_i m⊙g_i + ν m⊙ξ],   w ← SGD-with-momentum(w, ĝ, lr_t),   w ← m⊙w,
+
+with the mode deciding clipping (C or none) and ν (σC, σC_ref or 0) exactly as in
+``dptheory.records.Optimizer``. Modes can switch at ``switch_epoch`` (either direction). All
+randomness comes from ``seed`` through separate streams (model init; batch sampling on a CPU
+generator; gradient noise; burst displacement; Lanczos start vectors) that every mode consumes
+identically, so runs that differ only in mode see the same batches and the same ξ (paired).
+
+Privacy (``dptheory.privacy``): a run is labelled ``"private"`` only if every step is ``dpsgd``
+with σ > 0 and its pruning mask is data-independent (``init``) or itself private (``private``,
+whose ε is COMPOSED into the reported ε). Otherwise ε is reported as ``inf`` and the label says why
+(``"not private: ..."``). σ can be calibrated from ``target_epsilon`` (RDP, conservative), for
+``epochs × steps_per_epoch`` DP-SGD steps composed with a private mask's mechanisms.
+
+``train(config)`` returns a JSON-able dict::
+
+    {"history": [per-epoch records, epoch 0 = before training],
+     "steps": {"batch_size": [...], "clip_fraction": [...], ...}   # per-step cheap diagnostics
+     "privacy": {"label", "private", "noise_multiplier", "delta", "sample_rate", "mechanisms",
+                 "epsilon_rdp", "epsilon_pld", ... (one per name in ``accountants``), "mask_source"},
+     "parameters": d, "kept_parameters": d_kept, "steps_per_epoch": ..., "device": ...}
+
+Each history record has ``epoch, step, mode, lr, train_loss, train_acc, test_loss, test_acc,
+epsilon_rdp, seconds`` (ε so far, RDP: cheap; the tighter PLD ε is computed once, in ``privacy``) and the epoch means of the diagnostics (``batch_size,
+clip_fraction, mean_clip_factor, norm_q10, norm_q50, norm_q90, noise_norm``; with
+``diagnostics="full"`` also ``clip_bias_norm, clip_bias_rel, cosine``; with ``hessian_k > 0``
+``hessian_top`` (list), ``hessian_eff_rank`` and, with full diagnostics, ``bias_in_top_k`` (share of
+the last step's clipping bias in the top-k Hessian subspace)). ``burst_norm`` is recorded in the
+epoch holding ``burst_step``.
+
+``run_train(config)`` writes a result folder (``config.json``, ``metrics.json``, ``metrics.npz``
+with the per-step arrays, ``env.json``, ``model.pt`` = final state dict, ``masks.pt``). With
+``out`` set, a checkpoint ``<out>.checkpoint.pt`` is written atomically every
+``checkpoint_every`` epochs (model, optimizer, every generator state, history); ``resume=True``
+continues from it with results identical to an uninterrupted run (tested bit for bit on CPU).
+
+Example (a few seconds on a CPU):
+    >>> cfg = TrainConfig(dataset="teacher", n_train=200, n_test=100, width=16, depth=1, epochs=1,
+    ...                   batch_size=50, noise_multiplier=1.0, quiet=True)
+    >>> res = train(cfg)
+    >>> res["privacy"]["label"], len(res["history"])
+    ('private', 2)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from dptheory._validate import (
+    check_finite,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_positive_or_inf,
+)
+from dptheory.privacy import ACCOUNTANTS, PoissonGaussianMechanism, epsilon, noise_multiplier_for_epsilon
+from dptheory.records import Mode, Optimizer
+from simulations.nn.diagnostics import average_diagnostics, bias_diagnostics, step_diagnostics
+from simulations.nn.engine import METHODS, private_gradient, trainable_parameters
+from simulations.nn.masks import SCOPES, apply_masks, magnitude_masks
+from simulations.nn.sampler import poisson_batch, steps_per_epoch
+
+__all__ = ["TrainConfig", "train", "run_train", "checkpoint_path", "LR_SCHEDULES", "MASK_SOURCES"]
+
+LR_SCHEDULES = ("constant", "cosine", "step")
+MASK_SOURCES = ("init", "private", "oracle")
+DIAGNOSTICS = ("none", "cheap", "full")
+DEVICES = ("auto", "cpu", "cuda")
+MODES = tuple(m.value for m in Mode)
+
+
+def _h(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (module docstring). Validated in ``__post_init__`` (ValueError naming the value)."""
+
+    dataset: str = field(default="mnist1d", metadata=_h("dataset name for simulations.nn.data.load_dataset"))
+    model: str = field(default="mlp", metadata=_h("network: mlp | cnn | wrn", choices=("mlp", "cnn", "wrn")))
+    width: int = field(default=100, metadata=_h("hidden units (mlp) / channels (cnn) / widen factor (wrn)"))
+    depth: int = field(default=2, metadata=_h("hidden layers (mlp) / conv layers (cnn) / total depth (wrn)"))
+    epochs: int = field(default=10, metadata=_h("epochs (one epoch = round(n/batch_size) Poisson steps)"))
+    batch_size: int = field(default=128, metadata=_h("EXPECTED batch size B (sample rate q = B/n)"))
+    lr: float = field(default=0.1, metadata=_h("learning rate (peak, for schedules)"))
+    momentum: float = field(default=0.0, metadata=_h("SGD momentum in [0, 1)"))
+    lr_schedule: str = field(default="constant", metadata=_h("constant | cosine (per step, to 0) | step",
+                                                             choices=LR_SCHEDULES))
+    lr_step_epochs: int = field(default=10, metadata=_h("step schedule: multiply lr by lr_gamma every this many epochs"))
+    lr_gamma: float = field(default=0.1, metadata=_h("step schedule factor"))
+    clip_norm: float = field(default=1.0, metadata=_h("per-sample clipping norm C (modes clip and dpsgd)"))
+    noise_multiplier: float | None = field(default=None, metadata=_h(
+        "noise multiplier sigma (default 1.0 unless target_epsilon is given)"))
+    target_epsilon: float | None = field(default=None, metadata=_h(
+        "calibrate sigma (RDP, conservative) so the whole run has this epsilon at delta"))
+    delta: float = field(default=1e-5, metadata=_h("delta of the reported (epsilon, delta)"))
+    accountants: tuple[str, ...] = field(default=("rdp", "pld"), metadata=_h(
+        "accountants for the final epsilon (rdp, pld, prv); the per-epoch history uses rdp"))
+    mode: str = field(default="dpsgd", metadata=_h("sgd | clip | noise | dpsgd", choices=MODES))
+    ref_clip_norm: float | None = field(default=None, metadata=_h("noise-only mode: noise std sigma*C_ref (default C)"))
+    switch_epoch: int | None = field(default=None, metadata=_h("switch to switch_mode from this epoch on (0-based)"))
+    switch_mode: str | None = field(default=None, metadata=_h("mode after switch_epoch"))
+    sparsity: float = field(default=0.0, metadata=_h("fraction of prunable weights set to zero, in [0, 1)"))
+    prune_scope: str = field(default="global", metadata=_h("global | layer", choices=SCOPES))
+    mask_source: str = field(default="init", metadata=_h(
+        "magnitudes from: init (free) | private (earlier DP run, epsilon composed) | oracle (not private)",
+        choices=MASK_SOURCES))
+    mask_run: str | None = field(default=None, metadata=_h("result folder of the run whose weights give the mask"))
+    burst_step: int | None = field(default=None, metadata=_h("global step (0-based) at which to displace the weights"))
+    burst_scale: float = field(default=0.0, metadata=_h("burst: w += burst_scale * m*N(0, I) before that step"))
+    diagnostics: str = field(default="cheap", metadata=_h("none | cheap | full (adds clip bias and cosine)",
+                                                          choices=DIAGNOSTICS))
+    hessian_k: int = field(default=0, metadata=_h("top-k Hessian eigenvalues at each epoch end (0 = off)"))
+    hessian_samples: int = field(default=512, metadata=_h("training examples used for the Hessian"))
+    grad_method: str = field(default="auto", metadata=_h("per-sample gradients: auto | bk | vmap | loop",
+                                                         choices=METHODS))
+    seed: int = field(default=0, metadata=_h("seed of model init, sampling, noise"))
+    data_seed: int = field(default=0, metadata=_h("seed of the dataset (generation / split)"))
+    device: str = field(default="auto", metadata=_h("auto | cpu | cuda", choices=DEVICES))
+    data_root: str | None = field(default=None, metadata=_h("folder with downloaded datasets"))
+    n_train: int | None = field(default=None, metadata=_h("training examples (default: dataset's)"))
+    n_test: int | None = field(default=None, metadata=_h("test examples (default: dataset's)"))
+    eval_batch_size: int = field(default=1024, metadata=_h("batch size for evaluation"))
+    out: str | None = field(default=None, metadata=_h("result folder (run_train); also enables checkpoints"))
+    resume: bool = field(default=False, metadata=_h("continue from <out>.checkpoint.pt if present"))
+    checkpoint_every: int = field(default=1, metadata=_h("epochs between checkpoints (0 = none)"))
+    quiet: bool = field(default=False, metadata=_h("no progress output"))
+
+    def __post_init__(self) -> None:
+        ints = {"width": 1, "depth": 0, "epochs": 1, "batch_size": 1, "lr_step_epochs": 1, "hessian_k": 0,
+                "hessian_samples": 1, "seed": 0, "data_seed": 0, "eval_batch_size": 1, "checkpoint_every": 0}
+        for name, minimum in ints.items():
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum))
+        object.__setattr__(self, "lr", check_positive("lr", self.lr))
+        mom = check_finite("momentum", self.momentum)
+        if not 0 <= mom < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        object.__setattr__(self, "momentum", mom)
+        object.__setattr__(self, "lr_gamma", check_positive("lr_gamma", self.lr_gamma))
+        object.__setattr__(self, "clip_norm", check_positive_or_inf("clip_norm", self.clip_norm))
+        for name in ("noise_multiplier",):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_nonnegative(name, getattr(self, name)))
+        if self.target_epsilon is not None:
+            object.__setattr__(self, "target_epsilon", check_positive("target_epsilon", self.target_epsilon))
+            if self.noise_multiplier is not None:
+                raise ValueError(f"give noise_multiplier or target_epsilon, not both (got "
+                                 f"{self.noise_multiplier!r} and {self.target_epsilon!r})")
+        accs = tuple(str(a).lower() for a in (self.accountants if not isinstance(self.accountants, str)
+                                              else self.accountants.split(",")))
+        if not accs or any(a not in ACCOUNTANTS for a in accs):
+            raise ValueError(f"accountants must be a non-empty subset of {', '.join(ACCOUNTANTS)}, "
+                             f"got {self.accountants!r}")
+        object.__setattr__(self, "accountants", accs)
+        d = check_positive("delta", self.delta)
+        if d >= 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta!r}")
+        object.__setattr__(self, "mode", Mode.parse(self.mode).value)
+        if self.ref_clip_norm is not None:
+            object.__setattr__(self, "ref_clip_norm", check_positive("ref_clip_norm", self.ref_clip_norm))
+        if (self.switch_epoch is None) != (self.switch_mode is None):
+            raise ValueError(f"switch_epoch and switch_mode go together, got switch_epoch={self.switch_epoch!r} "
+                             f"and switch_mode={self.switch_mode!r}")
+        if self.switch_epoch is not None:
+            object.__setattr__(self, "switch_epoch", check_int("switch_epoch", self.switch_epoch, minimum=0))
+            if self.switch_epoch > self.epochs:
+                raise ValueError(f"switch_epoch must be <= epochs ({self.epochs}), got {self.switch_epoch}")
+            object.__setattr__(self, "switch_mode", Mode.parse(self.switch_mode).value)
+        for m in self.modes_used:
+            if Mode(m).noised and self.sigma_given > 0 and not math.isfinite(
+                    self.ref_clip_norm if (m == "noise" and self.ref_clip_norm) else self.clip_norm):
+                raise ValueError(f"mode {m!r} adds noise sigma*C and needs a finite clip_norm "
+                                 f"(or ref_clip_norm for 'noise'), got clip_norm={self.clip_norm!r}")
+        s = check_finite("sparsity", self.sparsity)
+        if not 0 <= s < 1:
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity!r}")
+        object.__setattr__(self, "sparsity", s)
+        for name, allowed in (("lr_schedule", LR_SCHEDULES), ("prune_scope", SCOPES), ("mask_source", MASK_SOURCES),
+                              ("diagnostics", DIAGNOSTICS), ("device", DEVICES), ("grad_method", METHODS),
+                              ("model", ("mlp", "cnn", "wrn"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if s > 0 and self.mask_source in ("private", "oracle") and not self.mask_run:
+            raise ValueError(f"mask_source={self.mask_source!r} needs mask_run (a result folder), got None")
+        if self.burst_step is not None:
+            object.__setattr__(self, "burst_step", check_int("burst_step", self.burst_step, minimum=0))
+        object.__setattr__(self, "burst_scale", check_nonnegative("burst_scale", self.burst_scale))
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1))
+        if self.resume and not self.out:
+            raise ValueError("resume needs out (the checkpoint is <out>.checkpoint.pt), got out=None")
+
+    @property
+    def sigma_given(self) -> float:
+        """σ before calibration: ``noise_multiplier`` or 1.0 (target_epsilon: calibrated in ``train``)."""
+        return 1.0 if self.noise_multiplier is None else float(self.noise_multiplier)
+
+    @property
+    def modes_used(self) -> tuple[str, ...]:
+        """The mode before and (if any) after the switch."""
+        return (self.mode,) if self.switch_mode is None else (self.mode, self.switch_mode)
+
+    def mode_at(self, epoch: int) -> Mode:
+        """The mode of (0-based) ``epoch``."""
+        if self.switch_epoch is not None and epoch >= self.switch_epoch:
+            return Mode(self.switch_mode)
+        return Mode(self.mode)
+
+
+def checkpoint_path(config: TrainConfig) -> Path | None:
+    """``<out>.checkpoint.pt`` (beside the result folder), or None without ``out``."""
+    return None if not config.out else Path(str(config.out).rstrip("/") + ".checkpoint.pt")
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _seeds(seed: int) -> dict[str, int]:
+    kids = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
+    return {"sampler": int(kids[0] >> 1), "noise": int(kids[1] >> 1), "burst": int(kids[2] >> 1),
+            "hessian": int(kids[3] >> 1)}
+
+
+def _lr_at(config: TrainConfig, epoch: int, step_in_run: int, total_steps: int) -> float:
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * step_in_run / total_steps))
+    return config.lr * config.lr_gamma ** (epoch // config.lr_step_epochs)
+
+
+@torch.no_grad()
+def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
+    was = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for s in range(0, x.shape[0], batch_size):
+        out = model(x[s:s + batch_size])
+        loss += float(torch.nn.functional.cross_entropy(out, y[s:s + batch_size], reduction="sum"))
+        correct += int((out.argmax(1) == y[s:s + batch_size]).sum())
+    model.train(was)
+    return loss / x.shape[0], correct / x.shape[0]
+
+
+def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], list, str]:
+    """Weights, mechanisms and label of the run named by ``mask_run``."""
+    from simulations._results import read_json
+
+    folder = Path(config.mask_run)
+    earlier = read_json(folder / "config.json")
+    for key in ("dataset", "model", "width", "depth", "data_seed", "n_train"):
+        if earlier.get(key) != to_json_value(getattr(config, key)):
+            raise ValueError(f"mask_run {str(folder)!r} has {key}={earlier.get(key)!r}, this run has "
+                             f"{getattr(config, key)!r}")
+    metrics = read_json(folder / "metrics.json")
+    state_path = folder / "model.pt"
+    if not state_path.is_file():
+        raise FileNotFoundError(f"mask_run has no model.pt: {str(state_path)!r}")
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    mechs = [PoissonGaussianMechanism(**m) for m in metrics["privacy"]["mechanisms"]]
+    return state, mechs, metrics["privacy"]["label"]
+
+
+def to_json_value(v: Any) -> Any:
+    from simulations._results import to_jsonable
+
+    return to_jsonable(v)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _resume_key(config: TrainConfig) -> dict[str, Any]:
+    skip = {"out", "resume", "quiet", "checkpoint_every"}
+    return {f.name: to_json_value(getattr(config, f.name)) for f in fields(config) if f.name not in skip}
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+
+
+def train(config: TrainConfig, *, progress: Callable[[int, dict], None] | None = None,
+          return_model: bool = False) -> dict | tuple[dict, torch.nn.Module]:
+    """Run ``config``; return the result dict of the module docstring (and the model if asked).
+
+    ``progress(epoch, record)`` is called after each epoch's record (and checkpoint) is complete.
+    """
+    from simulations.nn.data import load_dataset
+    from simulations.nn.models import build_model
+
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    device = _device(config.device)
+    ds = load_dataset(config.dataset, root=config.data_root, seed=config.data_seed, n_train=config.n_train,
+                      n_test=config.n_test)
+    n = ds.n_train
+    spe = steps_per_epoch(n=n, batch_size=config.batch_size)
+    q = config.batch_size / n
+    total_steps = spe * config.epochs
+    x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
+    x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
+    model = build_model(config.model, input_shape=ds.input_shape, num_classes=ds.num_classes, width=config.width,
+                        depth=config.depth, seed=config.seed).to(device)
+    params = trainable_parameters(model)
+
+    # --- mask and its privacy cost
+    masks = None
+    prior: list[PoissonGaussianMechanism] = []
+    reasons: list[str] = []
+    if config.sparsity > 0:
+        if config.mask_source == "init":
+            source = {k: v.detach() for k, v in params.items()}
+        else:
+            state, mechs, label = _load_mask_run(config, model)
+            source = {k: state[k] for k in params}
+            if config.mask_source == "private":
+                if label != "private":
+                    raise ValueError(f"mask_source='private' needs a private mask_run, but {config.mask_run!r} "
+                                     f"is labelled {label!r}")
+                prior = mechs
+            else:
+                reasons.append("oracle mask from non-private training")
+        masks = {k: m.to(device) for k, m in magnitude_masks(source, sparsity=config.sparsity,
+                                                             scope=config.prune_scope).items()}
+        apply_masks(model, masks)
+
+    # --- noise level
+    if config.target_epsilon is not None:
+        sigma = noise_multiplier_for_epsilon(target_epsilon=config.target_epsilon, delta=config.delta, sample_rate=q,
+                                             steps=total_steps, accountant="rdp", prior_mechanisms=prior)
+    else:
+        sigma = config.sigma_given
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    seeds = _seeds(config.seed)
+    gens = {"sampler": torch.Generator().manual_seed(seeds["sampler"]),
+            "noise": torch.Generator(device=device).manual_seed(seeds["noise"]),
+            "burst": torch.Generator(device=device).manual_seed(seeds["burst"])}
+    hessian_rng = np.random.default_rng(seeds["hessian"])
+
+    history: list[dict] = []
+    step_log: dict[str, list[float]] = {}
+    start_epoch, global_step, dpsgd_steps, other_steps = 0, 0, 0, {}
+    ckpt = checkpoint_path(config)
+    if config.resume and ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state["key"] != _resume_key(config):
+            diff = [k for k in state["key"] if state["key"][k] != _resume_key(config).get(k)]
+            raise ValueError(f"checkpoint {str(ckpt)!r} belongs to a different config (differs in {diff[:4]})")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for k, g in gens.items():
+            g.set_state(state["generators"][k])
+        hessian_rng.bit_generator.state = state["hessian_rng"]
+        history, step_log = state["history"], state["step_log"]
+        start_epoch, global_step = state["epoch"], state["global_step"]
+        dpsgd_steps, other_steps, sigma = state["dpsgd_steps"], state["other_steps"], state["sigma"]
+        if masks is not None:
+            masks = {k: v.to(device) for k, v in state["masks"].items()}
+
+    def privacy_now(accountants: tuple[str, ...]) -> tuple[dict[str, float], list]:
+        mechs = prior + [PoissonGaussianMechanism(noise_multiplier=sigma, sample_rate=q, steps=dpsgd_steps)]
+        if other_steps or reasons or (sigma == 0 and dpsgd_steps > 0):
+            return {a: math.inf for a in accountants}, mechs
+        return {a: epsilon(mechanisms=mechs, delta=config.delta, accountant=a) for a in accountants}, mechs
+
+    def record(epoch: int, mode: str, lr: float, diag: list[dict], extra: dict, seconds: float) -> dict:
+        tr_loss, tr_acc = _evaluate(model, x_train, y_train, config.eval_batch_size)
+        te_loss, te_acc = _evaluate(model, x_test, y_test, config.eval_batch_size)
+        eps, _ = privacy_now(("rdp",))
+        rec = {"epoch": epoch, "step": global_step, "mode": mode, "lr": lr, "train_loss": tr_loss,
+               "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc, "epsilon_rdp": eps["rdp"],
+               "seconds": seconds}
+        rec.update(average_diagnostics(diag))
+        bias = extra.pop("_bias", None)
+        rec.update(extra)
+        if config.hessian_k > 0:
+            rec.update(_hessian_record(config, model, x_train, y_train, masks, hessian_rng, bias))
+        return rec
+
+    if not history:
+        history.append(record(0, config.mode_at(0).value, _lr_at(config, 0, 0, total_steps), [], {}, 0.0))
+
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        mode = config.mode_at(epoch)
+        opt_rec = Optimizer(lr=config.lr, batch_size=config.batch_size, clip_norm=config.clip_norm,
+                            noise_multiplier=sigma, mode=mode, ref_clip_norm=config.ref_clip_norm)
+        clip = opt_rec.effective_clip_norm
+        nu = opt_rec.noise_std
+        diag: list[dict] = []
+        extra: dict[str, Any] = {}
+        lr = config.lr
+        for _ in range(spe):
+            lr = _lr_at(config, epoch, global_step, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if config.burst_step is not None and global_step == config.burst_step and config.burst_scale > 0:
+                extra["burst_norm"] = _burst(model, masks, config.burst_scale, gens["burst"])
+            idx = poisson_batch(n=n, sample_rate=q, generator=gens["sampler"]).to(device)
+            pg = private_gradient(model, x_train[idx], y_train[idx], clip_norm=clip, noise_std=nu,
+                                  expected_batch_size=config.batch_size, generator=gens["noise"], masks=masks,
+                                  method=config.grad_method, keep_sums=config.diagnostics == "full")
+            if config.diagnostics != "none":
+                d = step_diagnostics(pg, clip_norm=config.clip_norm)
+                if config.diagnostics == "full":
+                    d.update(bias_diagnostics(pg))
+                    if pg.batch_size:
+                        extra["_bias"] = {k: (pg.clipped_sum[k] - pg.unclipped_sum[k]) / pg.batch_size
+                                          for k in pg.clipped_sum}
+                diag.append(d)
+                for k, v in d.items():
+                    step_log.setdefault(k, []).append(v)
+            for k, p in params.items():
+                p.grad = pg.grads[k]
+            optimizer.step()
+            if masks is not None:
+                apply_masks(model, masks)
+            global_step += 1
+            if mode is Mode.DPSGD:
+                dpsgd_steps += 1
+            else:
+                other_steps[mode.value] = other_steps.get(mode.value, 0) + 1
+        optimizer.zero_grad(set_to_none=True)
+        rec = record(epoch + 1, mode.value, lr, diag, extra, time.perf_counter() - t0)
+        history.append(rec)
+        done = epoch + 1
+        if ckpt is not None and config.checkpoint_every and (done % config.checkpoint_every == 0 or
+                                                             done == config.epochs):
+            _atomic_save({"key": _resume_key(config), "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(),
+                          "generators": {k: g.get_state() for k, g in gens.items()},
+                          "hessian_rng": hessian_rng.bit_generator.state, "history": history,
+                          "step_log": step_log, "epoch": done, "global_step": global_step,
+                          "dpsgd_steps": dpsgd_steps, "other_steps": other_steps, "sigma": sigma,
+                          "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()}}, ckpt)
+        if progress is not None:
+            progress(done, rec)
+        elif not config.quiet:
+            print(f"epoch {done}/{config.epochs} mode={mode.value} train_acc={rec['train_acc']:.4f} "
+                  f"test_acc={rec['test_acc']:.4f} eps_rdp={rec['epsilon_rdp']:.3f} ({rec['seconds']:.1f}s)",
+                  flush=True)
+
+    eps, mechs = privacy_now(config.accountants)
+    if other_steps:
+        reasons.append("non-DP steps: " + ", ".join(f"{v} {k}" for k, v in sorted(other_steps.items())))
+    if sigma == 0 and dpsgd_steps > 0:
+        reasons.append("noise_multiplier = 0")
+    label = "private" if not reasons else "not private: " + "; ".join(reasons)
+    kept = int(sum(int(masks[k].sum()) if masks is not None else p.numel() for k, p in params.items()))
+    result = {
+        "history": history,
+        "steps": step_log,
+        "privacy": {"label": label, "private": not reasons, "noise_multiplier": sigma, "delta": config.delta,
+                    "sample_rate": q, "mechanisms": [asdict(m) for m in mechs],
+                    **{f"epsilon_{a}": e for a, e in eps.items()},
+                    "mask_source": config.mask_source if masks is not None else None},
+        "parameters": int(sum(p.numel() for p in params.values())),
+        "kept_parameters": kept,
+        "steps_per_epoch": spe,
+        "total_steps": global_step,
+        "device": str(device),
+    }
+    if return_model:
+        result["_masks"] = None if masks is None else {k: v.detach().cpu() for k, v in masks.items()}
+        return result, model
+    return result
+
+
+def _burst(model, masks, scale: float, generator: torch.Generator) -> float:
+    """w ← w + scale·m⊙ξ', ξ' ~ N(0, I) from its own stream; returns the displacement norm."""
+    sq = 0.0
+    with torch.no_grad():
+        for k, p in trainable_parameters(model).items():
+            xi = torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype) * scale
+            if masks is not None and k in masks:
+                xi = xi * masks[k]
+            p.add_(xi)
+            sq += float(xi.double().pow(2).sum())
+    return math.sqrt(sq)
+
+
+def _hessian_record(config, model, x, y, masks, rng, bias) -> dict:
+    from simulations.nn.hessian import effective_rank, flatten, make_hvp, parameter_dim, subspace_fraction, top_eigenpairs
+
+    m = min(config.hessian_samples, x.shape[0])
+    hvp = make_hvp(model, x[:m], y[:m], masks=masks)
+    dim = parameter_dim(model)
+    k = min(config.hessian_k, dim)
+    vals, vecs = top_eigenpairs(hvp, dim=dim, k=k, seed=int(rng.integers(2 ** 31)), tol=1e-3)
+    out = {"hessian_top": [float(v) for v in vals], "hessian_eff_rank": effective_rank(vals)}
+    if bias is not None:
+        out["bias_in_top_k"] = subspace_fraction(flatten(bias), vecs)
+    return out
+
+
+def run_train(config: TrainConfig) -> Path:
+    """Train and write the result folder ``config.out`` (module docstring); returns its path."""
+    from simulations._results import check_output_dir, result_folder, write_results
+
+    if not config.out:
+        raise ValueError("run_train needs out (the result folder), got out=None")
+    check_output_dir(config.out)
+    result, model = train(config, return_model=True)
+    arrays = {k: np.asarray(v, dtype=float) for k, v in result["steps"].items()}
+    metrics = {k: v for k, v in result.items() if k not in ("steps", "_masks")}
+    with result_folder(config.out) as tmp:
+        write_results(tmp, config=config, metrics=metrics, arrays=arrays or None)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+        if result["_masks"] is not None:
+            torch.save(result["_masks"], tmp / "masks.pt")
+    ckpt = checkpoint_path(config)
+    if ckpt is not None and ckpt.is_file():
+        ckpt.unlink()
+    return Path(config.out)
+
+
+def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """``dataclasses.replace`` re-validating the result (for experiments that sweep one field)."""
+    return replace(config, **changes)
