@@ -1,0 +1,53 @@
+"""Stationary loss of noisy GD on a quadratic and its equipartition form (backs
+``dptheory.quadratic.stationary_loss``).
+
+For |ρ| < 1 (0 < ηa < 2) the variance ρ^{2t} m0 + η²τ²(1 − ρ^{2t})/(1 − ρ²) tends to
+v = ητ²/(a(2 − ηa)), the unique fixed point of m ↦ ρ²m + η²τ². The loss direction i contributes
+½ λ_i v_i; with a_i = λ_i this is ητ²/(2(2 − ηλ_i)) — independent of λ_i at first order — so
+
+    Σ_i ½ λ_i v_i = (ητ²/2) Σ_i 1/(2 − ηλ_i) ≈ ητ² r/4   (equipartition: r, not d or λ).
+
+The approximation errs low: exact − approx = ητ² · ηλ/(4(2 − ηλ)) ≥ 0 per direction, and the
+first-order Taylor coefficient in η matches.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+STATEMENT = (
+    "lim E e^2 = eta tau^2/(a(2 - eta a)); with a = lambda: (1/2) lambda v = eta tau^2/(2(2 - eta lambda)) "
+    ">= eta tau^2/4  [quadratic.stationary_loss]"
+)
+
+
+def verify() -> None:
+    t = sp.symbols("t", integer=True, nonnegative=True)
+    eta, a, lam, tau, m0, gam = sp.symbols("eta a lambda tau m0 gamma", positive=True)
+    x = sp.symbols("x", positive=True)  # x = η a
+    rho = 1 - eta * a
+    v = eta * tau**2 / (a * (2 - eta * a))
+
+    # the stationary value is the fixed point of the recursion …
+    assert sp.simplify(rho**2 * v + eta**2 * tau**2 - v) == 0, "v is not the fixed point"
+    # … and the limit of the closed form: the transient is (m0 − v) ρ^{2t}, which → 0 for |ρ| < 1
+    closed = rho ** (2 * t) * m0 + eta * tau**2 * (1 - rho ** (2 * t)) / (a * (2 - eta * a))
+    assert sp.simplify(closed - (v + (m0 - v) * rho ** (2 * t))) == 0, "closed form = v + transient"
+    r2 = sp.symbols("r2", positive=True)
+    assert sp.limit(r2**t, t, sp.oo).subs(r2, sp.Rational(1, 2)) == 0  # ρ² < 1 ⇒ ρ^{2t} → 0
+    # |ρ| < 1 exactly when 0 < ηa < 2
+    sols = sp.solve_univariate_inequality((1 - x) ** 2 < 1, x, relational=False)
+    assert sols == sp.Interval.open(0, 2), f"stability interval {sols}"
+
+    # loss contribution with a = λ (unclipped) is ητ²/(2(2 − ηλ)): the λ cancels
+    contrib = sp.Rational(1, 2) * lam * v.subs(a, lam)
+    assert sp.simplify(contrib - eta * tau**2 / (2 * (2 - eta * lam))) == 0, "equipartition"
+    # small-ηλ form ητ²/4: the first-order Taylor term in η, and the error is ≥ 0 (approx errs low)
+    series = sp.series(contrib, eta, 0, 3).removeO()
+    assert sp.simplify(series.coeff(eta, 1) - tau**2 / 4) == 0, "first-order term"
+    err = sp.simplify(contrib - eta * tau**2 / 4)
+    assert sp.simplify(err - eta * tau**2 * eta * lam / (4 * (2 - eta * lam))) == 0, "approximation error"
+    # general drift a = γλ (clipping): ½ λ v = ητ²/(2γ(2 − ηγλ)), so the approx ητ²/(4γ) also errs low
+    gen = sp.Rational(1, 2) * lam * v.subs(a, gam * lam)
+    assert sp.simplify(gen - eta * tau**2 / (2 * gam * (2 - eta * gam * lam))) == 0, "clipped-drift form"
+    assert sp.simplify(gen / (eta * tau**2 / (4 * gam)) - 2 / (2 - eta * gam * lam)) == 0, "exact/approx ratio"
