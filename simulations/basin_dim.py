@@ -41,33 +41,11 @@ from dptheory._validate import check_int, check_positive
 from simulations._cli import Progress, run_main
 from simulations._compare import Estimate, batch_means, fmt, fmt_ci, log_grid, replica_mean, table
 from simulations._results import check_output_dir, result_folder, write_results
+from simulations.basins.streaming import SPECTRA, curvature_spectrum
 from simulations.recovery import linear_model, predicted_recovery, relaxation_time, simulated_recovery
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
-SPECTRA = ("flat", "power", "two-level")
 ENGINES = ("auto", "full", "reduced", "numpy")
-
-
-def curvature_spectrum(*, spectrum: str, rank: int, curvature: float, decay: float) -> tuple[float, ...]:
-    """The r curvatures λ_1 ≥ … ≥ λ_r of a named spectrum.
-
-    flat: λ_i = λ_max; power: λ_i = λ_max · i^(−decay); two-level: λ_max on the first ⌈r/2⌉ axes and
-    λ_max·decay on the rest (decay in (0, 1]).
-    """
-    r = check_int("rank", rank, minimum=1)
-    lam = check_positive("curvature", curvature)
-    if spectrum == "flat":
-        return (lam,) * r
-    if spectrum == "power":
-        alpha = check_positive("spectrum_decay", decay)
-        return tuple(float(lam * i ** (-alpha)) for i in range(1, r + 1))
-    if spectrum == "two-level":
-        ratio = check_positive("spectrum_decay", decay)
-        if ratio > 1:
-            raise ValueError(f"spectrum_decay must be in (0, 1] for two-level, got {decay}")
-        hi = (r + 1) // 2
-        return (lam,) * hi + (lam * ratio,) * (r - hi)
-    raise ValueError(f"spectrum must be one of {', '.join(SPECTRA)}, got {spectrum!r}")
 
 
 @dataclass(frozen=True)
@@ -79,8 +57,9 @@ class BasinDimConfig:
     points: int = field(default=7, metadata={"help": "number of log-spaced dimensions from rank to d"})
     spectrum: str = field(default="flat", metadata={"help": "curvature spectrum", "choices": SPECTRA})
     curvature: float = field(default=1.0, metadata={"help": "λ_max: largest curvature"})
-    spectrum_decay: float = field(default=1.0, metadata={
-        "help": "power: exponent α (λ_i = λ_max i^-α); two-level: ratio of the low to the high level"})
+    power: float = field(default=1.0, metadata={"help": "power spectrum: λ_i = λ_max i^-power"})
+    split: float = field(default=0.5, metadata={"help": "two-level spectrum: fraction of directions at λ_max"})
+    low_curvature: float = field(default=0.1, metadata={"help": "two-level spectrum: the low curvature"})
     sample_std: float = field(default=0.1, metadata={"help": "s: per-sample gradient spread, g_i = H e + s ζ_i"})
     spread: str = field(default="ambient", metadata={
         "help": "ζ_i spans all d dimensions (ambient) or only the r curved ones (basin)", "choices": ("ambient", "basin")})
@@ -130,9 +109,9 @@ class BasinDimConfig:
 
     def basin(self, dim: int) -> Basin:
         """The basin at ambient dimension ``dim``."""
-        curv = curvature_spectrum(spectrum=self.spectrum, rank=self.rank, curvature=self.curvature,
-                                  decay=self.spectrum_decay)
-        return Basin(dim=dim, curvatures=curv, sample_std=self.sample_std, spread=self.spread,
+        curv = curvature_spectrum(rank=self.rank, spectrum=self.spectrum, max_curvature=self.curvature,
+                                  power=self.power, split=self.split, low_curvature=self.low_curvature)
+        return Basin(dim=dim, curvatures=tuple(curv), sample_std=self.sample_std, spread=self.spread,
                      heldout_flat_curvature=self.heldout_flat_curvature)
 
     def optimizer(self, mode: Mode) -> Optimizer:
