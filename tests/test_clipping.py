@@ -17,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, special, stats
 
+import mpmath as mp
+
 from dptheory.clipping import (
     NormMoments,
     clip,
@@ -25,6 +27,8 @@ from dptheory.clipping import (
     clipped_gaussian_mean_factor,
     clipped_gaussian_second_moment,
     clipped_norm_moments,
+    gaussian_mean_clip_factor,
+    gaussian_mean_excess,
     large_dim_shrinkage,
     linear_response_shrinkage,
 )
@@ -72,6 +76,22 @@ def mc_norm_projection(d, m, s, n, seed):
     proj = m + s * rng.standard_normal(n)
     rest = s * s * rng.chisquare(d - 1, n) if d > 1 else np.zeros(n)
     return np.sqrt(proj**2 + rest), proj
+
+
+def mpmath_gamma(d, m, s, C, dps=25):
+    """γ by the Poisson-mixture series summed in mpmath at ``dps`` digits (slow, high precision)."""
+    with mp.workdps(dps):
+        lam, c = mp.mpf(m) ** 2 / mp.mpf(s) ** 2, mp.mpf(C) / mp.mpf(s)
+        mu = lam / 2
+        lo, hi = (0, 0) if mu == 0 else (max(0, int(mu - 12 * mp.sqrt(mu) - 12)), int(mu + 12 * mp.sqrt(mu) + 12))
+        total = []
+        for j in range(lo, hi + 1):
+            k = mp.mpf(d + 2 + 2 * j)
+            w = mp.exp(-mu + j * mp.log(mu) - mp.loggamma(j + 1)) if mu > 0 else mp.mpf(1)
+            inv = c * mp.gamma((k - 1) / 2) / (mp.sqrt(2) * mp.gamma(k / 2))
+            inv *= mp.gammainc((k - 1) / 2, c * c / 2, mp.inf, regularized=True)
+            total.append(w * (mp.gammainc(k / 2, 0, c * c / 2, regularized=True) + inv))
+        return float(mp.fsum(total))
 
 
 def normal_clamp_mean(m, s, C):
@@ -151,6 +171,14 @@ def test_mean_factor_matches_quadrature(d, m, s, C):
     assert abs(clipped_gaussian_mean_factor(dim=d, mean_norm=m, std=s, clip_norm=C) - quad_gamma(d, m, s, C)) <= 1e-9
 
 
+@pytest.mark.parametrize("d,m,s,C", [(1000, 1.0, 0.1, 3.0), (3, 20.0, 1.0, 10.0), (7, 0.0, 1.0, 2.0)])
+def test_mean_factor_matches_high_precision_series(d, m, s, C):
+    # 25-digit mpmath evaluation (independent arithmetic); documented accuracy ≲ 2e-14 relative
+    assert clipped_gaussian_mean_factor(dim=d, mean_norm=m, std=s, clip_norm=C) == pytest.approx(
+        mpmath_gamma(d, m, s, C), rel=5e-14
+    )
+
+
 @pytest.mark.parametrize("m,s,C", [(1.0, 1.0, 0.5), (0.3, 2.0, 1.0), (3.0, 1.0, 2.0), (-0.0, 1.0, 1.0), (1.0, 0.1, 5.0)])
 def test_d1_closed_form(m, s, C):
     gamma = clipped_gaussian_mean_factor(dim=1, mean_norm=m, std=s, clip_norm=C)
@@ -201,6 +229,33 @@ def test_extreme_dimension_and_noncentrality():
     assert g[0] == pytest.approx(0.5 * (1 - (3 + 2 - 3) / (2 * 1e6)), rel=1e-10)
     p = clip_probability(dim=1e9, mean_norm=1e3, std=1.0, clip_norm=math.sqrt(1e9 + 1e6))
     assert 0.49 < p < 0.51  # the median of a near-normal χ'² sits at its mean to O(1/√d)
+
+
+@pytest.mark.parametrize("m,dc", [(1e3, 1.0), (1e3, -1.0), (30.0, 0.5)])
+def test_clip_probability_large_noncentrality_against_exact_integral(m, dc):
+    # d = 2, s = 1: P(‖g‖ > C) = E_{Z₁}[ P(Z₂² > C² − (m + Z₁)²) ] — a 1-D integral of erfc at 30
+    # digits, independent of the Poisson mixture; λ = 1e6 exercises the trapezoid branch.
+    C = m - dc
+    with mp.workdps(30):
+        mm, cc = mp.mpf(m), mp.mpf(C)
+
+        def integrand(z):
+            a = (mm + z) ** 2
+            return mp.npdf(z) * (1 if a >= cc * cc else mp.erfc(mp.sqrt(cc * cc - a) / mp.sqrt(2)))
+
+        ref = float(mp.quad(integrand, sorted([-40, -dc, 0, 40])))
+    assert clip_probability(dim=2, mean_norm=m, std=1.0, clip_norm=C) == pytest.approx(ref, rel=1e-13)
+
+
+def test_poisson_trapezoid_branch_equals_exact_sum(monkeypatch):
+    import dptheory.clipping as mod
+
+    cases = [(3, 150.0, 1.0, 149.0), (1, 1e3, 1.0, 999.0), (1e9, 1e3, 1.0, 3e4), (10, 1e3, 1.0, 500.0)]
+    fns = (clipped_gaussian_mean_factor, clipped_gaussian_second_moment, clip_probability, gaussian_mean_clip_factor)
+    fast = [[f(dim=d, mean_norm=m, std=s, clip_norm=C) for f in fns] for d, m, s, C in cases]
+    monkeypatch.setattr(mod, "_MAX_EXACT_MEAN", 1e12)  # force the exact integer sum (λ ≤ 1e6 here)
+    exact = [[f(dim=d, mean_norm=m, std=s, clip_norm=C) for f in fns] for d, m, s, C in cases]
+    np.testing.assert_allclose(fast, exact, rtol=1e-13)
 
 
 def test_array_broadcasting_equals_scalar_calls():
@@ -266,6 +321,51 @@ def test_second_moment_and_clip_probability(d, m, s, C):
     # the REFERENCE.md §3 form with noncentral CDFs (scipy.stats.ncx2) agrees with the series
     ref = s * s * (d * stats.ncx2.cdf(c * c, d + 2, lam) + lam * stats.ncx2.cdf(c * c, d + 4, lam) + c * c * stats.ncx2.sf(c * c, d, lam))
     assert sm == pytest.approx(ref, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- E φ(‖g‖) and E(‖g‖ − C)₊
+
+
+def quad_norm_moment(d, m, s, C, fn):
+    """∫ fn(s√w) dF_{χ'²_d(λ)}(w) by quadrature, split at w = c²."""
+    lam, c = (m / s) ** 2, C / s
+    dist = stats.ncx2(df=d, nc=lam) if lam > 0 else stats.chi2(df=d)
+    kw = dict(limit=500, epsabs=1e-13, epsrel=1e-11)
+    f = lambda w: fn(s * math.sqrt(w)) * dist.pdf(w)  # noqa: E731
+    return integrate.quad(f, 0, c * c, **kw)[0] + integrate.quad(f, c * c, np.inf, **kw)[0]
+
+
+@pytest.mark.parametrize("d,m,s,C", [(1, 0.0, 1.0, 0.5), (1, 1.5, 1.0, 1.0), (2, 0.3, 1.0, 1.0), (3, 2.0, 1.0, 1.5), (40, 3.0, 1.0, 5.0)])
+def test_mean_clip_factor_and_excess_against_quadrature(d, m, s, C):
+    phi = gaussian_mean_clip_factor(dim=d, mean_norm=m, std=s, clip_norm=C)
+    assert phi == pytest.approx(quad_norm_moment(d, m, s, C, lambda r: min(1.0, C / r) if r > 0 else 1.0), rel=1e-8)
+    exc = gaussian_mean_excess(dim=d, mean_norm=m, std=s, clip_norm=C)
+    assert exc == pytest.approx(quad_norm_moment(d, m, s, C, lambda r: max(r - C, 0.0)), rel=1e-8)
+    # γ at dimension d is E φ at dimension d + 2 (both average min(1, c/√W), W ~ χ'²_{d+2}(λ))
+    assert clipped_gaussian_mean_factor(dim=d, mean_norm=m, std=s, clip_norm=C) == pytest.approx(
+        gaussian_mean_clip_factor(dim=d + 2, mean_norm=m, std=s, clip_norm=C), rel=1e-14
+    )
+    # Monte Carlo (exact norm decomposition), K_SE standard errors
+    norm, _ = mc_norm_projection(d, m, s, 200_000, seed=200 + d)
+    for est, exact in ((clip_factor(norm, clip_norm=C), phi), (np.maximum(norm - C, 0.0), exc)):
+        assert abs(est.mean() - exact) <= K_SE * est.std(ddof=1) / math.sqrt(est.size) + 1e-12
+
+
+def test_mean_clip_factor_and_excess_limits():
+    # d = 1, m = 0: E(|g| − C)₊ = 2s[φ(c) − c S(c)] (normal partial expectation), E φ = P(|g| ≤ C) + ...
+    s, C = 1.3, 0.7
+    c = C / s
+    assert gaussian_mean_excess(dim=1, mean_norm=0.0, std=s, clip_norm=C) == pytest.approx(
+        2 * s * (stats.norm.pdf(c) - c * stats.norm.sf(c)), rel=1e-13
+    )
+    # C → 0: E(‖g‖ − C)₊ → E‖g‖ = s√2 Γ((d+1)/2)/Γ(d/2) for m = 0
+    for d in (1, 2, 10, 1000):
+        mean_chi = s * math.sqrt(2) * math.exp(special.gammaln((d + 1) / 2) - special.gammaln(d / 2))
+        assert gaussian_mean_excess(dim=d, mean_norm=0.0, std=s, clip_norm=1e-12) == pytest.approx(mean_chi, rel=1e-10)
+    for fn in (gaussian_mean_clip_factor, gaussian_mean_excess):
+        assert fn(dim=3, mean_norm=2.0, std=0.0, clip_norm=1.0) == pytest.approx(0.5 if fn is gaussian_mean_clip_factor else 1.0)
+    assert gaussian_mean_clip_factor(dim=3, mean_norm=2.0, std=1.0, clip_norm=math.inf) == 1.0
+    assert gaussian_mean_excess(dim=3, mean_norm=2.0, std=1.0, clip_norm=math.inf) == 0.0
 
 
 # ----------------------------------------------------------------------------- linear response α₀
