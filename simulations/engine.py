@@ -170,11 +170,11 @@ def _step_arrays(optimizer: Optimizer, run: RunSpec):
 
 
 def _seeds(run: RunSpec):
-    """Per replica: (uint32 seed for numba, SeedSequence for numpy dynamics, SeedSequence for init)."""
+    """Per replica: (replica SeedSequence, SeedSequence of the dynamics, SeedSequence of the init)."""
     out = []
     for child in np.random.SeedSequence(run.seed).spawn(run.replicas):
         dyn, init = child.spawn(2)
-        out.append((int(dyn.generate_state(1, np.uint32)[0]), dyn, init))
+        out.append((child, dyn, init))
     return out
 
 
@@ -271,7 +271,7 @@ def simulate(*, basin: Basin, optimizer: Optimizer, run: RunSpec, engine: str = 
     s_flat = basin.sample_std if basin.spread == "ambient" else 0.0
     poisson = run.sampling == "poisson"
     out = {k: np.full((run.replicas, n_rec), np.nan) for k in TRACE_METRICS}
-    numba_seeds = np.array([s[0] for s in seeds], dtype=np.int64)
+    numba_states = kernels.replica_states([s[1] for s in seeds])
 
     if engine == "reduced":
         x0 = np.full((run.replicas, basin.rank), run.init_error / math.sqrt(basin.rank))
@@ -279,7 +279,7 @@ def simulate(*, basin: Basin, optimizer: Optimizer, run: RunSpec, engine: str = 
         disp_vec = np.full(basin.rank, run.displacement / math.sqrt(basin.rank))
         reduced.run_reduced(x0, rho0, lam, basin.flat_curvature, basin.sample_std, s_flat,
                             float(basin.flat_dim), optimizer.batch_size, poisson, lr_t, clip_t, nu_t,
-                            disp_step, disp_vec, rec_flag, basin.heldout_flat_curvature, numba_seeds,
+                            disp_step, disp_vec, rec_flag, basin.heldout_flat_curvature, numba_states,
                             *(out[k] for k in TRACE_METRICS))
     else:
         if optimum is None:
@@ -291,7 +291,7 @@ def simulate(*, basin: Basin, optimizer: Optimizer, run: RunSpec, engine: str = 
             kept = kernels._as_kept(mask, d)
             kernels.run_streaming(e0, lam, basin.flat_curvature, basis_t, kept, basin.sample_std,
                                   basin.spread == "basin", optimizer.batch_size, poisson, lr_t, clip_t, nu_t,
-                                  disp_step, disp_vec, rec_flag, basin.heldout_flat_curvature, numba_seeds,
+                                  disp_step, disp_vec, rec_flag, basin.heldout_flat_curvature, numba_states,
                                   *(out[k] for k in TRACE_METRICS))
         else:
             out = kernels_numpy.run_streaming(

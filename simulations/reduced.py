@@ -69,29 +69,29 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from simulations.kernels import _finish_sample
+from simulations.kernels import _finish_sample, _normal, _uniform, replica_states
 
 __all__ = ["run_reduced", "chi2_excess", "sample_chi2_excess"]
 
 
 @njit(cache=True, fastmath=False)
-def chi2_excess(df):
-    """One draw of χ²_df − df (0 for df ≤ 0), exact and cancellation-free (module docstring)."""
+def chi2_excess(df, st):
+    """One draw of χ²_df − df (0 for df ≤ 0), exact and cancellation-free; ``st`` a xoshiro state."""
     if df <= 0.0:
         return 0.0
     if df < 2.0:  # df = 1 (integer degrees of freedom only)
-        x = np.random.standard_normal()
+        x = _normal(st)
         return x * x - df
     a = 0.5 * df
     dd = a - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * dd)
     for _ in range(1000):
-        x = np.random.standard_normal()
+        x = _normal(st)
         y = c * x
         if y <= -1.0:
             continue
         w = y * (3.0 + y * (3.0 + y))          # v − 1, v = (1 + y)³
-        u = np.random.random()
+        u = _uniform(st)
         if u < 1.0 - 0.0331 * (x * x) * (x * x):
             return 2.0 * dd * w - 2.0 / 3.0
         if u > 0.0 and math.log(u) < 0.5 * x * x + dd * (math.log1p(w) - w):
@@ -100,11 +100,10 @@ def chi2_excess(df):
 
 
 @njit(cache=True)
-def _sample_many(df, n, seed):
-    np.random.seed(seed)
+def _sample_many(df, n, st):
     out = np.empty(n)
     for i in range(n):
-        out[i] = chi2_excess(df)
+        out[i] = chi2_excess(df, st)
     return out
 
 
@@ -116,24 +115,27 @@ def sample_chi2_excess(*, df: float, size: int, seed: int) -> np.ndarray:
         >>> bool(abs(x.mean()) < 4 * (2e12 / 4000) ** 0.5)
         True
     """
-    return _sample_many(float(df), int(size), int(seed))
+    st = replica_states([np.random.SeedSequence(seed)])[0, :4].copy()
+    return _sample_many(float(df), int(size), st)
 
 
 @njit(cache=True, fastmath=False)
-def _chi2(df):
+def _chi2(df, st):
     if df <= 0.0:
         return 0.0
-    return df + chi2_excess(df)
+    return df + chi2_excess(df, st)
 
 
 @njit(parallel=True, cache=True, fastmath=False)
 def run_reduced(x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisson, lr_t, clip_t, nu_t,
-                disp_step, disp_vec, rec_flag, heldout_kappa, seeds,
+                disp_step, disp_vec, rec_flag, heldout_kappa, states,
                 out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias):
     """R replicas × T steps of the exact reduced chain (x, ρ); same outputs as ``kernels.run_streaming``.
 
     ``x0`` (R, r) curved errors, ``rho0`` (R,) flat-error norms, ``flat_dim`` m = d − r as a float
-    (d may exceed 2**53 only in theory: it is a chi-square degree of freedom here).
+    (d may exceed 2**53 only in theory: it is a chi-square degree of freedom here); ``states`` (R, 5)
+    from ``kernels.replica_states``. Gaussians and chi-squares come from the kernels' ziggurat /
+    xoshiro256++ stream, Poisson batch sizes from numba's ``np.random`` reseeded per replica.
     """
     n_rep = x0.shape[0]
     r = lam.shape[0]
@@ -142,7 +144,8 @@ def run_reduced(x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisso
     n_perp = flat_dim - 1.0
     flat_samples = has_flat and s_flat > 0.0
     for rep in prange(n_rep):
-        np.random.seed(seeds[rep])
+        np.random.seed(states[rep, 4])
+        st = states[rep, :4].copy()
         x = x0[rep].copy()
         rho = rho0[rep]
         gc = np.empty(r)
@@ -166,8 +169,8 @@ def run_reduced(x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisso
             a0 = 0.0
             s1 = 0.0
             if has_flat and nu > 0.0:
-                a0 = np.random.standard_normal()
-                s1 = nu * math.sqrt(_chi2(n_perp))
+                a0 = _normal(st)
+                s1 = nu * math.sqrt(_chi2(n_perp, st))
             t1 = 0.0
             t2 = 0.0
             par_sum = 0.0
@@ -178,7 +181,7 @@ def run_reduced(x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisso
             for i in range(bn):
                 nrm2 = 0.0
                 for q in range(r):
-                    v = lam[q] * x[q] + s * np.random.standard_normal()
+                    v = lam[q] * x[q] + s * _normal(st)
                     gc[q] = v
                     nrm2 += v * v
                 fpar = fbase
@@ -186,15 +189,15 @@ def run_reduced(x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisso
                 n2 = 0.0
                 qq = 0.0
                 if flat_samples:
-                    fpar += s_flat * np.random.standard_normal()
+                    fpar += s_flat * _normal(st)
                     if n_perp >= 1.0:
-                        n1 = np.random.standard_normal()
+                        n1 = _normal(st)
                     if track:
                         if n_perp >= 2.0:
-                            n2 = np.random.standard_normal()
-                        qq = _chi2(n_perp - 2.0)
+                            n2 = _normal(st)
+                        qq = _chi2(n_perp - 2.0, st)
                     else:
-                        qq = _chi2(n_perp - 1.0)
+                        qq = _chi2(n_perp - 1.0, st)
                     nrm2 += fpar * fpar + s_flat * s_flat * ((n1 * n1 + n2 * n2) + qq)
                 else:
                     nrm2 += fpar * fpar
@@ -242,7 +245,7 @@ def run_reduced(x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisso
                 par = rho - scale * (par_sum + nu * a0)
                 rho = math.sqrt(par * par + scale * scale * s1 * s1)
             for q in range(r):
-                xi = np.random.standard_normal() if nu > 0.0 else 0.0
+                xi = _normal(st) if nu > 0.0 else 0.0
                 x[q] -= scale * (acc[q] + nu * xi)
             if track:
                 energy = 0.0

@@ -38,7 +38,7 @@ from numba import njit, prange
 from dptheory._validate import check_int, check_nonnegative, check_positive, check_probability
 from dptheory.records import Optimizer
 from simulations.basins.streaming import random_basis
-from simulations.kernels import _apply_update, _bias_norm
+from simulations.kernels import _apply_update, _bias_norm, _normal, replica_states
 
 __all__ = ["LeastSquaresProblem", "LeastSquaresData", "make_data", "least_squares_step", "simulate_least_squares",
            "LABEL_NOISES"]
@@ -231,7 +231,7 @@ def least_squares_step(*, weights, features, targets, batch, xi, mask=None, clip
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _run_ls(w0, features, targets, kept, row_norms, batch_size, poisson, lr_t, clip_t, nu_t, disp_step, disp_vec,
-            rec_flag, test_x, test_y, optimum, basis_t, seeds,
+            rec_flag, test_x, test_y, optimum, basis_t, states,
             out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias):
     n_rep, d = w0.shape
     n = features.shape[0]
@@ -239,7 +239,8 @@ def _run_ls(w0, features, targets, kept, row_norms, batch_size, poisson, lr_t, c
     r = basis_t.shape[0]
     q = batch_size / n
     for rep in prange(n_rep):
-        np.random.seed(seeds[rep])
+        np.random.seed(states[rep, 4])
+        st = states[rep, :4].copy()
         w = w0[rep].copy()
         perm = np.arange(n)
         acc = np.empty(k)
@@ -272,7 +273,7 @@ def _run_ls(w0, features, targets, kept, row_norms, batch_size, poisson, lr_t, c
                 sum_f += f
             nu = nu_t[t]
             for jj in range(k):
-                noise[jj] = nu * np.random.standard_normal() if nu > 0.0 else 0.0
+                noise[jj] = nu * _normal(st) if nu > 0.0 else 0.0
             if track:
                 out_bias[rep, rec] = _bias_norm(acc, raw, k, batch_size)
             _apply_update(w, kept, acc, noise, lr_t[t], batch_size)
@@ -361,7 +362,7 @@ def simulate_least_squares(*, data: LeastSquaresData, optimizer: Optimizer, run,
         _run_ls(np.tile(w0, (run.replicas, 1)), np.ascontiguousarray(data.features), data.targets, kept, row_norms,
                 optimizer.batch_size, poisson, lr_t, clip_t, nu_t, disp_step, disp_vec, rec_flag, test_x, test_y,
                 data.optimum, np.ascontiguousarray(data.basis.T),
-                np.array([s[0] for s in seeds], dtype=np.int64), *(out[key] for key in TRACE_METRICS))
+                replica_states([s[1] for s in seeds]), *(out[key] for key in TRACE_METRICS))
     else:
         n = prob.n_train
         for rep in range(run.replicas):
