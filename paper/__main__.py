@@ -4,7 +4,8 @@ A missing or malformed folder gives one line on stderr and exit status 2.
 
 Example::
 
-    python -m paper results/basin_dim results/recovery
+    python -m paper results/basin_dim results/recovery            # PNG and PDF
+    python -m paper --format png results/switch
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = _OneLineParser(prog="python -m paper", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", metavar="RESULTS_DIR", help="result folders to draw")
+    parser.add_argument("--format", choices=("png", "pdf", "both"), default="both", help="file format(s) to write")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    formats = ("png", "pdf") if args.format == "both" else (args.format,)
     written = []
     for folder in args.folders:
         try:
-            written.extend(draw(folder))
+            written.extend(draw(folder, formats=formats))
         except (ResultError, OSError) as exc:
             sys.stderr.write(f"python -m paper: error: {exc}\n")
             return 2

@@ -1,0 +1,129 @@
+"""Figures are drawn from result folders only: `python -m paper DIR…` redraws them; bad folders → exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from paper import figures
+from paper.__main__ import main as paper_main
+from simulations import basin_dim, recovery, switch
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PDF_MAGIC = b"%PDF"
+
+RUNS = {
+    "basin_dim": (basin_dim, ["--d", "300", "--rank", "3", "--points", "2", "--replicas", "2", "--window", "5",
+                              "--burn-in", "1", "--batch-size", "4", "--quiet"]),
+    "recovery": (recovery, ["--d", "300", "--rank", "3", "--points", "2", "--replicas", "2", "--window", "5",
+                            "--burn-in", "1", "--batch-size", "4", "--quiet"]),
+    "switch": (switch, ["--d", "300", "--rank", "3", "--steps", "10", "--points", "3", "--replicas", "2",
+                        "--batch-size", "4", "--quiet"]),
+}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Result folders written by the real CLIs at tiny sizes, with the CLIs' own drawing switched
+    off (tests/test_sim_cli.py covers it), so every figure below is drawn from the files alone."""
+    base = tmp_path_factory.mktemp("paper")
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, (mod, argv) in RUNS.items():
+            mp.setattr(figures, name, lambda folder, formats=(): [])
+            assert mod.main(argv + ["--out", str(base / name)]) == 0
+            assert not list((base / name).glob(f"{name}.*g"))
+            out[name] = base / name
+    return out
+
+
+def test_python_m_paper_draws_every_folder_from_the_files(folders, capsys):
+    names = list(RUNS)
+    assert paper_main(["--format", "png", *(str(folders[n]) for n in names)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(folders[n] / f"{n}.png") for n in names]
+    for n in names:
+        assert (folders[n] / f"{n}.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_python_m_paper_writes_pdf_too_by_default(folders, capsys):
+    folder = folders["switch"]
+    assert paper_main([str(folder)]) == 0
+    assert capsys.readouterr().out.split() == [str(folder / "switch.png"), str(folder / "switch.pdf")]
+    assert (folder / "switch.pdf").read_bytes()[:4] == PDF_MAGIC
+
+
+def test_figure_depends_on_the_file_contents(folders, tmp_path):
+    """Changing the numbers in metrics.json changes the drawn image (the figure reads the files)."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folders["basin_dim"], copy)
+    before = figures.basin_dim(copy, formats=("png",))[0].read_bytes()
+    m = json.loads((copy / "metrics.json").read_text())
+    for row in m["rows"]:
+        row["sim_loss"]["mean"] = 10.0 * float(row["sim_loss"]["mean"]) + 1.0
+    (copy / "metrics.json").write_text(json.dumps(m))
+    after = figures.basin_dim(copy, formats=("png",))[0].read_bytes()
+    assert before != after
+
+
+def test_drawing_never_imports_a_simulator(folders):
+    """`python -m paper` in a fresh interpreter: no engine, kernel or theory module gets imported."""
+    code = ("import sys; from paper.__main__ import main; rc = main(sys.argv[1:]); "
+            "bad = [m for m in sys.modules if m.startswith(('simulations', 'dptheory', 'numba'))]; "
+            "print('IMPORTED', bad); raise SystemExit(rc)")
+    res = subprocess.run([sys.executable, "-c", code, "--format", "png", str(folders["recovery"])],
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stderr
+    assert "IMPORTED []" in res.stdout
+
+
+def _one_line_exit_2(argv, capsys):
+    code = paper_main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_missing_folder_is_one_line_exit_2(tmp_path, capsys):
+    err = _one_line_exit_2([str(tmp_path / "nope")], capsys)
+    assert "not found" in err
+
+
+def test_folder_without_metrics_is_one_line_exit_2(tmp_path, capsys):
+    err = _one_line_exit_2([str(tmp_path)], capsys)
+    assert "metrics.json" in err
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"rows": []}), json.dumps({"experiment": "nonesuch"}),
+                                     json.dumps({"experiment": "basin_dim", "modes": ["sgd"], "rows": [{"mode": "sgd"}]})])
+def test_malformed_metrics_is_one_line_exit_2(content, tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text(content)
+    _one_line_exit_2([str(tmp_path)], capsys)
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_no_arguments_is_one_line_exit_2(capsys):
+    _one_line_exit_2([], capsys)
+
+
+def test_corrupt_arrays_file_is_one_line_exit_2(folders, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folders["recovery"], copy)
+    (copy / "metrics.npz").write_bytes(b"garbage")
+    _one_line_exit_2([str(copy)], capsys)
+
+
+def test_every_registered_experiment_has_a_cli_run_here_or_in_test_sim_cli():
+    assert set(figures.FIGURES) >= set(RUNS)
+    assert np.all([callable(f) for f in figures.FIGURES.values()])
