@@ -8,19 +8,23 @@ C = ``clip_norm``. Opacus divides by ‖x‖ + 1e-6 instead of ‖x‖; the diff
 relative for ‖x‖ ≫ 1e-6 and is ignored here.
 
 For a Gaussian vector g ~ N(μ, s² I_d) (d = ``dim``, m = ‖μ‖ = ``mean_norm``, s = ``std``) write
-λ = m²/s² (noncentrality) and c = C/s. Everything below is a Poisson(λ/2) mixture of central
-chi-square quantities (the noncentral chi-square χ'²_k(λ) is χ²_{k+2J} with J ~ Poisson(λ/2)):
+λ = m²/s² (the noncentrality, λ_nc in NOTATION.md — not a curvature) and c = C/s. Everything below
+is a Poisson(λ/2) mixture of central chi-square quantities (the noncentral chi-square χ'²_k(λ) is
+χ²_{k+2J} with J ~ Poisson(λ/2)):
 
 * mean:           E[clip_C(g)] = γ μ,  γ = E[min(1, c/√W)],  W ~ χ'²_{d+2}(λ);
 * second moment:  E‖clip_C(g)‖² = s²[ d F_{χ'²_{d+2}(λ)}(c²) + λ F_{χ'²_{d+4}(λ)}(c²) + c² S_{χ'²_d(λ)}(c²) ];
 * clip fraction:  P(‖g‖ > C) = S_{χ'²_d(λ)}(c²);
 * linear response at μ = 0: α₀ = E[φ(R)(1 − 1{R>C}/d)], R = s‖ζ‖, and α₀ = γ(m = 0).
+* also E φ(‖g‖) (``gaussian_mean_clip_factor``), E(‖g‖ − C)₊ (``gaussian_mean_excess``), the
+  large-d approximation γ ≈ min(1, C/√(m² + d s²)) with its measured error (``large_dim_shrinkage``),
+  and the same moments for an arbitrary norm distribution or norm samples (``clipped_norm_moments``).
 
 F and S are the CDF and survival function. Derivations: proofs/clipped_gaussian_mean.py,
 proofs/clipped_gaussian_second_moment.py, proofs/linear_response_shrinkage.py.
 
 Truncation: each series keeps the Poisson indices j in a window around the mean λ/2 whose omitted
-Poisson mass is checked (with scipy's exact Poisson tails) to be at most ``_TAIL_MASS`` = 1e-16;
+Poisson mass is checked (exact tails ``scipy.special.pdtr``/``pdtrc``) to be ≤ ``_TAIL_MASS`` = 1e-16;
 because every per-j term of γ and of the clip fraction lies in [0, 1] the truncation error is at most
 2·1e-16 (window mass plus renormalisation). The overall error is set by float64 rounding in scipy's
 incomplete gamma functions and the sum: ≲ 2e-14 relative against 30-digit mpmath sums
@@ -39,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import integrate, special, stats
+from scipy import integrate, special
 
 from dptheory._validate import check_int, check_nonnegative, check_positive_or_inf
 
@@ -132,8 +136,8 @@ def _poisson_window(mu: float) -> tuple[np.ndarray, np.ndarray]:
     for _ in range(_MAX_WIDEN):
         lo = max(0, int(math.floor(mu - half)))
         hi = int(math.ceil(mu + half))
-        left = stats.poisson.cdf(lo - 1, mu) if lo > 0 else 0.0
-        right = stats.poisson.sf(hi, mu)
+        left = float(special.pdtr(lo - 1, mu)) if lo > 0 else 0.0  # P(J ≤ lo − 1), exact (incomplete Γ)
+        right = float(special.pdtrc(hi, mu))  # P(J > hi)
         if left <= _TAIL_MASS and right <= _TAIL_MASS:
             break
         half *= 1.5
@@ -206,12 +210,17 @@ def _inv_sqrt_tail_any(k: np.ndarray, c: float) -> np.ndarray:
 
 def _broadcast_gaussian(dim: Any, mean_norm: Any, std: Any, clip_norm: Any):
     """Validate and broadcast the four Gaussian-clipping arguments; returns arrays and a scalar flag."""
-    dims = np.vectorize(lambda v: float(check_int("dim", v, minimum=1)), otypes=[float])(np.asarray(dim))
-    ms = np.vectorize(lambda v: check_nonnegative("mean_norm", v), otypes=[float])(np.asarray(mean_norm))
-    ss = np.vectorize(lambda v: check_nonnegative("std", v), otypes=[float])(np.asarray(std))
-    cs = np.vectorize(lambda v: check_positive_or_inf("clip_norm", v), otypes=[float])(np.asarray(clip_norm))
-    scalar = all(np.ndim(a) == 0 for a in (dim, mean_norm, std, clip_norm))
-    return (*np.broadcast_arrays(dims, ms, ss, cs), scalar)
+    checks = (
+        lambda v: float(check_int("dim", v, minimum=1)),
+        lambda v: check_nonnegative("mean_norm", v),
+        lambda v: check_nonnegative("std", v),
+        lambda v: check_positive_or_inf("clip_norm", v),
+    )
+    args = (dim, mean_norm, std, clip_norm)
+    if all(np.ndim(a) == 0 for a in args):  # fast path for scalar calls (solvers call this often)
+        return (*(np.asarray(chk(a)) for chk, a in zip(checks, args)), True)
+    arrays = [np.vectorize(chk, otypes=[float])(np.asarray(a)) for chk, a in zip(checks, args)]
+    return (*np.broadcast_arrays(*arrays), False)
 
 
 def _apply(fn, dim, mean_norm, std, clip_norm):
@@ -508,7 +517,9 @@ def clipped_norm_moments(*, norms: Any, clip_norm: float) -> NormMoments:
         return _moments_exact(norms, c)
     r = np.asarray(norms, dtype=float)
     if r.ndim != 1 or r.size == 0:
-        raise ValueError(f"norms must be a frozen scipy.stats distribution or a non-empty 1-D array, got shape {r.shape}")
+        raise ValueError(
+            f"norms must be a frozen scipy.stats distribution or a non-empty 1-D array, got shape {r.shape}"
+        )
     if not np.all(np.isfinite(r)) or np.any(r < 0):
         bad = r[~(np.isfinite(r) & (r >= 0))][:3]
         raise ValueError(f"norms must be finite and >= 0, got e.g. {bad.tolist()}")

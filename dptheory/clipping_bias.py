@@ -187,32 +187,34 @@ def chen_example2_clipped_gradient(x: Any, *, anchors: tuple[float, ...] = (-3.0
 # ---------------------------------------------------------------------------------------------
 
 
-def _two_point(noise_std: float, prob: float) -> tuple[float, float]:
+def _two_point(sample_std: float, prob: float) -> tuple[float, float]:
     """Atoms of the mean-zero two-point law: +A w.p. p, −B w.p. 1 − p, variance σ²."""
-    a = noise_std * math.sqrt((1.0 - prob) / prob)
-    b = noise_std * math.sqrt(prob / (1.0 - prob))
+    a = sample_std * math.sqrt((1.0 - prob) / prob)
+    b = sample_std * math.sqrt(prob / (1.0 - prob))
     return a, b
 
 
-def two_point_clipped_fixed_point(*, noise_std: float, clip_norm: float, prob: float) -> float:
+def two_point_clipped_fixed_point(*, sample_std: float, clip_norm: float, prob: float) -> float:
     """Fixed point x* of clipped SGD on f(x) = x²/2 with two-point gradient noise (exact).
 
     The stochastic gradient is x + ξ, ξ = +A w.p. p and −B w.p. 1 − p, A = σ√((1−p)/p),
     B = σ√(p/(1−p)) (E ξ = 0, E ξ² = σ²). The expected clipped gradient
     h(x) = p clamp(x + A) + (1 − p) clamp(x − B), clamp to [−C, C], is continuous, nondecreasing and
     piecewise linear, strictly increasing unless both atoms are clamped; x* solves h(x*) = 0 (unique
-    for p ≠ ½; for p = ½ and σ > C, h vanishes on [C − σ, σ − C] and the smallest root is returned). Its gradient norm |∇f(x*)| = |x*| is the irreducible bias: clipped SGD
-    with vanishing step size concentrates at x*, not at the minimiser 0. σ = ``noise_std``,
-    C = ``clip_norm``, p = ``prob`` ∈ (0, 1). Solved exactly over the 9 linear pieces.
+    for p ≠ ½; for p = ½ and σ > C, h vanishes on [C − σ, σ − C] and the smallest root is returned).
+    Its gradient norm |∇f(x*)| = |x*| is the irreducible bias: clipped SGD with vanishing step size
+    concentrates at x*, not at the minimiser 0. σ = ``sample_std`` (the gradient-noise std, σ_g in
+    REFERENCE.md §4 — not the noise multiplier), C = ``clip_norm``, p = ``prob`` ∈ (0, 1).
+    Solved exactly over the 9 linear pieces (no iteration).
 
     Reference: derived here (a construction exhibiting the bias order of Koloskova, Hendrikx &
     Stich 2023, arXiv 2305.01588v2); proved in proofs/clip_stochastic_bias.py.
 
     Example:
-        >>> round(two_point_clipped_fixed_point(noise_std=1.0, clip_norm=0.5, prob=0.25), 6)  # 1/√3 − C/3
+        >>> round(two_point_clipped_fixed_point(sample_std=1.0, clip_norm=0.5, prob=0.25), 6)  # 1/√3 − C/3
         0.410684
     """
-    s = check_positive("noise_std", noise_std)
+    s = check_positive("sample_std", sample_std)
     c = check_positive("clip_norm", clip_norm)
     p = check_probability("prob", prob)
     if p in (0.0, 1.0):
@@ -248,7 +250,7 @@ class StochasticBiasExample:
     upper_bound: float  # (x*² + σ²)/(4C), valid for every mean-zero noise of variance σ²
 
 
-def stochastic_bias_example(*, noise_std: float, clip_norm: float) -> StochasticBiasExample:
+def stochastic_bias_example(*, sample_std: float, clip_norm: float) -> StochasticBiasExample:
     """Irreducible clipping bias of order min(σ, σ²/C) on f(x) = x²/2 with mean-zero noise of variance σ².
 
     Uses the two-point noise of ``two_point_clipped_fixed_point`` with
@@ -264,7 +266,7 @@ def stochastic_bias_example(*, noise_std: float, clip_norm: float) -> Stochastic
       ≤ E(x* + ξ)²/(4C) = (x*² + σ²)/(4C), using (u − C)₊ ≤ u²/(4C).
 
     So for C ≫ σ the constant 1/4 is sharp: sup over noise laws of the bias is σ²/(4C)(1 + o(1)).
-    σ = ``noise_std``, C = ``clip_norm``.
+    σ = ``sample_std`` (gradient-noise std; E‖ξ‖² = σ² in d > 1), C = ``clip_norm``.
 
     Reference: Koloskova, Hendrikx & Stich 2023, ICML, arXiv 2305.01588v2 (abstract: with stochastic
     gradients clipped SGD need not converge to the optimum; REFERENCE.md §4 quotes the order
@@ -272,14 +274,14 @@ def stochastic_bias_example(*, noise_std: float, clip_norm: float) -> Stochastic
     tool; this construction and its constants are derived and verified here.
 
     Example:
-        >>> e = stochastic_bias_example(noise_std=1.0, clip_norm=10.0)
+        >>> e = stochastic_bias_example(sample_std=1.0, clip_norm=10.0)
         >>> e.lower_bound <= e.bias <= e.upper_bound, round(e.bias * 4 * 10, 6)  # ≈ σ²/(4C)
         (True, 0.999998)
     """
-    s = check_positive("noise_std", noise_std)
+    s = check_positive("sample_std", sample_std)
     c = check_positive("clip_norm", clip_norm)
     p = 0.25 if c < s else s * s / (4.0 * c * c)
-    x = two_point_clipped_fixed_point(noise_std=s, clip_norm=c, prob=p)
+    x = two_point_clipped_fixed_point(sample_std=s, clip_norm=c, prob=p)
     return StochasticBiasExample(
         prob=p,
         fixed_point=x,

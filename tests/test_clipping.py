@@ -179,7 +179,9 @@ def test_mean_factor_matches_high_precision_series(d, m, s, C):
     )
 
 
-@pytest.mark.parametrize("m,s,C", [(1.0, 1.0, 0.5), (0.3, 2.0, 1.0), (3.0, 1.0, 2.0), (-0.0, 1.0, 1.0), (1.0, 0.1, 5.0)])
+@pytest.mark.parametrize(
+    "m,s,C", [(1.0, 1.0, 0.5), (0.3, 2.0, 1.0), (3.0, 1.0, 2.0), (-0.0, 1.0, 1.0), (1.0, 0.1, 5.0)]
+)
 def test_d1_closed_form(m, s, C):
     gamma = clipped_gaussian_mean_factor(dim=1, mean_norm=m, std=s, clip_norm=C)
     if m > 0:
@@ -307,7 +309,9 @@ def test_mean_factor_properties(d, m, s, c1, c2):
 # ----------------------------------------------------------------------------- second moment, clip fraction
 
 
-@pytest.mark.parametrize("d,m,s,C", [(1, 1.0, 1.0, 0.5), (10, 1.0, 1.0, 1.0), (100, 0.5, 0.2, 1.0), (50, 3.0, 1.0, 2.0)])
+@pytest.mark.parametrize(
+    "d,m,s,C", [(1, 1.0, 1.0, 0.5), (10, 1.0, 1.0, 1.0), (100, 0.5, 0.2, 1.0), (50, 3.0, 1.0, 2.0)]
+)
 def test_second_moment_and_clip_probability(d, m, s, C):
     sm = clipped_gaussian_second_moment(dim=d, mean_norm=m, std=s, clip_norm=C)
     assert sm == pytest.approx(quad_second_moment(d, m, s, C), rel=1e-9)
@@ -319,7 +323,11 @@ def test_second_moment_and_clip_probability(d, m, s, C):
     # (+1e-12·sm: float rounding, for the case where every sample is clipped and the SE is 0)
     assert abs(x.mean() - sm) <= K_SE * x.std(ddof=1) / math.sqrt(x.size) + 1e-12 * sm
     # the REFERENCE.md §3 form with noncentral CDFs (scipy.stats.ncx2) agrees with the series
-    ref = s * s * (d * stats.ncx2.cdf(c * c, d + 2, lam) + lam * stats.ncx2.cdf(c * c, d + 4, lam) + c * c * stats.ncx2.sf(c * c, d, lam))
+    ref = s * s * (
+        d * stats.ncx2.cdf(c * c, d + 2, lam)
+        + lam * stats.ncx2.cdf(c * c, d + 4, lam)
+        + c * c * stats.ncx2.sf(c * c, d, lam)
+    )
     assert sm == pytest.approx(ref, rel=1e-9)
 
 
@@ -335,7 +343,9 @@ def quad_norm_moment(d, m, s, C, fn):
     return integrate.quad(f, 0, c * c, **kw)[0] + integrate.quad(f, c * c, np.inf, **kw)[0]
 
 
-@pytest.mark.parametrize("d,m,s,C", [(1, 0.0, 1.0, 0.5), (1, 1.5, 1.0, 1.0), (2, 0.3, 1.0, 1.0), (3, 2.0, 1.0, 1.5), (40, 3.0, 1.0, 5.0)])
+@pytest.mark.parametrize(
+    "d,m,s,C", [(1, 0.0, 1.0, 0.5), (1, 1.5, 1.0, 1.0), (2, 0.3, 1.0, 1.0), (3, 2.0, 1.0, 1.5), (40, 3.0, 1.0, 5.0)]
+)
 def test_mean_clip_factor_and_excess_against_quadrature(d, m, s, C):
     phi = gaussian_mean_clip_factor(dim=d, mean_norm=m, std=s, clip_norm=C)
     assert phi == pytest.approx(quad_norm_moment(d, m, s, C, lambda r: min(1.0, C / r) if r > 0 else 1.0), rel=1e-8)
@@ -363,7 +373,8 @@ def test_mean_clip_factor_and_excess_limits():
         mean_chi = s * math.sqrt(2) * math.exp(special.gammaln((d + 1) / 2) - special.gammaln(d / 2))
         assert gaussian_mean_excess(dim=d, mean_norm=0.0, std=s, clip_norm=1e-12) == pytest.approx(mean_chi, rel=1e-10)
     for fn in (gaussian_mean_clip_factor, gaussian_mean_excess):
-        assert fn(dim=3, mean_norm=2.0, std=0.0, clip_norm=1.0) == pytest.approx(0.5 if fn is gaussian_mean_clip_factor else 1.0)
+        expected = 0.5 if fn is gaussian_mean_clip_factor else 1.0  # φ = C/m, excess = m − C
+        assert fn(dim=3, mean_norm=2.0, std=0.0, clip_norm=1.0) == pytest.approx(expected)
     assert gaussian_mean_clip_factor(dim=3, mean_norm=2.0, std=1.0, clip_norm=math.inf) == 1.0
     assert gaussian_mean_excess(dim=3, mean_norm=2.0, std=1.0, clip_norm=math.inf) == 0.0
 
@@ -451,8 +462,10 @@ def test_norm_moments_chi_matches_gaussian_functions():
     )
     # E φ(R) differs from γ(0) = α₀ by the 1/d Jacobian term: α₀ = E φ − E[φ 1{R>C}]/d
     c = C / s
-    tail = c * math.exp(special.gammaln((d - 1) / 2) - special.gammaln(d / 2)) / math.sqrt(2) * stats.chi2.sf(c * c, d - 1)
-    assert r.mean_clip_factor - tail / d == pytest.approx(linear_response_shrinkage(dim=d, std=s, clip_norm=C), rel=1e-9)
+    ratio = math.exp(special.gammaln((d - 1) / 2) - special.gammaln(d / 2)) / math.sqrt(2)
+    tail = c * ratio * stats.chi2.sf(c * c, d - 1)
+    alpha0 = linear_response_shrinkage(dim=d, std=s, clip_norm=C)
+    assert r.mean_clip_factor - tail / d == pytest.approx(alpha0, rel=1e-9)
 
 
 @pytest.mark.parametrize(

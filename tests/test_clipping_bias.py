@@ -76,7 +76,8 @@ def test_bias_bounds_hold_on_every_empirical_distribution(family, n, d, scale, C
     assert b.clipped_mean_norm <= b.clipped_norm_mean + tol  # ‖E clip g‖ ≤ E min(‖g‖, C)
     assert b.clipped_norm_mean <= C * (1 + 1e-12)  # ≤ C
     # sanity of the two sides: E min(‖g‖, C) + E(‖g‖ − C)₊ = E‖g‖
-    assert b.clipped_norm_mean + b.bias_bound == pytest.approx(np.mean(np.linalg.norm(g, axis=1)), rel=1e-12, abs=1e-300)
+    mean_norm = np.mean(np.linalg.norm(g, axis=1))
+    assert b.clipped_norm_mean + b.bias_bound == pytest.approx(mean_norm, rel=1e-12, abs=1e-300)
 
 
 @settings(max_examples=60, deadline=None)
@@ -165,7 +166,7 @@ def test_asymmetric_noise_can_point_uphill():
     a, b = sigma * math.sqrt(3.0), sigma / math.sqrt(3.0)
     noise = np.array([[a], [-b], [-b], [-b]])
     assert noise.mean() == pytest.approx(0.0, abs=1e-15) and (noise**2).mean() == pytest.approx(sigma**2)
-    xstar = two_point_clipped_fixed_point(noise_std=sigma, clip_norm=C, prob=0.25)
+    xstar = two_point_clipped_fixed_point(sample_std=sigma, clip_norm=C, prob=0.25)
     x = np.array([xstar / 2])
     assert clipped_gradient_inner_product(grad=x, noise=noise, clip_norm=C) < 0
     assert clipped_gradient_inner_product(grad=x, noise=noise, clip_norm=C, symmetrize=True) > 0
@@ -202,7 +203,7 @@ def test_chen_example2_stalls_on_whole_interval():
 @given(sigma=st.floats(1e-3, 1e3), ratio=st.floats(1e-3, 1e3), p=st.floats(0.01, 0.99))
 def test_two_point_fixed_point_is_a_root(sigma, ratio, p):
     C = sigma * ratio
-    x = two_point_clipped_fixed_point(noise_std=sigma, clip_norm=C, prob=p)
+    x = two_point_clipped_fixed_point(sample_std=sigma, clip_norm=C, prob=p)
     a, b = sigma * math.sqrt((1 - p) / p), sigma * math.sqrt(p / (1 - p))
 
     def h(y):  # expected clipped gradient, evaluated with the clip operator itself
@@ -215,19 +216,19 @@ def test_two_point_fixed_point_is_a_root(sigma, ratio, p):
 
 def test_two_point_closed_forms_and_plateau():
     # C < σ, p = 1/4: x* = σ/√3 − C/3; p = ½, σ > C: zero set [C − σ, σ − C], smallest root returned.
-    assert two_point_clipped_fixed_point(noise_std=2.0, clip_norm=0.5, prob=0.25) == pytest.approx(
+    assert two_point_clipped_fixed_point(sample_std=2.0, clip_norm=0.5, prob=0.25) == pytest.approx(
         2.0 / math.sqrt(3) - 0.5 / 3, rel=1e-14
     )
-    assert two_point_clipped_fixed_point(noise_std=2.0, clip_norm=0.5, prob=0.5) == pytest.approx(-1.5, rel=1e-14)
+    assert two_point_clipped_fixed_point(sample_std=2.0, clip_norm=0.5, prob=0.5) == pytest.approx(-1.5, rel=1e-14)
     with pytest.raises(ValueError, match="prob"):
-        two_point_clipped_fixed_point(noise_std=1.0, clip_norm=1.0, prob=1.0)
+        two_point_clipped_fixed_point(sample_std=1.0, clip_norm=1.0, prob=1.0)
 
 
 @settings(max_examples=60, deadline=None)
 @given(sigma=st.floats(1e-3, 1e3), ratio=st.floats(1e-3, 1e3))
 def test_stochastic_bias_is_order_min_sigma_sigma2_over_c(sigma, ratio):
     C = sigma * ratio
-    e = stochastic_bias_example(noise_std=sigma, clip_norm=C)
+    e = stochastic_bias_example(sample_std=sigma, clip_norm=C)
     assert e.lower_bound * (1 - 1e-12) <= e.bias <= e.upper_bound * (1 + 1e-12)
     assert e.lower_bound == pytest.approx((math.sqrt(3) - 1) / 3 * min(sigma, sigma**2 / C), rel=1e-14)
     if ratio >= 100:  # sharp constant: bias → σ²/(4C), relative deficit p²/4 = σ⁴/(64 C⁴)
@@ -239,7 +240,7 @@ def test_clipped_sgd_settles_at_the_biased_fixed_point():
     # stationary mean is x* (h is linear near x*, so E h(x) = h(E x) = 0), not 0. Unclipped SGD stays
     # centred at 0. 4000 independent chains, mean at the last step, tolerance K_SE standard errors.
     sigma, C, p, lr, steps, chains = 1.0, 0.5, 0.25, 0.01, 1500, 4000
-    xstar = two_point_clipped_fixed_point(noise_std=sigma, clip_norm=C, prob=p)
+    xstar = two_point_clipped_fixed_point(sample_std=sigma, clip_norm=C, prob=p)
     a, b = sigma * math.sqrt((1 - p) / p), sigma * math.sqrt(p / (1 - p))
     rng = np.random.default_rng(11)
     x_clip = np.zeros(chains)
