@@ -267,3 +267,78 @@ def test_masks_invalid_and_density():
     with pytest.raises(ValueError, match="scope.*'row'"):
         magnitude_masks(params, sparsity=0.5, scope="row")
     assert mask_density(magnitude_masks(params, sparsity=0.25)) == 0.75
+
+
+# ------------------------------------------------------------------------------------------------
+# Hessian tools
+
+
+def _squared(out, target):
+    return 0.5 * (out.squeeze(-1) - target) ** 2
+
+
+def test_hessian_of_linear_regression_is_gram_matrix():
+    # L(w) = (1/2n) Σ (wᵀx_i − y_i)²  ⇒  H = XᵀX / n exactly; a planted spectrum checks Lanczos
+    from simulations.nn.hessian import effective_rank, make_hvp, subspace_fraction, top_eigenpairs
+
+    d, n = 400, 800
+    g = torch.Generator().manual_seed(20)
+    scales = torch.ones(d, dtype=torch.float64) * 0.1
+    scales[:5] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.5], dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    x = (torch.randn(n, d, generator=g, dtype=torch.float64) * scales) @ q.T
+    y = torch.randn(n, generator=g, dtype=torch.float64)
+    model = nn.Linear(d, 1, bias=False).double()
+    hvp = make_hvp(model, x, y, loss_fn=_squared)
+    h = (x.T @ x / n).numpy()
+    exact_vals, exact_vecs = np.linalg.eigh(h)
+    vals, vecs = top_eigenpairs(hvp, dim=d, k=4, seed=0, tol=1e-8, dense_below=0)  # force Lanczos
+    assert np.allclose(vals, exact_vals[::-1][:4], rtol=1e-6)
+    overlap = np.abs(np.sum(vecs * exact_vecs[:, ::-1][:, :4], axis=0))
+    assert np.all(overlap > 1 - 1e-6)
+    # projections: the top eigenvector lies in the top-4 subspace, a random vector has ≈ 4/d of its mass there
+    assert subspace_fraction(exact_vecs[:, -1], vecs) == pytest.approx(1.0, abs=1e-8)
+    rnd = np.random.default_rng(0).standard_normal((200, d))
+    fr = np.mean([subspace_fraction(v, vecs) for v in rnd])
+    # each fraction ~ Beta(2, (d−4)/2): mean 4/d, sd ≈ √(2·4)/d; 200 draws, k = 4 SE
+    assert abs(fr - 4 / d) < 4 * math.sqrt(8) / d / math.sqrt(200)
+    assert effective_rank([1.0, 1.0, 1.0, 0.0]) == pytest.approx(3.0)
+    assert effective_rank(vals, method="threshold", fraction=0.5) == float(np.sum(vals >= 0.5 * vals[0]))
+
+
+def test_hvp_matches_autograd_hessian_on_a_nonlinear_net_with_mask():
+    from simulations.nn.hessian import flatten, make_hvp, top_eigenpairs
+
+    model = _mlp(seed=21, d_in=3, width=4, classes=3, depth=1).double()
+    x, y = _data(10, 3, 3, seed=22)
+    x = x.double()
+    names = list(trainable_parameters(model))
+    masks = magnitude_masks(dict(model.named_parameters()), sparsity=0.5)
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+
+    def loss_of_flat(w):
+        parts = {k: c.reshape(s) for k, c, s in zip(names, torch.split(w, sizes), shapes)}
+        out = torch.func.functional_call(model, parts, (x,))
+        return nn.functional.cross_entropy(out, y)
+
+    w0 = flatten([p.detach() for p in model.parameters()])
+    h = torch.autograd.functional.hessian(loss_of_flat, w0)
+    m = flatten(masks)
+    h_masked = (m[:, None] * h * m[None, :]).numpy()
+    hvp = make_hvp(model, x, y, masks=masks)
+    v = torch.randn(w0.numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert np.allclose(hvp(v).numpy(), h_masked @ v.numpy(), atol=1e-10)
+    vals, _ = top_eigenpairs(hvp, dim=w0.numel(), k=3)  # dense path (d = 31)
+    assert np.allclose(vals, np.linalg.eigvalsh(h_masked)[::-1][:3], atol=1e-10)
+
+
+def test_lanczos_step_cap_warns():
+    from simulations.nn.hessian import top_eigenpairs
+
+    d = 500
+    diag = torch.linspace(1.0, 1.001, d, dtype=torch.float64)  # clustered spectrum: hard for Lanczos
+    with pytest.warns(RuntimeWarning, match="max_iter"):
+        top_eigenpairs(lambda v: diag * v, dim=d, k=5, max_iter=1, tol=1e-14, dense_below=0)
+    with pytest.raises(ValueError, match="k must be"):
+        top_eigenpairs(lambda v: v, dim=3, k=4)
