@@ -5,7 +5,13 @@ For X ~ N(θ, I_p), λ = ‖θ‖², any h with finite moments (Bock 1975, Theor
     E[X h(‖X‖²)] = θ E[h(χ'²_{p+2}(λ))].
 
 With g = s X, μ = s θ and h(w) = min(1, c/√w), c = C/s, this is E[clip_C(g)] = γ μ with
-γ = E[min(1, c/√W)], W ~ χ'²_{d+2}(λ). We verify each step:
+γ = E[min(1, c/√W)], W ~ χ'²_{d+2}(λ). We verify the identity directly and step by step:
+
+0. directly, for the Laplace family h_t(w) = e^{−tw} (t > 0), which determines both sides as
+   measures in ‖X‖² (uniqueness of Laplace transforms): by sympy integration in d = 1,
+   E[X₁ e^{−tX₁²}] = θ₁ (1+2t)^{−3/2} e^{−θ₁²t/(1+2t)}, and E e^{−tX_i²} = (1+2t)^{−1/2} e^{−θ_i²t/(1+2t)},
+   so E[X₁ e^{−t‖X‖²}] = θ₁ M_{p+2}(t; λ) with M_k(t; λ) = (1+2t)^{−k/2} e^{−λt/(1+2t)} the Laplace
+   transform of χ'²_k(λ) — for symbolic p;
 
 1. Stein: ∂_θ φ(x − θ) = (x − θ) φ(x − θ), so E[(X − θ) h] = ∇_θ E[h] = 2θ ∂_λ E[h(χ'²_p(λ))];
 2. Poisson mixture: E h(χ'²_p(λ)) = Σ_j P_j(λ/2) a_j, a_j = E h(χ²_{p+2j}), and
@@ -58,6 +64,19 @@ def verify() -> None:
     lam, v = sp.symbols("lambda v", positive=True)
     k = sp.symbols("k", positive=True)
     j = sp.symbols("j", integer=True, positive=True)
+
+    # 0. Bock's identity for h_t(w) = e^{-tw}, any dimension p
+    t, p = sp.symbols("t p", positive=True)
+    gauss = sp.exp(-((x - th) ** 2) / 2) / sp.sqrt(2 * sp.pi)
+
+    def laplace(kk, nc):  # E e^{-tW}, W ~ χ'²_kk(nc)
+        return (1 + 2 * t) ** (-kk / 2) * sp.exp(-nc * t / (1 + 2 * t))
+
+    first = sp.integrate(x * sp.exp(-t * x**2) * gauss, (x, -sp.oo, sp.oo))
+    one = sp.integrate(sp.exp(-t * x**2) * gauss, (x, -sp.oo, sp.oo))
+    _zero(one - laplace(1, th**2), "E e^{-tX²} = M_1(t; θ²)")
+    rest = laplace(p - 1, lam - th**2)  # the other p − 1 coordinates, Σ_{i≥2} θ_i² = λ − θ₁²
+    _zero(first * rest - th * laplace(p + 2, lam), "E[X₁ e^{-t‖X‖²}] = θ₁ M_{p+2}(t; λ)")
 
     # 1. Gaussian score (Stein)
     phi = sp.exp(-((x - th) ** 2) / 2) / sp.sqrt(2 * sp.pi)

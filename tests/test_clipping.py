@@ -294,8 +294,10 @@ def test_invalid_arguments(kwargs, name):
     s=st.floats(0.05, 5.0),
     c1=st.floats(0.01, 100.0),
     c2=st.floats(0.01, 100.0),
+    dm=st.floats(0.0, 20.0),
+    dd=st.integers(0, 500),
 )
-def test_mean_factor_properties(d, m, s, c1, c2):
+def test_mean_factor_properties(d, m, s, c1, c2, dm, dd):
     lo, hi = sorted((c1, c2))
     g_lo = clipped_gaussian_mean_factor(dim=d, mean_norm=m, std=s, clip_norm=lo)
     g_hi = clipped_gaussian_mean_factor(dim=d, mean_norm=m, std=s, clip_norm=hi)
@@ -304,6 +306,15 @@ def test_mean_factor_properties(d, m, s, c1, c2):
     assert g_lo * m <= lo * (1 + 1e-12)
     sm = clipped_gaussian_second_moment(dim=d, mean_norm=m, std=s, clip_norm=lo)
     assert (g_lo * m) ** 2 <= sm * (1 + 1e-10) and sm <= min(lo * lo, m * m + d * s * s) * (1 + 1e-12)
+    # χ'²_k(λ) is stochastically increasing in λ and in k, and min(1, c/√w) decreases in w:
+    # γ is nonincreasing in m and d; the clip fraction and the clipped second moment are nondecreasing.
+    kw = dict(std=s, clip_norm=lo)
+    assert clipped_gaussian_mean_factor(dim=d, mean_norm=m + dm, **kw) <= g_lo + 1e-13
+    assert clipped_gaussian_mean_factor(dim=d + dd, mean_norm=m, **kw) <= g_lo + 1e-13
+    p0 = clip_probability(dim=d, mean_norm=m, **kw)
+    assert clip_probability(dim=d, mean_norm=m + dm, **kw) >= p0 - 1e-13
+    assert clip_probability(dim=d + dd, mean_norm=m, **kw) >= p0 - 1e-13
+    assert clipped_gaussian_second_moment(dim=d, mean_norm=m + dm, **kw) >= sm * (1 - 1e-12)
 
 
 # ----------------------------------------------------------------------------- second moment, clip fraction
