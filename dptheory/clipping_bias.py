@@ -10,13 +10,17 @@ Deterministic facts (clip_C(x) = min(1, C/‖x‖) x, C = ``clip_norm``):
 * Symmetric noise keeps the clipped mean a descent direction: for every x, ξ,
   ⟨clip_C(x + ξ) + clip_C(x − ξ), x⟩ ≥ 0 (derived here, proved in proofs/clip_symmetric_descent.py),
   so ⟨E clip_C(∇f + ξ), ∇f⟩ ≥ 0 whenever ξ and −ξ have the same law. This is the geometric
-  observation of Chen, Wu & Hong 2020 (NeurIPS; arXiv 2006.15429v2, Sec. 3: symmetric gradient
-  distributions make clipped SGD converge; the bias is controlled by the distance to a symmetric
-  distribution). The pairwise inequality and its proof are ours; the paper's theorem text could not
-  be retrieved with the search tool, so no theorem number or constant of theirs is quoted.
-* Asymmetric noise can stall clipped SGD away from the optimum (Chen et al. Example 2, and the
-  stochastic-bias example of Koloskova, Hendrikx & Stich 2023, ICML, arXiv 2305.01588v2, whose
-  abstract states that convergence to the optimum cannot be guaranteed under bounded variance).
+  observation behind Chen, Wu & Hong 2020 (NeurIPS; arXiv 2006.15429v2): for symmetric gradient
+  noise clipped SGD converges, and the clipping bias is bounded by a (Wasserstein-type) distance of
+  the gradient distribution to a symmetric one (abstract and NeurIPS review summary). The paper's
+  theorem text could not be retrieved with the search tool, so no theorem number or constant of
+  theirs is quoted; the pairwise inequality and its proof here are our own.
+* "≥ 0" can be "= 0": in Chen et al.'s Example 2 the noise is symmetric (±3 around the gradient)
+  but always larger than C = 1, so the expected clipped gradient vanishes on all of [−2, 2] and
+  clipped GD stalls there. Asymmetric noise does worse: it moves the fixed point itself, leaving an
+  irreducible gradient norm of order min(σ, σ²/C) (``stochastic_bias_example``; Koloskova,
+  Hendrikx & Stich 2023, ICML, arXiv 2305.01588v2, whose abstract states that with stochastic
+  gradients convergence to the optimum cannot be guaranteed, even with small step sizes).
 
 All functions are pure (no I/O, no global state).
 """
@@ -140,7 +144,7 @@ def clipped_gradient_inner_product(*, grad: Any, noise: Any, clip_norm: float, s
     points uphill — possible only for asymmetric noise.
 
     Reference: pairwise inequality derived here, proved in proofs/clip_symmetric_descent.py; the
-    symmetric-noise descent property is the theme of Chen, Wu & Hong 2020, arXiv 2006.15429v2, Sec. 3.
+    symmetric-noise descent property underlies Chen, Wu & Hong 2020, arXiv 2006.15429v2 (abstract).
 
     Example:
         >>> clipped_gradient_inner_product(grad=[1.0], noise=[[5.0]], clip_norm=1.0, symmetrize=True)

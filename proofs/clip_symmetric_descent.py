@@ -2,7 +2,7 @@
 ``clipping_bias.clipped_gradient_inner_product``).
 
 Claim: for all x, ξ and C > 0,  ⟨clip_C(x + ξ) + clip_C(x − ξ), x⟩ ≥ 0.  Hence if ξ and −ξ have the
-same law, ⟨E clip_C(∇f + ξ), ∇f⟩ ≥ 0 (cf. Chen, Wu & Hong 2020, arXiv 2006.15429v2, Sec. 3).
+same law, ⟨E clip_C(∇f + ξ), ∇f⟩ ≥ 0 (cf. Chen, Wu & Hong 2020, arXiv 2006.15429v2: symmetric noise ⇒ convergence).
 
 Proof. Swap ξ ↔ −ξ so that a = ⟨x, ξ⟩ ≥ 0. Write G = ‖x‖², X = ‖ξ‖², n± = ‖x ± ξ‖,
 φ± = min(1, C/n±); the sum is φ₊(G + a) + φ₋(G − a). If a ≤ G both terms are ≥ 0. If a > G:

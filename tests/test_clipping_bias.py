@@ -188,6 +188,11 @@ def test_chen_example2_stalls_on_whole_interval():
     np.testing.assert_allclose(chen_example2_clipped_gradient(-right), -expected, rtol=0, atol=1e-15)
     # without clipping it is the true gradient f'(x) = x, zero only at the minimiser
     np.testing.assert_allclose(chen_example2_clipped_gradient(xs, clip_norm=math.inf), xs, atol=1e-15)
+    # the noise ±3 around the gradient x is symmetric: the descent inner product is ≥ 0, here = 0
+    for x0 in (0.5, 1.0, 2.0):
+        ip = clipped_gradient_inner_product(grad=[x0], noise=[[3.0], [-3.0]], clip_norm=1.0)
+        assert ip == 0.0
+        assert ip == x0 * chen_example2_clipped_gradient(x0)
     # clipped GD started at 1.5 never moves; unclipped GD converges to 0
     x_clip, x_gd = 1.5, 1.5
     for _ in range(200):
