@@ -404,18 +404,21 @@ def recovery_time(
     v = float(_stationary_second(dynamics, np.array([a]), np.array([tau2]), "drift")[0])
     d2 = delta * delta
     target = thr * (v if relative_to == "stationary" else d2)
-    rho2 = (1.0 - dynamics.lr * a) ** 2
+    x = dynamics.lr * a
+    u = x * (2.0 - x)
+    log_r2 = math.log1p(-u) if u < 1.0 else -math.inf  # log ρ², accurate for tiny ηa
     if d2 <= target:
         return 0.0
-    if rho2 == 0.0:
+    if log_r2 == -math.inf:
         return 1.0
-    if rho2 >= 1.0 or target <= 0.0:  # a = 0 never decays; decay never reaches a zero target
+    if log_r2 == 0.0 or target <= 0.0:  # a = 0 never decays; decay never reaches a zero target
         return math.inf
+    log_ratio = math.log(target) - math.log(d2)
 
     def ok(k: int) -> bool:
-        return rho2**k * d2 <= target
+        return k * log_r2 <= log_ratio
 
-    k = max(0, math.ceil(math.log(target / d2) / math.log(rho2)))
+    k = max(0, math.ceil(log_ratio / log_r2))
     while k > 0 and ok(k - 1):  # guard the rounding of the logarithms both ways
         k -= 1
     while not ok(k):

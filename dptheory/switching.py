@@ -280,17 +280,16 @@ def memory_horizon(*, dynamics: LinearDynamics, tolerance: float = 0.05, include
         raise ValueError(f"lr * drift must be < 2 for a finite memory (divergent), got {x.max()!r}")
     if eps == 1.0 or a.size == 0:
         return 0.0
-    rho2 = (1.0 - x) ** 2
-    if np.any(rho2 == 1.0):
+    with np.errstate(divide="ignore"):
+        log_r2 = np.log1p(-x * (2.0 - x))  # log ρ², accurate for tiny ηa (ρ² would round to 1)
+    if np.any(log_r2 == 0.0):
         return float("inf")
-    h = 0.0
-    for r2 in rho2[rho2 > 0]:
-        k = max(0, int(np.ceil(np.log(eps) / np.log(r2))))
-        while k > 0 and r2 ** (k - 1) <= eps:  # guard the rounding of the logarithms both ways
-            k -= 1
-        while r2**k > eps:
-            k += 1
-        h = max(h, float(k))
-    if np.any(rho2 == 0):
-        h = max(h, 1.0)
+    lr2 = log_r2[np.isfinite(log_r2)]  # ρ = 0 (log ρ² = −inf) forgets in one step
+    h = 1.0 if lr2.size < log_r2.size else 0.0
+    if lr2.size:
+        log_eps = np.log(eps)
+        k = np.maximum(0.0, np.ceil(log_eps / lr2))
+        k = np.where((k > 0) & ((k - 1) * lr2 <= log_eps), k - 1, k)  # guard the rounding of the
+        k = np.where(k * lr2 > log_eps, k + 1, k)  # logarithms both ways (costs at most one step)
+        h = max(h, float(k.max()))
     return h

@@ -315,6 +315,9 @@ def test_recovery_time_edge_cases():
     assert recovery_time(dynamics=walk, direction=0, displacement=1.0, relative_to="displacement") == math.inf
     assert recovery_time(dynamics=walk, direction=1, displacement=1.0) == 1.0  # ρ = 0: gone in one step
     assert recovery_time(dynamics=walk, direction="flat", displacement=1.0, relative_to="displacement") == math.inf
+    tiny = LinearDynamics(lr=1.0, drift=(1e-20,), noise_var=(0.0,))  # ρ² rounds to 1; log1p does not
+    assert recovery_time(dynamics=tiny, direction=0, displacement=1.0, threshold=math.exp(-2),
+                         relative_to="displacement") == pytest.approx(1e20, rel=1e-12)
     nonoise = LinearDynamics(lr=0.1, drift=(1.0,), noise_var=(0.0,))
     assert recovery_time(dynamics=nonoise, direction=0, displacement=1.0) == math.inf  # v = 0 never reached
     assert recovery_time(dynamics=nonoise, direction=0, displacement=0.0) == 0.0
