@@ -33,8 +33,9 @@ def verify() -> None:
     # … and the limit of the closed form: the transient is (m0 − v) ρ^{2t}, which → 0 for |ρ| < 1
     closed = rho ** (2 * t) * m0 + eta * tau**2 * (1 - rho ** (2 * t)) / (a * (2 - eta * a))
     assert sp.simplify(closed - (v + (m0 - v) * rho ** (2 * t))) == 0, "closed form = v + transient"
-    r2 = sp.symbols("r2", positive=True)
-    assert sp.limit(r2**t, t, sp.oo).subs(r2, sp.Rational(1, 2)) == 0  # ρ² < 1 ⇒ ρ^{2t} → 0
+    y = sp.symbols("y", positive=True)  # any 0 < ρ² < 1 is 1/(1 + y) with y > 0
+    tc = sp.symbols("t_c", positive=True)
+    assert sp.limit((1 + y) ** (-tc), tc, sp.oo) == 0, "rho^(2t) -> 0 for rho^2 < 1"
     # |ρ| < 1 exactly when 0 < ηa < 2
     sols = sp.solve_univariate_inequality((1 - x) ** 2 < 1, x, relational=False)
     assert sols == sp.Interval.open(0, 2), f"stability interval {sols}"
