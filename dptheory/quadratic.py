@@ -192,12 +192,18 @@ def _propagate(dynamics: LinearDynamics, mean0, second0, flat_sq0, t: np.ndarray
     eta = dynamics.lr
     rho = 1.0 - eta * a
     decay, geom = _decay_sq(eta, a, tt)
+    fdecay, fgeom = _decay_sq(eta, np.array([dynamics.flat_drift]), tt)
     with np.errstate(over="ignore", invalid="ignore"):
-        mean = np.power(rho, tt) * mean0
-        second = decay * second0 + eta**2 * tau2 * geom
-        fdecay, fgeom = _decay_sq(eta, np.array([dynamics.flat_drift]), tt)
-        flat = fdecay[:, 0] * flat_sq0 + dynamics.flat_dim * eta**2 * dynamics.flat_noise_var * fgeom[:, 0]
+        mean = _times(np.power(rho, tt), mean0)
+        second = _times(decay, second0) + _times(eta**2 * tau2, geom)
+        flat = _times(fdecay[:, 0], flat_sq0) + _times(dynamics.flat_dim * eta**2 * dynamics.flat_noise_var, fgeom[:, 0])
     return mean, second, flat
+
+
+def _times(x, y):
+    """x · y with 0 · inf = 0: a zero initial moment or zero noise contributes nothing, even divergent."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where((np.asarray(x) == 0) | (np.asarray(y) == 0), 0.0, np.multiply(x, y))
 
 
 def _stationary_second(dynamics: LinearDynamics, a: np.ndarray, tau2: np.ndarray, name: str) -> np.ndarray:

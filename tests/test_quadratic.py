@@ -248,6 +248,10 @@ def test_random_walk_and_divergent_behaviour():
     assert small == pytest.approx(_mp_second(1.0, 2.5, 1.0, 1.0, 3), rel=1e-13)
     with np.errstate(all="raise"):
         assert np.isinf(error_moments(dynamics=div, init_error=1.0, steps=[10**6]).second[0, 0])
+    quiet_div = LinearDynamics(lr=1.0, drift=(2.5,), noise_var=(0.0,), flat_dim=2, flat_drift=3.0)
+    with np.errstate(all="raise"):  # zero start, zero noise: stays exactly 0 (no 0·inf = nan)
+        z = error_moments(dynamics=quiet_div, init_error=0.0, steps=[10**6])
+    assert z.second[0, 0] == 0.0 and z.mean[0, 0] == 0.0 and z.flat_sq[0] == 0.0
     with pytest.raises(ValueError, match="< 2"):
         stationary_loss(dynamics=div, curvatures=(1.0,))
     # a = 0 with noise: no stationary state → inf; without noise → 0 (documented)
