@@ -198,6 +198,15 @@ def _two_point(sample_std: float, prob: float) -> tuple[float, float]:
     return a, b
 
 
+def _on_piece(u: float, sign: int, c: float, tol: float) -> bool:
+    """Is u on the closed piece of clamp_C: u ≤ −C (sign −1), |u| ≤ C (0), u ≥ C (+1), up to tol?"""
+    if sign == -1:
+        return u <= -c + tol
+    if sign == 1:
+        return u >= c - tol
+    return abs(u) <= c + tol
+
+
 def two_point_clipped_fixed_point(*, sample_std: float, clip_norm: float, prob: float) -> float:
     """Fixed point x* of clipped SGD on f(x) = x²/2 with two-point gradient noise (exact).
 
@@ -233,9 +242,7 @@ def two_point_clipped_fixed_point(*, sample_std: float, clip_norm: float, prob: 
             if slope == 0:
                 continue
             x = -const / slope
-            ok1 = (x + a <= -c) if s1 == -1 else (x + a >= c) if s1 == 1 else (abs(x + a) <= c)
-            ok2 = (x - b <= -c) if s2 == -1 else (x - b >= c) if s2 == 1 else (abs(x - b) <= c)
-            if ok1 and ok2:
+            if all(_on_piece(x + shift, sign, c, 1e-12 * (a + b + c)) for shift, sign in ((a, s1), (-b, s2))):
                 roots.append(x)
     # h is continuous with h(−∞) = −C < 0 < C = h(+∞), and just left of its smallest root some atom is
     # linear, so that root lies on a piece with positive slope (closed conditions) and is found above.

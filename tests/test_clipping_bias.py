@@ -225,6 +225,8 @@ def test_two_point_closed_forms_and_plateau():
         2.0 / math.sqrt(3) - 0.5 / 3, rel=1e-14
     )
     assert two_point_clipped_fixed_point(sample_std=2.0, clip_norm=0.5, prob=0.5) == pytest.approx(-1.5, rel=1e-14)
+    # same at a plateau edge that rounding puts just outside its piece (found by a random search)
+    assert two_point_clipped_fixed_point(sample_std=1.0, clip_norm=0.01, prob=0.5) == pytest.approx(-0.99, rel=1e-14)
     with pytest.raises(ValueError, match="prob"):
         two_point_clipped_fixed_point(sample_std=1.0, clip_norm=1.0, prob=1.0)
 
