@@ -196,7 +196,8 @@ def _propagate(dynamics: LinearDynamics, mean0, second0, flat_sq0, t: np.ndarray
     with np.errstate(over="ignore", invalid="ignore"):
         mean = _times(np.power(rho, tt), mean0)
         second = _times(decay, second0) + _times(eta**2 * tau2, geom)
-        flat = _times(fdecay[:, 0], flat_sq0) + _times(dynamics.flat_dim * eta**2 * dynamics.flat_noise_var, fgeom[:, 0])
+        flat_noise = dynamics.flat_dim * eta**2 * dynamics.flat_noise_var
+        flat = _times(fdecay[:, 0], flat_sq0) + _times(flat_noise, fgeom[:, 0])
     return mean, second, flat
 
 
@@ -491,7 +492,9 @@ def stationary_covariance(*, hessian, lr: float, noise_cov) -> np.ndarray:
     den = lam[:, None] + lam[None, :] - eta * lam[:, None] * lam[None, :]
     null = den == 0.0
     if np.any(np.abs(st[null]) > 1e-10 * max(1.0, float(np.max(np.abs(st))))):
-        raise ValueError("noise_cov has a component in the null space of hessian: no stationary covariance (random walk)")
+        raise ValueError(
+            "noise_cov has a component in the null space of hessian: no stationary covariance (random walk)"
+        )
     x = np.where(null, 0.0, eta * st / np.where(null, 1.0, den))
     sigma = vec @ x @ vec.T
     return 0.5 * (sigma + sigma.T)

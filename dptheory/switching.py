@@ -177,7 +177,8 @@ def switched_final_loss(
 ) -> tuple[float, float]:
     """Expected final (training, held-out) loss after switching from ``before`` to ``after`` at s.
 
-        E L(T) = ½ Σ_i λ_i E e_i(T)² + ½ λ_flat E‖e_flat(T)‖²,  E L_test(T) = E L(T) + ½ κ E‖e_flat(T)‖²,
+        E L(T) = ½ Σ_i λ_i E e_i(T)² + ½ λ_flat E‖e_flat(T)‖²,
+        E L_test(T) = E L(T) + ½ κ E‖e_flat(T)‖²,
 
     moments from :func:`switched_moments`; λ_i = ``curvatures``, λ_flat = ``flat_curvature``,
     κ = ``heldout_flat_curvature``. Exact when both phases are unclipped; mean-field for a clipped
