@@ -212,7 +212,47 @@ def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Pa
         raise ResultError(f"malformed switch results in {str(folder)!r}: {exc}") from None
 
 
+def prune(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """Stationary excess loss vs keep fraction at fixed ε, per basis and mask source (theory, simulation)."""
+    folder = Path(folder)
+    metrics, _ = load(folder)
+    k = float(metrics.get("k_se", 2.0))
+    rows = _rows(metrics)
+    try:
+        bases = metrics["bases"]
+        fig, axes = plt.subplots(1, len(bases), figsize=(5.2 * len(bases), 4), squeeze=False)
+        colors = {"oracle": "tab:red", "init": "tab:blue"}
+        for ax, basis in zip(axes[0], bases):
+            for source in metrics["masks"]:
+                sel = [r for r in rows if r["basis"] == basis and r["mask"] == source]
+                f = np.array([_num(r["keep_fraction"]) for r in sel])
+                total = np.array([_num(r["pred_loss"]) for r in sel])
+                c = colors.get(source, "k")
+                label = f"{source} mask" + (" (not private)" if source == "oracle" else "")
+                ax.plot(f, total, color=c, lw=1.5, label=f"{label}: theory")
+                floor = 1e-6 * np.nanmax(total)  # a zero bias (exact) is not drawn on the log scale
+                bias = np.array([_num(r["pred_bias"]) for r in sel])
+                ax.plot(f, np.where(bias > floor, bias, np.nan), color=c, lw=0.8, ls=":")
+                ax.plot(f, [_num(r["pred_dp"]) for r in sel], color=c, lw=0.8, ls="--")
+                stat = np.array([bool(r.get("stationary", True)) for r in sel])
+                y = np.array([_num(r["sim_loss"]["mean"]) for r in sel])
+                err = np.array([k * _num(r["sim_loss"]["se"]) for r in sel])
+                ax.errorbar(f[stat], y[stat], yerr=err[stat], fmt="o", color=c, ms=4, capsize=2, ls="none",
+                            label=f"{label}: simulation")
+                if np.any(~stat):
+                    ax.errorbar(f[~stat], y[~stat], yerr=err[~stat], fmt="o", mfc="none", color=c, ms=5,
+                                capsize=2, ls="none", label=f"{label}: not yet stationary at T")
+            ax.set(xscale="log", yscale="log", xlabel="keep fraction k/d", ylabel="stationary excess loss",
+                   title=f"{basis} basis; ε = {_num(metrics['epsilon']):.2f} for every point")
+        axes[0][0].legend(fontsize=7, title="dotted: bias, dashed: DP term", title_fontsize=7)
+        return _save(fig, folder, "prune", formats)
+    except (KeyError, TypeError, ValueError) as exc:
+        plt.close("all")
+        raise ResultError(f"malformed prune results in {str(folder)!r}: {exc}") from None
+
+
 FIGURES: dict[str, Callable[[str | Path], list[Path]]] = {
+    "prune": prune,
     "switch": switch,
     "basin_dim": basin_dim,
     "recovery": recovery,
