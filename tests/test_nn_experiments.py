@@ -38,6 +38,8 @@ class FakeConfig:
     sparsity: float = 0.0
     prune_scope: str = "global"
     mask_source: str = "init"
+    mask_run: str | None = None
+    out: str | None = None
     burst_step: int | None = None
     burst_scale: float = 0.0
     seed: int = 0
@@ -55,44 +57,59 @@ def _seed_offset(seed: int) -> float:
     return 0.01 * math.sin(1.7 * seed + 0.3)  # a deterministic per-seed effect, shared by paired runs
 
 
+def _records(series: dict[str, np.ndarray]) -> list[dict]:
+    """The engine's history format: a list of per-epoch records, record 0 = before training."""
+    n = len(next(iter(series.values())))
+    return [{k: float(v[i]) for k, v in series.items()} | {"epoch": i} for i in range(n)]
+
+
 def fake_train_average(config: FakeConfig) -> dict:
-    """Accuracy after epoch t = mean quality of the modes used so far (early = late weight)."""
+    """Accuracy after epoch t = mean quality of the modes used in epochs 1..t (early = late weight)."""
     modes = [config.mode if (config.switch_epoch is None or t < config.switch_epoch) else config.switch_mode
              for t in range(config.epochs)]
     acc = np.cumsum([QUALITY[m] for m in modes]) / np.arange(1, config.epochs + 1) + _seed_offset(config.seed)
+    acc = np.concatenate([[0.1], acc])  # record 0: before training
     train_loss = 1.0 - acc
     if config.burst_step is not None:
         t0 = (config.burst_step + 1) // 4  # the stand-in has 4 steps per epoch
-        idx = np.arange(config.epochs)
-        excess = np.where(idx >= t0 - 1, config.burst_scale * RHO[config.mode] ** (idx - (t0 - 1)), 0.0)
+        idx = np.arange(config.epochs + 1)
+        excess = np.where(idx >= t0, config.burst_scale * RHO[config.mode] ** (idx - t0), 0.0)
         train_loss = train_loss + excess
     plain_dp = config.mode == "dpsgd" and config.switch_epoch is None
     dim_penalty = 0.02 * math.log(config.width) if plain_dp else 0.0
     prune_gain = 0.1 * config.sparsity if config.mask_source == "init" and plain_dp else 0.0
     acc = acc - dim_penalty + prune_gain
-    eps = 0.0 if config.mode == "sgd" else (config.target_epsilon or 3.0) + (1.0 if config.mask_source == "private" and config.sparsity > 0 else 0.0)
-    n = config.epochs
-    return {"history": {_common.TEST_ACC: list(acc), _common.TEST_LOSS: list(1 - acc),
-                        _common.TRAIN_LOSS: list(train_loss), _common.TRAIN_ACC: list(acc),
-                        _common.EPSILON: [eps] * n, _common.CLIP_FRACTION: [0.5] * n,
-                        _common.NORM_MEDIAN: [2.0] * n},
-            "noise_multiplier": 1.1}
+    private_mask = config.mask_source == "private" and config.sparsity > 0
+    eps = math.inf if config.mode == "sgd" else (config.target_epsilon or 3.0) + (1.0 if private_mask else 0.0)
+    n = config.epochs + 1
+    history = _records({"test_acc": acc, "test_loss": 1 - acc, "train_loss": train_loss, "train_acc": acc,
+                        "epsilon_rdp": np.full(n, eps), "clip_fraction": np.full(n, 0.5),
+                        "norm_q50": np.full(n, 2.0)})
+    return {"history": history, "privacy": {"noise_multiplier": 1.1, "label": "fake"}}
 
 
 def fake_train_late(config: FakeConfig) -> dict:
     """Final accuracy = quality of the mode of the last epoch only (the late phase decides)."""
     out = fake_train_average(config)
     last = config.mode if (config.switch_epoch is None or config.epochs - 1 < config.switch_epoch) else config.switch_mode
-    acc = np.asarray(out["history"][_common.TEST_ACC])
-    acc[-1] = QUALITY[last] + _seed_offset(config.seed)
-    out["history"][_common.TEST_ACC] = list(acc)
+    out["history"][-1]["test_acc"] = QUALITY[last] + _seed_offset(config.seed)
     return out
+
+
+def fake_run_saved(config: FakeConfig) -> dict:
+    """The engine's run_train + metrics.json read-back: a folder holding the config (mask source)."""
+    from pathlib import Path
+
+    Path(config.out).mkdir(parents=True)
+    (Path(config.out) / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    return fake_train_average(config)
 
 
 @pytest.fixture
 def fake_engine(monkeypatch):
     def use(train_fn):
         monkeypatch.setattr(_common, "trainer", lambda: (FakeConfig, train_fn))
+        monkeypatch.setattr(_common, "run_saved", fake_run_saved)
         monkeypatch.setattr(_common, "steps_per_epoch", lambda config: 4)
         monkeypatch.setattr(ablate, "steps_per_epoch", lambda config: 4)
         monkeypatch.setattr(width, "parameter_counts", lambda config: {w: 10 * w * w for w in config.widths})
@@ -123,7 +140,7 @@ def test_ablate_recovery_fraction_equals_closed_form(fake_engine, tmp_path):
     cfg = ablate.AblateConfig(epochs=8, width=1, burst_epoch=3, burst_scale=2.0, seeds=(0, 1, 2), out=str(tmp_path / "x"),
                               quiet=True)
     m = ablate.run(cfg)
-    # excess Δ(i) = A ρ^(i − (t0 − 1)): recovered = 1 − ρ^(E − t0)
+    # excess Δ(i) = A ρ^(i − t0) from record t0 on: recovered = 1 − ρ^(E − t0)
     for mode in ("sgd", "clip"):
         assert m["burst"][mode]["recovered_fraction"]["mean"] == pytest.approx(1 - RHO[mode] ** (8 - 3))
         assert m["burst"][mode]["excess_train_loss_after_burst"]["mean"] == pytest.approx(2.0)
@@ -158,6 +175,10 @@ def test_prune_paired_gain_and_privacy_labels(fake_engine, tmp_path):
     assert "NOT private" in m["verdict"]["oracle"]["privacy"]
     eps_private = m["per_source"]["private"][-1]["epsilon"]["mean"]
     assert eps_private > m["per_source"]["init"][-1]["epsilon"]["mean"]  # the mask's ε is composed
+    # the private / oracle masks come from the dense DP-SGD / SGD runs saved in the result folder
+    runs = json.loads((tmp_path / "p" / "metrics.json").read_text())["runs"]
+    assert len(runs) == 2 * (2 + 2 * 3)  # per seed: 2 dense runs + 2 sparsities × 3 sources
+    assert (tmp_path / "p" / "mask_runs" / "dpsgd-seed0" / "config.json").is_file()
 
 
 def test_statistics_helpers():
@@ -202,3 +223,55 @@ def test_dispatcher(capsys):
     assert nn_main.main(["--help"]) == 0
     text = capsys.readouterr().out
     assert all(c in text for c in ("switch", "ablate", "width", "prune", "validate", "train"))
+
+
+# --------------------------------------------------------------------------------------------
+# tiny runs on the real engine (simulations.nn.train): every command writes its folder
+
+TINY = ["--dataset", "teacher:k=2,d=10", "--n-train", "200", "--epochs", "2", "--batch-size", "10", "--width", "4",
+        "--depth", "1", "--quiet"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["switch", "--switch-epochs", "1", "--seeds", "0"],
+    ["ablate", "--burst-epoch", "1", "--burst-scale", "0.5", "--seeds", "0"],
+    ["prune", "--sparsities", "0.9", "--seeds", "0"],
+], ids=lambda a: a[0])
+def test_commands_run_on_the_real_engine(argv, tmp_path, capsys):
+    pytest.importorskip("simulations.nn.train")
+    out = tmp_path / argv[0]
+    assert nn_main.main(argv + TINY + ["--out", str(out)]) == 0, capsys.readouterr().err
+    for name in ("config.json", "metrics.json", "env.json"):
+        assert (out / name).is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["dataset"] == "teacher:k=2,d=10" and config["epochs"] == 2
+    printed = capsys.readouterr().out
+    assert "claim" in printed
+    if argv[0] == "prune":
+        labels = {r["source"]: r["privacy"] for r in metrics["runs"] if r["sparsity"] > 0}
+        assert labels["init"] == "private" and labels["private"] == "private"
+        assert labels["oracle"].startswith("not private")
+        eps = {r["source"]: r["epsilon"] for r in metrics["runs"] if r["sparsity"] > 0}
+        assert eps["oracle"] == "inf"
+        # total ε of the private-mask run (mask run composed) meets the same target as the others
+        assert float(eps["private"]) <= 4.0 + 1e-9 and float(eps["init"]) <= 4.0 + 1e-9
+    if argv[0] in ("switch", "ablate"):
+        # paired runs: one seed → one initialisation, so every run starts from the same record 0,
+        # and runs agree exactly for as long as they take the same steps
+        npz = np.load(out / "metrics.npz")
+        assert np.all(npz["test_accuracy"][:, 0] == npz["test_accuracy"][0, 0])
+    if argv[0] == "switch":
+        runs = [str(r) for r in np.load(out / "metrics.npz")["run"]]
+        acc = np.load(out / "metrics.npz")["test_accuracy"]
+        # SGD→DP-SGD switched at epoch 1 equals plain SGD after epoch 1 (same batches, same steps)
+        assert acc[runs.index("sgd->dpsgd"), 1] == acc[runs.index("sgd"), 1]
+        assert acc[runs.index("dpsgd->sgd"), 1] == acc[runs.index("dpsgd"), 1]
+    if argv[0] == "ablate":
+        # the burst run equals the plain run before the burst epoch (burst before the last step of epoch 1)
+        npz = np.load(out / "metrics.npz")
+        modes, burst = [str(m) for m in npz["mode"]], list(npz["burst"])
+        plain = [i for i, (m, b) in enumerate(zip(modes, burst)) if m == "sgd" and not b][0]
+        hit = [i for i, (m, b) in enumerate(zip(modes, burst)) if m == "sgd" and b][0]
+        assert npz["train_loss"][hit, 0] == npz["train_loss"][plain, 0]
+        assert npz["train_loss"][hit, 1] != npz["train_loss"][plain, 1]

@@ -11,12 +11,15 @@ Spearman rank correlation from scipy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -42,18 +45,91 @@ def train_config(**fields: Any) -> Any:
     return config_cls(**{k: v for k, v in fields.items() if v is not None})
 
 
-def run_training(config: Any) -> dict:
-    """Run one training and return the engine's result dict (per-epoch history inside)."""
+def run_training(config: Any, *, return_model: bool = False) -> dict:
+    """Run one training and return the engine's result dict (per-epoch history inside).
+
+    With ``return_model`` the trained network and its masks (or None) are added as ``"model"`` and
+    ``"masks"`` (not JSON: callers drop them before writing).
+    """
     _, train = trainer()
-    return train(config)
+    if not return_model:
+        return train(config)
+    result, model = train(config, return_model=True)
+    result["model"] = model
+    result["masks"] = result.pop("_masks", None)
+    return result
+
+
+_ACCOUNTING_CACHE: dict[Any, Callable[..., Any]] = {}
+
+
+def _memoised(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A keyword-only pure function with an LRU cache (lists become tuples for hashing); one cache
+    per original function, kept for the life of the process."""
+    if function not in _ACCOUNTING_CACHE:
+        @functools.lru_cache(maxsize=4096)
+        def cached(*items: tuple[str, Any]) -> Any:
+            return function(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in items})
+
+        def call(**kwargs: Any) -> Any:
+            return cached(*sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
+
+        _ACCOUNTING_CACHE[function] = call
+    return _ACCOUNTING_CACHE[function]
+
+
+@contextlib.contextmanager
+def memoised_accounting() -> Iterator[None]:
+    """Memoise the engine's privacy accounting for the duration of a sweep.
+
+    ``simulations.nn.train`` recomputes ε (RDP and PLD, ~1 s each on this machine) after every
+    epoch and calibrates σ by bisection (~15 accountant calls) in every run. Every DP run of a sweep
+    with the same (σ, q, T) makes the *same* calls, and ``dptheory.privacy.epsilon`` /
+    ``noise_multiplier_for_epsilon`` are pure functions of their (keyword) arguments, so caching
+    them changes no number and removes most of the accounting time. The engine's names are restored
+    on exit; if the engine stops importing these names, nothing is patched.
+    """
+    try:
+        import simulations.nn.train as engine
+    except ImportError:  # the stand-in engines of the tests
+        yield
+        return
+    originals = {n: getattr(engine, n) for n in ("epsilon", "noise_multiplier_for_epsilon") if hasattr(engine, n)}
+    for name, function in originals.items():
+        setattr(engine, name, _memoised(function))
+    try:
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(engine, name, function)
+
+
+def run_saved(config: Any) -> dict:
+    """Run one training with the engine's ``run_train`` (result folder at ``config.out``, with
+    ``model.pt``) and return its ``metrics.json`` (history and privacy)."""
+    from simulations._results import read_json
+    from simulations.nn.train import run_train
+
+    path = run_train(config)
+    return read_json(Path(path) / "metrics.json")
 
 
 def history(result: dict, key: str) -> np.ndarray:
-    """The per-epoch series ``key`` of a training result as a float array (nan where missing)."""
+    """The per-epoch series ``key`` of a training result as a float array (nan where missing).
+
+    The engine's history is a list of per-epoch records, record 0 = before training, record t = after
+    epoch t (``simulations.nn.train``); a dict of lists is accepted too.
+    """
     hist = result.get("history", result)
-    if key not in hist:
-        raise KeyError(f"training history has no {key!r}; it has {sorted(hist)}")
-    return np.asarray([np.nan if v is None else float(v) for v in hist[key]], dtype=float)
+    if isinstance(hist, dict):
+        if key not in hist:
+            raise KeyError(f"training history has no {key!r}; it has {sorted(hist)}")
+        values = list(hist[key])
+    else:
+        if not any(key in rec for rec in hist):
+            raise KeyError(f"training history has no {key!r}; records have {sorted(hist[-1]) if hist else []}")
+        values = [rec.get(key) for rec in hist]
+    return np.asarray([np.nan if v is None else float(v) for v in values], dtype=float)
 
 
 def final(result: dict, key: str) -> float:
@@ -63,13 +139,14 @@ def final(result: dict, key: str) -> float:
 
 
 # names of the per-epoch series in the engine's history (one place to adapt)
-TEST_ACC = "test_accuracy"
+# (record 0 is before training, record t after epoch t)
+TEST_ACC = "test_acc"
 TEST_LOSS = "test_loss"
-TRAIN_ACC = "train_accuracy"
+TRAIN_ACC = "train_acc"
 TRAIN_LOSS = "train_loss"
-EPSILON = "epsilon"
+EPSILON = "epsilon_rdp"
 CLIP_FRACTION = "clip_fraction"
-NORM_MEDIAN = "grad_norm_median"
+NORM_MEDIAN = "norm_q50"
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,19 +222,39 @@ class Sweep:
 
     label: str
     quiet: bool = False
-    runs: list[dict] = field(default_factory=list)
+    threads: int = 0
 
-    def run(self, jobs: Sequence[tuple[dict, Any]]) -> list[dict]:
+    @classmethod
+    def of(cls, label: str, config: "NetExperiment") -> "Sweep":
+        """A sweep with the experiment's ``quiet`` and ``threads`` settings."""
+        return cls(label, quiet=config.quiet, threads=config.threads)
+
+    def run(self, jobs: Sequence[tuple[dict, Any]], *, keep_model: Callable[[dict], bool] | None = None,
+            saved: bool = False) -> list[dict]:
+        """Run every job; ``keep_model(tags)`` True keeps that run's network in ``result["model"]``;
+        ``saved`` writes each run's own result folder (its config's ``out``) via :func:`run_saved`."""
         from simulations._cli import Progress
+
+        import torch
 
         results = []
         start = time.perf_counter()
-        with Progress(total=len(jobs), label=self.label, quiet=self.quiet, min_seconds=0.0) as bar:
+        threads_before = torch.get_num_threads()
+        if self.threads:  # intra-op threads fight over a loaded 2-core machine: 1 thread was 20x faster
+            torch.set_num_threads(self.threads)
+        with memoised_accounting(), \
+                Progress(total=len(jobs), label=self.label, quiet=self.quiet, min_seconds=0.0) as bar:
             for tags, config in jobs:
                 t0 = time.perf_counter()
-                result = run_training(config)
+                if saved:
+                    result = run_saved(config)
+                elif keep_model is not None and keep_model(tags):
+                    result = run_training(config, return_model=True)
+                else:
+                    result = run_training(config)
                 results.append({"tags": tags, "result": result, "seconds": time.perf_counter() - t0})
                 bar.update(note=" ".join(f"{k}={v}" for k, v in tags.items()))
+        torch.set_num_threads(threads_before)
         if not self.quiet:
             sys.stderr.write(f"{self.label}: {len(jobs)} runs in {time.perf_counter() - start:.1f}s\n")
         return results
@@ -211,10 +308,10 @@ class NetExperiment:
     model: str = opt("mlp", "network: mlp | cnn | wrn", choices=("mlp", "cnn", "wrn"))
     width: int = opt(128, "hidden units (mlp), channels (cnn) or widen factor (wrn)")
     depth: int = opt(2, "hidden layers (mlp), conv layers (cnn) or total depth (wrn)")
-    epochs: int = opt(12, "training epochs")
+    epochs: int = opt(10, "training epochs")
     batch_size: int = opt(128, "expected batch size B (Poisson sampling rate q = B/n)")
-    lr: float = opt(0.2, "learning rate")
-    momentum: float = opt(0.0, "heavy-ball momentum")
+    lr: float = opt(0.1, "learning rate")
+    momentum: float = opt(0.9, "heavy-ball momentum")
     clip_norm: float = opt(1.0, "per-sample clipping norm C")
     noise_multiplier: float = opt(1.0, "noise multiplier sigma (ignored where target_epsilon is used)")
     delta: float = opt(1e-5, "privacy delta")
@@ -223,13 +320,15 @@ class NetExperiment:
     data_root: str | None = opt(None, "folder with mnist / fashion-mnist / cifar10 files")
     device: str = opt("cpu", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     out: str = opt("results/nn/experiment", "result folder (replaced atomically)")
+    threads: int = opt(1, "torch CPU threads (1 is fastest on a small shared machine; 0 = torch's default)")
     quiet: bool = opt(False, "no progress on stderr")
 
     def __post_init__(self) -> None:
         from dptheory._validate import check_int, check_nonnegative, check_positive, check_probability
 
-        for name in ("width", "depth", "epochs", "batch_size"):
-            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1 if name != "depth" else 0))
+        for name in ("width", "depth", "epochs", "batch_size", "threads"):
+            minimum = 0 if name in ("depth", "threads") else 1
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum))
         object.__setattr__(self, "lr", check_positive("lr", self.lr))
         object.__setattr__(self, "momentum", check_nonnegative("momentum", self.momentum))
         if self.momentum >= 1:
@@ -245,12 +344,19 @@ class NetExperiment:
         if self.dataset.partition(":")[0] not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
 
-    def base_fields(self) -> dict[str, Any]:
-        """The TrainConfig fields this experiment fixes for every run."""
-        return dict(dataset=self.dataset, model=self.model, width=self.width, depth=self.depth,
-                    epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-                    clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier, delta=self.delta,
-                    n_train=self.n_train, data_root=self.data_root, device=self.device, quiet=True)
+    def base_fields(self, **overrides: Any) -> dict[str, Any]:
+        """The TrainConfig fields this experiment fixes for every run, updated by ``overrides``.
+
+        Pass ``target_epsilon=...`` to calibrate σ instead (``noise_multiplier`` is then dropped).
+        """
+        fields = dict(dataset=self.dataset, model=self.model, width=self.width, depth=self.depth,
+                      epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+                      clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier, delta=self.delta,
+                      n_train=self.n_train, data_root=self.data_root, device=self.device, quiet=True)
+        fields.update(overrides)
+        if fields.get("target_epsilon") is not None:
+            fields["noise_multiplier"] = None
+        return fields
 
 
 def training_set_size(config: NetExperiment) -> int:

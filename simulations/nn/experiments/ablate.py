@@ -78,12 +78,12 @@ def analyse(config: AblateConfig, results: list[dict]) -> dict:
                                     and noise_minus_clip["mean"] > 2 * noise_minus_clip["se"]),
     }
     if config.burst_epoch > 0:
-        t0 = config.burst_epoch  # history index t0 - 1 is the end of the epoch the burst closes
+        t0 = config.burst_epoch  # history record t0 = end of the epoch whose last step follows the burst
         recovery = {}
         recovered = {}
         for mode in BURST_MODES:
             excess = np.asarray([_excess_train_loss(results, s, mode) for s in seeds])
-            peak, end = excess[:, t0 - 1], excess[:, -1]
+            peak, end = excess[:, t0], excess[:, -1]
             with np.errstate(divide="ignore", invalid="ignore"):
                 recovered[mode] = np.where(peak > 0, 1.0 - end / peak, np.nan)
             acc_burst = per_seed(results, seeds, TEST_ACC, mode=mode, burst=True)
@@ -136,9 +136,10 @@ def run(config: AblateConfig) -> dict:
     check_output_dir(config.out)
     burst_step = None
     if config.burst_epoch > 0:
-        # the last step of epoch `burst_epoch`, so the next history point sees the fresh burst
+        # the engine displaces w just before global step burst_step: before the last step of epoch
+        # `burst_epoch`, so history record `burst_epoch` sees the burst after one step
         burst_step = config.burst_epoch * steps_per_epoch(config) - 1
-    results = Sweep("ablate", quiet=config.quiet).run(jobs(config, burst_step=burst_step))
+    results = Sweep.of("ablate", config).run(jobs(config, burst_step=burst_step))
     metrics = analyse(config, results)
     metrics["burst_step"] = burst_step
     metrics["runs"] = [{**r["tags"], "seconds": r["seconds"]} for r in results]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ import numpy as np
 from simulations._results import check_output_dir, result_folder, write_results
 from simulations.nn.experiments._common import (
     EPSILON, TEST_ACC, TEST_LOSS, TRAIN_LOSS, NetExperiment, Sweep, check_fraction_list, curves, final,
-    fmt, opt, paired_difference, per_seed, print_table, select, summary, train_config)
+    fmt, opt, paired_difference, per_seed, print_table, summary, train_config)
 
 SOURCES = ("init", "private", "oracle")
 HEAVY = 0.9
@@ -36,7 +37,7 @@ HEAVY = 0.9
 
 @dataclass(frozen=True)
 class PruneConfig(NetExperiment):
-    """Sparsity sweep at fixed ε for each mask source (claim 4)."""
+    """Sparsity sweep at fixed total ε for each mask source (claim 4)."""
 
     width: int = opt(256, "hidden units of the (wide) MLP")
     sparsities: tuple[float, ...] = opt((0.0, 0.5, 0.8, 0.9, 0.95, 0.98), "fractions of weights pruned")
@@ -61,20 +62,35 @@ class PruneConfig(NetExperiment):
             raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
 
 
-def jobs(config: PruneConfig) -> list[tuple[dict, Any]]:
+def dense_jobs(config: PruneConfig, folder: Path) -> list[tuple[dict, Any]]:
+    """The dense runs (SGD and DP-SGD at the target ε, every seed), saved as mask sources.
+
+    The DP-SGD run's weights are the ``private`` mask source (its ε is composed into the pruned
+    run's total by the engine, which calibrates σ for the *total* target ε); the SGD run's weights
+    are the ``oracle`` source (not private).
+    """
     out = []
     for seed in config.seeds:
-        base = {**config.base_fields(), "seed": seed}
-        out.append(({"seed": seed, "mode": "sgd", "sparsity": 0.0, "source": "none"}, train_config(**base, mode="sgd")))
+        out.append(({"seed": seed, "mode": "sgd", "sparsity": 0.0, "source": "none"},
+                    train_config(**config.base_fields(seed=seed, mode="sgd", out=str(folder / f"sgd-seed{seed}")))))
         out.append(({"seed": seed, "mode": "dpsgd", "sparsity": 0.0, "source": "none"},
-                    train_config(**base, mode="dpsgd", target_epsilon=config.target_epsilon)))
-        for p in config.sparsities:
-            if p == 0.0:
-                continue
+                    train_config(**config.base_fields(seed=seed, mode="dpsgd", target_epsilon=config.target_epsilon,
+                                                      out=str(folder / f"dpsgd-seed{seed}")))))
+    return out
+
+
+def pruned_jobs(config: PruneConfig, folder: Path) -> list[tuple[dict, Any]]:
+    """DP-SGD at the target ε with a magnitude mask, for every sparsity > 0, source and seed."""
+    out = []
+    for seed in config.seeds:
+        mask_runs = {"init": None, "private": str(folder / f"dpsgd-seed{seed}"),
+                     "oracle": str(folder / f"sgd-seed{seed}")}
+        for p in config.sparsities[1:]:
             for source in config.mask_sources:
                 out.append(({"seed": seed, "mode": "dpsgd", "sparsity": p, "source": source},
-                            train_config(**base, mode="dpsgd", target_epsilon=config.target_epsilon, sparsity=p,
-                                         prune_scope=config.prune_scope, mask_source=source)))
+                            train_config(**config.base_fields(
+                                seed=seed, mode="dpsgd", target_epsilon=config.target_epsilon, sparsity=p,
+                                prune_scope=config.prune_scope, mask_source=source, mask_run=mask_runs[source]))))
     return out
 
 
@@ -135,16 +151,19 @@ def report(config: PruneConfig, metrics: dict) -> None:
 
 def run(config: PruneConfig) -> dict:
     check_output_dir(config.out)
-    results = Sweep("prune", quiet=config.quiet).run(jobs(config))
-    metrics = analyse(config, results)
-    metrics["runs"] = [{**r["tags"], "epsilon": final(r["result"], EPSILON), "seconds": r["seconds"]}
-                       for r in results]
-    arrays = {"test_accuracy": curves(results, TEST_ACC), "train_loss": curves(results, TRAIN_LOSS),
-              "sparsity": np.asarray([r["tags"]["sparsity"] for r in results]),
-              "source": np.asarray([r["tags"]["source"] for r in results]),
-              "mode": np.asarray([r["tags"]["mode"] for r in results]),
-              "seed": np.asarray([r["tags"]["seed"] for r in results])}
     with result_folder(config.out) as folder:
+        # the dense runs are written (model.pt) inside the result folder: they are the mask sources
+        mask_dir = folder / "mask_runs"
+        results = Sweep.of("prune dense", config).run(dense_jobs(config, mask_dir), saved=True)
+        results += Sweep.of("prune", config).run(pruned_jobs(config, mask_dir))
+        metrics = analyse(config, results)
+        metrics["runs"] = [{**r["tags"], "epsilon": final(r["result"], EPSILON), "seconds": r["seconds"],
+                            "privacy": r["result"].get("privacy", {}).get("label")} for r in results]
+        arrays = {"test_accuracy": curves(results, TEST_ACC), "train_loss": curves(results, TRAIN_LOSS),
+                  "sparsity": np.asarray([r["tags"]["sparsity"] for r in results]),
+                  "source": np.asarray([r["tags"]["source"] for r in results]),
+                  "mode": np.asarray([r["tags"]["mode"] for r in results]),
+                  "seed": np.asarray([r["tags"]["seed"] for r in results])}
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
     report(config, metrics)
     return metrics

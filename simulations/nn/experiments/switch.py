@@ -66,8 +66,8 @@ def analyse(config: SwitchConfig, results: list[dict]) -> dict:
     seeds = config.seeds
     acc_sgd = per_seed(results, seeds, TEST_ACC, run="sgd")
     acc_dp = per_seed(results, seeds, TEST_ACC, run="dpsgd")
-    first_epoch = {
-        run: np.asarray([curves(select(results, seed=s, run=run), TEST_ACC)[0, 0] for s in seeds])
+    first_epoch = {  # history record 1 = after the first epoch (record 0 is the initialisation)
+        run: np.asarray([curves(select(results, seed=s, run=run), TEST_ACC)[0, 1] for s in seeds])
         for run in ("sgd", "dpsgd")
     }
     gap = summary(acc_sgd - acc_dp)
@@ -122,7 +122,7 @@ def run(config: SwitchConfig) -> dict:
     """Run the sweep, write the result folder, print the summary; returns the metrics."""
     check_output_dir(config.out)
     job_list = jobs(config)
-    results = Sweep("switch", quiet=config.quiet).run(job_list)
+    results = Sweep.of("switch", config).run(job_list)
     metrics = analyse(config, results)
     metrics["runs"] = [{**r["tags"], "final_test_accuracy": float(curves([r], TEST_ACC)[0, -1]),
                         "seconds": r["seconds"]} for r in results]

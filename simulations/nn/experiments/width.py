@@ -62,11 +62,12 @@ def jobs(config: WidthConfig) -> list[tuple[dict, Any]]:
     out = []
     for seed in config.seeds:
         for w in config.widths:
-            base = {**config.base_fields(), "width": w, "seed": seed}
-            out.append(({"seed": seed, "width": w, "setting": "sgd"}, train_config(**base, mode="sgd")))
-            out.append(({"seed": seed, "width": w, "setting": "dp_eps"},
-                        train_config(**base, mode="dpsgd", target_epsilon=config.target_epsilon)))
-            out.append(({"seed": seed, "width": w, "setting": "dp_sigma"}, train_config(**base, mode="dpsgd")))
+            tags = {"seed": seed, "width": w}
+            out.append(({**tags, "setting": "sgd"}, train_config(**config.base_fields(width=w, seed=seed, mode="sgd"))))
+            out.append(({**tags, "setting": "dp_eps"}, train_config(**config.base_fields(
+                width=w, seed=seed, mode="dpsgd", target_epsilon=config.target_epsilon))))
+            out.append(({**tags, "setting": "dp_sigma"},
+                        train_config(**config.base_fields(width=w, seed=seed, mode="dpsgd"))))
     return out
 
 
@@ -109,7 +110,7 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int]) -> d
 def _calibrated_sigma(results: list[dict]) -> float:
     for r in results:
         if r["tags"]["setting"] == "dp_eps":
-            value = r["result"].get("noise_multiplier")
+            value = r["result"].get("privacy", {}).get("noise_multiplier")
             if value is not None:
                 return float(value)
     return math.nan
@@ -136,7 +137,7 @@ def report(config: WidthConfig, metrics: dict) -> None:
 def run(config: WidthConfig) -> dict:
     check_output_dir(config.out)
     dims = parameter_counts(config)
-    results = Sweep("width", quiet=config.quiet).run(jobs(config))
+    results = Sweep.of("width", config).run(jobs(config))
     metrics = analyse(config, results, dims)
     metrics["runs"] = [{**r["tags"], "seconds": r["seconds"]} for r in results]
     arrays = {"test_accuracy": curves(results, TEST_ACC), "train_loss": curves(results, TRAIN_LOSS),
