@@ -343,6 +343,99 @@ def full_step(*, error, zeta, xi, batch_n, curvatures, flat_curvature=0.0, basis
                              float(lr), float(batch_size))
 
 
+@njit(cache=True, fastmath=False)
+def _streaming_replica(rep, e0, lam, lam_flat, basis_t, kept, s, basin_spread, batch_size, poisson, lr_t,
+                       clip_t, nu_t, disp_step, disp_vec, rec_flag, heldout_kappa, states, out_train, out_held,
+                       out_curved, out_flat, out_clipfrac, out_meanf, out_bias):
+    """Replica ``rep`` of :func:`run_streaming` (serial; the parallel loop only dispatches replicas)."""
+    d = e0.shape[1]
+    k = kept.shape[0]
+    r = lam.shape[0]
+    n_steps = lr_t.shape[0]
+    axis = basis_t.shape[0] == 0
+    np.random.seed(states[rep, 4])
+    st = states[rep, :4].copy()
+    e = e0[rep].copy()
+    he = np.empty(d)
+    hk = np.empty(k)
+    g = np.empty(k)
+    acc = np.empty(k)
+    raw = np.empty(k)
+    noise = np.empty(k)
+    z = np.empty(r)
+    rec = 0
+    for t in range(n_steps):
+        if t == disp_step:
+            for jj in range(k):
+                e[kept[jj]] += disp_vec[kept[jj]]
+        _hessian_apply(e, lam, lam_flat, basis_t, he)
+        for jj in range(k):
+            hk[jj] = he[kept[jj]]
+            acc[jj] = 0.0
+        track = rec_flag[t]
+        if track:
+            for jj in range(k):
+                raw[jj] = 0.0
+        bn = batch_size
+        if poisson:
+            bn = np.random.poisson(float(batch_size))
+        clip = clip_t[t]
+        n_clipped = 0
+        sum_factor = 0.0
+        for i in range(bn):
+            nrm2 = 0.0
+            if not basin_spread:
+                for jj in range(k):
+                    v = hk[jj] + s * _normal(st)
+                    g[jj] = v
+                    nrm2 += v * v
+            elif axis:
+                for jj in range(k):
+                    if kept[jj] < r:
+                        v = hk[jj] + s * _normal(st)
+                    else:
+                        v = hk[jj]
+                    g[jj] = v
+                    nrm2 += v * v
+            else:
+                for q in range(r):
+                    z[q] = _normal(st)
+                for jj in range(k):
+                    zz = 0.0
+                    for q in range(r):
+                        zz += basis_t[q, kept[jj]] * z[q]
+                    v = hk[jj] + s * zz
+                    g[jj] = v
+                    nrm2 += v * v
+            clipped, f = _finish_sample(g, k, nrm2, clip, acc, raw, track)
+            n_clipped += clipped
+            sum_factor += f
+        nu = nu_t[t]
+        if nu > 0.0:
+            for jj in range(k):
+                noise[jj] = nu * _normal(st)
+        else:
+            for jj in range(k):
+                noise[jj] = 0.0
+        if track:
+            out_bias[rep, rec] = _bias_norm(acc, raw, k, batch_size)
+        _apply_update(e, kept, acc, noise, lr_t[t], batch_size)
+        if track:
+            energy, curved, flat = basin_losses(e, lam, lam_flat, basis_t)
+            train = energy + 0.5 * lam_flat * flat
+            out_train[rep, rec] = train
+            out_held[rep, rec] = train + 0.5 * heldout_kappa * flat
+            out_curved[rep, rec] = curved
+            out_flat[rep, rec] = flat
+            if bn > 0:
+                out_clipfrac[rep, rec] = n_clipped / bn
+                out_meanf[rep, rec] = sum_factor / bn
+            else:
+                out_clipfrac[rep, rec] = np.nan
+                out_meanf[rep, rec] = np.nan
+            rec += 1
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def run_streaming(e0, lam, lam_flat, basis_t, kept, s, basin_spread, batch_size, poisson,
                   lr_t, clip_t, nu_t, disp_step, disp_vec, rec_flag, heldout_kappa, states,
@@ -354,94 +447,10 @@ def run_streaming(e0, lam, lam_flat, basis_t, kept, s, basin_spread, batch_size,
     to e before step ``disp_step`` (−1: never); ``states`` (R, 5) from :func:`replica_states`.
     Outputs have shape (R, n_records).
     """
-    n_rep = e0.shape[0]
-    d = e0.shape[1]
-    k = kept.shape[0]
-    r = lam.shape[0]
-    n_steps = lr_t.shape[0]
-    axis = basis_t.shape[0] == 0
-    for rep in prange(n_rep):
-        np.random.seed(states[rep, 4])
-        st = states[rep, :4].copy()
-        e = e0[rep].copy()
-        he = np.empty(d)
-        hk = np.empty(k)
-        g = np.empty(k)
-        acc = np.empty(k)
-        raw = np.empty(k)
-        noise = np.empty(k)
-        z = np.empty(r)
-        rec = 0
-        for t in range(n_steps):
-            if t == disp_step:
-                for jj in range(k):
-                    e[kept[jj]] += disp_vec[kept[jj]]
-            _hessian_apply(e, lam, lam_flat, basis_t, he)
-            for jj in range(k):
-                hk[jj] = he[kept[jj]]
-                acc[jj] = 0.0
-            track = rec_flag[t]
-            if track:
-                for jj in range(k):
-                    raw[jj] = 0.0
-            bn = batch_size
-            if poisson:
-                bn = np.random.poisson(float(batch_size))
-            clip = clip_t[t]
-            n_clipped = 0
-            sum_factor = 0.0
-            for i in range(bn):
-                nrm2 = 0.0
-                if not basin_spread:
-                    for jj in range(k):
-                        v = hk[jj] + s * _normal(st)
-                        g[jj] = v
-                        nrm2 += v * v
-                elif axis:
-                    for jj in range(k):
-                        if kept[jj] < r:
-                            v = hk[jj] + s * _normal(st)
-                        else:
-                            v = hk[jj]
-                        g[jj] = v
-                        nrm2 += v * v
-                else:
-                    for q in range(r):
-                        z[q] = _normal(st)
-                    for jj in range(k):
-                        zz = 0.0
-                        for q in range(r):
-                            zz += basis_t[q, kept[jj]] * z[q]
-                        v = hk[jj] + s * zz
-                        g[jj] = v
-                        nrm2 += v * v
-                clipped, f = _finish_sample(g, k, nrm2, clip, acc, raw, track)
-                n_clipped += clipped
-                sum_factor += f
-            nu = nu_t[t]
-            if nu > 0.0:
-                for jj in range(k):
-                    noise[jj] = nu * _normal(st)
-            else:
-                for jj in range(k):
-                    noise[jj] = 0.0
-            if track:
-                out_bias[rep, rec] = _bias_norm(acc, raw, k, batch_size)
-            _apply_update(e, kept, acc, noise, lr_t[t], batch_size)
-            if track:
-                energy, curved, flat = basin_losses(e, lam, lam_flat, basis_t)
-                train = energy + 0.5 * lam_flat * flat
-                out_train[rep, rec] = train
-                out_held[rep, rec] = train + 0.5 * heldout_kappa * flat
-                out_curved[rep, rec] = curved
-                out_flat[rep, rec] = flat
-                if bn > 0:
-                    out_clipfrac[rep, rec] = n_clipped / bn
-                    out_meanf[rep, rec] = sum_factor / bn
-                else:
-                    out_clipfrac[rep, rec] = np.nan
-                    out_meanf[rep, rec] = np.nan
-                rec += 1
+    for rep in prange(e0.shape[0]):
+        _streaming_replica(rep, e0, lam, lam_flat, basis_t, kept, s, basin_spread, batch_size, poisson, lr_t,
+                           clip_t, nu_t, disp_step, disp_vec, rec_flag, heldout_kappa, states, out_train,
+                           out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias)
 
 
 def kernel_threads() -> int:

@@ -126,6 +126,140 @@ def _chi2(df, st):
     return df + chi2_excess(df, st)
 
 
+@njit(cache=True, fastmath=False)
+def _reduced_replica(rep, x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisson, lr_t, clip_t, nu_t,
+                     disp_step, disp_vec, rec_flag, heldout_kappa, states, out_train, out_held, out_curved,
+                     out_flat, out_clipfrac, out_meanf, out_bias):
+    """Replica ``rep`` of :func:`run_reduced` (serial; the parallel loop only dispatches replicas)."""
+    r = lam.shape[0]
+    n_steps = lr_t.shape[0]
+    has_flat = flat_dim >= 1.0
+    n_perp = flat_dim - 1.0
+    flat_samples = has_flat and s_flat > 0.0
+    np.random.seed(states[rep, 4])
+    st = states[rep, :4].copy()
+    x = x0[rep].copy()
+    rho = rho0[rep]
+    gc = np.empty(r)
+    acc = np.empty(r)
+    raw = np.empty(r)
+    rec = 0
+    for t in range(n_steps):
+        if t == disp_step:
+            for q in range(r):
+                x[q] += disp_vec[q]
+        track = rec_flag[t]
+        for q in range(r):
+            acc[q] = 0.0
+            raw[q] = 0.0
+        bn = batch_size
+        if poisson:
+            bn = np.random.poisson(float(batch_size))
+        clip = clip_t[t]
+        nu = nu_t[t]
+        # DP noise: component a0 along û and S = ν z_0 (norm only) on û^⊥
+        a0 = 0.0
+        s1 = 0.0
+        if has_flat and nu > 0.0:
+            a0 = _normal(st)
+            s1 = nu * math.sqrt(_chi2(n_perp, st))
+        t1 = 0.0
+        t2 = 0.0
+        par_sum = 0.0
+        bias_par = 0.0
+        n_clipped = 0
+        sum_factor = 0.0
+        fbase = lam_flat * rho
+        for i in range(bn):
+            nrm2 = 0.0
+            for q in range(r):
+                v = lam[q] * x[q] + s * _normal(st)
+                gc[q] = v
+                nrm2 += v * v
+            fpar = fbase
+            n1 = 0.0
+            n2 = 0.0
+            qq = 0.0
+            if flat_samples:
+                fpar += s_flat * _normal(st)
+                if n_perp >= 1.0:
+                    n1 = _normal(st)
+                if track:
+                    if n_perp >= 2.0:
+                        n2 = _normal(st)
+                    qq = _chi2(n_perp - 2.0, st)
+                else:
+                    qq = _chi2(n_perp - 1.0, st)
+                nrm2 += fpar * fpar + s_flat * s_flat * ((n1 * n1 + n2 * n2) + qq)
+            else:
+                nrm2 += fpar * fpar
+            clipped, f = _finish_sample(gc, r, nrm2, clip, acc, raw, track)
+            n_clipped += clipped
+            sum_factor += f
+            par_sum += f * fpar
+            if track:
+                bias_par += (f - 1.0) * fpar
+            if flat_samples:
+                w = f * s_flat
+                if track:
+                    w2 = (f - 1.0) * s_flat
+                    sq = math.sqrt(qq)
+                    sa = s1 + w * n1
+                    sb = w * n2
+                    sc = w * sq
+                    ta = t1 + w2 * n1
+                    tb = t2 + w2 * n2
+                    tc = w2 * sq
+                    s1 = math.sqrt(sa * sa + sb * sb + sc * sc)
+                    if s1 > 0.0:
+                        ua = sa / s1
+                        ub = sb / s1
+                        uc = sc / s1
+                        t1 = ta * ua + tb * ub + tc * uc
+                        pa = ta - t1 * ua
+                        pb = tb - t1 * ub
+                        pc = tc - t1 * uc
+                        t2 = math.sqrt(pa * pa + pb * pb + pc * pc)
+                    else:
+                        t1 = math.sqrt(ta * ta + tb * tb + tc * tc)
+                        t2 = 0.0
+                else:
+                    u = s1 + w * n1
+                    s1 = math.sqrt(u * u + w * w * qq)
+        scale = lr_t[t] / batch_size
+        if track:
+            b2 = bias_par * bias_par + t1 * t1 + t2 * t2
+            for q in range(r):
+                dv = acc[q] - raw[q]
+                b2 += dv * dv
+            out_bias[rep, rec] = math.sqrt(b2) / batch_size
+        if has_flat:
+            par = rho - scale * (par_sum + nu * a0)
+            rho = math.sqrt(par * par + scale * scale * s1 * s1)
+        for q in range(r):
+            xi = _normal(st) if nu > 0.0 else 0.0
+            x[q] -= scale * (acc[q] + nu * xi)
+        if track:
+            energy = 0.0
+            curved = 0.0
+            for q in range(r):
+                curved += x[q] * x[q]
+                energy += 0.5 * lam[q] * x[q] * x[q]
+            flat = rho * rho
+            train = energy + 0.5 * lam_flat * flat
+            out_train[rep, rec] = train
+            out_held[rep, rec] = train + 0.5 * heldout_kappa * flat
+            out_curved[rep, rec] = curved
+            out_flat[rep, rec] = flat
+            if bn > 0:
+                out_clipfrac[rep, rec] = n_clipped / bn
+                out_meanf[rep, rec] = sum_factor / bn
+            else:
+                out_clipfrac[rep, rec] = np.nan
+                out_meanf[rep, rec] = np.nan
+            rec += 1
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def run_reduced(x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisson, lr_t, clip_t, nu_t,
                 disp_step, disp_vec, rec_flag, heldout_kappa, states,
@@ -137,132 +271,7 @@ def run_reduced(x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisso
     from ``kernels.replica_states``. Gaussians and chi-squares come from the kernels' ziggurat /
     xoshiro256++ stream, Poisson batch sizes from numba's ``np.random`` reseeded per replica.
     """
-    n_rep = x0.shape[0]
-    r = lam.shape[0]
-    n_steps = lr_t.shape[0]
-    has_flat = flat_dim >= 1.0
-    n_perp = flat_dim - 1.0
-    flat_samples = has_flat and s_flat > 0.0
-    for rep in prange(n_rep):
-        np.random.seed(states[rep, 4])
-        st = states[rep, :4].copy()
-        x = x0[rep].copy()
-        rho = rho0[rep]
-        gc = np.empty(r)
-        acc = np.empty(r)
-        raw = np.empty(r)
-        rec = 0
-        for t in range(n_steps):
-            if t == disp_step:
-                for q in range(r):
-                    x[q] += disp_vec[q]
-            track = rec_flag[t]
-            for q in range(r):
-                acc[q] = 0.0
-                raw[q] = 0.0
-            bn = batch_size
-            if poisson:
-                bn = np.random.poisson(float(batch_size))
-            clip = clip_t[t]
-            nu = nu_t[t]
-            # DP noise: component a0 along û and S = ν z_0 (norm only) on û^⊥
-            a0 = 0.0
-            s1 = 0.0
-            if has_flat and nu > 0.0:
-                a0 = _normal(st)
-                s1 = nu * math.sqrt(_chi2(n_perp, st))
-            t1 = 0.0
-            t2 = 0.0
-            par_sum = 0.0
-            bias_par = 0.0
-            n_clipped = 0
-            sum_factor = 0.0
-            fbase = lam_flat * rho
-            for i in range(bn):
-                nrm2 = 0.0
-                for q in range(r):
-                    v = lam[q] * x[q] + s * _normal(st)
-                    gc[q] = v
-                    nrm2 += v * v
-                fpar = fbase
-                n1 = 0.0
-                n2 = 0.0
-                qq = 0.0
-                if flat_samples:
-                    fpar += s_flat * _normal(st)
-                    if n_perp >= 1.0:
-                        n1 = _normal(st)
-                    if track:
-                        if n_perp >= 2.0:
-                            n2 = _normal(st)
-                        qq = _chi2(n_perp - 2.0, st)
-                    else:
-                        qq = _chi2(n_perp - 1.0, st)
-                    nrm2 += fpar * fpar + s_flat * s_flat * ((n1 * n1 + n2 * n2) + qq)
-                else:
-                    nrm2 += fpar * fpar
-                clipped, f = _finish_sample(gc, r, nrm2, clip, acc, raw, track)
-                n_clipped += clipped
-                sum_factor += f
-                par_sum += f * fpar
-                if track:
-                    bias_par += (f - 1.0) * fpar
-                if flat_samples:
-                    w = f * s_flat
-                    if track:
-                        w2 = (f - 1.0) * s_flat
-                        sq = math.sqrt(qq)
-                        sa = s1 + w * n1
-                        sb = w * n2
-                        sc = w * sq
-                        ta = t1 + w2 * n1
-                        tb = t2 + w2 * n2
-                        tc = w2 * sq
-                        s1 = math.sqrt(sa * sa + sb * sb + sc * sc)
-                        if s1 > 0.0:
-                            ua = sa / s1
-                            ub = sb / s1
-                            uc = sc / s1
-                            t1 = ta * ua + tb * ub + tc * uc
-                            pa = ta - t1 * ua
-                            pb = tb - t1 * ub
-                            pc = tc - t1 * uc
-                            t2 = math.sqrt(pa * pa + pb * pb + pc * pc)
-                        else:
-                            t1 = math.sqrt(ta * ta + tb * tb + tc * tc)
-                            t2 = 0.0
-                    else:
-                        u = s1 + w * n1
-                        s1 = math.sqrt(u * u + w * w * qq)
-            scale = lr_t[t] / batch_size
-            if track:
-                b2 = bias_par * bias_par + t1 * t1 + t2 * t2
-                for q in range(r):
-                    dv = acc[q] - raw[q]
-                    b2 += dv * dv
-                out_bias[rep, rec] = math.sqrt(b2) / batch_size
-            if has_flat:
-                par = rho - scale * (par_sum + nu * a0)
-                rho = math.sqrt(par * par + scale * scale * s1 * s1)
-            for q in range(r):
-                xi = _normal(st) if nu > 0.0 else 0.0
-                x[q] -= scale * (acc[q] + nu * xi)
-            if track:
-                energy = 0.0
-                curved = 0.0
-                for q in range(r):
-                    curved += x[q] * x[q]
-                    energy += 0.5 * lam[q] * x[q] * x[q]
-                flat = rho * rho
-                train = energy + 0.5 * lam_flat * flat
-                out_train[rep, rec] = train
-                out_held[rep, rec] = train + 0.5 * heldout_kappa * flat
-                out_curved[rep, rec] = curved
-                out_flat[rep, rec] = flat
-                if bn > 0:
-                    out_clipfrac[rep, rec] = n_clipped / bn
-                    out_meanf[rep, rec] = sum_factor / bn
-                else:
-                    out_clipfrac[rep, rec] = np.nan
-                    out_meanf[rep, rec] = np.nan
-                rec += 1
+    for rep in prange(x0.shape[0]):
+        _reduced_replica(rep, x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisson, lr_t, clip_t,
+                         nu_t, disp_step, disp_vec, rec_flag, heldout_kappa, states, out_train, out_held,
+                         out_curved, out_flat, out_clipfrac, out_meanf, out_bias)

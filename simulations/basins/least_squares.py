@@ -229,87 +229,97 @@ def least_squares_step(*, weights, features, targets, batch, xi, mask=None, clip
                           float(batch_size))
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def _run_ls(w0, features, targets, kept, row_norms, batch_size, poisson, lr_t, clip_t, nu_t, disp_step, disp_vec,
-            rec_flag, test_x, test_y, optimum, basis_t, states,
-            out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias):
-    n_rep, d = w0.shape
+@njit(cache=True, fastmath=False)
+def _ls_replica(rep, w0, features, targets, kept, row_norms, batch_size, poisson, lr_t, clip_t, nu_t, disp_step,
+                disp_vec, rec_flag, test_x, test_y, optimum, basis_t, states, out_train, out_held, out_curved,
+                out_flat, out_clipfrac, out_meanf, out_bias):
+    """Replica ``rep`` of :func:`_run_ls` (serial; the parallel loop only dispatches replicas)."""
+    d = w0.shape[1]
     n = features.shape[0]
     k = kept.shape[0]
     r = basis_t.shape[0]
     q = batch_size / n
-    for rep in prange(n_rep):
-        np.random.seed(states[rep, 4])
-        st = states[rep, :4].copy()
-        w = w0[rep].copy()
-        perm = np.arange(n)
-        acc = np.empty(k)
-        raw = np.empty(k)
-        noise = np.empty(k)
-        p = np.empty(r)
-        rec = 0
-        for t in range(lr_t.shape[0]):
-            if t == disp_step:
-                for jj in range(k):
-                    w[kept[jj]] += disp_vec[kept[jj]]
-            bn = batch_size
-            if poisson:
-                bn = np.random.binomial(n, q)
-            for j in range(bn):   # partial Fisher–Yates: a uniform bn-subset in perm[:bn]
-                m = j + np.random.randint(0, n - j)
-                tmp = perm[j]
-                perm[j] = perm[m]
-                perm[m] = tmp
-            track = rec_flag[t]
+    np.random.seed(states[rep, 4])
+    st = states[rep, :4].copy()
+    w = w0[rep].copy()
+    perm = np.arange(n)
+    acc = np.empty(k)
+    raw = np.empty(k)
+    noise = np.empty(k)
+    p = np.empty(r)
+    rec = 0
+    for t in range(lr_t.shape[0]):
+        if t == disp_step:
             for jj in range(k):
-                acc[jj] = 0.0
-                raw[jj] = 0.0
-            n_clipped = 0
-            sum_f = 0.0
-            for j in range(bn):
-                i = perm[j]
-                c, f = _ls_sample(w, features, targets, i, kept, row_norms[i], clip_t[t], acc, raw, track)
-                n_clipped += c
-                sum_f += f
-            nu = nu_t[t]
-            for jj in range(k):
-                noise[jj] = nu * _normal(st) if nu > 0.0 else 0.0
-            if track:
-                out_bias[rep, rec] = _bias_norm(acc, raw, k, batch_size)
-            _apply_update(w, kept, acc, noise, lr_t[t], batch_size)
-            if track:
-                tr = 0.0
-                for i in range(n):
-                    res = -targets[i]
-                    for j in range(d):
-                        res += features[i, j] * w[j]
-                    tr += res * res
-                te = 0.0
-                for i in range(test_x.shape[0]):
-                    res = -test_y[i]
-                    for j in range(d):
-                        res += test_x[i, j] * w[j]
-                    te += res * res
-                curved = 0.0
-                for a in range(r):
-                    s = 0.0
-                    for j in range(d):
-                        s += basis_t[a, j] * (w[j] - optimum[j])
-                    p[a] = s
-                    curved += s * s
-                flat = 0.0
+                w[kept[jj]] += disp_vec[kept[jj]]
+        bn = batch_size
+        if poisson:
+            bn = np.random.binomial(n, q)
+        for j in range(bn):   # partial Fisher–Yates: a uniform bn-subset in perm[:bn]
+            m = j + np.random.randint(0, n - j)
+            tmp = perm[j]
+            perm[j] = perm[m]
+            perm[m] = tmp
+        track = rec_flag[t]
+        for jj in range(k):
+            acc[jj] = 0.0
+            raw[jj] = 0.0
+        n_clipped = 0
+        sum_f = 0.0
+        for j in range(bn):
+            i = perm[j]
+            c, f = _ls_sample(w, features, targets, i, kept, row_norms[i], clip_t[t], acc, raw, track)
+            n_clipped += c
+            sum_f += f
+        nu = nu_t[t]
+        for jj in range(k):
+            noise[jj] = nu * _normal(st) if nu > 0.0 else 0.0
+        if track:
+            out_bias[rep, rec] = _bias_norm(acc, raw, k, batch_size)
+        _apply_update(w, kept, acc, noise, lr_t[t], batch_size)
+        if track:
+            tr = 0.0
+            for i in range(n):
+                res = -targets[i]
                 for j in range(d):
-                    v = w[j] - optimum[j]
-                    for a in range(r):
-                        v -= basis_t[a, j] * p[a]
-                    flat += v * v
-                out_train[rep, rec] = 0.5 * tr / n
-                out_held[rep, rec] = 0.5 * te / test_x.shape[0]
-                out_curved[rep, rec] = curved
-                out_flat[rep, rec] = flat
-                out_clipfrac[rep, rec] = n_clipped / bn if bn > 0 else np.nan
-                out_meanf[rep, rec] = sum_f / bn if bn > 0 else np.nan
-                rec += 1
+                    res += features[i, j] * w[j]
+                tr += res * res
+            te = 0.0
+            for i in range(test_x.shape[0]):
+                res = -test_y[i]
+                for j in range(d):
+                    res += test_x[i, j] * w[j]
+                te += res * res
+            curved = 0.0
+            for a in range(r):
+                s = 0.0
+                for j in range(d):
+                    s += basis_t[a, j] * (w[j] - optimum[j])
+                p[a] = s
+                curved += s * s
+            flat = 0.0
+            for j in range(d):
+                v = w[j] - optimum[j]
+                for a in range(r):
+                    v -= basis_t[a, j] * p[a]
+                flat += v * v
+            out_train[rep, rec] = 0.5 * tr / n
+            out_held[rep, rec] = 0.5 * te / test_x.shape[0]
+            out_curved[rep, rec] = curved
+            out_flat[rep, rec] = flat
+            out_clipfrac[rep, rec] = n_clipped / bn if bn > 0 else np.nan
+            out_meanf[rep, rec] = sum_f / bn if bn > 0 else np.nan
+            rec += 1
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _run_ls(w0, features, targets, kept, row_norms, batch_size, poisson, lr_t, clip_t, nu_t, disp_step, disp_vec,
+            rec_flag, test_x, test_y, optimum, basis_t, states,
+            out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias):
+    for rep in prange(w0.shape[0]):
+        _ls_replica(rep, w0, features, targets, kept, row_norms, batch_size, poisson, lr_t, clip_t, nu_t,
+                    disp_step, disp_vec, rec_flag, test_x, test_y, optimum, basis_t, states, out_train,
+                    out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias)
 
 
 def simulate_least_squares(*, data: LeastSquaresData, optimizer: Optimizer, run, engine: str = "full",
