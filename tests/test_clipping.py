@@ -121,6 +121,17 @@ def test_clip_norm_identities(x, C):
     np.testing.assert_allclose(clip(y, clip_norm=C), y, rtol=1e-12, atol=1e-300)  # idempotent
 
 
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(vectors, clips, st.integers(-300, 300))
+def test_clip_homogeneity_over_the_float_range(x, C, k):
+    # clip_{tC}(t x) = t clip_C(x) for t > 0, also where ‖t x‖² overflows (t = 10^k, |k| ≤ 300)
+    x, t = np.asarray(x), 10.0**k
+    if not (np.all(np.isfinite(t * x)) and np.isfinite(t * C) and t * C > 0):
+        return
+    err = np.linalg.norm(clip(t * x, clip_norm=t * C) / t - clip(x, clip_norm=C))
+    assert err <= 1e-12 * min(np.linalg.norm(x), C) + 1e-300 / t  # normwise (entries may be subnormal)
+
+
 def test_clip_rows_zero_inf_scalar():
     x = np.array([[3.0, 4.0], [0.0, 0.0], [0.3, 0.4]])
     np.testing.assert_allclose(clip(x, clip_norm=1.0), [[0.6, 0.8], [0.0, 0.0], [0.3, 0.4]], rtol=1e-15)
