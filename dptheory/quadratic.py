@@ -139,9 +139,9 @@ def _check_steps(steps, name: str = "steps") -> np.ndarray:
     t = np.atleast_1d(np.asarray(steps, dtype=float))
     if t.ndim != 1 or t.size == 0:
         raise ValueError(f"{name} must be a non-negative integer or a 1-D sequence of them, got shape {t.shape}")
-    if not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(t != np.round(t)):
-        bad = t[~(np.isfinite(t) & (t >= 0) & (t == np.round(t)))][:3]
-        raise ValueError(f"{name} must be non-negative integers, got e.g. {bad.tolist()}")
+    if not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(t != np.round(t)) or np.any(t > 2.0**53):
+        bad = t[~(np.isfinite(t) & (t >= 0) & (t == np.round(t)) & (t <= 2.0**53))][:3]
+        raise ValueError(f"{name} must be non-negative integers <= 2**53, got e.g. {bad.tolist()}")
     return t
 
 

@@ -137,6 +137,7 @@ def switched_moments(
     """
     _check_pair(before, after)
     total = check_int("total_steps", total_steps, minimum=0)
+    _check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
     s = check_int("switch_step", switch_step, minimum=0)
     if s > total:
         raise ValueError(f"switch_step must be <= total_steps={total}, got {switch_step!r}")
@@ -192,6 +193,7 @@ def switched_final_loss(
         [0.003199, 0.003199]
     """
     total = check_int("total_steps", total_steps, minimum=0)
+    _check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
     s = check_int("switch_step", switch_step, minimum=0)
     curve = _sweep_losses(
         before, after, np.array([float(s)]), total, curvatures, init_error, init_flat_sq,
@@ -235,6 +237,7 @@ def switch_sweep(
         ([0.02632, 0.02312, 0.0], [0.0, 0.0032, 0.02632])
     """
     total = check_int("total_steps", total_steps, minimum=0)
+    _check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
     s = _check_steps(switch_steps, "switch_steps")
     common = (total, curvatures, init_error, init_flat_sq, flat_curvature, heldout_flat_curvature)
     fwd = _sweep_losses(before, after, s, *common)
@@ -263,7 +266,8 @@ def memory_horizon(*, dynamics: LinearDynamics, tolerance: float = 0.05, include
     loss is decided by the last h steps up to a factor ε of the earlier excess. Directions with
     a_i = 0 never forget: ``inf`` (flat directions count only with ``include_flat=True``, e.g. for a
     held-out loss that is curved there; a flat random walk remembers its whole history).
-    Returns h as a float (``inf`` possible; 1.0 where ρ = 0). Raises ``ValueError`` if η a_i ≥ 2.
+    Returns h as a float (``inf`` possible, also when h exceeds float range; 1.0 where ρ = 0).
+    Raises ``ValueError`` if η a_i ≥ 2.
     Reference: derived here, proved in proofs/switching_formula.py.
 
     Example:
@@ -289,7 +293,8 @@ def memory_horizon(*, dynamics: LinearDynamics, tolerance: float = 0.05, include
     h = 1.0 if lr2.size < log_r2.size else 0.0
     if lr2.size:
         log_eps = np.log(eps)
-        k = np.maximum(0.0, np.ceil(log_eps / lr2))
+        with np.errstate(over="ignore"):  # a horizon beyond float range comes back as inf
+            k = np.maximum(0.0, np.ceil(log_eps / lr2))
         k = np.where((k > 0) & ((k - 1) * lr2 <= log_eps), k - 1, k)  # guard the rounding of the
         k = np.where(k * lr2 > log_eps, k + 1, k)  # logarithms both ways (costs at most one step)
         h = max(h, float(k.max()))
