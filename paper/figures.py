@@ -84,6 +84,7 @@ def _plain_ticks(fig: Any) -> None:
 
 def _save(fig: Any, folder: Path, name: str, formats: tuple[str, ...]) -> list[Path]:
     _plain_ticks(fig)
+    fig.tight_layout()
     paths = []
     for ext in formats:
         if ext not in FORMATS:
@@ -185,11 +186,11 @@ def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[
 def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Final excess loss vs switch step, both directions: theory lines, simulation ± k SE."""
     folder = Path(folder)
-    metrics, _ = load(folder)
+    metrics, arrays = load(folder)
     k = float(metrics.get("k_se", 2.0))
     rows = _rows(metrics)
     try:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
         colors = ("tab:purple", "tab:brown")
         for c, name in zip(colors, metrics["directions"]):
             sel = [r for r in rows if r["direction"] == name]
@@ -206,6 +207,18 @@ def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Pa
         axes[1].set(yscale="log", xlabel="switch step s", ylabel="final held-out excess loss",
                     title="held-out (curved where training is flat)")
         axes[0].legend(fontsize=7)
+        for mode in metrics.get("curve_modes", []):
+            st = MODE_STYLE.get(mode, {"color": "k", "marker": "x", "label": mode})
+            theory = arrays[f"curve_theory_{mode}"]
+            sim, se = arrays[f"curve_sim_{mode}"], arrays[f"curve_sim_se_{mode}"]
+            axes[2].plot(np.arange(theory.size), theory, color=st["color"], lw=1.5, label=f"{st['label']} theory")
+            t = np.arange(1, sim.size + 1)
+            every = max(1, sim.size // 30)
+            axes[2].errorbar(t[::every], sim[::every], yerr=k * se[::every], fmt=st["marker"], color=st["color"],
+                             ms=3, capsize=1.5, ls="none", label=f"{st['label']} simulation")
+        axes[2].set(yscale="log", xlabel="step", ylabel="training excess loss", title="pure runs (no switch)")
+        if metrics.get("curve_modes"):
+            axes[2].legend(fontsize=7)
         return _save(fig, folder, "switch", formats)
     except (KeyError, TypeError, ValueError) as exc:
         plt.close("all")

@@ -18,7 +18,10 @@ dpsgd) — the *forward* sweep, e.g. SGD → DP-SGD — and the *reverse* sweep 
 * simulated (final loss averaged over ``--replicas`` independent replicas, ± k SE).
 
 The late phase decides if the forward curve stays near the second mode's loss until s is within a
-memory horizon (``dptheory.switching.memory_horizon`` of the second phase, printed) of T.
+memory horizon (``dptheory.switching.memory_horizon`` of the second phase, printed) of T. The two
+pure runs are also recorded at every step (mean-field curve beside the simulated mean ± k SE) to show
+the early phase: from a large initial error clipped DP-SGD moves ≈ ηC per step (slower), SGD
+geometrically.
 
 Example::
 
@@ -161,13 +164,28 @@ def run(config: SwitchConfig) -> dict[str, Any]:
                              "pred_mean_field": mf, "sim_loss": train, "pred_heldout_linear": float(pred_held),
                              "sim_heldout": held})
                 bar.update(note=f"{name} s={s}")
+    # The two pure runs as whole loss curves (claim 1's "slower early"): mean-field theory vs simulation.
+    from dptheory.clipped_dynamics import expected_loss_curve
+
+    curves: dict[str, np.ndarray] = {}
+    with Progress(total=2, label="switch curves", quiet=config.quiet) as bar:
+        for j, opt in enumerate((first, second)):
+            spec = RunSpec(steps=T, replicas=config.replicas, record_every=1, seed=_seed(config.seed, 9, j),
+                           init_error=config.init_error)
+            tr = simulate(basin=basin, optimizer=opt, run=spec, engine=config.engine)
+            curves[f"curve_sim_{opt.mode.value}"] = tr.train_loss.mean(axis=0)
+            curves[f"curve_sim_se_{opt.mode.value}"] = tr.train_loss.std(axis=0, ddof=1) / math.sqrt(config.replicas)
+            curves[f"curve_theory_{opt.mode.value}"] = np.asarray(
+                expected_loss_curve(basin=basin, optimizer=opt, steps=T, init_error=coord))
+            bar.update()
+    early = max(1, T // 10)
     metrics = {
-        "experiment": "switch", "k_se": config.k_se, "total_steps": T, "directions": [r["direction"] for r in rows[:: len(s_grid)]],
+        "experiment": "switch", "early_step": early, "curve_modes": [config.first, config.second], "k_se": config.k_se, "total_steps": T, "directions": [r["direction"] for r in rows[:: len(s_grid)]],
         "memory_horizon": horizons,
         "rows": [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in r.items()} for r in rows],
     }
     with result_folder(config.out) as folder:
-        write_results(folder, config=config, metrics=metrics, arrays={"switch_steps": s_grid})
+        write_results(folder, config=config, metrics=metrics, arrays={"switch_steps": s_grid, **curves})
         figures.switch(folder, formats=("png",))
     k = config.k_se
     header = ["direction", "switch step", "pred (linear)", "pred (mean-field)", f"sim ±{k:g}SE", "z (mean-field)",
@@ -178,6 +196,9 @@ def run(config: SwitchConfig) -> dict[str, Any]:
              f"{fmt(r['sim_heldout'].mean)} ± {fmt(k * r['sim_heldout'].se, 2)}"] for r in rows]
     print(table(body, header=header))
     print("memory horizon (steps, 5 %): " + ", ".join(f"{m} {fmt(h)}" for m, h in horizons.items()))
+    print(f"pure runs, loss at step {early} (theory / simulation): " + "; ".join(
+        f"{m} {fmt(curves[f'curve_theory_{m}'][early])} / {fmt(curves[f'curve_sim_{m}'][early - 1])}"
+        for m in (config.first, config.second)))
     print(f"results: {config.out}")
     return metrics
 
