@@ -213,3 +213,30 @@ def test_run_spec_validation_names_the_argument():
         simulate(basin=basin, optimizer=opt, run=RunSpec(steps=2), engine="gpu")
     with pytest.raises(ValueError, match="reduced"):
         simulate(basin=basin, optimizer=opt, run=RunSpec(steps=2), engine="reduced", mask=np.ones(5, bool))
+
+
+def test_lr_schedules_closed_forms():
+    from simulations.engine import lr_values
+
+    t = 1000
+    cos = lr_values(lr=0.4, steps=t, schedule="cosine")
+    assert cos[0] == 0.4 and cos[t // 2] == pytest.approx(0.2, rel=1e-12)
+    assert cos[t // 4] == pytest.approx(0.2 * (1 + math.cos(math.pi / 4)), rel=1e-12)
+    assert np.all(np.diff(cos) < 0)
+    step = lr_values(lr=0.4, steps=t, schedule="step")
+    assert set(step[: t // 2]) == {0.4}
+    np.testing.assert_allclose(step[t // 2: 3 * t // 4], 0.04, rtol=1e-15)
+    np.testing.assert_allclose(step[3 * t // 4:], 0.004, rtol=1e-15)
+    assert set(lr_values(lr=0.4, steps=7).tolist()) == {0.4}
+
+
+@pytest.mark.parametrize("engine", ["full", "reduced"])
+def test_switch_takes_effect_exactly_at_switch_step(engine):
+    """Steps t < t₀ run the first mode, t ≥ t₀ the second: record k holds step k's clip statistics."""
+    basin = Basin(dim=50, curvatures=(1.0,), sample_std=1.0)
+    opt = Optimizer(lr=0.1, batch_size=4, clip_norm=0.5, noise_multiplier=1.0, mode="sgd")
+    t0 = 6
+    tr = simulate(basin=basin, optimizer=opt, run=RunSpec(steps=10, replicas=2, switch_step=t0, switch_mode="dpsgd"),
+                  engine=engine)
+    np.testing.assert_array_equal(tr.steps, np.arange(1, 11))
+    assert np.all(tr.clip_fraction[:, :t0] == 0) and np.all(tr.clip_fraction[:, t0:] == 1)
