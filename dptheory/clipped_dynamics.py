@@ -24,7 +24,11 @@ mean square (γ is convex in m, so Jensen makes γ(√E m²) slightly too small 
 fraction of s√n; negligible when m² ≪ n s² or n large); (ii) the anisotropy of Cov[clip g] (along He
 versus across it), which vanishes for n ≫ 1; (iii) the non-Gaussianity of the clipped noise (a sum of
 B clipped vectors). tests/test_clipped_dynamics.py measures the total error against an exact Monte
-Carlo of the step (≤ 5 % from d = 1e2 to 1e4, unclipped to fully clipped, both spreads).
+Carlo of the step (≤ 5 % from d = 1e2 to 1e4, unclipped to fully clipped, both spreads, while the
+stationary state is not itself saturated). It FAILS when it is: if the stationary gradient norm m
+exceeds both C and s√n (large σ/B), the drift is ηC·He/‖He‖ and the closure underestimates the
+stationary loss by up to (r + 1)/r (exactly that in the deep-saturated, small-step limit);
+:func:`stationary_saturation` reports the indicator m²/(m² + n s²).
 
 ``spread="basin"`` with ``flat_curvature`` > 0: then He has a deterministic component λ_flat e_flat
 *outside* the r-dimensional support of ζ, so ‖g‖² = ‖λ e_curved + s ζ‖² + λ_flat² ‖e_flat‖² is not a
@@ -61,6 +65,7 @@ __all__ = [
     "stationary_excess_loss",
     "stationary_clip_fraction",
     "stationary_mean_clip_factor",
+    "stationary_saturation",
     "flat_error_sq",
     "heldout_excess_loss",
     "mean_field_trajectory",
@@ -384,6 +389,34 @@ def stationary_excess_loss(
     if lf > 0 and basin.flat_dim > 0:
         total += 0.5 * lf * basin.flat_dim * vf
     return float(total)
+
+
+def stationary_saturation(*, basin: Basin, optimizer: Optimizer, sampling: str = "fixed") -> float:
+    """Validity indicator of the mean-field closure: S = m² / (m² + n s²) at the stationary m.
+
+    S is the share of the per-sample gradient's mean square E‖g‖² = m² + n s² carried by the mean
+    gradient m = ‖He‖ (n = ``basin.noise_dim``, s = ``basin.sample_std``). The closure replaces
+    γ(m) by γ(√E m²); that is harmless while the clip factor hardly depends on m (S → 0: the per-sample
+    noise sets ‖g‖) and wrong by up to a factor (r + 1)/r on the stationary loss as S → 1 with
+    C ≪ m (the stationary state is itself saturated: drift ηC·He/‖He‖, radial law ∝ ρ^{r−1}e^{−ρ/θ},
+    E ρ² = r(r+1)θ² against the closure's r²θ²; proofs/clipped_stationary.py). Measured (r = 2,
+    tests/test_clipped_dynamics.py and the report): S ≈ 0.02 → model low by ≈ 1.5 %; S ≈ 0.8 → ≈ 40 %.
+    Irrelevant for unclipped modes (the model is exact there). Returns 0 when m = s = 0.
+    Reference: derived here.
+
+    Example:
+        >>> from dptheory.records import Basin, Optimizer
+        >>> b = Basin(dim=10_000, curvatures=(1.0, 0.5), sample_std=1.0)
+        >>> o = Optimizer(lr=1.0, batch_size=256, clip_norm=1.0, noise_multiplier=1.0)
+        >>> stationary_saturation(basin=b, optimizer=o) < 1e-3
+        True
+    """
+    basin, optimizer, poisson = _check(basin, optimizer, sampling)
+    m2 = _solve_m2(basin, optimizer, poisson)
+    if not math.isfinite(m2):
+        return 1.0
+    total = m2 + basin.noise_dim * basin.sample_std**2
+    return float(m2 / total) if total > 0 else 0.0
 
 
 def _mean_clip_factor(n: int, m: float, s: float, clip: float) -> float:
@@ -877,7 +910,8 @@ def dimension_scaling(
     ``stationary_loss`` (:func:`stationary_excess_loss`), ``stationary_loss_approx`` (its closed form),
     ``clip_fraction``, ``mean_clip_factor``, ``gamma`` (stationary γ), ``gradient_norm`` (stationary
     m), ``relaxation_steps`` = 1/(ηγλ_min) (e-folding time of a small displacement of the flattest
-    curved direction), ``flat_noise_var`` (τ_flat², the per-step flat random-walk variance / η²), and,
+    curved direction), ``flat_noise_var`` (τ_flat², the per-step flat random-walk variance / η²),
+    ``saturation`` (:func:`stationary_saturation`, the closure's validity indicator), and,
     if ``displacement`` is given, ``recovery_steps`` and ``recovery_ode_steps`` (:func:`recovery_time`).
     With ``spread="ambient"`` and C < s√d the stationary loss grows ∝ √d and γ ∝ 1/√d; with
     ``spread="basin"`` only the flat random walk depends on d. Reference: derived here.
@@ -895,7 +929,7 @@ def dimension_scaling(
     if grid.ndim != 1 or grid.size == 0:
         raise ValueError(f"dims must be a non-empty 1-D sequence of integers, got {dims!r}")
     keys = ["dim", "stationary_loss", "stationary_loss_approx", "clip_fraction", "mean_clip_factor", "gamma",
-            "gradient_norm", "relaxation_steps", "flat_noise_var"]
+            "gradient_norm", "relaxation_steps", "flat_noise_var", "saturation"]
     if displacement is not None:
         keys += ["recovery_steps", "recovery_ode_steps"]
     out: dict[str, list] = {k: [] for k in keys}
@@ -913,6 +947,7 @@ def dimension_scaling(
         out["gradient_norm"].append(math.sqrt(m2))
         out["relaxation_steps"].append(1.0 / (optimizer.lr * st.gamma * float(b.curvature_array.min())))
         out["flat_noise_var"].append(st.flat_add_var)
+        out["saturation"].append(m2 / (m2 + d_noise) if (d_noise := b.noise_dim * b.sample_std**2) + m2 > 0 else 0.0)
         if displacement is not None:
             rec = recovery_time(basin=b, optimizer=optimizer, displacement=displacement, direction=direction,
                                 threshold=threshold, sampling=sampling)

@@ -44,6 +44,8 @@ MODEL_TOL = 0.05  # stated accuracy of the mean-field model
 def simulate(basin, opt, *, reps, burn, steps, seed, init=None, poisson=False, record=None, full=False):
     """Exact MC of the clipped step. Returns (mean, se, clip fraction, its se) of the time-averaged loss.
 
+    The mean clip factor E min(1, C/‖g‖) and its SE are left in ``simulate.last_factor``.
+
     ``record``: list of step indices at which to return the replica-mean loss and its SE instead.
     ``full``: simulate all d coordinates explicitly (ambient spread only) instead of the χ² reduction.
     """
@@ -61,6 +63,7 @@ def simulate(basin, opt, *, reps, burn, steps, seed, init=None, poisson=False, r
     bmax = int(b + 8 * math.sqrt(b) + 8) if poisson else b
     acc = np.zeros(reps)
     clip_acc = np.zeros(reps)
+    factor_acc = np.zeros(reps)
     rec = {}
     for t in range(burn + steps + 1):
         if record is not None and t in record:
@@ -81,14 +84,17 @@ def simulate(basin, opt, *, reps, burn, steps, seed, init=None, poisson=False, r
             clipped = ((phi < 1) & (phi > 0)).sum(1) / np.maximum(nb, 1)
         else:
             clipped = (phi < 1).mean(1)
+        factor = phi.mean(1)
         upd = np.einsum("rb,rbi->ri", phi, g) + nu * rng.standard_normal((reps, width))
         e -= eta / b * upd
         if t >= burn:
             acc += 0.5 * (lam * e[:, :r] ** 2).sum(1)
             clip_acc += clipped
+            factor_acc += factor
     if record is not None:
         return rec
-    est, cf = acc / steps, clip_acc / steps
+    est, cf, fac = acc / steps, clip_acc / steps, factor_acc / steps
+    simulate.last_factor = (fac.mean(), fac.std(ddof=1) / math.sqrt(reps))
     return est.mean(), est.std(ddof=1) / math.sqrt(reps), cf.mean(), cf.std(ddof=1) / math.sqrt(reps)
 
 
@@ -127,8 +133,13 @@ def test_stationary_loss_and_clip_fraction_match_monte_carlo(spread, d, regime):
     seed = 1000 * d + 10 * ["none", "part", "full"].index(regime) + (spread == "basin")
     mean, se, cf, cf_se = simulate(basin, opt, reps=256, burn=int(8 * relax), steps=int(120 * relax), seed=seed)
     _assert_model(mean, se, pred, f"{spread} d={d} {regime}")
-    # clip fraction: model uses the rms gradient norm; allow 0.02 absolute plus K SE
+    # clip fraction and mean clip factor: model uses the rms gradient norm; allow 0.02 absolute plus K SE
     assert abs(cf - frac) <= 0.02 + K_SE * cf_se, (cf, frac)
+    fac, fac_se = simulate.last_factor
+    pred_fac = cd.stationary_mean_clip_factor(basin=basin, optimizer=opt)
+    assert abs(fac - pred_fac) <= 0.02 * pred_fac + K_SE * fac_se, (fac, pred_fac)
+    # the grid stays where the closure is claimed valid (the stationary state is not saturated)
+    assert cd.stationary_saturation(basin=basin, optimizer=opt) < 0.05
     expected_frac = {"none": 0.0, "part": 0.5, "full": 1.0}[regime]
     assert abs(frac - expected_frac) < 0.2  # the grid really spans clip fractions 0 … 1
 
@@ -196,6 +207,7 @@ def test_mean_field_breaks_down_in_saturated_stationary_state_by_factor_r_plus_1
     theta = opt.lr * opt.noise_std**2 / (2 * opt.clip_norm * opt.batch_size**2)
     pred = cd.stationary_excess_loss(basin=basin, optimizer=opt)
     assert pred == pytest.approx(0.5 * r * r * theta**2, rel=0.02)  # the closure's r²θ²
+    assert cd.stationary_saturation(basin=basin, optimizer=opt) == 1.0  # s = 0: fully saturated
     relax = r * theta / (opt.lr * opt.clip_norm)
     mean, se, _, _ = simulate(basin, opt, reps=128, burn=int(10 * relax), steps=int(60 * relax), seed=5)
     exact_cont = 0.5 * r * (r + 1) * theta**2
