@@ -40,9 +40,9 @@ isotropy z_{j+1} = (n_1, rest) with n_1 ~ N(0, 1) and ‖rest‖² ~ χ²_{n−1
     ‖S_{j+1}‖² = (‖S_j‖ + w n_1)² + w² χ²_{n−1},   w = c_{j+1} s_f,
 
 exact because c_{j+1} depends on z_{j+1} only through ‖z_{j+1}‖², which is known before w is
-needed. Start: ‖S_0‖² = ν² χ²_n (the DP noise). Each sample costs 2 Gaussians and 1 chi-square
-instead of m Gaussians. (This is the Bartlett decomposition of the Wishart Gram matrix of
-(z_0, …, z_B) — row j of the Bartlett factor A has A_jj² ~ χ²_{n−j} — evaluated lazily: only the
+needed. Start: ‖S_0‖² = ν² χ²_n (the DP noise). The flat part of each sample costs 2 Gaussians
+(a_i, n_1) and 1 chi-square instead of m Gaussians; the curved part r Gaussians, as in the full
+kernel. (This is the Bartlett decomposition of the Wishart Gram matrix of (z_0, …, z_B) — row j of the Bartlett factor A has A_jj² ~ χ²_{n−j} — evaluated lazily: only the
 projection on the running sum is ever needed.) Degenerate sizes are exact too: χ²_q with q ≤ 0 is 0
 and a coordinate that does not exist (n < 1) is 0.
 
@@ -59,7 +59,7 @@ insensitive to it at that scale. The chi-square sampler is Marsaglia–Tsang (20
 cancellation-free form: with a = q/2, δ = a − 1/3, y = x/√(9δ), v − 1 = 3y + 3y² + y³ =: w,
 the acceptance test uses δ (log1p(w) − w) (no difference of two ~δ-sized numbers) and the sample is
 returned as χ² − q = 2δw − 2/3 before q is added back, so no draw loses precision to cancellation
-(a textbook implementation computes δ − δv + δ log v, whose terms are ~1e11 at q = 1e12).
+(a textbook implementation computes δ − δv + δ log v, whose terms are ~5e11 at q = 1e12).
 """
 
 from __future__ import annotations
