@@ -42,8 +42,9 @@ isotropy z_{j+1} = (n_1, rest) with n_1 ~ N(0, 1) and ‖rest‖² ~ χ²_{n−1
 exact because c_{j+1} depends on z_{j+1} only through ‖z_{j+1}‖², which is known before w is
 needed. Start: ‖S_0‖² = ν² χ²_n (the DP noise). The flat part of each sample costs 2 Gaussians
 (a_i, n_1) and 1 chi-square instead of m Gaussians; the curved part r Gaussians, as in the full
-kernel. (This is the Bartlett decomposition of the Wishart Gram matrix of (z_0, …, z_B) — row j of the Bartlett factor A has A_jj² ~ χ²_{n−j} — evaluated lazily: only the
-projection on the running sum is ever needed.) Degenerate sizes are exact too: χ²_q with q ≤ 0 is 0
+kernel. (This is the Bartlett decomposition of the Wishart Gram matrix of (z_0, …, z_B) — row j
+of the Bartlett factor A has A_jj² ~ χ²_{n−j} — evaluated lazily: only the projection on the
+running sum is ever needed.) Degenerate sizes are exact too: χ²_q with q ≤ 0 is 0
 and a coordinate that does not exist (n < 1) is 0.
 
 **4. Clip-bias norm** (recorded steps only). ‖(1/B) Σ_i (c_i − 1) g_i‖ needs a second running sum
