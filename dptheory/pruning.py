@@ -220,7 +220,8 @@ def noisy_mask(
     else:
         eps = check_positive("epsilon", epsilon)
         dl = "?" if delta is None else f"{check_nonnegative('delta', delta):g}"
-        label = f"noisy estimate of w*: private only if a DP release; compose its (epsilon={eps:g}, delta={dl}) with training"
+        label = (f"noisy estimate of w*: private only if a DP release; compose its (epsilon={eps:g}, delta={dl}) "
+                 "with training")
     return Mask(magnitude_mask(reference=est, keep=keep), label)
 
 
@@ -245,7 +246,9 @@ def _problem(curvatures: Any, basis: Any, optimum: Any, mask: Any):
         raise ValueError(f"curvatures must be a non-empty 1-D array of finite values > 0, got {curvatures!r}")
     u = np.asarray(basis, dtype=float)
     if u.ndim != 2 or u.shape[1] != lam.size or not np.all(np.isfinite(u)):
-        raise ValueError(f"basis must be a finite d×r array with r = len(curvatures) = {lam.size}, got shape {u.shape}")
+        raise ValueError(
+            f"basis must be a finite d×r array with r = len(curvatures) = {lam.size}, got shape {u.shape}"
+        )
     d = u.shape[0]
     if not np.allclose(u.T @ u, np.eye(lam.size), atol=1e-8):
         raise ValueError("basis must have orthonormal columns (Uᵀ U = I)")
@@ -341,7 +344,8 @@ def pruned_excess_loss(
 ) -> PrunedLoss:
     """Stationary excess loss of DP-SGD on the pruned problem: bias + restricted stationary loss.
 
-        E L∞ = ½ w*_Pᵀ (H_PP − H_PK H_KK⁺ H_KP) w*_P  +  L∞(restricted)  [+ ½ κ ‖(I − UUᵀ) e_opt‖²],
+        E L∞ = ½ w*_Pᵀ (H_PP − H_PK H_KK⁺ H_KP) w*_P  +  L∞(restricted)
+               [+ ½ κ ‖(I − UUᵀ) e_opt‖²  held-out only],
 
     an exact split (proofs/pruning_decomposition.py). The restricted problem is a quadratic in the k
     kept coordinates with Hessian H_KK (curvatures :func:`restricted_curvatures`, rank r_K ≤ min(r, k))
@@ -532,7 +536,8 @@ def pruning_helps(
     bias(k) < η C s σ² (r√d − r_K √k)/(4B²) (when σ²k ≫ B). Keeping the clip noise C²/(kB) per
     coordinate, L∞^{(k)} ≈ r_K η C s (1/(√k B) + σ²√k/B²)/4 is minimal at k* = B/σ²: pruning below
     ≈ B/σ² kept weights raises the error again even with zero bias. The pruned weights must carry
-    little of w* *in the curved directions* — true when the basin is low-dimensional and aligned with the large weights.
+    little of w* *in the curved directions* — true when the basin is low-dimensional and aligned with
+    the large weights.
     Caveat (finding): for the stationary *training* loss a rotated basin is no obstacle, since any
     k ≥ r generic kept weights compensate exactly inside the r curved directions (bias 0); the
     alignment condition reappears in the held-out loss (``heldout_flat_curvature`` κ > 0: the

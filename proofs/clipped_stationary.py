@@ -16,7 +16,8 @@ from __future__ import annotations
 import sympy as sp
 
 STATEMENT = (
-    "v* = ηq/(a(2 − ηa(1+κ))) solves v = [(1−ηa)² + η²κa²]v + η²q; ½λv* = ηq/(2γ(2−ηγλ)) (κ=0); "
+    "v* = ηq/(a(2 − ηa(1+κ))) solves v = [(1−ηa)² + η²κa²]v + η²q; "
+    "½λv* = ηq/(2γ(2−ηγλ)) (κ=0); "
     "Poisson: Var(Σ_{j≤N} X_j)/B² = Var X/B + (E X)²/B; fully clipped DP limit r η C s √n σ²/(4B²); "
     "saturated stationary E ρ² = r(r+1)θ² vs mean-field r²θ²  [clipped_dynamics.stationary_excess_loss]"
 )
