@@ -240,3 +240,22 @@ def test_switch_takes_effect_exactly_at_switch_step(engine):
                   engine=engine)
     np.testing.assert_array_equal(tr.steps, np.arange(1, 11))
     assert np.all(tr.clip_fraction[:, :t0] == 0) and np.all(tr.clip_fraction[:, t0:] == 1)
+
+
+@pytest.mark.parametrize("engine,mode,spread", [("reduced", "noise", "ambient"), ("full", "sgd", "basin")])
+def test_losses_match_dptheory_quadratic_expected_loss(engine, mode, spread):
+    """Cross-check with engineer B's exact theory (dptheory.quadratic.expected_loss) for unclipped
+    fixed-batch steps: E L(t) and E L_test(t) within K_SE standard errors of the replica means."""
+    quadratic = pytest.importorskip("dptheory.quadratic")
+    basin = Basin(dim=40, curvatures=(1.5, 0.6, 0.2), sample_std=0.7, spread=spread, flat_curvature=0.05,
+                  heldout_flat_curvature=0.5)
+    opt = Optimizer(lr=0.25, batch_size=5, clip_norm=1.0, noise_multiplier=2.0, mode=mode)
+    run = RunSpec(steps=60, replicas=400, record_every=15, seed=21, init_error=3.0, init_flat_sq=2.0)
+    tr = simulate(basin=basin, optimizer=opt, run=run, engine=engine)
+    curve = quadratic.expected_loss(
+        dynamics=quadratic.noise_only_dynamics(basin=basin, optimizer=opt), curvatures=basin.curvatures,
+        init_error=run.init_error / math.sqrt(basin.rank), steps=tr.steps, init_flat_sq=run.init_flat_sq,
+        flat_curvature=basin.flat_curvature, heldout_flat_curvature=basin.heldout_flat_curvature)
+    for sim, theory in ((tr.train_loss, curve.train), (tr.heldout_loss, curve.test)):
+        se = sim.std(axis=0, ddof=1) / math.sqrt(run.replicas)
+        assert np.all(np.abs(sim.mean(axis=0) - theory) <= K_SE * se), (sim.mean(axis=0), theory, se)
