@@ -21,10 +21,43 @@ With the defaults the per-sample gradient norm s√d grows from 1 (d = 100, C = 
 100 (d = 10⁶: every sample clipped), so DP-SGD's shrinkage γ ≈ C/(s√d) falls and its stationary
 loss ≈ r η C s √d σ²/(4B²) grows like √d, while SGD and noise-only stay flat in d.
 
-Example (a real invocation; the table is printed to stdout, the folder holds config.json,
-metrics.json, metrics.npz, env.json and basin_dim.png)::
+Example (a real run at the defaults; the table goes to stdout, the folder gets config.json,
+metrics.json, metrics.npz, env.json and basin_dim.png; 7.5–17 s of CPU time, 22–40 s wall, measured on
+the shared 2-core machine under a load average of ~7 — see benchmarks/bench_simulations.py)::
 
-    python -m simulations.basin_dim --d 1e6 --rank 100
+    $ python -m simulations.basin_dim --d 1e6 --rank 100 --quiet
+          d   mode  clip frac (pred)  clip frac (sim ±2SE)  loss pred        loss sim ±2SE     z  recov pred   recov sim ±2SE  flat err² pred  flat err² sim  held-out pred  held-out sim
+    -------  -----  ----------------  --------------------  ---------  -------------------  ----  ----------  ---------------  --------------  -------------  -------------  ------------
+        100    sgd                 0                 0 ± 0    0.02083    0.02009 ± 6.9e-04  -2.2       0.938  0.938 ± 5.1e-04               0              0         0.0208        0.0206
+        100   clip          5.22e-35                 0 ± 0    0.02083    0.02127 ± 6.3e-04  +1.4        4.38     4.38 ± 0.011               0              0         0.0208        0.0213
+        100  noise                 0                 0 ± 0     0.5417       0.5354 ± 0.021  -0.6       0.938   0.939 ± 0.0027               0              0          0.542         0.539
+        100  dpsgd          2.09e-10                 0 ± 0     0.5417       0.5509 ± 0.014  +1.3        4.59      4.63 ± 0.05               0              0          0.542         0.551
+        464    sgd                 0                 0 ± 0    0.02083    0.02077 ± 8.3e-04  -0.2       0.938  0.937 ± 6.2e-04            1.89           1.87         0.0218        0.0211
+        464   clip             0.989       0.9906 ± 0.0058    0.01835    0.01813 ± 5.4e-04  -0.8        4.56    4.56 ± 0.0097            1.62           1.64         0.0192        0.0186
+        464  noise                 0                 0 ± 0     0.5417       0.5323 ± 0.014  -1.3       0.938   0.939 ± 0.0019            49.2           48.7          0.566         0.542
+        464  dpsgd                 1                 1 ± 0      0.579       0.5855 ± 0.013  +1.0        4.76      4.68 ± 0.11            48.6           48.9          0.603         0.576
+       2154    sgd                 0                 0 ± 0    0.02083    0.02071 ± 5.1e-04  -0.5       0.938  0.938 ± 4.8e-04            10.7           10.8         0.0262        0.0256
+       2154   clip                 1                 1 ± 0   0.006507   0.006557 ± 1.6e-04  +0.6        5.31    5.31 ± 0.0076            4.88            4.9        0.00895       0.00849
+       2154  noise                 0                 0 ± 0     0.5417       0.5429 ± 0.018  +0.1       0.938   0.936 ± 0.0047             278            279          0.681          0.64
+       2154  dpsgd                 1                 1 ± 0     0.9113       0.8806 ± 0.026  -2.4        5.55      5.52 ± 0.17             682            675           1.25          1.17
+      10000    sgd                 0                 0 ± 0    0.02083     0.0207 ± 5.7e-04  -0.5       0.938  0.938 ± 2.9e-04            51.5           51.6         0.0466        0.0453
+      10000   clip                 1                 1 ± 0   0.002717   0.002741 ± 9.6e-05  +0.5        8.03    8.03 ± 0.0084              12           11.9        0.00874       0.00878
+      10000  noise                 0                 0 ± 0     0.5417        0.5201 ± 0.02  -2.1       0.938   0.939 ± 0.0034        1.34e+03       1.33e+03           1.21          1.16
+      10000  dpsgd                 1                 1 ± 0      1.728        1.726 ± 0.059  -0.1        8.29      8.24 ± 0.35        7.63e+03       7.61e+03           5.55          5.43
+      46416    sgd                 0                 0 ± 0    0.02083    0.02088 ± 6.6e-04  +0.1       0.938  0.937 ± 6.1e-04             241            240          0.141         0.141
+      46416   clip                 1                 1 ± 0   0.001205   0.001222 ± 3.3e-05  +1.0        15.6    15.6 ± 0.0085              27           26.9         0.0147        0.0146
+      46416  noise                 0                 0 ± 0     0.5417       0.5417 ± 0.016  +0.0       0.938   0.937 ± 0.0028        6.26e+03       6.29e+03           3.67          3.67
+      46416  dpsgd                 1                 1 ± 0      3.523         3.449 ± 0.11  -1.4        15.8      15.2 ± 0.76        7.92e+04       7.93e+04           43.1          43.2
+     215443    sgd                 0                 0 ± 0    0.02083     0.0207 ± 8.2e-04  -0.3       0.938  0.937 ± 3.5e-04        1.12e+03       1.12e+03          0.581          0.58
+     215443   clip                 1                 1 ± 0  5.481e-04  5.490e-04 ± 1.4e-05  +0.1        33.1     33.1 ± 0.017            59.5           59.5         0.0303        0.0303
+     215443  noise                 0                 0 ± 0     0.5417       0.5328 ± 0.013  -1.4       0.938   0.939 ± 0.0027        2.91e+04       2.91e+04           15.1          15.1
+     215443  dpsgd                 1                 1 ± 0      7.405         7.277 ± 0.25  -1.0        33.4       33.2 ± 3.1        8.03e+05       8.02e+05            409           408
+    1000000    sgd                 0                 0 ± 0    0.02083    0.02015 ± 6.8e-04  -2.0       0.938  0.938 ± 6.5e-04         5.2e+03        5.2e+03           2.62          2.62
+    1000000   clip                 1                 1 ± 0  2.520e-04  2.514e-04 ± 5.8e-06  -0.2        71.5     71.5 ± 0.043             129            129         0.0647        0.0647
+    1000000  noise                 0                 0 ± 0     0.5417       0.5366 ± 0.015  -0.7       0.938   0.939 ± 0.0028        1.35e+05       1.35e+05           68.1          68.1
+    1000000  dpsgd                 1                 1 ± 0      15.78         15.63 ± 0.47  -0.6        71.8       66.8 ± 8.9        8.08e+06       8.08e+06       4.06e+03      4.06e+03
+    stationary loss within ±2 SE of the prediction: 24 of 28 rows (an exact theory would leave ≈ 1.8 outside by chance: Student t, SE from 16 batch means)
+    results: results/basin_dim
 """
 
 from __future__ import annotations
@@ -221,6 +254,7 @@ def _pack(rows: list[dict[str, Any]], config: BasinDimConfig) -> tuple[dict[str,
         "experiment": "basin_dim", "k_se": k, "dims": config.dims(), "modes": [m.value for m in MODES],
         "rows": metrics_rows,
         "loss_within_ci": all(abs(r["sim_loss"].mean - r["pred_loss"]) <= k * r["sim_loss"].se for r in rows),
+        "loss_rows_within_ci": sum(abs(r["sim_loss"].mean - r["pred_loss"]) <= k * r["sim_loss"].se for r in rows),
     }
     return summary, arrays
 
@@ -262,8 +296,21 @@ def run(config: BasinDimConfig) -> dict[str, Any]:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
         figures.basin_dim(folder, formats=("png",))
     print(format_rows(rows, k=config.k_se))
+    k = config.k_se
+    expected_out = sum(_outside(k, r["sim_loss"].n - 1) for r in rows)
+    print(f"stationary loss within ±{k:g} SE of the prediction: {metrics['loss_rows_within_ci']} of {len(rows)} rows "
+          f"(an exact theory would leave ≈ {expected_out:.1f} outside by chance: Student t, SE from "
+          f"{rows[0]['sim_loss'].n} batch means)")
     print(f"results: {config.out}")
     return metrics
+
+
+def _outside(k: float, dof: int) -> float:
+    """P(|T| > k), T ~ Student t with ``dof`` degrees of freedom (an estimated SE): the expected
+    fraction of rows outside ±k SE when the theory is exact."""
+    from scipy import stats
+
+    return float(2.0 * stats.t.sf(k, max(dof, 1)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,9 +22,24 @@ Unclipped GD recovers exponentially at rate ηλ whatever d is; with clipping th
 γλ with γ ≈ C/(s√d), so recovery slows by ~√d — and far from the optimum (‖Hδ‖ ≫ C) the clipped
 step has constant length ηC, so recovery there is linear in ‖δ‖ rather than logarithmic.
 
-Example::
+Example (a real run at the defaults)::
 
-    python -m simulations.recovery --d 1e6 --rank 100 --points 3
+    $ python -m simulations.recovery --quiet
+          d   mode  γλ_min  L_stat pred      L_stat sim ±2SE  recovery pred  recovery sim ±2SE  max|z| curve
+    -------  -----  ------  -----------  -------------------  -------------  -----------------  ------------
+        100    sgd       1     0.005208   0.005181 ± 1.2e-04            1.8       1.8 ± 0.0017           1.7
+        100   clip       1     0.005208   0.005253 ± 1.0e-04          6.934      6.931 ± 0.005           2.5
+        100  noise       1      0.07031     0.06945 ± 0.0016            1.8     1.797 ± 0.0058           1.7
+        100  dpsgd       1      0.07031     0.07022 ± 0.0014          6.977       6.94 ± 0.037           2.6
+      10000    sgd       1     0.005208   0.005188 ± 1.1e-04            1.8     1.799 ± 0.0016           1.9
+      10000   clip     0.2    8.224e-04  8.194e-04 ± 1.6e-05          13.11      13.1 ± 0.0056           3.7
+      10000  noise       1      0.07031     0.07029 ± 0.0013            1.8     1.801 ± 0.0045           2.1
+      10000  dpsgd   0.199       0.2584      0.2574 ± 0.0054          13.17        13.27 ± 0.1           3.5
+    1000000    sgd       1     0.005208   0.005188 ± 1.2e-04            1.8     1.799 ± 0.0015           2.3
+    1000000   clip    0.02    7.852e-05  7.923e-05 ± 1.4e-06          114.8      114.8 ± 0.013           2.6
+    1000000  noise       1      0.07031     0.06999 ± 0.0012            1.8       1.8 ± 0.0051           3.4
+    1000000  dpsgd    0.02        2.454        2.429 ± 0.051          114.8        114.4 ± 2.7           5.0
+    results: results/recovery
 """
 
 from __future__ import annotations
