@@ -57,7 +57,7 @@ dyn_strategy = st.builds(
 # T1: identities
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(dyn=dyn_strategy, total=st.integers(0, 300), frac=st.floats(0, 1), e0=st.floats(-3, 3))
 def test_identical_phases_are_one_phase(dyn, total, frac, e0):
     s = int(round(frac * total))
@@ -69,7 +69,7 @@ def test_identical_phases_are_one_phase(dyn, total, frac, e0):
     np.testing.assert_allclose(m.flat_sq, ref.flat_sq, rtol=1e-10)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(before=dyn_strategy, after=dyn_strategy, total=st.integers(0, 200))
 def test_switch_at_the_ends_is_a_single_phase(before, after, total):
     if len(before.drift) != len(after.drift) or before.flat_dim != after.flat_dim:
@@ -156,7 +156,7 @@ def test_switch_on_the_actual_dp_step(order):
 # T2, T3: theorems
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(dyn=dyn_strategy, scale=st.floats(1.0, 20.0), total=st.integers(1, 150), e0=st.floats(-3, 3))
 def test_monotone_in_switch_step_when_only_noise_differs(dyn, scale, total, e0):
     quiet = dyn
@@ -181,7 +181,7 @@ def test_monotonicity_needs_equal_drift():
     assert np.any(np.diff(sw.forward_train) > 0) and sw.forward_train.argmin() < 100
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(before=dyn_strategy, after=dyn_strategy, eps=st.floats(1e-6, 0.5), extra=st.integers(0, 50),
        e0=st.floats(-3, 3))
 def test_memory_horizon_forgets_the_early_phase(before, after, eps, extra, e0):
@@ -202,7 +202,8 @@ def test_memory_horizon_forgets_the_early_phase(before, after, eps, extra, e0):
     # minimality: one step fewer leaves more than ε of the slowest direction's state
     x = after.lr * np.asarray(after.drift)
     if h > 1:  # (h = 1: zero steps leave all of it, ρ⁰ = 1 > ε)
-        assert (h - 1) * np.max(np.log1p(-x * (2 - x))) > math.log(eps)
+        with np.errstate(divide="ignore"):  # log ρ² = −inf where ρ = 0
+            assert (h - 1) * np.max(np.log1p(-x * (2 - x))) > math.log(eps)
 
 
 def test_memory_horizon_values_and_flat_directions():
