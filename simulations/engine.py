@@ -188,21 +188,23 @@ def _curved_direction(basin: Basin, basis) -> np.ndarray:
 
 
 def _initial_errors(basin: Basin, run: RunSpec, basis, seeds, optimum, init_weights, mask) -> np.ndarray:
+    """(R, d) initial errors, or (1, d) when every replica starts from the same point."""
     d = basin.dim
-    e0 = np.empty((run.replicas, d))
     if init_weights is not None:
-        e0[:] = np.asarray(init_weights, dtype=float) - optimum
+        e0 = (np.asarray(init_weights, dtype=float) - optimum)[None, :].copy()
     else:
         base = run.init_error * _curved_direction(basin, basis)
-        for rep in range(run.replicas):
-            e0[rep] = base
-            if run.init_flat_sq > 0:
+        if run.init_flat_sq > 0:
+            e0 = np.empty((run.replicas, d))
+            for rep in range(run.replicas):
                 u = np.random.default_rng(seeds[rep][2]).standard_normal(d)
                 if basis is None:
                     u[: basin.rank] = 0.0
                 else:
                     u -= basis @ (basis.T @ u)
-                e0[rep] += math.sqrt(run.init_flat_sq) * u / np.linalg.norm(u)
+                e0[rep] = base + math.sqrt(run.init_flat_sq) * u / np.linalg.norm(u)
+        else:
+            e0 = base[None, :].copy()
     if mask is not None:
         e0[:, ~mask] = -optimum[~mask]
     return e0

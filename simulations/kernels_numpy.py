@@ -68,7 +68,7 @@ def run_streaming(e0, *, curvatures, flat_curvature, basis, mask, sample_std, ba
     (R, n_records) arrays with the keys of ``simulations.engine.Trace``.
     """
     lam = np.asarray(curvatures, dtype=float)
-    n_rep, d = e0.shape
+    n_rep, d = len(seeds), e0.shape[1]
     r = lam.shape[0]
     v = np.eye(d, r) if basis is None else np.asarray(basis, dtype=float)
     n_rec = int(np.sum(rec_flag))
@@ -77,7 +77,7 @@ def run_streaming(e0, *, curvatures, flat_curvature, basis, mask, sample_std, ba
     out = {key: np.empty((n_rep, n_rec)) for key in keys}
     for rep in range(n_rep):
         rng = np.random.default_rng(seeds[rep])
-        e = np.array(e0[rep], dtype=float)
+        e = np.array(e0[min(rep, len(e0) - 1)], dtype=float)
         rec = 0
         for t in range(len(lr_t)):
             if t == disp_step:
