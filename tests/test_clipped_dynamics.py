@@ -269,6 +269,20 @@ def test_loss_curve_from_saturated_start_matches_monte_carlo():
     assert curve[0] == pytest.approx(0.5 * (1.0 * 900 + 0.5 * 900))
 
 
+def test_deep_saturated_transient_matches_monte_carlo():
+    # ‖He(0)‖ ≈ 17 ≫ max(C, s√n) = 1: the normalised-GD phase (claims 1–2), then the linear phase
+    basin = Basin(dim=100, curvatures=(1.0, 0.5), sample_std=0.1)
+    opt = Optimizer(lr=0.1, batch_size=16, clip_norm=0.5, noise_multiplier=1.0)
+    e0 = np.array([15.0, 15.0])
+    times = [100, 300, 500]
+    curve = cd.expected_loss_curve(basin=basin, optimizer=opt, steps=500, init_error=e0)
+    rec = simulate(basin, opt, reps=128, burn=0, steps=500, seed=3, init=e0, record=set(times))
+    for t in times:
+        mean, se = rec[t]
+        assert abs(mean - curve[t]) <= MODEL_TOL * curve[t] + K_SE * se, (t, mean, se, curve[t])
+    assert curve[500] < 1e-3 * curve[100]  # saturated → linear phase within the window
+
+
 def test_deterministic_limit_is_clipped_gradient_descent_exactly():
     # s = 0 and σ = 0: the mean-field recursion carries no approximation at all.
     basin = Basin(dim=5, curvatures=(2.0, 1.0, 0.5), sample_std=0.0)
