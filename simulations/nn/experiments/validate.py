@@ -176,16 +176,18 @@ def data_seed(seed: int) -> int:
 def attach_measurements(config: ValidateConfig, results: list[dict], *, quiet: bool = True) -> None:
     """Measure every SGD-trained network (in place: ``r["measured"]``) and drop the model objects."""
     from simulations._cli import Progress
+    from simulations.nn.experiments._common import torch_threads
 
     sgd_runs = [r for r in results if r["tags"]["mode"] == "sgd"]
-    with Progress(total=len(sgd_runs), label="measure", quiet=quiet, min_seconds=0.0) as bar:
+    with torch_threads(config.threads), \
+            Progress(total=len(sgd_runs), label="measure", quiet=quiet, min_seconds=0.0) as bar:
         for r in sgd_runs:
             model, masks = trained_model(r["result"])
             x, y = measurement_batch(config, r["tags"]["seed"])
             device = next(model.parameters()).device
             r["measured"] = measure(model, x.to(device), y.to(device), masks=masks, hessian_k=config.hessian_k,
                                     seed=r["tags"]["seed"])
-            bar.update()
+            bar.update(note=f"width={r['tags']['width']} sparsity={r['tags']['sparsity']} d={r['measured']['dim']}")
     for r in results:
         r["result"].pop("model", None)
 
@@ -261,6 +263,10 @@ def run(config: ValidateConfig) -> dict:
 
     results = Sweep.of("validate", config).run(jobs(config), keep_model=lambda tags: tags["mode"] == "sgd")
     attach_measurements(config, results, quiet=config.quiet)
+    if not config.quiet:
+        import sys
+
+        sys.stderr.write("validate: measurements done\n")
     metrics = analyse(config, results)
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics)

@@ -1,0 +1,187 @@
+"""One prepared script for a GPU session: the larger versions of the claim experiments, time-guarded.
+
+    python -m simulations.nn.gpu_validate --out results/nn/gpu            # on one GPU, ≤ ~8 minutes
+    python -m simulations.nn.gpu_validate --out /tmp/gpu-small --small    # CPU smoke test, < 1 minute
+
+Stages run in priority order, each a sweep of ``simulations.nn.train.train`` runs analysed by the
+same code as the CLI experiments (``simulations.nn.experiments``):
+
+1. ``width``    — MLP widths 16…2048 (d from ~1.6·10³ to ~4.3·10⁶) on mnist1d, fixed ε and fixed σ;
+2. ``prune``    — sparsity sweep (0, 90 %, 99 %) of a width-1024 MLP, all three mask sources;
+3. ``ablate``   — the four modes + noise burst with the GroupNorm CNN on mnist1d;
+4. ``wrn``      — SGD vs DP-SGD with GroupNorm WRN-16-1 and WRN-16-4 (d ≈ 2.7·10⁶) on the 8×8 digits;
+5. ``switch``   — switch-epoch sweep, both directions, width-512 MLP;
+6. ``validate`` — theory (``dptheory.clipped_dynamics``) vs measured excess loss.
+
+All on mnist1d / digits (generated or embedded: the GPU machine needs no downloads), 15 epochs,
+3 seeds. The stage sizes are estimates (no GPU was available when this was written): the first
+GPU session should read ``manifest.json`` and adjust.
+
+Time guard: before every training run the remaining budget (``--budget-s``, default 450 s) is
+checked; when it is spent the current stage stops, its completed runs are written to
+``<out>/<stage>.partial.json`` and later stages are skipped. ``<out>/manifest.json`` always records
+which stages finished, which were cut and why, the device, and the wall time of each stage. A stage
+that fails for another reason is recorded with its error and the script moves on: a GPU session
+gets whatever could be measured. Exit status 0 if at least one stage completed, else 1.
+Device: ``--device auto`` (default) uses CUDA when available, else CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from simulations._results import to_jsonable, write_json
+from simulations.nn.experiments import _common
+
+
+class TimeUp(Exception):
+    """The time budget is spent; raised before starting a run."""
+
+
+@contextlib.contextmanager
+def time_guard(deadline: float, done: list[dict]) -> Iterator[None]:
+    """Check the deadline before every training run of the experiments (raising ``TimeUp``) and log
+    each finished run's config and history into ``done``."""
+    originals = {"run_training": _common.run_training, "run_saved": _common.run_saved}
+
+    def guarded(name: str) -> Callable[..., dict]:
+        inner = originals[name]
+
+        def run(config: Any, **kwargs: Any) -> dict:
+            if time.perf_counter() > deadline:
+                raise TimeUp("time budget spent")
+            t0 = time.perf_counter()
+            result = inner(config, **kwargs)
+            done.append({"config": config, "history": result.get("history", []),
+                         "privacy": result.get("privacy"), "seconds": time.perf_counter() - t0})
+            return result
+
+        return run
+
+    for name in originals:
+        setattr(_common, name, guarded(name))
+    try:
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(_common, name, function)
+
+
+def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any, Any]]:
+    """(stage name, experiment module, config) in priority order; ``small`` = CPU smoke-test sizes."""
+    from simulations.nn.experiments import ablate, prune, switch, validate, width
+
+    common: dict[str, Any] = dict(device=device, quiet=True)
+    if small:
+        common.update(dataset="teacher:k=4,d=20", n_train=200, epochs=2, batch_size=10, seeds=(0,))
+        return [
+            ("width", width, width.WidthConfig(**common, widths=(4, 16), out=str(out / "width"))),
+            ("prune", prune, prune.PruneConfig(**common, width=16, sparsities=(0.0, 0.9),
+                                               mask_sources=("init",), out=str(out / "prune"))),
+            ("ablate", ablate, ablate.AblateConfig(**common, model="cnn", width=2, depth=1, burst_epoch=1,
+                                                   burst_scale=0.1, out=str(out / "ablate"))),
+            ("wrn", width, width.WidthConfig(**{**common, "dataset": "digits", "n_train": 60, "epochs": 1},
+                                             model="wrn", depth=10, widths=(1, 2), out=str(out / "wrn"))),
+            ("switch", switch, switch.SwitchConfig(**common, width=8, switch_epochs=(1,), out=str(out / "switch"))),
+            ("validate", validate, validate.ValidateConfig(**common, widths=(2, 4), sparsities=(0.5,), hessian_k=2,
+                                                           measure_samples=50, out=str(out / "validate"))),
+        ]
+    common.update(dataset="mnist1d", seeds=(0, 1, 2), epochs=15)
+    return [
+        ("width", width, width.WidthConfig(**common, widths=(16, 64, 256, 1024, 2048), out=str(out / "width"))),
+        ("prune", prune, prune.PruneConfig(**common, width=1024, sparsities=(0.0, 0.9, 0.99), out=str(out / "prune"))),
+        ("ablate", ablate, ablate.AblateConfig(**common, model="cnn", width=32, depth=3, burst_epoch=7,
+                                               burst_scale=0.05, out=str(out / "ablate"))),
+        ("wrn", width, width.WidthConfig(**{**common, "dataset": "digits", "seeds": (0, 1)}, model="wrn", depth=16,
+                                         widths=(1, 4), out=str(out / "wrn"))),
+        ("switch", switch, switch.SwitchConfig(**common, width=512, switch_epochs=(4, 8, 12), out=str(out / "switch"))),
+        ("validate", validate, validate.ValidateConfig(**{**common, "seeds": (0, 1)}, widths=(16, 64, 256, 1024),
+                                                       sparsities=(0.9, 0.98), hessian_k=10, measure_samples=1000,
+                                                       out=str(out / "validate"))),
+    ]
+
+
+def run_stage(module: Any, config: Any, *, deadline: float) -> tuple[str, dict]:
+    """Run one experiment's ``run(config)`` under the deadline: ('done', metrics) or ('cut', info).
+
+    A cut stage leaves no result folder (the experiments write theirs atomically); its completed
+    runs are written to ``<config.out>.partial.json`` instead.
+    """
+    done: list[dict] = []
+    try:
+        with time_guard(deadline, done):
+            metrics = module.run(config)
+    except TimeUp:
+        partial = Path(str(config.out) + ".partial.json")
+        write_json(partial, {"stage_config": config, "completed_runs": [
+            {"config": d["config"], "history": d["history"], "privacy": d["privacy"], "seconds": d["seconds"]}
+            for d in done]})
+        return "cut", {"completed_runs": len(done), "partial": str(partial)}
+    return "done", {"runs": len(done)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulations.nn.gpu_validate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for the stage result folders and manifest.json")
+    parser.add_argument("--small", action="store_true", help="tiny CPU sizes (smoke test, < 1 minute)")
+    parser.add_argument("--budget-s", type=float, default=None, help="time budget in seconds (default 450; small: 120)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--stages", default=None, help="comma list of stages to run (default: all)")
+    args = parser.parse_args(argv)
+    budget = args.budget_s if args.budget_s is not None else (120.0 if args.small else 450.0)
+    if not budget > 0:
+        parser.error(f"--budget-s must be > 0, got {budget}")
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.small:
+        device = "cpu" if args.device == "auto" else device
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    deadline = start + budget
+    manifest: dict[str, Any] = {"device": device, "small": args.small, "budget_s": budget, "stages": []}
+    if device == "cuda":
+        import torch
+
+        manifest["gpu"] = torch.cuda.get_device_name(0)
+    wanted = None if args.stages is None else set(args.stages.split(","))
+    stopped = False
+    for name, module, config in stage_configs(small=args.small, device=device, out=out):
+        if wanted is not None and name not in wanted:
+            continue
+        entry: dict[str, Any] = {"stage": name, "out": config.out}
+        if stopped:
+            entry.update(status="skipped", reason="time budget spent")
+            manifest["stages"].append(entry)
+            continue
+        t0 = time.perf_counter()
+        try:
+            status, info = run_stage(module, config, deadline=deadline)
+            entry["status"] = status
+            if status == "cut":
+                entry.update(reason="time budget spent", **info)
+                stopped = True
+        except Exception as exc:  # a GPU session should keep whatever else it can measure
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                         traceback=traceback.format_exc(limit=5))
+        entry["seconds"] = time.perf_counter() - t0
+        manifest["stages"].append(entry)
+        sys.stderr.write(f"gpu_validate: {name}: {entry['status']} in {entry['seconds']:.1f}s\n")
+        (out / "manifest.json").write_text(json.dumps(to_jsonable(manifest), indent=2) + "\n")
+    manifest["seconds"] = time.perf_counter() - start
+    (out / "manifest.json").write_text(json.dumps(to_jsonable(manifest), indent=2) + "\n")
+    return 0 if any(s["status"] == "done" for s in manifest["stages"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
