@@ -521,6 +521,34 @@ def test_model_properties(d, c, s, sigma, lr):
     assert gamma * m <= c + 1e-9  # ‖E clip g‖ ≤ C
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    d=st.integers(3, 3000),
+    c=st.floats(0.05, 50.0),
+    sigma=st.floats(0.0, 5.0),
+    lr=st.floats(0.01, 2.0),
+    spread=st.sampled_from(["ambient", "basin"]),
+    sampling=st.sampled_from(["fixed", "poisson"]),
+    flat=st.sampled_from([0.0, 0.05]),
+)
+def test_self_consistency_of_the_stationary_gradient_norm(d, c, sigma, lr, spread, sampling, flat):
+    # m² returned by the solver reproduces itself through the model's own stationary moments
+    basin = Basin(dim=d, curvatures=(1.0, 0.3, 0.1), sample_std=1.0, spread=spread, flat_curvature=flat)
+    opt = Optimizer(lr=lr, batch_size=16, clip_norm=c, noise_multiplier=sigma)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = cd.stationary_gradient_norm(basin=basin, optimizer=opt, sampling=sampling)
+        dyn = cd.effective_linear_model(basin=basin, optimizer=opt, sampling=sampling)
+    a, tau2 = np.array(dyn.drift), np.array(dyn.noise_var)
+    assert np.all(opt.lr * a < 2)
+    v = opt.lr * tau2 / (a * (2 - opt.lr * a))
+    m2 = float(np.sum(basin.curvature_array**2 * v))
+    if flat > 0:
+        vf = opt.lr * dyn.flat_noise_var / (dyn.flat_drift * (2 - opt.lr * dyn.flat_drift))
+        m2 += basin.flat_dim * flat**2 * vf
+    assert m2 == pytest.approx(m * m, rel=1e-8)
+
+
 def test_validation_errors_name_the_argument():
     basin = Basin(dim=10, curvatures=(1.0,), sample_std=1.0)
     opt = Optimizer(lr=0.1, batch_size=4, clip_norm=1.0, noise_multiplier=1.0)
