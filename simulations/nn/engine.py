@@ -271,15 +271,17 @@ def private_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, clip
                 model, params, x, y, loss_fn, clip_norm, masks, use, chunk_size, keep_sums)
 
     grads = {}
-    noise_sq = torch.zeros((), dtype=torch.float64, device=next(iter(params.values())).device)
+    noise_sq = torch.zeros((), dtype=torch.float32, device=next(iter(params.values())).device)
     for k, p in params.items():
         xi = torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+        total = clipped[k].clone() if keep_sums else clipped[k]
         if masks is not None and k in masks:
-            xi = xi * masks[k]
-            clipped[k] = clipped[k] * masks[k]
-        noise = noise_std * xi
-        noise_sq = noise_sq + noise.double().pow(2).sum()
-        grads[k] = (clipped[k] + noise) / expected_batch_size
+            xi.mul_(masks[k])
+            total.mul_(masks[k])
+            if keep_sums:
+                clipped[k] = total.clone()
+        noise_sq = noise_sq + xi.float().pow(2).sum()
+        grads[k] = total.add_(xi, alpha=noise_std).div_(expected_batch_size)
     return PrivateGradient(grads=grads, per_sample_norms=norms.detach(), clip_factors=phi.detach(),
-                           noise_norm=float(noise_sq.sqrt()), batch_size=n,
+                           noise_norm=noise_std * float(noise_sq.sqrt()), batch_size=n,
                            unclipped_sum=unclipped, clipped_sum=clipped if keep_sums else None)
