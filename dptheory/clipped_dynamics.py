@@ -550,11 +550,11 @@ def heldout_excess_loss(
 ) -> np.ndarray:
     """Expected held-out loss E L_test(t) − L_test(e = 0) with the curved directions at stationarity.
 
-        E L_test(t) = L∞ + ½ κ E‖e_flat(t)‖²,
+        E L_test(t) = ½ Σ_i λ_i v_i∞ + ½ (λ_flat + κ) E‖e_flat(t)‖²,
 
-    L∞ = :func:`stationary_excess_loss` (the training loss, which includes ½ λ_flat ‖e_flat‖² when
-    λ_flat > 0, at its stationary value), κ = ``basin.heldout_flat_curvature``, E‖e_flat(t)‖² from
-    :func:`flat_error_sq` (same arguments). L_test(0) = 0, so this is E L_test(t) itself. Mean-field
+    v_i∞ the stationary curved second moments (so the first term is :func:`stationary_excess_loss`
+    when λ_flat = 0), κ = ``basin.heldout_flat_curvature``, E‖e_flat(t)‖² from :func:`flat_error_sq`
+    (same arguments; the flat coordinates start from ``init_flat_sq``, not from stationarity). L_test(0) = 0, so this is E L_test(t) itself. Mean-field
     model (exact for unclipped modes). Reference: derived here (records.py held-out loss).
 
     Example:
