@@ -112,23 +112,30 @@ def test_bk_equals_loop_property(width, depth, n, clip, seed):
     assert torch.allclose(a.per_sample_norms, b.per_sample_norms, rtol=1e-5, atol=1e-6)
 
 
-def test_equals_opacus_dpoptimizer_zero_noise():
+@pytest.mark.parametrize("sigma", [0.0, 1.3])
+def test_equals_opacus_dpoptimizer(sigma):
+    # σ = 0: the clipped average must agree exactly. σ > 0: Opacus draws its noise with
+    # torch.normal(0, σC, generator=g) parameter by parameter — the same stream as ours from the
+    # same seed — so the noised gradient agrees too (a check of the noise scale σC and of 1/B).
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
     model = _mlp(seed=3)
     x, y = _data(30, 12, 4, seed=4)
     expected = 25  # realised 30 ≠ expected 25: both divide by the EXPECTED batch size
-    ours = private_gradient(model, x, y, clip_norm=0.4, noise_std=0.0, expected_batch_size=expected,
-                            generator=torch.Generator().manual_seed(0))
+    ours = private_gradient(model, x, y, clip_norm=0.4, noise_std=sigma * 0.4, expected_batch_size=expected,
+                            generator=torch.Generator().manual_seed(7))
     twin = GradSampleModule(copy.deepcopy(model), loss_reduction="mean")
-    opt = DPOptimizer(torch.optim.SGD(twin.parameters(), lr=0.1), noise_multiplier=0.0, max_grad_norm=0.4,
-                      expected_batch_size=expected, loss_reduction="mean")
+    opt = DPOptimizer(torch.optim.SGD(twin.parameters(), lr=0.1), noise_multiplier=sigma, max_grad_norm=0.4,
+                      expected_batch_size=expected, loss_reduction="mean",
+                      generator=torch.Generator().manual_seed(7))
     opt.zero_grad()
     nn.functional.cross_entropy(twin(x), y).backward()
     opt.pre_step()
     theirs = {k.removeprefix("_module."): p.grad for k, p in twin.named_parameters()}
     assert _maxdiff(ours.grads, theirs) < 1e-6
+    if sigma > 0:  # the noise is not negligible here: the comparison would fail with a wrong scale
+        assert ours.noise_norm / expected > 10 * 1e-6
 
 
 def test_unclipped_noiseless_is_the_plain_minibatch_gradient():

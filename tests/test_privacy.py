@@ -76,6 +76,19 @@ def test_composition_of_two_runs_equals_composed_event_and_exceeds_each():
         epsilon(mechanisms=_mech(1.0, 0.01, 1000), delta=DELTA), rel=1e-12)
 
 
+def test_calibration_with_a_prior_release_is_conservative_for_the_composition():
+    prior = [_mech(3.0, 0.02, 200)]
+    sigma = noise_multiplier_for_epsilon(target_epsilon=3.0, delta=DELTA, sample_rate=0.02, steps=200,
+                                         prior_mechanisms=prior, rtol=1e-3)
+    alone = noise_multiplier_for_epsilon(target_epsilon=3.0, delta=DELTA, sample_rate=0.02, steps=200, rtol=1e-3)
+    total = epsilon(mechanisms=prior + [_mech(sigma, 0.02, 200)], delta=DELTA)
+    assert 0.97 * 3.0 < total <= 3.0
+    assert sigma > alone  # part of the budget is spent already: more noise is needed
+    with pytest.raises(ValueError, match="already spent"):
+        noise_multiplier_for_epsilon(target_epsilon=0.1, delta=DELTA, sample_rate=0.02, steps=200,
+                                     prior_mechanisms=prior)
+
+
 def test_degenerate_mechanisms():
     assert epsilon(mechanisms=_mech(0.0, 0.01, 10), delta=DELTA) == math.inf
     assert epsilon(mechanisms=_mech(1.0, 0.01, 0), delta=DELTA) == 0.0
