@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from simulations.nn import __main__ as nn_main
-from simulations.nn.experiments import _common, ablate, prune, switch, width
+from simulations.nn.experiments import _common, ablate, prune, switch, validate, width
 
 # --------------------------------------------------------------------------------------------
 # a stand-in engine whose final accuracies follow closed forms (so the analyses have known answers)
@@ -133,6 +133,7 @@ def test_switch_dominance_equals_closed_form(fake_engine, tmp_path):
     saved = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert saved["per_switch"][1]["late_phase_dominance"] == pytest.approx(1.0)
     assert (tmp_path / "b" / "metrics.npz").is_file() and (tmp_path / "b" / "env.json").is_file()
+    _assert_figure(tmp_path / "b", "switch")
 
 
 def test_ablate_recovery_fraction_equals_closed_form(fake_engine, tmp_path):
@@ -150,6 +151,7 @@ def test_ablate_recovery_fraction_equals_closed_form(fake_engine, tmp_path):
         assert m["accuracy_minus_sgd"][mode]["mean"] == pytest.approx(QUALITY[mode] - QUALITY["sgd"])
     assert m["clipping_hurts_more"] is True
     assert m["burst_step"] == 3 * 4 - 1
+    _assert_figure(tmp_path / "x", "ablate")
 
 
 def test_width_growth_and_rank_correlation(fake_engine, tmp_path):
@@ -162,6 +164,7 @@ def test_width_growth_and_rank_correlation(fake_engine, tmp_path):
     assert v["gap_grows_with_dim"] is True
     assert v["spearman_gap_vs_dim"]["rho"] > 0.9
     assert m["calibrated_noise_multiplier"] == pytest.approx(1.1)
+    _assert_figure(tmp_path / "w", "width")
 
 
 def test_prune_paired_gain_and_privacy_labels(fake_engine, tmp_path):
@@ -179,6 +182,15 @@ def test_prune_paired_gain_and_privacy_labels(fake_engine, tmp_path):
     runs = json.loads((tmp_path / "p" / "metrics.json").read_text())["runs"]
     assert len(runs) == 2 * (2 + 2 * 3)  # per seed: 2 dense runs + 2 sparsities × 3 sources
     assert (tmp_path / "p" / "mask_runs" / "dpsgd-seed0" / "config.json").is_file()
+    _assert_figure(tmp_path / "p", "prune")
+
+
+def _assert_figure(folder, kind):
+    """paper.nn_figures draws the folder's figure from its files alone (and recognises its kind)."""
+    from paper import nn_figures
+
+    path = nn_figures.draw(folder)
+    assert path is not None and path.name == f"{kind}.png" and path.stat().st_size > 1000
 
 
 def test_statistics_helpers():
@@ -205,6 +217,8 @@ def test_statistics_helpers():
     (["width", "--lr", "-1"], "lr"),
     (["switch", "--dataset", "imagenet"], "dataset"),
     (["ablate", "--no-such-flag"], "unrecognized"),
+    (["validate", "--momentum", "0.9"], "momentum"),
+    (["validate", "--widths", "8", "--sparsities", "0.5"], "at least 3 sweep points"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_folder(argv, needle, tmp_path, capsys):
     out = tmp_path / "res"
@@ -275,3 +289,70 @@ def test_commands_run_on_the_real_engine(argv, tmp_path, capsys):
         hit = [i for i, (m, b) in enumerate(zip(modes, burst)) if m == "sgd" and b][0]
         assert npz["train_loss"][hit, 0] == npz["train_loss"][plain, 0]
         assert npz["train_loss"][hit, 1] != npz["train_loss"][plain, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# validate: the measurements against independent references, and the theory wiring in a limit
+
+
+def test_measure_matches_independent_references():
+    import torch
+
+    from simulations.nn.models import build_model
+
+    model = build_model("mlp", input_shape=(5,), num_classes=3, width=4, depth=1, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 5, generator=gen), torch.randint(0, 3, (40,), generator=gen)
+    params = list(model.parameters())
+    mask_w = (torch.rand(params[0].shape, generator=gen) > 0.5).float()
+    names = [n for n, _ in model.named_parameters()]
+    masks = {names[0]: mask_w}
+    with torch.no_grad():
+        params[0].mul_(mask_w)
+    got = validate.measure(model, x, y, masks=masks, hessian_k=3, seed=0, chunk=16)
+    # per-sample gradients by an explicit loop (float64), masked
+    rows = []
+    for i in range(40):
+        loss = torch.nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1])
+        g = torch.autograd.grad(loss, params)
+        g = [g[0] * mask_w] + list(g[1:])
+        rows.append(torch.cat([t.reshape(-1) for t in g]).double())
+    g = torch.stack(rows)
+    keep = torch.cat([mask_w.reshape(-1)] + [torch.ones(p.numel()) for p in params[1:]]).bool()
+    d = int(keep.sum())
+    assert got["dim"] == d
+    spread = ((g - g.mean(0)) ** 2).sum(1).mean().item()
+    assert got["sample_std"] == pytest.approx(math.sqrt(spread / d), rel=1e-5)
+    assert got["mean_gradient_norm"] == pytest.approx(g.mean(0).norm().item(), rel=1e-5)
+    assert got["norm_q50"] == pytest.approx(np.median(g.norm(dim=1).numpy()), rel=1e-5)
+    # Hessian of the mean loss by torch.autograd.functional.hessian, restricted to kept coordinates
+    shapes = [p.shape for p in params]
+
+    def loss_of(flat):
+        parts, i = [], 0
+        for shp in shapes:
+            n = math.prod(shp)
+            parts.append(flat[i:i + n].reshape(shp))
+            i += n
+        out = torch.func.functional_call(model, dict(zip(names, parts)), (x,))
+        return torch.nn.functional.cross_entropy(out, y)
+
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    h = torch.autograd.functional.hessian(loss_of, flat).double()
+    h = h[keep][:, keep]
+    top = np.sort(np.linalg.eigvalsh(h.numpy()))[::-1][:3]
+    np.testing.assert_allclose(got["eigenvalues"], top, rtol=1e-4, atol=1e-6)
+
+
+def test_predict_unclipped_limit_is_the_noisy_gd_formula():
+    # C ≫ every per-sample norm: no clipping, so per-coordinate noise τ² = s²/B + ν²/B² with
+    # ν = σC, and the stationary excess is Σ_i η τ² / (2(2 − η λ_i)) (REFERENCE.md §5; derived in
+    # dptheory.quadratic / clipped_dynamics).
+    measured = {"dim": 50, "sample_std": 0.3, "eigenvalues": np.array([2.0, 1.0, 0.5, -0.1])}
+    lr, batch, clip, sigma = 0.1, 16, 1e4, 1e-4
+    got = validate.predict(measured=measured, lr=lr, batch_size=batch, clip_norm=clip, noise_multiplier=sigma)
+    tau2 = 0.3 ** 2 / batch + (sigma * clip) ** 2 / batch ** 2
+    expect = sum(lr * tau2 / (2 * (2 - lr * lam)) for lam in (2.0, 1.0, 0.5))
+    assert got["rank"] == 3  # the negative eigenvalue is not a curved basin direction
+    assert got["excess_loss"] == pytest.approx(expect, rel=1e-6)
+    assert got["clip_fraction"] == pytest.approx(0.0, abs=1e-12)

@@ -1,0 +1,182 @@
+"""Figures of the network experiments, drawn only from their result folders (figures never train).
+
+    python -m paper.nn_figures results/nn            # draws every experiment folder found below
+    python -m paper.nn_figures results/nn/width      # one folder
+
+Each experiment folder (written by ``python -m simulations.nn <command>``) holds ``config.json`` and
+``metrics.json``; the figure is saved next to them as ``<command>.png``. The kind of folder is read
+from its ``metrics.json`` (the "claim" / "what" entry), not from its name.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _load(folder: Path) -> tuple[dict, dict]:
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return config, metrics
+
+
+def _num(x: Any) -> float:
+    return float(x) if not isinstance(x, str) else float(x.replace("inf", "inf"))
+
+
+def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, **kw: Any) -> None:
+    ys = [_num(s["mean"]) * scale for s in stats]
+    es = [(_num(s["se"]) * scale if s["se"] != "nan" else 0.0) for s in stats]
+    ax.errorbar(xs, ys, yerr=es, capsize=3, marker="o", **kw)
+
+
+def fig_switch(config: dict, metrics: dict) -> plt.Figure:
+    """Final test accuracy vs switch epoch, both directions, with the SGD and DP-SGD baselines."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    rows = metrics["per_switch"]
+    s = [r["switch_epoch"] for r in rows]
+    _errorbar(ax, s, [r["acc_sgd_then_dpsgd"] for r in rows], label="SGD → DP-SGD")
+    _errorbar(ax, s, [r["acc_dpsgd_then_sgd"] for r in rows], label="DP-SGD → SGD (not private)")
+    for key, style, label in (("acc_sgd", "--", "SGD"), ("acc_dpsgd", ":", "DP-SGD")):
+        ax.axhline(_num(metrics[key]["mean"]) * 100, ls=style, color="gray", label=label)
+    ax.set(xlabel="switch epoch s", ylabel="final test accuracy (%)",
+           title=f"claim 1: switch ({config['epochs']} epochs)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def fig_ablate(config: dict, metrics: dict) -> plt.Figure:
+    """Test accuracy per mode (paired seeds) and the excess training loss after a noise burst."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    modes = list(metrics["test_accuracy"])
+    means = [_num(metrics["test_accuracy"][m]["mean"]) * 100 for m in modes]
+    ses = [_num(metrics["test_accuracy"][m]["se"]) * 100 if metrics["test_accuracy"][m]["se"] != "nan" else 0
+           for m in modes]
+    a.bar(modes, means, yerr=ses, capsize=3, color=["C0", "C3", "C2", "C1"][: len(modes)])
+    a.set(ylabel="final test accuracy (%)", title="claim 2: ablation")
+    if "burst" in metrics:
+        for mode, r in metrics["burst"].items():
+            curve = [_num(v) for v in r["excess_curve_mean"]]
+            b.plot(range(len(curve)), curve, marker=".", label=f"{mode} (recovered {_num(r['recovered_fraction']['mean']):.0%})")
+        b.axvline(metrics["burst_epoch"], color="gray", ls=":")
+        b.axhline(0, color="black", lw=0.5)
+        b.set(xlabel="epoch", ylabel="train loss: burst − plain", title="recovery from a noise burst")
+        b.legend(fontsize=7)
+    return fig
+
+
+def fig_width(config: dict, metrics: dict) -> plt.Figure:
+    """Accuracy and the SGD − DP-SGD gap vs parameter count d; clip fraction vs d."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    rows = metrics["per_width"]
+    d = [r["dim"] for r in rows]
+    for key, label in (("sgd", "SGD"), ("dp_eps", f"DP-SGD ε={config['target_epsilon']}"),
+                       ("dp_sigma", f"DP-SGD σ={config['noise_multiplier']}")):
+        _errorbar(a, d, [r[key]["test_accuracy"] for r in rows], label=label)
+    a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)", title="claim 3: width")
+    a.legend(fontsize=7)
+    for key in ("dp_eps", "dp_sigma"):
+        _errorbar(b, d, [r[key]["gap_sgd_minus_dp"] for r in rows], label=f"gap ({key})")
+    b2 = b.twinx()
+    b2.plot(d, [_num(r["dp_eps"]["clip_fraction"]["mean"]) for r in rows], "k:", label="clip fraction")
+    b2.set(ylim=(0, 1.05), ylabel="clip fraction")
+    b.set(xscale="log", xlabel="parameters d", ylabel="SGD − DP-SGD (%)")
+    b.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def fig_prune(config: dict, metrics: dict) -> plt.Figure:
+    """DP-SGD test accuracy vs sparsity for each mask source (oracle marked not private)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for source, rows in metrics["per_source"].items():
+        label = source + (" (NOT private)" if source == "oracle" else "")
+        _errorbar(ax, [r["sparsity"] for r in rows], [r["test_accuracy"] for r in rows], label=label)
+    ax.axhline(_num(metrics["sgd_dense"]["mean"]) * 100, color="gray", ls="--", label="SGD dense")
+    ax.set(xlabel="sparsity", ylabel="final test accuracy (%)",
+           title=f"claim 4: pruning at ε={config['target_epsilon']}")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def fig_validate(config: dict, metrics: dict) -> plt.Figure:
+    """Predicted vs measured excess loss (log-log), one point per run, labelled by sweep point."""
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for p in metrics["points"]:
+        pred = [_num(s["predicted_excess"]) for s in p["per_seed"]]
+        meas = [_num(s["measured_excess"]) for s in p["per_seed"]]
+        ax.scatter(pred, meas, label=f"w={p['width']} p={p['sparsity']:.2f}")
+    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
+    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
+    ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
+    rho = metrics["spearman_all_pairs"]["rho"]
+    ax.set(xscale="log", yscale="log", xlabel="predicted excess loss", ylabel="measured excess loss",
+           title=f"theory vs networks (Spearman {_num(rho):+.2f})")
+    ax.legend(fontsize=6)
+    return fig
+
+
+def kind(metrics: dict) -> str | None:
+    """Which experiment wrote ``metrics`` (from its own content)."""
+    claim = str(metrics.get("claim", ""))
+    if claim.startswith("1"):
+        return "switch"
+    if claim.startswith("2"):
+        return "ablate"
+    if claim.startswith("3"):
+        return "width"
+    if claim.startswith("4"):
+        return "prune"
+    if "points" in metrics and "spearman_all_pairs" in metrics:
+        return "validate"
+    return None
+
+
+FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
+    "switch": fig_switch, "ablate": fig_ablate, "width": fig_width, "prune": fig_prune, "validate": fig_validate}
+
+
+def draw(folder: str | Path) -> Path | None:
+    """Draw the figure of one result folder into ``<folder>/<kind>.png``; None if not an experiment."""
+    folder = Path(folder)
+    if not (folder / "metrics.json").is_file():
+        return None
+    config, metrics = _load(folder)
+    name = kind(metrics)
+    if name is None:
+        return None
+    fig = FIGURES[name](config, metrics)
+    fig.tight_layout()
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        sys.stdout.write(__doc__)
+        return 0 if args else 2
+    drawn = 0
+    for root in map(Path, args):
+        if not root.exists():
+            sys.stderr.write(f"paper.nn_figures: error: no such folder: {str(root)!r}\n")
+            return 2
+        for metrics in sorted([root / "metrics.json"] + list(root.glob("*/metrics.json"))):
+            if metrics.is_file():
+                path = draw(metrics.parent)
+                if path is not None:
+                    print(path)
+                    drawn += 1
+    return 0 if drawn else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
