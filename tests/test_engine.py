@@ -42,11 +42,13 @@ def test_replica_streams_do_not_depend_on_replica_count_or_threads(engine):
     """Replica j is a function of (seed, j) only: the same whatever R and the number of threads."""
     basin = Basin(dim=40, curvatures=(1.0,), sample_std=0.5)
     opt = Optimizer(lr=0.3, batch_size=3, clip_norm=1.0, noise_multiplier=0.5)
-    small = simulate(basin=basin, optimizer=opt, run=RunSpec(steps=15, replicas=2, seed=5), engine=engine)
+    small = simulate(basin=basin, optimizer=opt, run=RunSpec(steps=15, replicas=2, seed=5, sampling="poisson"),
+                     engine=engine)
     threads = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        big = simulate(basin=basin, optimizer=opt, run=RunSpec(steps=15, replicas=5, seed=5), engine=engine)
+        big = simulate(basin=basin, optimizer=opt, run=RunSpec(steps=15, replicas=5, seed=5, sampling="poisson"),
+                       engine=engine)
     finally:
         numba.set_num_threads(threads)
     for key, v in small.arrays().items():
