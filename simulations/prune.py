@@ -162,22 +162,60 @@ def make_mask(source: str, *, optimum: np.ndarray, init: np.ndarray, keep: int):
     return init_mask(init=init, keep=keep)
 
 
+def problem(config: PruneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(w*, w₀): the optimum of the chosen profile and the Gaussian initialisation (both seeded)."""
+    from dptheory.pruning import optimum_profile
+
+    w_star = optimum_profile(dim=config.d, rank=config.rank, profile=config.profile, scale=config.optimum_scale,
+                             nonzeros=config.support, exponent=config.power, placement=config.placement,
+                             seed=_seed(config.seed, 1))
+    w0 = config.init_std * np.random.default_rng(_seed(config.seed, 5)).standard_normal(config.d)
+    return w_star, w0
+
+
+def measure(*, config: PruneConfig, basis_name: str, source: str, keep: int, w_star: np.ndarray, w0: np.ndarray,
+            seed: int) -> dict[str, Any]:
+    """One point of the sweep: prediction (bias + DP term) beside the simulated time-averaged loss."""
+    from dptheory.clipped_dynamics import effective_linear_model
+    from dptheory.pruning import curvature_basis, pruned_excess_loss, restricted_curvatures
+    from simulations.engine import RunSpec, simulate
+    from simulations.recovery import relaxation_time
+
+    d = config.d
+    basin, opt = config.basin(d), config.optimizer()
+    u = curvature_basis(dim=d, rank=config.rank, basis=basis_name, seed=_seed(config.seed, 2))
+    basis = None if basis_name == "aligned" else u  # the kernel's axis-aligned fast path is the same U
+    start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
+    mask = make_mask(source, optimum=w_star, init=w0, keep=keep)
+    pred = pruned_excess_loss(curvatures=basin.curvatures, basis=u, optimum=w_star, mask=mask.keep,
+                              sample_std=config.sample_std, optimizer=opt, sampling="poisson")
+    # Relaxation time of the restricted problem (slowest kept curved direction): a point is compared
+    # with the *stationary* prediction only if the burn-in (steps before the window) covers 6 of them.
+    ev = restricted_curvatures(curvatures=basin.curvatures, basis=u, mask=mask.keep)
+    tau = 1.0
+    if ev.size:
+        sub = Basin(dim=keep, curvatures=tuple(ev), sample_std=config.sample_std)
+        lin = effective_linear_model(basin=sub, optimizer=opt, sampling="poisson")
+        tau = relaxation_time(lr=opt.lr, drift=min(lin.drift))
+    spec = RunSpec(steps=config.steps, replicas=config.replicas, record_every=1, sampling="poisson", seed=seed)
+    trace = simulate(basin=basin, optimizer=opt, run=spec, engine=config.engine, basis=basis,
+                     mask=mask.keep, optimum=w_star, init_weights=np.where(mask.keep, w0, 0.0))
+    window = trace.train_loss[:, start:]
+    n_batches = max(1, min(10, window.shape[1] // 10))
+    return {"basis": basis_name, "mask": source, "privacy": mask.privacy, "keep": keep,
+            "keep_fraction": keep / d, "pred_bias": float(pred.bias), "pred_dp": float(pred.variance),
+            "pred_loss": float(pred.total), "sim_loss": batch_means(window, n_batches=n_batches),
+            "sim_clip_fraction": batch_means(trace.clip_fraction[:, start:], n_batches=n_batches),
+            "relaxation_time": tau, "stationary": bool(start >= 6 * tau)}
+
+
 def run(config: PruneConfig) -> dict[str, Any]:
     """Sweep keep counts × bases × mask sources, write the folder, draw the figure, print the table."""
     from dptheory.privacy import PoissonGaussianMechanism, epsilon
-    from dptheory.clipped_dynamics import effective_linear_model
-    from dptheory.pruning import curvature_basis, optimum_profile, pruned_excess_loss, restricted_curvatures
-    from simulations.recovery import relaxation_time
     from paper import figures
-    from simulations.engine import RunSpec, simulate
 
     check_output_dir(config.out)
-    d = config.d
-    basin, opt = config.basin(d), config.optimizer()
-    w_star = optimum_profile(dim=d, rank=config.rank, profile=config.profile, scale=config.optimum_scale,
-                             nonzeros=config.support, exponent=config.power, placement=config.placement,
-                             seed=_seed(config.seed, 1))
-    w0 = config.init_std * np.random.default_rng(_seed(config.seed, 5)).standard_normal(d)
+    w_star, w0 = problem(config)
     eps = epsilon(mechanisms=PoissonGaussianMechanism(noise_multiplier=config.noise_multiplier,
                                                       sample_rate=config.sample_rate(), steps=config.steps),
                   delta=config.delta, accountant="rdp")
@@ -188,38 +226,12 @@ def run(config: PruneConfig) -> dict[str, Any]:
     total = len(config.bases) * len(config.masks) * len(keeps)
     with Progress(total=total, label="prune", quiet=config.quiet) as bar:
         for b, basis_name in enumerate(config.bases):
-            u = curvature_basis(dim=d, rank=config.rank, basis=basis_name, seed=_seed(config.seed, 2))
-            basis = None if basis_name == "aligned" else u  # the kernel's axis-aligned fast path is the same U
             for m, source in enumerate(config.masks):
                 for i, k in enumerate(keeps):
-                    mask = make_mask(source, optimum=w_star, init=w0, keep=k)
-                    pred = pruned_excess_loss(curvatures=basin.curvatures, basis=u, optimum=w_star, mask=mask.keep,
-                                              sample_std=config.sample_std, optimizer=opt, sampling="poisson")
-                    # Relaxation time of the restricted problem (slowest kept curved direction): the run is
-                    # only compared with the *stationary* prediction if the burn-in covers 6 of them.
-                    ev = restricted_curvatures(curvatures=basin.curvatures, basis=u, mask=mask.keep)
-                    tau = 1.0
-                    if ev.size:
-                        sub = Basin(dim=k, curvatures=tuple(ev), sample_std=config.sample_std)
-                        lin = effective_linear_model(basin=sub, optimizer=opt, sampling="poisson")
-                        tau = relaxation_time(lr=opt.lr, drift=min(lin.drift))
-                    spec = RunSpec(steps=config.steps, replicas=config.replicas, record_every=1, sampling="poisson",
-                                   seed=_seed(config.seed, 4, b, m, i))
-                    trace = simulate(basin=basin, optimizer=opt, run=spec, engine=config.engine, basis=basis,
-                                     mask=mask.keep, optimum=w_star, init_weights=np.where(mask.keep, w0, 0.0))
-                    window = trace.train_loss[:, start:]
-                    n_batches = max(1, min(10, window.shape[1] // 10))
-                    loss = batch_means(window, n_batches=n_batches)
-                    clip = batch_means(trace.clip_fraction[:, start:], n_batches=n_batches)
-                    # Stationarity check: the first and second halves of the window must agree.
-                    half = window.shape[1] // 2
-                    drift = (window[:, :half].mean() - window[:, half:].mean()) if half > 0 else 0.0
-                    labels[source] = mask.privacy
-                    rows.append({"basis": basis_name, "mask": source, "privacy": mask.privacy, "keep": k,
-                                 "keep_fraction": k / d, "pred_bias": float(pred.bias), "pred_dp": float(pred.variance),
-                                 "pred_loss": float(pred.total), "sim_loss": loss, "sim_clip_fraction": clip,
-                                 "window_drift": float(drift), "relaxation_time": tau,
-                                 "stationary": bool(start >= 6 * tau)})
+                    row = measure(config=config, basis_name=basis_name, source=source, keep=k, w_star=w_star, w0=w0,
+                                  seed=_seed(config.seed, 4, b, m, i))
+                    labels[source] = row["privacy"]
+                    rows.append(row)
                     bar.update(note=f"{basis_name} {source} k={k}")
     unsettled = [r for r in rows if not r["stationary"]]
     if unsettled:
