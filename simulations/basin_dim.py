@@ -171,6 +171,9 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed:
     window = math.ceil(config.window * tau)
     pred_loss = float(cd.stationary_excess_loss(basin=basin, optimizer=optimizer))
     pred_clip = float(cd.stationary_clip_fraction(basin=basin, optimizer=optimizer)) if optimizer.mode.clipped else 0.0
+    # Validity indicator of the clipped mean-field closure (S → 1: saturated stationary state, where
+    # the model underestimates the loss by up to (r+1)/r; clipped_dynamics.stationary_saturation).
+    saturation = float(cd.stationary_saturation(basin=basin, optimizer=optimizer)) if optimizer.mode.clipped else 0.0
     horizon = max(10, math.ceil(3 * tau))
     rec = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
                              steps=horizon, threshold=config.recovery_threshold)
@@ -209,7 +212,7 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed:
     return {
         "dim": basin.dim, "mode": optimizer.mode.value, "burn_in_steps": burn, "window_steps": window,
         "relaxation_time": tau, "n_batches": n_batches,
-        "pred_loss": pred_loss, "sim_loss": loss,
+        "pred_loss": pred_loss, "sim_loss": loss, "saturation": saturation,
         "pred_clip_fraction": pred_clip, "sim_clip_fraction": clip,
         "pred_recovery_time": rec["time"], "sim_recovery_time": sim["time"], "sim_recovery_time_se": sim["time_se"],
         "pred_flat_err_sq": pred_flat, "sim_flat_err_sq": flat,
