@@ -180,8 +180,8 @@ def test_prune_paired_gain_and_privacy_labels(fake_engine, tmp_path):
     assert eps_private > m["per_source"]["init"][-1]["epsilon"]["mean"]  # the mask's ε is composed
     # the private / oracle masks come from the dense DP-SGD / SGD runs saved in the result folder
     runs = json.loads((tmp_path / "p" / "metrics.json").read_text())["runs"]
-    assert len(runs) == 2 * (2 + 2 * 3)  # per seed: 2 dense runs + 2 sparsities × 3 sources
-    assert (tmp_path / "p" / "mask_runs" / "dpsgd-seed0" / "config.json").is_file()
+    assert len(runs) == 2 * (3 + 2 * 3)  # per seed: 3 dense runs + 2 sparsities × 3 sources
+    assert (tmp_path / "p" / "mask_runs" / "mask-dpsgd-seed0" / "config.json").is_file()
     _assert_figure(tmp_path / "p", "prune")
 
 
@@ -214,6 +214,7 @@ def test_statistics_helpers():
     (["width", "--widths", "8"], "widths"),
     (["prune", "--sparsities", "1.0"], "sparsities"),
     (["prune", "--mask-sources", "magic"], "mask_sources"),
+    (["prune", "--mask-epsilon", "5", "--target-epsilon", "4"], "mask_epsilon"),
     (["width", "--lr", "-1"], "lr"),
     (["switch", "--dataset", "imagenet"], "dataset"),
     (["ablate", "--no-such-flag"], "unrecognized"),
@@ -268,8 +269,10 @@ def test_commands_run_on_the_real_engine(argv, tmp_path, capsys):
         assert labels["oracle"].startswith("not private")
         eps = {r["source"]: r["epsilon"] for r in metrics["runs"] if r["sparsity"] > 0}
         assert eps["oracle"] == "inf"
-        # total ε of the private-mask run (mask run composed) meets the same target as the others
+        # total ε of the private-mask run (mask run composed) meets the same target as the others,
+        # and is larger than the training part alone would be (the mask's ε counts)
         assert float(eps["private"]) <= 4.0 + 1e-9 and float(eps["init"]) <= 4.0 + 1e-9
+        assert float(eps["private"]) > 3.5 and float(eps["init"]) > 3.5
     if argv[0] in ("switch", "ablate"):
         # paired runs: one seed → one initialisation, so every run starts from the same record 0,
         # and runs agree exactly for as long as they take the same steps

@@ -36,8 +36,8 @@ BURST_MODES = ("sgd", "clip")
 class AblateConfig(NetExperiment):
     """Four-mode paired ablation plus a mid-training noise burst (claim 2)."""
 
-    burst_epoch: int = opt(6, "epoch at whose end the burst is injected (0 = no burst part)")
-    burst_scale: float = opt(3.0, "burst size (the engine's burst_scale)")
+    burst_epoch: int = opt(5, "epoch at whose end the burst is injected (0 = no burst part)")
+    burst_scale: float = opt(0.1, "burst: w += burst_scale * N(0, I) (the engine's burst_scale)")
     out: str = opt("results/nn/ablate", "result folder (replaced atomically)")
 
     def __post_init__(self) -> None:

@@ -35,7 +35,7 @@ from simulations.nn.experiments._common import (
 class SwitchConfig(NetExperiment):
     """Switch-epoch sweep in both directions (claim 1)."""
 
-    switch_epochs: tuple[int, ...] = opt((3, 6, 9), "switch epochs s (0 < s < epochs)")
+    switch_epochs: tuple[int, ...] = opt((2, 5, 8), "switch epochs s (0 < s < epochs)")
     out: str = opt("results/nn/switch", "result folder (replaced atomically)")
 
     def __post_init__(self) -> None:

@@ -35,7 +35,7 @@ class WidthConfig(NetExperiment):
     """MLP width sweep at fixed ε and at fixed σ (claim 3)."""
 
     widths: tuple[int, ...] = opt((8, 32, 128, 512), "MLP widths (parameter count over >= 2 decades)")
-    target_epsilon: float = opt(4.0, "epsilon for the calibrated-sigma DP-SGD runs")
+    target_epsilon: float = opt(2.0, "epsilon for the calibrated-sigma DP-SGD runs")
     out: str = opt("results/nn/width", "result folder (replaced atomically)")
 
     def __post_init__(self) -> None:
