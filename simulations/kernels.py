@@ -445,10 +445,10 @@ def run_streaming(e0, lam, lam_flat, basis_t, kept, s, basin_spread, batch_size,
                   out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias):
     """Production loop: R replicas × T steps of DP-SGD, metrics written at steps with rec_flag.
 
-    ``e0`` (R, d) initial errors, or (1, d) shared by all replicas; per-step arrays ``lr_t`` η_t, ``clip_t`` C_t (inf: unclipped),
-    ``nu_t`` ν_t (phase switching and schedules are just these arrays); ``disp_vec`` (d,) is added
-    to e before step ``disp_step`` (−1: never); ``states`` (R, 5) from :func:`replica_states`.
-    Outputs have shape (R, n_records).
+    ``e0`` (R, d) initial errors, or (1, d) shared by all replicas; per-step arrays ``lr_t`` η_t,
+    ``clip_t`` C_t (inf: unclipped), ``nu_t`` ν_t (phase switching and schedules are just these
+    arrays); ``disp_vec`` (d,) is added to e before step ``disp_step`` (−1: never); ``states``
+    (R, 5) from :func:`replica_states`, one row per replica. Outputs have shape (R, n_records).
     """
     for rep in prange(states.shape[0]):
         _streaming_replica(rep, e0, lam, lam_flat, basis_t, kept, s, basin_spread, batch_size, poisson, lr_t,
