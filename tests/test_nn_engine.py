@@ -138,6 +138,23 @@ def test_equals_opacus_dpoptimizer(sigma):
         assert ours.noise_norm / expected > 10 * 1e-6
 
 
+def test_tied_weights_fall_back_to_vmap_and_stay_exact():
+    # a weight shared by two Linear layers: its per-sample gradient is the SUM of both uses, so the
+    # per-layer norm formula of book-keeping would be wrong; auto must not use it
+    from simulations.nn.engine import bk_applicable
+
+    torch.manual_seed(0)
+    a, b = nn.Linear(6, 6), nn.Linear(6, 6)
+    b.weight = a.weight
+    model = nn.Sequential(a, nn.Tanh(), b, nn.Tanh(), nn.Linear(6, 3))
+    assert not bk_applicable(model)
+    x, y = _data(7, 6, 3, seed=5)
+    got = private_gradient(model, x, y, clip_norm=0.2, noise_std=0.0, expected_batch_size=7,
+                           generator=torch.Generator(), method="auto")
+    ref = _reference(model, x, y, clip_norm=0.2, noise_std=0.0, expected_batch_size=7, seed=0)
+    assert _maxdiff(got.grads, ref) < 1e-6
+
+
 def test_unclipped_noiseless_is_the_plain_minibatch_gradient():
     model = _mlp(seed=7)
     x, y = _data(16, 12, 4, seed=8)
@@ -349,3 +366,28 @@ def test_lanczos_step_cap_warns():
         top_eigenpairs(lambda v: diag * v, dim=d, k=5, max_iter=1, tol=1e-14, dense_below=0)
     with pytest.raises(ValueError, match="k must be"):
         top_eigenpairs(lambda v: v, dim=3, k=4)
+
+
+def test_diagnostics_equal_direct_computation_from_per_sample_gradients():
+    from simulations.nn.diagnostics import bias_diagnostics, step_diagnostics
+
+    model = _mlp(seed=30)
+    x, y = _data(25, 12, 4, seed=31)
+    g = per_sample_gradients(model, x, y, method="loop")
+    flat = torch.cat([v.reshape(25, -1) for v in g.values()], 1).double()
+    norms = flat.norm(dim=1)
+    c, nu, b = float(norms.quantile(0.4)), 0.5, 20.0  # clip about 60 % of the samples
+    pg = private_gradient(model, x, y, clip_norm=c, noise_std=nu, expected_batch_size=b,
+                          generator=torch.Generator().manual_seed(1), keep_sums=True)
+    phi = (c / (norms + CLIP_EPS)).clamp(max=1)
+    mean = flat.mean(0)
+    bias = ((phi[:, None] * flat).mean(0) - mean)
+    priv = torch.cat([v.flatten() for v in pg.grads.values()]).double()
+    d = {**step_diagnostics(pg, clip_norm=c), **bias_diagnostics(pg)}
+    assert d["clip_fraction"] == pytest.approx(float((norms > c).double().mean()))
+    assert d["mean_clip_factor"] == pytest.approx(float(phi.mean()), rel=1e-5)
+    assert d["norm_q50"] == pytest.approx(float(norms.median()), rel=1e-5)
+    assert d["clip_bias_norm"] == pytest.approx(float(bias.norm()), rel=1e-5)
+    assert d["clip_bias_rel"] == pytest.approx(float(bias.norm() / mean.norm()), rel=1e-5)
+    assert d["cosine"] == pytest.approx(float(priv @ mean / (priv.norm() * mean.norm())), rel=1e-5)
+    assert 0 < d["clip_fraction"] < 1  # the clip is partly active: the checks are not vacuous

@@ -189,3 +189,12 @@ def test_cli_parses_train_config():
     cfg = parse_config(TrainConfig, ["--epochs", "1e1", "--mode", "noise", "--ref-clip-norm", "2",
                                      "--accountants", "rdp,prv", "--no-quiet"])
     assert cfg.epochs == 10 and cfg.mode == "noise" and cfg.ref_clip_norm == 2.0 and cfg.accountants == ("rdp", "prv")
+
+
+def test_lr_schedules():
+    step = train(replace(BASE, epochs=3, mode="sgd", lr_schedule="step", lr_step_epochs=1, lr_gamma=0.5))
+    assert [r["lr"] for r in step["history"]] == [0.2, 0.2, 0.1, 0.05]
+    cos = train(replace(BASE, epochs=2, mode="sgd", lr_schedule="cosine"))
+    total = cos["total_steps"]  # the record holds the lr of the epoch's last step t: η·½(1 + cos(πt/T))
+    assert cos["history"][-1]["lr"] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * (total - 1) / total)))
+    assert cos["history"][1]["lr"] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * (total / 2 - 1) / total)))

@@ -80,11 +80,17 @@ class PrivateGradient:
 
 
 def bk_applicable(model: nn.Module) -> bool:
-    """True if every module that owns trainable parameters is an ``nn.Linear`` (2-D inputs checked at run time)."""
+    """True if every module that owns trainable parameters is an ``nn.Linear`` and no parameter is
+    shared between modules (2-D inputs and single use per forward are checked at run time)."""
+    seen: set[int] = set()
     for module in model.modules():
         own = [p for p in module.parameters(recurse=False) if p.requires_grad]
         if own and not isinstance(module, nn.Linear):
             return False
+        for p in own:
+            if id(p) in seen:
+                return False
+            seen.add(id(p))
     return True
 
 
