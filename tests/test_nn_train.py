@@ -33,7 +33,7 @@ class _Stop(Exception):
 
 def test_resume_is_bit_for_bit(tmp_path):
     cfg = replace(BASE, epochs=3, momentum=0.5, lr_schedule="cosine", sparsity=0.5, burst_step=8,
-                  burst_scale=0.05, diagnostics="full")
+                  burst_scale=0.05, diagnostics="full", hessian_k=2, hessian_samples=60)
     full, model_full = train(replace(cfg, out=str(tmp_path / "a")), return_model=True)
 
     def stop_after_first(epoch, rec):
@@ -50,6 +50,10 @@ def test_resume_is_bit_for_bit(tmp_path):
     for (k, a), (_, b) in zip(model_full.state_dict().items(), model_resumed.state_dict().items()):
         assert torch.equal(a, b), k
     assert "burst_norm" in full["history"][2]  # step 8 lies in epoch 2 (6 steps per epoch)
+    for rec in full["history"][1:]:  # Lanczos on the masked Hessian (d = 418 > dense threshold)
+        top = rec["hessian_top"]
+        assert len(top) == 2 and top[0] >= top[1] and 1.0 <= rec["hessian_eff_rank"] <= 2.0
+        assert 0.0 <= rec["bias_in_top_k"] <= 1.0
 
 
 def test_resume_refuses_a_different_config(tmp_path):

@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -273,7 +273,7 @@ def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[st
     folder = Path(config.mask_run)
     earlier = read_json(folder / "config.json")
     for key in ("dataset", "model", "width", "depth", "data_seed", "n_train"):
-        if earlier.get(key) != to_json_value(getattr(config, key)):
+        if earlier.get(key) != _jsonable(getattr(config, key)):
             raise ValueError(f"mask_run {str(folder)!r} has {key}={earlier.get(key)!r}, this run has "
                              f"{getattr(config, key)!r}")
     metrics = read_json(folder / "metrics.json")
@@ -285,7 +285,7 @@ def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[st
     return state, mechs, metrics["privacy"]["label"]
 
 
-def to_json_value(v: Any) -> Any:
+def _jsonable(v: Any) -> Any:
     from simulations._results import to_jsonable
 
     return to_jsonable(v)
@@ -300,7 +300,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 def _resume_key(config: TrainConfig) -> dict[str, Any]:
     skip = {"out", "resume", "quiet", "checkpoint_every"}
-    return {f.name: to_json_value(getattr(config, f.name)) for f in fields(config) if f.name not in skip}
+    return {f.name: _jsonable(getattr(config, f.name)) for f in fields(config) if f.name not in skip}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -541,8 +541,3 @@ def run_train(config: TrainConfig) -> Path:
     if ckpt is not None and ckpt.is_file():
         ckpt.unlink()
     return Path(config.out)
-
-
-def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """``dataclasses.replace`` re-validating the result (for experiments that sweep one field)."""
-    return replace(config, **changes)
