@@ -157,6 +157,33 @@ def first_crossing(curve: Any, *, threshold: float, steps: Any | None = None) ->
     return float(t[j - 1] + frac * (t[j] - t[j - 1]))
 
 
+def first_crossings(curves: Any, *, threshold: float, steps: Any | None = None) -> np.ndarray:
+    """:func:`first_crossing` of every row of ``curves`` (n, T) at once (vectorised, same definition).
+
+    Example:
+        >>> first_crossings([[8.0, 4.0, 2.0], [1.0, 0.5, 0.2]], threshold=3.0).tolist()
+        [1.5, 0.0]
+    """
+    y = np.atleast_2d(np.asarray(curves, dtype=float))
+    t = np.arange(y.shape[1], dtype=float) if steps is None else np.asarray(steps, dtype=float)
+    if y.ndim != 2 or t.shape != (y.shape[1],) or y.shape[1] == 0:
+        raise ValueError(f"curves must be (n, T) with steps of length T, got {y.shape} and {t.shape}")
+    below = y <= threshold
+    hit = below.any(axis=1)
+    j = np.argmax(below, axis=1)
+    out = np.full(y.shape[0], math.inf)
+    first = hit & (j == 0)
+    out[first] = t[0]
+    mid = hit & (j > 0)
+    rows = np.nonzero(mid)[0]
+    jj = j[mid]
+    y0, y1 = y[rows, jj - 1], y[rows, jj]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(y0 != y1, (y0 - threshold) / (y0 - y1), 1.0)
+    out[mid] = t[jj - 1] + frac * (t[jj] - t[jj - 1])
+    return out
+
+
 def fmt(value: float, digits: int = 4) -> str:
     """Compact number formatting for tables (``inf``/``nan`` spelled out)."""
     v = float(value)

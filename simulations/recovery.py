@@ -28,17 +28,17 @@ Example (a real run at the defaults)::
           d   mode  γλ_min  L_stat pred      L_stat sim ±2SE  recovery pred  recovery sim ±2SE  max|z| curve
     -------  -----  ------  -----------  -------------------  -------------  -----------------  ------------
         100    sgd       1     0.005208   0.005181 ± 1.2e-04            1.8       1.8 ± 0.0017           1.7
-        100   clip       1     0.005208   0.005253 ± 1.0e-04          6.934      6.931 ± 0.005           2.5
-        100  noise       1      0.07031     0.06945 ± 0.0016            1.8     1.797 ± 0.0058           1.7
-        100  dpsgd       1      0.07031     0.07022 ± 0.0014          6.977       6.94 ± 0.037           2.6
+        100   clip       1     0.005208   0.005253 ± 1.0e-04          6.934     6.931 ± 0.0052           2.5
+        100  noise       1      0.07031     0.06945 ± 0.0016            1.8     1.797 ± 0.0067           1.7
+        100  dpsgd       1      0.07031     0.07022 ± 0.0014          6.977       6.94 ± 0.036           2.6
       10000    sgd       1     0.005208   0.005188 ± 1.1e-04            1.8     1.799 ± 0.0016           1.9
-      10000   clip     0.2    8.224e-04  8.194e-04 ± 1.6e-05          13.11      13.1 ± 0.0056           3.7
+      10000   clip     0.2    8.224e-04  8.194e-04 ± 1.6e-05          13.11      13.1 ± 0.0054           3.7
       10000  noise       1      0.07031     0.07029 ± 0.0013            1.8     1.801 ± 0.0045           2.1
-      10000  dpsgd   0.199       0.2584      0.2574 ± 0.0054          13.17        13.27 ± 0.1           3.5
-    1000000    sgd       1     0.005208   0.005188 ± 1.2e-04            1.8     1.799 ± 0.0015           2.3
-    1000000   clip    0.02    7.852e-05  7.923e-05 ± 1.4e-06          114.8      114.8 ± 0.013           2.6
-    1000000  noise       1      0.07031     0.06999 ± 0.0012            1.8       1.8 ± 0.0051           3.4
-    1000000  dpsgd    0.02        2.454        2.429 ± 0.051          114.8        114.4 ± 2.7           5.0
+      10000  dpsgd   0.199       0.2584      0.2574 ± 0.0054          13.17      13.27 ± 0.098           3.5
+    1000000    sgd       1     0.005208   0.005188 ± 1.2e-04            1.8     1.799 ± 0.0016           2.3
+    1000000   clip    0.02    7.852e-05  7.923e-05 ± 1.4e-06          114.8      114.8 ± 0.015           2.6
+    1000000  noise       1      0.07031     0.06999 ± 0.0012            1.8       1.8 ± 0.0056           3.4
+    1000000  dpsgd    0.02        2.454        2.429 ± 0.051          114.8        114.4 ± 3.2           5.0
     results: results/recovery
 """
 
@@ -53,7 +53,7 @@ import numpy as np
 from dptheory.records import Basin, LinearDynamics, Mode, Optimizer
 from dptheory._validate import check_int, check_positive
 from simulations._cli import Progress, run_main
-from simulations._compare import batch_means, first_crossing, fmt, log_grid, table
+from simulations._compare import batch_means, first_crossing, first_crossings, fmt, log_grid, table
 from simulations._results import check_output_dir, result_folder, write_results
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
@@ -124,17 +124,15 @@ def simulated_recovery(*, loss: np.ndarray, stationary: float, initial: float, t
     """
     loss = np.asarray(loss, dtype=float)
     t = np.arange(loss.shape[1] + 1, dtype=float)
-
-    def crossing(curves: np.ndarray) -> float:
-        excess = np.concatenate([[initial], curves.mean(axis=0) - stationary])
-        return first_crossing(excess, threshold=threshold * initial, steps=t)
-
-    time = crossing(loss)
-    rng = np.random.default_rng(seed)
     reps = loss.shape[0]
-    boots = np.array([crossing(loss[rng.integers(0, reps, reps)]) for _ in range(n_boot)])
-    finite = boots[np.isfinite(boots)]
-    se = float(np.std(finite, ddof=1)) if finite.size > 1 and finite.size == boots.size else math.inf
+    rng = np.random.default_rng(seed)
+    # Row 0: the replicas themselves; rows 1…n_boot: bootstrap resamples of the replicas (counts).
+    counts = np.vstack([np.ones(reps), rng.multinomial(reps, np.full(reps, 1.0 / reps), size=n_boot)])
+    means = counts @ loss / reps
+    excess = np.hstack([np.full((means.shape[0], 1), initial), means - stationary])
+    times = first_crossings(excess, threshold=threshold * initial, steps=t)
+    time, boots = float(times[0]), times[1:]
+    se = float(np.std(boots, ddof=1)) if np.all(np.isfinite(boots)) else math.inf
     mean_excess = loss.mean(axis=0) - stationary
     se_excess = loss.std(axis=0, ddof=1) / math.sqrt(reps)
     return {"time": time, "time_se": se, "excess": mean_excess, "excess_se": se_excess}

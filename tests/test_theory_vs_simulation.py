@@ -27,7 +27,8 @@ import pytest
 
 from dptheory.records import Mode
 from simulations import basin_dim
-from simulations._compare import Estimate, agrees, batch_means, first_crossing, log_grid, replica_mean
+from simulations._compare import (Estimate, agrees, batch_means, first_crossing, first_crossings, log_grid,
+                                  replica_mean)
 
 K = 4.0
 MODEL_MARGIN = 0.05  # clipped modes only (mean-field approximation, documented accuracy ≤ 5 %)
@@ -256,6 +257,15 @@ def test_first_crossing_and_log_grid():
     assert math.floor(exact) < got < math.ceil(exact) + 1e-12  # interpolation stays within the bracketing steps
     assert first_crossing([0.05, 0.01], threshold=0.1) == 0.0
     assert first_crossing([1.0, 0.5], threshold=0.1) == math.inf
+    # The vectorised version is the same definition, row by row (random noisy curves, ties included).
+    rng = np.random.default_rng(4)
+    curves = np.exp(-0.1 * np.arange(60))[None, :] + 0.05 * rng.standard_normal((200, 60))
+    curves[:5] = 1.0  # never below: inf
+    curves[5:10, 0] = 0.0  # below at once: t[0]
+    steps = np.arange(60) * 2.5
+    vec = first_crossings(curves, threshold=0.2, steps=steps)
+    ref = [first_crossing(c, threshold=0.2, steps=steps) for c in curves]
+    np.testing.assert_array_equal(vec, ref)
     grid = log_grid(low=100, high=1e6, points=9)
     assert grid[0] == 100 and grid[-1] == 1_000_000 and grid == sorted(set(grid))
     # equal log steps up to rounding to integers: |Δ log| ≤ 0.5/100 at each end of a step
