@@ -62,7 +62,6 @@ to be stationary within T — compare those only after raising --steps)::
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
