@@ -202,3 +202,16 @@ def test_lr_schedules():
     total = cos["total_steps"]  # the record holds the lr of the epoch's last step t: η·½(1 + cos(πt/T))
     assert cos["history"][-1]["lr"] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * (total - 1) / total)))
     assert cos["history"][1]["lr"] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * (total / 2 - 1) / total)))
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
+    from simulations.nn.train import main
+
+    assert main(["--epochs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "epochs must be >= 1, got 0" in err
+    assert main(["--mode", "adam"]) == 2
+    assert main(["--dataset", "teacher", "--sparsity", "0.5", "--mask-source", "private",
+                 "--mask-run", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "result file not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
