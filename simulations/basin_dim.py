@@ -110,6 +110,7 @@ class BasinDimConfig:
     recovery_threshold: float = field(default=0.1, metadata={
         "help": "recovered when the mean excess over stationarity falls to this fraction of ½Σλδ²"})
     k_se: float = field(default=2.0, metadata={"help": "k: confidence intervals printed as ± k·SE"})
+    theory_points: int = field(default=17, metadata={"help": "dimensions on the figure's fine theory grid"})
     seed: int = field(default=0, metadata={"help": "random seed (one stream per (d, mode, replica))"})
     engine: str = field(default="auto", metadata={"help": "simulation engine", "choices": ENGINES})
     out: str = field(default="results/basin_dim", metadata={"help": "result folder (replaced atomically)"})
@@ -119,6 +120,7 @@ class BasinDimConfig:
         check_int("d", self.d, minimum=1)
         check_int("rank", self.rank, minimum=1)
         check_int("points", self.points, minimum=1)
+        check_int("theory_points", self.theory_points, minimum=2)
         check_int("steps", self.steps, minimum=1)
         check_int("replicas", self.replicas, minimum=2)
         check_int("seed", self.seed, minimum=0)
@@ -220,14 +222,14 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed:
     }
 
 
-def theory_curves(config: BasinDimConfig, *, points: int = 17) -> dict[str, np.ndarray]:
+def theory_curves(config: BasinDimConfig) -> dict[str, np.ndarray]:
     """Predicted stationary loss and clip fraction on a fine log grid of d (for the figure).
 
     Unclipped modes never clip (clip fraction 0 by definition, no call needed).
     """
     from dptheory import clipped_dynamics as cd
 
-    dims = np.array(log_grid(low=config.rank, high=config.d, points=points))
+    dims = np.array(log_grid(low=config.rank, high=config.d, points=config.theory_points))
     out: dict[str, np.ndarray] = {"theory_dims": dims}
     for mode in MODES:
         opt = config.optimizer(mode)
