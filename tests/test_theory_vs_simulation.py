@@ -2,8 +2,8 @@
 
 Every comparison is |simulated − predicted| ≤ K·SE + margin·|predicted| with
 
-* K = 4 standard errors. About 80 comparisons are made in this file; with a correct SE a
-  Bonferroni family-wise error of 1 % needs z_{1 − 0.01/(2·80)} = 3.8 ≈ 4.
+* K = 4 standard errors. About 140 comparisons are made in this file; with a correct SE a
+  Bonferroni family-wise error of 1 % needs z_{1 − 0.01/(2·140)} = 3.97 ≈ 4.
 * SE from batch means (``simulations._compare.batch_means``): R independent replicas, each window cut
   into batches of 5 predicted relaxation times, so consecutive batch means are nearly independent
   (lag-1 correlation ≲ e^{−5}; the AR(1) test below checks the estimator's calibration).
