@@ -64,7 +64,8 @@ def fig_ablate(config: dict, metrics: dict) -> plt.Figure:
     if "burst" in metrics:
         for mode, r in metrics["burst"].items():
             curve = [_num(v) for v in r["excess_curve_mean"]]
-            b.plot(range(len(curve)), curve, marker=".", label=f"{mode} (recovered {_num(r['recovered_fraction']['mean']):.0%})")
+            recovered = _num(r["recovered_fraction"]["mean"])
+            b.plot(range(len(curve)), curve, marker=".", label=f"{mode} (recovered {recovered:.0%})")
         b.axvline(metrics["burst_epoch"], color="gray", ls=":")
         b.axhline(0, color="black", lw=0.5)
         b.set(xlabel="epoch", ylabel="train loss: burst − plain", title="recovery from a noise burst")

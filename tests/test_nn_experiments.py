@@ -91,7 +91,8 @@ def fake_train_average(config: FakeConfig) -> dict:
 def fake_train_late(config: FakeConfig) -> dict:
     """Final accuracy = quality of the mode of the last epoch only (the late phase decides)."""
     out = fake_train_average(config)
-    last = config.mode if (config.switch_epoch is None or config.epochs - 1 < config.switch_epoch) else config.switch_mode
+    switched = config.switch_epoch is not None and config.epochs - 1 >= config.switch_epoch
+    last = config.switch_mode if switched else config.mode
     out["history"][-1]["test_acc"] = QUALITY[last] + _seed_offset(config.seed)
     return out
 
@@ -138,8 +139,8 @@ def test_switch_dominance_equals_closed_form(fake_engine, tmp_path):
 
 def test_ablate_recovery_fraction_equals_closed_form(fake_engine, tmp_path):
     fake_engine(fake_train_average)
-    cfg = ablate.AblateConfig(epochs=8, width=1, burst_epoch=3, burst_scale=2.0, seeds=(0, 1, 2), out=str(tmp_path / "x"),
-                              quiet=True)
+    cfg = ablate.AblateConfig(epochs=8, width=1, burst_epoch=3, burst_scale=2.0, seeds=(0, 1, 2),
+                              out=str(tmp_path / "x"), quiet=True)
     m = ablate.run(cfg)
     # excess Δ(i) = A ρ^(i − t0) from record t0 on: recovered = 1 − ρ^(E − t0)
     for mode in ("sgd", "clip"):

@@ -13,7 +13,20 @@ recorded per epoch; the recovered fraction 1 − Δ(E)/Δ(t₀) (t₀ the first 
 measures recovery. Claim 2 predicts near-complete recovery without clipping and less with it
 (clipped steps have norm ≤ C, so a large displacement is undone at most ηC per step).
 
-    python -m simulations.nn ablate --epochs 12 --seeds 0,1,2
+Example (the defaults; 18 runs, ~1 minute on 2 shared CPU cores)::
+
+    $ python -m simulations.nn ablate --out results/nn/ablate
+    claim 2 (ablate), mnist1d mlp width 128, 10 epochs, sigma=1.0, C=C_ref=1.0, seeds=3
+    mode   test acc %    − SGD (paired) %  test loss
+    -----  ------------  ----------------  -------------
+    sgd    60.43 ± 0.13                    1.118 ± 0.012
+    clip   38.23 ± 0.63  -22.20 ± 0.76     1.542 ± 0.007
+    noise  58.23 ± 0.93  -2.20 ± 0.95      1.210 ± 0.030
+    dpsgd  35.17 ± 0.38  -25.27 ± 0.27     1.740 ± 0.009
+      noise − clip = 20.00 ± 0.95 %  (clipping hurts more: True)
+      burst after epoch 5 in sgd: excess train loss 0.495 ± 0.040 → -0.047 ± 0.032, recovered 108.7 ± 5.3 %
+      burst after epoch 5 in clip: excess train loss 0.709 ± 0.135 → 0.029 ± 0.003, recovered 95.3 ± 1.6 %
+      recovered(sgd) − recovered(clip) = 13.5 ± 6.9 %  (unclipped recovers better: False)
 """
 
 from __future__ import annotations
@@ -157,7 +170,8 @@ def run(config: AblateConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from simulations._cli import run_main
 
-    return run_main(AblateConfig, run, argv, prog="python -m simulations.nn ablate", description=__doc__.split("\n\n")[0])
+    return run_main(AblateConfig, run, argv, prog="python -m simulations.nn ablate",
+                    description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

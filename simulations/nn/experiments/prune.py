@@ -62,7 +62,8 @@ class PruneConfig(NetExperiment):
         if not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
             raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
         if not 0 < self.mask_epsilon < self.target_epsilon:
-            raise ValueError(f"mask_epsilon must lie in (0, target_epsilon={self.target_epsilon}), got {self.mask_epsilon}")
+            raise ValueError(f"mask_epsilon must lie in (0, target_epsilon={self.target_epsilon}), "
+                             f"got {self.mask_epsilon}")
 
 
 def dense_jobs(config: PruneConfig, folder: Path) -> list[tuple[dict, Any]]:
@@ -182,7 +183,8 @@ def run(config: PruneConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from simulations._cli import run_main
 
-    return run_main(PruneConfig, run, argv, prog="python -m simulations.nn prune", description=__doc__.split("\n\n")[0])
+    return run_main(PruneConfig, run, argv, prog="python -m simulations.nn prune",
+                    description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,18 @@ is +1 when only the late phase matters, −1 when only the early phase matters a
 equally; its numerator is reported as a paired difference (mean ± SE over seeds). "Slower early" is
 the paired difference acc(dpsgd) − acc(sgd) after the first epoch.
 
-    python -m simulations.nn switch --epochs 12 --switch-epochs 3,6,9 --seeds 0,1,2
+Example (the defaults; 24 runs, ~2 minutes on 2 shared CPU cores)::
+
+    $ python -m simulations.nn switch --out results/nn/switch
+    claim 1 (switch), mnist1d mlp width 128, 10 epochs, sigma=1.0, C=1.0, seeds=3; test accuracy in %
+      SGD 60.43 ± 0.13   DP-SGD 35.17 ± 0.38   paired gap 25.27 ± 0.27
+      after epoch 1: DP-SGD − SGD = -2.30 ± 2.17  (slower early: False)
+    s  SGD→DP        DP→SGD (not private)  DP→SGD − SGD→DP  dominance L
+    -  ------------  --------------------  ---------------  -----------
+    2  42.93 ± 0.27  58.83 ± 1.17          15.90 ± 1.22     +0.63
+    5  53.60 ± 0.72  56.43 ± 1.19          2.83 ± 1.85      +0.11
+    8  58.60 ± 0.49  46.87 ± 0.81          -11.73 ± 1.16    -0.46
+      late phase decides (s=5): False
 """
 
 from __future__ import annotations
@@ -140,7 +151,8 @@ def run(config: SwitchConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from simulations._cli import run_main
 
-    return run_main(SwitchConfig, run, argv, prog="python -m simulations.nn switch", description=__doc__.split("\n\n")[0])
+    return run_main(SwitchConfig, run, argv, prog="python -m simulations.nn switch",
+                    description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
