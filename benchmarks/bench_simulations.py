@@ -3,7 +3,8 @@
     python benchmarks/bench_simulations.py [--repeat 3] [--skip-cli]
 
 (a) wall time of ``python -m simulations.basin_dim --d 1e6 --rank 100 --quiet`` in a subprocess
-    (run once first so numba's on-disk cache is warm) — target ≤ 10 s;
+    (run once first so numba's on-disk cache is warm) — target ≤ 10 s; its CPU time (user + system)
+    is printed beside it, a proxy for the wall time on an otherwise idle machine;
 (b) full numba kernel vs its plain-numpy twin at d = 1e5 — target ≥ 3×;
 (c) full kernel vs drawing the same number of standard Gaussians alone in numba with the kernels'
     own generator (same threads, replicas in prange) — target ≤ 1.5× (the floor: a step cannot be
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -58,15 +60,21 @@ def _best(fn, repeat: int) -> float:
     return min(times)
 
 
-def bench_cli(repeat: int) -> float:
+def bench_cli(repeat: int) -> tuple[float, float]:
+    """(best wall time, CPU time of that run: user + system of the child) of the headline command."""
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_basin_dim_{os.getpid()}"
     cmd = [sys.executable, "-m", "simulations.basin_dim", "--d", "1e6", "--rank", "100", "--quiet", "--out", str(out)]
 
-    def once():
+    def once() -> tuple[float, float]:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
     once()  # warm numba's on-disk cache and the OS file cache
-    return _best(once, repeat)
+    return min(once() for _ in range(repeat))
 
 
 def bench_full_vs_numpy(repeat: int) -> tuple[float, float]:
@@ -111,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     rows = []
     if not args.skip_cli:
-        t = bench_cli(args.repeat)
-        rows.append(("(a) basin_dim --d 1e6 --rank 100 wall time", f"{t:.2f} s", "≤ 10 s", t <= 10))
+        t, cpu = bench_cli(args.repeat)
+        rows.append(("(a) basin_dim --d 1e6 --rank 100 wall time", f"{t:.2f} s  (CPU {cpu:.2f} s)", "≤ 10 s",
+                     t <= 10))
     full, twin = bench_full_vs_numpy(args.repeat)
     rows.append(("(b) numpy twin / full kernel, d = 1e5", f"{twin / full:.2f}×  ({twin:.3f} s / {full:.3f} s)",
                  "≥ 3×", twin / full >= 3))
