@@ -8,7 +8,8 @@ whose fixed point is v* = η q / (a (2 − η a (1 + κ))); the loss weighs it b
 η q / (2 γ (2 − η γ λ)) for fixed batches. Checked here symbolically, together with the Poisson
 compound-sum variance that produces κ, the closed form r η C s √n σ²/(4B²) of the fully clipped,
 DP-dominated regime, and the (r+1)/r factor by which the mean-field closure underestimates a
-saturated stationary state (a finding: see tests/test_clipped_dynamics.py).
+saturated stationary state (a finding: see tests/test_clipped_dynamics.py; fixed by the radial
+closure, proofs/clipped_radial_closure.py and dptheory.clipped_closure).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ STATEMENT = (
     "v* = ηq/(a(2 − ηa(1+κ))) solves v = [(1−ηa)² + η²κa²]v + η²q; "
     "½λv* = ηq/(2γ(2−ηγλ)) (κ=0); "
     "Poisson: Var(Σ_{j≤N} X_j)/B² = Var X/B + (E X)²/B; fully clipped DP limit r η C s √n σ²/(4B²); "
-    "saturated stationary E ρ² = r(r+1)θ² vs mean-field r²θ²  [clipped_dynamics.stationary_excess_loss]"
+    "saturated stationary E ρ² = r(r+1)θ² vs mean-field r²θ²  [clipped_dynamics.stationary_excess_loss(closure='mean-field')]"
 )
 
 

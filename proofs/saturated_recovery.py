@@ -7,7 +7,8 @@ Noise-free mean-field ODE of one eigen-direction, x = λ|e| the gradient norm, a
 Then t(x₀ → x₁) = [F(x₀) − F(x₁)]/(ηλC) with F(x) = √(x² + a²) − a·asinh(a/x): linear,
 (x₀ − x₁)/(ηλC), for a = 0 (normalised GD: the error shrinks by ηC per step) and logarithmic,
 a·ln(x₀/x₁)/(ηλC), for x ≪ a (exponential decay at rate ηλ·C/(s√n), slower than unclipped GD's ηλ
-by √n/C·s). Backs dptheory.clipped_dynamics.saturated_recovery_steps and recovery_time.
+by √n/C·s). Backs dptheory.clipped_recovery.saturated_recovery_steps and recovery_time (re-exported
+by dptheory.clipped_dynamics).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sympy as sp
 
 STATEMENT = (
     "dx/dt = −ηλCx/√(x²+a²) ⇒ t = [F(x₀) − F(x₁)]/(ηλC), F(x) = √(x²+a²) − a·asinh(a/x); "
-    "a = 0: linear (x₀−x₁)/(ηλC); x ≪ a: a ln(x₀/x₁)/(ηλC)  [clipped_dynamics.saturated_recovery_steps]"
+    "a = 0: linear (x₀−x₁)/(ηλC); x ≪ a: a ln(x₀/x₁)/(ηλC)  [clipped_recovery.saturated_recovery_steps]"
 )
 
 
