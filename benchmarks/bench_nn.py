@@ -136,7 +136,8 @@ def main() -> None:
         print(f"\n{label}  (d = {count_parameters(base):,}; dpbasin auto = {method})")
         for key, v in rows.items():
             print(f"  {key:<14} {v:12,.0f}" if v else f"  {key:<14} {'n/a':>12}")
-        ours_v, hooks, ghost, plain = rows["dpbasin auto"], rows["opacus hooks"], rows["opacus ghost"], rows["non-private"]
+        ours_v, hooks = rows["dpbasin auto"], rows["opacus hooks"]
+        ghost, plain = rows["opacus ghost"], rows["non-private"]
         if ours_v and hooks:
             print(f"  dpbasin / opacus hooks  speed ratio {ours_v / hooks:5.2f}x  (goal >= 1.0)")
         if ours_v and ghost:

@@ -109,7 +109,8 @@ class TrainConfig:
     momentum: float = field(default=0.0, metadata=_h("SGD momentum in [0, 1)"))
     lr_schedule: str = field(default="constant", metadata=_h("constant | cosine (per step, to 0) | step",
                                                              choices=LR_SCHEDULES))
-    lr_step_epochs: int = field(default=10, metadata=_h("step schedule: multiply lr by lr_gamma every this many epochs"))
+    lr_step_epochs: int = field(default=10, metadata=_h(
+        "step schedule: multiply lr by lr_gamma every this many epochs"))
     lr_gamma: float = field(default=0.1, metadata=_h("step schedule factor"))
     clip_norm: float = field(default=1.0, metadata=_h("per-sample clipping norm C (modes clip and dpsgd)"))
     noise_multiplier: float | None = field(default=None, metadata=_h(
@@ -518,7 +519,8 @@ def _burst(model, masks, scale: float, generator: torch.Generator) -> float:
 
 
 def _hessian_record(config, model, x, y, masks, rng, bias) -> dict:
-    from simulations.nn.hessian import effective_rank, flatten, make_hvp, parameter_dim, subspace_fraction, top_eigenpairs
+    from simulations.nn.hessian import (effective_rank, flatten, make_hvp, parameter_dim, subspace_fraction,
+                                        top_eigenpairs)
 
     m = min(config.hessian_samples, x.shape[0])
     hvp = make_hvp(model, x[:m], y[:m], masks=masks)
