@@ -70,6 +70,8 @@ def test_modes_share_batches_and_noise_only_limits():
     sizes = [runs[m]["steps"]["batch_size"] for m in runs]
     assert all(s == sizes[0] for s in sizes)  # identical Poisson batches across modes (paired)
     # σ = 0: noise-only is exactly SGD; a clip norm above every per-sample norm makes clip-only exactly SGD
+    # not vacuous: at C = 1 most per-sample gradients WOULD be clipped (the sgd run reports it)
+    assert runs["sgd"]["history"][-1]["clip_fraction"] > 0.5
     no_noise = train(replace(BASE, mode="noise", noise_multiplier=0.0))
     assert _losses(no_noise) == _losses(runs["sgd"])
     huge_clip = train(replace(BASE, mode="clip", clip_norm=1e9))
@@ -89,9 +91,7 @@ def test_noise_only_mode_noise_std_is_sigma_times_ref_clip():
     sq = torch.tensor(res["steps"]["noise_norm"], dtype=torch.float64) ** 2
     nu2 = (sigma * c_ref) ** 2
     assert abs(float(sq.mean()) - nu2 * d) < 4 * nu2 * math.sqrt(2 * d / sq.numel())
-    # and the gradients were not clipped: mean clip factor at C = 0.01 would be tiny, yet the
-    # per-sample norm quantiles are those of unclipped gradients (≫ C)
-    assert res["history"][-1]["norm_q10"] > 100 * 0.01
+    # (that noise-only does not clip is shown exactly in test_modes_share_batches_and_noise_only_limits)
 
 
 def test_masks_keep_pruned_weights_exactly_zero_and_noise_free():
