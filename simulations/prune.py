@@ -38,23 +38,23 @@ to be stationary within T — compare those only after raising --steps)::
     -------  ------  ----  ---------  -------------  ---------  ------------  ---------  ------------------  -----  --------  ----------
     aligned  oracle    10       0.01              0          0      0.007713   0.007713  0.007806 ± 2.8e-04   +0.7      1.44         yes
     aligned  oracle    32      0.032              0          0      0.007713   0.007713  0.007689 ± 2.9e-04   -0.2      1.44         yes
-    aligned  oracle   100        0.1          0.524          0      0.007814   0.007814  0.007899 ± 3.0e-04   +0.6      1.51         yes
-    aligned  oracle   316      0.316              1          0       0.01075    0.01075   0.01088 ± 4.7e-04   +0.5      3.04         yes
-    aligned  oracle  1000          1              1          0       0.01716    0.01716    0.01804 ± 0.0012   +1.5      5.82         yes
+    aligned  oracle   100        0.1          0.524          0      0.007819   0.007819  0.007899 ± 3.0e-04   +0.5      1.51         yes
+    aligned  oracle   316      0.316              1          0       0.01076    0.01076   0.01088 ± 4.7e-04   +0.5      3.04         yes
+    aligned  oracle  1000          1              1          0       0.01716    0.01716    0.01804 ± 0.0012   +1.4      5.82         yes
     aligned    init    10       0.01              0        4.5     7.713e-04      4.501     4.501 ± 9.9e-05   -0.0      1.44         yes
     aligned    init    32      0.032              0          4      0.001543      4.002     4.002 ± 1.0e-04   -0.3      1.44         yes
-    aligned    init   100        0.1          0.488          4      0.001561      4.002     4.002 ± 1.2e-04   +0.4      1.51         yes
-    aligned    init   316      0.316              1        3.5      0.003221      3.503     3.503 ± 2.4e-04   -0.8      3.03         yes
+    aligned    init   100        0.1          0.488          4      0.001562      4.002     4.002 ± 1.2e-04   +0.4      1.51         yes
+    aligned    init   316      0.316              1        3.5      0.003223      3.503     3.503 ± 2.4e-04   -0.8      3.03         yes
     aligned    init  1000          1              1          0       0.01716    0.01716   0.01701 ± 9.5e-04   -0.3      5.82         yes
     rotated  oracle    10       0.01              0          0       0.00568    0.00568  0.009699 ± 7.7e-04  +10.4  4.34e+04          NO
     rotated  oracle    32      0.032              0          0      0.005718   0.005718  0.006081 ± 5.8e-04   +1.2       151          NO
-    rotated  oracle   100        0.1          0.481          0      0.005949   0.005949  0.005371 ± 4.3e-04   -2.7      37.1          NO
-    rotated  oracle   316      0.316              1          0      0.009584   0.009584  0.009966 ± 5.8e-04   +1.3      14.8         yes
+    rotated  oracle   100        0.1          0.481          0       0.00595    0.00595  0.005371 ± 4.3e-04   -2.7      37.1          NO
+    rotated  oracle   316      0.316              1          0      0.009585   0.009585  0.009966 ± 5.8e-04   +1.3      14.8         yes
     rotated  oracle  1000          1              1          0       0.01716    0.01716   0.01755 ± 9.5e-04   +0.8      5.82         yes
     rotated    init    10       0.01              0  9.705e-30      0.005677   0.005677   0.03076 ± 8.0e-04  +62.5  1.09e+06          NO
     rotated    init    32      0.032              0  9.288e-32      0.005711   0.005711  0.007016 ± 6.3e-04   +4.2       269          NO
     rotated    init   100        0.1          0.485  4.840e-32      0.005949   0.005949  0.005937 ± 4.4e-04   -0.1      42.7          NO
-    rotated    init   316      0.316              1  1.590e-31      0.009596   0.009596  0.009827 ± 7.2e-04   +0.6      14.2         yes
+    rotated    init   316      0.316              1  1.590e-31      0.009598   0.009598  0.009827 ± 7.2e-04   +0.6      14.2         yes
     rotated    init  1000          1              1          0       0.01716    0.01716   0.01684 ± 9.6e-04   -0.7      5.82         yes
     fixed ε = 0.742 at δ = 1e-05 (RDP; σ = 1, q = B/n = 0.0016, T = 300) for every point; oracle masks: oracle: NOT private (uses w*, data-dependent); an upper bound for any private mask; init masks: data-independent (initialisation): free
     results: results/prune
