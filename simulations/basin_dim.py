@@ -178,11 +178,11 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed:
     saturation = float(cd.stationary_saturation(basin=basin, optimizer=optimizer)) if optimizer.mode.clipped else 0.0
     horizon = max(10, math.ceil(3 * tau))
     rec = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
-                             steps=horizon, threshold=config.recovery_threshold)
+                             steps=horizon, threshold=config.recovery_threshold, dynamics=dyn)
     while not math.isfinite(rec["time"]) and horizon < config.steps:
         horizon = min(config.steps, horizon * 4)
         rec = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
-                                 steps=horizon, threshold=config.recovery_threshold)
+                                 steps=horizon, threshold=config.recovery_threshold, dynamics=dyn)
     # Follow the simulation to 1.5× the predicted recovery time (its crossing must be observable).
     horizon = max(horizon, math.ceil(1.5 * rec["time"]) + 5) if math.isfinite(rec["time"]) else horizon
     total = burn + window + horizon

@@ -93,16 +93,17 @@ def displacement_vector(*, rank: int, displacement: float) -> np.ndarray:
 
 
 def predicted_recovery(*, basin: Basin, optimizer: Optimizer, displacement: float, steps: int,
-                       threshold: float) -> dict[str, Any]:
+                       threshold: float, dynamics: LinearDynamics | None = None) -> dict[str, Any]:
     """Predicted excess-loss curve after a displacement at stationarity, and its recovery time.
 
     Returns ``{"excess": E L(t) − L_stat for t = 0…steps, "time": recovery time, "initial": ½Σλδ²,
-    "stationary": L_stat}``; see the module docstring for the definition.
+    "stationary": L_stat}``; see the module docstring for the definition. ``dynamics``: the step's
+    :func:`linear_model` if already computed (saves a stationary solve).
     """
     from dptheory.clipped_dynamics import expected_loss_curve
 
     lam = basin.curvature_array
-    dyn = linear_model(basin=basin, optimizer=optimizer)
+    dyn = linear_model(basin=basin, optimizer=optimizer) if dynamics is None else dynamics
     v = stationary_second_moments(dyn)
     delta = displacement_vector(rank=basin.rank, displacement=displacement)
     stationary = 0.5 * float(np.sum(lam * v))
@@ -206,11 +207,11 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
     # Horizon: long enough for the prediction to cross the threshold three times over.
     horizon = max(20, math.ceil(8 * tau))
     pred = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
-                              steps=horizon, threshold=config.threshold)
+                              steps=horizon, threshold=config.threshold, dynamics=dyn)
     while not pred["time"] * 3 <= horizon and horizon < config.steps:
         horizon = min(config.steps, horizon * 4)
         pred = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
-                                  steps=horizon, threshold=config.threshold)
+                                  steps=horizon, threshold=config.threshold, dynamics=dyn)
     total = burn + window + horizon
     spec = RunSpec(steps=total, replicas=config.replicas, record_every=1, seed=seed,
                    displacement_step=burn + window, displacement=config.displacement)
