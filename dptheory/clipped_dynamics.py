@@ -31,7 +31,11 @@ stationary loss is low by up to (r + 1)/r (exactly that in the deep-saturated, s
 Fixed by the *radial closure* (dptheory.clipped_closure, the default of
 :func:`stationary_excess_loss`): the small-step Fokker–Planck law of the gradient norm with the exact
 nonlinear drift γ(m)m, applied as a factor R on the mean-field second moments (R = 1 unclipped,
-→ (r+1)/r saturated); :func:`stationary_saturation` reports the indicator m²/(m² + n s²).
+→ (r+1)/r saturated); :func:`stationary_saturation` reports the indicator m²/(m² + n s²). Only the
+stationary loss uses it (:func:`stationary_excess_loss`, the curved term of
+:func:`heldout_excess_loss`, ``dimension_scaling["stationary_loss"]``); m, γ, the clip fraction,
+:func:`effective_linear_model` and the loss curves of dptheory.clipped_recovery stay mean-field, so
+a saturated plateau of ``expected_loss_curve`` is still low by up to (r+1)/r.
 
 ``spread="basin"`` with ``flat_curvature`` > 0: then He has a deterministic component λ_flat e_flat
 *outside* the r-dimensional support of ζ, so ‖g‖² = ‖λ e_curved + s ζ‖² + λ_flat² ‖e_flat‖² is not a

@@ -16,6 +16,11 @@ Tolerances: the mean-field model is an approximation; its claimed accuracy is 5 
 criterion), so a theory-vs-MC test asserts |MC − theory| ≤ 0.05·theory + K·SE with K = 4 stated
 (4 SE: a false alarm has probability < 1e-4 per comparison). Exact statements (unclipped, s = 0 and
 ν = 0) are asserted to float precision, or within K·SE with no model tolerance.
+
+Saturated stationary states (S ≈ 1) test the radial closure (the default of stationary_excess_loss),
+which is exact in the small-step limit for equal curvatures: there the margin is the Euler chain's
+first-order bias, 3h with h = ηC/m the per-step drift over the radius scale (proofs/
+clipped_radial_closure.py), plus K·SE; the mean-field closure is shown to be off by ≈ (r+1)/r.
 """
 
 from __future__ import annotations
