@@ -213,7 +213,8 @@ def stationary_excess_loss(
     saturated (m ≫ max(C, s√n)), where the mean field errs low by exactly that factor (a finding:
     tests/test_clipped_dynamics.py), and R − 1 = O(S) small in the unsaturated regime (S =
     :func:`stationary_saturation`; ≤ 0.3 % on the tests' grid of d = 1e2…1e4, clip fractions 0…1).
-    ``closure="mean-field"``: the plain Gaussian closure (the model before the fix).
+    ``closure="mean-field"``: the plain Gaussian closure (the model before the fix). ``approx=True``
+    ignores ``closure`` (a closed form of the unsaturated regime).
 
     ``approx=True``: the closed form with no self-consistency and small ηγλ,
 
