@@ -22,7 +22,27 @@ non-isotropic gradient covariance, a Hessian tail beyond k, and DP-SGD ends wher
 necessarily at stationarity around the SGD minimum). So the absolute numbers are a stress test; the
 rank correlation asks the weaker question whether the theory orders the configurations correctly.
 
-    python -m simulations.nn validate --widths 16,64,256 --sparsities 0.5,0.9 --seeds 0,1
+Example (the defaults; 20 runs + 10 measurements, ~7 minutes on 2 shared CPU cores)::
+
+    $ python -m simulations.nn validate --out results/nn/validate
+    validate: mnist1d mlp depth 2, 10 epochs, lr=0.5, B=128, C=1.0, sigma=1.0, seeds=2
+    width  sparsity  d      s       lambda_1  r_eff  clip frac pred/meas  excess pred    excess meas
+    -----  --------  -----  ------  --------  -----  -------------------  -------------  -------------
+    16     0.00      1098   0.227   4.22      7.1    1.00/1.00            0.001 ± 0.000  0.340 ± 0.021
+    64     0.00      7434   0.104   4.34      7.5    1.00/0.99            0.001 ± 0.000  0.477 ± 0.017
+    256    0.00      78858  0.0333  3.58      7.8    1.00/0.99            0.001 ± 0.000  0.763 ± 0.027
+    256    0.50      39690  0.0429  3.74      7.7    1.00/0.99            0.001 ± 0.000  0.627 ± 0.014
+    256    0.90      8356   0.0526  3.26      5.5    1.00/0.91            0.000 ± 0.000  0.248 ± 0.008
+      Spearman (excess, point means): rho = +0.90 (p = 0.037, n = 5)
+      Spearman (excess, all runs): rho = +0.70 (p = 0.025, n = 10)
+      Spearman (clip fraction): rho = -0.87 (p = 0.058, n = 5)
+      predicted / measured excess: 0.00081 … 0.00164
+
+Reading it: the predictions agree with the saturated closed form r η C s √d σ²/(4B²) of
+REFERENCE.md §6 (r = 8 measured directions: ≈ 6·10⁻⁴), i.e. a stationary *noise floor*; the
+measured excess (0.25–0.76) is ~10³ times larger. It is dominated by the not-yet-converged,
+step-length-limited (clipped) optimisation, which a stationary formula does not describe; the
+correct ranking across points is weak evidence (n = 5 points, 2 seeds).
 """
 
 from __future__ import annotations
