@@ -25,7 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 
 MODE_STYLE = {
     "sgd": {"color": "tab:blue", "marker": "o", "label": "SGD"},
@@ -72,26 +72,40 @@ def _num(x: Any) -> float:
 FORMATS = ("png", "pdf")
 
 
-def _plain_ticks(fig: Any) -> None:
-    """Plain-number tick labels on log axes (no mathtext: several times faster to render)."""
+def _plain_ticks(fig: Any, *, minor: bool = True) -> None:
+    """Plain-number tick labels on log axes (no mathtext: several times faster to render).
+
+    ``minor=False`` drops the (unlabelled) minor tick marks of log axes: on a few decades they are
+    hundreds of tick objects, most of the drawing time of a figure with a fixed layout.
+    """
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
     for ax in fig.axes:
         for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
             if scale in ("log", "symlog"):
                 axis.set_major_formatter(fmt)
-                axis.set_minor_formatter(NullFormatter())
+                if minor:
+                    axis.set_minor_formatter(NullFormatter())
+                else:
+                    axis.set_minor_locator(NullLocator())
 
 
-def _save(fig: Any, folder: Path, name: str, formats: tuple[str, ...]) -> list[Path]:
-    _plain_ticks(fig)
-    fig.tight_layout()
+def _save(fig: Any, folder: Path, name: str, formats: tuple[str, ...], *, fixed_layout: bool = False) -> list[Path]:
+    """Write ``name.<ext>`` for each format and close the figure.
+
+    ``fixed_layout=False``: ``tight_layout`` plus a tight bounding box (each measures every label:
+    a full extra layout pass, ≈ 1 s for a three-panel figure). ``fixed_layout=True``: the figure
+    already placed its axes (``subplots_adjust``) and has no minor ticks on log axes; saved as is.
+    """
+    _plain_ticks(fig, minor=not fixed_layout)
+    if not fixed_layout:
+        fig.tight_layout()
     paths = []
     for ext in formats:
         if ext not in FORMATS:
             plt.close(fig)
             raise ResultError(f"figure format must be one of {', '.join(FORMATS)}, got {ext!r}")
         paths.append(folder / f"{name}.{ext}")
-        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+        fig.savefig(paths[-1], dpi=110, bbox_inches=None if fixed_layout else "tight")
     plt.close(fig)
     return paths
 
@@ -111,6 +125,8 @@ def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list
     rows = _rows(metrics)
     try:
         fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+        # fixed margins (inches: 0.75 left, 0.5 bottom, 0.35 top) instead of a tight layout (speed)
+        fig.subplots_adjust(left=0.055, right=0.99, bottom=0.12, top=0.92, wspace=0.22)
         for mode in metrics["modes"]:
             st = MODE_STYLE.get(mode, {"color": "k", "marker": "x", "label": mode})
             sel = [r for r in rows if r["mode"] == mode]
@@ -134,8 +150,10 @@ def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list
         axes[1].set(xscale="log", xlabel="ambient dimension d", ylabel="fraction of clipped samples", ylim=(-0.05, 1.05))
         axes[2].set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="recovery time (steps)",
                     title="after a displacement at stationarity")
-        axes[0].legend(fontsize=8)
-        return _save(fig, folder, "basin_dim", formats)
+        axes[0].legend(fontsize=8, loc="upper left")
+        for ax in axes:
+            ax.grid(True, which="major", lw=0.4, alpha=0.4)
+        return _save(fig, folder, "basin_dim", formats, fixed_layout=True)
     except (KeyError, TypeError, ValueError) as exc:
         plt.close("all")
         raise ResultError(f"malformed basin_dim results in {str(folder)!r}: {exc}") from None

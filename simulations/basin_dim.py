@@ -110,7 +110,8 @@ class BasinDimConfig:
     recovery_threshold: float = field(default=0.1, metadata={
         "help": "recovered when the mean excess over stationarity falls to this fraction of ½Σλδ²"})
     k_se: float = field(default=2.0, metadata={"help": "k: confidence intervals printed as ± k·SE"})
-    theory_points: int = field(default=17, metadata={"help": "dimensions on the figure's fine theory grid"})
+    theory_points: int = field(default=13, metadata={
+        "help": "dimensions on the figure's theory grid (the swept ones are added)"})
     seed: int = field(default=0, metadata={"help": "random seed (one stream per (d, mode, replica))"})
     engine: str = field(default="auto", metadata={"help": "simulation engine", "choices": ENGINES})
     out: str = field(default="results/basin_dim", metadata={"help": "result folder (replaced atomically)"})
@@ -160,10 +161,51 @@ def _seed(base: int, *key: int) -> int:
     return int(np.random.SeedSequence(base, spawn_key=tuple(key)).generate_state(1)[0])
 
 
-def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed: int) -> dict[str, Any]:
-    """Simulate one (d, mode) to stationarity, displace, recover; return predictions and estimates."""
+class Predictions:
+    """Per-run memo of the stationary predictions (``dptheory.clipped_dynamics``), keyed by (basin, optimizer).
+
+    ``stationary_excess_loss`` (radial closure: a self-consistent solve plus a quadrature) and
+    ``stationary_clip_fraction`` are pure functions of the frozen, hashable records ``Basin`` and
+    ``Optimizer``, so each distinct pair is solved once per run: the table's rows and the figure's
+    theory grid (which contains the swept dimensions) share them. Same numbers as calling the
+    functions directly (tests/test_sim_cli.py).
+    """
+
+    def __init__(self) -> None:
+        self._loss: dict[tuple[Basin, Optimizer], float] = {}
+        self._clip: dict[tuple[Basin, Optimizer], float] = {}
+
+    def loss(self, basin: Basin, optimizer: Optimizer) -> float:
+        """``stationary_excess_loss(basin=basin, optimizer=optimizer)`` (default radial closure)."""
+        key = (basin, optimizer)
+        if key not in self._loss:
+            from dptheory.clipped_dynamics import stationary_excess_loss
+
+            self._loss[key] = float(stationary_excess_loss(basin=basin, optimizer=optimizer))
+        return self._loss[key]
+
+    def clip_fraction(self, basin: Basin, optimizer: Optimizer) -> float:
+        """``stationary_clip_fraction``; 0 for unclipped modes (they never clip: no call needed)."""
+        if not optimizer.mode.clipped:
+            return 0.0
+        key = (basin, optimizer)
+        if key not in self._clip:
+            from dptheory.clipped_dynamics import stationary_clip_fraction
+
+            self._clip[key] = float(stationary_clip_fraction(basin=basin, optimizer=optimizer))
+        return self._clip[key]
+
+
+def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed: int,
+            predictions: Predictions | None = None) -> dict[str, Any]:
+    """Simulate one (d, mode) to stationarity, displace, recover; return predictions and estimates.
+
+    ``predictions``: the run's :class:`Predictions` memo (None: a fresh one, nothing shared).
+    """
     from dptheory import clipped_dynamics as cd
     from simulations.engine import RunSpec, simulate
+
+    theory = Predictions() if predictions is None else predictions
 
     dyn = linear_model(basin=basin, optimizer=optimizer)
     tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
@@ -171,8 +213,8 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed:
         raise ValueError(f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g}); lower lr")
     burn = math.ceil(config.burn_in * tau)
     window = math.ceil(config.window * tau)
-    pred_loss = float(cd.stationary_excess_loss(basin=basin, optimizer=optimizer))
-    pred_clip = float(cd.stationary_clip_fraction(basin=basin, optimizer=optimizer)) if optimizer.mode.clipped else 0.0
+    pred_loss = theory.loss(basin, optimizer)
+    pred_clip = theory.clip_fraction(basin, optimizer)
     # Validity indicator of the clipped mean-field closure (S → 1: saturated stationary state, where
     # the model underestimates the loss by up to (r+1)/r; clipped_dynamics.stationary_saturation).
     saturation = float(cd.stationary_saturation(basin=basin, optimizer=optimizer)) if optimizer.mode.clipped else 0.0
@@ -207,7 +249,14 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed:
     flat = replica_mean(trace.flat_err_sq[:, at_disp])
     heldout = replica_mean(trace.heldout_loss[:, at_disp])
     pred_flat = float(np.asarray(cd.flat_error_sq(basin=basin, optimizer=optimizer, steps=t_end)).ravel()[-1])
-    pred_heldout = float(np.asarray(cd.heldout_excess_loss(basin=basin, optimizer=optimizer, steps=t_end)).ravel()[-1])
+    if basin.flat_curvature == 0.0:
+        # heldout_excess_loss = (its curved term) + ½(λ_flat + κ) E‖e_flat(t)‖², and with λ_flat = 0 (as in
+        # every basin of this sweep) the curved term is stationary_excess_loss: reuse both predictions
+        # rather than solve the radial closure a second time (same floating-point operations, same number).
+        pred_heldout = pred_loss + 0.5 * (basin.flat_curvature + basin.heldout_flat_curvature) * pred_flat
+    else:
+        pred_heldout = float(np.asarray(cd.heldout_excess_loss(basin=basin, optimizer=optimizer,
+                                                               steps=t_end)).ravel()[-1])
     after = steps > t_disp
     sim = simulated_recovery(loss=trace.train_loss[:, after], stationary=loss.mean, initial=rec["initial"],
                              threshold=config.recovery_threshold, seed=seed)
@@ -222,24 +271,31 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed:
     }
 
 
-def theory_curves(config: BasinDimConfig) -> dict[str, np.ndarray]:
-    """Predicted stationary loss and clip fraction on a fine log grid of d (for the figure).
+def theory_dims(config: BasinDimConfig) -> list[int]:
+    """The figure's theory grid: ``theory_points`` log-spaced dimensions from r to d, plus the swept ones.
 
-    Unclipped modes never clip (clip fraction 0 by definition, no call needed).
+    With the defaults (13 and 7 points) the sweep is every other grid point, so the union adds nothing
+    and the lines pass through the dimensions of the simulated points.
     """
-    from dptheory import clipped_dynamics as cd
+    grid = log_grid(low=config.rank, high=config.d, points=config.theory_points)
+    return sorted(set(grid) | set(config.dims()))
 
-    dims = np.array(log_grid(low=config.rank, high=config.d, points=config.theory_points))
+
+def theory_curves(config: BasinDimConfig, predictions: Predictions | None = None) -> dict[str, np.ndarray]:
+    """Predicted stationary loss and clip fraction on :func:`theory_dims` (for the figure).
+
+    ``predictions``: the run's :class:`Predictions` memo, so dimensions already in the table are not
+    solved again (None: a fresh one). Unclipped modes never clip (clip fraction 0, no call needed).
+    """
+    theory = Predictions() if predictions is None else predictions
+    dims = np.array(theory_dims(config))
     out: dict[str, np.ndarray] = {"theory_dims": dims}
     for mode in MODES:
         opt = config.optimizer(mode)
-        loss, clip = [], []
-        for d in dims:
-            b = config.basin(int(d))
-            loss.append(cd.stationary_excess_loss(basin=b, optimizer=opt))
-            clip.append(cd.stationary_clip_fraction(basin=b, optimizer=opt) if mode.clipped else 0.0)
-        out[f"theory_loss_{mode.value}"] = np.asarray(loss, dtype=float)
-        out[f"theory_clip_fraction_{mode.value}"] = np.asarray(clip, dtype=float)
+        basins = [config.basin(int(d)) for d in dims]
+        out[f"theory_loss_{mode.value}"] = np.array([theory.loss(b, opt) for b in basins], dtype=float)
+        out[f"theory_clip_fraction_{mode.value}"] = np.array([theory.clip_fraction(b, opt) for b in basins],
+                                                             dtype=float)
     return out
 
 
@@ -287,16 +343,17 @@ def run(config: BasinDimConfig) -> dict[str, Any]:
 
     check_output_dir(config.out)
     dims = config.dims()
+    theory = Predictions()
     rows = []
     with Progress(total=len(dims) * len(MODES), label="basin_dim", quiet=config.quiet) as bar:
         for i, d in enumerate(dims):
             basin = config.basin(d)
             for j, mode in enumerate(MODES):
                 rows.append(measure(basin=basin, optimizer=config.optimizer(mode), config=config,
-                                    seed=_seed(config.seed, i, j)))
+                                    seed=_seed(config.seed, i, j), predictions=theory))
                 bar.update(note=f"d={d} {mode.value}")
     metrics, arrays = _pack(rows, config)
-    arrays.update(theory_curves(config))
+    arrays.update(theory_curves(config, theory))
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
         figures.basin_dim(folder, formats=("png",))
@@ -313,9 +370,9 @@ def run(config: BasinDimConfig) -> dict[str, Any]:
 def _outside(k: float, dof: int) -> float:
     """P(|T| > k), T ~ Student t with ``dof`` degrees of freedom (an estimated SE): the expected
     fraction of rows outside ±k SE when the theory is exact."""
-    from scipy import stats
+    from scipy.special import stdtr  # Student-t CDF (what scipy.stats.t.sf calls), without scipy.stats
 
-    return float(2.0 * stats.t.sf(k, max(dof, 1)))
+    return float(2.0 * stdtr(max(dof, 1), -k))
 
 
 def main(argv: list[str] | None = None) -> int:
