@@ -165,3 +165,31 @@ def test_invalid_epsilon_arguments():
         noise_multiplier_for_epsilon(target_epsilon=-1, delta=DELTA, sample_rate=0.1, steps=10)
     with pytest.raises(ValueError, match="steps"):
         noise_multiplier_for_epsilon(target_epsilon=1, delta=DELTA, sample_rate=0.1, steps=0)
+
+
+def test_cache_returns_the_uncached_value_and_distinguishes_mechanisms():
+    # the memoised ε (dptheory.privacy._epsilon_cached) is the value the accountant computes afresh
+    # (called here through __wrapped__, bypassing the cache), identical to the last bit; and a
+    # mechanism whose σ differs only in the 12th significant digit is a different key: its ε is
+    # recomputed (one more cache miss) and differs from the first
+    from dptheory.privacy import _epsilon_cached
+
+    m = PoissonGaussianMechanism(noise_multiplier=1.1, sample_rate=0.02, steps=300)
+    prior = PoissonGaussianMechanism(noise_multiplier=2.0, sample_rate=0.02, steps=100)
+    for mechs, acc in (([m], "rdp"), ([prior, m], "rdp"), ([m], "pld")):
+        first = epsilon(mechanisms=mechs, delta=DELTA, accountant=acc)
+        again = epsilon(mechanisms=mechs, delta=DELTA, accountant=acc)
+        fresh = _epsilon_cached.__wrapped__(tuple(mechs), DELTA, acc, 1e-4, 0.01)
+        assert first == again == fresh
+    near = PoissonGaussianMechanism(noise_multiplier=1.1 * (1 + 1e-11), sample_rate=0.02, steps=300)
+    assert near != m and near.noise_multiplier != m.noise_multiplier
+    misses = _epsilon_cached.cache_info().misses
+    e_near = epsilon(mechanisms=near, delta=DELTA, accountant="rdp")
+    assert _epsilon_cached.cache_info().misses == misses + 1
+    e_m = epsilon(mechanisms=m, delta=DELTA, accountant="rdp")
+    assert _epsilon_cached.cache_info().misses == misses + 1  # m was cached above: a hit
+    assert e_near != e_m and e_near == _epsilon_cached.__wrapped__((near,), DELTA, "rdp", 1e-4, 0.01)
+    # other keys: δ, accountant, discretisation and the order of a composition are part of the key
+    assert epsilon(mechanisms=m, delta=DELTA * (1 + 1e-11), accountant="rdp") != e_m
+    assert epsilon(mechanisms=m, delta=DELTA, accountant="pld", pld_discretization=2e-4) != \
+        epsilon(mechanisms=m, delta=DELTA, accountant="pld")

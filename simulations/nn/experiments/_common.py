@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
 import sys
 import time
@@ -76,50 +75,6 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-_ACCOUNTING_CACHE: dict[Any, Callable[..., Any]] = {}
-
-
-def _memoised(function: Callable[..., Any]) -> Callable[..., Any]:
-    """A keyword-only pure function with an LRU cache (lists become tuples for hashing); one cache
-    per original function, kept for the life of the process."""
-    if function not in _ACCOUNTING_CACHE:
-        @functools.lru_cache(maxsize=4096)
-        def cached(*items: tuple[str, Any]) -> Any:
-            return function(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in items})
-
-        def call(**kwargs: Any) -> Any:
-            return cached(*sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
-
-        _ACCOUNTING_CACHE[function] = call
-    return _ACCOUNTING_CACHE[function]
-
-
-@contextlib.contextmanager
-def memoised_accounting() -> Iterator[None]:
-    """Memoise the engine's privacy accounting for the duration of a sweep.
-
-    ``simulations.nn.train`` recomputes ε (RDP and PLD, ~1 s each on this machine) after every
-    epoch and calibrates σ by bisection (~15 accountant calls) in every run. Every DP run of a sweep
-    with the same (σ, q, T) makes the *same* calls, and ``dptheory.privacy.epsilon`` /
-    ``noise_multiplier_for_epsilon`` are pure functions of their (keyword) arguments, so caching
-    them changes no number and removes most of the accounting time. The engine's names are restored
-    on exit; if the engine stops importing these names, nothing is patched.
-    """
-    try:
-        import simulations.nn.train as engine
-    except ImportError:  # the stand-in engines of the tests
-        yield
-        return
-    originals = {n: getattr(engine, n) for n in ("epsilon", "noise_multiplier_for_epsilon") if hasattr(engine, n)}
-    for name, function in originals.items():
-        setattr(engine, name, _memoised(function))
-    try:
-        yield
-    finally:
-        for name, function in originals.items():
-            setattr(engine, name, function)
 
 
 def run_saved(config: Any) -> dict:
@@ -255,7 +210,8 @@ class Sweep:
 
         results = []
         start = time.perf_counter()
-        with memoised_accounting(), torch_threads(self.threads), \
+        # privacy accounting is memoised natively by dptheory.privacy.epsilon (identical numbers)
+        with torch_threads(self.threads), \
                 Progress(total=len(jobs), label=self.label, quiet=self.quiet, min_seconds=0.0) as bar:
             for tags, config in jobs:
                 t0 = time.perf_counter()
