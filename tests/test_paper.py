@@ -129,3 +129,23 @@ def test_corrupt_arrays_file_is_one_line_exit_2(folders, tmp_path, capsys):
 def test_every_registered_experiment_has_a_cli_run_here_or_in_test_sim_cli():
     assert set(figures.FIGURES) >= set(RUNS)
     assert np.all([callable(f) for f in figures.FIGURES.values()])
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-4])
+def test_basin_dim_fixed_layout_keeps_every_label_inside_the_canvas(scale, folders, tmp_path):
+    """The basin_dim figure has fixed margins (no tight layout, for speed): every tick and axis label must
+    still fit, i.e. a blank (white) border of a few pixels all round — also with long labels (1e-05)."""
+    import shutil
+
+    from matplotlib.image import imread
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folders["basin_dim"], copy)
+    m = json.loads((copy / "metrics.json").read_text())
+    for row in m["rows"]:
+        row["sim_loss"]["mean"] = scale * float(row["sim_loss"]["mean"])
+    (copy / "metrics.json").write_text(json.dumps(m))
+    img = imread(figures.basin_dim(copy, formats=("png",))[0])[..., :3]
+    border = np.concatenate([img[:3].ravel(), img[-3:].ravel(), img[:, :3].ravel(), img[:, -3:].ravel()])
+    assert img.min() < 0.5  # something was drawn
+    assert border.min() == 1.0
