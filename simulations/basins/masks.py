@@ -24,27 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from dptheory._validate import check_int, check_nonnegative
+from dptheory.pruning import magnitude_mask  # the one implementation (pure, in the theory layer)
 
 __all__ = ["magnitude_mask", "oracle_mask", "noisy_estimate_mask", "init_mask", "random_mask"]
-
-
-def magnitude_mask(*, reference, keep: int) -> np.ndarray:
-    """Boolean mask of the ``keep`` = k largest |reference_j| (ties: lower index first).
-
-    Example:
-        >>> magnitude_mask(reference=[0.1, -3.0, 2.0, 0.5], keep=2).tolist()
-        [False, True, True, False]
-    """
-    p = np.asarray(reference, dtype=float)
-    if p.ndim != 1 or p.size == 0 or not np.all(np.isfinite(p)):
-        raise ValueError(f"reference must be a non-empty finite 1-D array, got shape {p.shape}")
-    k = check_int("keep", keep, minimum=0)
-    if k > p.size:
-        raise ValueError(f"keep must be <= len(reference)={p.size}, got {k}")
-    order = np.argsort(-np.abs(p), kind="stable")
-    mask = np.zeros(p.size, dtype=bool)
-    mask[order[:k]] = True
-    return mask
 
 
 def oracle_mask(*, optimum, keep: int) -> np.ndarray:
