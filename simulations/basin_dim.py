@@ -21,9 +21,14 @@ With the defaults the per-sample gradient norm s√d grows from 1 (d = 100, C = 
 100 (d = 10⁶: every sample clipped), so DP-SGD's shrinkage γ ≈ C/(s√d) falls and its stationary
 loss ≈ r η C s √d σ²/(4B²) grows like √d, while SGD and noise-only stay flat in d.
 
+Each distinct (d, mode) is solved once per run (:class:`Predictions`): the table and the figure's
+theory lines (``--theory-points`` dimensions, containing the swept ones) share the stationary solves.
+
 Example (a real run at the defaults; the table goes to stdout, the folder gets config.json,
-metrics.json, metrics.npz, env.json and basin_dim.png; 7.5–17 s of CPU time, 22–40 s wall, measured on
-the shared 2-core machine under a load average of ~7 — see benchmarks/bench_simulations.py)::
+metrics.json, metrics.npz, env.json and basin_dim.png; ≈ 7.2 s of CPU time and 6.5–7.2 s wall,
+median of 3 runs on the shared 2-core machine at a load average of ≈ 2.2, of which ≈ 3 s imports
+(scipy, numba, matplotlib), ≈ 1.7 s simulation (0.5 s of it numba loading its cached kernel),
+≈ 1.7 s theory, ≈ 0.4 s figure — see benchmarks/bench_simulations.py)::
 
     $ python -m simulations.basin_dim --d 1e6 --rank 100 --quiet
           d   mode  clip frac (pred)  clip frac (sim ±2SE)  loss pred        loss sim ±2SE     z  recov pred   recov sim ±2SE  flat err² pred  flat err² sim  held-out pred  held-out sim
