@@ -34,13 +34,14 @@ discrete-time weight of the first-order nonlinearity correction (w → 1 as η �
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import integrate, interpolate, optimize, special, stats
+from scipy import integrate, interpolate, optimize, special
 
 from dptheory import clipping as _clipping
 from dptheory.records import Basin, Optimizer
@@ -172,8 +173,14 @@ def _grad_sq(basin: Basin, step: _Step, lr: float) -> float:
     return total
 
 
+@functools.lru_cache(maxsize=4096)
 def _solve_m2(basin: Basin, opt: Optimizer, poisson: bool, max_iter: int = _MAX_ITER) -> float:
-    """Self-consistent stationary m² = Σ λ_i² v_i(m²) by Brent's method in u = log m² (step cap)."""
+    """Self-consistent stationary m² = Σ λ_i² v_i(m²) by Brent's method in u = log m² (step cap).
+
+    Memoised on its arguments (Basin and Optimizer are frozen, hashable records, so equal inputs give
+    the identical float): the loss, clip fraction, saturation and linear model of one state all need
+    the same solve. A warning about an early stop is therefore emitted once per distinct input.
+    """
     lr = opt.lr
 
     def F(m2: float) -> float:
@@ -234,6 +241,8 @@ def _mean_clip_factor(n: int, m: float, s: float, clip: float) -> float:
         return 1.0 if m <= clip else clip / m
     if n >= 3:  # clipped_gaussian_mean_factor(dim=k) averages min(1, c/√W) over W ~ χ'²_{k+2}
         return float(_clipping.clipped_gaussian_mean_factor(dim=n - 2, mean_norm=m, std=s, clip_norm=clip))
+    from scipy import stats  # only this rare n < 3 branch needs it (importing it costs ~0.6 s)
+
     lam, c2 = (m / s) ** 2, (clip / s) ** 2
     dist = stats.ncx2(n, lam) if lam > 0 else stats.chi2(n)
     tail, _ = integrate.quad(lambda w: math.sqrt(c2 / w) * dist.pdf(w), c2, np.inf, limit=200)
