@@ -360,3 +360,25 @@ def test_predict_unclipped_limit_is_the_noisy_gd_formula():
     assert got["rank"] == 3  # the negative eigenvalue is not a curved basin direction
     assert got["excess_loss"] == pytest.approx(expect, rel=1e-6)
     assert got["clip_fraction"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_missing_nn_extra_is_one_line_and_status_2(monkeypatch, capsys):
+    # A core-only install (the README's first command) has no torch: the dispatcher must say which
+    # extra to install, in one line, instead of a traceback.
+    import builtins
+
+    from simulations.nn import __main__ as dispatcher
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+        return real_import(name, *args, **kwargs)
+
+    for mod in [m for m in list(__import__("sys").modules) if m.startswith("simulations.nn.train")]:
+        monkeypatch.delitem(__import__("sys").modules, mod)
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    assert dispatcher.main(["train", "--help"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install -e '.[nn]'" in err[0]

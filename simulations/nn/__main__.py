@@ -29,6 +29,7 @@ COMMANDS = {
     "validate": ("simulations.nn.experiments.validate", "theory vs measured excess loss"),
 }
 PROG = "python -m simulations.nn"
+NN_EXTRAS = ("torch", "opacus", "mnist1d", "sklearn")  # the [nn] extra of pyproject.toml
 
 
 def usage() -> str:
@@ -51,7 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         sys.stderr.write(f"{PROG}: error: unknown command {command!r} (choose from {', '.join(COMMANDS)})\n")
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        module = importlib.import_module(COMMANDS[command][0])
+    except ModuleNotFoundError as exc:  # the network extras are optional: say how to get them
+        if exc.name not in NN_EXTRAS:
+            raise
+        sys.stderr.write(
+            f"{PROG}: error: the network experiments need the 'nn' extra ({exc.name} is not installed): "
+            "pip install -e '.[nn]'\n"
+        )
+        return 2
     return int(module.main(rest) or 0)
 
 
