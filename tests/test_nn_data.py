@@ -43,9 +43,21 @@ def test_mnist1d_offline_deterministic_and_side_effect_free(monkeypatch):
     assert not torch.equal(a.x_train, c.x_train)
     assert a.x_train.dtype == torch.float32 and a.y_train.dtype == torch.int64
     assert a.input_shape == (40,) and a.num_classes == 10 and a.n_train == 300 and a.n_test == 100
-    # standardised with training statistics: each feature has mean 0 and std 1 on the train split
-    np.testing.assert_allclose(a.x_train.mean(0).numpy(), 0, atol=1e-5)
-    np.testing.assert_allclose(a.x_train.std(0, unbiased=False).numpy(), 1, atol=1e-4)
+    # standardised with TEST-split statistics (privacy: the training split is never used for
+    # preprocessing): each feature has mean 0 and std 1 on the test split ...
+    np.testing.assert_allclose(a.x_test.mean(0).numpy(), 0, atol=1e-5)
+    np.testing.assert_allclose(a.x_test.std(0, unbiased=False).numpy(), 1, atol=1e-4)
+    # ... and the training inputs do not influence the transform: changing one training example
+    # leaves every other (standardised) example unchanged
+    import simulations.nn.data as data_module
+
+    raw = data_module._mnist1d(3, 300, 100)
+    moved = dict(raw, x_train=raw["x_train"].copy())
+    moved["x_train"][0] += 100.0
+    x1, t1 = data_module._standardise(raw["x_train"], raw["x_test"])
+    x2, t2 = data_module._standardise(moved["x_train"], moved["x_test"])
+    np.testing.assert_array_equal(x1[1:], x2[1:])
+    np.testing.assert_array_equal(t1, t2)
     # make_dataset draws num_samples // 10 examples per class: 400 → exactly 40 of each
     counts = np.bincount(np.concatenate([a.y_train.numpy(), a.y_test.numpy()]), minlength=10)
     assert counts.tolist() == [40] * 10
@@ -72,8 +84,8 @@ def test_digits_seeded_split():
     c = load_dataset("digits", seed=1)
     assert a.n_train + a.n_test == 1797 and a.input_shape == (1, 8, 8)
     assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.y_train, c.y_train)
-    # per-channel standardisation with train statistics
-    assert abs(float(a.x_train.mean())) < 1e-5 and abs(float(a.x_train.std(unbiased=False)) - 1) < 1e-4
+    # per-channel standardisation with test-split statistics (the training split stays private)
+    assert abs(float(a.x_test.mean())) < 1e-5 and abs(float(a.x_test.std(unbiased=False)) - 1) < 1e-4
     with pytest.raises(ValueError, match="n_train"):
         load_dataset("digits", n_train=1500, n_test=400)
 
@@ -140,9 +152,9 @@ def test_idx_reader_round_trip(tmp_path, compress, name):
     ds = load_dataset(name, root=tmp_path)
     assert ds.input_shape == (1, 28, 28) and ds.n_train == 6 and ds.n_test == 4
     assert np.array_equal(ds.y_train.numpy(), labs["train"]) and np.array_equal(ds.y_test.numpy(), labs["t10k"])
-    # standardisation is the affine map fixed by the training pixels
-    x = imgs["train"] / 255.0
-    expect = (x - x.mean()) / x.std()
+    # standardisation is the affine map fixed by the (public) test pixels, never the training ones
+    x, ref = imgs["train"] / 255.0, imgs["t10k"] / 255.0
+    expect = (x - ref.mean()) / ref.std()
     np.testing.assert_allclose(ds.x_train.numpy()[:, 0], expect, atol=1e-5)
     # seeded subsample picks rows of the full split
     sub = load_dataset(name, root=tmp_path, n_train=3, seed=1)
@@ -204,7 +216,8 @@ def test_cifar10_reader(tmp_path):
     # channel layout: the first 1024 bytes of a row are the red plane (CIFAR-10 format)
     raw = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)]) / 255.0
     red = raw[:, :1024]
-    expect = (red - red.mean()) / red.std()
+    ref = batches["test_batch"][b"data"][:, :1024] / 255.0  # the public test split fixes the map
+    expect = (red - ref.mean()) / ref.std()
     np.testing.assert_allclose(ds.x_train.numpy()[:, 0].reshape(15, -1), expect, atol=1e-5)
 
 

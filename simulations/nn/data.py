@@ -21,8 +21,11 @@ The teacher task is the input-side analogue of a low-rank basin: the label depen
 through k of its D coordinates (in a random basis), so everything a network learns beyond those k
 directions is fitting noise.
 
-All inputs are standardised with statistics of the **training** split only (per feature for
-vector data, per channel for images). Randomness is the ``seed`` argument; the global numpy /
+All inputs are standardised (per feature for vector data, per channel for images) with statistics
+of the **held-out test split**, never of the training split: the training examples are the data the
+DP guarantee protects, and normalisation constants computed from them would be a data-dependent
+release outside the accountant (each constant is a function of every training example). The test
+split is treated as public; only its inputs (not its labels) are used. Randomness is the ``seed`` argument; the global numpy /
 random state that ``mnist1d`` uses internally is saved and restored, so loading has no side effect.
 
 Example:
@@ -126,12 +129,15 @@ def _root(root: str | os.PathLike[str] | None) -> Path:
 
 
 def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Zero mean, unit variance with training statistics: per feature (vectors) or channel (images)."""
+    """Zero mean, unit variance with **test-split** statistics: per feature (vectors) or channel (images).
+
+    The private training split is never used for preprocessing (module docstring).
+    """
     x_train = np.asarray(x_train, dtype=np.float64)
     x_test = np.asarray(x_test, dtype=np.float64)
     axes = (0,) if x_train.ndim == 2 else (0,) + tuple(range(2, x_train.ndim))
-    mean = x_train.mean(axis=axes, keepdims=True)
-    std = x_train.std(axis=axes, keepdims=True)
+    mean = x_test.mean(axis=axes, keepdims=True)
+    std = x_test.std(axis=axes, keepdims=True)
     std = np.where(std > 1e-12, std, 1.0)  # constant features (e.g. digits' border pixels) stay 0
     return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
 
