@@ -19,14 +19,14 @@ Example (the defaults; 18 runs, ~1 minute on 2 shared CPU cores)::
     claim 2 (ablate), mnist1d mlp width 128, 10 epochs, sigma=1.0, C=C_ref=1.0, seeds=3
     mode   test acc %    − SGD (paired) %  test loss
     -----  ------------  ----------------  -------------
-    sgd    60.43 ± 0.13                    1.118 ± 0.012
-    clip   38.23 ± 0.63  -22.20 ± 0.76     1.542 ± 0.007
-    noise  58.23 ± 0.93  -2.20 ± 0.95      1.210 ± 0.030
-    dpsgd  35.17 ± 0.38  -25.27 ± 0.27     1.740 ± 0.009
-      noise − clip = 20.00 ± 0.95 %  (clipping hurts more: True)
-      burst after epoch 5 in sgd: excess train loss 0.495 ± 0.040 → -0.047 ± 0.032, recovered 108.7 ± 5.3 %
-      burst after epoch 5 in clip: excess train loss 0.709 ± 0.135 → 0.029 ± 0.003, recovered 95.3 ± 1.6 %
-      recovered(sgd) − recovered(clip) = 13.5 ± 6.9 %  (unclipped recovers better: False)
+    sgd    60.53 ± 0.37                    1.109 ± 0.008
+    clip   38.43 ± 0.47  -22.10 ± 0.76     1.544 ± 0.004
+    noise  59.60 ± 0.15  -0.93 ± 0.32      1.190 ± 0.014
+    dpsgd  34.67 ± 0.44  -25.87 ± 0.07     1.742 ± 0.009
+      noise − clip = 21.17 ± 0.44 %  (clipping hurts more: True)
+      burst after epoch 5 in sgd: excess train loss 0.534 ± 0.068 → -0.045 ± 0.027, recovered 107.7 ± 4.3 %
+      burst after epoch 5 in clip: excess train loss 0.700 ± 0.119 → 0.029 ± 0.005, recovered 95.3 ± 1.8 %
+      recovered(sgd) − recovered(clip) = 12.4 ± 5.4 %  (unclipped recovers better: True)
 """
 
 from __future__ import annotations

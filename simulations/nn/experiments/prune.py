@@ -22,17 +22,17 @@ vmap) and repeated accounting is memoised in ``dptheory.privacy.epsilon``)::
 
     $ python -m simulations.nn prune --out results/nn/prune
     claim 4 (prune), mnist1d mlp width 256 depth 2, 10 epochs, target eps=4.0, C=1.0, global magnitude masks, seeds=3; accuracy in %
-      dense: SGD 62.6 ± 0.5, DP-SGD 34.7 ± 0.6
+      dense: SGD 62.2 ± 0.2, DP-SGD 35.0 ± 0.4
     sparsity  init acc    private acc  oracle acc  init − dense  private − dense  oracle − dense  init eps  private eps  oracle eps
     --------  ----------  -----------  ----------  ------------  ---------------  --------------  --------  -----------  ----------
-    0.00      34.7 ± 0.6  34.7 ± 0.6   34.7 ± 0.6  0.0 ± 0.0     0.0 ± 0.0        0.0 ± 0.0       4.00      4.00         4.00
-    0.50      34.9 ± 0.5  34.5 ± 0.4   40.0 ± 0.4  0.2 ± 1.1     -0.2 ± 0.3       5.3 ± 0.6       4.00      4.00         inf
-    0.90      29.7 ± 1.0  33.5 ± 0.1   43.0 ± 0.7  -5.0 ± 1.1    -1.2 ± 0.5       8.3 ± 0.5       4.00      4.00         inf
-    0.95      9.2 ± 0.3   28.2 ± 0.1   36.7 ± 0.3  -25.5 ± 0.5   -6.6 ± 0.6       1.9 ± 0.8       4.00      4.00         inf
-    0.98      9.2 ± 0.3   17.2 ± 0.3   28.5 ± 2.2  -25.5 ± 0.5   -17.6 ± 0.3      -6.3 ± 2.6      4.00      4.00         inf
-      init [private (data-independent mask)]: best heavy pruning − dense = p=0.9: -5.0 ± 1.1 %; helps: False
-      private [private (mask epsilon composed into the total)]: best heavy pruning − dense = p=0.9: -1.2 ± 0.5 %; helps: False
-      oracle [NOT private (mask from non-private training)]: best heavy pruning − dense = p=0.9: 8.3 ± 0.5 %; helps: True
+    0.00      35.0 ± 0.4  35.0 ± 0.4   35.0 ± 0.4  0.0 ± 0.0     0.0 ± 0.0        0.0 ± 0.0       4.00      4.00         4.00
+    0.50      35.0 ± 0.7  34.6 ± 0.4   39.8 ± 0.2  -0.0 ± 1.1    -0.4 ± 0.1       4.8 ± 0.4       4.00      4.00         inf
+    0.90      30.0 ± 1.6  33.3 ± 0.4   44.3 ± 0.2  -5.0 ± 1.7    -1.7 ± 0.3       9.3 ± 0.3       4.00      4.00         inf
+    0.95      9.2 ± 0.3   29.0 ± 0.2   37.9 ± 1.1  -25.8 ± 0.3   -6.0 ± 0.6       2.9 ± 1.2       4.00      4.00         inf
+    0.98      9.2 ± 0.3   17.0 ± 0.5   28.6 ± 3.0  -25.8 ± 0.3   -18.0 ± 0.6      -6.4 ± 2.9      4.00      4.00         inf
+      init [private (data-independent mask)]: best heavy pruning − dense = p=0.9: -5.0 ± 1.7 %; helps: False
+      private [private (mask epsilon composed into the total)]: best heavy pruning − dense = p=0.9: -1.7 ± 0.3 %; helps: False
+      oracle [NOT private (mask from non-private training)]: best heavy pruning − dense = p=0.9: 9.3 ± 0.3 %; helps: True
 
 At p = 0.95 and 0.98 the ``init`` mask gives chance accuracy (the same 9.2 %: a constant
 prediction): global magnitude ranking at initialisation compares |w| ≤ 1/√fan_in across layers, so

@@ -18,13 +18,13 @@ Example (the defaults; 24 runs, ~2 minutes on 2 shared CPU cores)::
 
     $ python -m simulations.nn switch --out results/nn/switch
     claim 1 (switch), mnist1d mlp width 128, 10 epochs, sigma=1.0, C=1.0, seeds=3; test accuracy in %
-      SGD 60.43 ± 0.13   DP-SGD 35.17 ± 0.38   paired gap 25.27 ± 0.27
-      after epoch 1: DP-SGD − SGD = -2.30 ± 2.17  (slower early: False)
+      SGD 60.53 ± 0.37   DP-SGD 34.67 ± 0.44   paired gap 25.87 ± 0.07
+      after epoch 1: DP-SGD − SGD = -2.23 ± 2.14  (slower early: False)
     s  SGD→DP        DP→SGD (not private)  DP→SGD − SGD→DP  dominance L
     -  ------------  --------------------  ---------------  -----------
-    2  42.93 ± 0.27  58.83 ± 1.17          15.90 ± 1.22     +0.63
-    5  53.60 ± 0.72  56.43 ± 1.19          2.83 ± 1.85      +0.11
-    8  58.60 ± 0.49  46.87 ± 0.81          -11.73 ± 1.16    -0.46
+    2  43.40 ± 0.36  58.73 ± 0.78          15.33 ± 1.09     +0.59
+    5  53.17 ± 0.18  56.03 ± 0.86          2.87 ± 0.90      +0.11
+    8  58.77 ± 0.63  47.10 ± 0.75          -11.67 ± 1.21    -0.45
       late phase decides (s=5): False
 """
 

@@ -28,15 +28,15 @@ Example (the defaults; 20 runs + 10 measurements, ~7 minutes on 2 shared CPU cor
     validate: mnist1d mlp depth 2, 10 epochs, lr=0.5, B=128, C=1.0, sigma=1.0, seeds=2
     width  sparsity  d      s       lambda_1  r_eff  clip frac pred/meas  excess pred    excess meas
     -----  --------  -----  ------  --------  -----  -------------------  -------------  -------------
-    16     0.00      1098   0.227   4.22      7.1    1.00/1.00            0.001 ± 0.000  0.340 ± 0.021
-    64     0.00      7434   0.104   4.34      7.5    1.00/0.99            0.001 ± 0.000  0.477 ± 0.017
-    256    0.00      78858  0.0333  3.58      7.8    1.00/0.99            0.001 ± 0.000  0.763 ± 0.027
-    256    0.50      39690  0.0429  3.74      7.7    1.00/0.99            0.001 ± 0.000  0.627 ± 0.014
-    256    0.90      8356   0.0526  3.26      5.5    1.00/0.91            0.000 ± 0.000  0.248 ± 0.008
-      Spearman (excess, point means): rho = +0.90 (p = 0.037, n = 5)
-      Spearman (excess, all runs): rho = +0.70 (p = 0.025, n = 10)
-      Spearman (clip fraction): rho = -0.87 (p = 0.058, n = 5)
-      predicted / measured excess: 0.00081 … 0.00164
+    16     0.00      1098   0.232   4.31      7.0    1.00/0.99            0.001 ± 0.000  0.364 ± 0.028
+    64     0.00      7434   0.104   4.25      7.5    1.00/0.99            0.001 ± 0.000  0.489 ± 0.017
+    256    0.00      78858  0.033   3.6       7.8    1.00/0.99            0.001 ± 0.000  0.767 ± 0.015
+    256    0.50      39690  0.0428  3.75      7.7    1.00/0.98            0.001 ± 0.000  0.632 ± 0.013
+    256    0.90      8356   0.0529  3.32      5.6    1.00/0.91            0.000 ± 0.000  0.243 ± 0.017
+      Spearman (excess, point means): rho = +0.70 (p = 0.19, n = 5)
+      Spearman (excess, all runs): rho = +0.67 (p = 0.033, n = 10)
+      Spearman (clip fraction): rho = +nan (p = nan, n = 5)
+      predicted / measured excess: 0.000798 … 0.00156
 
 Reading it: the predictions agree with the saturated closed form r η C s √d σ²/(4B²) of
 REFERENCE.md §6 (r = 8 measured directions: ≈ 6·10⁻⁴), i.e. a stationary *noise floor*; the

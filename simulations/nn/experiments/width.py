@@ -17,12 +17,12 @@ Example (the defaults; 36 runs, ~4 minutes on 2 shared CPU cores)::
     claim 3 (width), mnist1d mlp depth 2, 10 epochs, C=1.0; eps=2.0 (sigma=1.494) and sigma=1.0; seeds=3; accuracy in %
     width  d       SGD         DP(eps)     gap(eps)    DP(sigma)   gap(sigma)  clip frac  median |g_i|
     -----  ------  ----------  ----------  ----------  ----------  ----------  ---------  ------------
-    8      490     42.5 ± 1.4  31.9 ± 2.5  10.6 ± 3.6  32.7 ± 2.3  9.7 ± 2.9   0.98       6.23
-    32     2698    48.1 ± 1.0  33.5 ± 0.8  14.6 ± 1.3  35.5 ± 1.1  12.7 ± 1.8  0.97       8.86
-    128    23050   60.4 ± 0.1  30.8 ± 0.6  29.7 ± 0.5  35.2 ± 0.4  25.3 ± 0.3  0.94       24.70
-    512    288778  64.0 ± 0.6  26.6 ± 1.2  37.4 ± 1.0  32.7 ± 0.6  31.3 ± 0.4  0.89       112.55
-      dp_eps: gap(d_max) − gap(d_min) = 26.8 ± 2.7 %, Spearman(gap, d) = +0.91 (p=4.7e-05, n=12); grows with d: True
-      dp_sigma: gap(d_max) − gap(d_min) = 21.6 ± 2.5 %, Spearman(gap, d) = +0.93 (p=1.3e-05, n=12); grows with d: True
+    8      490     43.4 ± 1.0  32.2 ± 2.1  11.2 ± 2.6  32.7 ± 2.4  10.7 ± 2.6  0.98       6.31
+    32     2698    48.8 ± 0.7  33.8 ± 0.7  15.0 ± 0.8  35.6 ± 1.3  13.2 ± 1.3  0.96       8.91
+    128    23050   60.5 ± 0.4  30.6 ± 0.4  29.9 ± 0.1  34.7 ± 0.4  25.9 ± 0.1  0.94       24.76
+    512    288778  64.1 ± 0.4  26.7 ± 1.1  37.5 ± 0.8  32.6 ± 0.7  31.5 ± 0.3  0.89       112.74
+      dp_eps: gap(d_max) − gap(d_min) = 26.2 ± 1.9 %, Spearman(gap, d) = +0.93 (p=1.3e-05, n=12); grows with d: True
+      dp_sigma: gap(d_max) − gap(d_min) = 20.8 ± 2.7 %, Spearman(gap, d) = +0.91 (p=4.3e-05, n=12); grows with d: True
 """
 
 from __future__ import annotations
