@@ -233,6 +233,27 @@ def basin_losses(e, lam, lam_flat, basis_t):
 
 
 @njit(cache=True, fastmath=False)
+def record_metrics(rep, rec, energy, curved, flat, lam_flat, heldout_kappa, n_clipped, sum_factor, bn,
+                   out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf):
+    """Write one record of the Trace metrics (shared by the full kernel and the reduced engine).
+
+    train = ½Σλ_i e_i² + ½λ_flat‖e_flat‖², held-out = train + ½κ‖e_flat‖²; clip statistics are NaN
+    for an empty (Poisson) batch.
+    """
+    train = energy + 0.5 * lam_flat * flat
+    out_train[rep, rec] = train
+    out_held[rep, rec] = train + 0.5 * heldout_kappa * flat
+    out_curved[rep, rec] = curved
+    out_flat[rep, rec] = flat
+    if bn > 0:
+        out_clipfrac[rep, rec] = n_clipped / bn
+        out_meanf[rep, rec] = sum_factor / bn
+    else:
+        out_clipfrac[rep, rec] = np.nan
+        out_meanf[rep, rec] = np.nan
+
+
+@njit(cache=True, fastmath=False)
 def _finish_sample(g, k, nrm2, clip, acc, raw, track):
     """Add min(1, C/‖g‖)·g to acc (and g to raw when tracking); return (clipped?, factor)."""
     nrm = math.sqrt(nrm2)
@@ -425,17 +446,8 @@ def _streaming_replica(rep, e0, lam, lam_flat, basis_t, kept, s, basin_spread, b
         _apply_update(e, kept, acc, noise, lr_t[t], batch_size)
         if track:
             energy, curved, flat = basin_losses(e, lam, lam_flat, basis_t)
-            train = energy + 0.5 * lam_flat * flat
-            out_train[rep, rec] = train
-            out_held[rep, rec] = train + 0.5 * heldout_kappa * flat
-            out_curved[rep, rec] = curved
-            out_flat[rep, rec] = flat
-            if bn > 0:
-                out_clipfrac[rep, rec] = n_clipped / bn
-                out_meanf[rep, rec] = sum_factor / bn
-            else:
-                out_clipfrac[rep, rec] = np.nan
-                out_meanf[rep, rec] = np.nan
+            record_metrics(rep, rec, energy, curved, flat, lam_flat, heldout_kappa, n_clipped, sum_factor, bn,
+                           out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf)
             rec += 1
 
 

@@ -70,7 +70,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from simulations.kernels import _finish_sample, _normal, _uniform, replica_states
+from simulations.kernels import _finish_sample, _normal, _uniform, record_metrics, replica_states
 
 __all__ = ["run_reduced", "chi2_excess", "sample_chi2_excess"]
 
@@ -246,18 +246,8 @@ def _reduced_replica(rep, x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_si
             for q in range(r):
                 curved += x[q] * x[q]
                 energy += 0.5 * lam[q] * x[q] * x[q]
-            flat = rho * rho
-            train = energy + 0.5 * lam_flat * flat
-            out_train[rep, rec] = train
-            out_held[rep, rec] = train + 0.5 * heldout_kappa * flat
-            out_curved[rep, rec] = curved
-            out_flat[rep, rec] = flat
-            if bn > 0:
-                out_clipfrac[rep, rec] = n_clipped / bn
-                out_meanf[rep, rec] = sum_factor / bn
-            else:
-                out_clipfrac[rep, rec] = np.nan
-                out_meanf[rep, rec] = np.nan
+            record_metrics(rep, rec, energy, curved, rho * rho, lam_flat, heldout_kappa, n_clipped, sum_factor,
+                           bn, out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf)
             rec += 1
 
 
