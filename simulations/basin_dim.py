@@ -77,7 +77,7 @@ import numpy as np
 from dptheory.records import Basin, Mode, Optimizer
 from dptheory._validate import check_int, check_positive
 from simulations._cli import Progress, run_main
-from simulations._compare import Estimate, batch_means, fmt, fmt_ci, log_grid, replica_mean, table
+from simulations._compare import Estimate, batch_means, fmt, fmt_ci, log_grid, replica_mean, table, run_seed
 from simulations._results import check_output_dir, result_folder, write_results
 from simulations.basins.streaming import SPECTRA, curvature_spectrum
 from simulations.recovery import linear_model, predicted_recovery, relaxation_time, simulated_recovery
@@ -160,10 +160,6 @@ class BasinDimConfig:
         return Optimizer(lr=self.lr, batch_size=self.batch_size, clip_norm=self.clip_norm,
                          noise_multiplier=self.noise_multiplier, mode=mode)
 
-
-def _seed(base: int, *key: int) -> int:
-    """An independent integer seed for one run, derived from the base seed and the run's key."""
-    return int(np.random.SeedSequence(base, spawn_key=tuple(key)).generate_state(1)[0])
 
 
 class Predictions:
@@ -355,7 +351,7 @@ def run(config: BasinDimConfig) -> dict[str, Any]:
             basin = config.basin(d)
             for j, mode in enumerate(MODES):
                 rows.append(measure(basin=basin, optimizer=config.optimizer(mode), config=config,
-                                    seed=_seed(config.seed, i, j), predictions=theory))
+                                    seed=run_seed(config.seed, i, j), predictions=theory))
                 bar.update(note=f"d={d} {mode.value}")
     metrics, arrays = _pack(rows, config)
     arrays.update(theory_curves(config, theory))

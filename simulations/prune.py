@@ -71,7 +71,7 @@ import numpy as np
 from dptheory.records import Basin, Mode, Optimizer
 from dptheory._validate import check_int, check_positive, check_probability
 from simulations._cli import Progress, run_main
-from simulations._compare import batch_means, fmt, fmt_ci, log_grid, table
+from simulations._compare import batch_means, fmt, fmt_ci, log_grid, table, run_seed
 from simulations._results import check_output_dir, result_folder, write_results
 
 PROFILES = ("sparse", "power-law", "gaussian")
@@ -148,9 +148,6 @@ class PruneConfig:
         return self.batch_size / self.dataset_size
 
 
-def _seed(base: int, *key: int) -> int:
-    return int(np.random.SeedSequence(base, spawn_key=tuple(key)).generate_state(1)[0])
-
 
 def make_mask(source: str, *, optimum: np.ndarray, init: np.ndarray, keep: int):
     """``dptheory.pruning.Mask`` (keep, privacy label) of ``keep`` coordinates from ``source``."""
@@ -167,8 +164,8 @@ def problem(config: PruneConfig) -> tuple[np.ndarray, np.ndarray]:
 
     w_star = optimum_profile(dim=config.d, rank=config.rank, profile=config.profile, scale=config.optimum_scale,
                              nonzeros=config.support, exponent=config.power, placement=config.placement,
-                             seed=_seed(config.seed, 1))
-    w0 = config.init_std * np.random.default_rng(_seed(config.seed, 5)).standard_normal(config.d)
+                             seed=run_seed(config.seed, 1))
+    w0 = config.init_std * np.random.default_rng(run_seed(config.seed, 5)).standard_normal(config.d)
     return w_star, w0
 
 
@@ -182,7 +179,7 @@ def measure(*, config: PruneConfig, basis_name: str, source: str, keep: int, w_s
 
     d = config.d
     basin, opt = config.basin(d), config.optimizer()
-    u = curvature_basis(dim=d, rank=config.rank, basis=basis_name, seed=_seed(config.seed, 2))
+    u = curvature_basis(dim=d, rank=config.rank, basis=basis_name, seed=run_seed(config.seed, 2))
     basis = None if basis_name == "aligned" else u  # the kernel's axis-aligned fast path is the same U
     start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
     mask = make_mask(source, optimum=w_star, init=w0, keep=keep)
@@ -228,7 +225,7 @@ def run(config: PruneConfig) -> dict[str, Any]:
             for m, source in enumerate(config.masks):
                 for i, k in enumerate(keeps):
                     row = measure(config=config, basis_name=basis_name, source=source, keep=k, w_star=w_star, w0=w0,
-                                  seed=_seed(config.seed, 4, b, m, i))
+                                  seed=run_seed(config.seed, 4, b, m, i))
                     labels[source] = row["privacy"]
                     rows.append(row)
                     bar.update(note=f"{basis_name} {source} k={k}")

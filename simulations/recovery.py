@@ -53,7 +53,7 @@ import numpy as np
 from dptheory.records import Basin, LinearDynamics, Mode, Optimizer
 from dptheory._validate import check_int, check_positive
 from simulations._cli import Progress, run_main
-from simulations._compare import batch_means, first_crossing, first_crossings, fmt, log_grid, table
+from simulations._compare import batch_means, first_crossing, first_crossings, fmt, log_grid, table, run_seed
 from simulations._results import check_output_dir, result_folder, write_results
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
@@ -191,9 +191,6 @@ class RecoveryConfig:
                          noise_multiplier=self.noise_multiplier, mode=mode)
 
 
-def _seed(base: int, *key: int) -> int:
-    return int(np.random.SeedSequence(base, spawn_key=tuple(key)).generate_state(1)[0])
-
 
 def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed: int) -> dict[str, Any]:
     """One (d, mode): stationarity, displacement, recovery; theory beside simulation."""
@@ -258,7 +255,7 @@ def run(config: RecoveryConfig) -> dict[str, Any]:
         for i, d in enumerate(dims):
             for j, mode in enumerate(MODES):
                 rows.append(measure(basin=config.basin(d), optimizer=config.optimizer(mode), config=config,
-                                    seed=_seed(config.seed, i, j)))
+                                    seed=run_seed(config.seed, i, j)))
                 bar.update(note=f"d={d} {mode.value}")
     arrays: dict[str, np.ndarray] = {}
     mrows = []

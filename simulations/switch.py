@@ -66,7 +66,7 @@ import numpy as np
 from dptheory.records import Basin, Mode, Optimizer
 from dptheory._validate import check_int, check_nonnegative, check_positive
 from simulations._cli import Progress, run_main
-from simulations._compare import fmt, replica_mean, table
+from simulations._compare import fmt, replica_mean, table, run_seed
 from simulations._results import check_output_dir, result_folder, write_results
 
 ENGINES = ("auto", "full", "reduced", "numpy")
@@ -125,9 +125,6 @@ class SwitchConfig:
         return np.unique(np.rint(np.linspace(0, self.steps, self.points)).astype(np.int64))
 
 
-def _seed(base: int, *key: int) -> int:
-    return int(np.random.SeedSequence(base, spawn_key=tuple(key)).generate_state(1)[0])
-
 
 def mean_field_switched_loss(*, basin: Basin, before: Optimizer, after: Optimizer, switch_step: int,
                              total_steps: int, init_error: float) -> float:
@@ -178,7 +175,7 @@ def run(config: SwitchConfig) -> dict[str, Any]:
         for direction, (a, b) in enumerate(((first, second), (second, first))):
             name = f"{a.mode.value}->{b.mode.value}"
             for i, s in enumerate(s_grid):
-                spec = RunSpec(steps=T, replicas=config.replicas, record_every=T, seed=_seed(config.seed, direction, i),
+                spec = RunSpec(steps=T, replicas=config.replicas, record_every=T, seed=run_seed(config.seed, direction, i),
                                init_error=config.init_error,
                                switch_step=int(s) if s < T else None, switch_mode=b.mode if s < T else None)
                 trace = simulate(basin=basin, optimizer=a, run=spec, engine=config.engine)
@@ -197,7 +194,7 @@ def run(config: SwitchConfig) -> dict[str, Any]:
     curves: dict[str, np.ndarray] = {}
     with Progress(total=2, label="switch curves", quiet=config.quiet) as bar:
         for j, opt in enumerate((first, second)):
-            spec = RunSpec(steps=T, replicas=config.replicas, record_every=1, seed=_seed(config.seed, 9, j),
+            spec = RunSpec(steps=T, replicas=config.replicas, record_every=1, seed=run_seed(config.seed, 9, j),
                            init_error=config.init_error)
             tr = simulate(basin=basin, optimizer=opt, run=spec, engine=config.engine)
             curves[f"curve_sim_{opt.mode.value}"] = tr.train_loss.mean(axis=0)
