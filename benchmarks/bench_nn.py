@@ -57,8 +57,9 @@ def ours(model, x, y, method):
     gen = torch.Generator().manual_seed(0)
 
     def step():
-        pg = private_gradient(model, x, y, clip_norm=C, noise_std=SIGMA * C, expected_batch_size=x.shape[0],
-                              generator=gen, method=method)
+        pg = private_gradient(
+            model, x, y, clip_norm=C, noise_std=SIGMA * C, expected_batch_size=x.shape[0], generator=gen, method=method
+        )
         for k, p in params.items():
             p.grad = pg.grads[k]
         opt.step()
@@ -71,8 +72,12 @@ def opacus_hooks(model, x, y):
     from opacus.optimizers import DPOptimizer
 
     gm = GradSampleModule(model, loss_reduction="mean")
-    opt = DPOptimizer(torch.optim.SGD(gm.parameters(), lr=0.01), noise_multiplier=SIGMA, max_grad_norm=C,
-                      expected_batch_size=x.shape[0])
+    opt = DPOptimizer(
+        torch.optim.SGD(gm.parameters(), lr=0.01),
+        noise_multiplier=SIGMA,
+        max_grad_norm=C,
+        expected_batch_size=x.shape[0],
+    )
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -87,10 +92,13 @@ def opacus_ghost(model, x, y):
     from opacus.optimizers import DPOptimizerFastGradientClipping
     from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 
-    gm = GradSampleModuleFastGradientClipping(model, max_grad_norm=C, use_ghost_clipping=True,
-                                              loss_reduction="mean")
-    opt = DPOptimizerFastGradientClipping(torch.optim.SGD(gm.parameters(), lr=0.01), noise_multiplier=SIGMA,
-                                          max_grad_norm=C, expected_batch_size=x.shape[0])
+    gm = GradSampleModuleFastGradientClipping(model, max_grad_norm=C, use_ghost_clipping=True, loss_reduction="mean")
+    opt = DPOptimizerFastGradientClipping(
+        torch.optim.SGD(gm.parameters(), lr=0.01),
+        noise_multiplier=SIGMA,
+        max_grad_norm=C,
+        expected_batch_size=x.shape[0],
+    )
     crit = DPLossFastGradientClipping(gm, opt, nn.CrossEntropyLoss(), loss_reduction="mean")
 
     def step():
@@ -109,19 +117,23 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"median of {args.steps} round-robin steps; samples/s (higher is better)")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
+        f"median of {args.steps} round-robin steps; samples/s (higher is better)"
+    )
     cases = [("mlp w=256 D=2", "mlp", 256, 2), ("mlp w=1024 D=2", "mlp", 1024, 2), ("cnn w=32 D=3", "cnn", 32, 3)]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 40, generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
     for label, name, width, depth in cases:
         base = build_model(name, input_shape=(40,), num_classes=10, width=width, depth=depth, seed=0)
-        runners = {"non-private": lambda m: nonprivate(m, x, y),
-                   "dpbasin auto": lambda m: ours(m, x, y, "auto"),
-                   "dpbasin vmap": lambda m: ours(m, x, y, "vmap"),
-                   "opacus hooks": lambda m: opacus_hooks(m, x, y),
-                   "opacus ghost": lambda m: opacus_ghost(m, x, y)}
+        runners = {
+            "non-private": lambda m: nonprivate(m, x, y),
+            "dpbasin auto": lambda m: ours(m, x, y, "auto"),
+            "dpbasin vmap": lambda m: ours(m, x, y, "vmap"),
+            "opacus hooks": lambda m: opacus_hooks(m, x, y),
+            "opacus ghost": lambda m: opacus_ghost(m, x, y),
+        }
         steppers = {}
         for key, make in runners.items():
             try:

@@ -86,8 +86,12 @@ def bench_full_vs_numpy(repeat: int) -> tuple[float, float]:
     opt = Optimizer(lr=0.5, batch_size=16, clip_norm=1.0, noise_multiplier=1.0)
     run = RunSpec(steps=20, replicas=2, record_every=20)
     simulate(basin=basin, optimizer=opt, run=RunSpec(steps=2, replicas=2), engine="full")  # compile/load
-    full = _best(lambda: simulate(basin=basin, optimizer=opt, run=run, engine="full", mask=np.ones(basin.dim, bool)), repeat)
-    twin = _best(lambda: simulate(basin=basin, optimizer=opt, run=run, engine="numpy", mask=np.ones(basin.dim, bool)), repeat)
+    full = _best(
+        lambda: simulate(basin=basin, optimizer=opt, run=run, engine="full", mask=np.ones(basin.dim, bool)), repeat
+    )
+    twin = _best(
+        lambda: simulate(basin=basin, optimizer=opt, run=run, engine="numpy", mask=np.ones(basin.dim, bool)), repeat
+    )
     return full, twin
 
 
@@ -124,17 +128,41 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     if not args.skip_cli:
         t, best, cpu = bench_cli(args.repeat)
-        rows.append(("(a) basin_dim --d 1e6 --rank 100 wall time, median",
-                     f"{t:.2f} s  (min {best:.2f} s, CPU {cpu:.2f} s)", "≤ 10 s", t <= 10))
+        rows.append(
+            (
+                "(a) basin_dim --d 1e6 --rank 100 wall time, median",
+                f"{t:.2f} s  (min {best:.2f} s, CPU {cpu:.2f} s)",
+                "≤ 10 s",
+                t <= 10,
+            )
+        )
     full, twin = bench_full_vs_numpy(args.repeat)
-    rows.append(("(b) numpy twin / full kernel, d = 1e5", f"{twin / full:.2f}×  ({twin:.3f} s / {full:.3f} s)",
-                 "≥ 3×", twin / full >= 3))
+    rows.append(
+        (
+            "(b) numpy twin / full kernel, d = 1e5",
+            f"{twin / full:.2f}×  ({twin:.3f} s / {full:.3f} s)",
+            "≥ 3×",
+            twin / full >= 3,
+        )
+    )
     full, floor = bench_full_vs_gaussians(args.repeat)
-    rows.append(("(c) full kernel / Gaussian draws alone, d = 1e5", f"{full / floor:.2f}×  ({full:.3f} s / {floor:.3f} s)",
-                 "≤ 1.5×", full / floor <= 1.5))
+    rows.append(
+        (
+            "(c) full kernel / Gaussian draws alone, d = 1e5",
+            f"{full / floor:.2f}×  ({full:.3f} s / {floor:.3f} s)",
+            "≤ 1.5×",
+            full / floor <= 1.5,
+        )
+    )
     small, huge = bench_reduced(args.repeat)
-    rows.append(("(d) reduced engine d = 1e12 / d = 1e3", f"{huge / small:.2f}×  ({huge:.3f} s / {small:.3f} s)",
-                 "≈ 1×", 0.8 <= huge / small <= 1.25))
+    rows.append(
+        (
+            "(d) reduced engine d = 1e12 / d = 1e3",
+            f"{huge / small:.2f}×  ({huge:.3f} s / {small:.3f} s)",
+            "≈ 1×",
+            0.8 <= huge / small <= 1.25,
+        )
+    )
     load1 = os.getloadavg()
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement':<{width}}  {'measured':<38}  target   met")
@@ -142,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<{width}}  {value:<38}  {target:<7}  {'yes' if ok else 'NO'}")
     from numba import get_num_threads
 
-    print(f"numba threads {get_num_threads()}, cpu_count {os.cpu_count()}, load average "
-          f"{load0[0]:.2f} → {load1[0]:.2f} (shared machine: timings are indicative)")
+    print(
+        f"numba threads {get_num_threads()}, cpu_count {os.cpu_count()}, load average "
+        f"{load0[0]:.2f} → {load1[0]:.2f} (shared machine: timings are indicative)"
+    )
     return 0
 
 

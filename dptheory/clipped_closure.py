@@ -46,7 +46,7 @@ from scipy import integrate, interpolate, optimize, special
 from dptheory import clipping as _clipping
 from dptheory.records import Basin, Optimizer
 
-__all__ = ["SAMPLINGS", "CLOSURES", "radial_closure_factor"]
+__all__ = ["CLOSURES", "SAMPLINGS", "radial_closure_factor"]
 
 SAMPLINGS = ("fixed", "poisson")
 _MAX_ITER = 200  # step cap of the self-consistency solve
@@ -115,8 +115,12 @@ class _MomentTable:
         x = math.log(m2) / self.h
         i = math.floor(x)
         w = x - i
-        weights = (-w * (w - 1) * (w - 2) / 6, (w + 1) * (w - 1) * (w - 2) / 2,
-                   -(w + 1) * w * (w - 2) / 2, (w + 1) * w * (w - 1) / 6)
+        weights = (
+            -w * (w - 1) * (w - 2) / 6,
+            (w + 1) * (w - 1) * (w - 2) / 2,
+            -(w + 1) * w * (w - 2) / 2,
+            (w + 1) * w * (w - 1) / 6,
+        )
         g = cv = 0.0
         for j, lw in zip(range(i - 1, i + 3), weights):
             gj, cj = self._node(j)
@@ -213,8 +217,7 @@ def _solve_m2(basin: Basin, opt: Optimizer, poisson: bool, max_iter: int = _MAX_
     else:  # pragma: no cover - h(−∞) = +∞ whenever F(0) > 0
         warnings.warn("stationary gradient norm: no lower bracket found", RuntimeWarning)
         return math.exp(u_lo)
-    u, res = optimize.brentq(h, u_lo, u_hi, xtol=1e-13, rtol=1e-13, maxiter=max_iter, full_output=True,
-                             disp=False)
+    u, res = optimize.brentq(h, u_lo, u_hi, xtol=1e-13, rtol=1e-13, maxiter=max_iter, full_output=True, disp=False)
     if not res.converged:
         warnings.warn(
             f"stationary gradient norm: self-consistency stopped after {max_iter} iterations "
@@ -247,7 +250,6 @@ def _mean_clip_factor(n: int, m: float, s: float, clip: float) -> float:
     dist = stats.ncx2(n, lam) if lam > 0 else stats.chi2(n)
     tail, _ = integrate.quad(lambda w: math.sqrt(c2 / w) * dist.pdf(w), c2, np.inf, limit=200)
     return float(min(1.0, dist.cdf(c2) + tail))
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,8 +287,9 @@ def _log_density(k: float, x: np.ndarray, g: np.ndarray, t: np.ndarray) -> np.nd
     return special.xlogy(k - 1.0, x) - np.log(t) - phi
 
 
-def _radial_ratio(k: float, ratios, knee: float, nodes: int = _RADIAL_NODES, fine: int = _RADIAL_FINE,
-                  max_tries: int = _RADIAL_TRIES) -> float:
+def _radial_ratio(
+    k: float, ratios, knee: float, nodes: int = _RADIAL_NODES, fine: int = _RADIAL_FINE, max_tries: int = _RADIAL_TRIES
+) -> float:
     """E_p[x²] for p(x) ∝ x^{k−1}/t(x) · exp(−k ∫ g(u) u / t(u) du), x = m/m_MF.
 
     ``ratios(x)`` returns (g, t) = (γ(x m_MF)/γ_MF, τ²(x m_MF)/τ²_MF) on an array of x (the costly
@@ -312,8 +315,11 @@ def _radial_ratio(k: float, ratios, knee: float, nodes: int = _RADIAL_NODES, fin
         if not ok_lo:
             lo = lo / 2.0 if lo > 1e-3 else 0.0
     else:
-        warnings.warn(f"radial closure: the stationary law did not fit in the range after {max_tries} "
-                      "widenings; the factor may be inaccurate", RuntimeWarning)
+        warnings.warn(
+            f"radial closure: the stationary law did not fit in the range after {max_tries} "
+            "widenings; the factor may be inaccurate",
+            RuntimeWarning,
+        )
     inside = np.flatnonzero(logp >= top - _RADIAL_TAIL)
     lo2 = x[max(inside[0] - 1, 0)]
     hi2 = x[min(inside[-1] + 1, x.size - 1)]
@@ -345,8 +351,9 @@ def _radial_ratio(k: float, ratios, knee: float, nodes: int = _RADIAL_NODES, fin
     return float(num / den)
 
 
-def _radial_factor(basin: Basin, opt: Optimizer, poisson: bool, m2: float, st: _Step, v: np.ndarray,
-                   vf: float, discrete: bool = True) -> float:
+def _radial_factor(
+    basin: Basin, opt: Optimizer, poisson: bool, m2: float, st: _Step, v: np.ndarray, vf: float, discrete: bool = True
+) -> float:
     """1 + w (R₀ − 1) of :func:`radial_closure_factor` at the mean-field stationary state (m², st, v, vf).
 
     R₀: the small-step radial factor; w = 2(1 − ηa_*)/(2 − ηa_*), a_* = a₀(1 + κ) (``discrete=False``: w = 1).

@@ -74,8 +74,8 @@ from dptheory.clipped_closure import (
     _radial_factor,
     _solve_m2,
     _stationary,
-    _step,
     _Step,
+    _step,
     radial_closure_factor,
 )
 from dptheory.clipped_recovery import (  # re-exported: the transients live in their own module
@@ -89,24 +89,24 @@ from dptheory.clipped_recovery import (  # re-exported: the transients live in t
 from dptheory.records import Basin, LinearDynamics, Optimizer
 
 __all__ = [
-    "SAMPLINGS",
     "CLOSURES",
+    "SAMPLINGS",
     "MeanFieldTrajectory",
     "RecoveryPrediction",
+    "dimension_scaling",
     "effective_linear_model",
-    "stationary_gradient_norm",
-    "stationary_excess_loss",
-    "stationary_clip_fraction",
-    "stationary_mean_clip_factor",
-    "stationary_saturation",
-    "radial_closure_factor",
+    "expected_loss_curve",
     "flat_error_sq",
     "heldout_excess_loss",
     "mean_field_trajectory",
-    "expected_loss_curve",
+    "radial_closure_factor",
     "recovery_time",
     "saturated_recovery_steps",
-    "dimension_scaling",
+    "stationary_clip_fraction",
+    "stationary_excess_loss",
+    "stationary_gradient_norm",
+    "stationary_mean_clip_factor",
+    "stationary_saturation",
 ]
 
 
@@ -197,7 +197,11 @@ def effective_linear_model(
 
 
 def stationary_excess_loss(
-    *, basin: Basin, optimizer: Optimizer, approx: bool = False, sampling: str = "fixed",
+    *,
+    basin: Basin,
+    optimizer: Optimizer,
+    approx: bool = False,
+    sampling: str = "fixed",
     closure: str = "radial",
 ) -> float:
     """Stationary expected training loss E L(∞) of the clipped step (radial or mean-field closure).
@@ -295,7 +299,6 @@ def stationary_saturation(*, basin: Basin, optimizer: Optimizer, sampling: str =
         return 1.0
     total = m2 + basin.noise_dim * basin.sample_std**2
     return float(m2 / total) if total > 0 else 0.0
-
 
 
 def stationary_clip_fraction(*, basin: Basin, optimizer: Optimizer, sampling: str = "fixed") -> float:
@@ -402,7 +405,12 @@ def flat_error_sq(
 
 
 def heldout_excess_loss(
-    *, basin: Basin, optimizer: Optimizer, steps: Any, init_flat_sq: float = 0.0, sampling: str = "fixed",
+    *,
+    basin: Basin,
+    optimizer: Optimizer,
+    steps: Any,
+    init_flat_sq: float = 0.0,
+    sampling: str = "fixed",
     closure: str = "radial",
 ) -> np.ndarray:
     """Expected held-out loss E L_test(t) − L_test(e = 0) with the curved directions at stationarity.
@@ -440,8 +448,14 @@ def heldout_excess_loss(
 
 
 def dimension_scaling(
-    *, basin: Basin, optimizer: Optimizer, dims: Any, displacement: float | None = None,
-    direction: Any = "uniform", threshold: float = 0.01, sampling: str = "fixed",
+    *,
+    basin: Basin,
+    optimizer: Optimizer,
+    dims: Any,
+    displacement: float | None = None,
+    direction: Any = "uniform",
+    threshold: float = 0.01,
+    sampling: str = "fixed",
 ) -> dict[str, np.ndarray]:
     """Mean-field predictions over a grid of ambient dimensions d at fixed everything else (claim 3).
 
@@ -468,8 +482,19 @@ def dimension_scaling(
     grid = np.atleast_1d(np.asarray(dims))
     if grid.ndim != 1 or grid.size == 0:
         raise ValueError(f"dims must be a non-empty 1-D sequence of integers, got {dims!r}")
-    keys = ["dim", "stationary_loss", "stationary_loss_approx", "clip_fraction", "mean_clip_factor", "gamma",
-            "gradient_norm", "relaxation_steps", "flat_noise_var", "saturation", "radial_factor"]
+    keys = [
+        "dim",
+        "stationary_loss",
+        "stationary_loss_approx",
+        "clip_fraction",
+        "mean_clip_factor",
+        "gamma",
+        "gradient_norm",
+        "relaxation_steps",
+        "flat_noise_var",
+        "saturation",
+        "radial_factor",
+    ]
     if displacement is not None:
         keys += ["recovery_steps", "recovery_ode_steps"]
     out: dict[str, list] = {k: [] for k in keys}
@@ -481,9 +506,11 @@ def dimension_scaling(
         radial = _radial_factor(b, optimizer, poisson, m2, st, v, vf) if math.isfinite(m2) else 1.0
         out["radial_factor"].append(radial)
         out["stationary_loss"].append(
-            radial * stationary_excess_loss(basin=b, optimizer=optimizer, sampling=sampling, closure="mean-field"))
+            radial * stationary_excess_loss(basin=b, optimizer=optimizer, sampling=sampling, closure="mean-field")
+        )
         out["stationary_loss_approx"].append(
-            stationary_excess_loss(basin=b, optimizer=optimizer, approx=True, sampling=sampling))
+            stationary_excess_loss(basin=b, optimizer=optimizer, approx=True, sampling=sampling)
+        )
         out["clip_fraction"].append(stationary_clip_fraction(basin=b, optimizer=optimizer, sampling=sampling))
         out["mean_clip_factor"].append(stationary_mean_clip_factor(basin=b, optimizer=optimizer, sampling=sampling))
         out["gamma"].append(st.gamma)
@@ -492,8 +519,14 @@ def dimension_scaling(
         out["flat_noise_var"].append(st.flat_add_var)
         out["saturation"].append(m2 / (m2 + d_noise) if (d_noise := b.noise_dim * b.sample_std**2) + m2 > 0 else 0.0)
         if displacement is not None:
-            rec = recovery_time(basin=b, optimizer=optimizer, displacement=displacement, direction=direction,
-                                threshold=threshold, sampling=sampling)
+            rec = recovery_time(
+                basin=b,
+                optimizer=optimizer,
+                displacement=displacement,
+                direction=direction,
+                threshold=threshold,
+                sampling=sampling,
+            )
             out["recovery_steps"].append(rec.steps)
             out["recovery_ode_steps"].append(rec.ode_steps)
     return {k: np.asarray(v) for k, v in out.items()}

@@ -25,13 +25,11 @@ from dptheory.records import Basin, Optimizer
 __all__ = [
     "MeanFieldTrajectory",
     "RecoveryPrediction",
-    "mean_field_trajectory",
     "expected_loss_curve",
+    "mean_field_trajectory",
     "recovery_time",
     "saturated_recovery_steps",
 ]
-
-
 
 
 @dataclass(frozen=True)
@@ -60,8 +58,9 @@ def _init_vector(init_error: Any, rank: int) -> np.ndarray:
     return e0
 
 
-def _run(basin: Basin, opt: Optimizer, poisson: bool, v0: np.ndarray, f0: float, steps: int,
-         stop=None, tabulate: bool = True) -> tuple[MeanFieldTrajectory, int]:
+def _run(
+    basin: Basin, opt: Optimizer, poisson: bool, v0: np.ndarray, f0: float, steps: int, stop=None, tabulate: bool = True
+) -> tuple[MeanFieldTrajectory, int]:
     """Iterate the mean-field recursion; ``stop(t, loss)`` may end it early. Returns (trajectory, last t)."""
     lam, lf, kappa = basin.curvature_array, basin.flat_curvature, basin.heldout_flat_curvature
     nf = basin.flat_dim
@@ -90,15 +89,25 @@ def _run(basin: Basin, opt: Optimizer, poisson: bool, v0: np.ndarray, f0: float,
         vf = ((1.0 - eta * af) ** 2 + eta**2 * st.mult * af * af) * vf + eta**2 * st.flat_add_var
         t += 1
     traj = MeanFieldTrajectory(
-        loss=np.array(loss), heldout_loss=np.array(test), gradient_norm_sq=np.array(grad),
-        gamma=np.array(gam), second=np.array(sec), flat_sq=np.array(flat),
+        loss=np.array(loss),
+        heldout_loss=np.array(test),
+        gradient_norm_sq=np.array(grad),
+        gamma=np.array(gam),
+        second=np.array(sec),
+        flat_sq=np.array(flat),
     )
     return traj, t
 
 
 def mean_field_trajectory(
-    *, basin: Basin, optimizer: Optimizer, steps: int, init_error: Any, init_flat_sq: float = 0.0,
-    sampling: str = "fixed", tabulate: bool = True,
+    *,
+    basin: Basin,
+    optimizer: Optimizer,
+    steps: int,
+    init_error: Any,
+    init_flat_sq: float = 0.0,
+    sampling: str = "fixed",
+    tabulate: bool = True,
 ) -> MeanFieldTrajectory:
     """Mean-field recursion of the per-direction second moments from a deterministic start.
 
@@ -131,7 +140,12 @@ def mean_field_trajectory(
 
 
 def expected_loss_curve(
-    *, basin: Basin, optimizer: Optimizer, steps: int, init_error: Any, init_flat_sq: float = 0.0,
+    *,
+    basin: Basin,
+    optimizer: Optimizer,
+    steps: int,
+    init_error: Any,
+    init_flat_sq: float = 0.0,
     sampling: str = "fixed",
 ) -> np.ndarray:
     """E[L(t)] for t = 0 … ``steps`` by the mean-field recursion (:func:`mean_field_trajectory`).
@@ -149,7 +163,11 @@ def expected_loss_curve(
         [2.0, 1.125, 0.5]
     """
     return mean_field_trajectory(
-        basin=basin, optimizer=optimizer, steps=steps, init_error=init_error, init_flat_sq=init_flat_sq,
+        basin=basin,
+        optimizer=optimizer,
+        steps=steps,
+        init_error=init_error,
+        init_flat_sq=init_flat_sq,
         sampling=sampling,
     ).loss
 
@@ -286,8 +304,14 @@ def _single_direction_steps(x0: float, x1: float, lam: float, eta: float, c: flo
 
 
 def recovery_time(
-    *, basin: Basin, optimizer: Optimizer, displacement: float, direction: Any = "uniform",
-    threshold: float = 0.01, max_steps: int = 1_000_000, sampling: str = "fixed",
+    *,
+    basin: Basin,
+    optimizer: Optimizer,
+    displacement: float,
+    direction: Any = "uniform",
+    threshold: float = 0.01,
+    max_steps: int = 1_000_000,
+    sampling: str = "fixed",
 ) -> RecoveryPrediction:
     """Steps to recover from a displacement δ of the curved error added at stationarity (claims 2–3).
 
@@ -348,8 +372,9 @@ def recovery_time(
     c = optimizer.effective_clip_norm
     a_scale = basin.sample_std * math.sqrt(basin.noise_dim)
     x0 = float(np.linalg.norm(lam * delta))
-    ode = saturated_recovery_steps(curvatures=lam, displacement=delta, lr=optimizer.lr, clip_norm=c,
-                                   noise_scale=a_scale, threshold=thr)
+    ode = saturated_recovery_steps(
+        curvatures=lam, displacement=delta, lr=optimizer.lr, clip_norm=c, noise_scale=a_scale, threshold=thr
+    )
     lam_eff = float(np.sum(lam**3 * delta**2) / np.sum(lam**2 * delta**2)) if x0 > 0 else float(lam.max())
     knee = max(c, a_scale)
     sat = bool(x0 > knee)

@@ -36,8 +36,9 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 import dp_accounting
 from dp_accounting import pld as _pld
@@ -131,8 +132,14 @@ def _check_delta(delta: float) -> float:
     return d
 
 
-def epsilon(*, mechanisms: Mechanisms, delta: float, accountant: str = "rdp",
-            pld_discretization: float = 1e-4, prv_eps_error: float = 0.01) -> float:
+def epsilon(
+    *,
+    mechanisms: Mechanisms,
+    delta: float,
+    accountant: str = "rdp",
+    pld_discretization: float = 1e-4,
+    prv_eps_error: float = 0.01,
+) -> float:
     """ε(δ) of one DP-SGD mechanism or of the composition of several — an upper bound.
 
     ``mechanisms`` = one :class:`PoissonGaussianMechanism` or a sequence (composed: e.g. the run
@@ -161,8 +168,13 @@ def epsilon(*, mechanisms: Mechanisms, delta: float, accountant: str = "rdp",
 
 
 @functools.lru_cache(maxsize=4096)
-def _epsilon_cached(active: tuple[PoissonGaussianMechanism, ...], delta: float, name: str,
-                    pld_discretization: float, prv_eps_error: float) -> float:
+def _epsilon_cached(
+    active: tuple[PoissonGaussianMechanism, ...],
+    delta: float,
+    name: str,
+    pld_discretization: float,
+    prv_eps_error: float,
+) -> float:
     """ε of validated, private mechanisms with T > 0 — memoised (process-wide LRU cache).
 
     A pure function of its arguments: the key is the tuple of frozen mechanism records (compared
@@ -185,10 +197,18 @@ def _epsilon_cached(active: tuple[PoissonGaussianMechanism, ...], delta: float, 
     return float(acc_.get_epsilon(delta))
 
 
-def noise_multiplier_for_epsilon(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
-                                 accountant: str = "rdp", rtol: float = 1e-4, max_iter: int = 200,
-                                 pld_discretization: float = 1e-4,
-                                 prior_mechanisms: Sequence[PoissonGaussianMechanism] = ()) -> float:
+def noise_multiplier_for_epsilon(
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str = "rdp",
+    rtol: float = 1e-4,
+    max_iter: int = 200,
+    pld_discretization: float = 1e-4,
+    prior_mechanisms: Sequence[PoissonGaussianMechanism] = (),
+) -> float:
     """The smallest σ (to relative tolerance ``rtol``) whose mechanism has ε(δ) ≤ ``target_epsilon``.
 
     Bracketing (doubling / halving from σ = 1) then bisection on σ ↦ ε(σ; q, T, δ), which decreases
@@ -214,8 +234,10 @@ def noise_multiplier_for_epsilon(*, target_epsilon: float, delta: float, sample_
     rtol = check_positive("rtol", rtol)
     max_iter = check_int("max_iter", max_iter, minimum=1)
     prior = _as_list(prior_mechanisms) if len(prior_mechanisms) else []
-    if prior and epsilon(mechanisms=prior, delta=delta, accountant=name,
-                         pld_discretization=pld_discretization) >= target:
+    if (
+        prior
+        and epsilon(mechanisms=prior, delta=delta, accountant=name, pld_discretization=pld_discretization) >= target
+    ):
         raise ValueError(f"target_epsilon={target!r} is already spent by prior_mechanisms at delta={delta!r}")
 
     def eps(sigma: float) -> float:
@@ -226,8 +248,10 @@ def noise_multiplier_for_epsilon(*, target_epsilon: float, delta: float, sample_
     while eps(hi) > target:
         hi *= 2.0
         if hi > 1e6:
-            raise ValueError(f"target_epsilon={target!r} is unreachable for delta={delta!r}, sample_rate={q!r}, "
-                             f"steps={steps!r} (noise_multiplier > 1e6 needed)")
+            raise ValueError(
+                f"target_epsilon={target!r} is unreachable for delta={delta!r}, sample_rate={q!r}, "
+                f"steps={steps!r} (noise_multiplier > 1e6 needed)"
+            )
     lo = hi / 2.0
     while eps(lo) <= target:
         hi = lo
@@ -243,6 +267,10 @@ def noise_multiplier_for_epsilon(*, target_epsilon: float, delta: float, sample_
             hi = mid
         else:
             lo = mid
-    warnings.warn(f"noise_multiplier_for_epsilon stopped after max_iter={max_iter} bisection steps with "
-                  f"bracket [{lo}, {hi}]; returning the conservative end", RuntimeWarning, stacklevel=2)
+    warnings.warn(
+        f"noise_multiplier_for_epsilon stopped after max_iter={max_iter} bisection steps with "
+        f"bracket [{lo}, {hi}]; returning the conservative end",
+        RuntimeWarning,
+        stacklevel=2,
+    )
     return hi

@@ -41,22 +41,22 @@ from dptheory.records import SPREADS, Basin, Optimizer
 __all__ = [
     "BASES",
     "PROFILES",
+    "KeepCurve",
     "Mask",
     "PrunedLoss",
-    "KeepCurve",
     "PruningVerdict",
     "curvature_basis",
-    "optimum_profile",
-    "magnitude_mask",
-    "oracle_mask",
-    "noisy_mask",
     "init_mask",
-    "pruning_bias",
-    "restricted_curvatures",
-    "pruned_excess_loss",
     "keep_curve",
+    "magnitude_mask",
+    "noisy_mask",
     "optimal_keep_fraction",
+    "optimum_profile",
+    "oracle_mask",
+    "pruned_excess_loss",
+    "pruning_bias",
     "pruning_helps",
+    "restricted_curvatures",
 ]
 
 BASES = ("aligned", "rotated")
@@ -95,8 +95,15 @@ def curvature_basis(*, dim: int, rank: int, basis: str = "aligned", seed: int | 
 
 
 def optimum_profile(
-    *, dim: int, rank: int, profile: str, scale: float = 1.0, nonzeros: int | None = None,
-    exponent: float = 1.0, placement: str = "curved", seed: int | None = None,
+    *,
+    dim: int,
+    rank: int,
+    profile: str,
+    scale: float = 1.0,
+    nonzeros: int | None = None,
+    exponent: float = 1.0,
+    placement: str = "curved",
+    seed: int | None = None,
 ) -> np.ndarray:
     """An optimum w* ∈ R^d with a given magnitude profile and placement of its large entries.
 
@@ -198,8 +205,13 @@ def oracle_mask(*, optimum: Any, keep: int) -> Mask:
 
 
 def noisy_mask(
-    *, optimum: Any, keep: int, noise_std: float, seed: int | None = None,
-    epsilon: float | None = None, delta: float | None = None,
+    *,
+    optimum: Any,
+    keep: int,
+    noise_std: float,
+    seed: int | None = None,
+    epsilon: float | None = None,
+    delta: float | None = None,
 ) -> Mask:
     """Keep the k largest |w*_j + noise_std·ξ_j|, ξ ~ N(0, I) seeded: a noisy estimate of w*.
 
@@ -220,8 +232,10 @@ def noisy_mask(
     else:
         eps = check_positive("epsilon", epsilon)
         dl = "?" if delta is None else f"{check_nonnegative('delta', delta):g}"
-        label = (f"noisy estimate of w*: private only if a DP release; compose its (epsilon={eps:g}, delta={dl}) "
-                 "with training")
+        label = (
+            f"noisy estimate of w*: private only if a DP release; compose its (epsilon={eps:g}, delta={dl}) "
+            "with training"
+        )
     return Mask(magnitude_mask(reference=est, keep=keep), label)
 
 
@@ -246,9 +260,7 @@ def _problem(curvatures: Any, basis: Any, optimum: Any, mask: Any):
         raise ValueError(f"curvatures must be a non-empty 1-D array of finite values > 0, got {curvatures!r}")
     u = np.asarray(basis, dtype=float)
     if u.ndim != 2 or u.shape[1] != lam.size or not np.all(np.isfinite(u)):
-        raise ValueError(
-            f"basis must be a finite d×r array with r = len(curvatures) = {lam.size}, got shape {u.shape}"
-        )
+        raise ValueError(f"basis must be a finite d×r array with r = len(curvatures) = {lam.size}, got shape {u.shape}")
     d = u.shape[0]
     if not np.allclose(u.T @ u, np.eye(lam.size), atol=1e-8):
         raise ValueError("basis must have orthonormal columns (Uᵀ U = I)")
@@ -339,8 +351,17 @@ def _compensation(lam: np.ndarray, u: np.ndarray, w: np.ndarray, keep: np.ndarra
 
 
 def pruned_excess_loss(
-    *, curvatures: Any, basis: Any, optimum: Any, mask: Any, sample_std: float, optimizer: Optimizer,
-    spread: str = "ambient", sampling: str = "fixed", heldout_flat_curvature: float = 0.0, steps: int | None = None,
+    *,
+    curvatures: Any,
+    basis: Any,
+    optimum: Any,
+    mask: Any,
+    sample_std: float,
+    optimizer: Optimizer,
+    spread: str = "ambient",
+    sampling: str = "fixed",
+    heldout_flat_curvature: float = 0.0,
+    steps: int | None = None,
 ) -> PrunedLoss:
     """Stationary excess loss of DP-SGD on the pruned problem: bias + restricted stationary loss.
 
@@ -407,8 +428,9 @@ def pruned_excess_loss(
         walk = 0.0
         if kappa > 0 and horizon and k:  # pure walk of k coordinates driven by clipped s ζ_K and DP noise
             b = optimizer.batch_size
-            m2 = float(clipped_gaussian_second_moment(dim=k, mean_norm=0.0, std=s,
-                                                      clip_norm=optimizer.effective_clip_norm))
+            m2 = float(
+                clipped_gaussian_second_moment(dim=k, mean_norm=0.0, std=s, clip_norm=optimizer.effective_clip_norm)
+            )
             walk = 0.5 * kappa * optimizer.lr**2 * horizon * (m2 / b + k * optimizer.noise_std**2 / b**2)
         return PrunedLoss(bias + held + walk, bias, 0.0, k, 0, held, math.inf, walk)
     s_eff = s
@@ -437,9 +459,18 @@ class KeepCurve(NamedTuple):
 
 
 def keep_curve(
-    *, curvatures: Any, basis: Any, optimum: Any, sample_std: float, optimizer: Optimizer,
-    reference: Any = None, keeps: Any = None, spread: str = "ambient", sampling: str = "fixed",
-    heldout_flat_curvature: float = 0.0, steps: int | None = None,
+    *,
+    curvatures: Any,
+    basis: Any,
+    optimum: Any,
+    sample_std: float,
+    optimizer: Optimizer,
+    reference: Any = None,
+    keeps: Any = None,
+    spread: str = "ambient",
+    sampling: str = "fixed",
+    heldout_flat_curvature: float = 0.0,
+    steps: int | None = None,
 ) -> KeepCurve:
     """:func:`pruned_excess_loss` for magnitude masks of ``reference`` (default: w*, the oracle).
 
@@ -468,18 +499,38 @@ def keep_curve(
     rows = []
     for k in grid.tolist():
         mask = magnitude_mask(reference=ref, keep=k)
-        rows.append(pruned_excess_loss(curvatures=curvatures, basis=u, optimum=optimum, mask=mask,
-                                       sample_std=sample_std, optimizer=optimizer, spread=spread, sampling=sampling,
-                                       heldout_flat_curvature=heldout_flat_curvature, steps=steps))
+        rows.append(
+            pruned_excess_loss(
+                curvatures=curvatures,
+                basis=u,
+                optimum=optimum,
+                mask=mask,
+                sample_std=sample_std,
+                optimizer=optimizer,
+                spread=spread,
+                sampling=sampling,
+                heldout_flat_curvature=heldout_flat_curvature,
+                steps=steps,
+            )
+        )
     total = np.array([p.total for p in rows])
     best = int(grid[int(np.argmin(total))])
-    return KeepCurve(grid, total, np.array([p.bias for p in rows]), np.array([p.variance for p in rows]),
-                     best, best / d)
+    return KeepCurve(
+        grid, total, np.array([p.bias for p in rows]), np.array([p.variance for p in rows]), best, best / d
+    )
 
 
 def optimal_keep_fraction(
-    *, curvatures: Any, basis: Any, optimum: Any, sample_std: float, optimizer: Optimizer,
-    reference: Any = None, spread: str = "ambient", sampling: str = "fixed", heldout_flat_curvature: float = 0.0,
+    *,
+    curvatures: Any,
+    basis: Any,
+    optimum: Any,
+    sample_std: float,
+    optimizer: Optimizer,
+    reference: Any = None,
+    spread: str = "ambient",
+    sampling: str = "fixed",
+    heldout_flat_curvature: float = 0.0,
     steps: int | None = None,
 ) -> float:
     """Keep fraction k/d minimising the predicted pruned loss, by an exact integer search.
@@ -500,9 +551,18 @@ def optimal_keep_fraction(
     """
     u = np.asarray(basis, dtype=float)
     d = u.shape[0] if u.ndim == 2 else 0
-    kw = dict(curvatures=curvatures, basis=basis, optimum=optimum, sample_std=sample_std, optimizer=optimizer,
-              reference=reference, spread=spread, sampling=sampling, heldout_flat_curvature=heldout_flat_curvature,
-              steps=steps)
+    kw = dict(
+        curvatures=curvatures,
+        basis=basis,
+        optimum=optimum,
+        sample_std=sample_std,
+        optimizer=optimizer,
+        reference=reference,
+        spread=spread,
+        sampling=sampling,
+        heldout_flat_curvature=heldout_flat_curvature,
+        steps=steps,
+    )
     if d <= 200:
         return keep_curve(keeps=np.arange(1, d + 1), **kw).best_fraction
     coarse = keep_curve(**kw)
@@ -523,9 +583,18 @@ class PruningVerdict(NamedTuple):
 
 
 def pruning_helps(
-    *, curvatures: Any, basis: Any, optimum: Any, sample_std: float, optimizer: Optimizer,
-    reference: Any = None, keeps: Any = None, spread: str = "ambient", sampling: str = "fixed",
-    heldout_flat_curvature: float = 0.0, steps: int | None = None,
+    *,
+    curvatures: Any,
+    basis: Any,
+    optimum: Any,
+    sample_std: float,
+    optimizer: Optimizer,
+    reference: Any = None,
+    keeps: Any = None,
+    spread: str = "ambient",
+    sampling: str = "fixed",
+    heldout_flat_curvature: float = 0.0,
+    steps: int | None = None,
 ) -> PruningVerdict:
     """Does some k < d beat no pruning (k = d)? Claim 4 as a checkable inequality.
 
@@ -555,15 +624,39 @@ def pruning_helps(
     """
     u = np.asarray(basis, dtype=float)
     d = u.shape[0] if u.ndim == 2 else 0
-    curve = keep_curve(curvatures=curvatures, basis=basis, optimum=optimum, sample_std=sample_std,
-                       optimizer=optimizer, reference=reference, keeps=keeps, spread=spread, sampling=sampling,
-                       heldout_flat_curvature=heldout_flat_curvature, steps=steps)
-    full = pruned_excess_loss(curvatures=curvatures, basis=basis, optimum=optimum, mask=np.ones(d, dtype=bool),
-                              sample_std=sample_std, optimizer=optimizer, spread=spread, sampling=sampling,
-                              heldout_flat_curvature=heldout_flat_curvature, steps=steps)
+    curve = keep_curve(
+        curvatures=curvatures,
+        basis=basis,
+        optimum=optimum,
+        sample_std=sample_std,
+        optimizer=optimizer,
+        reference=reference,
+        keeps=keeps,
+        spread=spread,
+        sampling=sampling,
+        heldout_flat_curvature=heldout_flat_curvature,
+        steps=steps,
+    )
+    full = pruned_excess_loss(
+        curvatures=curvatures,
+        basis=basis,
+        optimum=optimum,
+        mask=np.ones(d, dtype=bool),
+        sample_std=sample_std,
+        optimizer=optimizer,
+        spread=spread,
+        sampling=sampling,
+        heldout_flat_curvature=heldout_flat_curvature,
+        steps=steps,
+    )
     sel = curve.keeps < d
     if not np.any(sel):
         return PruningVerdict(False, d, full.total, full.total, full.bias)
     j = int(np.argmin(np.where(sel, curve.total, np.inf)))
-    return PruningVerdict(bool(curve.total[j] < full.total), int(curve.keeps[j]), float(curve.total[j]),
-                          float(full.total), float(curve.bias[j]))
+    return PruningVerdict(
+        bool(curve.total[j] < full.total),
+        int(curve.keeps[j]),
+        float(curve.total[j]),
+        float(full.total),
+        float(curve.bias[j]),
+    )

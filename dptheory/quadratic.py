@@ -37,13 +37,13 @@ from dptheory.records import Basin, LinearDynamics, Optimizer
 __all__ = [
     "ErrorMoments",
     "LossCurve",
-    "noise_only_dynamics",
     "error_moments",
     "expected_loss",
-    "stationary_loss",
     "flat_error_sq",
+    "noise_only_dynamics",
     "recovery_time",
     "stationary_covariance",
+    "stationary_loss",
     "stationary_loss_general",
 ]
 

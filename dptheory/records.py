@@ -73,7 +73,7 @@ class Mode(str, Enum):
         return self in (Mode.NOISE, Mode.DPSGD)
 
     @classmethod
-    def parse(cls, value: "str | Mode") -> "Mode":
+    def parse(cls, value: str | Mode) -> Mode:
         """``Mode("dpsgd")`` with a clear error listing the valid names."""
         if isinstance(value, Mode):
             return value
@@ -191,7 +191,7 @@ class Optimizer:
             return 0.0
         return self.noise_multiplier * self.noise_scale_norm
 
-    def with_mode(self, mode: "Mode | str") -> "Optimizer":
+    def with_mode(self, mode: Mode | str) -> Optimizer:
         """The same step in another ablation mode (for paired comparisons and phase switching)."""
         from dataclasses import replace
 

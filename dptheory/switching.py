@@ -30,7 +30,6 @@ import numpy as np
 from dptheory._validate import check_int, check_nonnegative, check_probability
 from dptheory.quadratic import (
     ErrorMoments,
-    LossCurve,
     _check_curvatures,
     _check_dynamics,
     _check_init,
@@ -43,11 +42,11 @@ from dptheory.records import Basin, LinearDynamics, Optimizer
 
 __all__ = [
     "SwitchSweep",
-    "phase_dynamics",
-    "switched_moments",
-    "switched_final_loss",
-    "switch_sweep",
     "memory_horizon",
+    "phase_dynamics",
+    "switch_sweep",
+    "switched_final_loss",
+    "switched_moments",
 ]
 
 
@@ -196,8 +195,15 @@ def switched_final_loss(
     _check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
     s = check_int("switch_step", switch_step, minimum=0)
     curve = _sweep_losses(
-        before, after, np.array([float(s)]), total, curvatures, init_error, init_flat_sq,
-        flat_curvature, heldout_flat_curvature,
+        before,
+        after,
+        np.array([float(s)]),
+        total,
+        curvatures,
+        init_error,
+        init_flat_sq,
+        flat_curvature,
+        heldout_flat_curvature,
     )
     return float(curve.train[0]), float(curve.test[0])
 

@@ -19,15 +19,16 @@ from paper.figures import ResultError, draw
 class _OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line on stderr and exit status 2."""
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Redraw the figures of the given result folders; print the files written."""
-    parser = _OneLineParser(prog="python -m paper", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _OneLineParser(
+        prog="python -m paper", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folders", nargs="+", metavar="RESULTS_DIR", help="result folders to draw")
     parser.add_argument("--format", choices=("png", "pdf", "both"), default="both", help="file format(s) to write")
     try:

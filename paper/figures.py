@@ -16,16 +16,16 @@ Example::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
 MODE_STYLE = {
     "sgd": {"color": "tab:blue", "marker": "o", "label": "SGD"},
@@ -59,7 +59,7 @@ def load(folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         try:
             with np.load(afile) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except Exception as exc:  # noqa: BLE001 - any unreadable archive is a malformed folder
+        except Exception as exc:
             raise ResultError(f"malformed {str(afile)!r}: {exc}") from None
     return metrics, arrays
 
@@ -139,18 +139,39 @@ def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list
             if f"theory_loss_{mode}" in arrays:
                 axes[0].plot(arrays["theory_dims"], arrays[f"theory_loss_{mode}"], color=st["color"], lw=1.5)
                 axes[1].plot(arrays["theory_dims"], arrays[f"theory_clip_fraction_{mode}"], color=st["color"], lw=1.5)
-            axes[0].errorbar(d, loss, yerr=k * loss_se, fmt=st["marker"], color=st["color"], label=st["label"],
-                             ms=5, capsize=2, ls="none")
+            axes[0].errorbar(
+                d,
+                loss,
+                yerr=k * loss_se,
+                fmt=st["marker"],
+                color=st["color"],
+                label=st["label"],
+                ms=5,
+                capsize=2,
+                ls="none",
+            )
             axes[1].errorbar(d, clip, yerr=k * clip_se, fmt=st["marker"], color=st["color"], ms=5, capsize=2, ls="none")
             pred_rec = np.array([_num(r["pred_recovery_time"]) for r in sel])
             sim_rec = np.array([_num(r["sim_recovery_time"]) for r in sel])
             axes[2].plot(d, pred_rec, color=st["color"], lw=1.5)
             axes[2].plot(d, sim_rec, st["marker"], color=st["color"], ms=5)
-        axes[0].set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="stationary excess loss",
-                    title=f"lines: theory; points: simulation ± {k:g} SE")
-        axes[1].set(xscale="log", xlabel="ambient dimension d", ylabel="fraction of clipped samples", ylim=(-0.05, 1.05))
-        axes[2].set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="recovery time (steps)",
-                    title="after a displacement at stationarity")
+        axes[0].set(
+            xscale="log",
+            yscale="log",
+            xlabel="ambient dimension d",
+            ylabel="stationary excess loss",
+            title=f"lines: theory; points: simulation ± {k:g} SE",
+        )
+        axes[1].set(
+            xscale="log", xlabel="ambient dimension d", ylabel="fraction of clipped samples", ylim=(-0.05, 1.05)
+        )
+        axes[2].set(
+            xscale="log",
+            yscale="log",
+            xlabel="ambient dimension d",
+            ylabel="recovery time (steps)",
+            title="after a displacement at stationarity",
+        )
         axes[0].legend(fontsize=8, loc="upper left")
         for ax in axes:
             ax.grid(True, which="major", lw=0.4, alpha=0.4)
@@ -179,11 +200,23 @@ def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[
                 ax.plot(np.arange(pred.size), pred / init, color=st["color"], lw=1.5, label=st["label"])
                 t = np.arange(1, sim.size + 1)
                 every = max(1, sim.size // 25)
-                ax.errorbar(t[::every], sim[::every] / init, yerr=k * se[::every] / init, fmt=st["marker"],
-                            color=st["color"], ms=3, capsize=1.5, ls="none")
+                ax.errorbar(
+                    t[::every],
+                    sim[::every] / init,
+                    yerr=k * se[::every] / init,
+                    fmt=st["marker"],
+                    color=st["color"],
+                    ms=3,
+                    capsize=1.5,
+                    ls="none",
+                )
             ax.axhline(float(metrics.get("threshold", 0.1)), color="0.6", lw=0.8, ls=":")
-            ax.set(xscale="symlog", xlabel="steps after the displacement", ylabel="excess loss / initial excess",
-                   title=f"d = {d}")
+            ax.set(
+                xscale="symlog",
+                xlabel="steps after the displacement",
+                ylabel="excess loss / initial excess",
+                title=f"d = {d}",
+            )
         axes[0].legend(fontsize=8)
         ax = axes[-1]
         for mode in metrics["modes"]:
@@ -191,11 +224,24 @@ def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[
             sel = [r for r in rows if r["mode"] == mode]
             d = np.array([r["dim"] for r in sel], dtype=float)
             ax.plot(d, [_num(r["pred_recovery_time"]) for r in sel], color=st["color"], lw=1.5)
-            ax.errorbar(d, [_num(r["sim_recovery_time"]) for r in sel],
-                        yerr=[k * _num(r["sim_recovery_time_se"]) for r in sel], fmt=st["marker"],
-                        color=st["color"], ms=5, capsize=2, ls="none", label=st["label"])
-        ax.set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="recovery time (steps)",
-               title=f"lines: theory; points: simulation ± {k:g} SE")
+            ax.errorbar(
+                d,
+                [_num(r["sim_recovery_time"]) for r in sel],
+                yerr=[k * _num(r["sim_recovery_time_se"]) for r in sel],
+                fmt=st["marker"],
+                color=st["color"],
+                ms=5,
+                capsize=2,
+                ls="none",
+                label=st["label"],
+            )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="ambient dimension d",
+            ylabel="recovery time (steps)",
+            title=f"lines: theory; points: simulation ± {k:g} SE",
+        )
         return _save(fig, folder, "recovery", formats)
     except (KeyError, TypeError, ValueError) as exc:
         plt.close("all")
@@ -214,17 +260,37 @@ def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Pa
         for c, name in zip(colors, metrics["directions"]):
             sel = [r for r in rows if r["direction"] == name]
             s = np.array([r["switch_step"] for r in sel], dtype=float)
-            for ax, (pkey, skey) in zip(axes, (("pred_mean_field", "sim_loss"), ("pred_heldout_linear", "sim_heldout"))):
+            for ax, (pkey, skey) in zip(
+                axes, (("pred_mean_field", "sim_loss"), ("pred_heldout_linear", "sim_heldout"))
+            ):
                 ax.plot(s, [_num(r[pkey]) for r in sel], color=c, lw=1.5, label=f"{name} theory")
                 if pkey == "pred_mean_field":
-                    ax.plot(s, [_num(r["pred_linear"]) for r in sel], color=c, lw=1, ls="--",
-                            label=f"{name} linear theory")
-                ax.errorbar(s, [_num(r[skey]["mean"]) for r in sel], yerr=[k * _num(r[skey]["se"]) for r in sel],
-                            fmt="o", color=c, ms=4, capsize=2, ls="none", label=f"{name} simulation")
-        axes[0].set(yscale="log", xlabel="switch step s", ylabel="final training excess loss",
-                    title=f"T = {metrics['total_steps']}; points ± {k:g} SE")
-        axes[1].set(yscale="log", xlabel="switch step s", ylabel="final held-out excess loss",
-                    title="held-out (curved where training is flat)")
+                    ax.plot(
+                        s, [_num(r["pred_linear"]) for r in sel], color=c, lw=1, ls="--", label=f"{name} linear theory"
+                    )
+                ax.errorbar(
+                    s,
+                    [_num(r[skey]["mean"]) for r in sel],
+                    yerr=[k * _num(r[skey]["se"]) for r in sel],
+                    fmt="o",
+                    color=c,
+                    ms=4,
+                    capsize=2,
+                    ls="none",
+                    label=f"{name} simulation",
+                )
+        axes[0].set(
+            yscale="log",
+            xlabel="switch step s",
+            ylabel="final training excess loss",
+            title=f"T = {metrics['total_steps']}; points ± {k:g} SE",
+        )
+        axes[1].set(
+            yscale="log",
+            xlabel="switch step s",
+            ylabel="final held-out excess loss",
+            title="held-out (curved where training is flat)",
+        )
         axes[0].legend(fontsize=7)
         for mode in metrics.get("curve_modes", []):
             st = MODE_STYLE.get(mode, {"color": "k", "marker": "x", "label": mode})
@@ -233,8 +299,17 @@ def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Pa
             axes[2].plot(np.arange(theory.size), theory, color=st["color"], lw=1.5, label=f"{st['label']} theory")
             t = np.arange(1, sim.size + 1)
             every = max(1, sim.size // 30)
-            axes[2].errorbar(t[::every], sim[::every], yerr=k * se[::every], fmt=st["marker"], color=st["color"],
-                             ms=3, capsize=1.5, ls="none", label=f"{st['label']} simulation")
+            axes[2].errorbar(
+                t[::every],
+                sim[::every],
+                yerr=k * se[::every],
+                fmt=st["marker"],
+                color=st["color"],
+                ms=3,
+                capsize=1.5,
+                ls="none",
+                label=f"{st['label']} simulation",
+            )
         axes[2].set(yscale="log", xlabel="step", ylabel="training excess loss", title="pure runs (no switch)")
         if metrics.get("curve_modes"):
             axes[2].legend(fontsize=7)
@@ -269,13 +344,37 @@ def prune(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Pat
                 stat = np.array([bool(r.get("stationary", True)) for r in sel])
                 y = np.array([_num(r["sim_loss"]["mean"]) for r in sel])
                 err = np.array([k * _num(r["sim_loss"]["se"]) for r in sel])
-                ax.errorbar(f[stat], y[stat], yerr=err[stat], fmt="o", color=c, ms=4, capsize=2, ls="none",
-                            label=f"{label}: simulation")
+                ax.errorbar(
+                    f[stat],
+                    y[stat],
+                    yerr=err[stat],
+                    fmt="o",
+                    color=c,
+                    ms=4,
+                    capsize=2,
+                    ls="none",
+                    label=f"{label}: simulation",
+                )
                 if np.any(~stat):
-                    ax.errorbar(f[~stat], y[~stat], yerr=err[~stat], fmt="o", mfc="none", color=c, ms=5,
-                                capsize=2, ls="none", label=f"{label}: not yet stationary at T")
-            ax.set(xscale="log", yscale="log", xlabel="keep fraction k/d", ylabel="stationary excess loss",
-                   title=f"{basis} basis; ε = {_num(metrics['epsilon']):.2f} for every point")
+                    ax.errorbar(
+                        f[~stat],
+                        y[~stat],
+                        yerr=err[~stat],
+                        fmt="o",
+                        mfc="none",
+                        color=c,
+                        ms=5,
+                        capsize=2,
+                        ls="none",
+                        label=f"{label}: not yet stationary at T",
+                    )
+            ax.set(
+                xscale="log",
+                yscale="log",
+                xlabel="keep fraction k/d",
+                ylabel="stationary excess loss",
+                title=f"{basis} basis; ε = {_num(metrics['epsilon']):.2f} for every point",
+            )
         axes[0][0].legend(fontsize=7, title="dotted: bias, dashed: DP term", title_fontsize=7)
         return _save(fig, folder, "prune", formats)
     except (KeyError, TypeError, ValueError) as exc:
@@ -298,4 +397,3 @@ def draw(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path
     if name not in FIGURES:
         raise ResultError(f"no figure for experiment {name!r} in {str(folder)!r} (known: {', '.join(FIGURES)})")
     return FIGURES[name](folder, formats=formats)
-

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _load(folder: Path) -> tuple[dict, dict]:
@@ -46,8 +47,9 @@ def fig_switch(config: dict, metrics: dict) -> plt.Figure:
     _errorbar(ax, s, [r["acc_dpsgd_then_sgd"] for r in rows], label="DP-SGD → SGD (not private)")
     for key, style, label in (("acc_sgd", "--", "SGD"), ("acc_dpsgd", ":", "DP-SGD")):
         ax.axhline(_num(metrics[key]["mean"]) * 100, ls=style, color="gray", label=label)
-    ax.set(xlabel="switch epoch s", ylabel="final test accuracy (%)",
-           title=f"claim 1: switch ({config['epochs']} epochs)")
+    ax.set(
+        xlabel="switch epoch s", ylabel="final test accuracy (%)", title=f"claim 1: switch ({config['epochs']} epochs)"
+    )
     ax.legend(fontsize=7)
     return fig
 
@@ -57,8 +59,10 @@ def fig_ablate(config: dict, metrics: dict) -> plt.Figure:
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     modes = list(metrics["test_accuracy"])
     means = [_num(metrics["test_accuracy"][m]["mean"]) * 100 for m in modes]
-    ses = [_num(metrics["test_accuracy"][m]["se"]) * 100 if metrics["test_accuracy"][m]["se"] != "nan" else 0
-           for m in modes]
+    ses = [
+        _num(metrics["test_accuracy"][m]["se"]) * 100 if metrics["test_accuracy"][m]["se"] != "nan" else 0
+        for m in modes
+    ]
     a.bar(modes, means, yerr=ses, capsize=3, color=["C0", "C3", "C2", "C1"][: len(modes)])
     a.set(ylabel="final test accuracy (%)", title="claim 2: ablation")
     if "burst" in metrics:
@@ -78,8 +82,11 @@ def fig_width(config: dict, metrics: dict) -> plt.Figure:
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     rows = metrics["per_width"]
     d = [r["dim"] for r in rows]
-    for key, label in (("sgd", "SGD"), ("dp_eps", f"DP-SGD ε={config['target_epsilon']}"),
-                       ("dp_sigma", f"DP-SGD σ={config['noise_multiplier']}")):
+    for key, label in (
+        ("sgd", "SGD"),
+        ("dp_eps", f"DP-SGD ε={config['target_epsilon']}"),
+        ("dp_sigma", f"DP-SGD σ={config['noise_multiplier']}"),
+    ):
         _errorbar(a, d, [r[key]["test_accuracy"] for r in rows], label=label)
     a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)", title="claim 3: width")
     a.legend(fontsize=7)
@@ -100,8 +107,9 @@ def fig_prune(config: dict, metrics: dict) -> plt.Figure:
         label = source + (" (NOT private)" if source == "oracle" else "")
         _errorbar(ax, [r["sparsity"] for r in rows], [r["test_accuracy"] for r in rows], label=label)
     ax.axhline(_num(metrics["sgd_dense"]["mean"]) * 100, color="gray", ls="--", label="SGD dense")
-    ax.set(xlabel="sparsity", ylabel="final test accuracy (%)",
-           title=f"claim 4: pruning at ε={config['target_epsilon']}")
+    ax.set(
+        xlabel="sparsity", ylabel="final test accuracy (%)", title=f"claim 4: pruning at ε={config['target_epsilon']}"
+    )
     ax.legend(fontsize=7)
     return fig
 
@@ -117,8 +125,13 @@ def fig_validate(config: dict, metrics: dict) -> plt.Figure:
     hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
     ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
     rho = metrics["spearman_all_pairs"]["rho"]
-    ax.set(xscale="log", yscale="log", xlabel="predicted excess loss", ylabel="measured excess loss",
-           title=f"theory vs networks (Spearman {_num(rho):+.2f})")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="predicted excess loss",
+        ylabel="measured excess loss",
+        title=f"theory vs networks (Spearman {_num(rho):+.2f})",
+    )
     ax.legend(fontsize=6)
     return fig
 
@@ -140,7 +153,12 @@ def kind(metrics: dict) -> str | None:
 
 
 FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
-    "switch": fig_switch, "ablate": fig_ablate, "width": fig_width, "prune": fig_prune, "validate": fig_validate}
+    "switch": fig_switch,
+    "ablate": fig_ablate,
+    "width": fig_width,
+    "prune": fig_prune,
+    "validate": fig_validate,
+}
 
 
 def draw(folder: str | Path) -> Path | None:

@@ -63,8 +63,12 @@ def verify() -> None:
         w = [mp.exp(-lm / 2) * (lm / 2) ** i / mp.factorial(i) for i in range(80)]  # tail < 1e-90
 
         def ncx2_pdf(x, df):  # Bessel form, independent of the Poisson mixture
-            return mp.exp(-(x + lm) / 2) * (x / lm) ** (mp.mpf(df) / 4 - mp.mpf(1) / 2) * mp.besseli(
-                mp.mpf(df) / 2 - 1, mp.sqrt(lm * x)) / 2
+            return (
+                mp.exp(-(x + lm) / 2)
+                * (x / lm) ** (mp.mpf(df) / 4 - mp.mpf(1) / 2)
+                * mp.besseli(mp.mpf(df) / 2 - 1, mp.sqrt(lm * x))
+                / 2
+            )
 
         def ncx2_cdf(t, df):
             return sum(w[i] * mp.gammainc(mp.mpf(df) / 2 + i, 0, t / 2, regularized=True) for i in range(80))

@@ -124,4 +124,3 @@ def verify() -> None:
     #    diffusion nonlinearity only (a ≡ a₀, q = q₀(1 + β_D(ρ² − ρ₀²)/ρ₀²)): E q = q₀ to first order,
     #    so the exact identity E[ρ²(1 − contraction)] = k η² E q leaves E ρ² at ρ₀²
     assert sp.simplify(v * chi[1] - rho0) == 0
-

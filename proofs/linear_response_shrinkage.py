@@ -81,6 +81,6 @@ def verify() -> None:
     #    S_2(x) = e^{−x/2}; checked against the lower incomplete gamma definition first.
     F = lambda kk, t: sp.lowergamma(sp.Rational(kk, 2), t / 2) / sp.gamma(sp.Rational(kk, 2))  # noqa: E731
     _zero(sp.expand_func(F(1, c**2)) - sp.erf(c / sp.sqrt(2)), "F_1")
-    _zero(sp.expand_func(F(3, c**2)) - (sp.erf(c / sp.sqrt(2)) - sp.sqrt(2 / sp.pi) * c * sp.exp(-c**2 / 2)), "F_3")
-    gamma0_d1 = sp.expand_func(F(3, c**2)) + c * r(sp.Integer(3)) * sp.exp(-c**2 / 2)
+    _zero(sp.expand_func(F(3, c**2)) - (sp.erf(c / sp.sqrt(2)) - sp.sqrt(2 / sp.pi) * c * sp.exp(-(c**2) / 2)), "F_3")
+    gamma0_d1 = sp.expand_func(F(3, c**2)) + c * r(sp.Integer(3)) * sp.exp(-(c**2) / 2)
     _zero(gamma0_d1 - sp.erf(c / sp.sqrt(2)), "d = 1: γ(0) = F_1(c²) = α₀")

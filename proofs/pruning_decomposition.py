@@ -57,6 +57,12 @@ def verify() -> None:
     # aligned basin: H diagonal, bias = ½ Σ_{pruned} λ_j w*_j²
     lams = sp.symbols("l0:4", positive=True)
     hd = sp.diag(*lams)
-    bias_d = (wp_s.T * (hd.extract(p_idx, p_idx) - hd.extract(p_idx, k_idx) * hd.extract(k_idx, k_idx).inv()
-                        * hd.extract(k_idx, p_idx)) * wp_s)[0] / 2
+    bias_d = (
+        wp_s.T
+        * (
+            hd.extract(p_idx, p_idx)
+            - hd.extract(p_idx, k_idx) * hd.extract(k_idx, k_idx).inv() * hd.extract(k_idx, p_idx)
+        )
+        * wp_s
+    )[0] / 2
     assert sp.simplify(bias_d - (lams[2] * ws[2] ** 2 + lams[3] * ws[3] ** 2) / 2) == 0

@@ -19,8 +19,10 @@ from __future__ import annotations
 import sympy as sp
 from sympy.stats import ChiSquared, E, Normal
 
-STATEMENT = ("reduced engine: (x, ||e_flat||) is an exact Markov chain; ||f'||^2 = par^2 + k^2 ||S||^2 with S "
-             "built sequentially from N(0,1) and chi^2_{n-1} draws (backs simulations.reduced.run_reduced)")
+STATEMENT = (
+    "reduced engine: (x, ||e_flat||) is an exact Markov chain; ||f'||^2 = par^2 + k^2 ||S||^2 with S "
+    "built sequentially from N(0,1) and chi^2_{n-1} draws (backs simulations.reduced.run_reduced)"
+)
 
 
 def _pythagoras() -> None:
@@ -71,8 +73,7 @@ def _moments() -> None:
     n1_rv = Normal("n1", 0, 1)
     q_rv = ChiSquared("q", k)
     n1, q = sp.symbols("n1 q", real=True)
-    moments = {n1: lambda p: sp.simplify(E(n1_rv**p)) if p else 1,
-               q: lambda p: sp.simplify(E(q_rv**p)) if p else 1}
+    moments = {n1: lambda p: sp.simplify(E(n1_rv**p)) if p else 1, q: lambda p: sp.simplify(E(q_rv**p)) if p else 1}
     norm_sq = (s1 + w * n1) ** 2 + w**2 * q
     mean = _independent_expectation(norm_sq, moments)
     second = _independent_expectation(norm_sq**2, moments)

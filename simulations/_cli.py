@@ -22,8 +22,9 @@ import sys
 import time
 import types
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 C = TypeVar("C")
 
@@ -35,7 +36,7 @@ class UsageError(ValueError):
 class _OneLineParser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line on stderr and exit status 2."""
 
-    def error(self, message: str) -> typing.NoReturn:  # noqa: D401 - argparse API
+    def error(self, message: str) -> typing.NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
 
@@ -99,7 +100,9 @@ def _optional(parser: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def build_parser(config_cls: type, *, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    config_cls: type, *, prog: str | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
     """An argparse parser with one ``--flag`` per field of the frozen dataclass ``config_cls``."""
     parser = _OneLineParser(
         prog=prog,
@@ -111,8 +114,12 @@ def build_parser(config_cls: type, *, prog: str | None = None, description: str 
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         helptext = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+            )
         )
         tp, optional = _base_type(hints[f.name])
         kwargs: dict[str, Any] = {"default": default, "help": helptext or " ", "dest": f.name}
@@ -137,16 +144,23 @@ def build_parser(config_cls: type, *, prog: str | None = None, description: str 
     return parser
 
 
-def parse_config(config_cls: type[C], argv: Sequence[str] | None, *, prog: str | None = None,
-                 description: str | None = None) -> C:
+def parse_config(
+    config_cls: type[C], argv: Sequence[str] | None, *, prog: str | None = None, description: str | None = None
+) -> C:
     """Parse ``argv`` into ``config_cls``; the dataclass's own ``__post_init__`` validates values."""
     parser = build_parser(config_cls, prog=prog, description=description)
     ns = parser.parse_args(argv)
     return config_cls(**vars(ns))
 
 
-def run_main(config_cls: type[C], run: Callable[[C], Any], argv: Sequence[str] | None = None, *,
-             prog: str | None = None, description: str | None = None) -> int:
+def run_main(
+    config_cls: type[C],
+    run: Callable[[C], Any],
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str | None = None,
+    description: str | None = None,
+) -> int:
     """Parse, validate and run; bad input → one line on stderr and return 2 (no traceback).
 
     ``run(config)`` does the work and writes results; it should call :func:`check_output_dir`
@@ -206,7 +220,7 @@ class Progress:
         )
         sys.stderr.flush()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -23,8 +23,9 @@ across-replica SE of the per-replica time averages (no autocorrelation assumptio
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -17,9 +17,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -60,8 +61,13 @@ def _git_revision() -> str | None:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if out.returncode == 0:
             rev = out.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=here,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
             return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
@@ -78,7 +84,18 @@ def environment() -> dict[str, Any]:
         "git_revision": _git_revision(),
         "argv": sys.argv,
     }
-    for name in ("numpy", "scipy", "numba", "sympy", "matplotlib", "torch", "opacus", "dp_accounting", "mnist1d", "sklearn"):
+    for name in (
+        "numpy",
+        "scipy",
+        "numba",
+        "sympy",
+        "matplotlib",
+        "torch",
+        "opacus",
+        "dp_accounting",
+        "mnist1d",
+        "sklearn",
+    ):
         mod = sys.modules.get(name)
         if mod is not None:
             env[name] = getattr(mod, "__version__", "unknown")
@@ -140,8 +157,9 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
-def write_results(folder: Path, *, config: Any, metrics: dict[str, Any],
-                  arrays: dict[str, np.ndarray] | None = None) -> None:
+def write_results(
+    folder: Path, *, config: Any, metrics: dict[str, Any], arrays: dict[str, np.ndarray] | None = None
+) -> None:
     """Write ``config.json``, ``metrics.json``, optional ``metrics.npz`` and ``env.json`` into ``folder``."""
     write_json(folder / "config.json", config)
     write_json(folder / "metrics.json", metrics)

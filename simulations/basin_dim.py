@@ -74,10 +74,10 @@ from typing import Any
 
 import numpy as np
 
-from dptheory.records import Basin, Mode, Optimizer
 from dptheory._validate import check_int, check_positive
+from dptheory.records import Basin, Mode, Optimizer
 from simulations._cli import Progress, run_main
-from simulations._compare import Estimate, batch_means, fmt, fmt_ci, log_grid, replica_mean, table, run_seed
+from simulations._compare import Estimate, batch_means, fmt, fmt_ci, log_grid, replica_mean, run_seed, table
 from simulations._results import check_output_dir, result_folder, write_results
 from simulations.basins.streaming import SPECTRA, curvature_spectrum
 from simulations.recovery import linear_model, predicted_recovery, relaxation_time, simulated_recovery
@@ -99,24 +99,35 @@ class BasinDimConfig:
     split: float = field(default=0.5, metadata={"help": "two-level spectrum: fraction of directions at λ_max"})
     low_curvature: float = field(default=0.1, metadata={"help": "two-level spectrum: the low curvature"})
     sample_std: float = field(default=0.1, metadata={"help": "s: per-sample gradient spread, g_i = H e + s ζ_i"})
-    spread: str = field(default="ambient", metadata={
-        "help": "ζ_i spans all d dimensions (ambient) or only the r curved ones (basin)", "choices": ("ambient", "basin")})
+    spread: str = field(
+        default="ambient",
+        metadata={
+            "help": "ζ_i spans all d dimensions (ambient) or only the r curved ones (basin)",
+            "choices": ("ambient", "basin"),
+        },
+    )
     clip_norm: float = field(default=2.0, metadata={"help": "C: per-sample clip norm"})
     noise_multiplier: float = field(default=1.0, metadata={"help": "σ: noise std on the sum is σ·C"})
     batch_size: int = field(default=16, metadata={"help": "B: batch size"})
     lr: float = field(default=0.8, metadata={"help": "η: learning rate"})
-    heldout_flat_curvature: float = field(default=1e-3, metadata={
-        "help": "κ: curvature of the held-out loss in the training-flat directions"})
+    heldout_flat_curvature: float = field(
+        default=1e-3, metadata={"help": "κ: curvature of the held-out loss in the training-flat directions"}
+    )
     burn_in: float = field(default=3.0, metadata={"help": "burn-in, in predicted relaxation times"})
     window: float = field(default=10.0, metadata={"help": "averaging window, in predicted relaxation times"})
     steps: int = field(default=50_000, metadata={"help": "cap on the steps of one run (burn-in + window + recovery)"})
     replicas: int = field(default=8, metadata={"help": "independent Monte Carlo replicas per (d, mode)"})
-    displacement: float = field(default=10.0, metadata={"help": "δ: norm of the displacement injected after the window"})
-    recovery_threshold: float = field(default=0.1, metadata={
-        "help": "recovered when the mean excess over stationarity falls to this fraction of ½Σλδ²"})
+    displacement: float = field(
+        default=10.0, metadata={"help": "δ: norm of the displacement injected after the window"}
+    )
+    recovery_threshold: float = field(
+        default=0.1,
+        metadata={"help": "recovered when the mean excess over stationarity falls to this fraction of ½Σλδ²"},
+    )
     k_se: float = field(default=2.0, metadata={"help": "k: confidence intervals printed as ± k·SE"})
-    theory_points: int = field(default=13, metadata={
-        "help": "dimensions on the figure's theory grid (the swept ones are added)"})
+    theory_points: int = field(
+        default=13, metadata={"help": "dimensions on the figure's theory grid (the swept ones are added)"}
+    )
     seed: int = field(default=0, metadata={"help": "random seed (one stream per (d, mode, replica))"})
     engine: str = field(default="auto", metadata={"help": "simulation engine", "choices": ENGINES})
     out: str = field(default="results/basin_dim", metadata={"help": "result folder (replaced atomically)"})
@@ -150,16 +161,31 @@ class BasinDimConfig:
 
     def basin(self, dim: int) -> Basin:
         """The basin at ambient dimension ``dim``."""
-        curv = curvature_spectrum(rank=self.rank, spectrum=self.spectrum, max_curvature=self.curvature,
-                                  power=self.power, split=self.split, low_curvature=self.low_curvature)
-        return Basin(dim=dim, curvatures=tuple(curv), sample_std=self.sample_std, spread=self.spread,
-                     heldout_flat_curvature=self.heldout_flat_curvature)
+        curv = curvature_spectrum(
+            rank=self.rank,
+            spectrum=self.spectrum,
+            max_curvature=self.curvature,
+            power=self.power,
+            split=self.split,
+            low_curvature=self.low_curvature,
+        )
+        return Basin(
+            dim=dim,
+            curvatures=tuple(curv),
+            sample_std=self.sample_std,
+            spread=self.spread,
+            heldout_flat_curvature=self.heldout_flat_curvature,
+        )
 
     def optimizer(self, mode: Mode) -> Optimizer:
         """The step in ablation ``mode`` (noise-only uses C_ref = C)."""
-        return Optimizer(lr=self.lr, batch_size=self.batch_size, clip_norm=self.clip_norm,
-                         noise_multiplier=self.noise_multiplier, mode=mode)
-
+        return Optimizer(
+            lr=self.lr,
+            batch_size=self.batch_size,
+            clip_norm=self.clip_norm,
+            noise_multiplier=self.noise_multiplier,
+            mode=mode,
+        )
 
 
 class Predictions:
@@ -197,8 +223,9 @@ class Predictions:
         return self._clip[key]
 
 
-def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed: int,
-            predictions: Predictions | None = None) -> dict[str, Any]:
+def measure(
+    *, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed: int, predictions: Predictions | None = None
+) -> dict[str, Any]:
     """Simulate one (d, mode) to stationarity, displace, recover; return predictions and estimates.
 
     ``predictions``: the run's :class:`Predictions` memo (None: a fresh one, nothing shared).
@@ -211,7 +238,9 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed:
     dyn = linear_model(basin=basin, optimizer=optimizer)
     tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
     if not math.isfinite(tau):
-        raise ValueError(f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g}); lower lr")
+        raise ValueError(
+            f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g}); lower lr"
+        )
     burn = math.ceil(config.burn_in * tau)
     window = math.ceil(config.window * tau)
     pred_loss = theory.loss(basin, optimizer)
@@ -220,24 +249,45 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed:
     # the model underestimates the loss by up to (r+1)/r; clipped_dynamics.stationary_saturation).
     saturation = float(cd.stationary_saturation(basin=basin, optimizer=optimizer)) if optimizer.mode.clipped else 0.0
     horizon = max(10, math.ceil(3 * tau))
-    rec = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
-                             steps=horizon, threshold=config.recovery_threshold, dynamics=dyn)
+    rec = predicted_recovery(
+        basin=basin,
+        optimizer=optimizer,
+        displacement=config.displacement,
+        steps=horizon,
+        threshold=config.recovery_threshold,
+        dynamics=dyn,
+    )
     while not math.isfinite(rec["time"]) and horizon < config.steps:
         horizon = min(config.steps, horizon * 4)
-        rec = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
-                                 steps=horizon, threshold=config.recovery_threshold, dynamics=dyn)
+        rec = predicted_recovery(
+            basin=basin,
+            optimizer=optimizer,
+            displacement=config.displacement,
+            steps=horizon,
+            threshold=config.recovery_threshold,
+            dynamics=dyn,
+        )
     # Follow the simulation to 1.5× the predicted recovery time (its crossing must be observable).
     horizon = max(horizon, math.ceil(1.5 * rec["time"]) + 5) if math.isfinite(rec["time"]) else horizon
     total = burn + window + horizon
     if total > config.steps:
-        warnings.warn(f"d={basin.dim} {optimizer.mode.value}: {total} steps needed, capped at {config.steps}",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"d={basin.dim} {optimizer.mode.value}: {total} steps needed, capped at {config.steps}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         scale = config.steps / total
         burn, window, horizon = (max(1, int(x * scale)) for x in (burn, window, horizon))
         total = burn + window + horizon
     t_disp = burn + window
-    spec = RunSpec(steps=total, replicas=config.replicas, record_every=1, seed=seed,
-                   displacement_step=t_disp, displacement=config.displacement)
+    spec = RunSpec(
+        steps=total,
+        replicas=config.replicas,
+        record_every=1,
+        seed=seed,
+        displacement_step=t_disp,
+        displacement=config.displacement,
+    )
     trace = simulate(basin=basin, optimizer=optimizer, run=spec, engine=config.engine)
 
     steps = np.asarray(trace.steps)
@@ -256,19 +306,36 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed:
         # rather than solve the radial closure a second time (same floating-point operations, same number).
         pred_heldout = pred_loss + 0.5 * (basin.flat_curvature + basin.heldout_flat_curvature) * pred_flat
     else:
-        pred_heldout = float(np.asarray(cd.heldout_excess_loss(basin=basin, optimizer=optimizer,
-                                                               steps=t_end)).ravel()[-1])
+        pred_heldout = float(
+            np.asarray(cd.heldout_excess_loss(basin=basin, optimizer=optimizer, steps=t_end)).ravel()[-1]
+        )
     after = steps > t_disp
-    sim = simulated_recovery(loss=trace.train_loss[:, after], stationary=loss.mean, initial=rec["initial"],
-                             threshold=config.recovery_threshold, seed=seed)
+    sim = simulated_recovery(
+        loss=trace.train_loss[:, after],
+        stationary=loss.mean,
+        initial=rec["initial"],
+        threshold=config.recovery_threshold,
+        seed=seed,
+    )
     return {
-        "dim": basin.dim, "mode": optimizer.mode.value, "burn_in_steps": burn, "window_steps": window,
-        "relaxation_time": tau, "n_batches": n_batches,
-        "pred_loss": pred_loss, "sim_loss": loss, "saturation": saturation,
-        "pred_clip_fraction": pred_clip, "sim_clip_fraction": clip,
-        "pred_recovery_time": rec["time"], "sim_recovery_time": sim["time"], "sim_recovery_time_se": sim["time_se"],
-        "pred_flat_err_sq": pred_flat, "sim_flat_err_sq": flat,
-        "pred_heldout": pred_heldout, "sim_heldout": heldout,
+        "dim": basin.dim,
+        "mode": optimizer.mode.value,
+        "burn_in_steps": burn,
+        "window_steps": window,
+        "relaxation_time": tau,
+        "n_batches": n_batches,
+        "pred_loss": pred_loss,
+        "sim_loss": loss,
+        "saturation": saturation,
+        "pred_clip_fraction": pred_clip,
+        "sim_clip_fraction": clip,
+        "pred_recovery_time": rec["time"],
+        "sim_recovery_time": sim["time"],
+        "sim_recovery_time_se": sim["time_se"],
+        "pred_flat_err_sq": pred_flat,
+        "sim_flat_err_sq": flat,
+        "pred_heldout": pred_heldout,
+        "sim_heldout": heldout,
     }
 
 
@@ -295,8 +362,9 @@ def theory_curves(config: BasinDimConfig, predictions: Predictions | None = None
         opt = config.optimizer(mode)
         basins = [config.basin(int(d)) for d in dims]
         out[f"theory_loss_{mode.value}"] = np.array([theory.loss(b, opt) for b in basins], dtype=float)
-        out[f"theory_clip_fraction_{mode.value}"] = np.array([theory.clip_fraction(b, opt) for b in basins],
-                                                             dtype=float)
+        out[f"theory_clip_fraction_{mode.value}"] = np.array(
+            [theory.clip_fraction(b, opt) for b in basins], dtype=float
+        )
     return out
 
 
@@ -313,7 +381,10 @@ def _pack(rows: list[dict[str, Any]], config: BasinDimConfig) -> tuple[dict[str,
         metrics_rows.append(m)
     k = config.k_se
     summary = {
-        "experiment": "basin_dim", "k_se": k, "dims": config.dims(), "modes": [m.value for m in MODES],
+        "experiment": "basin_dim",
+        "k_se": k,
+        "dims": config.dims(),
+        "modes": [m.value for m in MODES],
         "rows": metrics_rows,
         "loss_within_ci": all(abs(r["sim_loss"].mean - r["pred_loss"]) <= k * r["sim_loss"].se for r in rows),
         "loss_rows_within_ci": sum(abs(r["sim_loss"].mean - r["pred_loss"]) <= k * r["sim_loss"].se for r in rows),
@@ -323,18 +394,41 @@ def _pack(rows: list[dict[str, Any]], config: BasinDimConfig) -> tuple[dict[str,
 
 def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
     """The printed table (one line per (d, mode))."""
-    header = ["d", "mode", "clip frac (pred)", f"clip frac (sim ±{k:g}SE)", "loss pred", f"loss sim ±{k:g}SE",
-              "z", "recov pred", f"recov sim ±{k:g}SE", "flat err² pred", "flat err² sim", "held-out pred",
-              "held-out sim"]
+    header = [
+        "d",
+        "mode",
+        "clip frac (pred)",
+        f"clip frac (sim ±{k:g}SE)",
+        "loss pred",
+        f"loss sim ±{k:g}SE",
+        "z",
+        "recov pred",
+        f"recov sim ±{k:g}SE",
+        "flat err² pred",
+        "flat err² sim",
+        "held-out pred",
+        "held-out sim",
+    ]
     body = []
     for r in rows:
         z = r["sim_loss"].z(r["pred_loss"])
-        body.append([str(r["dim"]), r["mode"], fmt(r["pred_clip_fraction"], 3), fmt_ci(r["sim_clip_fraction"], k=k),
-                     fmt(r["pred_loss"]), fmt_ci(r["sim_loss"], k=k), f"{z:+.1f}",
-                     fmt(r["pred_recovery_time"], 3),
-                     f"{fmt(r['sim_recovery_time'], 3)} ± {fmt(k * r['sim_recovery_time_se'], 2)}",
-                     fmt(r["pred_flat_err_sq"], 3), fmt(r["sim_flat_err_sq"].mean, 3),
-                     fmt(r["pred_heldout"], 3), fmt(r["sim_heldout"].mean, 3)])
+        body.append(
+            [
+                str(r["dim"]),
+                r["mode"],
+                fmt(r["pred_clip_fraction"], 3),
+                fmt_ci(r["sim_clip_fraction"], k=k),
+                fmt(r["pred_loss"]),
+                fmt_ci(r["sim_loss"], k=k),
+                f"{z:+.1f}",
+                fmt(r["pred_recovery_time"], 3),
+                f"{fmt(r['sim_recovery_time'], 3)} ± {fmt(k * r['sim_recovery_time_se'], 2)}",
+                fmt(r["pred_flat_err_sq"], 3),
+                fmt(r["sim_flat_err_sq"].mean, 3),
+                fmt(r["pred_heldout"], 3),
+                fmt(r["sim_heldout"].mean, 3),
+            ]
+        )
     return table(body, header=header)
 
 
@@ -350,8 +444,15 @@ def run(config: BasinDimConfig) -> dict[str, Any]:
         for i, d in enumerate(dims):
             basin = config.basin(d)
             for j, mode in enumerate(MODES):
-                rows.append(measure(basin=basin, optimizer=config.optimizer(mode), config=config,
-                                    seed=run_seed(config.seed, i, j), predictions=theory))
+                rows.append(
+                    measure(
+                        basin=basin,
+                        optimizer=config.optimizer(mode),
+                        config=config,
+                        seed=run_seed(config.seed, i, j),
+                        predictions=theory,
+                    )
+                )
                 bar.update(note=f"d={d} {mode.value}")
     metrics, arrays = _pack(rows, config)
     arrays.update(theory_curves(config, theory))
@@ -361,9 +462,11 @@ def run(config: BasinDimConfig) -> dict[str, Any]:
     print(format_rows(rows, k=config.k_se))
     k = config.k_se
     expected_out = sum(_outside(k, r["sim_loss"].n - 1) for r in rows)
-    print(f"stationary loss within ±{k:g} SE of the prediction: {metrics['loss_rows_within_ci']} of {len(rows)} rows "
-          f"(an exact theory would leave ≈ {expected_out:.1f} outside by chance: Student t, SE from "
-          f"{rows[0]['sim_loss'].n} batch means)")
+    print(
+        f"stationary loss within ±{k:g} SE of the prediction: {metrics['loss_rows_within_ci']} of {len(rows)} rows "
+        f"(an exact theory would leave ≈ {expected_out:.1f} outside by chance: Student t, SE from "
+        f"{rows[0]['sim_loss'].n} batch means)"
+    )
     print(f"results: {config.out}")
     return metrics
 

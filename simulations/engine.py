@@ -40,13 +40,20 @@ from dptheory._validate import check_int, check_nonnegative
 from dptheory.records import Basin, Mode, Optimizer
 from simulations import kernels, kernels_numpy, reduced
 
-__all__ = ["RunSpec", "Trace", "simulate", "lr_values", "ENGINES", "LR_SCHEDULES", "SAMPLINGS"]
+__all__ = ["ENGINES", "LR_SCHEDULES", "SAMPLINGS", "RunSpec", "Trace", "lr_values", "simulate"]
 
 ENGINES = ("auto", "full", "reduced", "numpy")
 LR_SCHEDULES = ("constant", "cosine", "step")
 SAMPLINGS = ("fixed", "poisson")
-TRACE_METRICS = ("train_loss", "heldout_loss", "curved_err_sq", "flat_err_sq", "clip_fraction",
-                 "mean_clip_factor", "clip_bias_norm")
+TRACE_METRICS = (
+    "train_loss",
+    "heldout_loss",
+    "curved_err_sq",
+    "flat_err_sq",
+    "clip_fraction",
+    "mean_clip_factor",
+    "clip_bias_norm",
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +91,10 @@ class RunSpec:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if (self.switch_step is None) != (self.switch_mode is None):
-            raise ValueError(f"switch_step and switch_mode go together, got switch_step={self.switch_step!r}, "
-                             f"switch_mode={self.switch_mode!r}")
+            raise ValueError(
+                f"switch_step and switch_mode go together, got switch_step={self.switch_step!r}, "
+                f"switch_mode={self.switch_mode!r}"
+            )
         if self.switch_step is not None:
             object.__setattr__(self, "switch_step", check_int("switch_step", self.switch_step, minimum=0))
             object.__setattr__(self, "switch_mode", Mode.parse(self.switch_mode))
@@ -221,8 +230,17 @@ def _check_basis(basis, basin: Basin):
     return v
 
 
-def simulate(*, basin: Basin, optimizer: Optimizer, run: RunSpec, engine: str = "auto",
-             basis=None, mask=None, optimum=None, init_weights=None) -> Trace:
+def simulate(
+    *,
+    basin: Basin,
+    optimizer: Optimizer,
+    run: RunSpec,
+    engine: str = "auto",
+    basis=None,
+    mask=None,
+    optimum=None,
+    init_weights=None,
+) -> Trace:
     """Monte Carlo of DP-SGD on the streaming basin (module docstring): ``run.replicas`` replicas.
 
     Args: ``basin`` (records.Basin), ``optimizer`` (records.Optimizer), ``run`` (:class:`RunSpec`),
@@ -253,8 +271,10 @@ def simulate(*, basin: Basin, optimizer: Optimizer, run: RunSpec, engine: str = 
     if engine == "auto":
         engine = "full" if general else "reduced"
     if engine == "reduced" and general:
-        raise ValueError("engine='reduced' supports only the axis-aligned streaming basin "
-                         "(no basis, mask, optimum or init_weights); use engine='full'")
+        raise ValueError(
+            "engine='reduced' supports only the axis-aligned streaming basin "
+            "(no basis, mask, optimum or init_weights); use engine='full'"
+        )
     if run.init_flat_sq > 0 and basin.flat_dim == 0:
         raise ValueError(f"init_flat_sq must be 0 when the basin has no flat directions, got {run.init_flat_sq}")
     if optimum is not None:
@@ -279,10 +299,26 @@ def simulate(*, basin: Basin, optimizer: Optimizer, run: RunSpec, engine: str = 
         x0 = np.full((run.replicas, basin.rank), run.init_error / math.sqrt(basin.rank))
         rho0 = np.full(run.replicas, math.sqrt(run.init_flat_sq))
         disp_vec = np.full(basin.rank, run.displacement / math.sqrt(basin.rank))
-        reduced.run_reduced(x0, rho0, lam, basin.flat_curvature, basin.sample_std, s_flat,
-                            float(basin.flat_dim), optimizer.batch_size, poisson, lr_t, clip_t, nu_t,
-                            disp_step, disp_vec, rec_flag, basin.heldout_flat_curvature, numba_states,
-                            *(out[k] for k in TRACE_METRICS))
+        reduced.run_reduced(
+            x0,
+            rho0,
+            lam,
+            basin.flat_curvature,
+            basin.sample_std,
+            s_flat,
+            float(basin.flat_dim),
+            optimizer.batch_size,
+            poisson,
+            lr_t,
+            clip_t,
+            nu_t,
+            disp_step,
+            disp_vec,
+            rec_flag,
+            basin.heldout_flat_curvature,
+            numba_states,
+            *(out[k] for k in TRACE_METRICS),
+        )
     else:
         if optimum is None:
             optimum = np.zeros(d)
@@ -291,16 +327,45 @@ def simulate(*, basin: Basin, optimizer: Optimizer, run: RunSpec, engine: str = 
         if engine == "full":
             basis_t = kernels._as_basis_t(basis, d)
             kept = kernels._as_kept(mask, d)
-            kernels.run_streaming(e0, lam, basin.flat_curvature, basis_t, kept, basin.sample_std,
-                                  basin.spread == "basin", optimizer.batch_size, poisson, lr_t, clip_t, nu_t,
-                                  disp_step, disp_vec, rec_flag, basin.heldout_flat_curvature, numba_states,
-                                  *(out[k] for k in TRACE_METRICS))
+            kernels.run_streaming(
+                e0,
+                lam,
+                basin.flat_curvature,
+                basis_t,
+                kept,
+                basin.sample_std,
+                basin.spread == "basin",
+                optimizer.batch_size,
+                poisson,
+                lr_t,
+                clip_t,
+                nu_t,
+                disp_step,
+                disp_vec,
+                rec_flag,
+                basin.heldout_flat_curvature,
+                numba_states,
+                *(out[k] for k in TRACE_METRICS),
+            )
         else:
             out = kernels_numpy.run_streaming(
-                e0, curvatures=lam, flat_curvature=basin.flat_curvature, basis=basis, mask=mask,
-                sample_std=basin.sample_std, basin_spread=basin.spread == "basin",
-                batch_size=optimizer.batch_size, poisson=poisson, lr_t=lr_t, clip_t=clip_t, nu_t=nu_t,
-                disp_step=disp_step, disp_vec=disp_vec, rec_flag=rec_flag,
-                heldout_kappa=basin.heldout_flat_curvature, seeds=[s[1] for s in seeds])
+                e0,
+                curvatures=lam,
+                flat_curvature=basin.flat_curvature,
+                basis=basis,
+                mask=mask,
+                sample_std=basin.sample_std,
+                basin_spread=basin.spread == "basin",
+                batch_size=optimizer.batch_size,
+                poisson=poisson,
+                lr_t=lr_t,
+                clip_t=clip_t,
+                nu_t=nu_t,
+                disp_step=disp_step,
+                disp_vec=disp_vec,
+                rec_flag=rec_flag,
+                heldout_kappa=basin.heldout_flat_curvature,
+                seeds=[s[1] for s in seeds],
+            )
     steps = np.flatnonzero(rec_flag) + 1
     return Trace(steps=steps, engine=engine, seed=run.seed, **out)

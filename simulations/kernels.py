@@ -49,7 +49,7 @@ import numba
 import numpy as np
 from numba import njit, prange, uint64
 
-__all__ = ["full_step", "run_streaming", "basin_losses", "standard_normal", "replica_states"]
+__all__ = ["basin_losses", "full_step", "replica_states", "run_streaming", "standard_normal"]
 
 
 # ----------------------------------------------------------------------------- random numbers
@@ -58,9 +58,9 @@ __all__ = ["full_step", "run_streaming", "basin_losses", "standard_normal", "rep
 def _ziggurat_tables():
     """Marsaglia–Tsang tables for 256 layers and 52-bit integers (their zigset, double precision)."""
     m1 = 2.0**52
-    dn = 3.6541528853610088            # r: start of the tail
+    dn = 3.6541528853610088  # r: start of the tail
     tn = dn
-    vn = 4.92867323399e-3              # area of each layer
+    vn = 4.92867323399e-3  # area of each layer
     ki = np.zeros(256, dtype=np.uint64)
     wi = np.zeros(256)
     fi = np.zeros(256)
@@ -157,7 +157,7 @@ def replica_states(seed_sequences) -> np.ndarray:
     for i, ss in enumerate(seed_sequences):
         words = ss.generate_state(5, np.uint64)
         if not np.any(words[:4]):
-            words[0] = np.uint64(1)   # xoshiro's all-zero state is absorbing (probability 2^-256)
+            words[0] = np.uint64(1)  # xoshiro's all-zero state is absorbing (probability 2^-256)
         words[4] = words[4] & np.uint64(0xFFFFFFFF)
         out[i] = words
     return out
@@ -233,8 +233,24 @@ def basin_losses(e, lam, lam_flat, basis_t):
 
 
 @njit(cache=True, fastmath=False)
-def record_metrics(rep, rec, energy, curved, flat, lam_flat, heldout_kappa, n_clipped, sum_factor, bn,
-                   out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf):
+def record_metrics(
+    rep,
+    rec,
+    energy,
+    curved,
+    flat,
+    lam_flat,
+    heldout_kappa,
+    n_clipped,
+    sum_factor,
+    bn,
+    out_train,
+    out_held,
+    out_curved,
+    out_flat,
+    out_clipfrac,
+    out_meanf,
+):
     """Write one record of the Trace metrics (shared by the full kernel and the reduced engine).
 
     train = ½Σλ_i e_i² + ½λ_flat‖e_flat‖², held-out = train + ½κ‖e_flat‖²; clip statistics are NaN
@@ -332,8 +348,22 @@ def _as_kept(mask, dim):
     return np.flatnonzero(m).astype(np.int64)
 
 
-def full_step(*, error, zeta, xi, batch_n, curvatures, flat_curvature=0.0, basis=None, mask=None,
-              sample_std, clip_norm=math.inf, noise_std=0.0, lr, batch_size):
+def full_step(
+    *,
+    error,
+    zeta,
+    xi,
+    batch_n,
+    curvatures,
+    flat_curvature=0.0,
+    basis=None,
+    mask=None,
+    sample_std,
+    clip_norm=math.inf,
+    noise_std=0.0,
+    lr,
+    batch_size,
+):
     """One exact DP-SGD step with the noise given (numba; the twin is ``kernels_numpy.full_step``).
 
     e_K ← e_K − η/B [Σ_{i<B_t} clip_C((H e)_K + s ζ_{i,K}) + ν ξ_K]   (module docstring).
@@ -362,15 +392,51 @@ def full_step(*, error, zeta, xi, batch_n, curvatures, flat_curvature=0.0, basis
         raise ValueError(f"zeta must have shape (>= batch_n, {d}), got {zeta.shape}")
     if xi.shape != (d,):
         raise ValueError(f"xi must have shape ({d},), got {xi.shape}")
-    return _step_given_noise(e, zeta, xi, int(batch_n), lam, float(flat_curvature), _as_basis_t(basis, d),
-                             _as_kept(mask, d), float(sample_std), float(clip_norm), float(noise_std),
-                             float(lr), float(batch_size))
+    return _step_given_noise(
+        e,
+        zeta,
+        xi,
+        int(batch_n),
+        lam,
+        float(flat_curvature),
+        _as_basis_t(basis, d),
+        _as_kept(mask, d),
+        float(sample_std),
+        float(clip_norm),
+        float(noise_std),
+        float(lr),
+        float(batch_size),
+    )
 
 
 @njit(cache=True, fastmath=False)
-def _streaming_replica(rep, e0, lam, lam_flat, basis_t, kept, s, basin_spread, batch_size, poisson, lr_t,
-                       clip_t, nu_t, disp_step, disp_vec, rec_flag, heldout_kappa, states, out_train, out_held,
-                       out_curved, out_flat, out_clipfrac, out_meanf, out_bias):
+def _streaming_replica(
+    rep,
+    e0,
+    lam,
+    lam_flat,
+    basis_t,
+    kept,
+    s,
+    basin_spread,
+    batch_size,
+    poisson,
+    lr_t,
+    clip_t,
+    nu_t,
+    disp_step,
+    disp_vec,
+    rec_flag,
+    heldout_kappa,
+    states,
+    out_train,
+    out_held,
+    out_curved,
+    out_flat,
+    out_clipfrac,
+    out_meanf,
+    out_bias,
+):
     """Replica ``rep`` of :func:`run_streaming` (serial; the parallel loop only dispatches replicas)."""
     d = e0.shape[1]
     k = kept.shape[0]
@@ -379,7 +445,7 @@ def _streaming_replica(rep, e0, lam, lam_flat, basis_t, kept, s, basin_spread, b
     axis = basis_t.shape[0] == 0
     np.random.seed(states[rep, 4])
     st = states[rep, :4].copy()
-    e = e0[0].copy() if e0.shape[0] == 1 else e0[rep].copy()   # (1, d): all replicas start alike
+    e = e0[0].copy() if e0.shape[0] == 1 else e0[rep].copy()  # (1, d): all replicas start alike
     he = np.empty(d)
     hk = np.empty(k)
     g = np.empty(k)
@@ -446,15 +512,54 @@ def _streaming_replica(rep, e0, lam, lam_flat, basis_t, kept, s, basin_spread, b
         _apply_update(e, kept, acc, noise, lr_t[t], batch_size)
         if track:
             energy, curved, flat = basin_losses(e, lam, lam_flat, basis_t)
-            record_metrics(rep, rec, energy, curved, flat, lam_flat, heldout_kappa, n_clipped, sum_factor, bn,
-                           out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf)
+            record_metrics(
+                rep,
+                rec,
+                energy,
+                curved,
+                flat,
+                lam_flat,
+                heldout_kappa,
+                n_clipped,
+                sum_factor,
+                bn,
+                out_train,
+                out_held,
+                out_curved,
+                out_flat,
+                out_clipfrac,
+                out_meanf,
+            )
             rec += 1
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def run_streaming(e0, lam, lam_flat, basis_t, kept, s, basin_spread, batch_size, poisson,
-                  lr_t, clip_t, nu_t, disp_step, disp_vec, rec_flag, heldout_kappa, states,
-                  out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias):
+def run_streaming(
+    e0,
+    lam,
+    lam_flat,
+    basis_t,
+    kept,
+    s,
+    basin_spread,
+    batch_size,
+    poisson,
+    lr_t,
+    clip_t,
+    nu_t,
+    disp_step,
+    disp_vec,
+    rec_flag,
+    heldout_kappa,
+    states,
+    out_train,
+    out_held,
+    out_curved,
+    out_flat,
+    out_clipfrac,
+    out_meanf,
+    out_bias,
+):
     """Production loop: R replicas × T steps of DP-SGD, metrics written at steps with rec_flag.
 
     ``e0`` (R, d) initial errors, or (1, d) shared by all replicas; per-step arrays ``lr_t`` η_t,
@@ -463,9 +568,33 @@ def run_streaming(e0, lam, lam_flat, basis_t, kept, s, basin_spread, batch_size,
     (R, 5) from :func:`replica_states`, one row per replica. Outputs have shape (R, n_records).
     """
     for rep in prange(states.shape[0]):
-        _streaming_replica(rep, e0, lam, lam_flat, basis_t, kept, s, basin_spread, batch_size, poisson, lr_t,
-                           clip_t, nu_t, disp_step, disp_vec, rec_flag, heldout_kappa, states, out_train,
-                           out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias)
+        _streaming_replica(
+            rep,
+            e0,
+            lam,
+            lam_flat,
+            basis_t,
+            kept,
+            s,
+            basin_spread,
+            batch_size,
+            poisson,
+            lr_t,
+            clip_t,
+            nu_t,
+            disp_step,
+            disp_vec,
+            rec_flag,
+            heldout_kappa,
+            states,
+            out_train,
+            out_held,
+            out_curved,
+            out_flat,
+            out_clipfrac,
+            out_meanf,
+            out_bias,
+        )
 
 
 def kernel_threads() -> int:

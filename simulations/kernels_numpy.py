@@ -35,8 +35,22 @@ def hessian_times(error, curvatures, flat_curvature=0.0, basis=None):
     return flat_curvature * e + v @ ((lam - flat_curvature) * (v.T @ e))
 
 
-def full_step(*, error, zeta, xi, batch_n, curvatures, flat_curvature=0.0, basis=None, mask=None,
-              sample_std, clip_norm=math.inf, noise_std=0.0, lr, batch_size):
+def full_step(
+    *,
+    error,
+    zeta,
+    xi,
+    batch_n,
+    curvatures,
+    flat_curvature=0.0,
+    basis=None,
+    mask=None,
+    sample_std,
+    clip_norm=math.inf,
+    noise_std=0.0,
+    lr,
+    batch_size,
+):
     """Numpy twin of ``simulations.kernels.full_step`` (same arguments, same returns).
 
     Example:
@@ -49,7 +63,7 @@ def full_step(*, error, zeta, xi, batch_n, curvatures, flat_curvature=0.0, basis
     d = e.shape[0]
     keep = np.ones(d, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     he = hessian_times(e, curvatures, flat_curvature, basis)
-    g = (he + sample_std * np.asarray(zeta, dtype=float)[:batch_n])[:, keep]       # (B_t, k)
+    g = (he + sample_std * np.asarray(zeta, dtype=float)[:batch_n])[:, keep]  # (B_t, k)
     norms = np.sqrt(np.sum(g * g, axis=1))
     clipped = norms > clip_norm
     factor = np.where(clipped, clip_norm / np.where(clipped, norms, 1.0), 1.0)
@@ -60,8 +74,26 @@ def full_step(*, error, zeta, xi, batch_n, curvatures, flat_curvature=0.0, basis
     return e, int(clipped.sum()), float(factor.sum()), bias
 
 
-def run_streaming(e0, *, curvatures, flat_curvature, basis, mask, sample_std, basin_spread, batch_size,
-                  poisson, lr_t, clip_t, nu_t, disp_step, disp_vec, rec_flag, heldout_kappa, seeds):
+def run_streaming(
+    e0,
+    *,
+    curvatures,
+    flat_curvature,
+    basis,
+    mask,
+    sample_std,
+    basin_spread,
+    batch_size,
+    poisson,
+    lr_t,
+    clip_t,
+    nu_t,
+    disp_step,
+    disp_vec,
+    rec_flag,
+    heldout_kappa,
+    seeds,
+):
     """The "numpy" engine: the kernel's production loop written with :func:`full_step`.
 
     ``seeds`` is a list of ``np.random.SeedSequence`` (one per replica). Returns a dict of
@@ -72,8 +104,15 @@ def run_streaming(e0, *, curvatures, flat_curvature, basis, mask, sample_std, ba
     r = lam.shape[0]
     v = np.eye(d, r) if basis is None else np.asarray(basis, dtype=float)
     n_rec = int(np.sum(rec_flag))
-    keys = ("train_loss", "heldout_loss", "curved_err_sq", "flat_err_sq", "clip_fraction",
-            "mean_clip_factor", "clip_bias_norm")
+    keys = (
+        "train_loss",
+        "heldout_loss",
+        "curved_err_sq",
+        "flat_err_sq",
+        "clip_fraction",
+        "mean_clip_factor",
+        "clip_bias_norm",
+    )
     out = {key: np.empty((n_rep, n_rec)) for key in keys}
     for rep in range(n_rep):
         rng = np.random.default_rng(seeds[rep])
@@ -90,9 +129,20 @@ def run_streaming(e0, *, curvatures, flat_curvature, basis, mask, sample_std, ba
                 zeta = rng.standard_normal((bn, d))
             xi = rng.standard_normal(d) if nu_t[t] > 0 else np.zeros(d)
             e, n_clip, sum_f, bias = full_step(
-                error=e, zeta=zeta, xi=xi, batch_n=bn, curvatures=lam, flat_curvature=flat_curvature,
-                basis=basis, mask=mask, sample_std=sample_std, clip_norm=clip_t[t], noise_std=nu_t[t],
-                lr=lr_t[t], batch_size=batch_size)
+                error=e,
+                zeta=zeta,
+                xi=xi,
+                batch_n=bn,
+                curvatures=lam,
+                flat_curvature=flat_curvature,
+                basis=basis,
+                mask=mask,
+                sample_std=sample_std,
+                clip_norm=clip_t[t],
+                noise_std=nu_t[t],
+                lr=lr_t[t],
+                batch_size=batch_size,
+            )
             if rec_flag[t]:
                 p = v.T @ e
                 flat = float(np.sum((e - v @ p) ** 2))

@@ -68,10 +68,10 @@ from typing import Any
 
 import numpy as np
 
-from dptheory.records import Basin, Mode, Optimizer
 from dptheory._validate import check_int, check_positive, check_probability
+from dptheory.records import Basin, Mode, Optimizer
 from simulations._cli import Progress, run_main
-from simulations._compare import batch_means, fmt, fmt_ci, log_grid, table, run_seed
+from simulations._compare import batch_means, fmt, fmt_ci, log_grid, run_seed, table
 from simulations._results import check_output_dir, result_folder, write_results
 
 PROFILES = ("sparse", "power-law", "gaussian")
@@ -108,8 +108,10 @@ class PruneConfig:
     replicas: int = field(default=8, metadata={"help": "independent Monte Carlo replicas per point"})
     k_se: float = field(default=2.0, metadata={"help": "k: confidence intervals printed as ± k·SE"})
     seed: int = field(default=0, metadata={"help": "random seed (basis, w*, masks, dynamics)"})
-    engine: str = field(default="full", metadata={"help": "engine (a mask needs the d-dimensional kernel)",
-                                                  "choices": ("full", "numpy")})
+    engine: str = field(
+        default="full",
+        metadata={"help": "engine (a mask needs the d-dimensional kernel)", "choices": ("full", "numpy")},
+    )
     out: str = field(default="results/prune", metadata={"help": "result folder (replaced atomically)"})
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
@@ -138,15 +140,19 @@ class PruneConfig:
         return Basin(dim=dim, curvatures=(self.curvature,) * self.rank, sample_std=self.sample_std)
 
     def optimizer(self) -> Optimizer:
-        return Optimizer(lr=self.lr, batch_size=self.batch_size, clip_norm=self.clip_norm,
-                         noise_multiplier=self.noise_multiplier, mode=Mode.DPSGD)
+        return Optimizer(
+            lr=self.lr,
+            batch_size=self.batch_size,
+            clip_norm=self.clip_norm,
+            noise_multiplier=self.noise_multiplier,
+            mode=Mode.DPSGD,
+        )
 
     def keeps(self) -> list[int]:
         return log_grid(low=self.rank, high=self.d, points=self.points)
 
     def sample_rate(self) -> float:
         return self.batch_size / self.dataset_size
-
 
 
 def make_mask(source: str, *, optimum: np.ndarray, init: np.ndarray, keep: int):
@@ -162,15 +168,23 @@ def problem(config: PruneConfig) -> tuple[np.ndarray, np.ndarray]:
     """(w*, w₀): the optimum of the chosen profile and the Gaussian initialisation (both seeded)."""
     from dptheory.pruning import optimum_profile
 
-    w_star = optimum_profile(dim=config.d, rank=config.rank, profile=config.profile, scale=config.optimum_scale,
-                             nonzeros=config.support, exponent=config.power, placement=config.placement,
-                             seed=run_seed(config.seed, 1))
+    w_star = optimum_profile(
+        dim=config.d,
+        rank=config.rank,
+        profile=config.profile,
+        scale=config.optimum_scale,
+        nonzeros=config.support,
+        exponent=config.power,
+        placement=config.placement,
+        seed=run_seed(config.seed, 1),
+    )
     w0 = config.init_std * np.random.default_rng(run_seed(config.seed, 5)).standard_normal(config.d)
     return w_star, w0
 
 
-def measure(*, config: PruneConfig, basis_name: str, source: str, keep: int, w_star: np.ndarray, w0: np.ndarray,
-            seed: int) -> dict[str, Any]:
+def measure(
+    *, config: PruneConfig, basis_name: str, source: str, keep: int, w_star: np.ndarray, w0: np.ndarray, seed: int
+) -> dict[str, Any]:
     """One point of the sweep: prediction (bias + DP term) beside the simulated time-averaged loss."""
     from dptheory.clipped_dynamics import effective_linear_model
     from dptheory.pruning import curvature_basis, pruned_excess_loss, restricted_curvatures
@@ -183,8 +197,15 @@ def measure(*, config: PruneConfig, basis_name: str, source: str, keep: int, w_s
     basis = None if basis_name == "aligned" else u  # the kernel's axis-aligned fast path is the same U
     start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
     mask = make_mask(source, optimum=w_star, init=w0, keep=keep)
-    pred = pruned_excess_loss(curvatures=basin.curvatures, basis=u, optimum=w_star, mask=mask.keep,
-                              sample_std=config.sample_std, optimizer=opt, sampling="poisson")
+    pred = pruned_excess_loss(
+        curvatures=basin.curvatures,
+        basis=u,
+        optimum=w_star,
+        mask=mask.keep,
+        sample_std=config.sample_std,
+        optimizer=opt,
+        sampling="poisson",
+    )
     # Relaxation time of the restricted problem (slowest kept curved direction): a point is compared
     # with the *stationary* prediction only if the burn-in (steps before the window) covers 6 of them.
     ev = restricted_curvatures(curvatures=basin.curvatures, basis=u, mask=mask.keep)
@@ -194,15 +215,32 @@ def measure(*, config: PruneConfig, basis_name: str, source: str, keep: int, w_s
         lin = effective_linear_model(basin=sub, optimizer=opt, sampling="poisson")
         tau = relaxation_time(lr=opt.lr, drift=min(lin.drift))
     spec = RunSpec(steps=config.steps, replicas=config.replicas, record_every=1, sampling="poisson", seed=seed)
-    trace = simulate(basin=basin, optimizer=opt, run=spec, engine=config.engine, basis=basis,
-                     mask=mask.keep, optimum=w_star, init_weights=np.where(mask.keep, w0, 0.0))
+    trace = simulate(
+        basin=basin,
+        optimizer=opt,
+        run=spec,
+        engine=config.engine,
+        basis=basis,
+        mask=mask.keep,
+        optimum=w_star,
+        init_weights=np.where(mask.keep, w0, 0.0),
+    )
     window = trace.train_loss[:, start:]
     n_batches = max(1, min(10, window.shape[1] // 10))
-    return {"basis": basis_name, "mask": source, "privacy": mask.privacy, "keep": keep,
-            "keep_fraction": keep / d, "pred_bias": float(pred.bias), "pred_dp": float(pred.variance),
-            "pred_loss": float(pred.total), "sim_loss": batch_means(window, n_batches=n_batches),
-            "sim_clip_fraction": batch_means(trace.clip_fraction[:, start:], n_batches=n_batches),
-            "relaxation_time": tau, "stationary": bool(start >= 6 * tau)}
+    return {
+        "basis": basis_name,
+        "mask": source,
+        "privacy": mask.privacy,
+        "keep": keep,
+        "keep_fraction": keep / d,
+        "pred_bias": float(pred.bias),
+        "pred_dp": float(pred.variance),
+        "pred_loss": float(pred.total),
+        "sim_loss": batch_means(window, n_batches=n_batches),
+        "sim_clip_fraction": batch_means(trace.clip_fraction[:, start:], n_batches=n_batches),
+        "relaxation_time": tau,
+        "stationary": bool(start >= 6 * tau),
+    }
 
 
 def run(config: PruneConfig) -> dict[str, Any]:
@@ -212,9 +250,13 @@ def run(config: PruneConfig) -> dict[str, Any]:
 
     check_output_dir(config.out)
     w_star, w0 = problem(config)
-    eps = epsilon(mechanisms=PoissonGaussianMechanism(noise_multiplier=config.noise_multiplier,
-                                                      sample_rate=config.sample_rate(), steps=config.steps),
-                  delta=config.delta, accountant="rdp")
+    eps = epsilon(
+        mechanisms=PoissonGaussianMechanism(
+            noise_multiplier=config.noise_multiplier, sample_rate=config.sample_rate(), steps=config.steps
+        ),
+        delta=config.delta,
+        accountant="rdp",
+    )
     keeps = config.keeps()
     start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
     rows: list[dict[str, Any]] = []
@@ -224,38 +266,88 @@ def run(config: PruneConfig) -> dict[str, Any]:
         for b, basis_name in enumerate(config.bases):
             for m, source in enumerate(config.masks):
                 for i, k in enumerate(keeps):
-                    row = measure(config=config, basis_name=basis_name, source=source, keep=k, w_star=w_star, w0=w0,
-                                  seed=run_seed(config.seed, 4, b, m, i))
+                    row = measure(
+                        config=config,
+                        basis_name=basis_name,
+                        source=source,
+                        keep=k,
+                        w_star=w_star,
+                        w0=w0,
+                        seed=run_seed(config.seed, 4, b, m, i),
+                    )
                     labels[source] = row["privacy"]
                     rows.append(row)
                     bar.update(note=f"{basis_name} {source} k={k}")
     unsettled = [r for r in rows if not r["stationary"]]
     if unsettled:
-        warnings.warn(f"{len(unsettled)} point(s) not stationary by the averaging window (burn-in < 6 relaxation "
-                      "times of the restricted problem): their simulated loss is above the stationary prediction; "
-                      "raise --steps to compare them", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{len(unsettled)} point(s) not stationary by the averaging window (burn-in < 6 relaxation "
+            "times of the restricted problem): their simulated loss is above the stationary prediction; "
+            "raise --steps to compare them",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     metrics = {
-        "experiment": "prune", "k_se": config.k_se, "averaging_start_step": start, "epsilon": eps, "delta": config.delta,
-        "accountant": "rdp", "sample_rate": config.sample_rate(), "steps": config.steps,
-        "noise_multiplier": config.noise_multiplier, "bases": list(config.bases), "masks": list(config.masks),
+        "experiment": "prune",
+        "k_se": config.k_se,
+        "averaging_start_step": start,
+        "epsilon": eps,
+        "delta": config.delta,
+        "accountant": "rdp",
+        "sample_rate": config.sample_rate(),
+        "steps": config.steps,
+        "noise_multiplier": config.noise_multiplier,
+        "bases": list(config.bases),
+        "masks": list(config.masks),
         "privacy": labels,
         "rows": [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in r.items()} for r in rows],
     }
     with result_folder(config.out) as folder:
-        write_results(folder, config=config, metrics=metrics,
-                      arrays={"optimum": w_star, "init_weights": w0, "keeps": np.asarray(keeps)})
+        write_results(
+            folder,
+            config=config,
+            metrics=metrics,
+            arrays={"optimum": w_star, "init_weights": w0, "keeps": np.asarray(keeps)},
+        )
         figures.prune(folder, formats=("png",))
     k_se = config.k_se
-    header = ["basis", "mask", "k", "keep frac", "clip frac sim", "bias pred", "DP term pred", "loss pred",
-              f"loss sim ±{k_se:g}SE", "z", "relax τ", "stationary"]
-    body = [[r["basis"], r["mask"], str(r["keep"]), fmt(r["keep_fraction"], 3), fmt(r["sim_clip_fraction"].mean, 3),
-             fmt(r["pred_bias"]), fmt(r["pred_dp"]), fmt(r["pred_loss"]), fmt_ci(r["sim_loss"], k=k_se),
-             f"{r['sim_loss'].z(r['pred_loss']):+.1f}", fmt(r["relaxation_time"], 3),
-             "yes" if r["stationary"] else "NO"] for r in rows]
+    header = [
+        "basis",
+        "mask",
+        "k",
+        "keep frac",
+        "clip frac sim",
+        "bias pred",
+        "DP term pred",
+        "loss pred",
+        f"loss sim ±{k_se:g}SE",
+        "z",
+        "relax τ",
+        "stationary",
+    ]
+    body = [
+        [
+            r["basis"],
+            r["mask"],
+            str(r["keep"]),
+            fmt(r["keep_fraction"], 3),
+            fmt(r["sim_clip_fraction"].mean, 3),
+            fmt(r["pred_bias"]),
+            fmt(r["pred_dp"]),
+            fmt(r["pred_loss"]),
+            fmt_ci(r["sim_loss"], k=k_se),
+            f"{r['sim_loss'].z(r['pred_loss']):+.1f}",
+            fmt(r["relaxation_time"], 3),
+            "yes" if r["stationary"] else "NO",
+        ]
+        for r in rows
+    ]
     print(table(body, header=header))
-    print(f"fixed ε = {eps:.3f} at δ = {config.delta:g} (RDP; σ = {config.noise_multiplier:g}, q = B/n = "
-          f"{config.sample_rate():g}, T = {config.steps}) for every point; "
-          + "; ".join(f"{s} masks: {labels[s]}" for s in config.masks))
+    print(
+        f"fixed ε = {eps:.3f} at δ = {config.delta:g} (RDP; σ = {config.noise_multiplier:g}, q = B/n = "
+        f"{config.sample_rate():g}, T = {config.steps}) for every point; "
+        + "; ".join(f"{s} masks: {labels[s]}" for s in config.masks)
+    )
     print(f"results: {config.out}")
     return metrics
 

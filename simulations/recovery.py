@@ -50,10 +50,10 @@ from typing import Any
 
 import numpy as np
 
-from dptheory.records import Basin, LinearDynamics, Mode, Optimizer
 from dptheory._validate import check_int, check_positive
+from dptheory.records import Basin, LinearDynamics, Mode, Optimizer
 from simulations._cli import Progress, run_main
-from simulations._compare import batch_means, first_crossing, first_crossings, fmt, log_grid, table, run_seed
+from simulations._compare import batch_means, first_crossing, first_crossings, fmt, log_grid, run_seed, table
 from simulations._results import check_output_dir, result_folder, write_results
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
@@ -92,8 +92,15 @@ def displacement_vector(*, rank: int, displacement: float) -> np.ndarray:
     return np.full(rank, displacement / math.sqrt(rank))
 
 
-def predicted_recovery(*, basin: Basin, optimizer: Optimizer, displacement: float, steps: int,
-                       threshold: float, dynamics: LinearDynamics | None = None) -> dict[str, Any]:
+def predicted_recovery(
+    *,
+    basin: Basin,
+    optimizer: Optimizer,
+    displacement: float,
+    steps: int,
+    threshold: float,
+    dynamics: LinearDynamics | None = None,
+) -> dict[str, Any]:
     """Predicted excess-loss curve after a displacement at stationarity, and its recovery time.
 
     Returns ``{"excess": E L(t) − L_stat for t = 0…steps, "time": recovery time, "initial": ½Σλδ²,
@@ -107,17 +114,24 @@ def predicted_recovery(*, basin: Basin, optimizer: Optimizer, displacement: floa
     v = stationary_second_moments(dyn)
     delta = displacement_vector(rank=basin.rank, displacement=displacement)
     stationary = 0.5 * float(np.sum(lam * v))
-    curve = np.asarray(expected_loss_curve(basin=basin, optimizer=optimizer, steps=steps,
-                                           init_error=np.sqrt(v + delta**2)), dtype=float)
+    curve = np.asarray(
+        expected_loss_curve(basin=basin, optimizer=optimizer, steps=steps, init_error=np.sqrt(v + delta**2)),
+        dtype=float,
+    )
     curve = curve[: steps + 1]
     initial = 0.5 * float(np.sum(lam * delta**2))
     excess = curve - stationary
-    return {"excess": excess, "initial": initial, "stationary": stationary,
-            "time": first_crossing(excess, threshold=threshold * initial)}
+    return {
+        "excess": excess,
+        "initial": initial,
+        "stationary": stationary,
+        "time": first_crossing(excess, threshold=threshold * initial),
+    }
 
 
-def simulated_recovery(*, loss: np.ndarray, stationary: float, initial: float, threshold: float,
-                       n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+def simulated_recovery(
+    *, loss: np.ndarray, stationary: float, initial: float, threshold: float, n_boot: int = 200, seed: int = 0
+) -> dict[str, Any]:
     """Recovery time of replica curves ``loss[replica, t]`` (t = 1, 2, … steps after the displacement).
 
     The mean excess curve is ``mean_r loss[r, t] − stationary`` with the value ``initial`` at t = 0;
@@ -183,13 +197,16 @@ class RecoveryConfig:
         return log_grid(low=self.rank, high=self.d, points=self.points)
 
     def basin(self, dim: int) -> Basin:
-        return Basin(dim=dim, curvatures=(self.curvature,) * self.rank, sample_std=self.sample_std,
-                     spread=self.spread)
+        return Basin(dim=dim, curvatures=(self.curvature,) * self.rank, sample_std=self.sample_std, spread=self.spread)
 
     def optimizer(self, mode: Mode) -> Optimizer:
-        return Optimizer(lr=self.lr, batch_size=self.batch_size, clip_norm=self.clip_norm,
-                         noise_multiplier=self.noise_multiplier, mode=mode)
-
+        return Optimizer(
+            lr=self.lr,
+            batch_size=self.batch_size,
+            clip_norm=self.clip_norm,
+            noise_multiplier=self.noise_multiplier,
+            mode=mode,
+        )
 
 
 def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed: int) -> dict[str, Any]:
@@ -203,44 +220,94 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
     burn, window = math.ceil(config.burn_in * tau), math.ceil(config.window * tau)
     # Horizon: long enough for the prediction to cross the threshold three times over.
     horizon = max(20, math.ceil(8 * tau))
-    pred = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
-                              steps=horizon, threshold=config.threshold, dynamics=dyn)
+    pred = predicted_recovery(
+        basin=basin,
+        optimizer=optimizer,
+        displacement=config.displacement,
+        steps=horizon,
+        threshold=config.threshold,
+        dynamics=dyn,
+    )
     while not pred["time"] * 3 <= horizon and horizon < config.steps:
         horizon = min(config.steps, horizon * 4)
-        pred = predicted_recovery(basin=basin, optimizer=optimizer, displacement=config.displacement,
-                                  steps=horizon, threshold=config.threshold, dynamics=dyn)
+        pred = predicted_recovery(
+            basin=basin,
+            optimizer=optimizer,
+            displacement=config.displacement,
+            steps=horizon,
+            threshold=config.threshold,
+            dynamics=dyn,
+        )
     total = burn + window + horizon
-    spec = RunSpec(steps=total, replicas=config.replicas, record_every=1, seed=seed,
-                   displacement_step=burn + window, displacement=config.displacement)
+    spec = RunSpec(
+        steps=total,
+        replicas=config.replicas,
+        record_every=1,
+        seed=seed,
+        displacement_step=burn + window,
+        displacement=config.displacement,
+    )
     trace = simulate(basin=basin, optimizer=optimizer, run=spec, engine=config.engine)
     steps = np.asarray(trace.steps)
     t_disp = burn + window
     win = (steps > burn) & (steps <= t_disp)
     stat = batch_means(trace.train_loss[:, win], n_batches=max(1, min(int(config.window // 5), int(win.sum()))))
     after = steps > t_disp
-    sim = simulated_recovery(loss=trace.train_loss[:, after], stationary=stat.mean, initial=pred["initial"],
-                             threshold=config.threshold, seed=seed % (2**32))
+    sim = simulated_recovery(
+        loss=trace.train_loss[:, after],
+        stationary=stat.mean,
+        initial=pred["initial"],
+        threshold=config.threshold,
+        seed=seed % (2**32),
+    )
     n = min(sim["excess"].size, pred["excess"].size - 1)
-    z = (sim["excess"][:n] - pred["excess"][1 : n + 1]) / np.where(sim["excess_se"][:n] > 0, sim["excess_se"][:n], np.nan)
+    z = (sim["excess"][:n] - pred["excess"][1 : n + 1]) / np.where(
+        sim["excess_se"][:n] > 0, sim["excess_se"][:n], np.nan
+    )
     return {
-        "dim": basin.dim, "mode": optimizer.mode.value, "drift_min": float(min(dyn.drift)), "relaxation_time": tau,
-        "pred_stationary": pred["stationary"], "sim_stationary": stat,
-        "pred_recovery_time": pred["time"], "sim_recovery_time": sim["time"], "sim_recovery_time_se": sim["time_se"],
-        "initial_excess": pred["initial"], "max_abs_z_curve": float(np.nanmax(np.abs(z))) if n else math.nan,
-        "pred_curve": pred["excess"][: n + 1], "sim_curve": sim["excess"][:n], "sim_curve_se": sim["excess_se"][:n],
+        "dim": basin.dim,
+        "mode": optimizer.mode.value,
+        "drift_min": float(min(dyn.drift)),
+        "relaxation_time": tau,
+        "pred_stationary": pred["stationary"],
+        "sim_stationary": stat,
+        "pred_recovery_time": pred["time"],
+        "sim_recovery_time": sim["time"],
+        "sim_recovery_time_se": sim["time_se"],
+        "initial_excess": pred["initial"],
+        "max_abs_z_curve": float(np.nanmax(np.abs(z))) if n else math.nan,
+        "pred_curve": pred["excess"][: n + 1],
+        "sim_curve": sim["excess"][:n],
+        "sim_curve_se": sim["excess_se"][:n],
     }
 
 
 def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
-    header = ["d", "mode", "γλ_min", "L_stat pred", f"L_stat sim ±{k:g}SE", "recovery pred",
-              f"recovery sim ±{k:g}SE", "max|z| curve"]
+    header = [
+        "d",
+        "mode",
+        "γλ_min",
+        "L_stat pred",
+        f"L_stat sim ±{k:g}SE",
+        "recovery pred",
+        f"recovery sim ±{k:g}SE",
+        "max|z| curve",
+    ]
     body = []
     for r in rows:
         s = r["sim_stationary"]
-        body.append([str(r["dim"]), r["mode"], fmt(r["drift_min"], 3), fmt(r["pred_stationary"]),
-                     f"{fmt(s.mean)} ± {fmt(k * s.se, 2)}", fmt(r["pred_recovery_time"]),
-                     f"{fmt(r['sim_recovery_time'])} ± {fmt(k * r['sim_recovery_time_se'], 2)}",
-                     f"{r['max_abs_z_curve']:.1f}"])
+        body.append(
+            [
+                str(r["dim"]),
+                r["mode"],
+                fmt(r["drift_min"], 3),
+                fmt(r["pred_stationary"]),
+                f"{fmt(s.mean)} ± {fmt(k * s.se, 2)}",
+                fmt(r["pred_recovery_time"]),
+                f"{fmt(r['sim_recovery_time'])} ± {fmt(k * r['sim_recovery_time_se'], 2)}",
+                f"{r['max_abs_z_curve']:.1f}",
+            ]
+        )
     return table(body, header=header)
 
 
@@ -254,8 +321,14 @@ def run(config: RecoveryConfig) -> dict[str, Any]:
     with Progress(total=len(dims) * len(MODES), label="recovery", quiet=config.quiet) as bar:
         for i, d in enumerate(dims):
             for j, mode in enumerate(MODES):
-                rows.append(measure(basin=config.basin(d), optimizer=config.optimizer(mode), config=config,
-                                    seed=run_seed(config.seed, i, j)))
+                rows.append(
+                    measure(
+                        basin=config.basin(d),
+                        optimizer=config.optimizer(mode),
+                        config=config,
+                        seed=run_seed(config.seed, i, j),
+                    )
+                )
                 bar.update(note=f"d={d} {mode.value}")
     arrays: dict[str, np.ndarray] = {}
     mrows = []
@@ -263,10 +336,21 @@ def run(config: RecoveryConfig) -> dict[str, Any]:
         key = f"{r['mode']}_{r['dim']}"
         for name in ("pred_curve", "sim_curve", "sim_curve_se"):
             arrays[f"{name}_{key}"] = np.asarray(r[name])
-        mrows.append({k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in r.items()
-                      if k not in ("pred_curve", "sim_curve", "sim_curve_se")})
-    metrics = {"experiment": "recovery", "k_se": config.k_se, "threshold": config.threshold, "dims": dims, "modes": [m.value for m in MODES],
-               "rows": mrows}
+        mrows.append(
+            {
+                k: (v.as_dict() if hasattr(v, "as_dict") else v)
+                for k, v in r.items()
+                if k not in ("pred_curve", "sim_curve", "sim_curve_se")
+            }
+        )
+    metrics = {
+        "experiment": "recovery",
+        "k_se": config.k_se,
+        "threshold": config.threshold,
+        "dims": dims,
+        "modes": [m.value for m in MODES],
+        "rows": mrows,
+    }
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
         figures.recovery(folder, formats=("png",))

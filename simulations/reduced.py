@@ -72,7 +72,7 @@ from numba import njit, prange
 
 from simulations.kernels import _finish_sample, _normal, _uniform, record_metrics, replica_states
 
-__all__ = ["run_reduced", "chi2_excess", "sample_chi2_excess"]
+__all__ = ["chi2_excess", "run_reduced", "sample_chi2_excess"]
 
 
 @njit(cache=True, fastmath=False)
@@ -91,7 +91,7 @@ def chi2_excess(df, st):
         y = c * x
         if y <= -1.0:
             continue
-        w = y * (3.0 + y * (3.0 + y))          # v − 1, v = (1 + y)³
+        w = y * (3.0 + y * (3.0 + y))  # v − 1, v = (1 + y)³
         u = _uniform(st)
         if u < 1.0 - 0.0331 * (x * x) * (x * x):
             return 2.0 * dd * w - 2.0 / 3.0
@@ -128,9 +128,33 @@ def _chi2(df, st):
 
 
 @njit(cache=True, fastmath=False)
-def _reduced_replica(rep, x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisson, lr_t, clip_t, nu_t,
-                     disp_step, disp_vec, rec_flag, heldout_kappa, states, out_train, out_held, out_curved,
-                     out_flat, out_clipfrac, out_meanf, out_bias):
+def _reduced_replica(
+    rep,
+    x0,
+    rho0,
+    lam,
+    lam_flat,
+    s,
+    s_flat,
+    flat_dim,
+    batch_size,
+    poisson,
+    lr_t,
+    clip_t,
+    nu_t,
+    disp_step,
+    disp_vec,
+    rec_flag,
+    heldout_kappa,
+    states,
+    out_train,
+    out_held,
+    out_curved,
+    out_flat,
+    out_clipfrac,
+    out_meanf,
+    out_bias,
+):
     """Replica ``rep`` of :func:`run_reduced` (serial; the parallel loop only dispatches replicas)."""
     r = lam.shape[0]
     n_steps = lr_t.shape[0]
@@ -246,15 +270,54 @@ def _reduced_replica(rep, x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_si
             for q in range(r):
                 curved += x[q] * x[q]
                 energy += 0.5 * lam[q] * x[q] * x[q]
-            record_metrics(rep, rec, energy, curved, rho * rho, lam_flat, heldout_kappa, n_clipped, sum_factor,
-                           bn, out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf)
+            record_metrics(
+                rep,
+                rec,
+                energy,
+                curved,
+                rho * rho,
+                lam_flat,
+                heldout_kappa,
+                n_clipped,
+                sum_factor,
+                bn,
+                out_train,
+                out_held,
+                out_curved,
+                out_flat,
+                out_clipfrac,
+                out_meanf,
+            )
             rec += 1
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def run_reduced(x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisson, lr_t, clip_t, nu_t,
-                disp_step, disp_vec, rec_flag, heldout_kappa, states,
-                out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias):
+def run_reduced(
+    x0,
+    rho0,
+    lam,
+    lam_flat,
+    s,
+    s_flat,
+    flat_dim,
+    batch_size,
+    poisson,
+    lr_t,
+    clip_t,
+    nu_t,
+    disp_step,
+    disp_vec,
+    rec_flag,
+    heldout_kappa,
+    states,
+    out_train,
+    out_held,
+    out_curved,
+    out_flat,
+    out_clipfrac,
+    out_meanf,
+    out_bias,
+):
     """R replicas × T steps of the exact reduced chain (x, ρ); same outputs as ``kernels.run_streaming``.
 
     ``x0`` (R, r) curved errors, ``rho0`` (R,) flat-error norms, ``flat_dim`` m = d − r as a float
@@ -263,6 +326,30 @@ def run_reduced(x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisso
     xoshiro256++ stream, Poisson batch sizes from numba's ``np.random`` reseeded per replica.
     """
     for rep in prange(x0.shape[0]):
-        _reduced_replica(rep, x0, rho0, lam, lam_flat, s, s_flat, flat_dim, batch_size, poisson, lr_t, clip_t,
-                         nu_t, disp_step, disp_vec, rec_flag, heldout_kappa, states, out_train, out_held,
-                         out_curved, out_flat, out_clipfrac, out_meanf, out_bias)
+        _reduced_replica(
+            rep,
+            x0,
+            rho0,
+            lam,
+            lam_flat,
+            s,
+            s_flat,
+            flat_dim,
+            batch_size,
+            poisson,
+            lr_t,
+            clip_t,
+            nu_t,
+            disp_step,
+            disp_vec,
+            rec_flag,
+            heldout_kappa,
+            states,
+            out_train,
+            out_held,
+            out_curved,
+            out_flat,
+            out_clipfrac,
+            out_meanf,
+            out_bias,
+        )

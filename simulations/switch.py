@@ -63,10 +63,10 @@ from typing import Any
 
 import numpy as np
 
-from dptheory.records import Basin, Mode, Optimizer
 from dptheory._validate import check_int, check_nonnegative, check_positive
+from dptheory.records import Basin, Mode, Optimizer
 from simulations._cli import Progress, run_main
-from simulations._compare import fmt, replica_mean, table, run_seed
+from simulations._compare import fmt, replica_mean, run_seed, table
 from simulations._results import check_output_dir, result_folder, write_results
 
 ENGINES = ("auto", "full", "reduced", "numpy")
@@ -86,9 +86,15 @@ class SwitchConfig:
     noise_multiplier: float = field(default=1.0, metadata={"help": "σ: noise std on the sum is σ·C"})
     batch_size: int = field(default=16, metadata={"help": "B: batch size"})
     lr: float = field(default=0.5, metadata={"help": "η: learning rate"})
-    heldout_flat_curvature: float = field(default=1e-3, metadata={"help": "κ: held-out curvature where training is flat"})
-    first: str = field(default="sgd", metadata={"help": "mode of the first phase (forward sweep)", "choices": MODE_NAMES})
-    second: str = field(default="dpsgd", metadata={"help": "mode of the second phase (forward sweep)", "choices": MODE_NAMES})
+    heldout_flat_curvature: float = field(
+        default=1e-3, metadata={"help": "κ: held-out curvature where training is flat"}
+    )
+    first: str = field(
+        default="sgd", metadata={"help": "mode of the first phase (forward sweep)", "choices": MODE_NAMES}
+    )
+    second: str = field(
+        default="dpsgd", metadata={"help": "mode of the second phase (forward sweep)", "choices": MODE_NAMES}
+    )
     steps: int = field(default=200, metadata={"help": "T: total number of steps"})
     points: int = field(default=11, metadata={"help": "number of switch steps from 0 to T"})
     init_error: float = field(default=10.0, metadata={"help": "norm of the initial curved error (along (1,…,1)/√r)"})
@@ -114,20 +120,30 @@ class SwitchConfig:
         check_output_dir(self.out)
 
     def basin(self) -> Basin:
-        return Basin(dim=self.d, curvatures=(self.curvature,) * self.rank, sample_std=self.sample_std,
-                     spread=self.spread, heldout_flat_curvature=self.heldout_flat_curvature)
+        return Basin(
+            dim=self.d,
+            curvatures=(self.curvature,) * self.rank,
+            sample_std=self.sample_std,
+            spread=self.spread,
+            heldout_flat_curvature=self.heldout_flat_curvature,
+        )
 
     def optimizer(self, mode: str | Mode) -> Optimizer:
-        return Optimizer(lr=self.lr, batch_size=self.batch_size, clip_norm=self.clip_norm,
-                         noise_multiplier=self.noise_multiplier, mode=mode)
+        return Optimizer(
+            lr=self.lr,
+            batch_size=self.batch_size,
+            clip_norm=self.clip_norm,
+            noise_multiplier=self.noise_multiplier,
+            mode=mode,
+        )
 
     def switch_steps(self) -> np.ndarray:
         return np.unique(np.rint(np.linspace(0, self.steps, self.points)).astype(np.int64))
 
 
-
-def mean_field_switched_loss(*, basin: Basin, before: Optimizer, after: Optimizer, switch_step: int,
-                             total_steps: int, init_error: float) -> float:
+def mean_field_switched_loss(
+    *, basin: Basin, before: Optimizer, after: Optimizer, switch_step: int, total_steps: int, init_error: float
+) -> float:
     """Final E L(T) of the mean-field recursion: ``before`` for s steps, then ``after`` (equal λ only).
 
     With equal curvatures λ every curved direction has the same second moment v(t) = 2 L(t)/(λ r),
@@ -143,8 +159,11 @@ def mean_field_switched_loss(*, basin: Basin, before: Optimizer, after: Optimize
     r = basin.rank
     coord = init_error / math.sqrt(r)
     if switch_step > 0:
-        loss_s = float(np.asarray(expected_loss_curve(basin=basin, optimizer=before, steps=switch_step,
-                                                      init_error=coord))[switch_step])
+        loss_s = float(
+            np.asarray(expected_loss_curve(basin=basin, optimizer=before, steps=switch_step, init_error=coord))[
+                switch_step
+            ]
+        )
         coord = math.sqrt(2.0 * loss_s / (lam[0] * r))
     rest = total_steps - switch_step
     if rest == 0:
@@ -165,9 +184,16 @@ def run(config: SwitchConfig) -> dict[str, Any]:
     s_grid = config.switch_steps()
     T = config.steps
     coord = np.full(basin.rank, config.init_error / math.sqrt(basin.rank))
-    lin = switch_sweep(before=dyn_first, after=dyn_second, switch_steps=s_grid, total_steps=T,
-                       curvatures=basin.curvatures, init_error=coord, flat_curvature=basin.flat_curvature,
-                       heldout_flat_curvature=basin.heldout_flat_curvature)
+    lin = switch_sweep(
+        before=dyn_first,
+        after=dyn_second,
+        switch_steps=s_grid,
+        total_steps=T,
+        curvatures=basin.curvatures,
+        init_error=coord,
+        flat_curvature=basin.flat_curvature,
+        heldout_flat_curvature=basin.heldout_flat_curvature,
+    )
     horizons = {config.first: memory_horizon(dynamics=dyn_first), config.second: memory_horizon(dynamics=dyn_second)}
 
     rows: list[dict[str, Any]] = []
@@ -175,18 +201,33 @@ def run(config: SwitchConfig) -> dict[str, Any]:
         for direction, (a, b) in enumerate(((first, second), (second, first))):
             name = f"{a.mode.value}->{b.mode.value}"
             for i, s in enumerate(s_grid):
-                spec = RunSpec(steps=T, replicas=config.replicas, record_every=T, seed=run_seed(config.seed, direction, i),
-                               init_error=config.init_error,
-                               switch_step=int(s) if s < T else None, switch_mode=b.mode if s < T else None)
+                spec = RunSpec(
+                    steps=T,
+                    replicas=config.replicas,
+                    record_every=T,
+                    seed=run_seed(config.seed, direction, i),
+                    init_error=config.init_error,
+                    switch_step=int(s) if s < T else None,
+                    switch_mode=b.mode if s < T else None,
+                )
                 trace = simulate(basin=basin, optimizer=a, run=spec, engine=config.engine)
                 train, held = replica_mean(trace.train_loss[:, -1]), replica_mean(trace.heldout_loss[:, -1])
                 pred_train = (lin.forward_train if direction == 0 else lin.reverse_train)[i]
                 pred_held = (lin.forward_test if direction == 0 else lin.reverse_test)[i]
-                mf = mean_field_switched_loss(basin=basin, before=a, after=b, switch_step=int(s), total_steps=T,
-                                              init_error=config.init_error)
-                rows.append({"direction": name, "switch_step": int(s), "pred_linear": float(pred_train),
-                             "pred_mean_field": mf, "sim_loss": train, "pred_heldout_linear": float(pred_held),
-                             "sim_heldout": held})
+                mf = mean_field_switched_loss(
+                    basin=basin, before=a, after=b, switch_step=int(s), total_steps=T, init_error=config.init_error
+                )
+                rows.append(
+                    {
+                        "direction": name,
+                        "switch_step": int(s),
+                        "pred_linear": float(pred_train),
+                        "pred_mean_field": mf,
+                        "sim_loss": train,
+                        "pred_heldout_linear": float(pred_held),
+                        "sim_heldout": held,
+                    }
+                )
                 bar.update(note=f"{name} s={s}")
     # The two pure runs as whole loss curves (claim 1's "slower early"): mean-field theory vs simulation.
     from dptheory.clipped_dynamics import expected_loss_curve
@@ -194,17 +235,28 @@ def run(config: SwitchConfig) -> dict[str, Any]:
     curves: dict[str, np.ndarray] = {}
     with Progress(total=2, label="switch curves", quiet=config.quiet) as bar:
         for j, opt in enumerate((first, second)):
-            spec = RunSpec(steps=T, replicas=config.replicas, record_every=1, seed=run_seed(config.seed, 9, j),
-                           init_error=config.init_error)
+            spec = RunSpec(
+                steps=T,
+                replicas=config.replicas,
+                record_every=1,
+                seed=run_seed(config.seed, 9, j),
+                init_error=config.init_error,
+            )
             tr = simulate(basin=basin, optimizer=opt, run=spec, engine=config.engine)
             curves[f"curve_sim_{opt.mode.value}"] = tr.train_loss.mean(axis=0)
             curves[f"curve_sim_se_{opt.mode.value}"] = tr.train_loss.std(axis=0, ddof=1) / math.sqrt(config.replicas)
             curves[f"curve_theory_{opt.mode.value}"] = np.asarray(
-                expected_loss_curve(basin=basin, optimizer=opt, steps=T, init_error=coord))
+                expected_loss_curve(basin=basin, optimizer=opt, steps=T, init_error=coord)
+            )
             bar.update()
     early = max(1, T // 10)
     metrics = {
-        "experiment": "switch", "early_step": early, "curve_modes": [config.first, config.second], "k_se": config.k_se, "total_steps": T, "directions": [r["direction"] for r in rows[:: len(s_grid)]],
+        "experiment": "switch",
+        "early_step": early,
+        "curve_modes": [config.first, config.second],
+        "k_se": config.k_se,
+        "total_steps": T,
+        "directions": [r["direction"] for r in rows[:: len(s_grid)]],
         "memory_horizon": horizons,
         "rows": [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in r.items()} for r in rows],
     }
@@ -212,17 +264,38 @@ def run(config: SwitchConfig) -> dict[str, Any]:
         write_results(folder, config=config, metrics=metrics, arrays={"switch_steps": s_grid, **curves})
         figures.switch(folder, formats=("png",))
     k = config.k_se
-    header = ["direction", "switch step", "pred (linear)", "pred (mean-field)", f"sim ±{k:g}SE", "z (mean-field)",
-              "held-out pred", f"held-out sim ±{k:g}SE"]
-    body = [[r["direction"], str(r["switch_step"]), fmt(r["pred_linear"]), fmt(r["pred_mean_field"]),
-             f"{fmt(r['sim_loss'].mean)} ± {fmt(k * r['sim_loss'].se, 2)}",
-             f"{r['sim_loss'].z(r['pred_mean_field']):+.1f}", fmt(r["pred_heldout_linear"]),
-             f"{fmt(r['sim_heldout'].mean)} ± {fmt(k * r['sim_heldout'].se, 2)}"] for r in rows]
+    header = [
+        "direction",
+        "switch step",
+        "pred (linear)",
+        "pred (mean-field)",
+        f"sim ±{k:g}SE",
+        "z (mean-field)",
+        "held-out pred",
+        f"held-out sim ±{k:g}SE",
+    ]
+    body = [
+        [
+            r["direction"],
+            str(r["switch_step"]),
+            fmt(r["pred_linear"]),
+            fmt(r["pred_mean_field"]),
+            f"{fmt(r['sim_loss'].mean)} ± {fmt(k * r['sim_loss'].se, 2)}",
+            f"{r['sim_loss'].z(r['pred_mean_field']):+.1f}",
+            fmt(r["pred_heldout_linear"]),
+            f"{fmt(r['sim_heldout'].mean)} ± {fmt(k * r['sim_heldout'].se, 2)}",
+        ]
+        for r in rows
+    ]
     print(table(body, header=header))
     print("memory horizon (steps, 5 %): " + ", ".join(f"{m} {fmt(h)}" for m, h in horizons.items()))
-    print(f"pure runs, loss at step {early} (theory / simulation): " + "; ".join(
-        f"{m} {fmt(curves[f'curve_theory_{m}'][early])} / {fmt(curves[f'curve_sim_{m}'][early - 1])}"
-        for m in (config.first, config.second)))
+    print(
+        f"pure runs, loss at step {early} (theory / simulation): "
+        + "; ".join(
+            f"{m} {fmt(curves[f'curve_theory_{m}'][early])} / {fmt(curves[f'curve_sim_{m}'][early - 1])}"
+            for m in (config.first, config.second)
+        )
+    )
     print(f"results: {config.out}")
     return metrics
 

@@ -376,14 +376,21 @@ def test_radial_closure_is_the_mean_field_for_unclipped_modes(mode):
     opt = Optimizer(lr=0.3, batch_size=8, clip_norm=1.0, noise_multiplier=2.0, mode=mode)
     assert cd.radial_closure_factor(basin=basin, optimizer=opt) == 1.0
     assert cd.stationary_excess_loss(basin=basin, optimizer=opt) == cd.stationary_excess_loss(
-        basin=basin, optimizer=opt, closure="mean-field")
+        basin=basin, optimizer=opt, closure="mean-field"
+    )
 
 
 def test_split_modules_re_export_every_public_name():
     from dptheory import clipped_closure, clipped_recovery
 
-    for name in ("MeanFieldTrajectory", "RecoveryPrediction", "mean_field_trajectory", "expected_loss_curve",
-                 "recovery_time", "saturated_recovery_steps"):
+    for name in (
+        "MeanFieldTrajectory",
+        "RecoveryPrediction",
+        "mean_field_trajectory",
+        "expected_loss_curve",
+        "recovery_time",
+        "saturated_recovery_steps",
+    ):
         assert getattr(cd, name) is getattr(clipped_recovery, name)
     assert cd.radial_closure_factor is clipped_closure.radial_closure_factor
     assert cd.SAMPLINGS == ("fixed", "poisson") and cd.CLOSURES == ("radial", "mean-field")
@@ -477,19 +484,23 @@ def test_tabulated_clip_moments_match_exact_evaluation():
 
 def test_saturated_recovery_closed_form_limits():
     # a = 0: pure normalised GD, exactly linear
-    t = cd.saturated_recovery_steps(curvatures=[2.0], displacement=[10.0], lr=0.1, clip_norm=1.0,
-                                    noise_scale=0.0, threshold=0.01)
+    t = cd.saturated_recovery_steps(
+        curvatures=[2.0], displacement=[10.0], lr=0.1, clip_norm=1.0, noise_scale=0.0, threshold=0.01
+    )
     assert t == pytest.approx((20.0 - 2.0) / (0.1 * 1.0 * 2.0))
     # x ≪ a: exponential at rate ηλC/a (the clipped linear-response rate)
     a, lam, eta, c = 100.0, 1.0, 0.1, 1.0
-    t = cd.saturated_recovery_steps(curvatures=[lam], displacement=[0.01], lr=eta, clip_norm=c,
-                                    noise_scale=a, threshold=1e-6)
+    t = cd.saturated_recovery_steps(
+        curvatures=[lam], displacement=[0.01], lr=eta, clip_norm=c, noise_scale=a, threshold=1e-6
+    )
     assert t == pytest.approx(math.log(1e3) * a / (eta * c * lam), rel=1e-6)
     # several curvatures: the quadrature equals the single-direction closed form when they coincide
-    t1 = cd.saturated_recovery_steps(curvatures=[1.0, 1.0], displacement=[3.0, 4.0], lr=0.1, clip_norm=0.5,
-                                     noise_scale=2.0, threshold=0.01)
-    t2 = cd.saturated_recovery_steps(curvatures=[1.0, 1.0 + 1e-9], displacement=[3.0, 4.0], lr=0.1,
-                                     clip_norm=0.5, noise_scale=2.0, threshold=0.01)
+    t1 = cd.saturated_recovery_steps(
+        curvatures=[1.0, 1.0], displacement=[3.0, 4.0], lr=0.1, clip_norm=0.5, noise_scale=2.0, threshold=0.01
+    )
+    t2 = cd.saturated_recovery_steps(
+        curvatures=[1.0, 1.0 + 1e-9], displacement=[3.0, 4.0], lr=0.1, clip_norm=0.5, noise_scale=2.0, threshold=0.01
+    )
     assert t1 == pytest.approx(t2, rel=1e-6)
 
 
@@ -521,7 +532,8 @@ def test_unclipped_modes_reduce_exactly_to_noise_only_dynamics(spread):
         ref = quadratic.noise_only_dynamics(basin=basin, optimizer=opt)
         assert ours == ref
         assert cd.stationary_excess_loss(basin=basin, optimizer=opt) == pytest.approx(
-            quadratic.stationary_loss(dynamics=ref, curvatures=basin.curvatures), rel=1e-14)
+            quadratic.stationary_loss(dynamics=ref, curvatures=basin.curvatures), rel=1e-14
+        )
 
 
 def test_infinite_clip_norm_limit_of_dpsgd_is_noise_only():
@@ -618,19 +630,24 @@ def test_approx_closed_form_in_dp_dominated_fully_clipped_regime():
     for n in (10, 100, 10_000):
         b = Basin(dim=n, curvatures=(1.0, 1.0), sample_std=1.0)
         kink = Optimizer(lr=0.002, batch_size=64, clip_norm=math.sqrt(n), noise_multiplier=0.0, mode="clip")
-        err = abs(cd.stationary_excess_loss(basin=b, optimizer=kink, approx=True)
-                  / cd.stationary_excess_loss(basin=b, optimizer=kink) - 1)
+        err = abs(
+            cd.stationary_excess_loss(basin=b, optimizer=kink, approx=True)
+            / cd.stationary_excess_loss(basin=b, optimizer=kink)
+            - 1
+        )
         assert 0.1 / math.sqrt(n) < err < 0.35 / math.sqrt(n), (n, err)
 
 
 def test_stationary_loss_grows_like_root_d_with_ambient_spread_only():
     opt = Optimizer(lr=1.0, batch_size=64, clip_norm=0.1, noise_multiplier=8.0)
-    amb = cd.dimension_scaling(basin=Basin(dim=100, curvatures=(1.0, 1.0), sample_std=1.0), optimizer=opt,
-                               dims=[100, 10_000])
+    amb = cd.dimension_scaling(
+        basin=Basin(dim=100, curvatures=(1.0, 1.0), sample_std=1.0), optimizer=opt, dims=[100, 10_000]
+    )
     assert amb["stationary_loss"][1] / amb["stationary_loss"][0] == pytest.approx(10.0, rel=0.03)
     assert amb["gamma"][0] / amb["gamma"][1] == pytest.approx(10.0, rel=0.03)
-    bas = cd.dimension_scaling(basin=Basin(dim=100, curvatures=(1.0, 1.0), sample_std=1.0, spread="basin"),
-                               optimizer=opt, dims=[100, 10_000])
+    bas = cd.dimension_scaling(
+        basin=Basin(dim=100, curvatures=(1.0, 1.0), sample_std=1.0, spread="basin"), optimizer=opt, dims=[100, 10_000]
+    )
     assert bas["stationary_loss"][1] == bas["stationary_loss"][0]
 
 

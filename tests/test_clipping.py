@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 
+import mpmath as mp
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, special, stats
-
-import mpmath as mp
 
 from dptheory.clipping import (
     NormMoments,
@@ -155,7 +154,7 @@ def test_clip_direction_and_mean_monte_carlo_full_vectors():
     gamma = clipped_gaussian_mean_factor(dim=d, mean_norm=m, std=s, clip_norm=C)
     assert abs(mean[0] - gamma * m) <= K_SE * se[0]
     assert np.all(np.abs(mean[1:]) <= K_SE * se[1:] * 1.3)  # 1.3: max of 9 coordinates, Bonferroni-safe
-    second = (np.sum(y * y, axis=1))
+    second = np.sum(y * y, axis=1)
     ex = clipped_gaussian_second_moment(dim=d, mean_norm=m, std=s, clip_norm=C)
     assert abs(second.mean() - ex) <= K_SE * second.std(ddof=1) / math.sqrt(n)
 
@@ -345,10 +344,14 @@ def test_second_moment_and_clip_probability(d, m, s, C):
     # (+1e-12·sm: float rounding, for the case where every sample is clipped and the SE is 0)
     assert abs(x.mean() - sm) <= K_SE * x.std(ddof=1) / math.sqrt(x.size) + 1e-12 * sm
     # the REFERENCE.md §3 form with noncentral CDFs (scipy.stats.ncx2) agrees with the series
-    ref = s * s * (
-        d * stats.ncx2.cdf(c * c, d + 2, lam)
-        + lam * stats.ncx2.cdf(c * c, d + 4, lam)
-        + c * c * stats.ncx2.sf(c * c, d, lam)
+    ref = (
+        s
+        * s
+        * (
+            d * stats.ncx2.cdf(c * c, d + 2, lam)
+            + lam * stats.ncx2.cdf(c * c, d + 4, lam)
+            + c * c * stats.ncx2.sf(c * c, d, lam)
+        )
     )
     assert sm == pytest.approx(ref, rel=1e-9)
 

@@ -85,7 +85,9 @@ def test_clipped_sum_is_bounded_and_bias_matches_overshoot(case):
     e1, _, _, bias = kernels.full_step(**case)
     step = (case["error"] - e1) * case["batch_size"] / case["lr"]
     # the step is recovered from e − e' (rounding of e: ~eps |e| per coordinate, scaled by B/η)
-    rounding = 8 * np.finfo(float).eps * (1 + np.abs(case["error"]).max()) * math.sqrt(d) * case["batch_size"] / case["lr"]
+    rounding = (
+        8 * np.finfo(float).eps * (1 + np.abs(case["error"]).max()) * math.sqrt(d) * case["batch_size"] / case["lr"]
+    )
     assert np.linalg.norm(step) <= case["batch_n"] * case["clip_norm"] * (1 + 1e-12) + rounding
     if case["batch_n"] == 1:
         he = kernels_numpy.hessian_times(case["error"], case["curvatures"], case["flat_curvature"], case["basis"])
@@ -113,11 +115,27 @@ def test_basin_losses_against_explicit_projection():
 
 def test_full_step_rejects_bad_noise_shapes():
     with pytest.raises(ValueError, match="zeta"):
-        kernels.full_step(error=np.ones(3), zeta=np.zeros((1, 2)), xi=np.zeros(3), batch_n=1,
-                          curvatures=(1.0,), sample_std=1.0, lr=0.1, batch_size=1)
+        kernels.full_step(
+            error=np.ones(3),
+            zeta=np.zeros((1, 2)),
+            xi=np.zeros(3),
+            batch_n=1,
+            curvatures=(1.0,),
+            sample_std=1.0,
+            lr=0.1,
+            batch_size=1,
+        )
     with pytest.raises(ValueError, match="xi"):
-        kernels.full_step(error=np.ones(3), zeta=np.zeros((1, 3)), xi=np.zeros(2), batch_n=1,
-                          curvatures=(1.0,), sample_std=1.0, lr=0.1, batch_size=1)
+        kernels.full_step(
+            error=np.ones(3),
+            zeta=np.zeros((1, 3)),
+            xi=np.zeros(2),
+            batch_n=1,
+            curvatures=(1.0,),
+            sample_std=1.0,
+            lr=0.1,
+            batch_size=1,
+        )
 
 
 def test_ziggurat_generator_is_standard_normal():
@@ -133,5 +151,5 @@ def test_ziggurat_generator_is_standard_normal():
     expected = x.size * 2 * stats.norm.sf(r)
     assert abs(tail.size - expected) <= 4 * math.sqrt(expected)
     assert stats.kstest(tail, lambda t: 1 - stats.norm.sf(t) / stats.norm.sf(r)).pvalue > 1e-3
-    assert abs(np.mean(x**4) - 3) <= 4 * math.sqrt(96 / x.size)   # Var(x⁴) = 105 − 9 = 96
+    assert abs(np.mean(x**4) - 3) <= 4 * math.sqrt(96 / x.size)  # Var(x⁴) = 105 − 9 = 96
     np.testing.assert_array_equal(x[:10], kernels.standard_normal(size=10, seed=123))

@@ -27,16 +27,29 @@ ALPHA = 1e-3
 
 @settings(max_examples=100, deadline=None)
 @given(
-    n=st.integers(1, 12), d=st.integers(1, 8), seed=st.integers(0, 2**32 - 1),
-    clip=st.sampled_from([math.inf, 1e-3, 0.5, 3.0]), nu=st.sampled_from([0.0, 1.3]),
-    use_mask=st.booleans(), lr=st.floats(0.01, 2.0), batch_size=st.integers(1, 6),
+    n=st.integers(1, 12),
+    d=st.integers(1, 8),
+    seed=st.integers(0, 2**32 - 1),
+    clip=st.sampled_from([math.inf, 1e-3, 0.5, 3.0]),
+    nu=st.sampled_from([0.0, 1.3]),
+    use_mask=st.booleans(),
+    lr=st.floats(0.01, 2.0),
+    batch_size=st.integers(1, 6),
 )
 def test_least_squares_kernel_equals_twin(n, d, seed, clip, nu, use_mask, lr, batch_size):
     rng = np.random.default_rng(seed)
-    case = dict(weights=rng.standard_normal(d), features=rng.standard_normal((n, d)), targets=rng.standard_normal(n),
-                batch=rng.choice(n, size=rng.integers(0, n + 1), replace=False), xi=rng.standard_normal(d),
-                mask=(rng.random(d) < 0.6) if use_mask else None, clip_norm=clip, noise_std=nu, lr=lr,
-                batch_size=batch_size)
+    case = dict(
+        weights=rng.standard_normal(d),
+        features=rng.standard_normal((n, d)),
+        targets=rng.standard_normal(n),
+        batch=rng.choice(n, size=rng.integers(0, n + 1), replace=False),
+        xi=rng.standard_normal(d),
+        mask=(rng.random(d) < 0.6) if use_mask else None,
+        clip_norm=clip,
+        noise_std=nu,
+        lr=lr,
+        batch_size=batch_size,
+    )
     w1, n1, f1, b1 = least_squares_step(**case)
     w2, n2, f2, b2 = least_squares_step(**case, twin=True)
     np.testing.assert_allclose(w1, w2, rtol=1e-12, atol=1e-12 * (1 + np.abs(w2).max()))
@@ -49,8 +62,12 @@ def test_full_batch_gd_converges_to_lstsq(use_mask):
     data = make_data(LeastSquaresProblem(dim=8, n_train=60, rank=2, iso_std=0.4, label_std=0.5, seed=4))
     mask = np.arange(8) != 3 if use_mask else None
     w_hat = data.lstsq_solution(mask)
-    tr = simulate_least_squares(data=data, optimizer=Optimizer(lr=0.5, batch_size=60, mode="sgd"),
-                                run=RunSpec(steps=1500, replicas=1, record_every=1500), mask=mask)
+    tr = simulate_least_squares(
+        data=data,
+        optimizer=Optimizer(lr=0.5, batch_size=60, mode="sgd"),
+        run=RunSpec(steps=1500, replicas=1, record_every=1500),
+        mask=mask,
+    )
     err = w_hat - data.optimum
     pr = data.basis.T @ err
     assert tr.train_loss[0, -1] == pytest.approx(data.loss(w_hat), rel=1e-10)
@@ -61,8 +78,16 @@ def test_full_batch_gd_converges_to_lstsq(use_mask):
 
 def test_deterministic_full_batch_clipped_run_equals_twin():
     data = make_data(LeastSquaresProblem(dim=6, n_train=30, rank=2, label_noise="outliers", seed=2))
-    run = RunSpec(steps=60, replicas=2, record_every=20, switch_step=30, switch_mode="sgd", lr_schedule="step",
-                  displacement_step=45, displacement=1.0)
+    run = RunSpec(
+        steps=60,
+        replicas=2,
+        record_every=20,
+        switch_step=30,
+        switch_mode="sgd",
+        lr_schedule="step",
+        displacement_step=45,
+        displacement=1.0,
+    )
     opt = Optimizer(lr=0.3, batch_size=30, clip_norm=0.5, mode="clip")
     a = simulate_least_squares(data=data, optimizer=opt, run=run, engine="full")
     b = simulate_least_squares(data=data, optimizer=opt, run=run, engine="numpy")
@@ -79,8 +104,9 @@ def test_minibatch_sampling_matches_twin_in_distribution(sampling):
     opt = Optimizer(lr=0.2, batch_size=5, clip_norm=1.0, noise_multiplier=0.5)
     run = RunSpec(steps=30, replicas=300, record_every=30, sampling=sampling)
     a = simulate_least_squares(data=data, optimizer=opt, run=run, engine="full", n_test=50)
-    b = simulate_least_squares(data=data, optimizer=opt, run=RunSpec(**{**run.__dict__, "seed": 9}), engine="numpy",
-                               n_test=50)
+    b = simulate_least_squares(
+        data=data, optimizer=opt, run=RunSpec(**{**run.__dict__, "seed": 9}), engine="numpy", n_test=50
+    )
     for name in ("train_loss", "flat_err_sq"):
         x, y = getattr(a, name)[:, -1], getattr(b, name)[:, -1]
         assert stats.ks_2samp(x, y).pvalue > ALPHA, name
@@ -91,13 +117,23 @@ def test_minibatch_sampling_matches_twin_in_distribution(sampling):
 def test_clipping_bias_does_not_vanish_with_outliers():
     """Full-batch clipped GD converges to a point where Σ clip_C(g_i) = 0 but Σ g_i ≠ 0, i.e. not
     to the least-squares solution (Chen, Wu & Hong 2020, arXiv 2006.15429): its loss is higher."""
-    data = make_data(LeastSquaresProblem(dim=5, n_train=50, rank=2, iso_std=0.5, label_noise="outliers",
-                                         outlier_fraction=0.1, outlier_shift=20.0, seed=5))
+    data = make_data(
+        LeastSquaresProblem(
+            dim=5,
+            n_train=50,
+            rank=2,
+            iso_std=0.5,
+            label_noise="outliers",
+            outlier_fraction=0.1,
+            outlier_shift=20.0,
+            seed=5,
+        )
+    )
     opt = Optimizer(lr=1.0, batch_size=50, clip_norm=1.0, mode="clip")
     tr = simulate_least_squares(data=data, optimizer=opt, run=RunSpec(steps=20000, replicas=1, record_every=1000))
-    assert abs(tr.train_loss[0, -1] / tr.train_loss[0, -2] - 1) < 1e-9         # converged
+    assert abs(tr.train_loss[0, -1] / tr.train_loss[0, -2] - 1) < 1e-9  # converged
     assert tr.train_loss[0, -1] > data.loss(data.lstsq_solution()) * (1 + 1e-3)
-    assert tr.clip_bias_norm[0, -1] > 1e-3                                       # (1/B)Σ g_i = −bias ≠ 0
+    assert tr.clip_bias_norm[0, -1] > 1e-3  # (1/B)Σ g_i = −bias ≠ 0
 
 
 # ------------------------------------------------------------------ streaming spectra and masks
@@ -133,7 +169,7 @@ def test_random_basis_is_haar_orthonormal():
 @given(seed=st.integers(0, 2**32 - 1), d=st.integers(1, 40), frac=st.floats(0.0, 1.0))
 def test_magnitude_mask_keeps_the_largest(seed, d, frac):
     p = np.random.default_rng(seed).standard_normal(d)
-    p[: d // 3] = np.round(p[: d // 3])       # some ties
+    p[: d // 3] = np.round(p[: d // 3])  # some ties
     k = int(frac * d)
     m = magnitude_mask(reference=p, keep=k)
     assert m.sum() == k

@@ -147,8 +147,7 @@ def _write_mnist(folder, n_train=6, n_test=4, compress=False, seed=0):
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 def test_idx_reader_round_trip(tmp_path, compress, name):
     imgs, labs = _write_mnist(tmp_path, compress=compress)
-    assert np.array_equal(read_idx(tmp_path / ("train-images-idx3-ubyte" + (".gz" if compress else ""))),
-                          imgs["train"])
+    assert np.array_equal(read_idx(tmp_path / ("train-images-idx3-ubyte" + (".gz" if compress else ""))), imgs["train"])
     ds = load_dataset(name, root=tmp_path)
     assert ds.input_shape == (1, 28, 28) and ds.n_train == 6 and ds.n_test == 4
     assert np.array_equal(ds.y_train.numpy(), labs["train"]) and np.array_equal(ds.y_test.numpy(), labs["t10k"])
@@ -199,8 +198,10 @@ def _write_cifar(root, n=3, seed=0):
     rng = np.random.default_rng(seed)
     batches = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, size=n).tolist()}
+        batch = {
+            b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, size=n).tolist(),
+        }
         with open(folder / name, "wb") as fh:
             pickle.dump(batch, fh)
         batches[name] = batch

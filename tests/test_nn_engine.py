@@ -33,8 +33,9 @@ def _mlp(seed=0, d_in=12, width=16, classes=4, depth=2):
 
 def _cnn(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.MaxPool1d(2),
-                         nn.Flatten(), nn.Linear(4 * 6, 3))
+    return nn.Sequential(
+        nn.Conv1d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(4 * 6, 3)
+    )
 
 
 def _data(n, d_in, classes, seed=1, shape=None):
@@ -50,9 +51,9 @@ def _reference(model, x, y, *, clip_norm, noise_std, expected_batch_size, seed, 
     total = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
     for i in range(x.shape[0]):
         model.zero_grad()
-        nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1], reduction="sum").backward()
+        nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1], reduction="sum").backward()
         g = {k: p.grad.detach().double() * (masks[k].double() if masks else 1) for k, p in params.items()}
-        norm = math.sqrt(sum(float((v ** 2).sum()) for v in g.values()))
+        norm = math.sqrt(sum(float((v**2).sum()) for v in g.values()))
         phi = 1.0 if math.isinf(clip_norm) else min(1.0, clip_norm / (norm + CLIP_EPS))
         for k in total:
             total[k] += phi * g[k]
@@ -76,8 +77,16 @@ def _maxdiff(a, b):
 def test_mlp_gradient_equals_per_example_reference(method, clip_norm):
     model = _mlp()
     x, y = _data(23, 12, 4)
-    got = private_gradient(model, x, y, clip_norm=clip_norm, noise_std=0.7, expected_batch_size=20,
-                           generator=torch.Generator().manual_seed(5), method=method)
+    got = private_gradient(
+        model,
+        x,
+        y,
+        clip_norm=clip_norm,
+        noise_std=0.7,
+        expected_batch_size=20,
+        generator=torch.Generator().manual_seed(5),
+        method=method,
+    )
     ref = _reference(model, x, y, clip_norm=clip_norm, noise_std=0.7, expected_batch_size=20, seed=5)
     assert _maxdiff(got.grads, ref) < 1e-6
     if clip_norm == 0.3:  # the clip is active for most samples: the test exercises clipping
@@ -90,8 +99,18 @@ def test_cnn_with_groupnorm_and_mask_equals_reference(method):
     x, y = _data(9, 12, 3, shape=(1, 12))
     masks = magnitude_masks(dict(model.named_parameters()), sparsity=0.6, scope="layer")
     apply_masks(model, masks)
-    got = private_gradient(model, x, y, clip_norm=0.5, noise_std=0.3, expected_batch_size=10,
-                           generator=torch.Generator().manual_seed(2), masks=masks, method=method, chunk_size=4)
+    got = private_gradient(
+        model,
+        x,
+        y,
+        clip_norm=0.5,
+        noise_std=0.3,
+        expected_batch_size=10,
+        generator=torch.Generator().manual_seed(2),
+        masks=masks,
+        method=method,
+        chunk_size=4,
+    )
     ref = _reference(model, x, y, clip_norm=0.5, noise_std=0.3, expected_batch_size=10, seed=2, masks=masks)
     assert _maxdiff(got.grads, ref) < 1e-6
     for k, m in masks.items():  # pruned coordinates: no gradient and no noise, exactly
@@ -99,8 +118,13 @@ def test_cnn_with_groupnorm_and_mask_equals_reference(method):
 
 
 @settings(max_examples=10, deadline=None)
-@given(width=st.integers(1, 9), depth=st.integers(0, 2), n=st.integers(1, 12),
-       clip=st.floats(0.01, 10.0), seed=st.integers(0, 2 ** 16))
+@given(
+    width=st.integers(1, 9),
+    depth=st.integers(0, 2),
+    n=st.integers(1, 12),
+    clip=st.floats(0.01, 10.0),
+    seed=st.integers(0, 2**16),
+)
 def test_bk_equals_loop_property(width, depth, n, clip, seed):
     model = _mlp(seed=seed, d_in=5, width=width, classes=3, depth=depth)
     x, y = _data(n, 5, 3, seed=seed + 1)
@@ -124,8 +148,14 @@ def _random_masks(model, seed, density):
 
 
 @settings(max_examples=12, deadline=None)
-@given(width=st.integers(1, 9), depth=st.integers(0, 2), n=st.integers(1, 12), density=st.floats(0.0, 1.0),
-       clip=st.sampled_from([0.05, 0.5, 5.0, math.inf]), seed=st.integers(0, 2 ** 16))
+@given(
+    width=st.integers(1, 9),
+    depth=st.integers(0, 2),
+    n=st.integers(1, 12),
+    density=st.floats(0.0, 1.0),
+    clip=st.sampled_from([0.05, 0.5, 5.0, math.inf]),
+    seed=st.integers(0, 2**16),
+)
 def test_masked_bk_equals_loop_and_vmap_property(width, depth, n, density, clip, seed):
     # masked book-keeping: ‖M⊙δaᵀ‖² = Σ_k [(Δ∘Δ)M]_ik a_ik² and M ⊙ Δᵀdiag(φ)A must equal the
     # materialised per-sample gradients (loop: one backward per example; vmap) — norms, clip
@@ -135,8 +165,10 @@ def test_masked_bk_equals_loop_and_vmap_property(width, depth, n, density, clip,
     apply_masks(model, masks)
     x, y = _data(n, 5, 3, seed=seed + 1)
     kw = dict(clip_norm=clip, noise_std=0.3, expected_batch_size=7.5, keep_sums=True, masks=masks)
-    out = {m: private_gradient(model, x, y, method=m, generator=torch.Generator().manual_seed(seed), **kw)
-           for m in ("bk", "loop", "vmap", "auto")}
+    out = {
+        m: private_gradient(model, x, y, method=m, generator=torch.Generator().manual_seed(seed), **kw)
+        for m in ("bk", "loop", "vmap", "auto")
+    }
     for m in ("loop", "vmap", "auto"):
         assert _maxdiff(out["bk"].grads, out[m].grads) < 1e-6
         assert _maxdiff(out["bk"].clipped_sum, out[m].clipped_sum) < 1e-6
@@ -193,12 +225,24 @@ def test_equals_opacus_dpoptimizer(sigma):
     model = _mlp(seed=3)
     x, y = _data(30, 12, 4, seed=4)
     expected = 25  # realised 30 ≠ expected 25: both divide by the EXPECTED batch size
-    ours = private_gradient(model, x, y, clip_norm=0.4, noise_std=sigma * 0.4, expected_batch_size=expected,
-                            generator=torch.Generator().manual_seed(7))
+    ours = private_gradient(
+        model,
+        x,
+        y,
+        clip_norm=0.4,
+        noise_std=sigma * 0.4,
+        expected_batch_size=expected,
+        generator=torch.Generator().manual_seed(7),
+    )
     twin = GradSampleModule(copy.deepcopy(model), loss_reduction="mean")
-    opt = DPOptimizer(torch.optim.SGD(twin.parameters(), lr=0.1), noise_multiplier=sigma, max_grad_norm=0.4,
-                      expected_batch_size=expected, loss_reduction="mean",
-                      generator=torch.Generator().manual_seed(7))
+    opt = DPOptimizer(
+        torch.optim.SGD(twin.parameters(), lr=0.1),
+        noise_multiplier=sigma,
+        max_grad_norm=0.4,
+        expected_batch_size=expected,
+        loss_reduction="mean",
+        generator=torch.Generator().manual_seed(7),
+    )
     opt.zero_grad()
     nn.functional.cross_entropy(twin(x), y).backward()
     opt.pre_step()
@@ -219,8 +263,9 @@ def test_tied_weights_fall_back_to_vmap_and_stay_exact():
     model = nn.Sequential(a, nn.Tanh(), b, nn.Tanh(), nn.Linear(6, 3))
     assert not bk_applicable(model)
     x, y = _data(7, 6, 3, seed=5)
-    got = private_gradient(model, x, y, clip_norm=0.2, noise_std=0.0, expected_batch_size=7,
-                           generator=torch.Generator(), method="auto")
+    got = private_gradient(
+        model, x, y, clip_norm=0.2, noise_std=0.0, expected_batch_size=7, generator=torch.Generator(), method="auto"
+    )
     ref = _reference(model, x, y, clip_norm=0.2, noise_std=0.0, expected_batch_size=7, seed=0)
     assert _maxdiff(got.grads, ref) < 1e-6
 
@@ -228,8 +273,9 @@ def test_tied_weights_fall_back_to_vmap_and_stay_exact():
 def test_unclipped_noiseless_is_the_plain_minibatch_gradient():
     model = _mlp(seed=7)
     x, y = _data(16, 12, 4, seed=8)
-    got = private_gradient(model, x, y, clip_norm=math.inf, noise_std=0.0, expected_batch_size=16,
-                           generator=torch.Generator())
+    got = private_gradient(
+        model, x, y, clip_norm=math.inf, noise_std=0.0, expected_batch_size=16, generator=torch.Generator()
+    )
     model.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()  # mean over 16 = sum / 16
     assert _maxdiff(got.grads, {k: p.grad for k, p in model.named_parameters()}) < 1e-6
@@ -241,8 +287,7 @@ def test_clip_bound_and_scale_equivariance():
     model = _mlp(seed=9)
     x, y = _data(40, 12, 4, seed=10)
     c = 0.05
-    out = private_gradient(model, x, y, clip_norm=c, noise_std=0.0, expected_batch_size=40,
-                           generator=torch.Generator())
+    out = private_gradient(model, x, y, clip_norm=c, noise_std=0.0, expected_batch_size=40, generator=torch.Generator())
     assert torch.all(out.per_sample_norms * out.clip_factors <= c * (1 + 1e-6))
     total = math.sqrt(sum(float((g * 40).pow(2).sum()) for g in out.grads.values()))
     assert total <= 40 * c * (1 + 1e-6)
@@ -254,8 +299,15 @@ def test_noise_std_statistics_and_empty_batch():
     model = nn.Linear(199, 100)  # d = 20 000
     gen = torch.Generator().manual_seed(11)
     nu, b = 2.5, 8.0
-    out = private_gradient(model, torch.zeros(0, 199), torch.zeros(0, dtype=torch.long), clip_norm=1.0,
-                           noise_std=nu, expected_batch_size=b, generator=gen)
+    out = private_gradient(
+        model,
+        torch.zeros(0, 199),
+        torch.zeros(0, dtype=torch.long),
+        clip_norm=1.0,
+        noise_std=nu,
+        expected_batch_size=b,
+        generator=gen,
+    )
     assert out.batch_size == 0 and out.per_sample_norms.numel() == 0
     z = torch.cat([g.flatten() for g in out.grads.values()]).double()
     n = z.numel()
@@ -278,8 +330,12 @@ def test_engine_invalid_arguments():
     model = _mlp()
     x, y = _data(4, 12, 4)
     kw = dict(clip_norm=1.0, noise_std=0.0, expected_batch_size=4, generator=torch.Generator())
-    for bad, name in [(dict(clip_norm=-1.0), "clip_norm"), (dict(noise_std=-0.1), "noise_std"),
-                      (dict(expected_batch_size=0), "expected_batch_size"), (dict(method="fast"), "method")]:
+    for bad, name in [
+        (dict(clip_norm=-1.0), "clip_norm"),
+        (dict(noise_std=-0.1), "noise_std"),
+        (dict(expected_batch_size=0), "expected_batch_size"),
+        (dict(method="fast"), "method"),
+    ]:
         with pytest.raises(ValueError, match=name):
             private_gradient(model, x, y, **{**kw, **bad})
     with pytest.raises(ValueError, match="bk"):
@@ -304,8 +360,9 @@ def test_poisson_batch_size_is_binomial():
     lo, hi = int(stats.binom.ppf(0.005, n, q)), int(stats.binom.ppf(0.995, n, q))
     edges = np.arange(lo, hi + 1)
     observed = np.array([(sizes < lo).sum()] + [(sizes == k).sum() for k in edges] + [(sizes > hi).sum()])
-    probs = np.array([stats.binom.cdf(lo - 1, n, q)] + [stats.binom.pmf(k, n, q) for k in edges]
-                     + [stats.binom.sf(hi, n, q)])
+    probs = np.array(
+        [stats.binom.cdf(lo - 1, n, q)] + [stats.binom.pmf(k, n, q) for k in edges] + [stats.binom.sf(hi, n, q)]
+    )
     assert (probs * draws).min() >= 5
     assert stats.chisquare(observed, probs * draws).pvalue > 1e-3
 
@@ -340,8 +397,11 @@ def test_sampler_epochs_fresh_batches_and_empty_batches_possible():
 @given(sparsity=st.floats(0.0, 0.99), scope=st.sampled_from(["global", "layer"]), seed=st.integers(0, 1000))
 def test_magnitude_masks_keep_exactly_the_largest(sparsity, scope, seed):
     g = torch.Generator().manual_seed(seed)
-    params = {"a.weight": torch.randn(7, 5, generator=g), "a.bias": torch.randn(7, generator=g),
-              "b.weight": torch.randn(3, 7, generator=g) * 3}
+    params = {
+        "a.weight": torch.randn(7, 5, generator=g),
+        "a.bias": torch.randn(7, generator=g),
+        "b.weight": torch.randn(3, 7, generator=g) * 3,
+    }
     masks = magnitude_masks(params, sparsity=sparsity, scope=scope)
     assert torch.all(masks["a.bias"] == 1)
     groups = [["a.weight", "b.weight"]] if scope == "global" else [["a.weight"], ["b.weight"]]
@@ -447,11 +507,19 @@ def test_diagnostics_equal_direct_computation_from_per_sample_gradients():
     flat = torch.cat([v.reshape(25, -1) for v in g.values()], 1).double()
     norms = flat.norm(dim=1)
     c, nu, b = float(norms.quantile(0.4)), 0.5, 20.0  # clip about 60 % of the samples
-    pg = private_gradient(model, x, y, clip_norm=c, noise_std=nu, expected_batch_size=b,
-                          generator=torch.Generator().manual_seed(1), keep_sums=True)
+    pg = private_gradient(
+        model,
+        x,
+        y,
+        clip_norm=c,
+        noise_std=nu,
+        expected_batch_size=b,
+        generator=torch.Generator().manual_seed(1),
+        keep_sums=True,
+    )
     phi = (c / (norms + CLIP_EPS)).clamp(max=1)
     mean = flat.mean(0)
-    bias = ((phi[:, None] * flat).mean(0) - mean)
+    bias = (phi[:, None] * flat).mean(0) - mean
     priv = torch.cat([v.flatten() for v in pg.grads.values()]).double()
     d = {**step_diagnostics(pg, clip_norm=c), **bias_diagnostics(pg)}
     assert d["clip_fraction"] == pytest.approx(float((norms > c).double().mean()))

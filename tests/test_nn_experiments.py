@@ -65,8 +65,10 @@ def _records(series: dict[str, np.ndarray]) -> list[dict]:
 
 def fake_train_average(config: FakeConfig) -> dict:
     """Accuracy after epoch t = mean quality of the modes used in epochs 1..t (early = late weight)."""
-    modes = [config.mode if (config.switch_epoch is None or t < config.switch_epoch) else config.switch_mode
-             for t in range(config.epochs)]
+    modes = [
+        config.mode if (config.switch_epoch is None or t < config.switch_epoch) else config.switch_mode
+        for t in range(config.epochs)
+    ]
     acc = np.cumsum([QUALITY[m] for m in modes]) / np.arange(1, config.epochs + 1) + _seed_offset(config.seed)
     acc = np.concatenate([[0.1], acc])  # record 0: before training
     train_loss = 1.0 - acc
@@ -82,9 +84,17 @@ def fake_train_average(config: FakeConfig) -> dict:
     private_mask = config.mask_source == "private" and config.sparsity > 0
     eps = math.inf if config.mode == "sgd" else (config.target_epsilon or 3.0) + (1.0 if private_mask else 0.0)
     n = config.epochs + 1
-    history = _records({"test_acc": acc, "test_loss": 1 - acc, "train_loss": train_loss, "train_acc": acc,
-                        "epsilon_rdp": np.full(n, eps), "clip_fraction": np.full(n, 0.5),
-                        "norm_q50": np.full(n, 2.0)})
+    history = _records(
+        {
+            "test_acc": acc,
+            "test_loss": 1 - acc,
+            "train_loss": train_loss,
+            "train_acc": acc,
+            "epsilon_rdp": np.full(n, eps),
+            "clip_fraction": np.full(n, 0.5),
+            "norm_q50": np.full(n, 2.0),
+        }
+    )
     return {"history": history, "privacy": {"noise_multiplier": 1.1, "label": "fake"}}
 
 
@@ -114,14 +124,16 @@ def fake_engine(monkeypatch):
         monkeypatch.setattr(_common, "steps_per_epoch", lambda config: 4)
         monkeypatch.setattr(ablate, "steps_per_epoch", lambda config: 4)
         monkeypatch.setattr(width, "parameter_counts", lambda config: {w: 10 * w * w for w in config.widths})
+
     return use
 
 
 def test_switch_dominance_equals_closed_form(fake_engine, tmp_path):
     # equal weight of all epochs: L(s) = 1 − 2s/E exactly; last epoch only: L(s) = 1
     fake_engine(fake_train_average)
-    cfg = switch.SwitchConfig(epochs=8, width=1, switch_epochs=(2, 4, 6), seeds=(0, 1, 2), out=str(tmp_path / "a"),
-                              quiet=True)
+    cfg = switch.SwitchConfig(
+        epochs=8, width=1, switch_epochs=(2, 4, 6), seeds=(0, 1, 2), out=str(tmp_path / "a"), quiet=True
+    )
     m = switch.run(cfg)
     for row in m["per_switch"]:
         assert row["late_phase_dominance"] == pytest.approx(1 - 2 * row["switch_epoch"] / 8, abs=1e-12)
@@ -139,8 +151,9 @@ def test_switch_dominance_equals_closed_form(fake_engine, tmp_path):
 
 def test_ablate_recovery_fraction_equals_closed_form(fake_engine, tmp_path):
     fake_engine(fake_train_average)
-    cfg = ablate.AblateConfig(epochs=8, width=1, burst_epoch=3, burst_scale=2.0, seeds=(0, 1, 2),
-                              out=str(tmp_path / "x"), quiet=True)
+    cfg = ablate.AblateConfig(
+        epochs=8, width=1, burst_epoch=3, burst_scale=2.0, seeds=(0, 1, 2), out=str(tmp_path / "x"), quiet=True
+    )
     m = ablate.run(cfg)
     # excess Δ(i) = A ρ^(i − t0) from record t0 on: recovered = 1 − ρ^(E − t0)
     for mode in ("sgd", "clip"):
@@ -170,8 +183,14 @@ def test_width_growth_and_rank_correlation(fake_engine, tmp_path):
 
 def test_prune_paired_gain_and_privacy_labels(fake_engine, tmp_path):
     fake_engine(fake_train_average)
-    cfg = prune.PruneConfig(epochs=2, sparsities=(0.5, 0.9), mask_sources=("init", "private", "oracle"),
-                            seeds=(0, 1), out=str(tmp_path / "p"), quiet=True)
+    cfg = prune.PruneConfig(
+        epochs=2,
+        sparsities=(0.5, 0.9),
+        mask_sources=("init", "private", "oracle"),
+        seeds=(0, 1),
+        out=str(tmp_path / "p"),
+        quiet=True,
+    )
     m = prune.run(cfg)
     assert m["verdict"]["init"]["best_heavy_minus_dense"]["mean"] == pytest.approx(0.1 * 0.9)
     assert m["verdict"]["init"]["heavy_pruning_helps"] is True
@@ -208,20 +227,23 @@ def test_statistics_helpers():
 # command-line contract
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["switch", "--switch-epochs", "0", "--epochs", "4"], "switch_epochs"),
-    (["switch", "--seeds", "1,1"], "seeds"),
-    (["ablate", "--burst-epoch", "9", "--epochs", "4"], "burst_epoch"),
-    (["width", "--widths", "8"], "widths"),
-    (["prune", "--sparsities", "1.0"], "sparsities"),
-    (["prune", "--mask-sources", "magic"], "mask_sources"),
-    (["prune", "--mask-epsilon", "5", "--target-epsilon", "4"], "mask_epsilon"),
-    (["width", "--lr", "-1"], "lr"),
-    (["switch", "--dataset", "imagenet"], "dataset"),
-    (["ablate", "--no-such-flag"], "unrecognized"),
-    (["validate", "--momentum", "0.9"], "momentum"),
-    (["validate", "--widths", "8", "--sparsities", "0.5"], "at least 3 sweep points"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["switch", "--switch-epochs", "0", "--epochs", "4"], "switch_epochs"),
+        (["switch", "--seeds", "1,1"], "seeds"),
+        (["ablate", "--burst-epoch", "9", "--epochs", "4"], "burst_epoch"),
+        (["width", "--widths", "8"], "widths"),
+        (["prune", "--sparsities", "1.0"], "sparsities"),
+        (["prune", "--mask-sources", "magic"], "mask_sources"),
+        (["prune", "--mask-epsilon", "5", "--target-epsilon", "4"], "mask_epsilon"),
+        (["width", "--lr", "-1"], "lr"),
+        (["switch", "--dataset", "imagenet"], "dataset"),
+        (["ablate", "--no-such-flag"], "unrecognized"),
+        (["validate", "--momentum", "0.9"], "momentum"),
+        (["validate", "--widths", "8", "--sparsities", "0.5"], "at least 3 sweep points"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_no_folder(argv, needle, tmp_path, capsys):
     out = tmp_path / "res"
     assert nn_main.main(argv + ["--out", str(out)]) == 2
@@ -244,15 +266,32 @@ def test_dispatcher(capsys):
 # --------------------------------------------------------------------------------------------
 # tiny runs on the real engine (simulations.nn.train): every command writes its folder
 
-TINY = ["--dataset", "teacher:k=2,d=10", "--n-train", "200", "--epochs", "2", "--batch-size", "10", "--width", "4",
-        "--depth", "1", "--quiet"]
+TINY = [
+    "--dataset",
+    "teacher:k=2,d=10",
+    "--n-train",
+    "200",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "10",
+    "--width",
+    "4",
+    "--depth",
+    "1",
+    "--quiet",
+]
 
 
-@pytest.mark.parametrize("argv", [
-    ["switch", "--switch-epochs", "1", "--seeds", "0"],
-    ["ablate", "--burst-epoch", "1", "--burst-scale", "0.5", "--seeds", "0"],
-    ["prune", "--sparsities", "0.9", "--seeds", "0"],
-], ids=lambda a: a[0])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["switch", "--switch-epochs", "1", "--seeds", "0"],
+        ["ablate", "--burst-epoch", "1", "--burst-scale", "0.5", "--seeds", "0"],
+        ["prune", "--sparsities", "0.9", "--seeds", "0"],
+    ],
+    ids=lambda a: a[0],
+)
 def test_commands_run_on_the_real_engine(argv, tmp_path, capsys):
     pytest.importorskip("simulations.nn.train")
     out = tmp_path / argv[0]
@@ -317,7 +356,7 @@ def test_measure_matches_independent_references():
     # per-sample gradients by an explicit loop (float64), masked
     rows = []
     for i in range(40):
-        loss = torch.nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1])
+        loss = torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
         g = torch.autograd.grad(loss, params)
         g = [g[0] * mask_w] + list(g[1:])
         rows.append(torch.cat([t.reshape(-1) for t in g]).double())
@@ -336,7 +375,7 @@ def test_measure_matches_independent_references():
         parts, i = [], 0
         for shp in shapes:
             n = math.prod(shp)
-            parts.append(flat[i:i + n].reshape(shp))
+            parts.append(flat[i : i + n].reshape(shp))
             i += n
         out = torch.func.functional_call(model, dict(zip(names, parts)), (x,))
         return torch.nn.functional.cross_entropy(out, y)
@@ -355,7 +394,7 @@ def test_predict_unclipped_limit_is_the_noisy_gd_formula():
     measured = {"dim": 50, "sample_std": 0.3, "eigenvalues": np.array([2.0, 1.0, 0.5, -0.1])}
     lr, batch, clip, sigma = 0.1, 16, 1e4, 1e-4
     got = validate.predict(measured=measured, lr=lr, batch_size=batch, clip_norm=clip, noise_multiplier=sigma)
-    tau2 = 0.3 ** 2 / batch + (sigma * clip) ** 2 / batch ** 2
+    tau2 = 0.3**2 / batch + (sigma * clip) ** 2 / batch**2
     expect = sum(lr * tau2 / (2 * (2 - lr * lam)) for lam in (2.0, 1.0, 0.5))
     assert got["rank"] == 3  # the negative eigenvalue is not a curved basin direction
     assert got["excess_loss"] == pytest.approx(expect, rel=1e-6)

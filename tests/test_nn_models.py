@@ -7,8 +7,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulations.nn.models import (build_model, cnn_parameter_count, count_parameters,
-                                   mlp_parameter_count, wrn_parameter_count)
+from simulations.nn.models import (
+    build_model,
+    cnn_parameter_count,
+    count_parameters,
+    mlp_parameter_count,
+    wrn_parameter_count,
+)
 
 
 @settings(max_examples=15, deadline=None)
@@ -18,13 +23,18 @@ def test_mlp_parameter_count(n0, width, depth, classes):
     # independent count: each Linear(a, b) holds a·b + b parameters
     sizes = [n0] + [width] * depth + [classes]
     expect = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    assert count_parameters(m) == expect == mlp_parameter_count(input_dim=n0, num_classes=classes,
-                                                                width=width, depth=depth)
+    assert (
+        count_parameters(m)
+        == expect
+        == mlp_parameter_count(input_dim=n0, num_classes=classes, width=width, depth=depth)
+    )
 
 
 def test_mlp_width_spans_two_decades():
-    d = [count_parameters(build_model("mlp", input_shape=(40,), num_classes=10, width=w, depth=2, seed=0))
-         for w in (8, 256)]
+    d = [
+        count_parameters(build_model("mlp", input_shape=(40,), num_classes=10, width=w, depth=2, seed=0))
+        for w in (8, 256)
+    ]
     assert d[1] / d[0] > 100
 
 
@@ -59,9 +69,14 @@ def test_per_sample_outputs_do_not_mix_examples():
         assert torch.allclose(m(x2)[0], y[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("name,shape,kw", [("mlp", (40,), dict(width=32, depth=2)),
-                                           ("cnn", (40,), dict(width=8, depth=2)),
-                                           ("wrn", (1, 8, 8), dict(width=1, depth=10))])
+@pytest.mark.parametrize(
+    "name,shape,kw",
+    [
+        ("mlp", (40,), dict(width=32, depth=2)),
+        ("cnn", (40,), dict(width=8, depth=2)),
+        ("wrn", (1, 8, 8), dict(width=1, depth=10)),
+    ],
+)
 def test_seeded_determinism_without_global_side_effect(name, shape, kw):
     torch.manual_seed(99)
     before = torch.rand(1)

@@ -15,8 +15,20 @@ from simulations.nn.train import TrainConfig, checkpoint_path, run_train, train
 torch.set_num_threads(1)
 
 # tiny but real: teacher task (40 features, 10 classes), 1 hidden layer of 8 → d = 418
-BASE = TrainConfig(dataset="teacher", n_train=120, n_test=60, width=8, depth=1, epochs=2, batch_size=20,
-                   lr=0.2, noise_multiplier=2.0, clip_norm=1.0, quiet=True, accountants=("rdp",))
+BASE = TrainConfig(
+    dataset="teacher",
+    n_train=120,
+    n_test=60,
+    width=8,
+    depth=1,
+    epochs=2,
+    batch_size=20,
+    lr=0.2,
+    noise_multiplier=2.0,
+    clip_norm=1.0,
+    quiet=True,
+    accountants=("rdp",),
+)
 
 
 def _strip(history):
@@ -32,8 +44,18 @@ class _Stop(Exception):
 
 
 def test_resume_is_bit_for_bit(tmp_path):
-    cfg = replace(BASE, epochs=3, momentum=0.5, lr_schedule="cosine", sparsity=0.5, burst_step=8,
-                  burst_scale=0.05, diagnostics="full", hessian_k=2, hessian_samples=60)
+    cfg = replace(
+        BASE,
+        epochs=3,
+        momentum=0.5,
+        lr_schedule="cosine",
+        sparsity=0.5,
+        burst_step=8,
+        burst_scale=0.05,
+        diagnostics="full",
+        hessian_k=2,
+        hessian_samples=60,
+    )
     full, model_full = train(replace(cfg, out=str(tmp_path / "a")), return_model=True)
 
     def stop_after_first(epoch, rec):
@@ -65,8 +87,10 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 
 def test_modes_share_batches_and_noise_only_limits():
-    runs = {m: train(replace(BASE, mode=m, ref_clip_norm=None if m != "noise" else 1.0)) for m in
-            ("sgd", "clip", "noise", "dpsgd")}
+    runs = {
+        m: train(replace(BASE, mode=m, ref_clip_norm=None if m != "noise" else 1.0))
+        for m in ("sgd", "clip", "noise", "dpsgd")
+    }
     sizes = [runs[m]["steps"]["batch_size"] for m in runs]
     assert all(s == sizes[0] for s in sizes)  # identical Poisson batches across modes (paired)
     # σ = 0: noise-only is exactly SGD; a clip norm above every per-sample norm makes clip-only exactly SGD
@@ -85,8 +109,7 @@ def test_noise_only_mode_noise_std_is_sigma_times_ref_clip():
     # noise_norm = ν‖ξ‖ with ‖ξ‖² ~ χ²_d, so E[noise_norm²] = ν² d and the mean over T steps has
     # SE = ν² √(2d/T); k = 4 SE. ν = σ·C_ref with C_ref ≠ C (C = 0.01 would be a very different ν).
     sigma, c_ref = 0.7, 3.0
-    res = train(replace(BASE, mode="noise", noise_multiplier=sigma, clip_norm=0.01, ref_clip_norm=c_ref,
-                        epochs=3))
+    res = train(replace(BASE, mode="noise", noise_multiplier=sigma, clip_norm=0.01, ref_clip_norm=c_ref, epochs=3))
     d = res["parameters"]
     sq = torch.tensor(res["steps"]["noise_norm"], dtype=torch.float64) ** 2
     nu2 = (sigma * c_ref) ** 2
@@ -95,8 +118,9 @@ def test_noise_only_mode_noise_std_is_sigma_times_ref_clip():
 
 
 def test_masks_keep_pruned_weights_exactly_zero_and_noise_free():
-    res, model = train(replace(BASE, sparsity=0.8, prune_scope="layer", momentum=0.9, burst_step=3,
-                               burst_scale=0.1), return_model=True)
+    res, model = train(
+        replace(BASE, sparsity=0.8, prune_scope="layer", momentum=0.9, burst_step=3, burst_scale=0.1), return_model=True
+    )
     from simulations.nn.masks import magnitude_masks
     from simulations.nn.models import build_model
 
@@ -109,7 +133,7 @@ def test_masks_keep_pruned_weights_exactly_zero_and_noise_free():
         kept += int(masks[k].sum())
     assert res["kept_parameters"] == kept < res["parameters"]
     # noise only on kept coordinates: E[noise_norm²] = ν² d_kept (k = 4 SE as above)
-    sq = torch.tensor(res["steps"]["noise_norm"], dtype=torch.float64) ** 2 / 2.0 ** 2  # ν = σC = 2
+    sq = torch.tensor(res["steps"]["noise_norm"], dtype=torch.float64) ** 2 / 2.0**2  # ν = σC = 2
     assert abs(float(sq.mean()) - kept) < 4 * math.sqrt(2 * kept / sq.numel())
 
 
@@ -133,8 +157,12 @@ def test_epsilon_matches_accountant_and_calibration_is_conservative():
     cal = train(replace(BASE, n_train=240, batch_size=10, epochs=1, noise_multiplier=None, target_epsilon=2.0))
     assert cal["total_steps"] == 24
     assert 1.99 < cal["privacy"]["epsilon_rdp"] <= 2.0
-    assert cal["privacy"]["epsilon_rdp"] == epsilon(mechanisms=PoissonGaussianMechanism(
-        noise_multiplier=cal["privacy"]["noise_multiplier"], sample_rate=1 / 24, steps=24), delta=1e-5)
+    assert cal["privacy"]["epsilon_rdp"] == epsilon(
+        mechanisms=PoissonGaussianMechanism(
+            noise_multiplier=cal["privacy"]["noise_multiplier"], sample_rate=1 / 24, steps=24
+        ),
+        delta=1e-5,
+    )
 
 
 def test_run_train_folder_and_private_mask_composition(tmp_path):
@@ -161,27 +189,30 @@ def test_run_train_folder_and_private_mask_composition(tmp_path):
         train(replace(BASE, width=9, sparsity=0.5, mask_source="private", mask_run=str(first)))
 
 
-@pytest.mark.parametrize("changes,name", [
-    (dict(lr=-0.1), "lr"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(epochs=1.5), "epochs"),
-    (dict(momentum=1.0), "momentum"),
-    (dict(mode="adam"), "mode"),
-    (dict(clip_norm=0.0), "clip_norm"),
-    (dict(noise_multiplier=-1.0), "noise_multiplier"),
-    (dict(noise_multiplier=1.0, target_epsilon=3.0), "not both"),
-    (dict(delta=1.0), "delta"),
-    (dict(switch_epoch=1), "switch_mode"),
-    (dict(switch_epoch=5, switch_mode="sgd"), "switch_epoch"),
-    (dict(sparsity=1.0), "sparsity"),
-    (dict(sparsity=0.5, mask_source="private"), "mask_run"),
-    (dict(lr_schedule="linear"), "lr_schedule"),
-    (dict(prune_scope="row"), "prune_scope"),
-    (dict(resume=True), "resume"),
-    (dict(accountants=("gdp",)), "accountants"),
-    (dict(mode="dpsgd", clip_norm=math.inf), "finite clip_norm"),
-    (dict(grad_method="fast"), "grad_method"),
-])
+@pytest.mark.parametrize(
+    "changes,name",
+    [
+        (dict(lr=-0.1), "lr"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(epochs=1.5), "epochs"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(mode="adam"), "mode"),
+        (dict(clip_norm=0.0), "clip_norm"),
+        (dict(noise_multiplier=-1.0), "noise_multiplier"),
+        (dict(noise_multiplier=1.0, target_epsilon=3.0), "not both"),
+        (dict(delta=1.0), "delta"),
+        (dict(switch_epoch=1), "switch_mode"),
+        (dict(switch_epoch=5, switch_mode="sgd"), "switch_epoch"),
+        (dict(sparsity=1.0), "sparsity"),
+        (dict(sparsity=0.5, mask_source="private"), "mask_run"),
+        (dict(lr_schedule="linear"), "lr_schedule"),
+        (dict(prune_scope="row"), "prune_scope"),
+        (dict(resume=True), "resume"),
+        (dict(accountants=("gdp",)), "accountants"),
+        (dict(mode="dpsgd", clip_norm=math.inf), "finite clip_norm"),
+        (dict(grad_method="fast"), "grad_method"),
+    ],
+)
 def test_invalid_config(changes, name):
     with pytest.raises(ValueError, match=name):
         replace(BASE, **changes)
@@ -190,8 +221,10 @@ def test_invalid_config(changes, name):
 def test_cli_parses_train_config():
     from simulations._cli import parse_config
 
-    cfg = parse_config(TrainConfig, ["--epochs", "1e1", "--mode", "noise", "--ref-clip-norm", "2",
-                                     "--accountants", "rdp,prv", "--no-quiet"])
+    cfg = parse_config(
+        TrainConfig,
+        ["--epochs", "1e1", "--mode", "noise", "--ref-clip-norm", "2", "--accountants", "rdp,prv", "--no-quiet"],
+    )
     assert cfg.epochs == 10 and cfg.mode == "noise" and cfg.ref_clip_norm == 2.0 and cfg.accountants == ("rdp", "prv")
 
 
@@ -211,7 +244,23 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "epochs must be >= 1, got 0" in err
     assert main(["--mode", "adam"]) == 2
-    assert main(["--dataset", "teacher", "--sparsity", "0.5", "--mask-source", "private",
-                 "--mask-run", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "--dataset",
+                "teacher",
+                "--sparsity",
+                "0.5",
+                "--mask-source",
+                "private",
+                "--mask-run",
+                str(tmp_path / "missing"),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "result file not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

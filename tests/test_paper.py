@@ -18,12 +18,66 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PDF_MAGIC = b"%PDF"
 
 RUNS = {
-    "basin_dim": (basin_dim, ["--d", "300", "--rank", "3", "--points", "2", "--replicas", "2", "--window", "5",
-                              "--burn-in", "1", "--batch-size", "4", "--theory-points", "3", "--quiet"]),
-    "recovery": (recovery, ["--d", "300", "--rank", "3", "--points", "2", "--replicas", "2", "--window", "5",
-                            "--burn-in", "1", "--batch-size", "4", "--quiet"]),
-    "switch": (switch, ["--d", "300", "--rank", "3", "--steps", "10", "--points", "3", "--replicas", "2",
-                        "--batch-size", "4", "--quiet"]),
+    "basin_dim": (
+        basin_dim,
+        [
+            "--d",
+            "300",
+            "--rank",
+            "3",
+            "--points",
+            "2",
+            "--replicas",
+            "2",
+            "--window",
+            "5",
+            "--burn-in",
+            "1",
+            "--batch-size",
+            "4",
+            "--theory-points",
+            "3",
+            "--quiet",
+        ],
+    ),
+    "recovery": (
+        recovery,
+        [
+            "--d",
+            "300",
+            "--rank",
+            "3",
+            "--points",
+            "2",
+            "--replicas",
+            "2",
+            "--window",
+            "5",
+            "--burn-in",
+            "1",
+            "--batch-size",
+            "4",
+            "--quiet",
+        ],
+    ),
+    "switch": (
+        switch,
+        [
+            "--d",
+            "300",
+            "--rank",
+            "3",
+            "--steps",
+            "10",
+            "--points",
+            "3",
+            "--replicas",
+            "2",
+            "--batch-size",
+            "4",
+            "--quiet",
+        ],
+    ),
 }
 
 
@@ -77,11 +131,18 @@ def test_figure_depends_on_the_file_contents(folders, tmp_path):
 
 def test_drawing_never_imports_a_simulator(folders):
     """`python -m paper` in a fresh interpreter: no engine, kernel or theory module gets imported."""
-    code = ("import sys; from paper.__main__ import main; rc = main(sys.argv[1:]); "
-            "bad = [m for m in sys.modules if m.startswith(('simulations', 'dptheory', 'numba'))]; "
-            "print('IMPORTED', bad); raise SystemExit(rc)")
-    res = subprocess.run([sys.executable, "-c", code, "--format", "png", str(folders["recovery"])],
-                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys; from paper.__main__ import main; rc = main(sys.argv[1:]); "
+        "bad = [m for m in sys.modules if m.startswith(('simulations', 'dptheory', 'numba'))]; "
+        "print('IMPORTED', bad); raise SystemExit(rc)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, "--format", "png", str(folders["recovery"])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert res.returncode == 0, res.stderr
     assert "IMPORTED []" in res.stdout
 
@@ -105,8 +166,15 @@ def test_folder_without_metrics_is_one_line_exit_2(tmp_path, capsys):
     assert "metrics.json" in err
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"rows": []}), json.dumps({"experiment": "nonesuch"}),
-                                     json.dumps({"experiment": "basin_dim", "modes": ["sgd"], "rows": [{"mode": "sgd"}]})])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        json.dumps({"rows": []}),
+        json.dumps({"experiment": "nonesuch"}),
+        json.dumps({"experiment": "basin_dim", "modes": ["sgd"], "rows": [{"mode": "sgd"}]}),
+    ],
+)
 def test_malformed_metrics_is_one_line_exit_2(content, tmp_path, capsys):
     (tmp_path / "metrics.json").write_text(content)
     _one_line_exit_2([str(tmp_path)], capsys)

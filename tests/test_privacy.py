@@ -52,7 +52,8 @@ def test_reference_value_prv():
 def test_equals_dp_accounting_called_directly():
     sigma, q, steps = 1.5, 0.01, 300
     ev = dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps)
+        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps
+    )
     a = rdp.RdpAccountant()
     a.compose(ev)
     b = pld.PLDAccountant(value_discretization_interval=1e-4)
@@ -73,27 +74,31 @@ def test_composition_of_two_runs_equals_composed_event_and_exceeds_each():
     assert both > max(epsilon(mechanisms=m, delta=DELTA) for m in (m1, m2))
     # composing a mechanism with itself is the same as doubling its steps (same σ, q)
     assert epsilon(mechanisms=[m2, m2], delta=DELTA) == pytest.approx(
-        epsilon(mechanisms=_mech(1.0, 0.01, 1000), delta=DELTA), rel=1e-12)
+        epsilon(mechanisms=_mech(1.0, 0.01, 1000), delta=DELTA), rel=1e-12
+    )
 
 
 def test_calibration_with_a_prior_release_is_conservative_for_the_composition():
     prior = [_mech(1.0, 0.02, 200)]  # ε ≈ 2.23 alone
-    sigma = noise_multiplier_for_epsilon(target_epsilon=3.0, delta=DELTA, sample_rate=0.02, steps=200,
-                                         prior_mechanisms=prior, rtol=1e-3)
+    sigma = noise_multiplier_for_epsilon(
+        target_epsilon=3.0, delta=DELTA, sample_rate=0.02, steps=200, prior_mechanisms=prior, rtol=1e-3
+    )
     total = epsilon(mechanisms=prior + [_mech(sigma, 0.02, 200)], delta=DELTA)
     assert 0.97 * 3.0 < total <= 3.0
     # part of the budget is spent already: the new run alone stays clearly below the target
     assert epsilon(mechanisms=_mech(sigma, 0.02, 200), delta=DELTA) < 0.9 * 3.0
     with pytest.raises(ValueError, match="already spent"):
-        noise_multiplier_for_epsilon(target_epsilon=2.0, delta=DELTA, sample_rate=0.02, steps=200,
-                                     prior_mechanisms=prior)
+        noise_multiplier_for_epsilon(
+            target_epsilon=2.0, delta=DELTA, sample_rate=0.02, steps=200, prior_mechanisms=prior
+        )
 
 
 def test_degenerate_mechanisms():
     assert epsilon(mechanisms=_mech(0.0, 0.01, 10), delta=DELTA) == math.inf
     assert epsilon(mechanisms=_mech(1.0, 0.01, 0), delta=DELTA) == 0.0
-    assert epsilon(mechanisms=[_mech(1.0, 0.01, 0), _mech(1.0, 0.01, 100)], delta=DELTA) == \
-        epsilon(mechanisms=_mech(1.0, 0.01, 100), delta=DELTA)
+    assert epsilon(mechanisms=[_mech(1.0, 0.01, 0), _mech(1.0, 0.01, 100)], delta=DELTA) == epsilon(
+        mechanisms=_mech(1.0, 0.01, 100), delta=DELTA
+    )
 
 
 def test_inversion_reference_value_and_conservative():
@@ -111,39 +116,50 @@ def test_inversion_reference_value_and_conservative():
 def test_round_trip_is_conservative(accountant, targets):
     q, steps = 0.02, 200
     for target in targets:
-        sigma = noise_multiplier_for_epsilon(target_epsilon=target, delta=DELTA, sample_rate=q, steps=steps,
-                                             accountant=accountant, rtol=1e-3, pld_discretization=1e-3)
-        eps_back = epsilon(mechanisms=_mech(sigma, q, steps), delta=DELTA, accountant=accountant,
-                           pld_discretization=1e-3)
+        sigma = noise_multiplier_for_epsilon(
+            target_epsilon=target,
+            delta=DELTA,
+            sample_rate=q,
+            steps=steps,
+            accountant=accountant,
+            rtol=1e-3,
+            pld_discretization=1e-3,
+        )
+        eps_back = epsilon(
+            mechanisms=_mech(sigma, q, steps), delta=DELTA, accountant=accountant, pld_discretization=1e-3
+        )
         assert eps_back <= target
         assert eps_back > 0.97 * target  # and not uselessly loose (rtol = 1e-3 on σ)
 
 
 def test_inversion_warns_when_capped():
     with pytest.warns(RuntimeWarning, match="max_iter"):
-        sigma = noise_multiplier_for_epsilon(target_epsilon=1.0, delta=DELTA, sample_rate=0.01, steps=100,
-                                             max_iter=2, rtol=1e-9)
+        sigma = noise_multiplier_for_epsilon(
+            target_epsilon=1.0, delta=DELTA, sample_rate=0.01, steps=100, max_iter=2, rtol=1e-9
+        )
     assert epsilon(mechanisms=_mech(sigma, 0.01, 100), delta=DELTA) <= 1.0
 
 
 @settings(max_examples=4, deadline=None)
-@given(sigma=st.floats(0.5, 5.0), q=st.floats(1e-3, 0.2), steps=st.integers(1, 2000),
-       factor=st.floats(1.05, 2.0))
+@given(sigma=st.floats(0.5, 5.0), q=st.floats(1e-3, 0.2), steps=st.integers(1, 2000), factor=st.floats(1.05, 2.0))
 def test_monotonicity_rdp(sigma, q, steps, factor):
     base = epsilon(mechanisms=_mech(sigma, q, steps), delta=DELTA)
-    assert epsilon(mechanisms=_mech(sigma * factor, q, steps), delta=DELTA) <= base      # more noise
+    assert epsilon(mechanisms=_mech(sigma * factor, q, steps), delta=DELTA) <= base  # more noise
     assert epsilon(mechanisms=_mech(sigma, min(1.0, q * factor), steps), delta=DELTA) >= base  # more sampling
     assert epsilon(mechanisms=_mech(sigma, q, int(steps * factor) + 1), delta=DELTA) >= base  # more steps
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    (dict(noise_multiplier=-1.0, sample_rate=0.1, steps=1), "noise_multiplier"),
-    (dict(noise_multiplier=1.0, sample_rate=0.0, steps=1), "sample_rate"),
-    (dict(noise_multiplier=1.0, sample_rate=1.5, steps=1), "sample_rate"),
-    (dict(noise_multiplier=1.0, sample_rate=0.1, steps=-3), "steps"),
-    (dict(noise_multiplier=1.0, sample_rate=0.1, steps=2.5), "steps"),
-    (dict(noise_multiplier=float("nan"), sample_rate=0.1, steps=1), "noise_multiplier"),
-])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(noise_multiplier=-1.0, sample_rate=0.1, steps=1), "noise_multiplier"),
+        (dict(noise_multiplier=1.0, sample_rate=0.0, steps=1), "sample_rate"),
+        (dict(noise_multiplier=1.0, sample_rate=1.5, steps=1), "sample_rate"),
+        (dict(noise_multiplier=1.0, sample_rate=0.1, steps=-3), "steps"),
+        (dict(noise_multiplier=1.0, sample_rate=0.1, steps=2.5), "steps"),
+        (dict(noise_multiplier=float("nan"), sample_rate=0.1, steps=1), "noise_multiplier"),
+    ],
+)
 def test_invalid_mechanism(kwargs, name):
     with pytest.raises(ValueError, match=name):
         PoissonGaussianMechanism(**kwargs)
@@ -191,5 +207,6 @@ def test_cache_returns_the_uncached_value_and_distinguishes_mechanisms():
     assert e_near != e_m and e_near == _epsilon_cached.__wrapped__((near,), DELTA, "rdp", 1e-4, 0.01)
     # other keys: δ, accountant, discretisation and the order of a composition are part of the key
     assert epsilon(mechanisms=m, delta=DELTA * (1 + 1e-11), accountant="rdp") != e_m
-    assert epsilon(mechanisms=m, delta=DELTA, accountant="pld", pld_discretization=2e-4) != \
-        epsilon(mechanisms=m, delta=DELTA, accountant="pld")
+    assert epsilon(mechanisms=m, delta=DELTA, accountant="pld", pld_discretization=2e-4) != epsilon(
+        mechanisms=m, delta=DELTA, accountant="pld"
+    )

@@ -54,8 +54,13 @@ def test_bias_equals_brute_force_minimisation(d, r_frac, seed, basis):
         return 0.5 * e @ h @ e
 
     if keep.any():
-        res = optimize.minimize(loss, np.zeros(keep.sum()), method="BFGS", jac=lambda wk: (h @ (np.where(
-            keep, 0, 0) + _embed(wk, keep, d) - w_star))[keep], options={"gtol": 1e-12})
+        res = optimize.minimize(
+            loss,
+            np.zeros(keep.sum()),
+            method="BFGS",
+            jac=lambda wk: (h @ (np.where(keep, 0, 0) + _embed(wk, keep, d) - w_star))[keep],
+            options={"gtol": 1e-12},
+        )
         brute = res.fun
     else:
         brute = loss(np.zeros(0))
@@ -99,7 +104,7 @@ def test_restricted_curvatures_aligned_and_rotated():
     ur = pr.curvature_basis(dim=8, rank=3, basis="rotated", seed=3)
     ev = pr.restricted_curvatures(curvatures=lam, basis=ur, mask=keep)
     h = dense_hessian(lam, ur)[np.ix_(keep, keep)]
-    np.testing.assert_allclose(np.sort(ev), np.sort(np.linalg.eigvalsh(h))[-ev.size:], rtol=1e-10)
+    np.testing.assert_allclose(np.sort(ev), np.sort(np.linalg.eigvalsh(h))[-ev.size :], rtol=1e-10)
     assert ev.sum() == pytest.approx(np.trace(h), rel=1e-12)
 
 
@@ -200,8 +205,9 @@ def test_pruning_helps_when_basin_aligned_with_large_weights():
     d, r = 400, 2
     lam = [1.0, 0.5]
     w_star = pr.optimum_profile(dim=d, rank=r, profile="sparse", nonzeros=r, placement="curved", seed=0)
-    verdict = pr.pruning_helps(curvatures=lam, basis=pr.curvature_basis(dim=d, rank=r), optimum=w_star,
-                               sample_std=1.0, optimizer=DP_OPT)
+    verdict = pr.pruning_helps(
+        curvatures=lam, basis=pr.curvature_basis(dim=d, rank=r), optimum=w_star, sample_std=1.0, optimizer=DP_OPT
+    )
     assert verdict.helps and verdict.best_bias == 0.0
     # Fully clipped, the restricted loss is ∝ C s (1/(√k B) + σ²√k/B²) (clip noise C²/(kB) per
     # coordinate + DP noise): minimal at k* = B/σ² = 4, not at k = r. The exact model's optimum must
@@ -209,15 +215,22 @@ def test_pruning_helps_when_basin_aligned_with_large_weights():
     kstar = DP_OPT.batch_size / DP_OPT.noise_multiplier**2
     assert kstar / 2 <= verdict.best_keep <= 2 * kstar
     # the pruned problem is exactly the k-dimensional basin; the unpruned one the d-dimensional basin
-    small = stationary_excess_loss(basin=Basin(dim=verdict.best_keep, curvatures=(1.0, 0.5), sample_std=1.0),
-                                   optimizer=DP_OPT)
+    small = stationary_excess_loss(
+        basin=Basin(dim=verdict.best_keep, curvatures=(1.0, 0.5), sample_std=1.0), optimizer=DP_OPT
+    )
     big = stationary_excess_loss(basin=Basin(dim=d, curvatures=(1.0, 0.5), sample_std=1.0), optimizer=DP_OPT)
     assert verdict.best_loss == pytest.approx(small, rel=1e-12) and verdict.full_loss == pytest.approx(big, rel=1e-12)
     # large weights OFF the curved axes, curved w* nonzero: the oracle mask prunes curved weights → bias
     w_off = pr.optimum_profile(dim=d, rank=r, profile="power-law", exponent=0.0, placement="random", seed=1)
     w_off[:r] = 0.05  # the curved weights are the smallest
-    c = pr.keep_curve(curvatures=lam, basis=pr.curvature_basis(dim=d, rank=r), optimum=w_off, sample_std=1.0,
-                      optimizer=DP_OPT, keeps=[d - r])
+    c = pr.keep_curve(
+        curvatures=lam,
+        basis=pr.curvature_basis(dim=d, rank=r),
+        optimum=w_off,
+        sample_std=1.0,
+        optimizer=DP_OPT,
+        keeps=[d - r],
+    )
     assert c.bias[0] == pytest.approx(0.5 * (1.0 + 0.5) * 0.05**2, rel=1e-12)
 
 
@@ -232,8 +245,15 @@ def test_rotated_basin_training_bias_vanishes_once_k_exceeds_rank_but_heldout_pa
     mask = pr.oracle_mask(optimum=w_star, keep=k).keep
     assert pr.pruning_bias(curvatures=lam, basis=u, optimum=w_star, mask=mask) == pytest.approx(0.0, abs=1e-20)
     kappa = 0.3
-    out = pr.pruned_excess_loss(curvatures=lam, basis=u, optimum=w_star, mask=mask, sample_std=1.0,
-                                optimizer=DP_OPT, heldout_flat_curvature=kappa)
+    out = pr.pruned_excess_loss(
+        curvatures=lam,
+        basis=u,
+        optimum=w_star,
+        mask=mask,
+        sample_std=1.0,
+        optimizer=DP_OPT,
+        heldout_flat_curvature=kappa,
+    )
     # independent: dense minimum-norm restricted optimum, then the flat part of its error
     h = dense_hessian(lam, u)
     e = np.where(mask, 0.0, -w_star)
@@ -256,10 +276,21 @@ def test_keep_all_heldout_walk_equals_clipped_dynamics_heldout_loss():
     d, kappa, steps = 200, 0.2, 500
     u = pr.curvature_basis(dim=d, rank=2)
     w = pr.optimum_profile(dim=d, rank=2, profile="gaussian", seed=0)
-    out = pr.pruned_excess_loss(curvatures=[1.0, 0.5], basis=u, optimum=w, mask=np.ones(d, bool), sample_std=1.0,
-                                optimizer=DP_OPT, heldout_flat_curvature=kappa, steps=steps)
-    ref = heldout_excess_loss(basin=Basin(dim=d, curvatures=(1.0, 0.5), sample_std=1.0,
-                                          heldout_flat_curvature=kappa), optimizer=DP_OPT, steps=steps)[0]
+    out = pr.pruned_excess_loss(
+        curvatures=[1.0, 0.5],
+        basis=u,
+        optimum=w,
+        mask=np.ones(d, bool),
+        sample_std=1.0,
+        optimizer=DP_OPT,
+        heldout_flat_curvature=kappa,
+        steps=steps,
+    )
+    ref = heldout_excess_loss(
+        basin=Basin(dim=d, curvatures=(1.0, 0.5), sample_std=1.0, heldout_flat_curvature=kappa),
+        optimizer=DP_OPT,
+        steps=steps,
+    )[0]
     assert out.total == pytest.approx(ref, rel=1e-12)
     assert out.heldout_bias == 0.0 and out.heldout_walk > 0
 
@@ -269,8 +300,7 @@ def test_optimal_keep_fraction_is_a_true_minimum_of_the_predicted_curve():
     # flat ones costs variance (∝ √k) → interior optimum. d = 250 > 200 uses the grid + refinement path.
     d, r = 250, 8
     u = pr.curvature_basis(dim=d, rank=r)
-    w_star = pr.optimum_profile(dim=d, rank=r, profile="power-law", exponent=1.0, scale=0.3, placement="curved",
-                                seed=8)
+    w_star = pr.optimum_profile(dim=d, rank=r, profile="power-law", exponent=1.0, scale=0.3, placement="curved", seed=8)
     opt = Optimizer(lr=1.0, batch_size=32, clip_norm=0.2, noise_multiplier=3.0)
     kw = dict(curvatures=[1.0] * r, basis=u, optimum=w_star, sample_std=1.0, optimizer=opt)
     best = pr.optimal_keep_fraction(**kw)
@@ -292,8 +322,9 @@ def test_pruned_loss_of_keep_all_equals_unpruned_stationary_loss():
     for basis in ("aligned", "rotated"):
         u = pr.curvature_basis(dim=300, rank=2, basis=basis, seed=2)
         w = pr.optimum_profile(dim=300, rank=2, profile="gaussian", seed=1)
-        out = pr.pruned_excess_loss(curvatures=lam, basis=u, optimum=w, mask=np.ones(300, bool), sample_std=1.0,
-                                    optimizer=DP_OPT)
+        out = pr.pruned_excess_loss(
+            curvatures=lam, basis=u, optimum=w, mask=np.ones(300, bool), sample_std=1.0, optimizer=DP_OPT
+        )
         ref = stationary_excess_loss(basin=Basin(dim=300, curvatures=(1.0, 0.5), sample_std=1.0), optimizer=DP_OPT)
         assert out.bias == 0.0 and out.total == pytest.approx(ref, rel=1e-9)
 

@@ -85,17 +85,29 @@ def _mc_dp_step(basin: Basin, opt: Optimizer, e0, f0_coord, steps, replicas, see
 @pytest.mark.parametrize("spread", ["ambient", "basin"])
 @pytest.mark.parametrize("mode", ["sgd", "noise"])
 def test_dp_step_monte_carlo_matches_expected_loss(spread, mode):
-    basin = Basin(dim=10, curvatures=(2.0, 0.5, 1.0), sample_std=0.8, spread=spread,
-                  flat_curvature=0.3, heldout_flat_curvature=0.7)
+    basin = Basin(
+        dim=10,
+        curvatures=(2.0, 0.5, 1.0),
+        sample_std=0.8,
+        spread=spread,
+        flat_curvature=0.3,
+        heldout_flat_curvature=0.7,
+    )
     opt = Optimizer(lr=0.3, batch_size=4, clip_norm=1.0, noise_multiplier=1.5, mode=mode)
     e0, f0 = np.array([1.0, -0.5, 0.8]), 0.4
     steps = [0, 1, 3, 10, 30]
     replicas = 4000
     train, test = _mc_dp_step(basin, opt, e0, f0, steps, replicas, seed=11 + len(spread) + len(mode))
     dyn = noise_only_dynamics(basin=basin, optimizer=opt)
-    theory = expected_loss(dynamics=dyn, curvatures=basin.curvatures, init_error=e0, steps=steps,
-                           init_flat_sq=basin.flat_dim * f0**2, flat_curvature=basin.flat_curvature,
-                           heldout_flat_curvature=basin.heldout_flat_curvature)
+    theory = expected_loss(
+        dynamics=dyn,
+        curvatures=basin.curvatures,
+        init_error=e0,
+        steps=steps,
+        init_flat_sq=basin.flat_dim * f0**2,
+        flat_curvature=basin.flat_curvature,
+        heldout_flat_curvature=basin.heldout_flat_curvature,
+    )
     for k, t in enumerate(steps[1:], start=1):  # t = 0 is deterministic: exact equality below
         _within(train[t].mean(), train[t].std(ddof=1) / math.sqrt(replicas), theory.train[k], f"train t={t}")
         _within(test[t].mean(), test[t].std(ddof=1) / math.sqrt(replicas), theory.test[k], f"test t={t}")
@@ -124,8 +136,14 @@ def test_noise_only_dynamics_values_and_modes():
 
 def test_error_moments_monte_carlo():
     # ηa spans slow (0.05), critical (1: ρ = 0), oscillating (1.5) and near-divergent (1.95)
-    dyn = LinearDynamics(lr=0.5, drift=(0.1, 2.0, 3.0, 3.9), noise_var=(1.0, 0.5, 2.0, 0.3),
-                         flat_dim=6, flat_drift=0.0, flat_noise_var=0.7)
+    dyn = LinearDynamics(
+        lr=0.5,
+        drift=(0.1, 2.0, 3.0, 3.9),
+        noise_var=(1.0, 0.5, 2.0, 0.3),
+        flat_dim=6,
+        flat_drift=0.0,
+        flat_noise_var=0.7,
+    )
     e0 = np.array([2.0, -1.0, 0.5, 1.0])
     steps = [1, 2, 5, 20, 60]
     replicas = 20000
@@ -196,8 +214,9 @@ def test_full_rank_and_one_dimension():
     dyn = noise_only_dynamics(basin=basin, optimizer=opt)
     assert dyn.flat_dim == 0
     t = np.array([0, 1, 7, 100])
-    c = expected_loss(dynamics=dyn, curvatures=(0.8,), init_error=1.5, steps=t,
-                      heldout_flat_curvature=5.0, init_flat_sq=0.0)
+    c = expected_loss(
+        dynamics=dyn, curvatures=(0.8,), init_error=1.5, steps=t, heldout_flat_curvature=5.0, init_flat_sq=0.0
+    )
     tau2 = 1.3**2 / 2 + (0.5 * 2.0) ** 2 / 4
     rho = 1 - 0.2 * 0.8
     v = 0.2 * tau2 / (0.8 * (2 - 0.2 * 0.8))
@@ -234,12 +253,16 @@ def test_random_walk_and_divergent_behaviour():
     m = error_moments(dynamics=dyn, init_error=1.0, steps=t, init_flat_sq=9 * 0.25)
     np.testing.assert_allclose(m.second[:, 0], 1 + 0.09 * 2.0 * t, rtol=1e-14)
     np.testing.assert_allclose(m.second[:, 1], 1 + 0.09 * 2.0 * t, rtol=1e-12)
-    np.testing.assert_allclose(flat_error_sq(dynamics=dyn, init_flat_sq=9 * 0.25, steps=t),
-                               9 * (0.25 + 0.09 * 2.0 * t), rtol=1e-14)
+    np.testing.assert_allclose(
+        flat_error_sq(dynamics=dyn, init_flat_sq=9 * 0.25, steps=t), 9 * (0.25 + 0.09 * 2.0 * t), rtol=1e-14
+    )
     # flat drift > 0: the geometric form; matches a 1-D curved direction with the same numbers
     fd = LinearDynamics(lr=0.3, drift=(0.5,), noise_var=(2.0,), flat_dim=4, flat_drift=0.5, flat_noise_var=2.0)
-    np.testing.assert_allclose(flat_error_sq(dynamics=fd, init_flat_sq=4.0, steps=t),
-                               4 * error_moments(dynamics=fd, init_error=1.0, steps=t).second[:, 0], rtol=1e-14)
+    np.testing.assert_allclose(
+        flat_error_sq(dynamics=fd, init_flat_sq=4.0, steps=t),
+        4 * error_moments(dynamics=fd, init_error=1.0, steps=t).second[:, 0],
+        rtol=1e-14,
+    )
     # ηa = 2: bounded-below linear growth; ηa > 2: geometric growth, overflow to inf, no warning
     m2 = error_moments(dynamics=LinearDynamics(lr=1.0, drift=(2.0,), noise_var=(1.0,)), init_error=1.0, steps=t)
     np.testing.assert_allclose(m2.second[:, 0], 1 + t, rtol=1e-9)
@@ -320,8 +343,9 @@ def test_recovery_time_edge_cases():
     assert recovery_time(dynamics=walk, direction=1, displacement=1.0) == 1.0  # ρ = 0: gone in one step
     assert recovery_time(dynamics=walk, direction="flat", displacement=1.0, relative_to="displacement") == math.inf
     tiny = LinearDynamics(lr=1.0, drift=(1e-20,), noise_var=(0.0,))  # ρ² rounds to 1; log1p does not
-    assert recovery_time(dynamics=tiny, direction=0, displacement=1.0, threshold=math.exp(-2),
-                         relative_to="displacement") == pytest.approx(1e20, rel=1e-12)
+    assert recovery_time(
+        dynamics=tiny, direction=0, displacement=1.0, threshold=math.exp(-2), relative_to="displacement"
+    ) == pytest.approx(1e20, rel=1e-12)
     nonoise = LinearDynamics(lr=0.1, drift=(1.0,), noise_var=(0.0,))
     assert recovery_time(dynamics=nonoise, direction=0, displacement=1.0) == math.inf  # v = 0 never reached
     assert recovery_time(dynamics=nonoise, direction=0, displacement=0.0) == 0.0
@@ -349,7 +373,8 @@ def test_lyapunov_diagonal_matches_per_direction_law():
     np.testing.assert_allclose(np.diag(sigma), late, rtol=1e-12)
     assert np.abs(sigma - np.diag(np.diag(sigma))).max() == 0.0
     assert stationary_loss_general(hessian=np.diag(lam), lr=0.5, noise_cov=np.diag(tau2)) == pytest.approx(
-        stationary_loss(dynamics=dyn, curvatures=lam), rel=1e-12)
+        stationary_loss(dynamics=dyn, curvatures=lam), rel=1e-12
+    )
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
@@ -402,5 +427,9 @@ def test_lyapunov_monte_carlo_non_diagonal():
     prods = e[:, :, None] * e[:, None, :]
     _within(prods.mean(axis=0), prods.std(axis=0, ddof=1) / math.sqrt(replicas), sigma, "covariance")
     loss = 0.5 * np.einsum("ni,ij,nj->n", e, h, e)
-    _within(loss.mean(), loss.std(ddof=1) / math.sqrt(replicas),
-            stationary_loss_general(hessian=h, lr=lr, noise_cov=noise), "stationary loss")
+    _within(
+        loss.mean(),
+        loss.std(ddof=1) / math.sqrt(replicas),
+        stationary_loss_general(hessian=h, lr=lr, noise_cov=noise),
+        "stationary loss",
+    )

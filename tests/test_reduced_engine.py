@@ -31,7 +31,7 @@ CONFIGS = [
     (4, 2, 1.2, 0.0, "ambient", 0.5, "fixed"),
     (50, 5, 0.8, 1.0, "basin", 0.2, "fixed"),
     (200, 2, 14.0, 0.7, "ambient", 0.0, "poisson"),
-    (30, 3, 1.0, 1.0, "ambient", 0.1, "switch"),   # dpsgd → noise at step 15, displacement at 22, cosine lr
+    (30, 3, 1.0, 1.0, "ambient", 0.1, "switch"),  # dpsgd → noise at step 15, displacement at 22, cosine lr
 ]
 METRICS = ("train_loss", "flat_err_sq", "mean_clip_factor", "clip_bias_norm")
 
@@ -43,24 +43,25 @@ def _finite(x):
 @pytest.mark.parametrize("config", CONFIGS, ids=[f"d{c[0]}-r{c[1]}-C{c[2]}-{c[4]}" for c in CONFIGS])
 def test_reduced_matches_full_kernel_in_distribution(config):
     d, r, clip, sigma, spread, lam_f, sampling = config
-    basin = Basin(dim=d, curvatures=tuple(np.linspace(1.0, 0.3, r)), sample_std=1.0, spread=spread,
-                  flat_curvature=lam_f)
+    basin = Basin(
+        dim=d, curvatures=tuple(np.linspace(1.0, 0.3, r)), sample_std=1.0, spread=spread, flat_curvature=lam_f
+    )
     opt = Optimizer(lr=0.3, batch_size=8, clip_norm=clip, noise_multiplier=sigma)
     # records at steps 10, 20, 30: the reduced engine switches between its 1-frame (unrecorded)
     # and 2-frame (recorded, clip bias) constructions, both of which must be exact
     extra = {}
     if sampling == "switch":
         sampling = "fixed"
-        extra = dict(switch_step=15, switch_mode="noise", displacement_step=22, displacement=3.0,
-                     lr_schedule="cosine")
-    run = RunSpec(steps=30, replicas=REPLICAS, record_every=10, init_error=2.0, init_flat_sq=1.0,
-                  sampling=sampling, **extra)
+        extra = dict(switch_step=15, switch_mode="noise", displacement_step=22, displacement=3.0, lr_schedule="cosine")
+    run = RunSpec(
+        steps=30, replicas=REPLICAS, record_every=10, init_error=2.0, init_flat_sq=1.0, sampling=sampling, **extra
+    )
     full = simulate(basin=basin, optimizer=opt, run=run, engine="full")
     red = simulate(basin=basin, optimizer=opt, run=RunSpec(**{**run.__dict__, "seed": 1}), engine="reduced")
     assert np.nanmean(full.clip_fraction[:, 0]) > 0.0 and np.nanmean(red.clip_fraction[:, 0]) > 0.0  # clipping
     for name in METRICS:
         for col in (1, 2):
-            a = _finite(getattr(full, name)[:, col])   # an empty Poisson batch has NaN clip statistics
+            a = _finite(getattr(full, name)[:, col])  # an empty Poisson batch has NaN clip statistics
             b = _finite(getattr(red, name)[:, col])
             p = stats.ks_2samp(a, b).pvalue
             assert p > ALPHA, (name, col, p)

@@ -22,14 +22,86 @@ from simulations._compare import fmt, log_grid
 
 # Tiny but complete runs of every CLI (seconds each; numba's cache makes the JIT a one-off).
 TINY = {
-    "basin_dim": (basin_dim, ["--d", "1e3", "--rank", "4", "--points", "2", "--replicas", "2", "--window", "5",
-                              "--burn-in", "1", "--batch-size", "4", "--theory-points", "3", "--quiet"]),
-    "recovery": (recovery, ["--d", "1e3", "--rank", "4", "--points", "2", "--replicas", "2", "--window", "5",
-                            "--burn-in", "1", "--batch-size", "4", "--quiet"]),
-    "switch": (switch, ["--d", "1e3", "--rank", "4", "--steps", "20", "--points", "3", "--replicas", "2",
-                        "--batch-size", "4", "--quiet"]),
-    "prune": (prune, ["--d", "60", "--rank", "4", "--support", "4", "--points", "2", "--replicas", "2",
-                      "--steps", "30", "--batch-size", "4", "--quiet"]),
+    "basin_dim": (
+        basin_dim,
+        [
+            "--d",
+            "1e3",
+            "--rank",
+            "4",
+            "--points",
+            "2",
+            "--replicas",
+            "2",
+            "--window",
+            "5",
+            "--burn-in",
+            "1",
+            "--batch-size",
+            "4",
+            "--theory-points",
+            "3",
+            "--quiet",
+        ],
+    ),
+    "recovery": (
+        recovery,
+        [
+            "--d",
+            "1e3",
+            "--rank",
+            "4",
+            "--points",
+            "2",
+            "--replicas",
+            "2",
+            "--window",
+            "5",
+            "--burn-in",
+            "1",
+            "--batch-size",
+            "4",
+            "--quiet",
+        ],
+    ),
+    "switch": (
+        switch,
+        [
+            "--d",
+            "1e3",
+            "--rank",
+            "4",
+            "--steps",
+            "20",
+            "--points",
+            "3",
+            "--replicas",
+            "2",
+            "--batch-size",
+            "4",
+            "--quiet",
+        ],
+    ),
+    "prune": (
+        prune,
+        [
+            "--d",
+            "60",
+            "--rank",
+            "4",
+            "--support",
+            "4",
+            "--points",
+            "2",
+            "--replicas",
+            "2",
+            "--steps",
+            "30",
+            "--batch-size",
+            "4",
+            "--quiet",
+        ],
+    ),
 }
 
 FILES = ("config.json", "metrics.json", "metrics.npz", "env.json")
@@ -206,8 +278,17 @@ def test_table_is_printed_with_the_predictions(tiny_runs):
 
 
 def _small_config(tmp_path, **kw):
-    args = dict(d=2000, rank=4, points=2, replicas=2, window=5, burn_in=1, batch_size=4, theory_points=3,
-                out=str(tmp_path / "x"))
+    args = dict(
+        d=2000,
+        rank=4,
+        points=2,
+        replicas=2,
+        window=5,
+        burn_in=1,
+        batch_size=4,
+        theory_points=3,
+        out=str(tmp_path / "x"),
+    )
     args.update(kw)
     return basin_dim.BasinDimConfig(**args)
 

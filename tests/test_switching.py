@@ -41,15 +41,20 @@ def _within(estimate, se, predicted, what=""):
 
 
 def _dyn(draw_lr, drift, noise, flat_dim=0, flat_drift=0.0, flat_noise=0.0):
-    return LinearDynamics(lr=draw_lr, drift=drift, noise_var=noise, flat_dim=flat_dim,
-                          flat_drift=flat_drift, flat_noise_var=flat_noise)
+    return LinearDynamics(
+        lr=draw_lr, drift=drift, noise_var=noise, flat_dim=flat_dim, flat_drift=flat_drift, flat_noise_var=flat_noise
+    )
 
 
 dyn_strategy = st.builds(
     lambda lr, x1, x2, t1, t2, fd: _dyn(lr, (x1 / lr, x2 / lr), (t1, t2), flat_dim=fd, flat_noise=t1),
     # ηa = 0 exactly or ≥ 1e-6: tinier drifts have memories beyond 1e6 steps (tested separately)
-    st.floats(0.05, 1.0), st.one_of(st.just(0.0), st.floats(1e-6, 1.99)), st.floats(0.01, 1.99),
-    st.floats(0.0, 3.0), st.floats(0.0, 3.0), st.integers(0, 5),
+    st.floats(0.05, 1.0),
+    st.one_of(st.just(0.0), st.floats(1e-6, 1.99)),
+    st.floats(0.01, 1.99),
+    st.floats(0.0, 3.0),
+    st.floats(0.0, 3.0),
+    st.integers(0, 5),
 )
 
 
@@ -61,8 +66,15 @@ dyn_strategy = st.builds(
 @given(dyn=dyn_strategy, total=st.integers(0, 300), frac=st.floats(0, 1), e0=st.floats(-3, 3))
 def test_identical_phases_are_one_phase(dyn, total, frac, e0):
     s = int(round(frac * total))
-    m = switched_moments(before=dyn, after=dyn, switch_step=s, total_steps=total, init_error=e0,
-                         init_flat_sq=2.0, steps=np.arange(total + 1))
+    m = switched_moments(
+        before=dyn,
+        after=dyn,
+        switch_step=s,
+        total_steps=total,
+        init_error=e0,
+        init_flat_sq=2.0,
+        steps=np.arange(total + 1),
+    )
     ref = error_moments(dynamics=dyn, init_error=e0, steps=np.arange(total + 1), init_flat_sq=2.0)
     np.testing.assert_allclose(m.second, ref.second, rtol=1e-10, atol=1e-300)
     np.testing.assert_allclose(m.mean, ref.mean, rtol=1e-10, atol=1e-14 * abs(e0))
@@ -81,15 +93,23 @@ def test_switch_at_the_ends_is_a_single_phase(before, after, total):
     only_b = expected_loss(dynamics=before, steps=total, **kw)
     np.testing.assert_allclose([sw.forward_train[0], sw.forward_test[0]], [only_a.train[0], only_a.test[0]], rtol=1e-12)
     np.testing.assert_allclose([sw.forward_train[1], sw.forward_test[1]], [only_b.train[0], only_b.test[0]], rtol=1e-12)
-    np.testing.assert_allclose([sw.reverse_train[0], sw.reverse_train[1]], [only_b.train[0], only_a.train[0]], rtol=1e-12)
+    np.testing.assert_allclose(
+        [sw.reverse_train[0], sw.reverse_train[1]], [only_b.train[0], only_a.train[0]], rtol=1e-12
+    )
 
 
 def test_sweep_equals_pointwise_final_loss():
     b = _dyn(0.2, (1.0, 4.0), (0.1, 0.1), 3, 0.0, 0.1)
     a = _dyn(0.1, (0.5, 4.0), (2.0, 1.0), 3, 0.2, 1.5)
     grid = [0, 1, 7, 50, 99, 100]
-    kw = dict(total_steps=100, curvatures=(1.0, 4.0), init_error=(2.0, 1.0), init_flat_sq=3.0,
-              flat_curvature=0.2, heldout_flat_curvature=0.5)
+    kw = dict(
+        total_steps=100,
+        curvatures=(1.0, 4.0),
+        init_error=(2.0, 1.0),
+        init_flat_sq=3.0,
+        flat_curvature=0.2,
+        heldout_flat_curvature=0.5,
+    )
     sw = switch_sweep(before=b, after=a, switch_steps=grid, **kw)
     for k, s in enumerate(grid):
         f = switched_final_loss(before=b, after=a, switch_step=s, **kw)
@@ -112,8 +132,9 @@ def test_switched_moments_monte_carlo_linear_recursion():
     rng = np.random.default_rng(4)
     e = np.tile(e0, (replicas, 1))
     ef = np.full((replicas, 4), f0c)
-    m = switched_moments(before=b, after=a, switch_step=s, total_steps=total, init_error=e0,
-                         init_flat_sq=4 * f0c**2, steps=steps)
+    m = switched_moments(
+        before=b, after=a, switch_step=s, total_steps=total, init_error=e0, init_flat_sq=4 * f0c**2, steps=steps
+    )
     for t in range(total + 1):
         if t in steps:
             k = steps.index(t)
@@ -134,10 +155,15 @@ def test_switch_on_the_actual_dp_step(order):
     opt = Optimizer(lr=0.4, batch_size=4, clip_norm=1.0, noise_multiplier=2.0)
     first, second = (opt.with_mode(m) for m in order)
     total, grid, replicas = 25, [0, 10, 20], 4000
-    sw = switch_sweep(before=phase_dynamics(basin=basin, optimizer=first),
-                      after=phase_dynamics(basin=basin, optimizer=second),
-                      switch_steps=grid, total_steps=total, curvatures=basin.curvatures,
-                      init_error=(1.0, 1.0), heldout_flat_curvature=1.0)
+    sw = switch_sweep(
+        before=phase_dynamics(basin=basin, optimizer=first),
+        after=phase_dynamics(basin=basin, optimizer=second),
+        switch_steps=grid,
+        total_steps=total,
+        curvatures=basin.curvatures,
+        init_error=(1.0, 1.0),
+        heldout_flat_curvature=1.0,
+    )
     h = np.r_[basin.curvature_array, np.zeros(6)]
     rng = np.random.default_rng(17 if order[0] == "sgd" else 18)
     for k, s in enumerate(grid):
@@ -160,11 +186,25 @@ def test_switch_on_the_actual_dp_step(order):
 @given(dyn=dyn_strategy, scale=st.floats(1.0, 20.0), total=st.integers(1, 150), e0=st.floats(-3, 3))
 def test_monotone_in_switch_step_when_only_noise_differs(dyn, scale, total, e0):
     quiet = dyn
-    loud = _dyn(dyn.lr, dyn.drift, tuple(scale * np.asarray(dyn.noise_var) + 0.01), dyn.flat_dim,
-                dyn.flat_drift, scale * dyn.flat_noise_var)
+    loud = _dyn(
+        dyn.lr,
+        dyn.drift,
+        tuple(scale * np.asarray(dyn.noise_var) + 0.01),
+        dyn.flat_dim,
+        dyn.flat_drift,
+        scale * dyn.flat_noise_var,
+    )
     grid = np.arange(total + 1)
-    sw = switch_sweep(before=quiet, after=loud, switch_steps=grid, total_steps=total, curvatures=(1.0, 2.0),
-                      init_error=e0, init_flat_sq=1.0, heldout_flat_curvature=0.5)
+    sw = switch_sweep(
+        before=quiet,
+        after=loud,
+        switch_steps=grid,
+        total_steps=total,
+        curvatures=(1.0, 2.0),
+        init_error=e0,
+        init_flat_sq=1.0,
+        heldout_flat_curvature=0.5,
+    )
     tol = 1e-12 * np.maximum(np.abs(sw.forward_test[:-1]), 1e-300)
     # quiet → loud: switching later never hurts; loud → quiet: switching later never helps
     assert np.all(np.diff(sw.forward_train) <= tol) and np.all(np.diff(sw.forward_test) <= tol)
@@ -176,14 +216,19 @@ def test_monotonicity_needs_equal_drift():
     # (the fast phase removes the initial error the slow one leaves behind)
     slow_quiet = _dyn(0.01, (1.0,), (0.0,))
     fast_loud = _dyn(0.5, (1.0,), (1.0,))
-    sw = switch_sweep(before=slow_quiet, after=fast_loud, switch_steps=np.arange(101), total_steps=100,
-                      curvatures=(1.0,), init_error=10.0)
+    sw = switch_sweep(
+        before=slow_quiet,
+        after=fast_loud,
+        switch_steps=np.arange(101),
+        total_steps=100,
+        curvatures=(1.0,),
+        init_error=10.0,
+    )
     assert np.any(np.diff(sw.forward_train) > 0) and sw.forward_train.argmin() < 100
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
-@given(before=dyn_strategy, after=dyn_strategy, eps=st.floats(1e-6, 0.5), extra=st.integers(0, 50),
-       e0=st.floats(-3, 3))
+@given(before=dyn_strategy, after=dyn_strategy, eps=st.floats(1e-6, 0.5), extra=st.integers(0, 50), e0=st.floats(-3, 3))
 def test_memory_horizon_forgets_the_early_phase(before, after, eps, extra, e0):
     after = _dyn(after.lr, after.drift, after.noise_var, before.flat_dim, after.flat_drift, after.flat_noise_var)
     h = memory_horizon(dynamics=after, tolerance=eps)
@@ -214,7 +259,9 @@ def test_memory_horizon_values_and_flat_directions():
     assert memory_horizon(dynamics=dyn, include_flat=True) == math.inf
     assert memory_horizon(dynamics=_dyn(1.0, (1.0,), (1.0,))) == 1.0  # ρ = 0
     # tiny drift: ρ² rounds to 1 in floating point, the memory ≈ log(1/ε)/(2ηa) does not
-    assert memory_horizon(dynamics=_dyn(1.0, (1e-20,), (1.0,)), tolerance=math.exp(-2)) == pytest.approx(1e20, rel=1e-12)
+    assert memory_horizon(dynamics=_dyn(1.0, (1e-20,), (1.0,)), tolerance=math.exp(-2)) == pytest.approx(
+        1e20, rel=1e-12
+    )
     with pytest.raises(ValueError, match="tolerance"):
         memory_horizon(dynamics=dyn, tolerance=0.0)
     with pytest.raises(ValueError, match="< 2"):
@@ -264,8 +311,16 @@ def test_flat_random_walk_remembers_every_phase():
     quiet = _dyn(0.1, (1.0,), (0.1,), flat_dim=20, flat_noise=0.1)
     loud = _dyn(0.1, (1.0,), (4.0,), flat_dim=20, flat_noise=4.0)
     total, grid = 200, np.arange(0, 201, 20)
-    sw = switch_sweep(before=quiet, after=loud, switch_steps=grid, total_steps=total, curvatures=(1.0,),
-                      init_error=0.0, init_flat_sq=0.5, heldout_flat_curvature=2.0)
+    sw = switch_sweep(
+        before=quiet,
+        after=loud,
+        switch_steps=grid,
+        total_steps=total,
+        curvatures=(1.0,),
+        init_error=0.0,
+        init_flat_sq=0.5,
+        heldout_flat_curvature=2.0,
+    )
     fwd = sw.forward_test - sw.forward_train
     rev = sw.reverse_test - sw.reverse_train
     np.testing.assert_allclose(fwd, 0.5 * 2.0 * (0.5 + 20 * 0.01 * (0.1 * grid + 4.0 * (total - grid))), rtol=1e-12)

@@ -27,8 +27,7 @@ import pytest
 
 from dptheory.records import Mode
 from simulations import basin_dim
-from simulations._compare import (Estimate, agrees, batch_means, first_crossing, first_crossings, log_grid,
-                                  replica_mean)
+from simulations._compare import Estimate, agrees, batch_means, first_crossing, first_crossings, log_grid, replica_mean
 
 K = 4.0
 MODEL_MARGIN = 0.05  # clipped modes only (mean-field approximation, documented accuracy ≤ 5 %)
@@ -36,11 +35,11 @@ MODEL_MARGIN = 0.05  # clipped modes only (mean-field approximation, documented 
 RANK = 5
 # (spread, d, C): the per-sample noise norm is s√n with s = 0.1 and n = d (ambient) or r (basin).
 GRID = {
-    "ambient-unclipped": ("ambient", 10_000, 30.0),   # s√d = 10 ≪ C
-    "ambient-partial": ("ambient", 10_000, 10.0),     # C = s√d: about half the samples clipped
-    "ambient-full": ("ambient", 10_000, 2.0),         # C ≪ s√d: every sample clipped
+    "ambient-unclipped": ("ambient", 10_000, 30.0),  # s√d = 10 ≪ C
+    "ambient-partial": ("ambient", 10_000, 10.0),  # C = s√d: about half the samples clipped
+    "ambient-full": ("ambient", 10_000, 2.0),  # C ≪ s√d: every sample clipped
     "ambient-small-d-partial": ("ambient", 100, 1.0),
-    "basin-unclipped": ("basin", 10_000, 1.0),        # s√r = 0.22 ≪ C
+    "basin-unclipped": ("basin", 10_000, 1.0),  # s√r = 0.22 ≪ C
     "basin-partial": ("basin", 10_000, 0.22),
     "basin-full": ("basin", 10_000, 0.05),
 }
@@ -48,9 +47,21 @@ GRID = {
 
 def _config(spread: str, d: int, clip: float, tmp_path) -> basin_dim.BasinDimConfig:
     return basin_dim.BasinDimConfig(
-        d=d, rank=RANK, points=1, sample_std=0.1, spread=spread, clip_norm=clip, noise_multiplier=1.0,
-        batch_size=16, lr=0.5, heldout_flat_curvature=1e-3, burn_in=3, window=200, replicas=16,
-        displacement=3 * clip, out=str(tmp_path / "unused"),
+        d=d,
+        rank=RANK,
+        points=1,
+        sample_std=0.1,
+        spread=spread,
+        clip_norm=clip,
+        noise_multiplier=1.0,
+        batch_size=16,
+        lr=0.5,
+        heldout_flat_curvature=1e-3,
+        burn_in=3,
+        window=200,
+        replicas=16,
+        displacement=3 * clip,
+        out=str(tmp_path / "unused"),
     )
 
 
@@ -61,7 +72,8 @@ def _margin(mode: Mode) -> float:
 def _check(name: str, predicted: float, est: Estimate, margin: float) -> None:
     assert agrees(predicted=predicted, estimate=est, k=K, rel_margin=margin), (
         f"{name}: predicted {predicted:.6g}, simulated {est.mean:.6g} ± {est.se:.2g} "
-        f"(z = {est.z(predicted):+.2f}, margin {margin:.0%})")
+        f"(z = {est.z(predicted):+.2f}, margin {margin:.0%})"
+    )
 
 
 @pytest.mark.parametrize("mode", [Mode.DPSGD, Mode.CLIP, Mode.NOISE], ids=lambda m: m.value)
@@ -117,8 +129,9 @@ def test_dpsgd_loss_grows_like_sqrt_d_when_fully_clipped(tmp_path):
     for d in (10_000, 40_000):
         cfg = _config("ambient", d, 2.0, tmp_path)
         for mode in (Mode.DPSGD, Mode.NOISE):
-            est[d, mode] = basin_dim.measure(basin=cfg.basin(d), optimizer=cfg.optimizer(mode), config=cfg,
-                                             seed=7)["sim_loss"]
+            est[d, mode] = basin_dim.measure(basin=cfg.basin(d), optimizer=cfg.optimizer(mode), config=cfg, seed=7)[
+                "sim_loss"
+            ]
     a, b = est[10_000, Mode.DPSGD], est[40_000, Mode.DPSGD]
     ratio = b.mean / a.mean
     se_ratio = ratio * math.hypot(a.se / a.mean, b.se / b.mean)
@@ -133,19 +146,43 @@ def test_switch_sweep_exact_for_unclipped_phases(tmp_path):
     from simulations.engine import RunSpec, simulate
     from simulations.switch import SwitchConfig
 
-    cfg = SwitchConfig(d=1000, rank=RANK, clip_norm=1.0, batch_size=8, lr=0.5, steps=60, points=4, init_error=2.0,
-                       replicas=400, first="sgd", second="noise", out=str(tmp_path / "unused"))
+    cfg = SwitchConfig(
+        d=1000,
+        rank=RANK,
+        clip_norm=1.0,
+        batch_size=8,
+        lr=0.5,
+        steps=60,
+        points=4,
+        init_error=2.0,
+        replicas=400,
+        first="sgd",
+        second="noise",
+        out=str(tmp_path / "unused"),
+    )
     basin = cfg.basin()
     a, b = cfg.optimizer("sgd"), cfg.optimizer("noise")
     grid = cfg.switch_steps()
-    lin = switch_sweep(before=phase_dynamics(basin=basin, optimizer=a), after=phase_dynamics(basin=basin, optimizer=b),
-                       switch_steps=grid, total_steps=cfg.steps, curvatures=basin.curvatures,
-                       init_error=np.full(RANK, cfg.init_error / math.sqrt(RANK)),
-                       heldout_flat_curvature=basin.heldout_flat_curvature)
+    lin = switch_sweep(
+        before=phase_dynamics(basin=basin, optimizer=a),
+        after=phase_dynamics(basin=basin, optimizer=b),
+        switch_steps=grid,
+        total_steps=cfg.steps,
+        curvatures=basin.curvatures,
+        init_error=np.full(RANK, cfg.init_error / math.sqrt(RANK)),
+        heldout_flat_curvature=basin.heldout_flat_curvature,
+    )
     for direction, (first, second) in enumerate(((a, b), (b, a))):
         for i, s in enumerate(grid):
-            spec = RunSpec(steps=cfg.steps, replicas=cfg.replicas, record_every=cfg.steps, seed=100 * direction + i,
-                           init_error=cfg.init_error, switch_step=int(s), switch_mode=second.mode)
+            spec = RunSpec(
+                steps=cfg.steps,
+                replicas=cfg.replicas,
+                record_every=cfg.steps,
+                seed=100 * direction + i,
+                init_error=cfg.init_error,
+                switch_step=int(s),
+                switch_mode=second.mode,
+            )
             tr = simulate(basin=basin, optimizer=first, run=spec)
             pred = (lin.forward_train, lin.reverse_train)[direction][i]
             pred_test = (lin.forward_test, lin.reverse_test)[direction][i]
@@ -163,8 +200,9 @@ def test_pruned_stationary_loss_matches_bias_plus_restricted_dp_term(tmp_path):
     """
     from simulations import prune
 
-    cfg = prune.PruneConfig(d=200, rank=RANK, support=RANK, points=3, steps=300, replicas=8,
-                            out=str(tmp_path / "unused"))
+    cfg = prune.PruneConfig(
+        d=200, rank=RANK, support=RANK, points=3, steps=300, replicas=8, out=str(tmp_path / "unused")
+    )
     w_star, w0 = prune.problem(cfg)
     compared = 0
     seen = {}
@@ -173,8 +211,15 @@ def test_pruned_stationary_loss_matches_bias_plus_restricted_dp_term(tmp_path):
             for i, keep in enumerate(cfg.keeps()):
                 if basis == "rotated" and keep < cfg.d:
                     continue  # rotated partial masks relax over ~1e2–1e5 steps: not stationary at T = 300
-                row = prune.measure(config=cfg, basis_name=basis, source=source, keep=keep, w_star=w_star, w0=w0,
-                                    seed=1000 + 100 * b + 10 * m + i)
+                row = prune.measure(
+                    config=cfg,
+                    basis_name=basis,
+                    source=source,
+                    keep=keep,
+                    w_star=w_star,
+                    w0=w0,
+                    seed=1000 + 100 * b + 10 * m + i,
+                )
                 seen[basis, source, keep] = row
                 if basis == "aligned":
                     assert row["stationary"], row

@@ -21,11 +21,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from simulations.basins import least_squares, masks, streaming
 
-__all__ = ["BASINS", "make_basin", "streaming", "least_squares", "masks"]
+__all__ = ["BASINS", "least_squares", "make_basin", "masks", "streaming"]
 
 
 def _least_squares(**kwargs: Any) -> least_squares.LeastSquaresData:

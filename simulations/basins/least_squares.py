@@ -35,13 +35,19 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from dptheory._validate import check_int, check_nonnegative, check_positive, check_probability
+from dptheory._validate import check_int, check_nonnegative, check_probability
 from dptheory.records import Optimizer
 from simulations.basins.streaming import random_basis
 from simulations.kernels import _apply_update, _bias_norm, _normal, replica_states
 
-__all__ = ["LeastSquaresProblem", "LeastSquaresData", "make_data", "least_squares_step", "simulate_least_squares",
-           "LABEL_NOISES"]
+__all__ = [
+    "LABEL_NOISES",
+    "LeastSquaresData",
+    "LeastSquaresProblem",
+    "least_squares_step",
+    "make_data",
+    "simulate_least_squares",
+]
 
 LABEL_NOISES = ("gaussian", "skewed", "outliers")
 
@@ -83,10 +89,10 @@ class LeastSquaresData:
     """One draw of the problem: training set, population optimum w*, data basis V, test sampler."""
 
     problem: LeastSquaresProblem
-    features: np.ndarray     # (n, d) a_i
-    targets: np.ndarray      # (n,) b_i
-    optimum: np.ndarray      # (d,) w* (population optimum)
-    basis: np.ndarray        # (d, r) V
+    features: np.ndarray  # (n, d) a_i
+    targets: np.ndarray  # (n,) b_i
+    optimum: np.ndarray  # (d,) w* (population optimum)
+    basis: np.ndarray  # (d, r) V
 
     def sample(self, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` fresh examples (a, b) from the same law (a test set)."""
@@ -193,8 +199,20 @@ def _kept_and_norms(features, mask):
     return kept, np.sqrt(np.sum(features[:, keep] ** 2, axis=1))
 
 
-def least_squares_step(*, weights, features, targets, batch, xi, mask=None, clip_norm=math.inf, noise_std=0.0,
-                       lr, batch_size, twin: bool = False):
+def least_squares_step(
+    *,
+    weights,
+    features,
+    targets,
+    batch,
+    xi,
+    mask=None,
+    clip_norm=math.inf,
+    noise_std=0.0,
+    lr,
+    batch_size,
+    twin: bool = False,
+):
     """One DP-SGD step on least squares with the batch indices and noise ξ (d,) given.
 
     w_K ← w_K − η/B [Σ_{i∈batch} clip_C(a_{i,K}(a_iᵀw − b_i)) + ν ξ_K]. ``twin=True`` runs the
@@ -225,14 +243,40 @@ def least_squares_step(*, weights, features, targets, batch, xi, mask=None, clip
         out[keep] -= lr / batch_size * (csum + noise_std * xi[keep])
         return out, int(clipped.sum()), float(factor.sum()), bias
     kept, norms = _kept_and_norms(a, mask)
-    return _ls_step_given(w, a, b, idx, xi, kept, norms, float(clip_norm), float(noise_std), float(lr),
-                          float(batch_size))
+    return _ls_step_given(
+        w, a, b, idx, xi, kept, norms, float(clip_norm), float(noise_std), float(lr), float(batch_size)
+    )
 
 
 @njit(cache=True, fastmath=False)
-def _ls_replica(rep, w0, features, targets, kept, row_norms, batch_size, poisson, lr_t, clip_t, nu_t, disp_step,
-                disp_vec, rec_flag, test_x, test_y, optimum, basis_t, states, out_train, out_held, out_curved,
-                out_flat, out_clipfrac, out_meanf, out_bias):
+def _ls_replica(
+    rep,
+    w0,
+    features,
+    targets,
+    kept,
+    row_norms,
+    batch_size,
+    poisson,
+    lr_t,
+    clip_t,
+    nu_t,
+    disp_step,
+    disp_vec,
+    rec_flag,
+    test_x,
+    test_y,
+    optimum,
+    basis_t,
+    states,
+    out_train,
+    out_held,
+    out_curved,
+    out_flat,
+    out_clipfrac,
+    out_meanf,
+    out_bias,
+):
     """Replica ``rep`` of :func:`_run_ls` (serial; the parallel loop only dispatches replicas)."""
     d = w0.shape[1]
     n = features.shape[0]
@@ -255,7 +299,7 @@ def _ls_replica(rep, w0, features, targets, kept, row_norms, batch_size, poisson
         bn = batch_size
         if poisson:
             bn = np.random.binomial(n, q)
-        for j in range(bn):   # partial Fisher–Yates: a uniform bn-subset in perm[:bn]
+        for j in range(bn):  # partial Fisher–Yates: a uniform bn-subset in perm[:bn]
             m = j + np.random.randint(0, n - j)
             tmp = perm[j]
             perm[j] = perm[m]
@@ -313,17 +357,74 @@ def _ls_replica(rep, w0, features, targets, kept, row_norms, batch_size, poisson
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def _run_ls(w0, features, targets, kept, row_norms, batch_size, poisson, lr_t, clip_t, nu_t, disp_step, disp_vec,
-            rec_flag, test_x, test_y, optimum, basis_t, states,
-            out_train, out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias):
+def _run_ls(
+    w0,
+    features,
+    targets,
+    kept,
+    row_norms,
+    batch_size,
+    poisson,
+    lr_t,
+    clip_t,
+    nu_t,
+    disp_step,
+    disp_vec,
+    rec_flag,
+    test_x,
+    test_y,
+    optimum,
+    basis_t,
+    states,
+    out_train,
+    out_held,
+    out_curved,
+    out_flat,
+    out_clipfrac,
+    out_meanf,
+    out_bias,
+):
     for rep in prange(w0.shape[0]):
-        _ls_replica(rep, w0, features, targets, kept, row_norms, batch_size, poisson, lr_t, clip_t, nu_t,
-                    disp_step, disp_vec, rec_flag, test_x, test_y, optimum, basis_t, states, out_train,
-                    out_held, out_curved, out_flat, out_clipfrac, out_meanf, out_bias)
+        _ls_replica(
+            rep,
+            w0,
+            features,
+            targets,
+            kept,
+            row_norms,
+            batch_size,
+            poisson,
+            lr_t,
+            clip_t,
+            nu_t,
+            disp_step,
+            disp_vec,
+            rec_flag,
+            test_x,
+            test_y,
+            optimum,
+            basis_t,
+            states,
+            out_train,
+            out_held,
+            out_curved,
+            out_flat,
+            out_clipfrac,
+            out_meanf,
+            out_bias,
+        )
 
 
-def simulate_least_squares(*, data: LeastSquaresData, optimizer: Optimizer, run, engine: str = "full",
-                           mask=None, init_weights=None, n_test: int = 1000):
+def simulate_least_squares(
+    *,
+    data: LeastSquaresData,
+    optimizer: Optimizer,
+    run,
+    engine: str = "full",
+    mask=None,
+    init_weights=None,
+    n_test: int = 1000,
+):
     """Monte Carlo of DP-SGD on the least-squares basin; returns a ``simulations.engine.Trace``.
 
     Metrics: ``train_loss`` L(w); ``heldout_loss`` the same loss on ``n_test`` fresh examples (one
@@ -369,10 +470,27 @@ def simulate_least_squares(*, data: LeastSquaresData, optimizer: Optimizer, run,
     out = {key: np.full((run.replicas, n_rec), np.nan) for key in TRACE_METRICS}
     poisson = run.sampling == "poisson"
     if engine == "full":
-        _run_ls(np.tile(w0, (run.replicas, 1)), np.ascontiguousarray(data.features), data.targets, kept, row_norms,
-                optimizer.batch_size, poisson, lr_t, clip_t, nu_t, disp_step, disp_vec, rec_flag, test_x, test_y,
-                data.optimum, np.ascontiguousarray(data.basis.T),
-                replica_states([s[1] for s in seeds]), *(out[key] for key in TRACE_METRICS))
+        _run_ls(
+            np.tile(w0, (run.replicas, 1)),
+            np.ascontiguousarray(data.features),
+            data.targets,
+            kept,
+            row_norms,
+            optimizer.batch_size,
+            poisson,
+            lr_t,
+            clip_t,
+            nu_t,
+            disp_step,
+            disp_vec,
+            rec_flag,
+            test_x,
+            test_y,
+            data.optimum,
+            np.ascontiguousarray(data.basis.T),
+            replica_states([s[1] for s in seeds]),
+            *(out[key] for key in TRACE_METRICS),
+        )
     else:
         n = prob.n_train
         for rep in range(run.replicas):
@@ -386,8 +504,18 @@ def simulate_least_squares(*, data: LeastSquaresData, optimizer: Optimizer, run,
                 batch = rng.choice(n, size=bn, replace=False)
                 xi = rng.standard_normal(d) if nu_t[t] > 0 else np.zeros(d)
                 w, n_clip, sum_f, bias = least_squares_step(
-                    weights=w, features=data.features, targets=data.targets, batch=batch, xi=xi, mask=keep,
-                    clip_norm=clip_t[t], noise_std=nu_t[t], lr=lr_t[t], batch_size=optimizer.batch_size, twin=True)
+                    weights=w,
+                    features=data.features,
+                    targets=data.targets,
+                    batch=batch,
+                    xi=xi,
+                    mask=keep,
+                    clip_norm=clip_t[t],
+                    noise_std=nu_t[t],
+                    lr=lr_t[t],
+                    batch_size=optimizer.batch_size,
+                    twin=True,
+                )
                 if rec_flag[t]:
                     err = w - data.optimum
                     pr = data.basis.T @ err

@@ -26,7 +26,7 @@ import numpy as np
 from dptheory._validate import check_int, check_nonnegative
 from dptheory.pruning import magnitude_mask  # the one implementation (pure, in the theory layer)
 
-__all__ = ["magnitude_mask", "oracle_mask", "noisy_estimate_mask", "init_mask", "random_mask"]
+__all__ = ["init_mask", "magnitude_mask", "noisy_estimate_mask", "oracle_mask", "random_mask"]
 
 
 def oracle_mask(*, optimum, keep: int) -> np.ndarray:

@@ -24,13 +24,20 @@ import numpy as np
 from dptheory._validate import check_int, check_nonnegative, check_positive, check_probability
 from dptheory.records import Basin
 
-__all__ = ["SPECTRA", "curvature_spectrum", "streaming_basin", "random_basis"]
+__all__ = ["SPECTRA", "curvature_spectrum", "random_basis", "streaming_basin"]
 
 SPECTRA = ("flat", "power", "two-level")
 
 
-def curvature_spectrum(*, rank: int, spectrum: str = "flat", max_curvature: float = 1.0, power: float = 1.0,
-                       split: float = 0.5, low_curvature: float = 0.1) -> np.ndarray:
+def curvature_spectrum(
+    *,
+    rank: int,
+    spectrum: str = "flat",
+    max_curvature: float = 1.0,
+    power: float = 1.0,
+    split: float = 0.5,
+    low_curvature: float = 0.1,
+) -> np.ndarray:
     """Curvatures (λ_1 ≥ … ≥ λ_r) of a named spectrum (table in the module docstring).
 
     Args: ``rank`` r, ``max_curvature`` λ_max, ``power`` α (power law), ``split`` fraction of the
@@ -57,9 +64,20 @@ def curvature_spectrum(*, rank: int, spectrum: str = "flat", max_curvature: floa
     raise ValueError(f"spectrum must be one of {', '.join(SPECTRA)}, got {spectrum!r}")
 
 
-def streaming_basin(*, dim: int, rank: int, sample_std: float, spectrum: str = "flat", max_curvature: float = 1.0,
-                    power: float = 1.0, split: float = 0.5, low_curvature: float = 0.1, spread: str = "ambient",
-                    flat_curvature: float = 0.0, heldout_flat_curvature: float = 0.0) -> Basin:
+def streaming_basin(
+    *,
+    dim: int,
+    rank: int,
+    sample_std: float,
+    spectrum: str = "flat",
+    max_curvature: float = 1.0,
+    power: float = 1.0,
+    split: float = 0.5,
+    low_curvature: float = 0.1,
+    spread: str = "ambient",
+    flat_curvature: float = 0.0,
+    heldout_flat_curvature: float = 0.0,
+) -> Basin:
     """A ``records.Basin`` whose curvatures follow a named spectrum (:func:`curvature_spectrum`).
 
     Example:
@@ -67,10 +85,17 @@ def streaming_basin(*, dim: int, rank: int, sample_std: float, spectrum: str = "
         >>> b.rank, b.flat_dim, round(b.curvatures[-1], 3)
         (100, 999900, 0.1)
     """
-    lam = curvature_spectrum(rank=rank, spectrum=spectrum, max_curvature=max_curvature, power=power,
-                             split=split, low_curvature=low_curvature)
-    return Basin(dim=dim, curvatures=tuple(lam), sample_std=sample_std, spread=spread,
-                 flat_curvature=flat_curvature, heldout_flat_curvature=heldout_flat_curvature)
+    lam = curvature_spectrum(
+        rank=rank, spectrum=spectrum, max_curvature=max_curvature, power=power, split=split, low_curvature=low_curvature
+    )
+    return Basin(
+        dim=dim,
+        curvatures=tuple(lam),
+        sample_std=sample_std,
+        spread=spread,
+        flat_curvature=flat_curvature,
+        heldout_flat_curvature=heldout_flat_curvature,
+    )
 
 
 def random_basis(*, dim: int, rank: int, seed: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 COMMANDS = {
     "train": ("simulations.nn.train", "one training run"),

@@ -79,8 +79,14 @@ class Dataset:
 # public entry point
 
 
-def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None, seed: int = 0,
-                 n_train: int | None = None, n_test: int | None = None) -> Dataset:
+def load_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    n_train: int | None = None,
+    n_test: int | None = None,
+) -> Dataset:
     """Load (or generate) dataset ``name``; see the module docstring for the list.
 
     ``root``: folder for the file-based datasets (default ``$DPBASIN_DATA`` or ``./data``).
@@ -165,8 +171,13 @@ def _mnist1d(seed: int, n_train: int, n_test: int) -> dict:
     """MNIST-1D (Greydanus 2020, arXiv 2011.14439v3) generated offline from its templates."""
     total = -(-(n_train + n_test) // 10) * 10  # make_dataset draws num_samples // 10 per class
     x, y = _mnist1d_raw(seed, total)
-    return {"x_train": x[:n_train], "y_train": y[:n_train], "x_test": x[n_train:n_train + n_test],
-            "y_test": y[n_train:n_train + n_test], "num_classes": 10}
+    return {
+        "x_train": x[:n_train],
+        "y_train": y[:n_train],
+        "x_test": x[n_train : n_train + n_test],
+        "y_test": y[n_train : n_train + n_test],
+        "num_classes": 10,
+    }
 
 
 @functools.lru_cache(maxsize=4)
@@ -202,7 +213,7 @@ def _digits(seed: int, n_train: int | None, n_test: int | None) -> dict:
     if n_train + n_test > len(y):
         raise ValueError(f"n_train + n_test must be <= {len(y)} for digits, got {n_train} + {n_test}")
     perm = np.random.default_rng(seed).permutation(len(y))
-    tr, te = perm[:n_train], perm[n_train:n_train + n_test]
+    tr, te = perm[:n_train], perm[n_train : n_train + n_test]
     return {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te], "num_classes": 10}
 
 
@@ -218,8 +229,9 @@ def _teacher_options(options: str) -> tuple[int, int]:
     return values["k"], values["d"]
 
 
-def teacher_projection(*, input_dim: int, relevant_dims: int, seed: int, num_classes: int = 10
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def teacher_projection(
+    *, input_dim: int, relevant_dims: int, seed: int, num_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """The teacher's fixed k×D orthonormal projection P and C×k readout A for ``seed``.
 
     Labels are y = argmax_c (A P x)_c; P has orthonormal rows (QR of a Gaussian matrix), so the
@@ -239,17 +251,26 @@ def _teacher(seed: int, n_train: int, n_test: int, *, relevant_dims: int, input_
     rng = np.random.default_rng([seed, 104729])
     x = rng.standard_normal((n_train + n_test, input_dim))
     y = np.argmax(x @ proj.T @ readout.T, axis=1).astype(np.int64)
-    return {"x_train": x[:n_train], "y_train": y[:n_train], "x_test": x[n_train:],
-            "y_test": y[n_train:], "num_classes": 10}
+    return {
+        "x_train": x[:n_train],
+        "y_train": y[:n_train],
+        "x_test": x[n_train:],
+        "y_test": y[n_train:],
+        "num_classes": 10,
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # file formats: idx (MNIST, Fashion-MNIST) and CIFAR-10 python pickles
 
-_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-_IDX_FOLDERS = {"mnist": ("", "mnist", "MNIST/raw", "mnist/raw"),
-                "fashion-mnist": ("", "fashion-mnist", "fashion_mnist", "FashionMNIST/raw")}
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_FOLDERS = {
+    "mnist": ("", "mnist", "MNIST/raw", "mnist/raw"),
+    "fashion-mnist": ("", "fashion-mnist", "fashion_mnist", "FashionMNIST/raw"),
+}
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -274,7 +295,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     ndim = blob[3]
     if ndim < 1 or len(blob) < 4 + 4 * ndim:
         raise ValueError(f"{str(p)!r}: truncated idx header")
-    shape = struct.unpack(f">{ndim}I", blob[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", blob[4 : 4 + 4 * ndim])
     count = int(np.prod(shape))
     data = np.frombuffer(blob, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != count:
@@ -292,11 +313,14 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 def _idx_dataset(name: str, root: Path) -> dict:
     if not root.is_dir():
         raise FileNotFoundError(f"{name} data folder not found: {str(root)!r} (set --data-root or ${DATA_ENV})")
-    folder = next((root / sub for sub in _IDX_FOLDERS[name]
-                   if _find_idx(root / sub, _IDX_FILES["train"][0]) is not None), None)
+    folder = next(
+        (root / sub for sub in _IDX_FOLDERS[name] if _find_idx(root / sub, _IDX_FILES["train"][0]) is not None), None
+    )
     if folder is None:
-        raise FileNotFoundError(f"{name}: no {_IDX_FILES['train'][0]}[.gz] in {str(root)!r} "
-                                f"or its subfolders {', '.join(s for s in _IDX_FOLDERS[name] if s)}")
+        raise FileNotFoundError(
+            f"{name}: no {_IDX_FILES['train'][0]}[.gz] in {str(root)!r} "
+            f"or its subfolders {', '.join(s for s in _IDX_FOLDERS[name] if s)}"
+        )
     out: dict = {"num_classes": 10}
     for split, (img_stem, lab_stem) in _IDX_FILES.items():
         paths = [_find_idx(folder, stem) for stem in (img_stem, lab_stem)]
@@ -305,8 +329,10 @@ def _idx_dataset(name: str, root: Path) -> dict:
             raise FileNotFoundError(f"{name}: missing {missing[0]}[.gz] in {str(folder)!r}")
         images, labels = read_idx(paths[0]), read_idx(paths[1])
         if images.ndim != 3 or labels.ndim != 1:
-            raise ValueError(f"{name}: expected 3-D images and 1-D labels in {str(folder)!r}, "
-                             f"got shapes {images.shape} and {labels.shape}")
+            raise ValueError(
+                f"{name}: expected 3-D images and 1-D labels in {str(folder)!r}, "
+                f"got shapes {images.shape} and {labels.shape}"
+            )
         if images.shape[0] != labels.shape[0]:
             raise ValueError(f"{name}: {images.shape[0]} images but {labels.shape[0]} labels in {str(paths[0])!r}")
         if labels.size and labels.max() > 9:
@@ -334,8 +360,10 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(data)
     labels = np.asarray(labels, dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
-        raise ValueError(f"cifar10: {str(path)!r} has data of shape {data.shape} and {labels.shape[0]} labels; "
-                         "expected (N, 3072) and N")
+        raise ValueError(
+            f"cifar10: {str(path)!r} has data of shape {data.shape} and {labels.shape[0]} labels; "
+            "expected (N, 3072) and N"
+        )
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise ValueError(f"cifar10: labels out of range 0..9 in {str(path)!r}")
     return data.reshape(-1, 3, 32, 32).astype(np.float64) / 255.0, labels
@@ -347,5 +375,10 @@ def _cifar10(root: Path) -> dict:
         raise FileNotFoundError(f"cifar10 data folder not found: {str(folder)!r} (set --data-root or ${DATA_ENV})")
     parts = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
     x_te, y_te = _read_cifar_batch(folder / "test_batch")
-    return {"x_train": np.concatenate([p[0] for p in parts]), "y_train": np.concatenate([p[1] for p in parts]),
-            "x_test": x_te, "y_test": y_te, "num_classes": 10}
+    return {
+        "x_train": np.concatenate([p[0] for p in parts]),
+        "y_train": np.concatenate([p[1] for p in parts]),
+        "x_test": x_te,
+        "y_test": y_te,
+        "num_classes": 10,
+    }

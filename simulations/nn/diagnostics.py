@@ -30,13 +30,13 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
 from simulations.nn.engine import PrivateGradient
 
-__all__ = ["step_diagnostics", "bias_diagnostics", "average_diagnostics", "flat_dot", "flat_norm"]
+__all__ = ["average_diagnostics", "bias_diagnostics", "flat_dot", "flat_norm", "step_diagnostics"]
 
 NAN = float("nan")
 
@@ -64,8 +64,9 @@ def step_diagnostics(pg: PrivateGradient, *, clip_norm: float) -> dict[str, floa
     else:
         frac = float((norms > clip_norm).double().mean())
         factor = float((clip_norm / (norms + 1e-6)).clamp(max=1.0).mean())
-    out.update(clip_fraction=frac, mean_clip_factor=factor,
-               norm_q10=float(q[0]), norm_q50=float(q[1]), norm_q90=float(q[2]))
+    out.update(
+        clip_fraction=frac, mean_clip_factor=factor, norm_q10=float(q[0]), norm_q50=float(q[1]), norm_q90=float(q[2])
+    )
     return out
 
 

@@ -36,8 +36,8 @@ Per-sample gradient methods (``method``), all exact up to float rounding:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -45,8 +45,15 @@ from torch.func import functional_call, grad, vmap
 
 from dptheory._validate import check_int, check_nonnegative, check_positive, check_positive_or_inf
 
-__all__ = ["METHODS", "CLIP_EPS", "PrivateGradient", "private_gradient", "per_sample_gradients",
-           "trainable_parameters", "bk_applicable"]
+__all__ = [
+    "CLIP_EPS",
+    "METHODS",
+    "PrivateGradient",
+    "bk_applicable",
+    "per_sample_gradients",
+    "private_gradient",
+    "trainable_parameters",
+]
 
 METHODS = ("auto", "bk", "vmap", "loop")
 CLIP_EPS = 1e-6  # Opacus: clip factor C / (‖g‖ + 1e-6), clamped at 1
@@ -103,15 +110,16 @@ def bk_applicable(model: nn.Module) -> bool:
 # per-sample gradients: three methods
 
 
-def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: LossFn | None = None,
-                         method: str = "vmap") -> dict[str, torch.Tensor]:
+def per_sample_gradients(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: LossFn | None = None, method: str = "vmap"
+) -> dict[str, torch.Tensor]:
     """Materialised per-sample gradients name → (|S|, *shape) by ``"vmap"`` or ``"loop"`` (for tests/diagnostics)."""
     loss_fn = loss_fn or _default_loss
     params = trainable_parameters(model)
     if method == "loop":
         out = {k: torch.zeros((x.shape[0],) + p.shape, dtype=p.dtype, device=p.device) for k, p in params.items()}
         for i in range(x.shape[0]):
-            loss = loss_fn(model(x[i:i + 1]), y[i:i + 1]).sum()
+            loss = loss_fn(model(x[i : i + 1]), y[i : i + 1]).sum()
             gs = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             for (k, _), g in zip(params.items(), gs):
                 if g is not None:
@@ -144,7 +152,7 @@ def _materialised_sums(model, params, x, y, loss_fn, clip_norm, masks, method, c
     unclipped = {k: torch.zeros_like(p) for k, p in params.items()} if keep_sums else None
     norms_all, factors_all = [], []
     for start in range(0, x.shape[0], chunk_size):
-        xs, ys = x[start:start + chunk_size], y[start:start + chunk_size]
+        xs, ys = x[start : start + chunk_size], y[start : start + chunk_size]
         gs = per_sample_gradients(model, xs, ys, loss_fn=loss_fn, method=method)
         if masks is not None:
             gs = {k: g * masks[k] if k in masks else g for k, g in gs.items()}
@@ -236,10 +244,21 @@ def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks=None):
 # the DP-SGD gradient
 
 
-def private_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, clip_norm: float, noise_std: float,
-                     expected_batch_size: float, generator: torch.Generator,
-                     masks: Mapping[str, torch.Tensor] | None = None, loss_fn: LossFn | None = None,
-                     method: str = "auto", chunk_size: int = 256, keep_sums: bool = False) -> PrivateGradient:
+def private_gradient(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    clip_norm: float,
+    noise_std: float,
+    expected_batch_size: float,
+    generator: torch.Generator,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
+    method: str = "auto",
+    chunk_size: int = 256,
+    keep_sums: bool = False,
+) -> PrivateGradient:
     """ĝ = (1/B)[Σ_i φ_i m⊙g_i + ν m⊙ξ] (module docstring): the clipped, noised, averaged gradient.
 
     Arguments: ``model`` (its parameters are read, not changed; ``p.grad`` untouched), the batch
@@ -288,15 +307,15 @@ def private_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, clip
             if not bk_applicable(model):
                 raise ValueError("method='bk' needs a model whose parametrised layers are all nn.Linear")
             try:
-                clipped, unclipped, norms, phi = _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums,
-                                                          masks)
+                clipped, unclipped, norms, phi = _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks)
             except _NotBK:
                 if method == "bk":
                     raise ValueError("method='bk' needs each nn.Linear called once on a 2-D input") from None
                 use = "vmap"
         if use in ("vmap", "loop"):
             clipped, unclipped, norms, phi = _materialised_sums(
-                model, params, x, y, loss_fn, clip_norm, masks, use, chunk_size, keep_sums)
+                model, params, x, y, loss_fn, clip_norm, masks, use, chunk_size, keep_sums
+            )
 
     grads = {}
     noise_sq = torch.zeros((), dtype=torch.float32, device=next(iter(params.values())).device)
@@ -310,6 +329,12 @@ def private_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, clip
                 clipped[k] = total.clone()
         noise_sq = noise_sq + xi.float().pow(2).sum()
         grads[k] = total.add_(xi, alpha=noise_std).div_(expected_batch_size)
-    return PrivateGradient(grads=grads, per_sample_norms=norms.detach(), clip_factors=phi.detach(),
-                           noise_norm=noise_std * float(noise_sq.sqrt()), batch_size=n,
-                           unclipped_sum=unclipped, clipped_sum=clipped if keep_sums else None)
+    return PrivateGradient(
+        grads=grads,
+        per_sample_norms=norms.detach(),
+        clip_factors=phi.detach(),
+        noise_norm=noise_std * float(noise_sq.sqrt()),
+        batch_size=n,
+        unclipped_sum=unclipped,
+        clipped_sum=clipped if keep_sums else None,
+    )

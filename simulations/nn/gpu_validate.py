@@ -34,8 +34,9 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from simulations._results import to_jsonable, write_json
 from simulations.nn.experiments import _common
@@ -59,8 +60,14 @@ def time_guard(deadline: float, done: list[dict]) -> Iterator[None]:
                 raise TimeUp("time budget spent")
             t0 = time.perf_counter()
             result = inner(config, **kwargs)
-            done.append({"config": config, "history": result.get("history", []),
-                         "privacy": result.get("privacy"), "seconds": time.perf_counter() - t0})
+            done.append(
+                {
+                    "config": config,
+                    "history": result.get("history", []),
+                    "privacy": result.get("privacy"),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
             return result
 
         return run
@@ -83,28 +90,80 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
         common.update(dataset="teacher:k=4,d=20", n_train=200, epochs=2, batch_size=10, seeds=(0,))
         return [
             ("width", width, width.WidthConfig(**common, widths=(4, 16), out=str(out / "width"))),
-            ("prune", prune, prune.PruneConfig(**common, width=16, sparsities=(0.0, 0.9),
-                                               mask_sources=("init",), out=str(out / "prune"))),
-            ("ablate", ablate, ablate.AblateConfig(**common, model="cnn", width=2, depth=1, burst_epoch=1,
-                                                   burst_scale=0.1, out=str(out / "ablate"))),
-            ("wrn", width, width.WidthConfig(**{**common, "dataset": "digits", "n_train": 60, "epochs": 1},
-                                             model="wrn", depth=10, widths=(1, 2), out=str(out / "wrn"))),
+            (
+                "prune",
+                prune,
+                prune.PruneConfig(
+                    **common, width=16, sparsities=(0.0, 0.9), mask_sources=("init",), out=str(out / "prune")
+                ),
+            ),
+            (
+                "ablate",
+                ablate,
+                ablate.AblateConfig(
+                    **common, model="cnn", width=2, depth=1, burst_epoch=1, burst_scale=0.1, out=str(out / "ablate")
+                ),
+            ),
+            (
+                "wrn",
+                width,
+                width.WidthConfig(
+                    **{**common, "dataset": "digits", "n_train": 60, "epochs": 1},
+                    model="wrn",
+                    depth=10,
+                    widths=(1, 2),
+                    out=str(out / "wrn"),
+                ),
+            ),
             ("switch", switch, switch.SwitchConfig(**common, width=8, switch_epochs=(1,), out=str(out / "switch"))),
-            ("validate", validate, validate.ValidateConfig(**common, widths=(2, 4), sparsities=(0.5,), hessian_k=2,
-                                                           measure_samples=50, out=str(out / "validate"))),
+            (
+                "validate",
+                validate,
+                validate.ValidateConfig(
+                    **common,
+                    widths=(2, 4),
+                    sparsities=(0.5,),
+                    hessian_k=2,
+                    measure_samples=50,
+                    out=str(out / "validate"),
+                ),
+            ),
         ]
     common.update(dataset="mnist1d", seeds=(0, 1, 2), epochs=15)
     return [
         ("width", width, width.WidthConfig(**common, widths=(16, 64, 256, 1024, 2048), out=str(out / "width"))),
         ("prune", prune, prune.PruneConfig(**common, width=1024, sparsities=(0.0, 0.9, 0.99), out=str(out / "prune"))),
-        ("ablate", ablate, ablate.AblateConfig(**common, model="cnn", width=32, depth=3, burst_epoch=7,
-                                               burst_scale=0.05, out=str(out / "ablate"))),
-        ("wrn", width, width.WidthConfig(**{**common, "dataset": "digits", "seeds": (0, 1)}, model="wrn", depth=16,
-                                         widths=(1, 4), out=str(out / "wrn"))),
+        (
+            "ablate",
+            ablate,
+            ablate.AblateConfig(
+                **common, model="cnn", width=32, depth=3, burst_epoch=7, burst_scale=0.05, out=str(out / "ablate")
+            ),
+        ),
+        (
+            "wrn",
+            width,
+            width.WidthConfig(
+                **{**common, "dataset": "digits", "seeds": (0, 1)},
+                model="wrn",
+                depth=16,
+                widths=(1, 4),
+                out=str(out / "wrn"),
+            ),
+        ),
         ("switch", switch, switch.SwitchConfig(**common, width=512, switch_epochs=(4, 8, 12), out=str(out / "switch"))),
-        ("validate", validate, validate.ValidateConfig(**{**common, "seeds": (0, 1)}, widths=(16, 64, 256, 1024),
-                                                       sparsities=(0.9, 0.98), hessian_k=10, measure_samples=1000,
-                                                       out=str(out / "validate"))),
+        (
+            "validate",
+            validate,
+            validate.ValidateConfig(
+                **{**common, "seeds": (0, 1)},
+                widths=(16, 64, 256, 1024),
+                sparsities=(0.9, 0.98),
+                hessian_k=10,
+                measure_samples=1000,
+                out=str(out / "validate"),
+            ),
+        ),
     ]
 
 
@@ -120,9 +179,16 @@ def run_stage(module: Any, config: Any, *, deadline: float) -> tuple[str, dict]:
             metrics = module.run(config)
     except TimeUp:
         partial = Path(str(config.out) + ".partial.json")
-        write_json(partial, {"stage_config": config, "completed_runs": [
-            {"config": d["config"], "history": d["history"], "privacy": d["privacy"], "seconds": d["seconds"]}
-            for d in done]})
+        write_json(
+            partial,
+            {
+                "stage_config": config,
+                "completed_runs": [
+                    {"config": d["config"], "history": d["history"], "privacy": d["privacy"], "seconds": d["seconds"]}
+                    for d in done
+                ],
+            },
+        )
         return "cut", {"completed_runs": len(done), "partial": str(partial)}
     return "done", {"runs": len(done)}
 
@@ -172,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry.update(reason="time budget spent", **info)
                 stopped = True
         except Exception as exc:  # a GPU session should keep whatever else it can measure
-            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                         traceback=traceback.format_exc(limit=5))
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=5))
         entry["seconds"] = time.perf_counter() - t0
         manifest["stages"].append(entry)
         sys.stderr.write(f"gpu_validate: {name}: {entry['status']} in {entry['seconds']:.1f}s\n")

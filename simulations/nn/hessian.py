@@ -36,7 +36,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ from torch import nn
 from dptheory._validate import check_int, check_positive
 from simulations.nn.engine import LossFn, _default_loss, trainable_parameters
 
-__all__ = ["make_hvp", "top_eigenpairs", "effective_rank", "subspace_fraction", "flatten", "parameter_dim"]
+__all__ = ["effective_rank", "flatten", "make_hvp", "parameter_dim", "subspace_fraction", "top_eigenpairs"]
 
 
 def parameter_dim(model: nn.Module) -> int:
@@ -59,8 +59,14 @@ def flatten(tensors: Mapping[str, torch.Tensor] | list[torch.Tensor]) -> torch.T
     return torch.cat([t.reshape(-1) for t in values])
 
 
-def make_hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: LossFn | None = None,
-             masks: Mapping[str, torch.Tensor] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_hvp(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss_fn: LossFn | None = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """v ↦ H v for the mean loss on (x, y); v and H v are flat float tensors on the model's device.
 
     ``loss_fn(output, target)`` returns per-sample losses (default cross-entropy);
@@ -71,8 +77,9 @@ def make_hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: Los
     names = list(trainable_parameters(model).keys())
     mflat = None
     if masks is not None:
-        mflat = torch.cat([masks[k].reshape(-1) if k in masks else torch.ones_like(p).reshape(-1)
-                           for k, p in zip(names, params)]).detach()
+        mflat = torch.cat(
+            [masks[k].reshape(-1) if k in masks else torch.ones_like(p).reshape(-1) for k, p in zip(names, params)]
+        ).detach()
     loss = loss_fn(model(x), y).mean()
     grads = torch.autograd.grad(loss, params, create_graph=True)
     sizes = [p.numel() for p in params]
@@ -89,9 +96,16 @@ def make_hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: Los
     return hvp
 
 
-def top_eigenpairs(hvp: Callable[[torch.Tensor], torch.Tensor], *, dim: int, k: int, seed: int = 0,
-                   max_iter: int | None = None, tol: float = 1e-4,
-                   dense_below: int = 300) -> tuple[np.ndarray, np.ndarray]:
+def top_eigenpairs(
+    hvp: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    dim: int,
+    k: int,
+    seed: int = 0,
+    max_iter: int | None = None,
+    tol: float = 1e-4,
+    dense_below: int = 300,
+) -> tuple[np.ndarray, np.ndarray]:
     """The k largest eigenvalues (descending, float64) of the symmetric operator ``hvp`` and eigenvectors (d, k).
 
     ``dim`` = d, ``k`` = number of eigenpairs (1 ≤ k ≤ d), ``seed`` = the Lanczos start vector,
@@ -124,8 +138,12 @@ def top_eigenpairs(hvp: Callable[[torch.Tensor], torch.Tensor], *, dim: int, k: 
     try:
         vals, vecs = eigsh(op, k=k, which="LA", v0=v0, maxiter=maxiter, tol=tol)
     except ArpackNoConvergence as exc:
-        warnings.warn(f"Lanczos stopped after max_iter={maxiter} restarts with {len(exc.eigenvalues)} of k={k} "
-                      "eigenpairs converged; returning those", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"Lanczos stopped after max_iter={maxiter} restarts with {len(exc.eigenvalues)} of k={k} "
+            "eigenpairs converged; returning those",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         vals, vecs = exc.eigenvalues, exc.eigenvectors
     order = np.argsort(vals)[::-1]
     return np.asarray(vals)[order], np.asarray(vecs)[:, order]
@@ -142,7 +160,7 @@ def effective_rank(eigenvalues: np.ndarray, *, method: str = "participation", fr
     if pos.size == 0:
         return 0.0
     if method == "participation":
-        return float(pos.sum() ** 2 / np.sum(pos ** 2))
+        return float(pos.sum() ** 2 / np.sum(pos**2))
     if method == "threshold":
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")

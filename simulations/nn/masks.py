@@ -27,14 +27,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 from dptheory._validate import check_finite
 
-__all__ = ["SCOPES", "magnitude_masks", "apply_masks", "mask_density", "default_prunable"]
+__all__ = ["SCOPES", "apply_masks", "default_prunable", "magnitude_masks", "mask_density"]
 
 SCOPES = ("global", "layer")
 
@@ -53,8 +53,13 @@ def _keep_top(values: torch.Tensor, keep: int) -> torch.Tensor:
     return mask
 
 
-def magnitude_masks(params: Mapping[str, torch.Tensor], *, sparsity: float, scope: str = "global",
-                    prunable: Callable[[str, torch.Tensor], bool] | None = None) -> dict[str, torch.Tensor]:
+def magnitude_masks(
+    params: Mapping[str, torch.Tensor],
+    *,
+    sparsity: float,
+    scope: str = "global",
+    prunable: Callable[[str, torch.Tensor], bool] | None = None,
+) -> dict[str, torch.Tensor]:
     """0/1 masks (same shape and dtype as each tensor) keeping the largest magnitudes (module docstring).
 
     ``params``: name → tensor (e.g. ``dict(model.named_parameters())`` or a state dict),
@@ -83,7 +88,7 @@ def magnitude_masks(params: Mapping[str, torch.Tensor], *, sparsity: float, scop
     start = 0
     for k in names:
         v = params[k]
-        masks[k] = kept[start:start + v.numel()].reshape(v.shape).to(v.dtype)
+        masks[k] = kept[start : start + v.numel()].reshape(v.shape).to(v.dtype)
         start += v.numel()
     return masks
 

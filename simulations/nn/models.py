@@ -44,8 +44,9 @@ def count_parameters(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, width: int, depth: int,
-                seed: int) -> nn.Module:
+def build_model(
+    name: str, *, input_shape: tuple[int, ...], num_classes: int, width: int, depth: int, seed: int
+) -> nn.Module:
     """Build network ``name`` (mlp | cnn | wrn) with deterministic seeded initialisation."""
     shape = tuple(check_int("input_shape entry", s, minimum=1) for s in tuple(input_shape))
     if not shape:
@@ -133,8 +134,11 @@ class CNN(nn.Module):
         size = min(input_shape[1:]) if len(input_shape) > 1 else input_shape[0]
         layers: list[nn.Module] = []
         for layer in range(depth):
-            layers += [conv(in_ch if layer == 0 else width, width, kernel_size=3, padding=1),
-                       nn.GroupNorm(_groups(width), width), nn.ReLU()]
+            layers += [
+                conv(in_ch if layer == 0 else width, width, kernel_size=3, padding=1),
+                nn.GroupNorm(_groups(width), width),
+                nn.ReLU(),
+            ]
             if size >= 4:
                 layers.append(pool(2))
                 size //= 2
@@ -181,8 +185,7 @@ class _Block(nn.Module):
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.norm2 = nn.GroupNorm(_groups(c_out), c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
-        self.shortcut = (nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
-                         if (c_in != c_out or stride != 1) else None)
+        self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False) if (c_in != c_out or stride != 1) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.norm1(x))

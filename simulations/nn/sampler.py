@@ -25,7 +25,7 @@ import torch
 
 from dptheory._validate import check_int, check_probability
 
-__all__ = ["poisson_batch", "PoissonSampler", "steps_per_epoch"]
+__all__ = ["PoissonSampler", "poisson_batch", "steps_per_epoch"]
 
 
 def poisson_batch(*, n: int, sample_rate: float, generator: torch.Generator) -> torch.Tensor:
@@ -68,8 +68,11 @@ class PoissonSampler:
         if self.batch_size > self.n:
             raise ValueError(f"batch_size must be <= n ({self.n}), got {batch_size}")
         self.sample_rate = self.batch_size / self.n
-        self.steps = steps_per_epoch(n=self.n, batch_size=self.batch_size) if steps is None else \
-            check_int("steps", steps, minimum=1)
+        self.steps = (
+            steps_per_epoch(n=self.n, batch_size=self.batch_size)
+            if steps is None
+            else check_int("steps", steps, minimum=1)
+        )
         self.generator = generator
 
     def __len__(self) -> int:

@@ -61,9 +61,10 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ from simulations.nn.engine import METHODS, private_gradient, trainable_parameter
 from simulations.nn.masks import SCOPES, apply_masks, magnitude_masks
 from simulations.nn.sampler import poisson_batch, steps_per_epoch
 
-__all__ = ["TrainConfig", "train", "run_train", "main", "checkpoint_path", "LR_SCHEDULES", "MASK_SOURCES"]
+__all__ = ["LR_SCHEDULES", "MASK_SOURCES", "TrainConfig", "checkpoint_path", "main", "run_train", "train"]
 
 LR_SCHEDULES = ("constant", "cosine", "step")
 MASK_SOURCES = ("init", "private", "oracle")
@@ -107,37 +108,49 @@ class TrainConfig:
     batch_size: int = field(default=128, metadata=_h("EXPECTED batch size B (sample rate q = B/n)"))
     lr: float = field(default=0.1, metadata=_h("learning rate (peak, for schedules)"))
     momentum: float = field(default=0.0, metadata=_h("SGD momentum in [0, 1)"))
-    lr_schedule: str = field(default="constant", metadata=_h("constant | cosine (per step, to 0) | step",
-                                                             choices=LR_SCHEDULES))
-    lr_step_epochs: int = field(default=10, metadata=_h(
-        "step schedule: multiply lr by lr_gamma every this many epochs"))
+    lr_schedule: str = field(
+        default="constant", metadata=_h("constant | cosine (per step, to 0) | step", choices=LR_SCHEDULES)
+    )
+    lr_step_epochs: int = field(
+        default=10, metadata=_h("step schedule: multiply lr by lr_gamma every this many epochs")
+    )
     lr_gamma: float = field(default=0.1, metadata=_h("step schedule factor"))
     clip_norm: float = field(default=1.0, metadata=_h("per-sample clipping norm C (modes clip and dpsgd)"))
-    noise_multiplier: float | None = field(default=None, metadata=_h(
-        "noise multiplier sigma (default 1.0 unless target_epsilon is given)"))
-    target_epsilon: float | None = field(default=None, metadata=_h(
-        "calibrate sigma (RDP, conservative) so the whole run has this epsilon at delta"))
+    noise_multiplier: float | None = field(
+        default=None, metadata=_h("noise multiplier sigma (default 1.0 unless target_epsilon is given)")
+    )
+    target_epsilon: float | None = field(
+        default=None, metadata=_h("calibrate sigma (RDP, conservative) so the whole run has this epsilon at delta")
+    )
     delta: float = field(default=1e-5, metadata=_h("delta of the reported (epsilon, delta)"))
-    accountants: tuple[str, ...] = field(default=("rdp", "pld"), metadata=_h(
-        "accountants for the final epsilon (rdp, pld, prv); the per-epoch history uses rdp"))
+    accountants: tuple[str, ...] = field(
+        default=("rdp", "pld"),
+        metadata=_h("accountants for the final epsilon (rdp, pld, prv); the per-epoch history uses rdp"),
+    )
     mode: str = field(default="dpsgd", metadata=_h("sgd | clip | noise | dpsgd", choices=MODES))
     ref_clip_norm: float | None = field(default=None, metadata=_h("noise-only mode: noise std sigma*C_ref (default C)"))
     switch_epoch: int | None = field(default=None, metadata=_h("switch to switch_mode from this epoch on (0-based)"))
     switch_mode: str | None = field(default=None, metadata=_h("mode after switch_epoch"))
     sparsity: float = field(default=0.0, metadata=_h("fraction of prunable weights set to zero, in [0, 1)"))
     prune_scope: str = field(default="global", metadata=_h("global | layer", choices=SCOPES))
-    mask_source: str = field(default="init", metadata=_h(
-        "magnitudes from: init (free) | private (earlier DP run, epsilon composed) | oracle (not private)",
-        choices=MASK_SOURCES))
+    mask_source: str = field(
+        default="init",
+        metadata=_h(
+            "magnitudes from: init (free) | private (earlier DP run, epsilon composed) | oracle (not private)",
+            choices=MASK_SOURCES,
+        ),
+    )
     mask_run: str | None = field(default=None, metadata=_h("result folder of the run whose weights give the mask"))
     burst_step: int | None = field(default=None, metadata=_h("global step (0-based) at which to displace the weights"))
     burst_scale: float = field(default=0.0, metadata=_h("burst: w += burst_scale * m*N(0, I) before that step"))
-    diagnostics: str = field(default="cheap", metadata=_h("none | cheap | full (adds clip bias and cosine)",
-                                                          choices=DIAGNOSTICS))
+    diagnostics: str = field(
+        default="cheap", metadata=_h("none | cheap | full (adds clip bias and cosine)", choices=DIAGNOSTICS)
+    )
     hessian_k: int = field(default=0, metadata=_h("top-k Hessian eigenvalues at each epoch end (0 = off)"))
     hessian_samples: int = field(default=512, metadata=_h("training examples used for the Hessian"))
-    grad_method: str = field(default="auto", metadata=_h("per-sample gradients: auto | bk | vmap | loop",
-                                                         choices=METHODS))
+    grad_method: str = field(
+        default="auto", metadata=_h("per-sample gradients: auto | bk | vmap | loop", choices=METHODS)
+    )
     seed: int = field(default=0, metadata=_h("seed of model init, sampling, noise"))
     data_seed: int = field(default=0, metadata=_h("seed of the dataset (generation / split)"))
     device: str = field(default="auto", metadata=_h("auto | cpu | cuda", choices=DEVICES))
@@ -151,8 +164,19 @@ class TrainConfig:
     quiet: bool = field(default=False, metadata=_h("no progress output"))
 
     def __post_init__(self) -> None:
-        ints = {"width": 1, "depth": 0, "epochs": 1, "batch_size": 1, "lr_step_epochs": 1, "hessian_k": 0,
-                "hessian_samples": 1, "seed": 0, "data_seed": 0, "eval_batch_size": 1, "checkpoint_every": 0}
+        ints = {
+            "width": 1,
+            "depth": 0,
+            "epochs": 1,
+            "batch_size": 1,
+            "lr_step_epochs": 1,
+            "hessian_k": 0,
+            "hessian_samples": 1,
+            "seed": 0,
+            "data_seed": 0,
+            "eval_batch_size": 1,
+            "checkpoint_every": 0,
+        }
         for name, minimum in ints.items():
             object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum))
         object.__setattr__(self, "lr", check_positive("lr", self.lr))
@@ -168,13 +192,18 @@ class TrainConfig:
         if self.target_epsilon is not None:
             object.__setattr__(self, "target_epsilon", check_positive("target_epsilon", self.target_epsilon))
             if self.noise_multiplier is not None:
-                raise ValueError(f"give noise_multiplier or target_epsilon, not both (got "
-                                 f"{self.noise_multiplier!r} and {self.target_epsilon!r})")
-        accs = tuple(str(a).lower() for a in (self.accountants if not isinstance(self.accountants, str)
-                                              else self.accountants.split(",")))
+                raise ValueError(
+                    f"give noise_multiplier or target_epsilon, not both (got "
+                    f"{self.noise_multiplier!r} and {self.target_epsilon!r})"
+                )
+        accs = tuple(
+            str(a).lower()
+            for a in (self.accountants if not isinstance(self.accountants, str) else self.accountants.split(","))
+        )
         if not accs or any(a not in ACCOUNTANTS for a in accs):
-            raise ValueError(f"accountants must be a non-empty subset of {', '.join(ACCOUNTANTS)}, "
-                             f"got {self.accountants!r}")
+            raise ValueError(
+                f"accountants must be a non-empty subset of {', '.join(ACCOUNTANTS)}, got {self.accountants!r}"
+            )
         object.__setattr__(self, "accountants", accs)
         d = check_positive("delta", self.delta)
         if d >= 1:
@@ -183,25 +212,38 @@ class TrainConfig:
         if self.ref_clip_norm is not None:
             object.__setattr__(self, "ref_clip_norm", check_positive("ref_clip_norm", self.ref_clip_norm))
         if (self.switch_epoch is None) != (self.switch_mode is None):
-            raise ValueError(f"switch_epoch and switch_mode go together, got switch_epoch={self.switch_epoch!r} "
-                             f"and switch_mode={self.switch_mode!r}")
+            raise ValueError(
+                f"switch_epoch and switch_mode go together, got switch_epoch={self.switch_epoch!r} "
+                f"and switch_mode={self.switch_mode!r}"
+            )
         if self.switch_epoch is not None:
             object.__setattr__(self, "switch_epoch", check_int("switch_epoch", self.switch_epoch, minimum=0))
             if self.switch_epoch > self.epochs:
                 raise ValueError(f"switch_epoch must be <= epochs ({self.epochs}), got {self.switch_epoch}")
             object.__setattr__(self, "switch_mode", Mode.parse(self.switch_mode).value)
         for m in self.modes_used:
-            if Mode(m).noised and self.sigma_given > 0 and not math.isfinite(
-                    self.ref_clip_norm if (m == "noise" and self.ref_clip_norm) else self.clip_norm):
-                raise ValueError(f"mode {m!r} adds noise sigma*C and needs a finite clip_norm "
-                                 f"(or ref_clip_norm for 'noise'), got clip_norm={self.clip_norm!r}")
+            if (
+                Mode(m).noised
+                and self.sigma_given > 0
+                and not math.isfinite(self.ref_clip_norm if (m == "noise" and self.ref_clip_norm) else self.clip_norm)
+            ):
+                raise ValueError(
+                    f"mode {m!r} adds noise sigma*C and needs a finite clip_norm "
+                    f"(or ref_clip_norm for 'noise'), got clip_norm={self.clip_norm!r}"
+                )
         s = check_finite("sparsity", self.sparsity)
         if not 0 <= s < 1:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity!r}")
         object.__setattr__(self, "sparsity", s)
-        for name, allowed in (("lr_schedule", LR_SCHEDULES), ("prune_scope", SCOPES), ("mask_source", MASK_SOURCES),
-                              ("diagnostics", DIAGNOSTICS), ("device", DEVICES), ("grad_method", METHODS),
-                              ("model", ("mlp", "cnn", "wrn"))):
+        for name, allowed in (
+            ("lr_schedule", LR_SCHEDULES),
+            ("prune_scope", SCOPES),
+            ("mask_source", MASK_SOURCES),
+            ("diagnostics", DIAGNOSTICS),
+            ("device", DEVICES),
+            ("grad_method", METHODS),
+            ("model", ("mlp", "cnn", "wrn")),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if s > 0 and self.mask_source in ("private", "oracle") and not self.mask_run:
@@ -251,8 +293,12 @@ def _device(name: str) -> torch.device:
 
 def _seeds(seed: int) -> dict[str, int]:
     kids = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
-    return {"sampler": int(kids[0] >> 1), "noise": int(kids[1] >> 1), "burst": int(kids[2] >> 1),
-            "hessian": int(kids[3] >> 1)}
+    return {
+        "sampler": int(kids[0] >> 1),
+        "noise": int(kids[1] >> 1),
+        "burst": int(kids[2] >> 1),
+        "hessian": int(kids[3] >> 1),
+    }
 
 
 def _lr_at(config: TrainConfig, epoch: int, step_in_run: int, total_steps: int) -> float:
@@ -269,9 +315,9 @@ def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
     model.eval()
     loss, correct = 0.0, 0
     for s in range(0, x.shape[0], batch_size):
-        out = model(x[s:s + batch_size])
-        loss += float(torch.nn.functional.cross_entropy(out, y[s:s + batch_size], reduction="sum"))
-        correct += int((out.argmax(1) == y[s:s + batch_size]).sum())
+        out = model(x[s : s + batch_size])
+        loss += float(torch.nn.functional.cross_entropy(out, y[s : s + batch_size], reduction="sum"))
+        correct += int((out.argmax(1) == y[s : s + batch_size]).sum())
     model.train(was)
     return loss / x.shape[0], correct / x.shape[0]
 
@@ -284,8 +330,9 @@ def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[st
     earlier = read_json(folder / "config.json")
     for key in ("dataset", "model", "width", "depth", "data_seed", "n_train"):
         if earlier.get(key) != _jsonable(getattr(config, key)):
-            raise ValueError(f"mask_run {str(folder)!r} has {key}={earlier.get(key)!r}, this run has "
-                             f"{getattr(config, key)!r}")
+            raise ValueError(
+                f"mask_run {str(folder)!r} has {key}={earlier.get(key)!r}, this run has {getattr(config, key)!r}"
+            )
     metrics = read_json(folder / "metrics.json")
     state_path = folder / "model.pt"
     if not state_path.is_file():
@@ -317,8 +364,9 @@ def _resume_key(config: TrainConfig) -> dict[str, Any]:
 # training
 
 
-def train(config: TrainConfig, *, progress: Callable[[int, dict], None] | None = None,
-          return_model: bool = False) -> dict | tuple[dict, torch.nn.Module]:
+def train(
+    config: TrainConfig, *, progress: Callable[[int, dict], None] | None = None, return_model: bool = False
+) -> dict | tuple[dict, torch.nn.Module]:
     """Run ``config``; return the result dict of the module docstring (and the model if asked).
 
     ``progress(epoch, record)`` is called after each epoch's record (and checkpoint) is complete.
@@ -329,16 +377,23 @@ def train(config: TrainConfig, *, progress: Callable[[int, dict], None] | None =
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     device = _device(config.device)
-    ds = load_dataset(config.dataset, root=config.data_root, seed=config.data_seed, n_train=config.n_train,
-                      n_test=config.n_test)
+    ds = load_dataset(
+        config.dataset, root=config.data_root, seed=config.data_seed, n_train=config.n_train, n_test=config.n_test
+    )
     n = ds.n_train
     spe = steps_per_epoch(n=n, batch_size=config.batch_size)
     q = config.batch_size / n
     total_steps = spe * config.epochs
     x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
     x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
-    model = build_model(config.model, input_shape=ds.input_shape, num_classes=ds.num_classes, width=config.width,
-                        depth=config.depth, seed=config.seed).to(device)
+    model = build_model(
+        config.model,
+        input_shape=ds.input_shape,
+        num_classes=ds.num_classes,
+        width=config.width,
+        depth=config.depth,
+        seed=config.seed,
+    ).to(device)
     params = trainable_parameters(model)
 
     # --- mask and its privacy cost
@@ -353,27 +408,38 @@ def train(config: TrainConfig, *, progress: Callable[[int, dict], None] | None =
             source = {k: state[k] for k in params}
             if config.mask_source == "private":
                 if label != "private":
-                    raise ValueError(f"mask_source='private' needs a private mask_run, but {config.mask_run!r} "
-                                     f"is labelled {label!r}")
+                    raise ValueError(
+                        f"mask_source='private' needs a private mask_run, but {config.mask_run!r} is labelled {label!r}"
+                    )
                 prior = mechs
             else:
                 reasons.append("oracle mask from non-private training")
-        masks = {k: m.to(device) for k, m in magnitude_masks(source, sparsity=config.sparsity,
-                                                             scope=config.prune_scope).items()}
+        masks = {
+            k: m.to(device)
+            for k, m in magnitude_masks(source, sparsity=config.sparsity, scope=config.prune_scope).items()
+        }
         apply_masks(model, masks)
 
     # --- noise level
     if config.target_epsilon is not None:
-        sigma = noise_multiplier_for_epsilon(target_epsilon=config.target_epsilon, delta=config.delta, sample_rate=q,
-                                             steps=total_steps, accountant="rdp", prior_mechanisms=prior)
+        sigma = noise_multiplier_for_epsilon(
+            target_epsilon=config.target_epsilon,
+            delta=config.delta,
+            sample_rate=q,
+            steps=total_steps,
+            accountant="rdp",
+            prior_mechanisms=prior,
+        )
     else:
         sigma = config.sigma_given
 
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     seeds = _seeds(config.seed)
-    gens = {"sampler": torch.Generator().manual_seed(seeds["sampler"]),
-            "noise": torch.Generator(device=device).manual_seed(seeds["noise"]),
-            "burst": torch.Generator(device=device).manual_seed(seeds["burst"])}
+    gens = {
+        "sampler": torch.Generator().manual_seed(seeds["sampler"]),
+        "noise": torch.Generator(device=device).manual_seed(seeds["noise"]),
+        "burst": torch.Generator(device=device).manual_seed(seeds["burst"]),
+    }
     hessian_rng = np.random.default_rng(seeds["hessian"])
 
     history: list[dict] = []
@@ -399,16 +465,25 @@ def train(config: TrainConfig, *, progress: Callable[[int, dict], None] | None =
     def privacy_now(accountants: tuple[str, ...]) -> tuple[dict[str, float], list]:
         mechs = prior + [PoissonGaussianMechanism(noise_multiplier=sigma, sample_rate=q, steps=dpsgd_steps)]
         if other_steps or reasons or (sigma == 0 and dpsgd_steps > 0):
-            return {a: math.inf for a in accountants}, mechs
+            return dict.fromkeys(accountants, math.inf), mechs
         return {a: epsilon(mechanisms=mechs, delta=config.delta, accountant=a) for a in accountants}, mechs
 
     def record(epoch: int, mode: str, lr: float, diag: list[dict], extra: dict, seconds: float) -> dict:
         tr_loss, tr_acc = _evaluate(model, x_train, y_train, config.eval_batch_size)
         te_loss, te_acc = _evaluate(model, x_test, y_test, config.eval_batch_size)
         eps, _ = privacy_now(("rdp",))
-        rec = {"epoch": epoch, "step": global_step, "mode": mode, "lr": lr, "train_loss": tr_loss,
-               "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc, "epsilon_rdp": eps["rdp"],
-               "seconds": seconds}
+        rec = {
+            "epoch": epoch,
+            "step": global_step,
+            "mode": mode,
+            "lr": lr,
+            "train_loss": tr_loss,
+            "train_acc": tr_acc,
+            "test_loss": te_loss,
+            "test_acc": te_acc,
+            "epsilon_rdp": eps["rdp"],
+            "seconds": seconds,
+        }
         rec.update(average_diagnostics(diag))
         bias = extra.pop("_bias", None)
         rec.update(extra)
@@ -422,8 +497,14 @@ def train(config: TrainConfig, *, progress: Callable[[int, dict], None] | None =
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
         mode = config.mode_at(epoch)
-        opt_rec = Optimizer(lr=config.lr, batch_size=config.batch_size, clip_norm=config.clip_norm,
-                            noise_multiplier=sigma, mode=mode, ref_clip_norm=config.ref_clip_norm)
+        opt_rec = Optimizer(
+            lr=config.lr,
+            batch_size=config.batch_size,
+            clip_norm=config.clip_norm,
+            noise_multiplier=sigma,
+            mode=mode,
+            ref_clip_norm=config.ref_clip_norm,
+        )
         clip = opt_rec.effective_clip_norm
         nu = opt_rec.noise_std
         diag: list[dict] = []
@@ -436,16 +517,26 @@ def train(config: TrainConfig, *, progress: Callable[[int, dict], None] | None =
             if config.burst_step is not None and global_step == config.burst_step and config.burst_scale > 0:
                 extra["burst_norm"] = _burst(model, masks, config.burst_scale, gens["burst"])
             idx = poisson_batch(n=n, sample_rate=q, generator=gens["sampler"]).to(device)
-            pg = private_gradient(model, x_train[idx], y_train[idx], clip_norm=clip, noise_std=nu,
-                                  expected_batch_size=config.batch_size, generator=gens["noise"], masks=masks,
-                                  method=config.grad_method, keep_sums=config.diagnostics == "full")
+            pg = private_gradient(
+                model,
+                x_train[idx],
+                y_train[idx],
+                clip_norm=clip,
+                noise_std=nu,
+                expected_batch_size=config.batch_size,
+                generator=gens["noise"],
+                masks=masks,
+                method=config.grad_method,
+                keep_sums=config.diagnostics == "full",
+            )
             if config.diagnostics != "none":
                 d = step_diagnostics(pg, clip_norm=config.clip_norm)
                 if config.diagnostics == "full":
                     d.update(bias_diagnostics(pg))
                     if pg.batch_size:
-                        extra["_bias"] = {k: (pg.clipped_sum[k] - pg.unclipped_sum[k]) / pg.batch_size
-                                          for k in pg.clipped_sum}
+                        extra["_bias"] = {
+                            k: (pg.clipped_sum[k] - pg.unclipped_sum[k]) / pg.batch_size for k in pg.clipped_sum
+                        }
                 diag.append(d)
                 for k, v in d.items():
                     step_log.setdefault(k, []).append(v)
@@ -463,21 +554,37 @@ def train(config: TrainConfig, *, progress: Callable[[int, dict], None] | None =
         rec = record(epoch + 1, mode.value, lr, diag, extra, time.perf_counter() - t0)
         history.append(rec)
         done = epoch + 1
-        if ckpt is not None and config.checkpoint_every and (done % config.checkpoint_every == 0 or
-                                                             done == config.epochs):
-            _atomic_save({"key": _resume_key(config), "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(),
-                          "generators": {k: g.get_state() for k, g in gens.items()},
-                          "hessian_rng": hessian_rng.bit_generator.state, "history": history,
-                          "step_log": step_log, "epoch": done, "global_step": global_step,
-                          "dpsgd_steps": dpsgd_steps, "other_steps": other_steps, "sigma": sigma,
-                          "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()}}, ckpt)
+        if (
+            ckpt is not None
+            and config.checkpoint_every
+            and (done % config.checkpoint_every == 0 or done == config.epochs)
+        ):
+            _atomic_save(
+                {
+                    "key": _resume_key(config),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generators": {k: g.get_state() for k, g in gens.items()},
+                    "hessian_rng": hessian_rng.bit_generator.state,
+                    "history": history,
+                    "step_log": step_log,
+                    "epoch": done,
+                    "global_step": global_step,
+                    "dpsgd_steps": dpsgd_steps,
+                    "other_steps": other_steps,
+                    "sigma": sigma,
+                    "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()},
+                },
+                ckpt,
+            )
         if progress is not None:
             progress(done, rec)
         elif not config.quiet:
-            print(f"epoch {done}/{config.epochs} mode={mode.value} train_acc={rec['train_acc']:.4f} "
-                  f"test_acc={rec['test_acc']:.4f} eps_rdp={rec['epsilon_rdp']:.3f} ({rec['seconds']:.1f}s)",
-                  flush=True)
+            print(
+                f"epoch {done}/{config.epochs} mode={mode.value} train_acc={rec['train_acc']:.4f} "
+                f"test_acc={rec['test_acc']:.4f} eps_rdp={rec['epsilon_rdp']:.3f} ({rec['seconds']:.1f}s)",
+                flush=True,
+            )
 
     eps, mechs = privacy_now(config.accountants)
     if other_steps:
@@ -489,10 +596,16 @@ def train(config: TrainConfig, *, progress: Callable[[int, dict], None] | None =
     result = {
         "history": history,
         "steps": step_log,
-        "privacy": {"label": label, "private": not reasons, "noise_multiplier": sigma, "delta": config.delta,
-                    "sample_rate": q, "mechanisms": [asdict(m) for m in mechs],
-                    **{f"epsilon_{a}": e for a, e in eps.items()},
-                    "mask_source": config.mask_source if masks is not None else None},
+        "privacy": {
+            "label": label,
+            "private": not reasons,
+            "noise_multiplier": sigma,
+            "delta": config.delta,
+            "sample_rate": q,
+            "mechanisms": [asdict(m) for m in mechs],
+            **{f"epsilon_{a}": e for a, e in eps.items()},
+            "mask_source": config.mask_source if masks is not None else None,
+        },
         "parameters": int(sum(p.numel() for p in params.values())),
         "kept_parameters": kept,
         "steps_per_epoch": spe,
@@ -519,14 +632,20 @@ def _burst(model, masks, scale: float, generator: torch.Generator) -> float:
 
 
 def _hessian_record(config, model, x, y, masks, rng, bias) -> dict:
-    from simulations.nn.hessian import (effective_rank, flatten, make_hvp, parameter_dim, subspace_fraction,
-                                        top_eigenpairs)
+    from simulations.nn.hessian import (
+        effective_rank,
+        flatten,
+        make_hvp,
+        parameter_dim,
+        subspace_fraction,
+        top_eigenpairs,
+    )
 
     m = min(config.hessian_samples, x.shape[0])
     hvp = make_hvp(model, x[:m], y[:m], masks=masks)
     dim = parameter_dim(model)
     k = min(config.hessian_k, dim)
-    vals, vecs = top_eigenpairs(hvp, dim=dim, k=k, seed=int(rng.integers(2 ** 31)), tol=1e-3)
+    vals, vecs = top_eigenpairs(hvp, dim=dim, k=k, seed=int(rng.integers(2**31)), tol=1e-3)
     out = {"hessian_top": [float(v) for v in vals], "hessian_eff_rank": effective_rank(vals)}
     if bias is not None:
         out["bias_in_top_k"] = subspace_fraction(flatten(bias), vecs)
@@ -554,8 +673,10 @@ def run_train(config: TrainConfig) -> Path:
     if not config.quiet:
         last, priv = result["history"][-1], result["privacy"]
         eps = ", ".join(f"{k.removeprefix('epsilon_')} {v:.4g}" for k, v in priv.items() if k.startswith("epsilon_"))
-        print(f"{config.out}: test_acc {last['test_acc']:.4f}, {priv['label']}, sigma {priv['noise_multiplier']:.4g}, "
-              f"epsilon at delta={config.delta:g}: {eps}")
+        print(
+            f"{config.out}: test_acc {last['test_acc']:.4f}, {priv['label']}, sigma {priv['noise_multiplier']:.4g}, "
+            f"epsilon at delta={config.delta:g}: {eps}"
+        )
     return Path(config.out)
 
 
@@ -563,5 +684,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m simulations.nn train [options]``: bad input → one line on stderr, exit status 2."""
     from simulations._cli import run_main
 
-    return run_main(TrainConfig, run_train, argv, prog="python -m simulations.nn train",
-                    description=__doc__.split("\n\n")[0])
+    return run_main(
+        TrainConfig, run_train, argv, prog="python -m simulations.nn train", description=__doc__.split("\n\n")[0]
+    )

@@ -16,9 +16,10 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -170,7 +171,7 @@ def fmt(stat: dict[str, float], scale: float = 1.0, digits: int = 2) -> str:
 # fields shared by the experiment configs (each experiment overrides defaults as it needs)
 
 
-def opt(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002 - mirrors argparse's name
+def opt(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -198,12 +199,13 @@ class Sweep:
     threads: int = 0
 
     @classmethod
-    def of(cls, label: str, config: "NetExperiment") -> "Sweep":
+    def of(cls, label: str, config: NetExperiment) -> Sweep:
         """A sweep with the experiment's ``quiet`` and ``threads`` settings."""
         return cls(label, quiet=config.quiet, threads=config.threads)
 
-    def run(self, jobs: Sequence[tuple[dict, Any]], *, keep_model: Callable[[dict], bool] | None = None,
-            saved: bool = False) -> list[dict]:
+    def run(
+        self, jobs: Sequence[tuple[dict, Any]], *, keep_model: Callable[[dict], bool] | None = None, saved: bool = False
+    ) -> list[dict]:
         """Run every job; ``keep_model(tags)`` True keeps that run's network in ``result["model"]``;
         ``saved`` writes each run's own result folder (its config's ``out``) via :func:`run_saved`."""
         from simulations._cli import Progress
@@ -211,8 +213,10 @@ class Sweep:
         results = []
         start = time.perf_counter()
         # privacy accounting is memoised natively by dptheory.privacy.epsilon (identical numbers)
-        with torch_threads(self.threads), \
-                Progress(total=len(jobs), label=self.label, quiet=self.quiet, min_seconds=0.0) as bar:
+        with (
+            torch_threads(self.threads),
+            Progress(total=len(jobs), label=self.label, quiet=self.quiet, min_seconds=0.0) as bar,
+        ):
             for tags, config in jobs:
                 t0 = time.perf_counter()
                 if saved:
@@ -317,10 +321,23 @@ class NetExperiment:
 
         Pass ``target_epsilon=...`` to calibrate σ instead (``noise_multiplier`` is then dropped).
         """
-        fields = dict(dataset=self.dataset, model=self.model, width=self.width, depth=self.depth,
-                      epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-                      clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier, delta=self.delta,
-                      n_train=self.n_train, data_root=self.data_root, device=self.device, quiet=True)
+        fields = dict(
+            dataset=self.dataset,
+            model=self.model,
+            width=self.width,
+            depth=self.depth,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            clip_norm=self.clip_norm,
+            noise_multiplier=self.noise_multiplier,
+            delta=self.delta,
+            n_train=self.n_train,
+            data_root=self.data_root,
+            device=self.device,
+            quiet=True,
+        )
         fields.update(overrides)
         if fields.get("target_epsilon") is not None:
             fields["noise_multiplier"] = None

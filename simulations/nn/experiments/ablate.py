@@ -38,8 +38,23 @@ import numpy as np
 
 from simulations._results import check_output_dir, result_folder, write_results
 from simulations.nn.experiments._common import (
-    TEST_ACC, TEST_LOSS, TRAIN_LOSS, NetExperiment, Sweep, curves, fmt, history, opt,
-    paired_difference, per_seed, print_table, select, steps_per_epoch, summary, train_config)
+    TEST_ACC,
+    TEST_LOSS,
+    TRAIN_LOSS,
+    NetExperiment,
+    Sweep,
+    curves,
+    fmt,
+    history,
+    opt,
+    paired_difference,
+    per_seed,
+    print_table,
+    select,
+    steps_per_epoch,
+    summary,
+    train_config,
+)
 
 MODES = ("sgd", "clip", "noise", "dpsgd")
 BURST_MODES = ("sgd", "clip")
@@ -66,13 +81,27 @@ def jobs(config: AblateConfig, *, burst_step: int | None) -> list[tuple[dict, An
     base = config.base_fields()
     for seed in config.seeds:
         for mode in MODES:
-            out.append(({"seed": seed, "mode": mode, "burst": False},
-                        train_config(**base, seed=seed, mode=mode, ref_clip_norm=config.clip_norm)))
+            out.append(
+                (
+                    {"seed": seed, "mode": mode, "burst": False},
+                    train_config(**base, seed=seed, mode=mode, ref_clip_norm=config.clip_norm),
+                )
+            )
         if burst_step is not None:
             for mode in BURST_MODES:
-                out.append(({"seed": seed, "mode": mode, "burst": True},
-                            train_config(**base, seed=seed, mode=mode, ref_clip_norm=config.clip_norm,
-                                         burst_step=burst_step, burst_scale=config.burst_scale)))
+                out.append(
+                    (
+                        {"seed": seed, "mode": mode, "burst": True},
+                        train_config(
+                            **base,
+                            seed=seed,
+                            mode=mode,
+                            ref_clip_norm=config.clip_norm,
+                            burst_step=burst_step,
+                            burst_scale=config.burst_scale,
+                        ),
+                    )
+                )
     return out
 
 
@@ -87,8 +116,9 @@ def analyse(config: AblateConfig, results: list[dict]) -> dict:
         "test_loss": {m: summary(loss[m]) for m in MODES},
         "accuracy_minus_sgd": {m: paired_difference(acc[m], acc["sgd"]) for m in MODES if m != "sgd"},
         "noise_minus_clip": noise_minus_clip,
-        "clipping_hurts_more": bool(noise_minus_clip["n"] > 1
-                                    and noise_minus_clip["mean"] > 2 * noise_minus_clip["se"]),
+        "clipping_hurts_more": bool(
+            noise_minus_clip["n"] > 1 and noise_minus_clip["mean"] > 2 * noise_minus_clip["se"]
+        ),
     }
     if config.burst_epoch > 0:
         t0 = config.burst_epoch  # history record t0 = end of the epoch whose last step follows the burst
@@ -112,8 +142,10 @@ def analyse(config: AblateConfig, results: list[dict]) -> dict:
         metrics["burst_epoch"] = config.burst_epoch
         metrics["recovered_sgd_minus_clip"] = diff
         metrics["unclipped_recovers_better"] = bool(diff["n"] > 1 and diff["mean"] > 2 * diff["se"])
-    metrics["criterion"] = ("clipping hurts more: acc(noise) - acc(clip) > 2 SE (paired); unclipped recovers better: "
-                            "recovered fraction (sgd) - (clip) > 2 SE (paired)")
+    metrics["criterion"] = (
+        "clipping hurts more: acc(noise) - acc(clip) > 2 SE (paired); unclipped recovers better: "
+        "recovered fraction (sgd) - (clip) > 2 SE (paired)"
+    )
     return metrics
 
 
@@ -125,23 +157,37 @@ def _excess_train_loss(results: list[dict], seed: int, mode: str) -> np.ndarray:
 
 
 def report(config: AblateConfig, metrics: dict) -> None:
-    print(f"claim 2 (ablate), {config.dataset} {config.model} width {config.width}, {config.epochs} epochs, "
-          f"sigma={config.noise_multiplier}, C=C_ref={config.clip_norm}, seeds={len(config.seeds)}")
+    print(
+        f"claim 2 (ablate), {config.dataset} {config.model} width {config.width}, {config.epochs} epochs, "
+        f"sigma={config.noise_multiplier}, C=C_ref={config.clip_norm}, seeds={len(config.seeds)}"
+    )
     rows = [["mode", "test acc %", "− SGD (paired) %", "test loss"]]
     for m in MODES:
         diff = metrics["accuracy_minus_sgd"].get(m)
-        rows.append([m, fmt(metrics["test_accuracy"][m], 100), "" if diff is None else fmt(diff, 100),
-                     fmt(metrics["test_loss"][m], 1, 3)])
+        rows.append(
+            [
+                m,
+                fmt(metrics["test_accuracy"][m], 100),
+                "" if diff is None else fmt(diff, 100),
+                fmt(metrics["test_loss"][m], 1, 3),
+            ]
+        )
     print_table(rows)
-    print(f"  noise − clip = {fmt(metrics['noise_minus_clip'], 100)} %  (clipping hurts more: "
-          f"{metrics['clipping_hurts_more']})")
+    print(
+        f"  noise − clip = {fmt(metrics['noise_minus_clip'], 100)} %  (clipping hurts more: "
+        f"{metrics['clipping_hurts_more']})"
+    )
     if "burst" in metrics:
         for mode, r in metrics["burst"].items():
-            print(f"  burst after epoch {metrics['burst_epoch']} in {mode}: excess train loss "
-                  f"{fmt(r['excess_train_loss_after_burst'], 1, 3)} → {fmt(r['excess_train_loss_at_end'], 1, 3)}, "
-                  f"recovered {fmt(r['recovered_fraction'], 100, 1)} %")
-        print(f"  recovered(sgd) − recovered(clip) = {fmt(metrics['recovered_sgd_minus_clip'], 100, 1)} %  "
-              f"(unclipped recovers better: {metrics['unclipped_recovers_better']})")
+            print(
+                f"  burst after epoch {metrics['burst_epoch']} in {mode}: excess train loss "
+                f"{fmt(r['excess_train_loss_after_burst'], 1, 3)} → {fmt(r['excess_train_loss_at_end'], 1, 3)}, "
+                f"recovered {fmt(r['recovered_fraction'], 100, 1)} %"
+            )
+        print(
+            f"  recovered(sgd) − recovered(clip) = {fmt(metrics['recovered_sgd_minus_clip'], 100, 1)} %  "
+            f"(unclipped recovers better: {metrics['unclipped_recovers_better']})"
+        )
 
 
 def run(config: AblateConfig) -> dict:
@@ -156,11 +202,14 @@ def run(config: AblateConfig) -> dict:
     metrics = analyse(config, results)
     metrics["burst_step"] = burst_step
     metrics["runs"] = [{**r["tags"], "seconds": r["seconds"]} for r in results]
-    arrays = {"test_accuracy": curves(results, TEST_ACC), "train_loss": curves(results, TRAIN_LOSS),
-              "test_loss": curves(results, TEST_LOSS),
-              "mode": np.asarray([r["tags"]["mode"] for r in results]),
-              "burst": np.asarray([r["tags"]["burst"] for r in results]),
-              "seed": np.asarray([r["tags"]["seed"] for r in results])}
+    arrays = {
+        "test_accuracy": curves(results, TEST_ACC),
+        "train_loss": curves(results, TRAIN_LOSS),
+        "test_loss": curves(results, TEST_LOSS),
+        "mode": np.asarray([r["tags"]["mode"] for r in results]),
+        "burst": np.asarray([r["tags"]["burst"] for r in results]),
+        "seed": np.asarray([r["tags"]["seed"] for r in results]),
+    }
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
     report(config, metrics)
@@ -170,8 +219,9 @@ def run(config: AblateConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from simulations._cli import run_main
 
-    return run_main(AblateConfig, run, argv, prog="python -m simulations.nn ablate",
-                    description=__doc__.split("\n\n")[0])
+    return run_main(
+        AblateConfig, run, argv, prog="python -m simulations.nn ablate", description=__doc__.split("\n\n")[0]
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,23 @@ import numpy as np
 
 from simulations._results import check_output_dir, result_folder, write_results
 from simulations.nn.experiments._common import (
-    EPSILON, TEST_ACC, TEST_LOSS, TRAIN_LOSS, NetExperiment, Sweep, check_fraction_list, curves, final,
-    fmt, opt, paired_difference, per_seed, print_table, summary, train_config)
+    EPSILON,
+    TEST_ACC,
+    TEST_LOSS,
+    TRAIN_LOSS,
+    NetExperiment,
+    Sweep,
+    check_fraction_list,
+    curves,
+    final,
+    fmt,
+    opt,
+    paired_difference,
+    per_seed,
+    print_table,
+    summary,
+    train_config,
+)
 
 SOURCES = ("init", "private", "oracle")
 HEAVY = 0.9
@@ -67,8 +82,9 @@ class PruneConfig(NetExperiment):
     width: int = opt(256, "hidden units of the (wide) MLP")
     sparsities: tuple[float, ...] = opt((0.0, 0.5, 0.9, 0.95, 0.98), "fractions of weights pruned")
     mask_sources: tuple[str, ...] = opt(SOURCES, "mask sources: init, private, oracle")
-    prune_scope: str = opt("global", "magnitude ranking over all weights (global) or per layer",
-                           choices=("global", "layer"))
+    prune_scope: str = opt(
+        "global", "magnitude ranking over all weights (global) or per layer", choices=("global", "layer")
+    )
     target_epsilon: float = opt(4.0, "total epsilon of every DP run (a private mask's run is composed into it)")
     mask_epsilon: float = opt(1.0, "epsilon spent by the DP run that gives the private mask (< target_epsilon)")
     out: str = opt("results/nn/prune", "result folder (replaced atomically)")
@@ -87,8 +103,9 @@ class PruneConfig(NetExperiment):
         if not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
             raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
         if not 0 < self.mask_epsilon < self.target_epsilon:
-            raise ValueError(f"mask_epsilon must lie in (0, target_epsilon={self.target_epsilon}), "
-                             f"got {self.mask_epsilon}")
+            raise ValueError(
+                f"mask_epsilon must lie in (0, target_epsilon={self.target_epsilon}), got {self.mask_epsilon}"
+            )
 
 
 def dense_jobs(config: PruneConfig, folder: Path) -> list[tuple[dict, Any]]:
@@ -101,15 +118,39 @@ def dense_jobs(config: PruneConfig, folder: Path) -> list[tuple[dict, Any]]:
     """
     out = []
     for seed in config.seeds:
-        out.append(({"seed": seed, "mode": "sgd", "sparsity": 0.0, "source": "none"},
-                    train_config(**config.base_fields(seed=seed, mode="sgd", out=str(folder / f"sgd-seed{seed}")))))
-        out.append(({"seed": seed, "mode": "dpsgd", "sparsity": 0.0, "source": "none"},
-                    train_config(**config.base_fields(seed=seed, mode="dpsgd", target_epsilon=config.target_epsilon,
-                                                      out=str(folder / f"dpsgd-seed{seed}")))))
+        out.append(
+            (
+                {"seed": seed, "mode": "sgd", "sparsity": 0.0, "source": "none"},
+                train_config(**config.base_fields(seed=seed, mode="sgd", out=str(folder / f"sgd-seed{seed}"))),
+            )
+        )
+        out.append(
+            (
+                {"seed": seed, "mode": "dpsgd", "sparsity": 0.0, "source": "none"},
+                train_config(
+                    **config.base_fields(
+                        seed=seed,
+                        mode="dpsgd",
+                        target_epsilon=config.target_epsilon,
+                        out=str(folder / f"dpsgd-seed{seed}"),
+                    )
+                ),
+            )
+        )
         if "private" in config.mask_sources:
-            out.append(({"seed": seed, "mode": "dpsgd", "sparsity": 0.0, "source": "mask-run"},
-                        train_config(**config.base_fields(seed=seed, mode="dpsgd", target_epsilon=config.mask_epsilon,
-                                                          out=str(folder / f"mask-dpsgd-seed{seed}")))))
+            out.append(
+                (
+                    {"seed": seed, "mode": "dpsgd", "sparsity": 0.0, "source": "mask-run"},
+                    train_config(
+                        **config.base_fields(
+                            seed=seed,
+                            mode="dpsgd",
+                            target_epsilon=config.mask_epsilon,
+                            out=str(folder / f"mask-dpsgd-seed{seed}"),
+                        )
+                    ),
+                )
+            )
     return out
 
 
@@ -117,14 +158,29 @@ def pruned_jobs(config: PruneConfig, folder: Path) -> list[tuple[dict, Any]]:
     """DP-SGD at the target ε with a magnitude mask, for every sparsity > 0, source and seed."""
     out = []
     for seed in config.seeds:
-        mask_runs = {"init": None, "private": str(folder / f"mask-dpsgd-seed{seed}"),
-                     "oracle": str(folder / f"sgd-seed{seed}")}
+        mask_runs = {
+            "init": None,
+            "private": str(folder / f"mask-dpsgd-seed{seed}"),
+            "oracle": str(folder / f"sgd-seed{seed}"),
+        }
         for p in config.sparsities[1:]:
             for source in config.mask_sources:
-                out.append(({"seed": seed, "mode": "dpsgd", "sparsity": p, "source": source},
-                            train_config(**config.base_fields(
-                                seed=seed, mode="dpsgd", target_epsilon=config.target_epsilon, sparsity=p,
-                                prune_scope=config.prune_scope, mask_source=source, mask_run=mask_runs[source]))))
+                out.append(
+                    (
+                        {"seed": seed, "mode": "dpsgd", "sparsity": p, "source": source},
+                        train_config(
+                            **config.base_fields(
+                                seed=seed,
+                                mode="dpsgd",
+                                target_epsilon=config.target_epsilon,
+                                sparsity=p,
+                                prune_scope=config.prune_scope,
+                                mask_source=source,
+                                mask_run=mask_runs[source],
+                            )
+                        ),
+                    )
+                )
     return out
 
 
@@ -136,33 +192,57 @@ def analyse(config: PruneConfig, results: list[dict]) -> dict:
     per_source: dict[str, Any] = {}
     verdict: dict[str, Any] = {}
     for source in config.mask_sources:
-        rows = [{"sparsity": 0.0, "test_accuracy": summary(dense), "minus_dense": paired_difference(dense, dense),
-                 "epsilon": summary(dense_eps)}]
+        rows = [
+            {
+                "sparsity": 0.0,
+                "test_accuracy": summary(dense),
+                "minus_dense": paired_difference(dense, dense),
+                "epsilon": summary(dense_eps),
+            }
+        ]
         best = None
         for p in config.sparsities[1:]:
             acc = per_seed(results, seeds, TEST_ACC, sparsity=p, source=source)
             eps = per_seed(results, seeds, EPSILON, sparsity=p, source=source)
             diff = paired_difference(acc, dense)
             loss = per_seed(results, seeds, TEST_LOSS, sparsity=p, source=source)
-            rows.append({"sparsity": p, "test_accuracy": summary(acc), "test_loss": summary(loss),
-                         "minus_dense": diff, "epsilon": _epsilon_summary(eps)})
+            rows.append(
+                {
+                    "sparsity": p,
+                    "test_accuracy": summary(acc),
+                    "test_loss": summary(loss),
+                    "minus_dense": diff,
+                    "epsilon": _epsilon_summary(eps),
+                }
+            )
             if p >= HEAVY and (best is None or diff["mean"] > best["minus_dense"]["mean"]):
                 best = rows[-1]
         per_source[source] = rows
-        helps = bool(best is not None and best["minus_dense"]["n"] > 1
-                     and best["minus_dense"]["mean"] > 2 * best["minus_dense"]["se"])
-        verdict[source] = {"best_heavy_sparsity": None if best is None else best["sparsity"],
-                           "best_heavy_minus_dense": None if best is None else best["minus_dense"],
-                           "heavy_pruning_helps": helps,
-                           "privacy": {"init": "private (data-independent mask)",
-                                       "private": "private (mask epsilon composed into the total)",
-                                       "oracle": "NOT private (mask from non-private training)"}[source]}
+        helps = bool(
+            best is not None
+            and best["minus_dense"]["n"] > 1
+            and best["minus_dense"]["mean"] > 2 * best["minus_dense"]["se"]
+        )
+        verdict[source] = {
+            "best_heavy_sparsity": None if best is None else best["sparsity"],
+            "best_heavy_minus_dense": None if best is None else best["minus_dense"],
+            "heavy_pruning_helps": helps,
+            "privacy": {
+                "init": "private (data-independent mask)",
+                "private": "private (mask epsilon composed into the total)",
+                "oracle": "NOT private (mask from non-private training)",
+            }[source],
+        }
     mask_run = [r for r in results if r["tags"]["source"] == "mask-run"]
-    return {"claim": "4: magnitude pruning is a suitable dimension reduction; heavy pruning can improve DP-SGD",
-            "sgd_dense": summary(sgd), "dpsgd_dense": summary(dense), "per_source": per_source,
-            "private_mask_run_accuracy": summary([final(r["result"], TEST_ACC) for r in mask_run]),
-            "verdict": verdict,
-            "criterion": f"some sparsity >= {HEAVY} beats the dense DP-SGD run by > 2 SE (paired by seed)"}
+    return {
+        "claim": "4: magnitude pruning is a suitable dimension reduction; heavy pruning can improve DP-SGD",
+        "sgd_dense": summary(sgd),
+        "dpsgd_dense": summary(dense),
+        "per_source": per_source,
+        "private_mask_run_accuracy": summary([final(r["result"], TEST_ACC) for r in mask_run]),
+        "verdict": verdict,
+        "criterion": f"some sparsity >= {HEAVY} beats the dense DP-SGD run by > 2 SE (paired by seed)",
+    }
 
 
 def _epsilon_summary(eps: np.ndarray) -> dict[str, float]:
@@ -173,12 +253,18 @@ def _epsilon_summary(eps: np.ndarray) -> dict[str, float]:
 
 
 def report(config: PruneConfig, metrics: dict) -> None:
-    print(f"claim 4 (prune), {config.dataset} mlp width {config.width} depth {config.depth}, {config.epochs} epochs, "
-          f"target eps={config.target_epsilon}, C={config.clip_norm}, {config.prune_scope} magnitude masks, "
-          f"seeds={len(config.seeds)}; accuracy in %")
+    print(
+        f"claim 4 (prune), {config.dataset} mlp width {config.width} depth {config.depth}, {config.epochs} epochs, "
+        f"target eps={config.target_epsilon}, C={config.clip_norm}, {config.prune_scope} magnitude masks, "
+        f"seeds={len(config.seeds)}; accuracy in %"
+    )
     print(f"  dense: SGD {fmt(metrics['sgd_dense'], 100, 1)}, DP-SGD {fmt(metrics['dpsgd_dense'], 100, 1)}")
-    rows = [["sparsity"] + [f"{s} acc" for s in config.mask_sources] + [f"{s} − dense" for s in config.mask_sources]
-            + [f"{s} eps" for s in config.mask_sources]]
+    rows = [
+        ["sparsity"]
+        + [f"{s} acc" for s in config.mask_sources]
+        + [f"{s} − dense" for s in config.mask_sources]
+        + [f"{s} eps" for s in config.mask_sources]
+    ]
     for i, p in enumerate(config.sparsities):
         row = [f"{p:.2f}"]
         row += [fmt(metrics["per_source"][s][i]["test_accuracy"], 100, 1) for s in config.mask_sources]
@@ -200,13 +286,23 @@ def run(config: PruneConfig) -> dict:
         results = Sweep.of("prune dense", config).run(dense_jobs(config, mask_dir), saved=True)
         results += Sweep.of("prune", config).run(pruned_jobs(config, mask_dir))
         metrics = analyse(config, results)
-        metrics["runs"] = [{**r["tags"], "epsilon": final(r["result"], EPSILON), "seconds": r["seconds"],
-                            "privacy": r["result"].get("privacy", {}).get("label")} for r in results]
-        arrays = {"test_accuracy": curves(results, TEST_ACC), "train_loss": curves(results, TRAIN_LOSS),
-                  "sparsity": np.asarray([r["tags"]["sparsity"] for r in results]),
-                  "source": np.asarray([r["tags"]["source"] for r in results]),
-                  "mode": np.asarray([r["tags"]["mode"] for r in results]),
-                  "seed": np.asarray([r["tags"]["seed"] for r in results])}
+        metrics["runs"] = [
+            {
+                **r["tags"],
+                "epsilon": final(r["result"], EPSILON),
+                "seconds": r["seconds"],
+                "privacy": r["result"].get("privacy", {}).get("label"),
+            }
+            for r in results
+        ]
+        arrays = {
+            "test_accuracy": curves(results, TEST_ACC),
+            "train_loss": curves(results, TRAIN_LOSS),
+            "sparsity": np.asarray([r["tags"]["sparsity"] for r in results]),
+            "source": np.asarray([r["tags"]["source"] for r in results]),
+            "mode": np.asarray([r["tags"]["mode"] for r in results]),
+            "seed": np.asarray([r["tags"]["seed"] for r in results]),
+        }
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
     report(config, metrics)
     return metrics
@@ -215,8 +311,7 @@ def run(config: PruneConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from simulations._cli import run_main
 
-    return run_main(PruneConfig, run, argv, prog="python -m simulations.nn prune",
-                    description=__doc__.split("\n\n")[0])
+    return run_main(PruneConfig, run, argv, prog="python -m simulations.nn prune", description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

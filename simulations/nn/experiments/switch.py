@@ -38,8 +38,20 @@ import numpy as np
 
 from simulations._results import check_output_dir, result_folder, write_results
 from simulations.nn.experiments._common import (
-    TEST_ACC, TEST_LOSS, NetExperiment, Sweep, curves, fmt, opt, paired_difference, per_seed,
-    print_table, select, summary, train_config)
+    TEST_ACC,
+    TEST_LOSS,
+    NetExperiment,
+    Sweep,
+    curves,
+    fmt,
+    opt,
+    paired_difference,
+    per_seed,
+    print_table,
+    select,
+    summary,
+    train_config,
+)
 
 
 @dataclass(frozen=True)
@@ -63,12 +75,15 @@ def jobs(config: SwitchConfig) -> list[tuple[dict, Any]]:
     base = config.base_fields()
     for seed in config.seeds:
         for mode in ("sgd", "dpsgd"):
-            out.append(({"seed": seed, "run": mode, "switch_epoch": None},
-                        train_config(**base, seed=seed, mode=mode)))
+            out.append(({"seed": seed, "run": mode, "switch_epoch": None}, train_config(**base, seed=seed, mode=mode)))
         for s in config.switch_epochs:
             for first, then in (("sgd", "dpsgd"), ("dpsgd", "sgd")):
-                out.append(({"seed": seed, "run": f"{first}->{then}", "switch_epoch": s},
-                            train_config(**base, seed=seed, mode=first, switch_epoch=s, switch_mode=then)))
+                out.append(
+                    (
+                        {"seed": seed, "run": f"{first}->{then}", "switch_epoch": s},
+                        train_config(**base, seed=seed, mode=first, switch_epoch=s, switch_mode=then),
+                    )
+                )
     return out
 
 
@@ -88,43 +103,60 @@ def analyse(config: SwitchConfig, results: list[dict]) -> dict:
         early_private = per_seed(results, seeds, TEST_ACC, run="dpsgd->sgd", switch_epoch=s)
         numerator = paired_difference(early_private, late_private)
         dominance = numerator["mean"] / gap["mean"] if gap["mean"] not in (0.0,) else math.nan
-        per_switch.append({
-            "switch_epoch": s,
-            "acc_sgd_then_dpsgd": summary(late_private),
-            "acc_dpsgd_then_sgd": summary(early_private),
-            "sgd_then_dpsgd_minus_dpsgd": paired_difference(late_private, acc_dp),
-            "dpsgd_then_sgd_minus_sgd": paired_difference(early_private, acc_sgd),
-            "dominance_numerator": numerator,
-            "late_phase_dominance": dominance,
-        })
+        per_switch.append(
+            {
+                "switch_epoch": s,
+                "acc_sgd_then_dpsgd": summary(late_private),
+                "acc_dpsgd_then_sgd": summary(early_private),
+                "sgd_then_dpsgd_minus_dpsgd": paired_difference(late_private, acc_dp),
+                "dpsgd_then_sgd_minus_sgd": paired_difference(early_private, acc_sgd),
+                "dominance_numerator": numerator,
+                "late_phase_dominance": dominance,
+            }
+        )
     mid = min(per_switch, key=lambda r: abs(r["switch_epoch"] - config.epochs / 2))
     num = mid["dominance_numerator"]
     late_decides = bool(num["n"] > 1 and num["mean"] > 2 * num["se"] and mid["late_phase_dominance"] > 0.5)
     early = paired_difference(first_epoch["dpsgd"], first_epoch["sgd"])
     return {
         "claim": "1: DP-SGD is slower early, but the late phase decides the final result",
-        "acc_sgd": summary(acc_sgd), "acc_dpsgd": summary(acc_dp), "gap_sgd_minus_dpsgd": gap,
+        "acc_sgd": summary(acc_sgd),
+        "acc_dpsgd": summary(acc_dp),
+        "gap_sgd_minus_dpsgd": gap,
         "first_epoch_acc_dpsgd_minus_sgd": early,
         "slower_early": bool(early["n"] > 1 and early["mean"] < -2 * early["se"]),
         "per_switch": per_switch,
         "verdict_switch_epoch": mid["switch_epoch"],
         "late_phase_decides": late_decides,
         "criterion": "at the switch epoch nearest E/2: acc(dpsgd->sgd) - acc(sgd->dpsgd) > 2 SE (paired) "
-                     "and late-phase dominance L > 0.5; 'dpsgd->sgd' runs are not private",
+        "and late-phase dominance L > 0.5; 'dpsgd->sgd' runs are not private",
     }
 
 
 def report(config: SwitchConfig, metrics: dict) -> None:
-    print(f"claim 1 (switch), {config.dataset} {config.model} width {config.width}, {config.epochs} epochs, "
-          f"sigma={config.noise_multiplier}, C={config.clip_norm}, seeds={len(config.seeds)}; test accuracy in %")
-    print(f"  SGD {fmt(metrics['acc_sgd'], 100)}   DP-SGD {fmt(metrics['acc_dpsgd'], 100)}   "
-          f"paired gap {fmt(metrics['gap_sgd_minus_dpsgd'], 100)}")
-    print(f"  after epoch 1: DP-SGD − SGD = {fmt(metrics['first_epoch_acc_dpsgd_minus_sgd'], 100)}"
-          f"  (slower early: {metrics['slower_early']})")
+    print(
+        f"claim 1 (switch), {config.dataset} {config.model} width {config.width}, {config.epochs} epochs, "
+        f"sigma={config.noise_multiplier}, C={config.clip_norm}, seeds={len(config.seeds)}; test accuracy in %"
+    )
+    print(
+        f"  SGD {fmt(metrics['acc_sgd'], 100)}   DP-SGD {fmt(metrics['acc_dpsgd'], 100)}   "
+        f"paired gap {fmt(metrics['gap_sgd_minus_dpsgd'], 100)}"
+    )
+    print(
+        f"  after epoch 1: DP-SGD − SGD = {fmt(metrics['first_epoch_acc_dpsgd_minus_sgd'], 100)}"
+        f"  (slower early: {metrics['slower_early']})"
+    )
     rows = [["s", "SGD→DP", "DP→SGD (not private)", "DP→SGD − SGD→DP", "dominance L"]]
     for r in metrics["per_switch"]:
-        rows.append([str(r["switch_epoch"]), fmt(r["acc_sgd_then_dpsgd"], 100), fmt(r["acc_dpsgd_then_sgd"], 100),
-                     fmt(r["dominance_numerator"], 100), f"{r['late_phase_dominance']:+.2f}"])
+        rows.append(
+            [
+                str(r["switch_epoch"]),
+                fmt(r["acc_sgd_then_dpsgd"], 100),
+                fmt(r["acc_dpsgd_then_sgd"], 100),
+                fmt(r["dominance_numerator"], 100),
+                f"{r['late_phase_dominance']:+.2f}",
+            ]
+        )
     print_table(rows)
     print(f"  late phase decides (s={metrics['verdict_switch_epoch']}): {metrics['late_phase_decides']}")
 
@@ -135,13 +167,19 @@ def run(config: SwitchConfig) -> dict:
     job_list = jobs(config)
     results = Sweep.of("switch", config).run(job_list)
     metrics = analyse(config, results)
-    metrics["runs"] = [{**r["tags"], "final_test_accuracy": float(curves([r], TEST_ACC)[0, -1]),
-                        "seconds": r["seconds"]} for r in results]
-    arrays = {"test_accuracy": curves(results, TEST_ACC), "test_loss": curves(results, TEST_LOSS),
-              "run": np.asarray([r["tags"]["run"] for r in results]),
-              "seed": np.asarray([r["tags"]["seed"] for r in results]),
-              "switch_epoch": np.asarray([-1 if r["tags"]["switch_epoch"] is None else r["tags"]["switch_epoch"]
-                                          for r in results])}
+    metrics["runs"] = [
+        {**r["tags"], "final_test_accuracy": float(curves([r], TEST_ACC)[0, -1]), "seconds": r["seconds"]}
+        for r in results
+    ]
+    arrays = {
+        "test_accuracy": curves(results, TEST_ACC),
+        "test_loss": curves(results, TEST_LOSS),
+        "run": np.asarray([r["tags"]["run"] for r in results]),
+        "seed": np.asarray([r["tags"]["seed"] for r in results]),
+        "switch_epoch": np.asarray(
+            [-1 if r["tags"]["switch_epoch"] is None else r["tags"]["switch_epoch"] for r in results]
+        ),
+    }
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
     report(config, metrics)
@@ -151,8 +189,9 @@ def run(config: SwitchConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from simulations._cli import run_main
 
-    return run_main(SwitchConfig, run, argv, prog="python -m simulations.nn switch",
-                    description=__doc__.split("\n\n")[0])
+    return run_main(
+        SwitchConfig, run, argv, prog="python -m simulations.nn switch", description=__doc__.split("\n\n")[0]
+    )
 
 
 if __name__ == "__main__":

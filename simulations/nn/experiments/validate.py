@@ -56,8 +56,19 @@ import numpy as np
 
 from simulations._results import check_output_dir, result_folder, write_results
 from simulations.nn.experiments._common import (
-    CLIP_FRACTION, TRAIN_LOSS, NetExperiment, Sweep, check_fraction_list, fmt, opt,
-    print_table, select, spearman, summary, train_config)
+    CLIP_FRACTION,
+    TRAIN_LOSS,
+    NetExperiment,
+    Sweep,
+    check_fraction_list,
+    fmt,
+    opt,
+    print_table,
+    select,
+    spearman,
+    summary,
+    train_config,
+)
 
 
 @dataclass(frozen=True)
@@ -84,11 +95,14 @@ class ValidateConfig(NetExperiment):
         sp = tuple(sorted(set(check_fraction_list("sparsities", self.sparsities)) - {0.0}))
         object.__setattr__(self, "sparsities", sp)
         if len(widths) + len(sp) < 3:
-            raise ValueError("validate needs at least 3 sweep points (widths + sparsities) for a rank correlation, "
-                             f"got widths={widths} sparsities={sp}")
+            raise ValueError(
+                "validate needs at least 3 sweep points (widths + sparsities) for a rank correlation, "
+                f"got widths={widths} sparsities={sp}"
+            )
         if int(self.hessian_k) < 1 or int(self.measure_samples) < 2:
-            raise ValueError(f"hessian_k must be >= 1 and measure_samples >= 2, got {self.hessian_k}, "
-                             f"{self.measure_samples}")
+            raise ValueError(
+                f"hessian_k must be >= 1 and measure_samples >= 2, got {self.hessian_k}, {self.measure_samples}"
+            )
 
     def points(self) -> list[dict[str, Any]]:
         pts = [{"width": w, "sparsity": 0.0} for w in self.widths]
@@ -101,8 +115,12 @@ def jobs(config: ValidateConfig) -> list[tuple[dict, Any]]:
         for pt in config.points():
             extra = {"sparsity": pt["sparsity"], "mask_source": "init"} if pt["sparsity"] > 0 else {}
             for mode in ("sgd", "dpsgd"):
-                out.append(({"seed": seed, **pt, "mode": mode},
-                            train_config(**config.base_fields(seed=seed, width=pt["width"], mode=mode, **extra))))
+                out.append(
+                    (
+                        {"seed": seed, **pt, "mode": mode},
+                        train_config(**config.base_fields(seed=seed, width=pt["width"], mode=mode, **extra)),
+                    )
+                )
     return out
 
 
@@ -110,8 +128,9 @@ def jobs(config: ValidateConfig) -> list[tuple[dict, Any]]:
 # measurement on a trained network
 
 
-def measure(model: Any, x: Any, y: Any, *, masks: dict | None, hessian_k: int, seed: int,
-            chunk: int = 256) -> dict[str, Any]:
+def measure(
+    model: Any, x: Any, y: Any, *, masks: dict | None, hessian_k: int, seed: int, chunk: int = 256
+) -> dict[str, Any]:
     """d, s, ‖ḡ‖, per-sample norm quantiles, top-k Hessian eigenvalues and r_eff of ``model`` on (x, y).
 
     d counts trainable scalars kept by ``masks``; s² = (1/d)(1/N) Σ_i ‖m⊙(g_i − ḡ)‖² (population
@@ -130,7 +149,7 @@ def measure(model: Any, x: Any, y: Any, *, masks: dict | None, hessian_k: int, s
     sq_sum = 0.0
     norms = []
     for start in range(0, x.shape[0], chunk):
-        gs = per_sample_gradients(model, x[start:start + chunk], y[start:start + chunk], method="vmap")
+        gs = per_sample_gradients(model, x[start : start + chunk], y[start : start + chunk], method="vmap")
         sq = 0.0
         for k, g in gs.items():
             g = (g * keep[k]).double()
@@ -146,14 +165,20 @@ def measure(model: Any, x: Any, y: Any, *, masks: dict | None, hessian_k: int, s
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         eigs, _ = top_eigenpairs(hvp, dim=dim_total, k=min(hessian_k, dim_total), seed=seed, tol=1e-3, max_iter=300)
-    return {"dim": dim, "sample_std": math.sqrt(spread_sq / dim), "mean_gradient_norm": math.sqrt(mean_sq),
-            "norm_q50": float(np.median(all_norms)), "eigenvalues": np.asarray(eigs, dtype=float),
-            "effective_rank": effective_rank(np.asarray(eigs)),
-            "lanczos_warnings": [str(w.message) for w in caught]}
+    return {
+        "dim": dim,
+        "sample_std": math.sqrt(spread_sq / dim),
+        "mean_gradient_norm": math.sqrt(mean_sq),
+        "norm_q50": float(np.median(all_norms)),
+        "eigenvalues": np.asarray(eigs, dtype=float),
+        "effective_rank": effective_rank(np.asarray(eigs)),
+        "lanczos_warnings": [str(w.message) for w in caught],
+    }
 
 
-def predict(*, measured: dict[str, Any], lr: float, batch_size: int, clip_norm: float,
-            noise_multiplier: float) -> dict[str, float]:
+def predict(
+    *, measured: dict[str, Any], lr: float, batch_size: int, clip_norm: float, noise_multiplier: float
+) -> dict[str, float]:
     """The theory's stationary excess loss and clip fraction for the measured basin quantities."""
     from dptheory.clipped_dynamics import stationary_clip_fraction, stationary_excess_loss
     from dptheory.records import Basin, Optimizer
@@ -162,8 +187,9 @@ def predict(*, measured: dict[str, Any], lr: float, batch_size: int, clip_norm: 
     if not curv or not measured["sample_std"] > 0:
         return {"excess_loss": math.nan, "clip_fraction": math.nan, "rank": len(curv)}
     basin = Basin(dim=int(measured["dim"]), curvatures=curv, sample_std=float(measured["sample_std"]))
-    optimizer = Optimizer(lr=lr, batch_size=batch_size, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
-                          mode="dpsgd")
+    optimizer = Optimizer(
+        lr=lr, batch_size=batch_size, clip_norm=clip_norm, noise_multiplier=noise_multiplier, mode="dpsgd"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # fixed-point step-cap warnings are reported below
         excess = stationary_excess_loss(basin=basin, optimizer=optimizer)
@@ -199,14 +225,17 @@ def attach_measurements(config: ValidateConfig, results: list[dict], *, quiet: b
     from simulations.nn.experiments._common import torch_threads
 
     sgd_runs = [r for r in results if r["tags"]["mode"] == "sgd"]
-    with torch_threads(config.threads), \
-            Progress(total=len(sgd_runs), label="measure", quiet=quiet, min_seconds=0.0) as bar:
+    with (
+        torch_threads(config.threads),
+        Progress(total=len(sgd_runs), label="measure", quiet=quiet, min_seconds=0.0) as bar,
+    ):
         for r in sgd_runs:
             model, masks = trained_model(r["result"])
             x, y = measurement_batch(config, r["tags"]["seed"])
             device = next(model.parameters()).device
-            r["measured"] = measure(model, x.to(device), y.to(device), masks=masks, hessian_k=config.hessian_k,
-                                    seed=r["tags"]["seed"])
+            r["measured"] = measure(
+                model, x.to(device), y.to(device), masks=masks, hessian_k=config.hessian_k, seed=r["tags"]["seed"]
+            )
             bar.update(note=f"width={r['tags']['width']} sparsity={r['tags']['sparsity']} d={r['measured']['dim']}")
     for r in results:
         r["result"].pop("model", None)
@@ -224,53 +253,100 @@ def analyse(config: ValidateConfig, results: list[dict]) -> dict:
             sgd = select(results, seed=seed, mode="sgd", **pt)[0]
             dp = select(results, seed=seed, mode="dpsgd", **pt)[0]
             m = sgd["measured"]
-            pred = predict(measured=m, lr=config.lr, batch_size=config.batch_size, clip_norm=config.clip_norm,
-                           noise_multiplier=config.noise_multiplier)
+            pred = predict(
+                measured=m,
+                lr=config.lr,
+                batch_size=config.batch_size,
+                clip_norm=config.clip_norm,
+                noise_multiplier=config.noise_multiplier,
+            )
             measured_excess = final(dp["result"], TRAIN_LOSS) - final(sgd["result"], TRAIN_LOSS)
-            per_seed.append({"seed": seed, "dim": m["dim"], "sample_std": m["sample_std"],
-                             "mean_gradient_norm": m["mean_gradient_norm"], "norm_q50": m["norm_q50"],
-                             "top_eigenvalue": float(m["eigenvalues"][0]), "effective_rank": m["effective_rank"],
-                             "eigenvalues": m["eigenvalues"], "predicted_excess": pred["excess_loss"],
-                             "measured_excess": measured_excess, "predicted_clip_fraction": pred["clip_fraction"],
-                             "measured_clip_fraction": final(dp["result"], CLIP_FRACTION),
-                             "lanczos_warnings": m["lanczos_warnings"]})
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "dim": m["dim"],
+                    "sample_std": m["sample_std"],
+                    "mean_gradient_norm": m["mean_gradient_norm"],
+                    "norm_q50": m["norm_q50"],
+                    "top_eigenvalue": float(m["eigenvalues"][0]),
+                    "effective_rank": m["effective_rank"],
+                    "eigenvalues": m["eigenvalues"],
+                    "predicted_excess": pred["excess_loss"],
+                    "measured_excess": measured_excess,
+                    "predicted_clip_fraction": pred["clip_fraction"],
+                    "measured_clip_fraction": final(dp["result"], CLIP_FRACTION),
+                    "lanczos_warnings": m["lanczos_warnings"],
+                }
+            )
             pairs_pred.append(pred["excess_loss"])
             pairs_meas.append(measured_excess)
         col = {k: [s[k] for s in per_seed] for k in per_seed[0] if k not in ("eigenvalues", "lanczos_warnings")}
-        points.append({**pt, "dim": int(np.mean(col["dim"])),
-                       **{k: summary(col[k]) for k in ("sample_std", "top_eigenvalue", "effective_rank",
-                                                        "predicted_excess", "measured_excess",
-                                                        "predicted_clip_fraction", "measured_clip_fraction",
-                                                        "norm_q50")},
-                       "per_seed": per_seed})
+        points.append(
+            {
+                **pt,
+                "dim": int(np.mean(col["dim"])),
+                **{
+                    k: summary(col[k])
+                    for k in (
+                        "sample_std",
+                        "top_eigenvalue",
+                        "effective_rank",
+                        "predicted_excess",
+                        "measured_excess",
+                        "predicted_clip_fraction",
+                        "measured_clip_fraction",
+                        "norm_q50",
+                    )
+                },
+                "per_seed": per_seed,
+            }
+        )
     pred_means = [p["predicted_excess"]["mean"] for p in points]
     meas_means = [p["measured_excess"]["mean"] for p in points]
     ratio = np.asarray(pred_means) / np.asarray(meas_means)
     return {
         "what": "theory (dptheory.clipped_dynamics.stationary_excess_loss on measured d, s, top-k Hessian) vs "
-                "measured final train-loss excess DP-SGD - SGD (paired by seed)",
+        "measured final train-loss excess DP-SGD - SGD (paired by seed)",
         "points": points,
         "spearman_point_means": spearman(pred_means, meas_means),
         "spearman_all_pairs": spearman(pairs_pred, pairs_meas),
-        "spearman_clip_fraction": spearman([p["predicted_clip_fraction"]["mean"] for p in points],
-                                           [p["measured_clip_fraction"]["mean"] for p in points]),
-        "predicted_over_measured": {"min": float(np.nanmin(ratio)) if np.isfinite(ratio).any() else math.nan,
-                                    "max": float(np.nanmax(ratio)) if np.isfinite(ratio).any() else math.nan},
+        "spearman_clip_fraction": spearman(
+            [p["predicted_clip_fraction"]["mean"] for p in points],
+            [p["measured_clip_fraction"]["mean"] for p in points],
+        ),
+        "predicted_over_measured": {
+            "min": float(np.nanmin(ratio)) if np.isfinite(ratio).any() else math.nan,
+            "max": float(np.nanmax(ratio)) if np.isfinite(ratio).any() else math.nan,
+        },
     }
 
 
 def report(config: ValidateConfig, metrics: dict) -> None:
-    print(f"validate: {config.dataset} mlp depth {config.depth}, {config.epochs} epochs, lr={config.lr}, "
-          f"B={config.batch_size}, C={config.clip_norm}, sigma={config.noise_multiplier}, seeds={len(config.seeds)}")
+    print(
+        f"validate: {config.dataset} mlp depth {config.depth}, {config.epochs} epochs, lr={config.lr}, "
+        f"B={config.batch_size}, C={config.clip_norm}, sigma={config.noise_multiplier}, seeds={len(config.seeds)}"
+    )
     rows = [["width", "sparsity", "d", "s", "lambda_1", "r_eff", "clip frac pred/meas", "excess pred", "excess meas"]]
     for p in metrics["points"]:
-        rows.append([str(p["width"]), f"{p['sparsity']:.2f}", str(p["dim"]), f"{p['sample_std']['mean']:.3g}",
-                     f"{p['top_eigenvalue']['mean']:.3g}", f"{p['effective_rank']['mean']:.1f}",
-                     f"{p['predicted_clip_fraction']['mean']:.2f}/{p['measured_clip_fraction']['mean']:.2f}",
-                     fmt(p["predicted_excess"], 1, 3), fmt(p["measured_excess"], 1, 3)])
+        rows.append(
+            [
+                str(p["width"]),
+                f"{p['sparsity']:.2f}",
+                str(p["dim"]),
+                f"{p['sample_std']['mean']:.3g}",
+                f"{p['top_eigenvalue']['mean']:.3g}",
+                f"{p['effective_rank']['mean']:.1f}",
+                f"{p['predicted_clip_fraction']['mean']:.2f}/{p['measured_clip_fraction']['mean']:.2f}",
+                fmt(p["predicted_excess"], 1, 3),
+                fmt(p["measured_excess"], 1, 3),
+            ]
+        )
     print_table(rows)
-    for key, label in (("spearman_point_means", "excess, point means"), ("spearman_all_pairs", "excess, all runs"),
-                       ("spearman_clip_fraction", "clip fraction")):
+    for key, label in (
+        ("spearman_point_means", "excess, point means"),
+        ("spearman_all_pairs", "excess, all runs"),
+        ("spearman_clip_fraction", "clip fraction"),
+    ):
         r = metrics[key]
         print(f"  Spearman ({label}): rho = {r['rho']:+.2f} (p = {r['p_value']:.2g}, n = {r['n']})")
     r = metrics["predicted_over_measured"]
@@ -297,8 +373,9 @@ def run(config: ValidateConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from simulations._cli import run_main
 
-    return run_main(ValidateConfig, run, argv, prog="python -m simulations.nn validate",
-                    description=__doc__.split("\n\n")[0])
+    return run_main(
+        ValidateConfig, run, argv, prog="python -m simulations.nn validate", description=__doc__.split("\n\n")[0]
+    )
 
 
 if __name__ == "__main__":

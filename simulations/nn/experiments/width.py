@@ -35,8 +35,23 @@ import numpy as np
 
 from simulations._results import check_output_dir, result_folder, write_results
 from simulations.nn.experiments._common import (
-    CLIP_FRACTION, NORM_MEDIAN, TEST_ACC, TEST_LOSS, TRAIN_LOSS, NetExperiment, Sweep, curves, fmt,
-    opt, paired_difference, per_seed, print_table, spearman, summary, train_config)
+    CLIP_FRACTION,
+    NORM_MEDIAN,
+    TEST_ACC,
+    TEST_LOSS,
+    TRAIN_LOSS,
+    NetExperiment,
+    Sweep,
+    curves,
+    fmt,
+    opt,
+    paired_difference,
+    per_seed,
+    print_table,
+    spearman,
+    summary,
+    train_config,
+)
 
 SETTINGS = ("sgd", "dp_eps", "dp_sigma")
 
@@ -65,8 +80,19 @@ def parameter_counts(config: WidthConfig) -> dict[int, int]:
     from simulations.nn.models import build_model, count_parameters
 
     ds = load_dataset(config.dataset, root=config.data_root, seed=0, n_train=config.n_train)
-    return {w: count_parameters(build_model(config.model, input_shape=ds.input_shape, num_classes=ds.num_classes,
-                                            width=w, depth=config.depth, seed=0)) for w in config.widths}
+    return {
+        w: count_parameters(
+            build_model(
+                config.model,
+                input_shape=ds.input_shape,
+                num_classes=ds.num_classes,
+                width=w,
+                depth=config.depth,
+                seed=0,
+            )
+        )
+        for w in config.widths
+    }
 
 
 def jobs(config: WidthConfig) -> list[tuple[dict, Any]]:
@@ -75,10 +101,17 @@ def jobs(config: WidthConfig) -> list[tuple[dict, Any]]:
         for w in config.widths:
             tags = {"seed": seed, "width": w}
             out.append(({**tags, "setting": "sgd"}, train_config(**config.base_fields(width=w, seed=seed, mode="sgd"))))
-            out.append(({**tags, "setting": "dp_eps"}, train_config(**config.base_fields(
-                width=w, seed=seed, mode="dpsgd", target_epsilon=config.target_epsilon))))
-            out.append(({**tags, "setting": "dp_sigma"},
-                        train_config(**config.base_fields(width=w, seed=seed, mode="dpsgd"))))
+            out.append(
+                (
+                    {**tags, "setting": "dp_eps"},
+                    train_config(
+                        **config.base_fields(width=w, seed=seed, mode="dpsgd", target_epsilon=config.target_epsilon)
+                    ),
+                )
+            )
+            out.append(
+                ({**tags, "setting": "dp_sigma"}, train_config(**config.base_fields(width=w, seed=seed, mode="dpsgd")))
+            )
     return out
 
 
@@ -93,8 +126,11 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int]) -> d
         train_loss = {s: per_seed(results, seeds, TRAIN_LOSS, width=w, setting=s) for s in SETTINGS}
         row: dict[str, Any] = {"width": w, "dim": dims[w]}
         for s in SETTINGS:
-            row[s] = {"test_accuracy": summary(acc[s]), "test_loss": summary(loss[s]),
-                      "train_loss": summary(train_loss[s])}
+            row[s] = {
+                "test_accuracy": summary(acc[s]),
+                "test_loss": summary(loss[s]),
+                "train_loss": summary(train_loss[s]),
+            }
         for s in ("dp_eps", "dp_sigma"):
             g = acc["sgd"] - acc[s]
             gaps[s][w] = g
@@ -110,12 +146,19 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int]) -> d
         growth = paired_difference(gaps[s][hi], gaps[s][lo])
         pts = np.asarray(gap_points[s])
         rho = spearman(pts[:, 0], pts[:, 1])
-        verdict[s] = {"gap_growth_largest_minus_smallest": growth, "spearman_gap_vs_dim": rho,
-                      "gap_grows_with_dim": bool(growth["n"] > 1 and growth["mean"] > 2 * growth["se"])}
+        verdict[s] = {
+            "gap_growth_largest_minus_smallest": growth,
+            "spearman_gap_vs_dim": rho,
+            "gap_grows_with_dim": bool(growth["n"] > 1 and growth["mean"] > 2 * growth["se"]),
+        }
     sigma = _calibrated_sigma(results)
-    return {"claim": "3: the DP-SGD penalty is amplified in higher dimension",
-            "calibrated_noise_multiplier": sigma, "per_width": rows, "verdict": verdict,
-            "criterion": "gap(d_max) - gap(d_min) > 2 SE (paired by seed); Spearman(gap, d) over (width, seed)"}
+    return {
+        "claim": "3: the DP-SGD penalty is amplified in higher dimension",
+        "calibrated_noise_multiplier": sigma,
+        "per_width": rows,
+        "verdict": verdict,
+        "criterion": "gap(d_max) - gap(d_min) > 2 SE (paired by seed); Spearman(gap, d) over (width, seed)",
+    }
 
 
 def _calibrated_sigma(results: list[dict]) -> float:
@@ -128,21 +171,34 @@ def _calibrated_sigma(results: list[dict]) -> float:
 
 
 def report(config: WidthConfig, metrics: dict) -> None:
-    print(f"claim 3 (width), {config.dataset} mlp depth {config.depth}, {config.epochs} epochs, C={config.clip_norm}; "
-          f"eps={config.target_epsilon} (sigma={metrics['calibrated_noise_multiplier']:.3f}) and "
-          f"sigma={config.noise_multiplier}; seeds={len(config.seeds)}; accuracy in %")
+    print(
+        f"claim 3 (width), {config.dataset} mlp depth {config.depth}, {config.epochs} epochs, C={config.clip_norm}; "
+        f"eps={config.target_epsilon} (sigma={metrics['calibrated_noise_multiplier']:.3f}) and "
+        f"sigma={config.noise_multiplier}; seeds={len(config.seeds)}; accuracy in %"
+    )
     rows = [["width", "d", "SGD", "DP(eps)", "gap(eps)", "DP(sigma)", "gap(sigma)", "clip frac", "median |g_i|"]]
     for r in metrics["per_width"]:
-        rows.append([str(r["width"]), str(r["dim"]), fmt(r["sgd"]["test_accuracy"], 100, 1),
-                     fmt(r["dp_eps"]["test_accuracy"], 100, 1), fmt(r["dp_eps"]["gap_sgd_minus_dp"], 100, 1),
-                     fmt(r["dp_sigma"]["test_accuracy"], 100, 1), fmt(r["dp_sigma"]["gap_sgd_minus_dp"], 100, 1),
-                     f"{r['dp_eps']['clip_fraction']['mean']:.2f}", f"{r['dp_eps']['grad_norm_median']['mean']:.2f}"])
+        rows.append(
+            [
+                str(r["width"]),
+                str(r["dim"]),
+                fmt(r["sgd"]["test_accuracy"], 100, 1),
+                fmt(r["dp_eps"]["test_accuracy"], 100, 1),
+                fmt(r["dp_eps"]["gap_sgd_minus_dp"], 100, 1),
+                fmt(r["dp_sigma"]["test_accuracy"], 100, 1),
+                fmt(r["dp_sigma"]["gap_sgd_minus_dp"], 100, 1),
+                f"{r['dp_eps']['clip_fraction']['mean']:.2f}",
+                f"{r['dp_eps']['grad_norm_median']['mean']:.2f}",
+            ]
+        )
     print_table(rows)
     for s, v in metrics["verdict"].items():
         rho = v["spearman_gap_vs_dim"]
-        print(f"  {s}: gap(d_max) − gap(d_min) = {fmt(v['gap_growth_largest_minus_smallest'], 100, 1)} %, "
-              f"Spearman(gap, d) = {rho['rho']:+.2f} (p={rho['p_value']:.2g}, n={rho['n']}); "
-              f"grows with d: {v['gap_grows_with_dim']}")
+        print(
+            f"  {s}: gap(d_max) − gap(d_min) = {fmt(v['gap_growth_largest_minus_smallest'], 100, 1)} %, "
+            f"Spearman(gap, d) = {rho['rho']:+.2f} (p={rho['p_value']:.2g}, n={rho['n']}); "
+            f"grows with d: {v['gap_grows_with_dim']}"
+        )
 
 
 def run(config: WidthConfig) -> dict:
@@ -151,12 +207,16 @@ def run(config: WidthConfig) -> dict:
     results = Sweep.of("width", config).run(jobs(config))
     metrics = analyse(config, results, dims)
     metrics["runs"] = [{**r["tags"], "seconds": r["seconds"]} for r in results]
-    arrays = {"test_accuracy": curves(results, TEST_ACC), "train_loss": curves(results, TRAIN_LOSS),
-              "test_loss": curves(results, TEST_LOSS), "clip_fraction": curves(results, CLIP_FRACTION),
-              "width": np.asarray([r["tags"]["width"] for r in results]),
-              "dim": np.asarray([dims[r["tags"]["width"]] for r in results]),
-              "setting": np.asarray([r["tags"]["setting"] for r in results]),
-              "seed": np.asarray([r["tags"]["seed"] for r in results])}
+    arrays = {
+        "test_accuracy": curves(results, TEST_ACC),
+        "train_loss": curves(results, TRAIN_LOSS),
+        "test_loss": curves(results, TEST_LOSS),
+        "clip_fraction": curves(results, CLIP_FRACTION),
+        "width": np.asarray([r["tags"]["width"] for r in results]),
+        "dim": np.asarray([dims[r["tags"]["width"]] for r in results]),
+        "setting": np.asarray([r["tags"]["setting"] for r in results]),
+        "seed": np.asarray([r["tags"]["seed"] for r in results]),
+    }
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
     report(config, metrics)
@@ -166,8 +226,7 @@ def run(config: WidthConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from simulations._cli import run_main
 
-    return run_main(WidthConfig, run, argv, prog="python -m simulations.nn width",
-                    description=__doc__.split("\n\n")[0])
+    return run_main(WidthConfig, run, argv, prog="python -m simulations.nn width", description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
