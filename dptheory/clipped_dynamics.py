@@ -64,7 +64,6 @@ from typing import Any
 import numpy as np
 
 from dptheory import clipping as _clipping
-from dptheory._validate import check_int, check_nonnegative
 from dptheory.clipped_closure import (
     CLOSURES,
     SAMPLINGS,
@@ -87,6 +86,7 @@ from dptheory.clipped_recovery import (  # re-exported: the transients live in t
     saturated_recovery_steps,
 )
 from dptheory.records import Basin, LinearDynamics, Optimizer
+from dptheory.validate import check_int, check_nonnegative
 
 __all__ = [
     "CLOSURES",

@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 from scipy import integrate, optimize
 
-from dptheory._validate import check_finite, check_int, check_nonnegative, check_positive
 from dptheory.clipped_closure import _check, _MomentTable, _stationary, _stationary_v, _step
-from dptheory.records import Basin, Optimizer
+from dptheory.records import Basin, LinearDynamics, Optimizer
+from dptheory.validate import check_finite, check_int, check_nonnegative, check_positive
 
 __all__ = [
+    "DisplacementRecovery",
     "MeanFieldTrajectory",
     "RecoveryPrediction",
+    "displacement_recovery",
+    "displacement_vector",
     "expected_loss_curve",
     "mean_field_trajectory",
     "recovery_time",
@@ -126,7 +129,7 @@ def mean_field_trajectory(
     Reference: derived here, proved in proofs/clipped_stationary.py and proofs/saturated_recovery.py.
 
     Example:
-        >>> from dptheory.records import Basin, Optimizer
+        >>> from dptheory.records import Basin, LinearDynamics, Optimizer
         >>> b = Basin(dim=1, curvatures=(1.0,), sample_std=0.0)
         >>> o = Optimizer(lr=0.5, batch_size=1, clip_norm=1.0, mode="clip")
         >>> mean_field_trajectory(basin=b, optimizer=o, steps=3, init_error=2.0).second[:, 0].tolist()
@@ -156,7 +159,7 @@ def expected_loss_curve(
     approximation as :func:`mean_field_trajectory`. Reference: derived here.
 
     Example:
-        >>> from dptheory.records import Basin, Optimizer
+        >>> from dptheory.records import Basin, LinearDynamics, Optimizer
         >>> b = Basin(dim=1, curvatures=(1.0,), sample_std=0.0)
         >>> o = Optimizer(lr=0.5, batch_size=1, clip_norm=1.0, mode="clip")
         >>> expected_loss_curve(basin=b, optimizer=o, steps=2, init_error=2.0).round(12).tolist()  # e: 2, 1.5, 1
@@ -331,7 +334,7 @@ def recovery_time(
     approximation (module docstring). Reference: derived here, proved in proofs/saturated_recovery.py.
 
     Example:
-        >>> from dptheory.records import Basin, Optimizer
+        >>> from dptheory.records import Basin, LinearDynamics, Optimizer
         >>> b = Basin(dim=1, curvatures=(1.0,), sample_std=0.0)
         >>> o = Optimizer(lr=0.1, batch_size=1, mode="sgd")
         >>> recovery_time(basin=b, optimizer=o, displacement=1.0, threshold=0.01).steps  # 0.81^t ≤ 0.01
@@ -387,4 +390,80 @@ def recovery_time(
         linear_rate=float(optimizer.lr * st.gamma * displaced.min()),
         saturated=sat,
         gamma_stationary=float(st.gamma),
+    )
+
+
+def displacement_vector(*, rank: int, displacement: float) -> np.ndarray:
+    """δ_i = δ/√r on every curved axis: a displacement of norm δ = ``displacement`` along (1, …, 1)/√r.
+
+    Example:
+        >>> displacement_vector(rank=4, displacement=2.0).tolist()
+        [1.0, 1.0, 1.0, 1.0]
+    """
+    r = check_int("rank", rank, minimum=1)
+    return np.full(r, check_finite("displacement", displacement) / math.sqrt(r))
+
+
+@dataclass(frozen=True)
+class DisplacementRecovery:
+    """Predicted recovery from a displacement at stationarity (:func:`displacement_recovery`).
+
+    ``excess[t]`` = E L(t) − L∞ for t = 0 … steps, ``initial`` = ½ Σ λ_i δ_i² (the excess right after
+    the displacement), ``stationary`` = L∞, ``time`` = the recovery time (interpolated crossing).
+    """
+
+    excess: np.ndarray
+    initial: float
+    stationary: float
+    time: float
+
+
+def displacement_recovery(
+    *,
+    basin: Basin,
+    optimizer: Optimizer,
+    displacement: float,
+    steps: int,
+    threshold: float,
+    dynamics: LinearDynamics | None = None,
+) -> DisplacementRecovery:
+    """Excess-loss curve after a displacement δ along (1, …, 1)/√r at stationarity, and its recovery time.
+
+    Start: E e_i(0)² = v_i + δ_i², with v_i = ητ_i²/(a_i(2 − ηa_i)) the stationary second moments of
+    the step's linear model (``dptheory.switching.phase_dynamics``; exact unclipped, mean-field
+    clipped) and δ_i = δ/√r = :func:`displacement_vector`. The mean-field recursion
+    (:func:`expected_loss_curve`) depends on the state only through these second moments, so this
+    start is exactly "stationary plus displaced" in the model. Recovered: the first t at which
+    E L(t) − L∞ falls to ``threshold`` × ½ Σ λ_i δ_i² (L∞ = ½ Σ λ_i v_i; the cross term 2⟨e, δ⟩ has
+    mean zero at stationarity), linearly interpolated between steps (``dptheory.curves.first_crossing``);
+    ``inf`` if not within ``steps``. ``dynamics``: the step's linear model if already computed.
+    Approximation: mean-field for clipped modes (module docstring); exact unclipped.
+    Reference: derived here.
+
+    Example:
+        >>> from dptheory.records import Basin, LinearDynamics, Optimizer
+        >>> b = Basin(dim=10, curvatures=(1.0,), sample_std=0.0)
+        >>> rec = displacement_recovery(basin=b, optimizer=Optimizer(lr=0.5, batch_size=1, mode="sgd"),
+        ...                             displacement=1.0, steps=10, threshold=0.1)
+        >>> round(rec.time, 4)           # excess ½·0.25^t falls to 0.05 between t = 1 and 2
+        1.8
+    """
+    from dptheory.curves import first_crossing
+    from dptheory.quadratic import stationary_second_moments
+    from dptheory.switching import phase_dynamics
+
+    lam = basin.curvature_array
+    dyn = phase_dynamics(basin=basin, optimizer=optimizer) if dynamics is None else dynamics
+    v = stationary_second_moments(dynamics=dyn)
+    delta = displacement_vector(rank=basin.rank, displacement=displacement)
+    stationary = 0.5 * float(np.sum(lam * v))
+    curve = np.asarray(
+        expected_loss_curve(basin=basin, optimizer=optimizer, steps=steps, init_error=np.sqrt(v + delta**2)),
+        dtype=float,
+    )
+    curve = curve[: steps + 1]
+    initial = 0.5 * float(np.sum(lam * delta**2))
+    excess = curve - stationary
+    return DisplacementRecovery(
+        excess=excess, initial=initial, stationary=stationary, time=first_crossing(excess, threshold=threshold * initial)
     )

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from scipy import integrate, special
 
-from dptheory._validate import check_int, check_nonnegative, check_positive_or_inf
+from dptheory.validate import check_int, check_nonnegative, check_positive_or_inf
 
 __all__ = [
     "NormMoments",

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_positive, check_positive_or_inf, check_probability
 from dptheory.clipping import clip, clipped_gaussian_mean_factor, gaussian_mean_excess
+from dptheory.validate import check_positive, check_positive_or_inf, check_probability
 
 __all__ = [
     "BiasBound",

@@ -44,7 +44,7 @@ import dp_accounting
 from dp_accounting import pld as _pld
 from dp_accounting import rdp as _rdp
 
-from dptheory._validate import check_int, check_nonnegative, check_positive, check_probability
+from dptheory.validate import check_int, check_nonnegative, check_positive, check_probability
 
 ACCOUNTANTS = ("rdp", "pld", "prv")
 

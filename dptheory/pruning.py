@@ -33,10 +33,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dptheory._validate import check_int, check_nonnegative, check_positive
 from dptheory.clipped_dynamics import effective_linear_model, flat_error_sq, stationary_excess_loss
 from dptheory.clipping import clipped_gaussian_second_moment
 from dptheory.records import SPREADS, Basin, Optimizer
+from dptheory.validate import check_int, check_nonnegative, check_positive
 
 __all__ = [
     "BASES",
@@ -56,6 +56,7 @@ __all__ = [
     "pruned_excess_loss",
     "pruning_bias",
     "pruning_helps",
+    "random_mask",
     "restricted_curvatures",
 ]
 
@@ -238,6 +239,21 @@ def noisy_mask(
         )
     return Mask(magnitude_mask(reference=est, keep=keep), label)
 
+
+def random_mask(*, dim: int, keep: int, seed: int | None = None) -> Mask:
+    """Keep ``keep`` = k coordinates drawn uniformly without replacement: data-independent, no privacy cost.
+
+    Example:
+        >>> int(random_mask(dim=10, keep=3, seed=0).keep.sum())
+        3
+    """
+    d = check_int("dim", dim, minimum=1)
+    k = check_int("keep", keep, minimum=0)
+    if k > d:
+        raise ValueError(f"keep must be <= dim={d}, got {keep!r}")
+    mask = np.zeros(d, dtype=bool)
+    mask[np.random.default_rng(seed).choice(d, size=k, replace=False)] = True
+    return Mask(mask, "random: data-independent, no privacy cost")
 
 def init_mask(*, init: Any, keep: int) -> Mask:
     """Keep the k largest |initial weights|: data-independent, so it costs no privacy.

@@ -31,8 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dptheory._validate import check_finite, check_int, check_nonnegative, check_positive
 from dptheory.records import Basin, LinearDynamics, Optimizer
+from dptheory.validate import check_finite, check_int, check_nonnegative, check_positive
 
 __all__ = [
     "ErrorMoments",
@@ -42,9 +42,11 @@ __all__ = [
     "flat_error_sq",
     "noise_only_dynamics",
     "recovery_time",
+    "relaxation_time",
     "stationary_covariance",
     "stationary_loss",
     "stationary_loss_general",
+    "stationary_second_moments",
 ]
 
 
@@ -216,6 +218,47 @@ def _stationary_second(dynamics: LinearDynamics, a: np.ndarray, tau2: np.ndarray
         v = dynamics.lr * tau2 / (a * (2.0 - x))
     return np.where(tau2 == 0, 0.0, np.where(a == 0, np.inf, v))
 
+
+
+def stationary_second_moments(*, dynamics: LinearDynamics) -> np.ndarray:
+    """Stationary second moments v_i = η τ_i² / (a_i (2 − η a_i)) of the curved directions.
+
+    The fixed point of E e_i² ← (1 − ηa_i)² E e_i² + η² τ_i² for the recursion e ← (1 − ηa) e + ητ ξ.
+    a_i = ``dynamics.drift``, τ_i² = ``dynamics.noise_var``, η = ``dynamics.lr``. A direction with
+    a_i = 0 < τ_i² has no stationary state (``inf``: a random walk); τ_i² = 0 gives 0. Exact.
+    Raises ``ValueError`` if η a_i ≥ 2 (divergent). Reference: derived here, proved in
+    proofs/noise_only_variance.py.
+
+    Example:
+        >>> stationary_second_moments(dynamics=LinearDynamics(lr=0.5, drift=(1.0,), noise_var=(3.0,))).tolist()
+        [1.0]
+    """
+    _check_dynamics(dynamics)
+    a = np.asarray(dynamics.drift, dtype=float)
+    return _stationary_second(dynamics, a, np.asarray(dynamics.noise_var, dtype=float), "drift")
+
+
+def relaxation_time(*, lr: float, drift: float, exact: bool = True) -> float:
+    """Relaxation time of one direction: steps for its mean error (1 − η a)^t to shrink by a factor e.
+
+        exact=True:   t_relax = 1 / (−ln|1 − η a|), at least 1 (1 when η a = 1, ``inf`` when |1 − ηa| ≥ 1);
+        exact=False:  t_relax ≈ 1 / (η a), the small-step form (errs high by ≈ ηa/2 relative).
+
+    η = ``lr``, a = ``drift`` (γλ with clipping, λ without). Reference: derived here (the mean of
+    the linear recursion e ← (1 − ηa) e + noise decays as (1 − ηa)^t).
+
+    Example:
+        >>> relaxation_time(lr=0.1, drift=1.0), relaxation_time(lr=0.1, drift=1.0, exact=False)
+        (9.491221581029905, 10.0)
+    """
+    if not exact:
+        return 1.0 / (lr * drift)
+    c = abs(1.0 - lr * drift)
+    if c >= 1.0:
+        return math.inf
+    if c == 0.0:
+        return 1.0
+    return max(1.0, -1.0 / math.log(c))
 
 # ----------------------------------------------------------------------------------------------
 # moments and losses

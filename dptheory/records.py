@@ -46,7 +46,7 @@ from enum import Enum
 
 import numpy as np
 
-from dptheory._validate import (
+from dptheory.validate import (
     check_array_positive,
     check_int,
     check_nonnegative,

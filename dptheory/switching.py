@@ -23,11 +23,11 @@ are approximate; the late phase near the optimum is where the linearisation is m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from dptheory._validate import check_int, check_nonnegative, check_probability
 from dptheory.quadratic import (
     ErrorMoments,
     _check_curvatures,
@@ -39,9 +39,11 @@ from dptheory.quadratic import (
     noise_only_dynamics,
 )
 from dptheory.records import Basin, LinearDynamics, Optimizer
+from dptheory.validate import check_int, check_nonnegative, check_probability
 
 __all__ = [
     "SwitchSweep",
+    "mean_field_switched_loss",
     "memory_horizon",
     "phase_dynamics",
     "switch_sweep",
@@ -305,3 +307,35 @@ def memory_horizon(*, dynamics: LinearDynamics, tolerance: float = 0.05, include
         k = np.where(k * lr2 > log_eps, k + 1, k)  # logarithms both ways (costs at most one step)
         h = max(h, float(k.max()))
     return h
+
+
+def mean_field_switched_loss(
+    *, basin: Basin, before: Optimizer, after: Optimizer, switch_step: int, total_steps: int, init_error: float
+) -> float:
+    """Final E L(T) of the mean-field recursion: ``before`` for s steps, then ``after`` (equal λ only).
+
+    s = ``switch_step``, T = ``total_steps``, ``init_error`` = ‖e(0)‖ spread equally over the r curved
+    axes.
+    With equal curvatures λ every curved direction has the same second moment v(t) = 2 L(t)/(λ r),
+    and the recursion of ``expected_loss_curve`` depends on the state only through these moments,
+    so restarting phase 2 from init_error = √v(s) per coordinate is exact in the model. Returns NaN
+    for unequal curvatures.
+    """
+    from dptheory.clipped_dynamics import expected_loss_curve
+
+    lam = basin.curvature_array
+    if not np.all(lam == lam[0]):
+        return math.nan
+    r = basin.rank
+    coord = init_error / math.sqrt(r)
+    if switch_step > 0:
+        loss_s = float(
+            np.asarray(expected_loss_curve(basin=basin, optimizer=before, steps=switch_step, init_error=coord))[
+                switch_step
+            ]
+        )
+        coord = math.sqrt(2.0 * loss_s / (lam[0] * r))
+    rest = total_steps - switch_step
+    if rest == 0:
+        return 0.5 * float(lam[0]) * r * coord**2
+    return float(np.asarray(expected_loss_curve(basin=basin, optimizer=after, steps=rest, init_error=coord))[rest])

@@ -9,7 +9,7 @@ mean-field theory of ``dptheory.clipped_dynamics``:
 * the stationary excess loss, predicted by ``stationary_excess_loss`` and simulated as a time
   average after a burn-in of ``--burn-in`` predicted relaxation times 1/(−ln|1 − η a_min|)
   (a_min = γ λ_min the slowest effective drift), over a window of ``--window`` relaxation times,
-  ± k SE from batch means (one batch = 5 relaxation times; ``simulations._compare``);
+  ± k SE from batch means (one batch = 5 relaxation times; ``simulations.common.stats``);
 * the clip fraction (``stationary_clip_fraction``);
 * the recovery time after a displacement of norm ``--displacement`` injected at the end of the
   averaging window (``recovery_time``; the simulation reads the first step at which the
@@ -74,13 +74,17 @@ from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_int, check_positive
+from dptheory.clipped_recovery import displacement_recovery
+from dptheory.quadratic import relaxation_time
 from dptheory.records import Basin, Mode, Optimizer
-from simulations._cli import Progress, run_main
-from simulations._compare import Estimate, batch_means, fmt, fmt_ci, log_grid, replica_mean, run_seed, table
-from simulations._results import check_output_dir, result_folder, write_results
-from simulations.basins.streaming import SPECTRA, curvature_spectrum
-from simulations.recovery import linear_model, predicted_recovery, relaxation_time, simulated_recovery
+from dptheory.switching import phase_dynamics
+from dptheory.validate import check_int, check_positive
+from simulations.basin.streaming import SPECTRA, curvature_spectrum
+from simulations.common.cli import Progress, run_main
+from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.stats import Estimate, batch_means, replica_mean, simulated_recovery
+from simulations.common.sweep import log_grid, run_seed
+from simulations.common.tables import fmt, fmt_ci, table
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
 ENGINES = ("auto", "full", "reduced", "numpy")
@@ -231,11 +235,11 @@ def measure(
     ``predictions``: the run's :class:`Predictions` memo (None: a fresh one, nothing shared).
     """
     from dptheory import clipped_dynamics as cd
-    from simulations.engine import RunSpec, simulate
+    from simulations.basin.engine import RunSpec, simulate
 
     theory = Predictions() if predictions is None else predictions
 
-    dyn = linear_model(basin=basin, optimizer=optimizer)
+    dyn = phase_dynamics(basin=basin, optimizer=optimizer)
     tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
     if not math.isfinite(tau):
         raise ValueError(
@@ -249,7 +253,7 @@ def measure(
     # the model underestimates the loss by up to (r+1)/r; clipped_dynamics.stationary_saturation).
     saturation = float(cd.stationary_saturation(basin=basin, optimizer=optimizer)) if optimizer.mode.clipped else 0.0
     horizon = max(10, math.ceil(3 * tau))
-    rec = predicted_recovery(
+    rec = displacement_recovery(
         basin=basin,
         optimizer=optimizer,
         displacement=config.displacement,
@@ -257,9 +261,9 @@ def measure(
         threshold=config.recovery_threshold,
         dynamics=dyn,
     )
-    while not math.isfinite(rec["time"]) and horizon < config.steps:
+    while not math.isfinite(rec.time) and horizon < config.steps:
         horizon = min(config.steps, horizon * 4)
-        rec = predicted_recovery(
+        rec = displacement_recovery(
             basin=basin,
             optimizer=optimizer,
             displacement=config.displacement,
@@ -268,7 +272,7 @@ def measure(
             dynamics=dyn,
         )
     # Follow the simulation to 1.5× the predicted recovery time (its crossing must be observable).
-    horizon = max(horizon, math.ceil(1.5 * rec["time"]) + 5) if math.isfinite(rec["time"]) else horizon
+    horizon = max(horizon, math.ceil(1.5 * rec.time) + 5) if math.isfinite(rec.time) else horizon
     total = burn + window + horizon
     if total > config.steps:
         warnings.warn(
@@ -313,7 +317,7 @@ def measure(
     sim = simulated_recovery(
         loss=trace.train_loss[:, after],
         stationary=loss.mean,
-        initial=rec["initial"],
+        initial=rec.initial,
         threshold=config.recovery_threshold,
         seed=seed,
     )
@@ -329,7 +333,7 @@ def measure(
         "saturation": saturation,
         "pred_clip_fraction": pred_clip,
         "sim_clip_fraction": clip,
-        "pred_recovery_time": rec["time"],
+        "pred_recovery_time": rec.time,
         "sim_recovery_time": sim["time"],
         "sim_recovery_time_se": sim["time_se"],
         "pred_flat_err_sq": pred_flat,

@@ -68,11 +68,13 @@ from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_int, check_positive, check_probability
 from dptheory.records import Basin, Mode, Optimizer
-from simulations._cli import Progress, run_main
-from simulations._compare import batch_means, fmt, fmt_ci, log_grid, run_seed, table
-from simulations._results import check_output_dir, result_folder, write_results
+from dptheory.validate import check_int, check_positive, check_probability
+from simulations.common.cli import Progress, run_main
+from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.stats import batch_means
+from simulations.common.sweep import log_grid, run_seed
+from simulations.common.tables import fmt, fmt_ci, table
 
 PROFILES = ("sparse", "power-law", "gaussian")
 PLACEMENTS = ("curved", "flat", "random")
@@ -188,8 +190,8 @@ def measure(
     """One point of the sweep: prediction (bias + DP term) beside the simulated time-averaged loss."""
     from dptheory.clipped_dynamics import effective_linear_model
     from dptheory.pruning import curvature_basis, pruned_excess_loss, restricted_curvatures
-    from simulations.engine import RunSpec, simulate
-    from simulations.recovery import relaxation_time
+    from dptheory.quadratic import relaxation_time
+    from simulations.basin.engine import RunSpec, simulate
 
     d = config.d
     basin, opt = config.basin(d), config.optimizer()

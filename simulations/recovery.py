@@ -50,107 +50,31 @@ from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_int, check_positive
-from dptheory.records import Basin, LinearDynamics, Mode, Optimizer
-from simulations._cli import Progress, run_main
-from simulations._compare import batch_means, first_crossing, first_crossings, fmt, log_grid, run_seed, table
-from simulations._results import check_output_dir, result_folder, write_results
+from dptheory.clipped_recovery import displacement_recovery
+from dptheory.quadratic import relaxation_time
+from dptheory.records import Basin, Mode, Optimizer
+from dptheory.switching import phase_dynamics
+from dptheory.validate import check_int, check_positive
+from simulations.common.cli import Progress, run_main
+from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.stats import batch_means, simulated_recovery
+from simulations.common.sweep import log_grid, run_seed
+from simulations.common.tables import fmt, table
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
 ENGINES = ("auto", "full", "reduced", "numpy")
 
 
-def linear_model(*, basin: Basin, optimizer: Optimizer) -> LinearDynamics:
-    """The per-direction linear model of the step: exact if unclipped, mean-field if clipped."""
-    from dptheory.switching import phase_dynamics
-
-    return phase_dynamics(basin=basin, optimizer=optimizer)
 
 
-def stationary_second_moments(dynamics: LinearDynamics) -> np.ndarray:
-    """v_i = η τ_i² / (a_i (2 − η a_i)): stationary E e_i² of e ← (1 − ηa) e + ητ ξ (0 < ηa < 2)."""
-    a = np.asarray(dynamics.drift, dtype=float)
-    t2 = np.asarray(dynamics.noise_var, dtype=float)
-    x = dynamics.lr * a
-    if np.any(x <= 0) or np.any(x >= 2):
-        raise ValueError(f"lr * drift must be in (0, 2) for a stationary state, got {x.min():g}..{x.max():g}")
-    return dynamics.lr * t2 / (a * (2.0 - x))
 
 
-def relaxation_time(*, lr: float, drift: float) -> float:
-    """Steps for the mean error of a direction to shrink by e: 1/(−ln|1 − η a|), at least 1."""
-    c = abs(1.0 - lr * drift)
-    if c >= 1.0:
-        return math.inf
-    if c == 0.0:
-        return 1.0
-    return max(1.0, -1.0 / math.log(c))
 
 
-def displacement_vector(*, rank: int, displacement: float) -> np.ndarray:
-    """δ_i = δ/√r on every curved axis (the engine's displacement direction (1, …, 1)/√r)."""
-    return np.full(rank, displacement / math.sqrt(rank))
 
 
-def predicted_recovery(
-    *,
-    basin: Basin,
-    optimizer: Optimizer,
-    displacement: float,
-    steps: int,
-    threshold: float,
-    dynamics: LinearDynamics | None = None,
-) -> dict[str, Any]:
-    """Predicted excess-loss curve after a displacement at stationarity, and its recovery time.
-
-    Returns ``{"excess": E L(t) − L_stat for t = 0…steps, "time": recovery time, "initial": ½Σλδ²,
-    "stationary": L_stat}``; see the module docstring for the definition. ``dynamics``: the step's
-    :func:`linear_model` if already computed (saves a stationary solve).
-    """
-    from dptheory.clipped_dynamics import expected_loss_curve
-
-    lam = basin.curvature_array
-    dyn = linear_model(basin=basin, optimizer=optimizer) if dynamics is None else dynamics
-    v = stationary_second_moments(dyn)
-    delta = displacement_vector(rank=basin.rank, displacement=displacement)
-    stationary = 0.5 * float(np.sum(lam * v))
-    curve = np.asarray(
-        expected_loss_curve(basin=basin, optimizer=optimizer, steps=steps, init_error=np.sqrt(v + delta**2)),
-        dtype=float,
-    )
-    curve = curve[: steps + 1]
-    initial = 0.5 * float(np.sum(lam * delta**2))
-    excess = curve - stationary
-    return {
-        "excess": excess,
-        "initial": initial,
-        "stationary": stationary,
-        "time": first_crossing(excess, threshold=threshold * initial),
-    }
 
 
-def simulated_recovery(
-    *, loss: np.ndarray, stationary: float, initial: float, threshold: float, n_boot: int = 200, seed: int = 0
-) -> dict[str, Any]:
-    """Recovery time of replica curves ``loss[replica, t]`` (t = 1, 2, … steps after the displacement).
-
-    The mean excess curve is ``mean_r loss[r, t] − stationary`` with the value ``initial`` at t = 0;
-    the SE of the crossing time is a bootstrap over replicas (``n_boot`` resamples, ``seed``).
-    """
-    loss = np.asarray(loss, dtype=float)
-    t = np.arange(loss.shape[1] + 1, dtype=float)
-    reps = loss.shape[0]
-    rng = np.random.default_rng(seed)
-    # Row 0: the replicas themselves; rows 1…n_boot: bootstrap resamples of the replicas (counts).
-    counts = np.vstack([np.ones(reps), rng.multinomial(reps, np.full(reps, 1.0 / reps), size=n_boot)])
-    means = counts @ loss / reps
-    excess = np.hstack([np.full((means.shape[0], 1), initial), means - stationary])
-    times = first_crossings(excess, threshold=threshold * initial, steps=t)
-    time, boots = float(times[0]), times[1:]
-    se = float(np.std(boots, ddof=1)) if np.all(np.isfinite(boots)) else math.inf
-    mean_excess = loss.mean(axis=0) - stationary
-    se_excess = loss.std(axis=0, ddof=1) / math.sqrt(reps)
-    return {"time": time, "time_se": se, "excess": mean_excess, "excess_se": se_excess}
 
 
 @dataclass(frozen=True)
@@ -211,16 +135,16 @@ class RecoveryConfig:
 
 def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed: int) -> dict[str, Any]:
     """One (d, mode): stationarity, displacement, recovery; theory beside simulation."""
-    from simulations.engine import RunSpec, simulate
+    from simulations.basin.engine import RunSpec, simulate
 
-    dyn = linear_model(basin=basin, optimizer=optimizer)
+    dyn = phase_dynamics(basin=basin, optimizer=optimizer)
     tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
     if not math.isfinite(tau):
         raise ValueError(f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g})")
     burn, window = math.ceil(config.burn_in * tau), math.ceil(config.window * tau)
     # Horizon: long enough for the prediction to cross the threshold three times over.
     horizon = max(20, math.ceil(8 * tau))
-    pred = predicted_recovery(
+    pred = displacement_recovery(
         basin=basin,
         optimizer=optimizer,
         displacement=config.displacement,
@@ -228,9 +152,9 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
         threshold=config.threshold,
         dynamics=dyn,
     )
-    while not pred["time"] * 3 <= horizon and horizon < config.steps:
+    while not pred.time * 3 <= horizon and horizon < config.steps:
         horizon = min(config.steps, horizon * 4)
-        pred = predicted_recovery(
+        pred = displacement_recovery(
             basin=basin,
             optimizer=optimizer,
             displacement=config.displacement,
@@ -256,12 +180,12 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
     sim = simulated_recovery(
         loss=trace.train_loss[:, after],
         stationary=stat.mean,
-        initial=pred["initial"],
+        initial=pred.initial,
         threshold=config.threshold,
         seed=seed % (2**32),
     )
-    n = min(sim["excess"].size, pred["excess"].size - 1)
-    z = (sim["excess"][:n] - pred["excess"][1 : n + 1]) / np.where(
+    n = min(sim["excess"].size, pred.excess.size - 1)
+    z = (sim["excess"][:n] - pred.excess[1 : n + 1]) / np.where(
         sim["excess_se"][:n] > 0, sim["excess_se"][:n], np.nan
     )
     return {
@@ -269,14 +193,14 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
         "mode": optimizer.mode.value,
         "drift_min": float(min(dyn.drift)),
         "relaxation_time": tau,
-        "pred_stationary": pred["stationary"],
+        "pred_stationary": pred.stationary,
         "sim_stationary": stat,
-        "pred_recovery_time": pred["time"],
+        "pred_recovery_time": pred.time,
         "sim_recovery_time": sim["time"],
         "sim_recovery_time_se": sim["time_se"],
-        "initial_excess": pred["initial"],
+        "initial_excess": pred.initial,
         "max_abs_z_curve": float(np.nanmax(np.abs(z))) if n else math.nan,
-        "pred_curve": pred["excess"][: n + 1],
+        "pred_curve": pred.excess[: n + 1],
         "sim_curve": sim["excess"][:n],
         "sim_curve_se": sim["excess_se"][:n],
     }

@@ -63,11 +63,13 @@ from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_int, check_nonnegative, check_positive
 from dptheory.records import Basin, Mode, Optimizer
-from simulations._cli import Progress, run_main
-from simulations._compare import fmt, replica_mean, run_seed, table
-from simulations._results import check_output_dir, result_folder, write_results
+from dptheory.validate import check_int, check_nonnegative, check_positive
+from simulations.common.cli import Progress, run_main
+from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.stats import replica_mean
+from simulations.common.sweep import run_seed
+from simulations.common.tables import fmt, table
 
 ENGINES = ("auto", "full", "reduced", "numpy")
 MODE_NAMES = tuple(m.value for m in Mode)
@@ -141,41 +143,13 @@ class SwitchConfig:
         return np.unique(np.rint(np.linspace(0, self.steps, self.points)).astype(np.int64))
 
 
-def mean_field_switched_loss(
-    *, basin: Basin, before: Optimizer, after: Optimizer, switch_step: int, total_steps: int, init_error: float
-) -> float:
-    """Final E L(T) of the mean-field recursion: ``before`` for s steps, then ``after`` (equal λ only).
-
-    With equal curvatures λ every curved direction has the same second moment v(t) = 2 L(t)/(λ r),
-    and the recursion of ``expected_loss_curve`` depends on the state only through these moments,
-    so restarting phase 2 from init_error = √v(s) per coordinate is exact in the model. Returns NaN
-    for unequal curvatures.
-    """
-    from dptheory.clipped_dynamics import expected_loss_curve
-
-    lam = basin.curvature_array
-    if not np.all(lam == lam[0]):
-        return math.nan
-    r = basin.rank
-    coord = init_error / math.sqrt(r)
-    if switch_step > 0:
-        loss_s = float(
-            np.asarray(expected_loss_curve(basin=basin, optimizer=before, steps=switch_step, init_error=coord))[
-                switch_step
-            ]
-        )
-        coord = math.sqrt(2.0 * loss_s / (lam[0] * r))
-    rest = total_steps - switch_step
-    if rest == 0:
-        return 0.5 * float(lam[0]) * r * coord**2
-    return float(np.asarray(expected_loss_curve(basin=basin, optimizer=after, steps=rest, init_error=coord))[rest])
 
 
 def run(config: SwitchConfig) -> dict[str, Any]:
     """Sweep the switch step both ways, write the result folder, draw the figure, print the table."""
-    from dptheory.switching import memory_horizon, phase_dynamics, switch_sweep
+    from dptheory.switching import mean_field_switched_loss, memory_horizon, phase_dynamics, switch_sweep
     from paper import figures
-    from simulations.engine import RunSpec, simulate
+    from simulations.basin.engine import RunSpec, simulate
 
     check_output_dir(config.out)
     basin = config.basin()

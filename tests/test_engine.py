@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dptheory.records import Basin, Mode, Optimizer
-from simulations.engine import RunSpec, simulate
+from simulations.basin.engine import RunSpec, simulate
 
 K_SE = 4.0  # theory-vs-Monte-Carlo tolerance: 4 standard errors of the replica mean
 
@@ -209,7 +209,7 @@ def test_unclipped_moments_match_linear_recursion(engine, mode, sampling, schedu
         displacement=1.5 if disp else 0.0,
     )
     tr = simulate(basin=basin, optimizer=opt, run=run, engine=engine)
-    from simulations.engine import _step_arrays
+    from simulations.basin.engine import _step_arrays
 
     lr_t, _, nu_t = _step_arrays(opt, run)
     idx = tr.steps - 1
@@ -262,7 +262,7 @@ def test_run_spec_validation_names_the_argument():
 
 
 def test_lr_schedules_closed_forms():
-    from simulations.engine import lr_values
+    from simulations.basin.engine import lr_values
 
     t = 1000
     cos = lr_values(lr=0.4, steps=t, schedule="cosine")

@@ -10,8 +10,14 @@ import math
 import numpy as np
 import pytest
 
+from simulations import net_ablate as ablate
+from simulations import net_common as _common
+from simulations import net_prune as prune
+from simulations import net_switch as switch
+from simulations import net_validate as validate
+from simulations import net_width as width
+from simulations.common import stats
 from simulations.nn import __main__ as nn_main
-from simulations.nn.experiments import _common, ablate, prune, switch, validate, width
 
 # --------------------------------------------------------------------------------------------
 # a stand-in engine whose final accuracies follow closed forms (so the analyses have known answers)
@@ -214,13 +220,13 @@ def _assert_figure(folder, kind):
 
 
 def test_statistics_helpers():
-    m, se = _common.mean_se([1.0, 2.0, 3.0, 4.0])
+    m, se = stats.mean_se([1.0, 2.0, 3.0, 4.0])
     assert m == 2.5 and se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
-    assert math.isnan(_common.mean_se([1.0])[1])
-    d = _common.paired_difference([1.0, 2.0, 3.5], [0.5, 1.5, 3.0])
+    assert math.isnan(stats.mean_se([1.0])[1])
+    d = stats.paired_difference([1.0, 2.0, 3.5], [0.5, 1.5, 3.0])
     assert d["mean"] == pytest.approx(0.5) and d["se"] == pytest.approx(0.0)
-    assert _common.spearman([1, 2, 3, 4], [10, 20, 25, 100])["rho"] == pytest.approx(1.0)
-    assert _common.spearman([1, 2, 3, 4], [4, 3, 2, 1])["rho"] == pytest.approx(-1.0)
+    assert stats.spearman([1, 2, 3, 4], [10, 20, 25, 100])["rho"] == pytest.approx(1.0)
+    assert stats.spearman([1, 2, 3, 4], [4, 3, 2, 1])["rho"] == pytest.approx(-1.0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from simulations import basin_dim, prune, recovery, switch
-from simulations._cli import parse_config
-from simulations._compare import fmt, log_grid
+from simulations.common.cli import parse_config
+from simulations.common.sweep import log_grid
+from simulations.common.tables import fmt
 
 # Tiny but complete runs of every CLI (seconds each; numba's cache makes the JIT a one-off).
 TINY = {
@@ -246,7 +247,7 @@ def test_unwritable_output_path_is_rejected_before_simulating(name, tmp_path, ca
 
 def test_error_during_the_run_leaves_no_folder(tmp_path, capsys, monkeypatch):
     """A failure after validation (here: the engine) → one line, exit 2, no partial folder."""
-    import simulations.engine as engine
+    import simulations.basin.engine as engine
 
     def broken(**kwargs):
         raise ValueError("engine exploded")

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 
 COMMANDS = {
     "train": ("simulations.nn.train", "one training run"),
-    "switch": ("simulations.nn.experiments.switch", "claim 1: switch epoch sweep, SGD <-> DP-SGD"),
-    "ablate": ("simulations.nn.experiments.ablate", "claim 2: four-mode ablation and noise-burst recovery"),
-    "width": ("simulations.nn.experiments.width", "claim 3: MLP width sweep at fixed eps and sigma"),
-    "prune": ("simulations.nn.experiments.prune", "claim 4: sparsity sweep per mask source"),
-    "validate": ("simulations.nn.experiments.validate", "theory vs measured excess loss"),
+    "switch": ("simulations.net_switch", "claim 1: switch epoch sweep, SGD <-> DP-SGD"),
+    "ablate": ("simulations.net_ablate", "claim 2: four-mode ablation and noise-burst recovery"),
+    "width": ("simulations.net_width", "claim 3: MLP width sweep at fixed eps and sigma"),
+    "prune": ("simulations.net_prune", "claim 4: sparsity sweep per mask source"),
+    "validate": ("simulations.net_validate", "theory vs measured excess loss"),
 }
 PROG = "python -m simulations.nn"
 NN_EXTRAS = ("torch", "opacus", "mnist1d", "sklearn")  # the [nn] extra of pyproject.toml

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dptheory._validate import check_int
+from dptheory.validate import check_int
 
 DATASETS = ("mnist1d", "digits", "teacher", "mnist", "fashion-mnist", "cifar10")
 DATA_ENV = "DPBASIN_DATA"

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from dptheory._validate import check_int, check_nonnegative, check_positive, check_positive_or_inf
+from dptheory.validate import check_int, check_nonnegative, check_positive, check_positive_or_inf
 
 __all__ = [
     "CLIP_EPS",

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dptheory._validate import check_int, check_positive
+from dptheory.validate import check_int, check_positive
 from simulations.nn.engine import LossFn, _default_loss, trainable_parameters
 
 __all__ = ["effective_rank", "flatten", "make_hvp", "parameter_dim", "subspace_fraction", "top_eigenpairs"]

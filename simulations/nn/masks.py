@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from dptheory._validate import check_finite
+from dptheory.validate import check_finite
 
 __all__ = ["SCOPES", "apply_masks", "default_prunable", "magnitude_masks", "mask_density"]
 

@@ -34,7 +34,7 @@ import math
 import torch
 from torch import nn
 
-from dptheory._validate import check_int
+from dptheory.validate import check_int
 
 MODELS = ("mlp", "cnn", "wrn")
 

@@ -69,15 +69,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from dptheory._validate import (
+from dptheory.privacy import ACCOUNTANTS, PoissonGaussianMechanism, epsilon, noise_multiplier_for_epsilon
+from dptheory.records import Mode, Optimizer
+from dptheory.validate import (
     check_finite,
     check_int,
     check_nonnegative,
     check_positive,
     check_positive_or_inf,
 )
-from dptheory.privacy import ACCOUNTANTS, PoissonGaussianMechanism, epsilon, noise_multiplier_for_epsilon
-from dptheory.records import Mode, Optimizer
 from simulations.nn.diagnostics import average_diagnostics, bias_diagnostics, step_diagnostics
 from simulations.nn.engine import METHODS, private_gradient, trainable_parameters
 from simulations.nn.masks import SCOPES, apply_masks, magnitude_masks
@@ -324,7 +324,7 @@ def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
 
 def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], list, str]:
     """Weights, mechanisms and label of the run named by ``mask_run``."""
-    from simulations._results import read_json
+    from simulations.common.results import read_json
 
     folder = Path(config.mask_run)
     earlier = read_json(folder / "config.json")
@@ -343,7 +343,7 @@ def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[st
 
 
 def _jsonable(v: Any) -> Any:
-    from simulations._results import to_jsonable
+    from simulations.common.results import to_jsonable
 
     return to_jsonable(v)
 
@@ -654,7 +654,7 @@ def _hessian_record(config, model, x, y, masks, rng, bias) -> dict:
 
 def run_train(config: TrainConfig) -> Path:
     """Train and write the result folder ``config.out`` (module docstring); returns its path."""
-    from simulations._results import check_output_dir, result_folder, write_results
+    from simulations.common.results import check_output_dir, result_folder, write_results
 
     if not config.out:
         raise ValueError("run_train needs out (the result folder), got out=None")
@@ -682,7 +682,7 @@ def run_train(config: TrainConfig) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m simulations.nn train [options]``: bad input → one line on stderr, exit status 2."""
-    from simulations._cli import run_main
+    from simulations.common.cli import run_main
 
     return run_main(
         TrainConfig, run_train, argv, prog="python -m simulations.nn train", description=__doc__.split("\n\n")[0]

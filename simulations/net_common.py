@@ -81,7 +81,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 def run_saved(config: Any) -> dict:
     """Run one training with the engine's ``run_train`` (result folder at ``config.out``, with
     ``model.pt``) and return its ``metrics.json`` (history and privacy)."""
-    from simulations._results import read_json
+    from simulations.common.results import read_json
     from simulations.nn.train import run_train
 
     path = run_train(config)
@@ -121,50 +121,6 @@ TRAIN_LOSS = "train_loss"
 EPSILON = "epsilon_rdp"
 CLIP_FRACTION = "clip_fraction"
 NORM_MEDIAN = "norm_q50"
-
-
-# --------------------------------------------------------------------------------------------
-# statistics
-
-
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, standard error) of ``values``; SE = sample sd / √n, nan for n < 2."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return math.nan, math.nan
-    se = float(np.std(x, ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
-    return float(np.mean(x)), se
-
-
-def summary(values: Sequence[float]) -> dict[str, float]:
-    """{"mean", "se", "n"} of ``values`` (finite entries only)."""
-    m, se = mean_se(values)
-    return {"mean": m, "se": se, "n": int(np.sum(np.isfinite(np.asarray(values, dtype=float))))}
-
-
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """Summary of the per-seed differences a − b (paired by seed)."""
-    return summary(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
-    """Spearman rank correlation ρ and its two-sided p-value (scipy), on the finite pairs."""
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
-        return {"rho": math.nan, "p_value": math.nan, "n": int(ok.sum())}
-    res = spearmanr(x[ok], y[ok])
-    return {"rho": float(res.statistic), "p_value": float(res.pvalue), "n": int(ok.sum())}
-
-
-def fmt(stat: dict[str, float], scale: float = 1.0, digits: int = 2) -> str:
-    """'mean ± se' (scaled, e.g. 100 for percent)."""
-    m, se = stat["mean"] * scale, stat["se"] * scale
-    se_txt = "nan" if not math.isfinite(se) else f"{se:.{digits}f}"
-    return f"{m:.{digits}f} ± {se_txt}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +164,7 @@ class Sweep:
     ) -> list[dict]:
         """Run every job; ``keep_model(tags)`` True keeps that run's network in ``result["model"]``;
         ``saved`` writes each run's own result folder (its config's ``out``) via :func:`run_saved`."""
-        from simulations._cli import Progress
+        from simulations.common.cli import Progress
 
         results = []
         start = time.perf_counter()
@@ -258,15 +214,6 @@ def curves(results: Sequence[dict], key: str) -> np.ndarray:
     return out
 
 
-def print_table(rows: Sequence[Sequence[str]], *, file: Any = None) -> None:
-    """Print a plain fixed-width table (first row = header) on stdout."""
-    file = file or sys.stdout
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for j, row in enumerate(rows):
-        file.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
-        if j == 0:
-            file.write("  ".join("-" * w for w in widths) + "\n")
-
 
 # --------------------------------------------------------------------------------------------
 # the fields every claim experiment shares; experiments subclass and re-declare defaults
@@ -296,7 +243,7 @@ class NetExperiment:
     quiet: bool = opt(False, "no progress on stderr")
 
     def __post_init__(self) -> None:
-        from dptheory._validate import check_int, check_nonnegative, check_positive, check_probability
+        from dptheory.validate import check_int, check_nonnegative, check_positive, check_probability
 
         for name in ("width", "depth", "epochs", "batch_size", "threads"):
             minimum = 0 if name in ("depth", "threads") else 1

@@ -1,7 +1,7 @@
 """One prepared script for a GPU session: the larger versions of the claim experiments, time-guarded.
 
-    python -m simulations.nn.gpu_validate --out results/nn/gpu            # on one GPU, ≤ ~8 minutes
-    python -m simulations.nn.gpu_validate --out /tmp/gpu-small --small    # CPU smoke test, < 1 minute
+    python -m simulations.gpu_validate --out results/nn/gpu            # on one GPU, ≤ ~8 minutes
+    python -m simulations.gpu_validate --out /tmp/gpu-small --small    # CPU smoke test, < 1 minute
 
 Stages run in priority order, each a sweep of ``simulations.nn.train.train`` runs analysed by the
 same code as the CLI experiments (``simulations.nn.experiments``):
@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from simulations._results import to_jsonable, write_json
-from simulations.nn.experiments import _common
+from simulations import net_common as _common
+from simulations.common.results import to_jsonable, write_json
 
 
 class TimeUp(Exception):
@@ -83,7 +83,11 @@ def time_guard(deadline: float, done: list[dict]) -> Iterator[None]:
 
 def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any, Any]]:
     """(stage name, experiment module, config) in priority order; ``small`` = CPU smoke-test sizes."""
-    from simulations.nn.experiments import ablate, prune, switch, validate, width
+    from simulations import net_ablate as ablate
+    from simulations import net_prune as prune
+    from simulations import net_switch as switch
+    from simulations import net_validate as validate
+    from simulations import net_width as width
 
     common: dict[str, Any] = dict(device=device, quiet=True)
     if small:
@@ -194,7 +198,7 @@ def run_stage(module: Any, config: Any, *, deadline: float) -> tuple[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulations.nn.gpu_validate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m simulations.gpu_validate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for the stage result folders and manifest.json")
     parser.add_argument("--small", action="store_true", help="tiny CPU sizes (smoke test, < 1 minute)")
     parser.add_argument("--budget-s", type=float, default=None, help="time budget in seconds (default 450; small: 120)")

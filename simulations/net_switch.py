@@ -36,20 +36,18 @@ from typing import Any
 
 import numpy as np
 
-from simulations._results import check_output_dir, result_folder, write_results
-from simulations.nn.experiments._common import (
+from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.stats import paired_difference, summary
+from simulations.common.tables import fmt_stat, print_table
+from simulations.net_common import (
     TEST_ACC,
     TEST_LOSS,
     NetExperiment,
     Sweep,
     curves,
-    fmt,
     opt,
-    paired_difference,
     per_seed,
-    print_table,
     select,
-    summary,
     train_config,
 )
 
@@ -139,11 +137,11 @@ def report(config: SwitchConfig, metrics: dict) -> None:
         f"sigma={config.noise_multiplier}, C={config.clip_norm}, seeds={len(config.seeds)}; test accuracy in %"
     )
     print(
-        f"  SGD {fmt(metrics['acc_sgd'], 100)}   DP-SGD {fmt(metrics['acc_dpsgd'], 100)}   "
-        f"paired gap {fmt(metrics['gap_sgd_minus_dpsgd'], 100)}"
+        f"  SGD {fmt_stat(metrics['acc_sgd'], 100)}   DP-SGD {fmt_stat(metrics['acc_dpsgd'], 100)}   "
+        f"paired gap {fmt_stat(metrics['gap_sgd_minus_dpsgd'], 100)}"
     )
     print(
-        f"  after epoch 1: DP-SGD − SGD = {fmt(metrics['first_epoch_acc_dpsgd_minus_sgd'], 100)}"
+        f"  after epoch 1: DP-SGD − SGD = {fmt_stat(metrics['first_epoch_acc_dpsgd_minus_sgd'], 100)}"
         f"  (slower early: {metrics['slower_early']})"
     )
     rows = [["s", "SGD→DP", "DP→SGD (not private)", "DP→SGD − SGD→DP", "dominance L"]]
@@ -151,9 +149,9 @@ def report(config: SwitchConfig, metrics: dict) -> None:
         rows.append(
             [
                 str(r["switch_epoch"]),
-                fmt(r["acc_sgd_then_dpsgd"], 100),
-                fmt(r["acc_dpsgd_then_sgd"], 100),
-                fmt(r["dominance_numerator"], 100),
+                fmt_stat(r["acc_sgd_then_dpsgd"], 100),
+                fmt_stat(r["acc_dpsgd_then_sgd"], 100),
+                fmt_stat(r["dominance_numerator"], 100),
                 f"{r['late_phase_dominance']:+.2f}",
             ]
         )
@@ -187,7 +185,7 @@ def run(config: SwitchConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simulations._cli import run_main
+    from simulations.common.cli import run_main
 
     return run_main(
         SwitchConfig, run, argv, prog="python -m simulations.nn switch", description=__doc__.split("\n\n")[0]

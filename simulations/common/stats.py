@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_int, check_positive
+from dptheory.validate import check_int, check_positive
 
 
 @dataclass(frozen=True)
@@ -114,112 +114,73 @@ def agrees(*, predicted: float, estimate: Estimate, k: float, rel_margin: float 
     return abs(estimate.mean - predicted) <= k * estimate.se + rel_margin * abs(predicted)
 
 
-def log_grid(*, low: float, high: float, points: int) -> list[int]:
-    """``points`` integers log-spaced from ``low`` to ``high`` inclusive (duplicates removed).
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# seed-level statistics of the network experiments (one value per seed; runs with the same seed paired)
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, standard error) of the finite entries of ``values``; SE = sample sd / √n, nan for n < 2.
 
     Example:
-        >>> log_grid(low=100, high=1e6, points=5)
-        [100, 1000, 10000, 100000, 1000000]
+        >>> mean_se([1.0, 2.0, 3.0])
+        (2.0, 0.5773502691896258)
     """
-    lo = check_positive("low", low)
-    hi = check_positive("high", high)
-    p = check_int("points", points, minimum=1)
-    if hi < lo:
-        raise ValueError(f"high must be >= low, got low={low}, high={high}")
-    if p == 1 or hi == lo:
-        return [int(round(hi))]
-    vals = np.rint(np.exp(np.linspace(math.log(lo), math.log(hi), p))).astype(np.int64)
-    vals[0], vals[-1] = int(round(lo)), int(round(hi))
-    return sorted({int(v) for v in vals})
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan
+    se = float(np.std(x, ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
+    return float(np.mean(x)), se
 
 
-def first_crossing(curve: Any, *, threshold: float, steps: Any | None = None) -> float:
-    """First step at which ``curve`` is ≤ ``threshold`` (linear interpolation between records).
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """{"mean", "se", "n"} of ``values`` (finite entries only)."""
+    m, se = mean_se(values)
+    return {"mean": m, "se": se, "n": int(np.sum(np.isfinite(np.asarray(values, dtype=float))))}
 
-    Returns ``steps[0]`` if the curve starts below the threshold and ``inf`` if it never gets there.
-    Used for recovery times measured on a mean curve (the same definition as the theory's).
 
-    Example:
-        >>> first_crossing([8.0, 4.0, 2.0, 1.0], threshold=3.0)
-        1.5
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Summary of the per-seed differences a − b (paired by seed)."""
+    return summary(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
+    """Spearman rank correlation ρ and its two-sided p-value (scipy), on the finite pairs."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return {"rho": math.nan, "p_value": math.nan, "n": int(ok.sum())}
+    res = spearmanr(x[ok], y[ok])
+    return {"rho": float(res.statistic), "p_value": float(res.pvalue), "n": int(ok.sum())}
+
+
+def simulated_recovery(
+    *, loss: np.ndarray, stationary: float, initial: float, threshold: float, n_boot: int = 200, seed: int = 0
+) -> dict[str, Any]:
+    """Recovery time of replica curves ``loss[replica, t]`` (t = 1, 2, … steps after the displacement).
+
+    The mean excess curve is ``mean_r loss[r, t] − stationary`` with the value ``initial`` at t = 0;
+    the SE of the crossing time is a bootstrap over replicas (``n_boot`` resamples, ``seed``).
     """
-    y = np.asarray(curve, dtype=float)
-    t = np.arange(y.size, dtype=float) if steps is None else np.asarray(steps, dtype=float)
-    if y.shape != t.shape or y.ndim != 1 or y.size == 0:
-        raise ValueError(f"curve and steps must be equal-length 1-D arrays, got {y.shape} and {t.shape}")
-    below = np.nonzero(y <= threshold)[0]
-    if below.size == 0:
-        return math.inf
-    j = int(below[0])
-    if j == 0:
-        return float(t[0])
-    y0, y1 = y[j - 1], y[j]
-    frac = (y0 - threshold) / (y0 - y1) if y0 != y1 else 1.0
-    return float(t[j - 1] + frac * (t[j] - t[j - 1]))
+    loss = np.asarray(loss, dtype=float)
+    t = np.arange(loss.shape[1] + 1, dtype=float)
+    reps = loss.shape[0]
+    rng = np.random.default_rng(seed)
+    # Row 0: the replicas themselves; rows 1…n_boot: bootstrap resamples of the replicas (counts).
+    counts = np.vstack([np.ones(reps), rng.multinomial(reps, np.full(reps, 1.0 / reps), size=n_boot)])
+    means = counts @ loss / reps
+    excess = np.hstack([np.full((means.shape[0], 1), initial), means - stationary])
+    from dptheory.curves import first_crossings
 
-
-def first_crossings(curves: Any, *, threshold: float, steps: Any | None = None) -> np.ndarray:
-    """:func:`first_crossing` of every row of ``curves`` (n, T) at once (vectorised, same definition).
-
-    Example:
-        >>> first_crossings([[8.0, 4.0, 2.0], [1.0, 0.5, 0.2]], threshold=3.0).tolist()
-        [1.5, 0.0]
-    """
-    y = np.atleast_2d(np.asarray(curves, dtype=float))
-    t = np.arange(y.shape[1], dtype=float) if steps is None else np.asarray(steps, dtype=float)
-    if y.ndim != 2 or t.shape != (y.shape[1],) or y.shape[1] == 0:
-        raise ValueError(f"curves must be (n, T) with steps of length T, got {y.shape} and {t.shape}")
-    below = y <= threshold
-    hit = below.any(axis=1)
-    j = np.argmax(below, axis=1)
-    out = np.full(y.shape[0], math.inf)
-    first = hit & (j == 0)
-    out[first] = t[0]
-    mid = hit & (j > 0)
-    rows = np.nonzero(mid)[0]
-    jj = j[mid]
-    y0, y1 = y[rows, jj - 1], y[rows, jj]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(y0 != y1, (y0 - threshold) / (y0 - y1), 1.0)
-    out[mid] = t[jj - 1] + frac * (t[jj] - t[jj - 1])
-    return out
-
-
-def fmt(value: float, digits: int = 4) -> str:
-    """Compact number formatting for tables (``inf``/``nan`` spelled out)."""
-    v = float(value)
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-        return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}g}"
-
-
-def fmt_ci(est: Estimate, *, k: float) -> str:
-    """``mean ± k·SE`` as text."""
-    return f"{fmt(est.mean)} ± {fmt(k * est.se, 2)}"
-
-
-def table(rows: Sequence[Sequence[Any]], *, header: Sequence[str]) -> str:
-    """A plain fixed-width text table (strings are left as they are, numbers via :func:`fmt`)."""
-    cells = [[str(h) for h in header]]
-    for row in rows:
-        cells.append([c if isinstance(c, str) else fmt(c) for c in row])
-    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def run_seed(base: int, *key: int) -> int:
-    """An independent integer seed for one run, derived from the base seed and the run's key.
-
-    ``SeedSequence(base, spawn_key=key)``: distinct keys give independent streams, the same
-    (base, key) the same seed, so every (dimension, mode, …) cell of a sweep is reproducible alone.
-
-    >>> run_seed(0, 1, 2) == run_seed(0, 1, 2) != run_seed(0, 2, 1)
-    True
-    """
-    return int(np.random.SeedSequence(base, spawn_key=tuple(key)).generate_state(1)[0])
+    times = first_crossings(excess, threshold=threshold * initial, steps=t)
+    time, boots = float(times[0]), times[1:]
+    se = float(np.std(boots, ddof=1)) if np.all(np.isfinite(boots)) else math.inf
+    mean_excess = loss.mean(axis=0) - stationary
+    se_excess = loss.std(axis=0, ddof=1) / math.sqrt(reps)
+    return {"time": time, "time_se": se, "excess": mean_excess, "excess_se": se_excess}

@@ -9,11 +9,11 @@ with the mode (hence C and ν) possibly switching at ``RunSpec.switch_step``, η
 
 Engines:
 
-* ``"reduced"`` — ``simulations/reduced.py``: exact in distribution for the streaming basin, cost
+* ``"reduced"`` — ``simulations/basin/reduced.py``: exact in distribution for the streaming basin, cost
   independent of d (works for d = 1e12);
-* ``"full"`` — ``simulations/kernels.py``: the d-dimensional numba kernel, needed for a rotated
+* ``"full"`` — ``simulations/basin/kernels.py``: the d-dimensional numba kernel, needed for a rotated
   basis or a pruning mask;
-* ``"numpy"`` — ``simulations/kernels_numpy.py``: the plain-numpy twin (slow reference);
+* ``"numpy"`` — ``simulations/basin/kernels_numpy.py``: the plain-numpy twin (slow reference);
 * ``"auto"`` — reduced when it applies (no basis, no mask), else full.
 
 Randomness: one ``seed``; replica j uses the j-th child of ``np.random.SeedSequence(seed).spawn``
@@ -36,9 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dptheory._validate import check_int, check_nonnegative
 from dptheory.records import Basin, Mode, Optimizer
-from simulations import kernels, kernels_numpy, reduced
+from dptheory.validate import check_int, check_nonnegative
+from simulations.basin import kernels, kernels_numpy, reduced
+from simulations.basin.rng import replica_states
 
 __all__ = ["ENGINES", "LR_SCHEDULES", "SAMPLINGS", "RunSpec", "Trace", "lr_values", "simulate"]
 
@@ -140,7 +141,7 @@ class Trace:
     seed: int
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """All arrays by name (for ``simulations._results.write_results``)."""
+        """All arrays by name (for ``simulations.common.results.write_results``)."""
         out = {"steps": self.steps}
         out.update({k: getattr(self, k) for k in TRACE_METRICS})
         return out
@@ -293,7 +294,7 @@ def simulate(
     s_flat = basin.sample_std if basin.spread == "ambient" else 0.0
     poisson = run.sampling == "poisson"
     out = {k: np.full((run.replicas, n_rec), np.nan) for k in TRACE_METRICS}
-    numba_states = kernels.replica_states([s[1] for s in seeds])
+    numba_states = replica_states([s[1] for s in seeds])
 
     if engine == "reduced":
         x0 = np.full((run.replicas, basin.rank), run.init_error / math.sqrt(basin.rank))
@@ -325,8 +326,8 @@ def simulate(
         e0 = _initial_errors(basin, run, basis, seeds, optimum, init_weights, mask)
         disp_vec = run.displacement * _curved_direction(basin, basis)
         if engine == "full":
-            basis_t = kernels._as_basis_t(basis, d)
-            kept = kernels._as_kept(mask, d)
+            basis_t = kernels.as_basis_t(basis, d)
+            kept = kernels.as_kept(mask, d)
             kernels.run_streaming(
                 e0,
                 lam,

@@ -4,14 +4,14 @@
 name                what ``make_basin(name, **kwargs)`` returns
 =================  ===========================================================================
 ``streaming``       ``dptheory.records.Basin`` — low-rank quadratic, fresh per-sample noise
-                    (``simulations.basins.streaming.streaming_basin``; run it with
-                    ``simulations.engine.simulate``)
+                    (``simulations.basin.streaming.streaming_basin``; run it with
+                    ``simulations.basin.engine.simulate``)
 ``least_squares``   ``LeastSquaresData`` — finite-sum least squares with low-rank data
-                    (``simulations.basins.least_squares.make_data``; run it with
+                    (``simulations.basin.least_squares.make_data``; run it with
                     ``simulate_least_squares``)
 =================  ===========================================================================
 
-Magnitude masks for pruning experiments are in ``simulations.basins.masks``.
+Pruning masks and rotated bases are pure functions of the theory layer (``dptheory.pruning``).
 
 Example:
     >>> b = make_basin("streaming", dim=1000, rank=10, sample_std=1.0, spectrum="power")
@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from simulations.basins import least_squares, masks, streaming
+from simulations.basin import least_squares, streaming
 
-__all__ = ["BASINS", "least_squares", "make_basin", "masks", "streaming"]
+__all__ = ["BASINS", "least_squares", "make_basin", "streaming"]
 
 
 def _least_squares(**kwargs: Any) -> least_squares.LeastSquaresData:

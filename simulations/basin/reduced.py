@@ -70,7 +70,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from simulations.kernels import _finish_sample, _normal, _uniform, record_metrics, replica_states
+from simulations.basin.clip_step import finish_sample, record_metrics
+from simulations.basin.rng import normal, replica_states, uniform
 
 __all__ = ["chi2_excess", "run_reduced", "sample_chi2_excess"]
 
@@ -81,18 +82,18 @@ def chi2_excess(df, st):
     if df <= 0.0:
         return 0.0
     if df < 2.0:  # df = 1 (integer degrees of freedom only)
-        x = _normal(st)
+        x = normal(st)
         return x * x - df
     a = 0.5 * df
     dd = a - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * dd)
     for _ in range(1000):
-        x = _normal(st)
+        x = normal(st)
         y = c * x
         if y <= -1.0:
             continue
         w = y * (3.0 + y * (3.0 + y))  # v − 1, v = (1 + y)³
-        u = _uniform(st)
+        u = uniform(st)
         if u < 1.0 - 0.0331 * (x * x) * (x * x):
             return 2.0 * dd * w - 2.0 / 3.0
         if u > 0.0 and math.log(u) < 0.5 * x * x + dd * (math.log1p(w) - w):
@@ -186,7 +187,7 @@ def _reduced_replica(
         a0 = 0.0
         s1 = 0.0
         if has_flat and nu > 0.0:
-            a0 = _normal(st)
+            a0 = normal(st)
             s1 = nu * math.sqrt(_chi2(n_perp, st))
         t1 = 0.0
         t2 = 0.0
@@ -198,7 +199,7 @@ def _reduced_replica(
         for i in range(bn):
             nrm2 = 0.0
             for q in range(r):
-                v = lam[q] * x[q] + s * _normal(st)
+                v = lam[q] * x[q] + s * normal(st)
                 gc[q] = v
                 nrm2 += v * v
             fpar = fbase
@@ -206,19 +207,19 @@ def _reduced_replica(
             n2 = 0.0
             qq = 0.0
             if flat_samples:
-                fpar += s_flat * _normal(st)
+                fpar += s_flat * normal(st)
                 if n_perp >= 1.0:
-                    n1 = _normal(st)
+                    n1 = normal(st)
                 if track:
                     if n_perp >= 2.0:
-                        n2 = _normal(st)
+                        n2 = normal(st)
                     qq = _chi2(n_perp - 2.0, st)
                 else:
                     qq = _chi2(n_perp - 1.0, st)
                 nrm2 += fpar * fpar + s_flat * s_flat * ((n1 * n1 + n2 * n2) + qq)
             else:
                 nrm2 += fpar * fpar
-            clipped, f = _finish_sample(gc, r, nrm2, clip, acc, raw, track)
+            clipped, f = finish_sample(gc, r, nrm2, clip, acc, raw, track)
             n_clipped += clipped
             sum_factor += f
             par_sum += f * fpar
@@ -262,7 +263,7 @@ def _reduced_replica(
             par = rho - scale * (par_sum + nu * a0)
             rho = math.sqrt(par * par + scale * scale * s1 * s1)
         for q in range(r):
-            xi = _normal(st) if nu > 0.0 else 0.0
+            xi = normal(st) if nu > 0.0 else 0.0
             x[q] -= scale * (acc[q] + nu * xi)
         if track:
             energy = 0.0
@@ -322,7 +323,7 @@ def run_reduced(
 
     ``x0`` (R, r) curved errors, ``rho0`` (R,) flat-error norms, ``flat_dim`` m = d − r as a float
     (d may exceed 2**53 only in theory: it is a chi-square degree of freedom here); ``states`` (R, 5)
-    from ``kernels.replica_states``. Gaussians and chi-squares come from the kernels' ziggurat /
+    from ``rng.replica_states``. Gaussians and chi-squares come from the kernels' ziggurat /
     xoshiro256++ stream, Poisson batch sizes from numba's ``np.random`` reseeded per replica.
     """
     for rep in prange(x0.shape[0]):

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from dptheory._validate import check_int, check_nonnegative, check_probability
+from dptheory.pruning import curvature_basis
 from dptheory.records import Optimizer
-from simulations.basins.streaming import random_basis
-from simulations.kernels import _apply_update, _bias_norm, _normal, replica_states
+from dptheory.validate import check_int, check_nonnegative, check_probability
+from simulations.basin.clip_step import apply_update, bias_norm
+from simulations.basin.rng import normal, replica_states
 
 __all__ = [
     "LABEL_NOISES",
@@ -140,7 +141,7 @@ def make_data(problem: LeastSquaresProblem) -> LeastSquaresData:
         ((100, 20), (100,))
     """
     ss = np.random.SeedSequence(problem.seed).spawn(3)
-    basis = random_basis(dim=problem.dim, rank=problem.rank, seed=int(ss[0].generate_state(1)[0]))
+    basis = curvature_basis(dim=problem.dim, rank=problem.rank, basis="rotated", seed=int(ss[0].generate_state(1)[0]))
     optimum = problem.optimum_std * np.random.default_rng(ss[1]).standard_normal(problem.dim)
     a, b = _draw_examples(problem, basis, optimum, problem.n_train, np.random.default_rng(ss[2]))
     return LeastSquaresData(problem=problem, features=a, targets=b, optimum=optimum, basis=basis)
@@ -184,9 +185,9 @@ def _ls_step_given(w, features, targets, batch, xi, kept, row_norms, clip, nu, l
         sum_f += f
     for jj in range(k):
         noise[jj] = nu * xi[kept[jj]]
-    bias = _bias_norm(acc, raw, k, batch_size)
+    bias = bias_norm(acc, raw, k, batch_size)
     out = w.copy()
-    _apply_update(out, kept, acc, noise, lr, batch_size)
+    apply_update(out, kept, acc, noise, lr, batch_size)
     return out, n_clipped, sum_f, bias
 
 
@@ -317,10 +318,10 @@ def _ls_replica(
             sum_f += f
         nu = nu_t[t]
         for jj in range(k):
-            noise[jj] = nu * _normal(st) if nu > 0.0 else 0.0
+            noise[jj] = nu * normal(st) if nu > 0.0 else 0.0
         if track:
-            out_bias[rep, rec] = _bias_norm(acc, raw, k, batch_size)
-        _apply_update(w, kept, acc, noise, lr_t[t], batch_size)
+            out_bias[rep, rec] = bias_norm(acc, raw, k, batch_size)
+        apply_update(w, kept, acc, noise, lr_t[t], batch_size)
         if track:
             tr = 0.0
             for i in range(n):
@@ -425,24 +426,24 @@ def simulate_least_squares(
     init_weights=None,
     n_test: int = 1000,
 ):
-    """Monte Carlo of DP-SGD on the least-squares basin; returns a ``simulations.engine.Trace``.
+    """Monte Carlo of DP-SGD on the least-squares basin; returns a ``simulations.basin.engine.Trace``.
 
     Metrics: ``train_loss`` L(w); ``heldout_loss`` the same loss on ``n_test`` fresh examples (one
     test set per call, seeded from ``run.seed``); ``curved_err_sq`` ‖Vᵀ(w − w*)‖² and
     ``flat_err_sq`` ‖(I − VVᵀ)(w − w*)‖² (w* the population optimum, V the data basis); the clip
-    statistics as in the streaming engines. ``run`` is a ``simulations.engine.RunSpec``; its
+    statistics as in the streaming engines. ``run`` is a ``simulations.basin.engine.RunSpec``; its
     ``init_error`` / ``init_flat_sq`` are ignored (w_0 = ``init_weights``, default 0), its
     displacement moves w along V(1, …, 1)/√r. ``engine``: "full" (numba) or "numpy" (twin).
 
     Example:
-        >>> from simulations.engine import RunSpec
+        >>> from simulations.basin.engine import RunSpec
         >>> data = make_data(LeastSquaresProblem(dim=10, n_train=200, rank=2, label_std=0.1))
         >>> tr = simulate_least_squares(data=data, optimizer=Optimizer(lr=0.2, batch_size=20, mode="sgd"),
         ...                             run=RunSpec(steps=300, replicas=2, record_every=300))
         >>> bool(tr.train_loss[0, -1] < 0.1)
         True
     """
-    from simulations.engine import TRACE_METRICS, RunSpec, Trace, _seeds, _step_arrays
+    from simulations.basin.engine import TRACE_METRICS, RunSpec, Trace, _seeds, _step_arrays
 
     if not isinstance(run, RunSpec):
         raise ValueError(f"run must be a RunSpec, got {type(run).__name__}")

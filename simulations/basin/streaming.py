@@ -12,7 +12,7 @@ spectrum        λ_i, i = 1 … r
 ``two-level``   λ_max for i ≤ ⌈split·r⌉, λ_low after (``split`` ∈ (0, 1])
 =============  ===============================================================
 
-and, for rotated or pruning experiments, a Haar-random orthonormal basis of the curved directions.
+(a Haar-random orthonormal basis of the curved directions is ``dptheory.pruning.curvature_basis``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import math
 
 import numpy as np
 
-from dptheory._validate import check_int, check_nonnegative, check_positive, check_probability
 from dptheory.records import Basin
+from dptheory.validate import check_int, check_nonnegative, check_positive, check_probability
 
-__all__ = ["SPECTRA", "curvature_spectrum", "random_basis", "streaming_basin"]
+__all__ = ["SPECTRA", "curvature_spectrum", "streaming_basin"]
 
 SPECTRA = ("flat", "power", "two-level")
 
@@ -96,19 +96,3 @@ def streaming_basin(
         flat_curvature=flat_curvature,
         heldout_flat_curvature=heldout_flat_curvature,
     )
-
-
-def random_basis(*, dim: int, rank: int, seed: int) -> np.ndarray:
-    """A Haar-random V ∈ R^{dim×rank} with orthonormal columns (QR of a Gaussian, signs fixed).
-
-    Example:
-        >>> v = random_basis(dim=6, rank=2, seed=0)
-        >>> bool(np.allclose(v.T @ v, np.eye(2)))
-        True
-    """
-    d = check_int("dim", dim, minimum=1)
-    r = check_int("rank", rank, minimum=1)
-    if r > d:
-        raise ValueError(f"rank must be <= dim, got rank={r} > dim={d}")
-    q, rr = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, r)))
-    return q * np.sign(np.diag(rr))

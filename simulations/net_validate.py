@@ -54,19 +54,17 @@ from typing import Any
 
 import numpy as np
 
-from simulations._results import check_output_dir, result_folder, write_results
-from simulations.nn.experiments._common import (
+from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.stats import spearman, summary
+from simulations.common.tables import fmt_stat, print_table
+from simulations.net_common import (
     CLIP_FRACTION,
     TRAIN_LOSS,
     NetExperiment,
     Sweep,
     check_fraction_list,
-    fmt,
     opt,
-    print_table,
     select,
-    spearman,
-    summary,
     train_config,
 )
 
@@ -221,8 +219,8 @@ def data_seed(seed: int) -> int:
 
 def attach_measurements(config: ValidateConfig, results: list[dict], *, quiet: bool = True) -> None:
     """Measure every SGD-trained network (in place: ``r["measured"]``) and drop the model objects."""
-    from simulations._cli import Progress
-    from simulations.nn.experiments._common import torch_threads
+    from simulations.common.cli import Progress
+    from simulations.net_common import torch_threads
 
     sgd_runs = [r for r in results if r["tags"]["mode"] == "sgd"]
     with (
@@ -243,7 +241,7 @@ def attach_measurements(config: ValidateConfig, results: list[dict], *, quiet: b
 
 def analyse(config: ValidateConfig, results: list[dict]) -> dict:
     """Predicted vs measured excess loss per point and seed, and their rank correlation."""
-    from simulations.nn.experiments._common import final
+    from simulations.net_common import final
 
     points = []
     pairs_pred, pairs_meas = [], []
@@ -337,8 +335,8 @@ def report(config: ValidateConfig, metrics: dict) -> None:
                 f"{p['top_eigenvalue']['mean']:.3g}",
                 f"{p['effective_rank']['mean']:.1f}",
                 f"{p['predicted_clip_fraction']['mean']:.2f}/{p['measured_clip_fraction']['mean']:.2f}",
-                fmt(p["predicted_excess"], 1, 3),
-                fmt(p["measured_excess"], 1, 3),
+                fmt_stat(p["predicted_excess"], 1, 3),
+                fmt_stat(p["measured_excess"], 1, 3),
             ]
         )
     print_table(rows)
@@ -371,7 +369,7 @@ def run(config: ValidateConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simulations._cli import run_main
+    from simulations.common.cli import run_main
 
     return run_main(
         ValidateConfig, run, argv, prog="python -m simulations.nn validate", description=__doc__.split("\n\n")[0]

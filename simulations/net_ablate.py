@@ -36,23 +36,21 @@ from typing import Any
 
 import numpy as np
 
-from simulations._results import check_output_dir, result_folder, write_results
-from simulations.nn.experiments._common import (
+from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.stats import paired_difference, summary
+from simulations.common.tables import fmt_stat, print_table
+from simulations.net_common import (
     TEST_ACC,
     TEST_LOSS,
     TRAIN_LOSS,
     NetExperiment,
     Sweep,
     curves,
-    fmt,
     history,
     opt,
-    paired_difference,
     per_seed,
-    print_table,
     select,
     steps_per_epoch,
-    summary,
     train_config,
 )
 
@@ -167,25 +165,25 @@ def report(config: AblateConfig, metrics: dict) -> None:
         rows.append(
             [
                 m,
-                fmt(metrics["test_accuracy"][m], 100),
-                "" if diff is None else fmt(diff, 100),
-                fmt(metrics["test_loss"][m], 1, 3),
+                fmt_stat(metrics["test_accuracy"][m], 100),
+                "" if diff is None else fmt_stat(diff, 100),
+                fmt_stat(metrics["test_loss"][m], 1, 3),
             ]
         )
     print_table(rows)
     print(
-        f"  noise − clip = {fmt(metrics['noise_minus_clip'], 100)} %  (clipping hurts more: "
+        f"  noise − clip = {fmt_stat(metrics['noise_minus_clip'], 100)} %  (clipping hurts more: "
         f"{metrics['clipping_hurts_more']})"
     )
     if "burst" in metrics:
         for mode, r in metrics["burst"].items():
             print(
                 f"  burst after epoch {metrics['burst_epoch']} in {mode}: excess train loss "
-                f"{fmt(r['excess_train_loss_after_burst'], 1, 3)} → {fmt(r['excess_train_loss_at_end'], 1, 3)}, "
-                f"recovered {fmt(r['recovered_fraction'], 100, 1)} %"
+                f"{fmt_stat(r['excess_train_loss_after_burst'], 1, 3)} → {fmt_stat(r['excess_train_loss_at_end'], 1, 3)}, "
+                f"recovered {fmt_stat(r['recovered_fraction'], 100, 1)} %"
             )
         print(
-            f"  recovered(sgd) − recovered(clip) = {fmt(metrics['recovered_sgd_minus_clip'], 100, 1)} %  "
+            f"  recovered(sgd) − recovered(clip) = {fmt_stat(metrics['recovered_sgd_minus_clip'], 100, 1)} %  "
             f"(unclipped recovers better: {metrics['unclipped_recovers_better']})"
         )
 
@@ -217,7 +215,7 @@ def run(config: AblateConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simulations._cli import run_main
+    from simulations.common.cli import run_main
 
     return run_main(
         AblateConfig, run, argv, prog="python -m simulations.nn ablate", description=__doc__.split("\n\n")[0]

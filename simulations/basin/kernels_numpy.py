@@ -1,6 +1,6 @@
-"""Plain-numpy twins of the numba kernels in ``simulations/kernels.py`` (slow, obviously correct).
+"""Plain-numpy twins of the numba kernels in ``simulations/basin/kernels.py`` (slow, obviously correct).
 
-Same step, same symbols (see ``simulations/kernels.py``):
+Same step, same symbols (see ``simulations/basin/kernels.py``):
 
     g_i = (H e)_K + s ζ_i,K,   e_K ← e_K − η (1/B) [ Σ_{i<B_t} min(1, C/‖g_i‖) g_i + ν ξ_K ],
     H = λ_flat I + V diag(λ − λ_flat) Vᵀ.
@@ -51,7 +51,7 @@ def full_step(
     lr,
     batch_size,
 ):
-    """Numpy twin of ``simulations.kernels.full_step`` (same arguments, same returns).
+    """Numpy twin of ``simulations.basin.kernels.full_step`` (same arguments, same returns).
 
     Example:
         >>> e, n, f, b = full_step(error=np.ones(3), zeta=np.zeros((2, 3)), xi=np.zeros(3), batch_n=2,
@@ -97,7 +97,7 @@ def run_streaming(
     """The "numpy" engine: the kernel's production loop written with :func:`full_step`.
 
     ``seeds`` is a list of ``np.random.SeedSequence`` (one per replica). Returns a dict of
-    (R, n_records) arrays with the keys of ``simulations.engine.Trace``.
+    (R, n_records) arrays with the keys of ``simulations.basin.engine.Trace``.
     """
     lam = np.asarray(curvatures, dtype=float)
     n_rep, d = len(seeds), e0.shape[1]

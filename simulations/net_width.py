@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from simulations._results import check_output_dir, result_folder, write_results
-from simulations.nn.experiments._common import (
+from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.stats import paired_difference, spearman, summary
+from simulations.common.tables import fmt_stat, print_table
+from simulations.net_common import (
     CLIP_FRACTION,
     NORM_MEDIAN,
     TEST_ACC,
@@ -43,13 +45,8 @@ from simulations.nn.experiments._common import (
     NetExperiment,
     Sweep,
     curves,
-    fmt,
     opt,
-    paired_difference,
     per_seed,
-    print_table,
-    spearman,
-    summary,
     train_config,
 )
 
@@ -182,11 +179,11 @@ def report(config: WidthConfig, metrics: dict) -> None:
             [
                 str(r["width"]),
                 str(r["dim"]),
-                fmt(r["sgd"]["test_accuracy"], 100, 1),
-                fmt(r["dp_eps"]["test_accuracy"], 100, 1),
-                fmt(r["dp_eps"]["gap_sgd_minus_dp"], 100, 1),
-                fmt(r["dp_sigma"]["test_accuracy"], 100, 1),
-                fmt(r["dp_sigma"]["gap_sgd_minus_dp"], 100, 1),
+                fmt_stat(r["sgd"]["test_accuracy"], 100, 1),
+                fmt_stat(r["dp_eps"]["test_accuracy"], 100, 1),
+                fmt_stat(r["dp_eps"]["gap_sgd_minus_dp"], 100, 1),
+                fmt_stat(r["dp_sigma"]["test_accuracy"], 100, 1),
+                fmt_stat(r["dp_sigma"]["gap_sgd_minus_dp"], 100, 1),
                 f"{r['dp_eps']['clip_fraction']['mean']:.2f}",
                 f"{r['dp_eps']['grad_norm_median']['mean']:.2f}",
             ]
@@ -195,7 +192,7 @@ def report(config: WidthConfig, metrics: dict) -> None:
     for s, v in metrics["verdict"].items():
         rho = v["spearman_gap_vs_dim"]
         print(
-            f"  {s}: gap(d_max) − gap(d_min) = {fmt(v['gap_growth_largest_minus_smallest'], 100, 1)} %, "
+            f"  {s}: gap(d_max) − gap(d_min) = {fmt_stat(v['gap_growth_largest_minus_smallest'], 100, 1)} %, "
             f"Spearman(gap, d) = {rho['rho']:+.2f} (p={rho['p_value']:.2g}, n={rho['n']}); "
             f"grows with d: {v['gap_grows_with_dim']}"
         )
@@ -224,7 +221,7 @@ def run(config: WidthConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simulations._cli import run_main
+    from simulations.common.cli import run_main
 
     return run_main(WidthConfig, run, argv, prog="python -m simulations.nn width", description=__doc__.split("\n\n")[0])
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from simulations._cli import UsageError
+from simulations.common.cli import UsageError
 
 
 def to_jsonable(obj: Any) -> Any:

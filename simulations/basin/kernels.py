@@ -16,10 +16,10 @@ is always divided by the expected batch size B (Opacus semantics). C = ∞ means
 Per-sample deviations: ``spread="ambient"`` ζ_i ~ N(0, I_d); ``spread="basin"`` ζ_i = V z_i,
 z_i ~ N(0, I_r) (supported on the curved directions only).
 
-Two entry points share the same per-sample code (``_finish_sample`` and ``_apply_update``):
+Two entry points share the same per-sample code (``finish_sample`` and ``apply_update``):
 
 * :func:`full_step` takes the noise as arguments (ζ of shape (B_max, d), ξ of shape (d,), the batch
-  size B_t) so that tests compare it with the plain-numpy twin in ``simulations/kernels_numpy.py``
+  size B_t) so that tests compare it with the plain-numpy twin in ``simulations/basin/kernels_numpy.py``
   on identical noise;
 * :func:`run_streaming` is the production loop: replicas in parallel (``prange``), each replica
   with its own random streams seeded from ``np.random.SeedSequence.spawn``, so a replica — run wholly
@@ -47,133 +47,14 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange, uint64
+from numba import njit, prange
 
-__all__ = ["basin_losses", "full_step", "replica_states", "run_streaming", "standard_normal"]
+from simulations.basin.clip_step import apply_update, bias_norm, finish_sample, record_metrics
+from simulations.basin.rng import normal
 
-
-# ----------------------------------------------------------------------------- random numbers
-
-
-def _ziggurat_tables():
-    """Marsaglia–Tsang tables for 256 layers and 52-bit integers (their zigset, double precision)."""
-    m1 = 2.0**52
-    dn = 3.6541528853610088  # r: start of the tail
-    tn = dn
-    vn = 4.92867323399e-3  # area of each layer
-    ki = np.zeros(256, dtype=np.uint64)
-    wi = np.zeros(256)
-    fi = np.zeros(256)
-    q = vn / math.exp(-0.5 * dn * dn)
-    ki[0] = np.uint64(int((dn / q) * m1))
-    ki[1] = np.uint64(0)
-    wi[0] = q / m1
-    wi[255] = dn / m1
-    fi[0] = 1.0
-    fi[255] = math.exp(-0.5 * dn * dn)
-    for i in range(254, 0, -1):
-        dn = math.sqrt(-2.0 * math.log(vn / dn + math.exp(-0.5 * dn * dn)))
-        ki[i + 1] = np.uint64(int((dn / tn) * m1))
-        tn = dn
-        fi[i] = math.exp(-0.5 * dn * dn)
-        wi[i] = dn / m1
-    return ki, wi, fi
+__all__ = ["as_basis_t", "as_kept", "basin_losses", "full_step", "run_streaming"]
 
 
-_ZIG_K, _ZIG_W, _ZIG_F = _ziggurat_tables()
-_ZIG_R = 3.6541528853610088
-_ZIG_INV_R = 1.0 / _ZIG_R
-
-
-@njit(inline="always")
-def _rotl(x, k):
-    return (x << uint64(k)) | (x >> uint64(64 - k))
-
-
-@njit(cache=True)
-def _next_u64(st):
-    """xoshiro256++ (Blackman & Vigna): next 64-bit output, state st (4 uint64) advanced in place."""
-    s0 = st[0]
-    s1 = st[1]
-    s2 = st[2]
-    s3 = st[3]
-    result = _rotl(s0 + s3, 23) + s0
-    t = s1 << uint64(17)
-    s2 ^= s0
-    s3 ^= s1
-    s1 ^= s2
-    s0 ^= s3
-    s2 ^= t
-    s3 = _rotl(s3, 45)
-    st[0] = s0
-    st[1] = s1
-    st[2] = s2
-    st[3] = s3
-    return result
-
-
-@njit(cache=True)
-def _uniform(st):
-    """Uniform on [0, 1) with 53 random bits."""
-    return (_next_u64(st) >> uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@njit(cache=True)
-def _normal(st):
-    """One N(0, 1) draw by the ziggurat (exact; module docstring)."""
-    while True:
-        r = _next_u64(st)
-        idx = r & uint64(0xFF)
-        r = r >> uint64(8)
-        sign = r & uint64(1)
-        rabs = (r >> uint64(1)) & uint64(0x000FFFFFFFFFFFFF)
-        x = rabs * _ZIG_W[idx]
-        if sign:
-            x = -x
-        if rabs < _ZIG_K[idx]:
-            return x
-        if idx == 0:
-            while True:
-                xx = -_ZIG_INV_R * math.log1p(-_uniform(st))
-                yy = -math.log1p(-_uniform(st))
-                if yy + yy > xx * xx:
-                    if (rabs >> uint64(8)) & uint64(1):
-                        return -(_ZIG_R + xx)
-                    return _ZIG_R + xx
-        elif (_ZIG_F[idx - 1] - _ZIG_F[idx]) * _uniform(st) + _ZIG_F[idx] < math.exp(-0.5 * x * x):
-            return x
-
-
-@njit(cache=True)
-def _fill_normal(out, st):
-    for i in range(out.shape[0]):
-        out[i] = _normal(st)
-
-
-def replica_states(seed_sequences) -> np.ndarray:
-    """(R, 5) uint64: per replica a xoshiro256++ state (columns 0–3) and a 32-bit seed for numba's
-    ``np.random`` (column 4), all from one ``np.random.SeedSequence`` per replica."""
-    out = np.empty((len(seed_sequences), 5), dtype=np.uint64)
-    for i, ss in enumerate(seed_sequences):
-        words = ss.generate_state(5, np.uint64)
-        if not np.any(words[:4]):
-            words[0] = np.uint64(1)  # xoshiro's all-zero state is absorbing (probability 2^-256)
-        words[4] = words[4] & np.uint64(0xFFFFFFFF)
-        out[i] = words
-    return out
-
-
-def standard_normal(*, size: int, seed: int) -> np.ndarray:
-    """``size`` N(0, 1) draws from the kernels' ziggurat generator (for tests and benchmarks).
-
-    Example:
-        >>> x = standard_normal(size=100_000, seed=0)
-        >>> bool(abs(x.mean()) < 4e-2 and abs(x.var() - 1) < 4e-2)
-        True
-    """
-    out = np.empty(int(size))
-    _fill_normal(out, replica_states([np.random.SeedSequence(seed)])[0, :4].copy())
-    return out
 
 
 @njit(cache=True, fastmath=False)
@@ -233,77 +114,6 @@ def basin_losses(e, lam, lam_flat, basis_t):
 
 
 @njit(cache=True, fastmath=False)
-def record_metrics(
-    rep,
-    rec,
-    energy,
-    curved,
-    flat,
-    lam_flat,
-    heldout_kappa,
-    n_clipped,
-    sum_factor,
-    bn,
-    out_train,
-    out_held,
-    out_curved,
-    out_flat,
-    out_clipfrac,
-    out_meanf,
-):
-    """Write one record of the Trace metrics (shared by the full kernel and the reduced engine).
-
-    train = ½Σλ_i e_i² + ½λ_flat‖e_flat‖², held-out = train + ½κ‖e_flat‖²; clip statistics are NaN
-    for an empty (Poisson) batch.
-    """
-    train = energy + 0.5 * lam_flat * flat
-    out_train[rep, rec] = train
-    out_held[rep, rec] = train + 0.5 * heldout_kappa * flat
-    out_curved[rep, rec] = curved
-    out_flat[rep, rec] = flat
-    if bn > 0:
-        out_clipfrac[rep, rec] = n_clipped / bn
-        out_meanf[rep, rec] = sum_factor / bn
-    else:
-        out_clipfrac[rep, rec] = np.nan
-        out_meanf[rep, rec] = np.nan
-
-
-@njit(cache=True, fastmath=False)
-def _finish_sample(g, k, nrm2, clip, acc, raw, track):
-    """Add min(1, C/‖g‖)·g to acc (and g to raw when tracking); return (clipped?, factor)."""
-    nrm = math.sqrt(nrm2)
-    f = 1.0
-    clipped = nrm > clip
-    if clipped:
-        f = clip / nrm
-    for jj in range(k):
-        acc[jj] += f * g[jj]
-    if track:
-        for jj in range(k):
-            raw[jj] += g[jj]
-    return clipped, f
-
-
-@njit(cache=True, fastmath=False)
-def _apply_update(e, kept, acc, noise_sum, lr, batch_size):
-    """e_K ← e_K − η/B (acc + noise_sum) (noise_sum = ν ξ_K, already scaled)."""
-    scale = lr / batch_size
-    for jj in range(kept.shape[0]):
-        e[kept[jj]] -= scale * (acc[jj] + noise_sum[jj])
-
-
-@njit(cache=True, fastmath=False)
-def _bias_norm(acc, raw, k, batch_size):
-    """‖(1/B) Σ clip(g_i) − (1/B) Σ g_i‖."""
-    s = 0.0
-    for jj in range(k):
-        v = acc[jj] - raw[jj]
-        s += v * v
-    return math.sqrt(s) / batch_size
-
-
-@njit(cache=True, fastmath=False)
 def _step_given_noise(e, zeta, xi, batch_n, lam, lam_flat, basis_t, kept, s, clip, nu, lr, batch_size):
     d = e.shape[0]
     k = kept.shape[0]
@@ -320,26 +130,26 @@ def _step_given_noise(e, zeta, xi, batch_n, lam, lam_flat, basis_t, kept, s, cli
             v = he[kept[jj]] + s * zeta[i, kept[jj]]
             g[jj] = v
             nrm2 += v * v
-        clipped, f = _finish_sample(g, k, nrm2, clip, acc, raw, True)
+        clipped, f = finish_sample(g, k, nrm2, clip, acc, raw, True)
         n_clipped += clipped
         sum_factor += f
     noise = np.empty(k)
     for jj in range(k):
         noise[jj] = nu * xi[kept[jj]]
-    bias = _bias_norm(acc, raw, k, batch_size)
+    bias = bias_norm(acc, raw, k, batch_size)
     out = e.copy()
-    _apply_update(out, kept, acc, noise, lr, batch_size)
+    apply_update(out, kept, acc, noise, lr, batch_size)
     return out, n_clipped, sum_factor, bias
 
 
-def _as_basis_t(basis, dim):
+def as_basis_t(basis, dim):
     if basis is None:
         return np.zeros((0, dim))
     v = np.ascontiguousarray(np.asarray(basis, dtype=float).T)
     return v
 
 
-def _as_kept(mask, dim):
+def as_kept(mask, dim):
     if mask is None:
         return np.arange(dim, dtype=np.int64)
     m = np.asarray(mask, dtype=bool)
@@ -399,8 +209,8 @@ def full_step(
         int(batch_n),
         lam,
         float(flat_curvature),
-        _as_basis_t(basis, d),
-        _as_kept(mask, d),
+        as_basis_t(basis, d),
+        as_kept(mask, d),
         float(sample_std),
         float(clip_norm),
         float(noise_std),
@@ -476,20 +286,20 @@ def _streaming_replica(
             nrm2 = 0.0
             if not basin_spread:
                 for jj in range(k):
-                    v = hk[jj] + s * _normal(st)
+                    v = hk[jj] + s * normal(st)
                     g[jj] = v
                     nrm2 += v * v
             elif axis:
                 for jj in range(k):
                     if kept[jj] < r:
-                        v = hk[jj] + s * _normal(st)
+                        v = hk[jj] + s * normal(st)
                     else:
                         v = hk[jj]
                     g[jj] = v
                     nrm2 += v * v
             else:
                 for q in range(r):
-                    z[q] = _normal(st)
+                    z[q] = normal(st)
                 for jj in range(k):
                     zz = 0.0
                     for q in range(r):
@@ -497,19 +307,19 @@ def _streaming_replica(
                     v = hk[jj] + s * zz
                     g[jj] = v
                     nrm2 += v * v
-            clipped, f = _finish_sample(g, k, nrm2, clip, acc, raw, track)
+            clipped, f = finish_sample(g, k, nrm2, clip, acc, raw, track)
             n_clipped += clipped
             sum_factor += f
         nu = nu_t[t]
         if nu > 0.0:
             for jj in range(k):
-                noise[jj] = nu * _normal(st)
+                noise[jj] = nu * normal(st)
         else:
             for jj in range(k):
                 noise[jj] = 0.0
         if track:
-            out_bias[rep, rec] = _bias_norm(acc, raw, k, batch_size)
-        _apply_update(e, kept, acc, noise, lr_t[t], batch_size)
+            out_bias[rep, rec] = bias_norm(acc, raw, k, batch_size)
+        apply_update(e, kept, acc, noise, lr_t[t], batch_size)
         if track:
             energy, curved, flat = basin_losses(e, lam, lam_flat, basis_t)
             record_metrics(

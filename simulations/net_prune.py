@@ -51,8 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from simulations._results import check_output_dir, result_folder, write_results
-from simulations.nn.experiments._common import (
+from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.stats import paired_difference, summary
+from simulations.common.tables import fmt_stat, print_table
+from simulations.net_common import (
     EPSILON,
     TEST_ACC,
     TEST_LOSS,
@@ -62,12 +64,8 @@ from simulations.nn.experiments._common import (
     check_fraction_list,
     curves,
     final,
-    fmt,
     opt,
-    paired_difference,
     per_seed,
-    print_table,
-    summary,
     train_config,
 )
 
@@ -258,7 +256,7 @@ def report(config: PruneConfig, metrics: dict) -> None:
         f"target eps={config.target_epsilon}, C={config.clip_norm}, {config.prune_scope} magnitude masks, "
         f"seeds={len(config.seeds)}; accuracy in %"
     )
-    print(f"  dense: SGD {fmt(metrics['sgd_dense'], 100, 1)}, DP-SGD {fmt(metrics['dpsgd_dense'], 100, 1)}")
+    print(f"  dense: SGD {fmt_stat(metrics['sgd_dense'], 100, 1)}, DP-SGD {fmt_stat(metrics['dpsgd_dense'], 100, 1)}")
     rows = [
         ["sparsity"]
         + [f"{s} acc" for s in config.mask_sources]
@@ -267,14 +265,14 @@ def report(config: PruneConfig, metrics: dict) -> None:
     ]
     for i, p in enumerate(config.sparsities):
         row = [f"{p:.2f}"]
-        row += [fmt(metrics["per_source"][s][i]["test_accuracy"], 100, 1) for s in config.mask_sources]
-        row += [fmt(metrics["per_source"][s][i]["minus_dense"], 100, 1) for s in config.mask_sources]
+        row += [fmt_stat(metrics["per_source"][s][i]["test_accuracy"], 100, 1) for s in config.mask_sources]
+        row += [fmt_stat(metrics["per_source"][s][i]["minus_dense"], 100, 1) for s in config.mask_sources]
         row += [f"{float(metrics['per_source'][s][i]['epsilon']['mean']):.2f}" for s in config.mask_sources]
         rows.append(row)
     print_table(rows)
     for s, v in metrics["verdict"].items():
         best = v["best_heavy_minus_dense"]
-        txt = "n/a" if best is None else f"p={v['best_heavy_sparsity']}: {fmt(best, 100, 1)} %"
+        txt = "n/a" if best is None else f"p={v['best_heavy_sparsity']}: {fmt_stat(best, 100, 1)} %"
         print(f"  {s} [{v['privacy']}]: best heavy pruning − dense = {txt}; helps: {v['heavy_pruning_helps']}")
 
 
@@ -309,7 +307,7 @@ def run(config: PruneConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simulations._cli import run_main
+    from simulations.common.cli import run_main
 
     return run_main(PruneConfig, run, argv, prog="python -m simulations.nn prune", description=__doc__.split("\n\n")[0])
 
