@@ -437,8 +437,7 @@ def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
 
 
 def run(config: BasinDimConfig) -> dict[str, Any]:
-    """Sweep d × mode, write the result folder, draw the figure from it, print the table."""
-    from paper import figures
+    """Sweep d × mode, write the result folder and print the table (``main`` then draws the figure)."""
 
     check_output_dir(config.out)
     dims = config.dims()
@@ -462,7 +461,6 @@ def run(config: BasinDimConfig) -> dict[str, Any]:
     arrays.update(theory_curves(config, theory))
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
-        figures.basin_dim(folder, formats=("png",))
     print(format_rows(rows, k=config.k_se))
     k = config.k_se
     expected_out = sum(_outside(k, r["sim_loss"].n - 1) for r in rows)
@@ -483,9 +481,18 @@ def _outside(k: float, dof: int) -> float:
     return float(2.0 * stdtr(max(dof, 1), -k))
 
 
+def draw_figure(config: Any) -> None:
+    """Draw ``basin_dim.png`` into the result folder from its files (``paper.figures.basin_dim``)."""
+    from paper import figures
+
+    figures.basin_dim(config.out, formats=("png",))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m simulations.basin_dim [flags]``."""
-    return run_main(BasinDimConfig, run, argv, prog="python -m simulations.basin_dim", description=__doc__)
+    return run_main(
+        BasinDimConfig, run, argv, prog="python -m simulations.basin_dim", description=__doc__, figure=draw_figure
+    )
 
 
 if __name__ == "__main__":

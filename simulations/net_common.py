@@ -214,7 +214,6 @@ def curves(results: Sequence[dict], key: str) -> np.ndarray:
     return out
 
 
-
 # --------------------------------------------------------------------------------------------
 # the fields every claim experiment shares; experiments subclass and re-declare defaults
 

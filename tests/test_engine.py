@@ -296,7 +296,7 @@ def test_switch_takes_effect_exactly_at_switch_step(engine):
 def test_losses_match_dptheory_quadratic_expected_loss(engine, mode, spread):
     """Cross-check with engineer B's exact theory (dptheory.quadratic.expected_loss) for unclipped
     fixed-batch steps: E L(t) and E L_test(t) within K_SE standard errors of the replica means."""
-    quadratic = pytest.importorskip("dptheory.quadratic")
+    from dptheory import quadratic
     basin = Basin(
         dim=40,
         curvatures=(1.5, 0.6, 0.2),
