@@ -55,6 +55,7 @@ from dptheory.quadratic import relaxation_time
 from dptheory.records import Basin, Mode, Optimizer
 from dptheory.switching import phase_dynamics
 from dptheory.validate import check_int, check_positive
+from simulations.basin.engine import ENGINES
 from simulations.common.cli import Progress, run_main
 from simulations.common.results import check_output_dir, result_folder, write_results
 from simulations.common.stats import batch_means, simulated_recovery
@@ -62,7 +63,6 @@ from simulations.common.sweep import log_grid, run_seed
 from simulations.common.tables import fmt, table
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
-ENGINES = ("auto", "full", "reduced", "numpy")
 
 
 @dataclass(frozen=True)

@@ -65,13 +65,13 @@ import numpy as np
 
 from dptheory.records import Basin, Mode, Optimizer
 from dptheory.validate import check_int, check_nonnegative, check_positive
+from simulations.basin.engine import ENGINES
 from simulations.common.cli import Progress, run_main
 from simulations.common.results import check_output_dir, result_folder, write_results
 from simulations.common.stats import replica_mean
 from simulations.common.sweep import run_seed
 from simulations.common.tables import fmt, table
 
-ENGINES = ("auto", "full", "reduced", "numpy")
 MODE_NAMES = tuple(m.value for m in Mode)
 
 

@@ -182,8 +182,8 @@ CASES = [
     # engine, mode, sampling, schedule, spread, flat_curvature, displacement
     ("reduced", "sgd", "fixed", "constant", "ambient", 0.0, False),
     ("full", "noise", "poisson", "cosine", "ambient", 0.2, True),
-    ("reduced", "noise", "poisson", "step", "basin", 0.2, True),
-    ("full", "sgd", "fixed", "step", "basin", 0.0, False),
+    ("reduced", "noise", "poisson", "multistep", "basin", 0.2, True),
+    ("full", "sgd", "fixed", "multistep", "basin", 0.0, False),
     ("numpy", "noise", "fixed", "constant", "ambient", 0.1, True),
 ]
 
@@ -269,7 +269,7 @@ def test_lr_schedules_closed_forms():
     assert cos[0] == 0.4 and cos[t // 2] == pytest.approx(0.2, rel=1e-12)
     assert cos[t // 4] == pytest.approx(0.2 * (1 + math.cos(math.pi / 4)), rel=1e-12)
     assert np.all(np.diff(cos) < 0)
-    step = lr_values(lr=0.4, steps=t, schedule="step")
+    step = lr_values(lr=0.4, steps=t, schedule="multistep")
     assert set(step[: t // 2]) == {0.4}
     np.testing.assert_allclose(step[t // 2 : 3 * t // 4], 0.04, rtol=1e-15)
     np.testing.assert_allclose(step[3 * t // 4 :], 0.004, rtol=1e-15)
