@@ -465,5 +465,8 @@ def displacement_recovery(
     initial = 0.5 * float(np.sum(lam * delta**2))
     excess = curve - stationary
     return DisplacementRecovery(
-        excess=excess, initial=initial, stationary=stationary, time=first_crossing(excess, threshold=threshold * initial)
+        excess=excess,
+        initial=initial,
+        stationary=stationary,
+        time=first_crossing(excess, threshold=threshold * initial),
     )

@@ -130,13 +130,14 @@ def noise_only_dynamics(*, basin: Basin, optimizer: Optimizer) -> LinearDynamics
 # private helpers shared with dptheory.switching
 
 
-def _check_dynamics(dynamics: LinearDynamics, name: str = "dynamics") -> LinearDynamics:
+def check_dynamics(dynamics: LinearDynamics, name: str = "dynamics") -> LinearDynamics:
+    """``dynamics`` if it is a :class:`~dptheory.records.LinearDynamics`, else ``ValueError`` naming ``name``."""
     if not isinstance(dynamics, LinearDynamics):
         raise ValueError(f"{name} must be a LinearDynamics, got {type(dynamics).__name__}")
     return dynamics
 
 
-def _check_steps(steps, name: str = "steps") -> np.ndarray:
+def check_steps(steps, name: str = "steps") -> np.ndarray:
     """1-D float array of non-negative integer step counts (a scalar becomes shape (1,))."""
     t = np.atleast_1d(np.asarray(steps, dtype=float))
     if t.ndim != 1 or t.size == 0:
@@ -147,7 +148,8 @@ def _check_steps(steps, name: str = "steps") -> np.ndarray:
     return t
 
 
-def _check_init(init_error, rank: int) -> np.ndarray:
+def check_init_error(init_error, rank: int) -> np.ndarray:
+    """e(0) on the r = ``rank`` curved axes as a finite length-r array (a scalar is repeated)."""
     e0 = np.asarray(init_error, dtype=float)
     if e0.ndim == 0:
         e0 = np.full(rank, float(e0))
@@ -158,7 +160,8 @@ def _check_init(init_error, rank: int) -> np.ndarray:
     return e0
 
 
-def _check_curvatures(curvatures, rank: int) -> np.ndarray:
+def check_curvatures(curvatures, rank: int) -> np.ndarray:
+    """λ as a finite, non-negative length-r array (r = ``rank`` = len(dynamics.drift))."""
     lam = np.atleast_1d(np.asarray(curvatures, dtype=float))
     if lam.shape != (rank,):
         raise ValueError(f"curvatures must have length {rank} (len(dynamics.drift)), got shape {lam.shape}")
@@ -183,7 +186,7 @@ def _decay_sq(lr: float, drift: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, 
     return decay, geom
 
 
-def _propagate(dynamics: LinearDynamics, mean0, second0, flat_sq0, t: np.ndarray):
+def propagate_moments(dynamics: LinearDynamics, mean0, second0, flat_sq0, t: np.ndarray):
     """Exact moments after ``t`` steps of ``dynamics`` from given first/second moments.
 
     ``mean0``/``second0`` broadcast against shape (len(t), r); ``flat_sq0`` against (len(t),).
@@ -219,7 +222,6 @@ def _stationary_second(dynamics: LinearDynamics, a: np.ndarray, tau2: np.ndarray
     return np.where(tau2 == 0, 0.0, np.where(a == 0, np.inf, v))
 
 
-
 def stationary_second_moments(*, dynamics: LinearDynamics) -> np.ndarray:
     """Stationary second moments v_i = η τ_i² / (a_i (2 − η a_i)) of the curved directions.
 
@@ -233,7 +235,7 @@ def stationary_second_moments(*, dynamics: LinearDynamics) -> np.ndarray:
         >>> stationary_second_moments(dynamics=LinearDynamics(lr=0.5, drift=(1.0,), noise_var=(3.0,))).tolist()
         [1.0]
     """
-    _check_dynamics(dynamics)
+    check_dynamics(dynamics)
     a = np.asarray(dynamics.drift, dtype=float)
     return _stationary_second(dynamics, a, np.asarray(dynamics.noise_var, dtype=float), "drift")
 
@@ -259,6 +261,7 @@ def relaxation_time(*, lr: float, drift: float, exact: bool = True) -> float:
     if c == 0.0:
         return 1.0
     return max(1.0, -1.0 / math.log(c))
+
 
 # ----------------------------------------------------------------------------------------------
 # moments and losses
@@ -286,15 +289,15 @@ def error_moments(*, dynamics: LinearDynamics, init_error, steps, init_flat_sq: 
         >>> error_moments(dynamics=dyn, init_error=1.0, steps=[0, 1, 2]).second[:, 0].tolist()
         [1.0, 0.25, 0.0625]
     """
-    _check_dynamics(dynamics)
-    t = _check_steps(steps)
-    e0 = _check_init(init_error, len(dynamics.drift))
+    check_dynamics(dynamics)
+    t = check_steps(steps)
+    e0 = check_init_error(init_error, len(dynamics.drift))
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
-    mean, second, flat = _propagate(dynamics, e0, e0**2, f0, t)
+    mean, second, flat = propagate_moments(dynamics, e0, e0**2, f0, t)
     return ErrorMoments(steps=t.astype(np.int64), mean=mean, second=second, flat_sq=flat)
 
 
-def _losses(second, flat_sq, lam: np.ndarray, flat_curvature: float, heldout: float) -> LossCurve:
+def losses_from_moments(second, flat_sq, lam: np.ndarray, flat_curvature: float, heldout: float) -> LossCurve:
     """½ Σ λ_i m2_i + ½ λ_flat F (train) and that + ½ κ F (test); a zero weight never meets an inf."""
     with np.errstate(invalid="ignore", over="ignore"):
         curved = 0.5 * np.sum(np.where(lam == 0, 0.0, lam * second), axis=-1)
@@ -331,12 +334,12 @@ def expected_loss(
         >>> round(float(c.test[0] - c.train[0]), 6)       # ½ κ (d−r) η² τ² t
         0.25
     """
-    _check_dynamics(dynamics)
-    lam = _check_curvatures(curvatures, len(dynamics.drift))
+    check_dynamics(dynamics)
+    lam = check_curvatures(curvatures, len(dynamics.drift))
     lf = check_nonnegative("flat_curvature", flat_curvature)
     kappa = check_nonnegative("heldout_flat_curvature", heldout_flat_curvature)
     m = error_moments(dynamics=dynamics, init_error=init_error, steps=steps, init_flat_sq=init_flat_sq)
-    return _losses(m.second, m.flat_sq, lam, lf, kappa)
+    return losses_from_moments(m.second, m.flat_sq, lam, lf, kappa)
 
 
 def stationary_loss(
@@ -364,8 +367,8 @@ def stationary_loss(
         >>> round(stationary_loss(dynamics=dyn, curvatures=(1.0, 2.0), approx=True), 6)  # ητ²r/4
         0.005
     """
-    _check_dynamics(dynamics)
-    lam = _check_curvatures(curvatures, len(dynamics.drift))
+    check_dynamics(dynamics)
+    lam = check_curvatures(curvatures, len(dynamics.drift))
     lf = check_nonnegative("flat_curvature", flat_curvature)
     a = np.asarray(dynamics.drift, dtype=float)
     tau2 = np.asarray(dynamics.noise_var, dtype=float)
@@ -403,10 +406,10 @@ def flat_error_sq(*, dynamics: LinearDynamics, init_flat_sq: float, steps) -> np
         >>> flat_error_sq(dynamics=dyn, init_flat_sq=0.0, steps=[0, 100]).round(6).tolist()
         [0.0, 99.0]
     """
-    _check_dynamics(dynamics)
-    t = _check_steps(steps)
+    check_dynamics(dynamics)
+    t = check_steps(steps)
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
-    return _propagate(dynamics, np.zeros(len(dynamics.drift)), np.zeros(len(dynamics.drift)), f0, t)[2]
+    return propagate_moments(dynamics, np.zeros(len(dynamics.drift)), np.zeros(len(dynamics.drift)), f0, t)[2]
 
 
 def recovery_time(
@@ -439,7 +442,7 @@ def recovery_time(
         ...               relative_to="displacement")    # 0.9^{2t} ≤ 0.01
         22.0
     """
-    _check_dynamics(dynamics)
+    check_dynamics(dynamics)
     if direction == "flat":
         a, tau2 = dynamics.flat_drift, dynamics.flat_noise_var
     else:

@@ -30,12 +30,12 @@ import numpy as np
 
 from dptheory.quadratic import (
     ErrorMoments,
-    _check_curvatures,
-    _check_dynamics,
-    _check_init,
-    _check_steps,
-    _losses,
-    _propagate,
+    check_curvatures,
+    check_dynamics,
+    check_init_error,
+    check_steps,
+    losses_from_moments,
+    propagate_moments,
     noise_only_dynamics,
 )
 from dptheory.records import Basin, LinearDynamics, Optimizer
@@ -91,8 +91,8 @@ def phase_dynamics(*, basin: Basin, optimizer: Optimizer) -> LinearDynamics:
 
 
 def _check_pair(before: LinearDynamics, after: LinearDynamics) -> None:
-    _check_dynamics(before, "before")
-    _check_dynamics(after, "after")
+    check_dynamics(before, "before")
+    check_dynamics(after, "after")
     if len(before.drift) != len(after.drift) or before.flat_dim != after.flat_dim:
         raise ValueError(
             "before and after must describe the same basin: got rank "
@@ -103,8 +103,8 @@ def _check_pair(before: LinearDynamics, after: LinearDynamics) -> None:
 def _switch_core(before, after, s: np.ndarray, t: np.ndarray, e0: np.ndarray, f0: float):
     """Exact moments at times ``t`` for switch steps ``s`` (equal-length 1-D arrays)."""
     first = np.minimum(s, t)  # steps spent in the first phase by time t
-    m_b, v_b, f_b = _propagate(before, e0, e0**2, f0, first)
-    return _propagate(after, m_b, v_b, f_b, t - first)
+    m_b, v_b, f_b = propagate_moments(before, e0, e0**2, f0, first)
+    return propagate_moments(after, m_b, v_b, f_b, t - first)
 
 
 def switched_moments(
@@ -138,14 +138,14 @@ def switched_moments(
     """
     _check_pair(before, after)
     total = check_int("total_steps", total_steps, minimum=0)
-    _check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
+    check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
     s = check_int("switch_step", switch_step, minimum=0)
     if s > total:
         raise ValueError(f"switch_step must be <= total_steps={total}, got {switch_step!r}")
-    t = np.array([float(total)]) if steps is None else _check_steps(steps)
+    t = np.array([float(total)]) if steps is None else check_steps(steps)
     if np.any(t > total):
         raise ValueError(f"steps must be <= total_steps={total}, got max {t.max()!r}")
-    e0 = _check_init(init_error, len(before.drift))
+    e0 = check_init_error(init_error, len(before.drift))
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
     mean, second, flat = _switch_core(before, after, np.full_like(t, float(s)), t, e0, f0)
     return ErrorMoments(steps=t.astype(np.int64), mean=mean, second=second, flat_sq=flat)
@@ -153,8 +153,8 @@ def switched_moments(
 
 def _sweep_losses(before, after, s, total, curvatures, init_error, init_flat_sq, flat_curvature, heldout):
     _check_pair(before, after)
-    lam = _check_curvatures(curvatures, len(before.drift))
-    e0 = _check_init(init_error, len(before.drift))
+    lam = check_curvatures(curvatures, len(before.drift))
+    e0 = check_init_error(init_error, len(before.drift))
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
     lf = check_nonnegative("flat_curvature", flat_curvature)
     kappa = check_nonnegative("heldout_flat_curvature", heldout)
@@ -162,7 +162,7 @@ def _sweep_losses(before, after, s, total, curvatures, init_error, init_flat_sq,
         raise ValueError(f"switch steps must be <= total_steps={total}, got max {s.max()!r}")
     t = np.full_like(s, float(total))
     _, second, flat = _switch_core(before, after, s, t, e0, f0)
-    return _losses(second, flat, lam, lf, kappa)
+    return losses_from_moments(second, flat, lam, lf, kappa)
 
 
 def switched_final_loss(
@@ -194,7 +194,7 @@ def switched_final_loss(
         [0.003199, 0.003199]
     """
     total = check_int("total_steps", total_steps, minimum=0)
-    _check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
+    check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
     s = check_int("switch_step", switch_step, minimum=0)
     curve = _sweep_losses(
         before,
@@ -245,8 +245,8 @@ def switch_sweep(
         ([0.02632, 0.02312, 0.0], [0.0, 0.0032, 0.02632])
     """
     total = check_int("total_steps", total_steps, minimum=0)
-    _check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
-    s = _check_steps(switch_steps, "switch_steps")
+    check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
+    s = check_steps(switch_steps, "switch_steps")
     common = (total, curvatures, init_error, init_flat_sq, flat_curvature, heldout_flat_curvature)
     fwd = _sweep_losses(before, after, s, *common)
     rev = _sweep_losses(after, before, s, *common)
@@ -283,7 +283,7 @@ def memory_horizon(*, dynamics: LinearDynamics, tolerance: float = 0.05, include
         ...                tolerance=0.05)          # ⌈log 0.05 / log 0.81⌉ for the slowest direction
         15.0
     """
-    _check_dynamics(dynamics)
+    check_dynamics(dynamics)
     eps = check_probability("tolerance", tolerance, open_left=True)
     a = np.asarray(dynamics.drift, dtype=float)
     if include_flat and dynamics.flat_dim > 0:

@@ -525,6 +525,7 @@ def test_clipped_recovery_slower_by_root_dimension_near_optimum():
 @pytest.mark.parametrize("spread", ["ambient", "basin"])
 def test_unclipped_modes_reduce_exactly_to_noise_only_dynamics(spread):
     from dptheory import quadratic
+
     basin = Basin(dim=40, curvatures=(1.5, 0.5, 0.25), sample_std=0.7, spread=spread, flat_curvature=0.0)
     for mode in ("sgd", "noise"):
         opt = Optimizer(lr=0.3, batch_size=8, clip_norm=2.0, noise_multiplier=1.3, mode=mode)
@@ -538,6 +539,7 @@ def test_unclipped_modes_reduce_exactly_to_noise_only_dynamics(spread):
 
 def test_infinite_clip_norm_limit_of_dpsgd_is_noise_only():
     from dptheory import quadratic
+
     basin = Basin(dim=500, curvatures=(1.0, 0.3), sample_std=1.0)
     c = 1e4 * math.sqrt(500)  # C → ∞: clip probability underflows
     dp = Optimizer(lr=0.2, batch_size=16, clip_norm=c, noise_multiplier=1e-4)
@@ -550,6 +552,7 @@ def test_infinite_clip_norm_limit_of_dpsgd_is_noise_only():
 
 def test_linear_model_at_stationarity_is_consistent_with_quadratic_stationary_loss():
     from dptheory import quadratic
+
     basin = Basin(dim=300, curvatures=(1.0, 0.4), sample_std=1.0, flat_curvature=0.01)
     opt = Optimizer(lr=2.0, batch_size=16, clip_norm=3.0, noise_multiplier=2.0)
     for sampling in ("fixed", "poisson"):

@@ -209,9 +209,9 @@ def test_unclipped_moments_match_linear_recursion(engine, mode, sampling, schedu
         displacement=1.5 if disp else 0.0,
     )
     tr = simulate(basin=basin, optimizer=opt, run=run, engine=engine)
-    from simulations.basin.engine import _step_arrays
+    from simulations.basin.engine import step_schedule_arrays
 
-    lr_t, _, nu_t = _step_arrays(opt, run)
+    lr_t, _, nu_t = step_schedule_arrays(opt, run)
     idx = tr.steps - 1
     r = lam.size
     c0 = run.init_error / math.sqrt(r)
@@ -297,6 +297,7 @@ def test_losses_match_dptheory_quadratic_expected_loss(engine, mode, spread):
     """Cross-check with engineer B's exact theory (dptheory.quadratic.expected_loss) for unclipped
     fixed-batch steps: E L(t) and E L_test(t) within K_SE standard errors of the replica means."""
     from dptheory import quadratic
+
     basin = Basin(
         dim=40,
         curvatures=(1.5, 0.6, 0.2),
