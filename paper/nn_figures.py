@@ -114,25 +114,110 @@ def fig_prune(config: dict, metrics: dict) -> plt.Figure:
     return fig
 
 
-def fig_validate(config: dict, metrics: dict) -> plt.Figure:
-    """Predicted vs measured excess loss (log-log), one point per run, labelled by sweep point."""
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    for p in metrics["points"]:
-        pred = [_num(s["predicted_excess"]) for s in p["per_seed"]]
-        meas = [_num(s["measured_excess"]) for s in p["per_seed"]]
-        ax.scatter(pred, meas, label=f"w={p['width']} p={p['sparsity']:.2f}")
-    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
-    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
-    ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
-    rho = metrics["spearman_all_pairs"]["rho"]
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="predicted excess loss",
-        ylabel="measured excess loss",
-        title=f"theory vs networks (Spearman {_num(rho):+.2f})",
-    )
-    ax.legend(fontsize=6)
+ARM_COLORS = {"sgd": "C0", "clip": "C3", "noise": "C2", "dpsgd": "C1"}
+FAMILY_MARKERS = {"mlp": "o", "linearised": "s", "teacher": "^"}
+DIRECTION_MARKERS = {"top": "o", "random": "D", "flat": "v"}
+
+
+def _positive_pairs(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    vals = [v for v in xs + ys if v > 0 and v == v and v != float("inf")]
+    return (min(vals), max(vals)) if vals else (1e-6, 1.0)
+
+
+def fig_basin(config: dict, metrics: dict) -> plt.Figure:
+    """Warm-start basin experiment: predicted vs measured excess (log–log, ±k SE), recovery, teacher D sweep."""
+    k = _num(metrics["summary"].get("k_se", 2.0))
+    rows = metrics["rows"]
+    teacher = [r for r in rows if r["family"] == "teacher"]
+    ncols = 3 if teacher else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.6))
+    a = axes[0]
+    pred = [_num(r["predicted_excess"]) for r in rows]
+    meas = [_num(r["measured_excess"]["mean"]) for r in rows]
+    lo, hi = _positive_pairs(pred, meas)
+    lo, hi = lo / 2, hi * 2
+    skipped = 0
+    for r, p, m in zip(rows, pred, meas):
+        if not (p > 0 and m > 0):
+            skipped += 1
+            continue
+        se = _num(r["measured_excess"]["se"]) if r["measured_excess"]["se"] != "nan" else 0.0
+        err = [[min(k * se, m - lo * 1.0001)], [k * se]]
+        a.errorbar(
+            p,
+            m,
+            yerr=err,
+            fmt=FAMILY_MARKERS.get(r["family"], "o"),
+            color=ARM_COLORS.get(r["arm"], "k"),
+            ms=5,
+            capsize=2,
+            lw=0.8,
+            alpha=0.85,
+        )
+    a.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    a.fill_between([lo, hi], [lo * 0.75, hi * 0.75], [lo * 1.25, hi * 1.25], color="0.85", zorder=0)
+    a.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
+    a.set_xlabel("predicted excess loss (model, arm − SGD)")
+    a.set_ylabel(f"measured excess loss (±{k:g} SE)")
+    share = metrics["summary"].get("mlp", {}).get("model", {}).get("within_tolerance")
+    title = "warm start at w*"
+    if share is not None and share == share:
+        title += f": {_num(share):.0%} of MLP rows within 25 %"
+    a.set_title(title, fontsize=10)
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", ls="", label=arm) for arm, c in ARM_COLORS.items() if arm != "sgd"
+    ]
+    handles += [
+        plt.Line2D([], [], color="0.3", marker=mk, ls="", label=fam)
+        for fam, mk in FAMILY_MARKERS.items()
+        if any(r["family"] == fam for r in rows)
+    ]
+    handles.append(plt.Line2D([], [], color="0.85", lw=6, label="identity ± 25 %"))
+    a.legend(handles=handles, fontsize=7, loc="upper left")
+    if skipped:
+        a.text(0.98, 0.02, f"{skipped} rows ≤ 0 not shown", transform=a.transAxes, ha="right", fontsize=7)
+    b = axes[1]
+    rec = [r for r in metrics.get("recovery", []) if _num(r["predicted_recovery"]) > 0]
+    rp = [_num(r["predicted_recovery"]) for r in rec]
+    rm = [_num(r["measured_recovery"]["mean"]) for r in rec]
+    lo2, hi2 = _positive_pairs(rp, rm)
+    lo2, hi2 = lo2 / 2, hi2 * 2
+    for r, p, m in zip(rec, rp, rm):
+        shown = m if (m > 0 and m != float("inf")) else hi2 / 1.5
+        b.plot(
+            p,
+            shown,
+            DIRECTION_MARKERS.get(r["direction"], "o"),
+            color=ARM_COLORS.get(r["arm"], "k"),
+            mfc="none" if shown != m else ARM_COLORS.get(r["arm"], "k"),
+            ms=6,
+        )
+    b.plot([lo2, hi2], [lo2, hi2], "k-", lw=0.8)
+    b.set(xscale="log", yscale="log", xlim=(lo2, hi2), ylim=(lo2, hi2))
+    b.set_xlabel("predicted recovery time (steps)")
+    b.set_ylabel("measured recovery time (steps)")
+    b.set_title("recovery after a displacement (open: not recovered)", fontsize=10)
+    dh = [plt.Line2D([], [], color="0.3", marker=mk, ls="", label=d) for d, mk in DIRECTION_MARKERS.items()]
+    dh += [
+        plt.Line2D([], [], color=ARM_COLORS[arm], marker="o", ls="", label=arm)
+        for arm in ("sgd", "noise", "clip", "dpsgd")
+        if any(r["arm"] == arm for r in rec)
+    ]
+    b.legend(handles=dh, fontsize=7, loc="upper left")
+    if teacher:
+        c = axes[2]
+        for arm in ("clip", "noise", "dpsgd"):
+            sub = sorted((r for r in teacher if r["arm"] == arm), key=lambda r: float(r["dataset"].split("d=")[-1]))
+            dims = [float(r["dataset"].split("d=")[-1]) for r in sub]
+            m = [_num(r["measured_excess"]["mean"]) for r in sub]
+            se = [k * _num(r["measured_excess"]["se"]) for r in sub]
+            c.errorbar(dims, m, yerr=se, fmt="o", color=ARM_COLORS[arm], capsize=2, label=f"{arm} measured")
+            c.plot(dims, [_num(r["predicted_excess"]) for r in sub], "-", color=ARM_COLORS[arm], label=f"{arm} model")
+        c.set(xscale="log", yscale="symlog" if any(_num(r["measured_excess"]["mean"]) <= 0 for r in teacher) else "log")
+        c.set_xlabel("teacher input dimension D (rank fixed)")
+        c.set_ylabel(f"excess loss (±{k:g} SE)")
+        c.set_title("teacher–student: excess vs D", fontsize=10)
+        c.legend(fontsize=7)
     return fig
 
 
@@ -147,8 +232,8 @@ def kind(metrics: dict) -> str | None:
         return "width"
     if claim.startswith("4"):
         return "prune"
-    if "points" in metrics and "spearman_all_pairs" in metrics:
-        return "validate"
+    if metrics.get("what") == "basin":
+        return "basin"
     return None
 
 
@@ -157,7 +242,7 @@ FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
     "ablate": fig_ablate,
     "width": fig_width,
     "prune": fig_prune,
-    "validate": fig_validate,
+    "basin": fig_basin,
 }
 
 

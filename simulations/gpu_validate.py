@@ -11,7 +11,9 @@ same code as the CLI experiments (``simulations.nn.experiments``):
 3. ``ablate``   — the four modes + noise burst with the GroupNorm CNN on mnist1d;
 4. ``wrn``      — SGD vs DP-SGD with GroupNorm WRN-16-1 and WRN-16-4 (d ≈ 2.7·10⁶) on the 8×8 digits;
 5. ``switch``   — switch-epoch sweep, both directions, width-512 MLP;
-6. ``validate`` — theory (``dptheory.clipped_dynamics``) vs measured excess loss.
+6. ``basin``    — theory (``dptheory.spectral``) vs DP-SGD arms warm-started at a converged minimum:
+   the full grid (widths 16…1024 × dense / two masks × σ × C, 5 seeds, longer arms), the linearised
+   network and the teacher–student sweep up to D = 40 000 (``simulations.net_basin``).
 
 All on mnist1d / digits (generated or embedded: the GPU machine needs no downloads), 15 epochs,
 3 seeds. The stage sizes are estimates (no GPU was available when this was written): the first
@@ -72,9 +74,9 @@ def time_guard(deadline: float, done: list[dict]) -> Iterator[None]:
 def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any, Any]]:
     """(stage name, experiment module, config) in priority order; ``small`` = CPU smoke-test sizes."""
     from simulations import net_ablate as ablate
+    from simulations import net_basin as basin
     from simulations import net_prune as prune
     from simulations import net_switch as switch
-    from simulations import net_validate as validate
     from simulations import net_width as width
 
     common: dict[str, Any] = dict(device=device, quiet=True)
@@ -108,18 +110,7 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
                 ),
             ),
             ("switch", switch, switch.SwitchConfig(**common, width=8, switch_epochs=(1,), out=str(out / "switch"))),
-            (
-                "validate",
-                validate,
-                validate.ValidateConfig(
-                    **common,
-                    widths=(2, 4),
-                    sparsities=(0.5,),
-                    hessian_k=2,
-                    measure_samples=50,
-                    out=str(out / "validate"),
-                ),
-            ),
+            ("basin", basin, basin.BasinConfig(**basin_small(), device=device, quiet=True, out=str(out / "basin"))),
         ]
     common.update(dataset="mnist1d", seeds=(0, 1, 2), epochs=15)
     return [
@@ -145,18 +136,63 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
         ),
         ("switch", switch, switch.SwitchConfig(**common, width=512, switch_epochs=(4, 8, 12), out=str(out / "switch"))),
         (
-            "validate",
-            validate,
-            validate.ValidateConfig(
-                **{**common, "seeds": (0, 1)},
+            "basin",
+            basin,
+            basin.BasinConfig(
+                grid="full",
+                n_train=None,
                 widths=(16, 64, 256, 1024),
-                sparsities=(0.9, 0.98),
-                hessian_k=10,
-                measure_samples=1000,
-                out=str(out / "validate"),
+                center_width=64,
+                seeds=(0, 1, 2, 3, 4),
+                pretrain_epochs=60,
+                top_k=32,
+                probes=20,
+                lanczos_steps=150,
+                min_steps=1000,
+                max_steps=4000,
+                recovery_steps=200,
+                lin_n_train=1000,
+                lin_width=128,
+                teacher_dims=(40, 400, 4000, 40000),
+                teacher_n_train=2000,
+                device=device,
+                threads=0,
+                quiet=True,
+                out=str(out / "basin"),
             ),
         ),
     ]
+
+
+def basin_small() -> dict[str, Any]:
+    """Smoke-test sizes of the ``basin`` stage (a minute on a CPU): tiny networks, few steps."""
+    return dict(
+        dataset="teacher:k=2,d=10",
+        n_train=300,
+        widths=(4, 8),
+        center_width=8,
+        sigmas=(1.0,),
+        clip_factors=(0.3,),
+        mask_sources=("init",),
+        pretrain_epochs=3,
+        polish_iter=30,
+        top_k=3,
+        probes=2,
+        lanczos_steps=10,
+        flat_steps=5,
+        batch_size=20,
+        min_steps=30,
+        max_steps=30,
+        eval_every=5,
+        seeds=(0, 1),
+        recovery_steps=10,
+        lin_n_train=100,
+        lin_width=4,
+        teacher_dims=(5, 10),
+        teacher_rank=2,
+        teacher_width=4,
+        teacher_n_train=200,
+    )
 
 
 def run_stage(module: Any, config: Any, *, deadline: float) -> tuple[str, dict]:
@@ -168,7 +204,7 @@ def run_stage(module: Any, config: Any, *, deadline: float) -> tuple[str, dict]:
     done: list[dict] = []
     try:
         with time_guard(deadline, done):
-            metrics = module.run(config)
+            module.run(config)
     except TimeUp:
         partial = Path(str(config.out) + ".partial.json")
         write_json(

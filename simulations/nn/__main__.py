@@ -6,7 +6,7 @@ Commands:
   ablate     claim 2: sgd / clip / noise / dpsgd paired, and recovery from a noise burst
   width      claim 3: MLP width sweep (parameter count over two decades) at fixed eps and sigma
   prune      claim 4: magnitude-pruning sparsity sweep at fixed eps, per mask source
-  validate   theory (dptheory.clipped_dynamics) vs measured excess loss across width and sparsity
+  basin      theory (dptheory.spectral) vs DP-SGD arms warm-started at a converged minimum
 
 ``python -m simulations.nn <command> --help`` lists a command's options.
 
@@ -26,7 +26,7 @@ COMMANDS = {
     "ablate": ("simulations.net_ablate", "claim 2: four-mode ablation and noise-burst recovery"),
     "width": ("simulations.net_width", "claim 3: MLP width sweep at fixed eps and sigma"),
     "prune": ("simulations.net_prune", "claim 4: sparsity sweep per mask source"),
-    "validate": ("simulations.net_validate", "theory vs measured excess loss"),
+    "basin": ("simulations.net_basin", "theory vs networks: warm-started arms at a minimum"),
 }
 PROG = "python -m simulations.nn"
 NN_EXTRAS = ("torch", "opacus", "mnist1d", "sklearn")  # the [nn] extra of pyproject.toml

@@ -42,6 +42,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -145,9 +146,13 @@ def gradient_statistics(
     directions: torch.Tensor | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
     loss_fn: LossFn | None = None,
+    weight_decay: float = 0.0,
     chunk_size: int = 256,
 ) -> GradientStatistics:
-    """Norms, projections on ``directions`` and remaining energy of the per-sample gradients m ⊙ g_i.
+    """Norms, projections on ``directions`` and remaining energy of the per-sample gradients m ⊙ g̃_i.
+
+    g̃_i = g_i + μ w is the gradient of the example's objective ℓ_i + (μ/2)‖m⊙w‖² (μ =
+    ``weight_decay``; ``simulations.nn.warmstart``), g̃_i = g_i for μ = 0.
 
     Args:
         model: the network at the point of interest (parameters read, not changed).
@@ -155,6 +160,7 @@ def gradient_statistics(
         directions: U, (d, k) orthonormal columns (e.g. top-k Hessian eigenvectors), or None (k = 0).
         masks: name → 0/1 tensor of kept weights (pruned coordinates are not variables).
         loss_fn: per-sample loss (default cross-entropy).
+        weight_decay: μ ≥ 0 of the per-example objective.
         chunk_size: examples per vmap call (memory ∝ chunk_size · d).
 
     Returns:
@@ -164,10 +170,11 @@ def gradient_statistics(
     params = trainable_parameters(model)
     keep = kept_vector(model, masks).to(torch.float64)
     u = None if directions is None else directions.to(device=keep.device, dtype=torch.float64)
+    reg = weight_decay * flat_parameters(model).to(torch.float64) * keep
     norms, projs, total = [], [], torch.zeros_like(keep)
     for s in range(0, x.shape[0], chunk_size):
         gs = per_sample_gradients(model, x[s : s + chunk_size], y[s : s + chunk_size], loss_fn=loss_fn, method="vmap")
-        g = torch.cat([gs[k].reshape(gs[k].shape[0], -1) for k in params], dim=1).to(torch.float64) * keep
+        g = torch.cat([gs[k].reshape(gs[k].shape[0], -1) for k in params], dim=1).to(torch.float64) * keep + reg
         norms.append(g.norm(dim=1))
         total += g.sum(0)
         if u is not None:
@@ -195,8 +202,8 @@ class BasinMeasurement:
     descending with ``top_residuals`` (k,) and ``top_vectors`` (parameters, k); ``density_nodes`` /
     ``density_weights`` (P, m) of the SLQ density on the complement of the top-k vectors (dimension
     ``density_dim`` = d − k); ``norms`` (n,), ``projections`` (n, k), ``residual_energy`` (n,),
-    ``mean_gradient_norm``; ``train_loss``; ``random_direction`` / ``flat_direction`` (parameters,)
-    unit vectors with curvatures uᵀHu ``random_curvature`` / ``flat_curvature`` and
+    ``mean_gradient_norm`` (of g̃_i = g_i + μw); ``train_loss`` (L_μ); ``weight_decay`` μ;
+    ``random_direction`` / ``flat_direction`` (parameters,) unit vectors with curvatures uᵀHu ``random_curvature`` / ``flat_curvature`` and
     ``flat_gradient_norm`` = ‖H u_flat‖.
     """
 
@@ -213,6 +220,7 @@ class BasinMeasurement:
     residual_energy: np.ndarray
     mean_gradient_norm: float
     train_loss: float
+    weight_decay: float
     random_direction: np.ndarray
     random_curvature: float
     flat_direction: np.ndarray
@@ -234,8 +242,8 @@ class BasinMeasurement:
         bulk, se = self.density.moment(1)
         return float(np.sum(self.top_eigenvalues)) + bulk, se
 
-    def save(self, path: str | Path) -> None:
-        """Write every field to ``path`` (``.npz``, no pickles)."""
+    def save(self, path: str | Path | BinaryIO) -> None:
+        """Write every field to ``path`` (``.npz``, no pickles; a path or a binary file object)."""
         np.savez_compressed(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
 
 
@@ -269,6 +277,7 @@ def measure_basin(
     *,
     masks: Mapping[str, torch.Tensor] | None = None,
     loss_fn: LossFn | None = None,
+    weight_decay: float = 0.0,
     top_k: int = 16,
     top_steps: int | None = None,
     probes: int = 10,
@@ -281,6 +290,8 @@ def measure_basin(
 
     Args:
         model: the trained network; masks: its pruning masks (or None); loss_fn: per-sample loss.
+        weight_decay: μ of the objective L_μ = (1/n) Σ ℓ_i + (μ/2)‖m⊙w‖² (Hessian H + μ I on the kept
+            coordinates, per-example gradients g_i + μ w, loss L_μ).
         top_k: k, top eigenpairs from one Lanczos run of ``top_steps`` steps (default max(100, 4k)).
         probes, lanczos_steps: P probes × m steps of deflated stochastic Lanczos quadrature.
         flat_steps: Lanczos steps on H² for the near-flat direction (0: the random direction's
@@ -293,9 +304,14 @@ def measure_basin(
     """
     top_k = check_int("top_k", top_k, minimum=1)
     device = next(model.parameters()).device
-    hvp = make_hvp(model, x, y, loss_fn=loss_fn, masks=masks)
+    data_hvp = make_hvp(model, x, y, loss_fn=loss_fn, masks=masks)
     total = parameter_dim(model)
     keep = kept_vector(model, masks).to(torch.float64)
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        out = data_hvp(v).to(torch.float64)
+        return out + weight_decay * keep * v.to(torch.float64) if weight_decay else out
+
     dim = int(keep.sum())
     if top_k >= dim:
         raise ValueError(f"top_k must be < the kept dimension ({dim}), got {top_k}")
@@ -308,7 +324,9 @@ def measure_basin(
     density = slq_density(
         hvp, dim=total, probes=probes, steps=lanczos_steps, seed=seed + 1, kept=keep, deflate=vecs, device=device
     )
-    grads = gradient_statistics(model, x, y, directions=vecs, masks=masks, loss_fn=loss_fn, chunk_size=chunk_size)
+    grads = gradient_statistics(
+        model, x, y, directions=vecs, masks=masks, loss_fn=loss_fn, weight_decay=weight_decay, chunk_size=chunk_size
+    )
     gen = torch.Generator().manual_seed(int(seed) + 2)
     rand = _unit(torch.randn(total, generator=gen, dtype=torch.float64).to(device) * keep)
 
@@ -326,7 +344,9 @@ def measure_basin(
         flat = _unit(rand - vecs @ (vecs.T @ rand))
     rand_curv, _ = curvature(rand)
     flat_curv, flat_norm = curvature(flat)
-    loss = evaluate_loss(model, x, y, loss_fn=loss_fn)
+    loss = evaluate_loss(model, x, y, loss_fn=loss_fn) + 0.5 * weight_decay * float(
+        flat_parameters(model).double().pow(2).sum()
+    )
     return BasinMeasurement(
         dim=dim,
         parameters=total,
@@ -341,6 +361,7 @@ def measure_basin(
         residual_energy=grads.residual_energy,
         mean_gradient_norm=grads.mean_gradient_norm,
         train_loss=loss,
+        weight_decay=float(weight_decay),
         random_direction=rand.cpu().numpy(),
         random_curvature=rand_curv,
         flat_direction=flat.cpu().numpy(),
