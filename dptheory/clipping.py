@@ -341,7 +341,7 @@ def clipped_gaussian_mean_factor(*, dim: Any, mean_norm: Any, std: Any, clip_nor
 
     Reference: Stein/Bock identity E[X h(‖X‖²)] = θ E[h(χ'²_{p+2}(‖θ‖²))] for X ~ N(θ, I_p)
     (Bock 1975, Ann. Stat. 3(1), Theorem A); series derived here, proved in
-    proofs/clipped_gaussian_mean.py. REFERENCE.md §3 lists reference values.
+    proofs/clipped_gaussian_mean.py. Reference values are in tests/test_clipping.py.
 
     Example:
         >>> round(clipped_gaussian_mean_factor(dim=10, mean_norm=1.0, std=1.0, clip_norm=1.0), 5)
@@ -436,7 +436,7 @@ def linear_response_shrinkage(*, dim: Any, std: Any, clip_norm: Any) -> Any:
     which equals γ(m = 0) = F_{χ²_{d+2}}(c²) + c Γ((d+1)/2)/(√2 Γ((d+2)/2)) S_{χ²_{d+1}}(c²).
     (For d = 1 the second term vanishes: α₀ = F_{χ²_1}(c²) = P(|sζ| ≤ C).) The remainder is
     O(‖μ‖³) since E[clip(μ + sζ)] = γ(λ) μ with γ smooth in λ = ‖μ‖²/s². d = ``dim``, s = ``std``,
-    C = ``clip_norm``. High d: α₀ ≈ C/(s√d) once C < s√d (REFERENCE.md §3).
+    C = ``clip_norm``. High d: α₀ ≈ C/(s√d) once C < s√d.
 
     The first form is the trace of the clip Jacobian (I for ‖x‖ ≤ C, (C/‖x‖)(I − x̂x̂ᵀ) beyond)
     averaged over the isotropic noise; derived here, proved in proofs/linear_response_shrinkage.py
@@ -460,10 +460,9 @@ def large_dim_shrinkage(*, dim: Any, mean_norm: Any, std: Any, clip_norm: Any) -
     the samples are clipped): relative error 46 % (d = 1), 29 % (d = 2), 4.4 % (d = 50),
     0.9 % (d = 1000), asymptotically 1/(2√(π d)) ≈ 0.28/√d (derived: c/√W ≈ 1 − Z/√(2d) near the
     kink, and E[Z₊] = 1/√(2π)). Over all m, C the ratio approx/exact − 1 lies in [−0.05, 0.47/√d].
-    REFERENCE.md §3's "within 1 % for d ≥ 50" is therefore wrong near the kink; it holds for
-    d ≳ 800, or away from the kink (C ≤ rms/2 or C ≥ 2 rms).
+    Within 1 % it holds for d ≳ 800, or away from the kink (C ≤ rms/2 or C ≥ 2 rms).
 
-    Reference: REFERENCE.md §3 (large-d approximation); error measured here against the exact γ.
+    Reference: the concentration of ‖g‖ at its rms in high d (derived here); error measured against the exact γ.
 
     Example:
         >>> large_dim_shrinkage(dim=100, mean_norm=0.0, std=1.0, clip_norm=1.0)

@@ -20,7 +20,7 @@ Pruned to the kept set K (pruned set P), the loss splits exactly (proofs/pruning
 so the DP-SGD error after pruning is the bias plus the stationary loss of the restricted quadratic
 (Hessian H_KK, per-sample noise on k coordinates instead of d: norms ∝ √k instead of √d). Pruning
 helps when the removed coordinates carry little of w* in the curved directions — the basin is
-low-dimensional and aligned with the large weights (REFERENCE.md §6). A caveat this model makes
+low-dimensional and aligned with the large weights. A caveat this model makes
 precise: the training bias is zero whenever the kept coordinates span the r curved directions
 (U_K of rank r — generic for a rotated basin once k ≥ r), so alignment shows up only in the held-out
 loss (records.py's κ), the conditioning of H_KK and the transient — see ``pruned_excess_loss``.
@@ -410,7 +410,7 @@ def pruned_excess_loss(
     replaced by isotropic noise of the same total energy, s_eff² = s² tr(U_KᵀU_K)/r_K
     (approximation). Arguments: λ = ``curvatures``, U = ``basis``, w* = ``optimum``, ``mask`` (kept
     = True), s = ``sample_std``, ``optimizer`` (records.Optimizer), ``spread``, ``sampling``.
-    Reference: derived here; REFERENCE.md §6 (pruning); TP-TopK 2026 (arXiv 2606.04375) for the
+    Reference: derived here; TP-TopK 2026 (arXiv 2606.04375) for the
     noise ∝ active dimension.
 
     Example:

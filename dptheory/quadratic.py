@@ -1,10 +1,10 @@
-"""Noisy gradient descent on a quadratic basin: exact discrete-time moments (REFERENCE.md §5).
+"""Noisy gradient descent on a quadratic basin: exact discrete-time moments.
 
 Every function reads a :class:`~dptheory.records.LinearDynamics`, the per-direction recursion
 
     e_i(t+1) = ρ_i e_i(t) + η τ_i ξ_i(t),   ρ_i = 1 − η a_i,   ξ_i(t) ~ N(0, 1) i.i.d.,
 
-so the unclipped step (``noise_only_dynamics``, exact) and engineer C's clipped mean-field model
+so the unclipped step (``noise_only_dynamics``, exact) and the clipped mean-field model
 (``dptheory.clipped_dynamics.effective_linear_model``) plug in alike. The two moment recursions
 
     E e_i(t+1) = ρ_i E e_i(t),        E e_i(t+1)² = ρ_i² E e_i(t)² + η² τ_i²
@@ -282,7 +282,7 @@ def error_moments(*, dynamics: LinearDynamics, init_error, steps, init_flat_sq: 
     Exact for the linear recursion at every finite t and every η a_i ≥ 0. Divergent behaviour is
     returned, not hidden: for η a_i = 2 the second moment grows linearly, for η a_i > 2
     geometrically, and values beyond float range come back as ``inf``.
-    Reference: derived here, proved in proofs/noise_only_variance.py (REFERENCE.md §5).
+    Reference: derived here, proved in proofs/noise_only_variance.py.
 
     Example:
         >>> dyn = LinearDynamics(lr=0.5, drift=(1.0,), noise_var=(0.0,))
@@ -325,7 +325,7 @@ def expected_loss(
     λ_i = ``curvatures`` (what the loss measures; equal to the drift a_i only without clipping),
     λ_flat = ``flat_curvature``, κ = ``heldout_flat_curvature`` (records.py: the held-out loss is
     curved where the training loss is flat). Moments from :func:`error_moments` (same arguments).
-    Exact for the linear recursion. Reference: derived here (REFERENCE.md §5).
+    Exact for the linear recursion. Reference: derived here.
 
     Example:
         >>> dyn = LinearDynamics(lr=0.1, drift=(1.0,), noise_var=(1.0,), flat_dim=5, flat_noise_var=1.0)
@@ -360,7 +360,7 @@ def stationary_loss(
     A direction with a_i = 0 has no stationary state: its term is ``inf`` if τ_i² > 0 (random walk)
     and 0 if τ_i² = 0 (noise contribution only; the initial error then persists forever).
     Raises ``ValueError`` if η a_i ≥ 2 for any direction that enters (no stationary state).
-    Reference: derived here, proved in proofs/stationary_equipartition.py (REFERENCE.md §5).
+    Reference: derived here, proved in proofs/stationary_equipartition.py.
 
     Example:
         >>> dyn = LinearDynamics(lr=0.01, drift=(1.0, 2.0), noise_var=(1.0, 1.0))
@@ -396,7 +396,7 @@ def flat_error_sq(*, dynamics: LinearDynamics, init_flat_sq: float, steps) -> np
         flat drift a_f = 0 (random walk):  ‖e_flat(0)‖² + (d − r) η² τ_f² t,
         a_f > 0:  ρ_f^{2t} ‖e_flat(0)‖² + (d − r) η τ_f² (1 − ρ_f^{2t}) / (a_f (2 − η a_f)),
 
-    ρ_f = 1 − η a_f; ``init_flat_sq`` = ‖e_flat(0)‖² (a squared *norm*: REFERENCE.md's (d−r)e₀²
+    ρ_f = 1 − η a_f; ``init_flat_sq`` = ‖e_flat(0)‖² (a squared *norm*: (d−r)e₀²
     with e₀ per coordinate), d − r = ``dynamics.flat_dim``, τ_f² = ``dynamics.flat_noise_var``.
     Invisible in the training loss when λ_flat = 0, but it enters any loss that is curved there.
     Exact. Reference: derived here, proved in proofs/noise_only_variance.py.
@@ -433,7 +433,7 @@ def recovery_time(
     i.e. t = ⌈log(threshold · ref / δ²) / log ρ_i²⌉₊. ``direction`` is a curved index 0 … r−1 or
     ``"flat"`` (uses the flat drift and noise). Returns ``math.inf`` when it never happens (a_i = 0,
     or v_i = 0 with ρ_i ≠ 0 and δ ≠ 0, since exponential decay never reaches 0 exactly).
-    Raises ``ValueError`` if η a_i ≥ 2. Reference: derived here (REFERENCE.md §5: unclipped GD
+    Raises ``ValueError`` if η a_i ≥ 2. Reference: derived here (unclipped GD
     recovers exponentially).
 
     Example:
@@ -504,7 +504,7 @@ def stationary_covariance(*, hessian, lr: float, noise_cov) -> np.ndarray:
 
         H Σ + Σ H − η H Σ H = η Σ_ξ
 
-    (proofs/lyapunov_stationary.py; the same sign convention as REFERENCE.md §5). Solved in the
+    (proofs/lyapunov_stationary.py). Solved in the
     eigenbasis H = V diag(λ) Vᵀ, where the equation decouples entry by entry:
 
         Σ = V X Vᵀ,   X_kl = η S_kl / (λ_k + λ_l − η λ_k λ_l),   S = Vᵀ Σ_ξ V

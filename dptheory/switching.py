@@ -14,7 +14,7 @@ exact (proofs/switching_formula.py):
 :func:`memory_horizon` turns that into a number of steps.
 
 Exactness: exact when both phases are unclipped (``dptheory.quadratic.noise_only_dynamics``). A
-clipped phase enters through engineer C's ``dptheory.clipped_dynamics.effective_linear_model``, a
+clipped phase enters through ``dptheory.clipped_dynamics.effective_linear_model``, a
 mean-field (linear-response) model linearised at the optimum: the shrinkage γ is that of a small
 error. Early in training, when ‖H e‖ is not small against the per-sample spread, real clipping
 shrinks differently (towards a constant-speed step), so the early-phase moments of a clipped phase
@@ -85,7 +85,7 @@ def phase_dynamics(*, basin: Basin, optimizer: Optimizer) -> LinearDynamics:
         raise ValueError(f"optimizer must be an Optimizer, got {type(optimizer).__name__}")
     if not optimizer.mode.clipped:
         return noise_only_dynamics(basin=basin, optimizer=optimizer)
-    from dptheory.clipped_dynamics import effective_linear_model  # engineer C's module
+    from dptheory.clipped_dynamics import effective_linear_model  # imported here: it imports this module
 
     return effective_linear_model(basin=basin, optimizer=optimizer)
 

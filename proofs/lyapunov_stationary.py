@@ -5,7 +5,7 @@ e ← A e − η ζ, A = I − ηH (H symmetric), Cov ζ = Σ_ξ. The stationary
 Σ = A Σ Aᵀ + η² Σ_ξ. We check symbolically that
 
 1. A Σ Aᵀ + η² Σ_ξ − Σ = −η (HΣ + ΣH − ηHΣH − ηΣ_ξ) for every symmetric Σ (general 2×2 symbols), so
-   the fixed point is exactly HΣ + ΣH − ηHΣH = ηΣ_ξ (the sign convention of REFERENCE.md §5);
+   the fixed point is exactly HΣ + ΣH − ηHΣH = ηΣ_ξ;
 2. the covariance recursion Σ(t+1) = AΣ(t)Aᵀ + η²Σ_ξ of the 2×2 case, solved for its fixed point
    as a linear system, solves the Lyapunov equation and matches the eigenbasis closed form
    Σ_kl = η S_kl / (λ_k + λ_l − ηλ_kλ_l) for diagonal H = diag(λ1, λ2) and general S = Σ_ξ;
