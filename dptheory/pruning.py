@@ -629,7 +629,7 @@ def pruning_helps(
     alignment condition reappears in the held-out loss (``heldout_flat_curvature`` κ > 0: the
     compensation and the pruned w*_P are errors there) and in the conditioning of H_KK
     (``PrunedLoss.relaxation_steps``). Give κ and a horizon ``steps`` to compare held-out losses.
-    Arguments as :func:`keep_curve`. Reference: derived here.
+    Arguments as :func:`keep_curve`. Reference: derived here; k* = B/σ² proved in proofs/pruning_optimal_keep.py.
 
     Example:
         >>> from dptheory.records import Optimizer
