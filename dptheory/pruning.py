@@ -271,7 +271,9 @@ def init_mask(*, init: Any, keep: int) -> Mask:
 # ---------------------------------------------------------------------------------------------
 
 
-def _problem(curvatures: Any, basis: Any, optimum: Any, mask: Any):
+def _problem(
+    curvatures: Any, basis: Any, optimum: Any, mask: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     lam = np.atleast_1d(np.asarray(curvatures, dtype=float))
     if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
         raise ValueError(f"curvatures must be a non-empty 1-D array of finite values > 0, got {curvatures!r}")
