@@ -206,18 +206,13 @@ def _response(basin: SpectralBasin, clip: float, shift_sq: float, shift_dir: np.
             noise_dim=n_noise, std=g.std, in_support=support, curvatures=lam, clip_norm=clip, shift_sq=shift_sq
         )
     return empirical_clip_response(
-        norms=g.norms,
-        projections=g.top_projections,
-        projections_sq=g.projections_sq,
-        bulk_energy=g.bulk_energy,
+        sums=g.sums,
         bulk_shares=basin.bulk_shares,
         curvatures=lam,
         clip_norm=clip,
         shift_sq=shift_sq,
         direction_shift_sq=shift_dir,
         bulk_weights=basin.bulk_weights,
-        top_curvatures=g.top_curvatures,
-        top_radial_curvatures=g.top_radial_curvatures,
     )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dptheory.records import Basin
+from dptheory.spectral_response import SortedGradientSums
 from dptheory.validate import check_int
 
 __all__ = [
@@ -91,8 +92,16 @@ class GradientStatistics:
                 object.__setattr__(self, name, arr)
         object.__setattr__(self, "norms", r)
         object.__setattr__(self, "top_projections", p)
-        object.__setattr__(self, "_projections_sq", p2)
-        object.__setattr__(self, "_bulk_energy", np.maximum(r * r - top, 0.0))
+        energy = np.maximum(r * r - top, 0.0)
+        object.__setattr__(self, "_bulk_energy", energy)
+        sums = SortedGradientSums(
+            norms=r,
+            projections=p,
+            bulk_energy=energy,
+            top_curvatures=self.top_curvatures,
+            top_radial_curvatures=self.top_radial_curvatures,
+        )
+        object.__setattr__(self, "_sums", sums)
 
     @property
     def n_examples(self) -> int:
@@ -105,9 +114,9 @@ class GradientStatistics:
         return int(self.top_projections.shape[1])
 
     @property
-    def projections_sq(self) -> np.ndarray:
-        """p_ij² (n, k), computed once."""
-        return self._projections_sq  # type: ignore[attr-defined]
+    def sums(self) -> SortedGradientSums:
+        """The statistics sorted by norm with block prefix sums (dptheory.spectral_response), built once."""
+        return self._sums  # type: ignore[attr-defined]
 
     @property
     def bulk_energy(self) -> np.ndarray:

@@ -53,7 +53,9 @@ from scipy import special
 
 from dptheory import clipping
 
-__all__ = ["ClipResponse", "empirical_clip_response", "gaussian_clip_response"]
+__all__ = ["ClipResponse", "SortedGradientSums", "empirical_clip_response", "gaussian_clip_response"]
+
+_BLOCK = 512  # rows per block of the sorted prefix sums (a clip norm inside a block costs ≤ 512 rows)
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,91 +75,187 @@ class ClipResponse:
     mean_clip_factor: float
 
 
+class SortedGradientSums:
+    """The per-example statistics sorted by norm, with block prefix sums of every clip-weighted moment.
+
+    The clip weights of example i depend on it only through R_i: φ_i = 1 and κ_i = 0 while R_i ≤ C,
+    φ_i = C/R_i and κ_i = C/R_i³ beyond. So for any C every sum Σ_i w(R_i) x_i of the module
+    docstring splits at s = #{R_i ≤ C} into Σ_{i<s} x_i + C^p Σ_{i≥s} x_i/R_i^p over the sorted
+    examples; the sums over whole blocks of 512 come from prefix sums computed once (O(n k)), the rest
+    from at most one block: O(512 k) per clip norm instead of O(n k). Columns: p, p², p/R, p²/R²,
+    p²/R³ (k each), 1, 1/R, 1/R², 1/R³, E, E/R², E/R³, and with per-example curvatures h, h/R, x/R.
+    A mean-field shift (R_i² → R_i² + m²) breaks the factorisation; :meth:`reductions` then sums the
+    clipped examples directly (the unclipped ones still from the prefix sums).
+
+    Example:
+        >>> s = SortedGradientSums(norms=np.array([2.0, 1.0]), projections=np.array([[2.0], [1.0]]),
+        ...                        bulk_energy=np.zeros(2))
+        >>> s.reductions(clip_norm=1.5)["phi_p"].tolist()        # 1·1 + (1.5/2)·2
+        [2.5]
+    """
+
+    def __init__(self, *, norms, projections, bulk_energy, top_curvatures=None, top_radial_curvatures=None):
+        order = np.argsort(norms, kind="stable")
+        self.norms = np.ascontiguousarray(norms[order])
+        self.projections = np.ascontiguousarray(projections[order])
+        self.bulk_energy = np.ascontiguousarray(bulk_energy[order])
+        self.curvatures = None if top_curvatures is None else np.ascontiguousarray(top_curvatures[order])
+        self.radial = None if top_radial_curvatures is None else np.ascontiguousarray(top_radial_curvatures[order])
+        self.n, self.k = self.projections.shape
+        width = self._columns(0, 0).shape[1]
+        starts = np.arange(0, self.n, _BLOCK)
+        self.prefix = np.zeros((starts.size + 1, width))
+        for b, lo in enumerate(starts):  # block sums, then cumulative: one pass, O(block · width) memory
+            self.prefix[b + 1] = self.prefix[b] + self._columns(lo, min(lo + _BLOCK, self.n)).sum(axis=0)
+
+    def _columns(self, lo: int, hi: int) -> np.ndarray:
+        """The summed columns of rows lo … hi−1 (1/R^p set to 0 where R = 0: such rows are never clipped)."""
+        r = self.norms[lo:hi, None]
+        with np.errstate(divide="ignore"):
+            inv = np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), 0.0)
+        p = self.projections[lo:hi]
+        p2 = p * p
+        e = self.bulk_energy[lo:hi, None]
+        cols = [p, p2, p * inv, p2 * inv**2, p2 * inv**3, np.ones_like(r), inv, inv**2, inv**3, e, e * inv**2, e * inv**3]
+        if self.curvatures is not None:
+            cols += [self.curvatures[lo:hi], self.curvatures[lo:hi] * inv, self.radial[lo:hi] * inv]
+        return np.concatenate(cols, axis=1)
+
+    def _split(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Σ over the s smallest norms, Σ over all) of every column."""
+        b = s // _BLOCK
+        below = self.prefix[b] + (self._columns(b * _BLOCK, s).sum(axis=0) if s > b * _BLOCK else 0.0)
+        return below, self.prefix[-1]
+
+    def _unpack(self, v: np.ndarray) -> dict[str, np.ndarray]:
+        k = self.k
+        names = ("p", "p2", "p_r", "p2_r2", "p2_r3")
+        out = {name: v[i * k : (i + 1) * k] for i, name in enumerate(names)}
+        for j, name in enumerate(("one", "r1", "r2", "r3", "e", "e_r2", "e_r3")):
+            out[name] = v[5 * k + j]
+        if self.curvatures is not None:
+            base = 5 * k + 7
+            out["h"], out["h_r"], out["x_r"] = v[base : base + k], v[base + k : base + 2 * k], v[base + 2 * k :]
+        return out
+
+    def reductions(self, *, clip_norm: float, shift_sq: float = 0.0) -> dict:
+        """Σ_i of φ p, κ p², φ² p², φ, κ, φ², κ E, φ² E (and φ h, 1{R̃>C}(C/R̃) x), and the clipped count.
+
+        φ_i = min(1, C/R̃_i), κ_i = 1{R̃_i>C} C/R̃_i³, R̃_i² = R_i² + ``shift_sq`` (C = ``clip_norm``).
+        """
+        c = float(clip_norm)
+        if math.isinf(c):
+            s = self.n
+        elif shift_sq >= c * c:
+            s = 0
+        else:
+            s = int(np.searchsorted(self.norms, math.sqrt(c * c - shift_sq), side="right"))
+        below, total = self._split(s)
+        u = self._unpack(below)
+        out = {"clipped": self.n - s}
+        if shift_sq == 0.0 or s == self.n:
+            t = self._unpack(total - below)  # the clipped rows' sums of x / R^p
+            out.update(
+                phi_p=u["p"] + c * t["p_r"] if s < self.n else u["p"],
+                kap_p2=c * t["p2_r3"] if s < self.n else np.zeros(self.k),
+                phi2_p2=u["p2"] + c * c * t["p2_r2"] if s < self.n else u["p2"],
+                phi=u["one"] + (c * t["r1"] if s < self.n else 0.0),
+                kap=c * t["r3"] if s < self.n else 0.0,
+                phi2=u["one"] + (c * c * t["r2"] if s < self.n else 0.0),
+                kap_e=c * t["e_r3"] if s < self.n else 0.0,
+                phi2_e=u["e"] + (c * c * t["e_r2"] if s < self.n else 0.0),
+            )
+            if self.curvatures is not None:
+                out["phi_h"] = u["h"] + (c * t["h_r"] if s < self.n else 0.0)
+                out["rad_x"] = c * t["x_r"] if s < self.n else np.zeros(self.k)
+            return out
+        rt = np.sqrt(self.norms[s:] ** 2 + shift_sq)  # clipped rows under the shift: direct sums
+        phi, kap = c / rt, c / rt**3
+        p = self.projections[s:]
+        p2 = p * p
+        e = self.bulk_energy[s:]
+        out.update(
+            phi_p=u["p"] + phi @ p,
+            kap_p2=kap @ p2,
+            phi2_p2=u["p2"] + (phi * phi) @ p2,
+            phi=u["one"] + float(phi.sum()),
+            kap=float(kap.sum()),
+            phi2=u["one"] + float((phi * phi).sum()),
+            kap_e=float(kap @ e),
+            phi2_e=u["e"] + float((phi * phi) @ e),
+        )
+        if self.curvatures is not None:
+            out["phi_h"] = u["h"] + phi @ self.curvatures[s:]
+            out["rad_x"] = phi @ self.radial[s:]
+        return out
+
+
 def empirical_clip_response(
     *,
-    norms: np.ndarray,
-    projections: np.ndarray,
-    projections_sq: np.ndarray,
-    bulk_energy: np.ndarray,
+    sums: SortedGradientSums,
     bulk_shares: np.ndarray,
     curvatures: np.ndarray,
     clip_norm: float,
     shift_sq: float = 0.0,
     direction_shift_sq: np.ndarray | None = None,
     bulk_weights: np.ndarray | None = None,
-    top_curvatures: np.ndarray | None = None,
-    top_radial_curvatures: np.ndarray | None = None,
 ) -> ClipResponse:
     """Per-direction shrinkage, clipped mean and per-example variance of the empirical clip law.
 
-    Formulas in the module docstring. Arguments (n examples, k top directions, m bulk nodes):
-    ``norms`` R_i (n,), ``projections`` p_ij (n, k), ``projections_sq`` p_ij² (n, k),
-    ``bulk_energy`` E_i (n,), ``bulk_shares`` π_l (m,), ``curvatures`` λ (k + m,), ``clip_norm`` C
-    (``inf``: no clipping), ``shift_sq`` m² with ``direction_shift_sq`` s (k + m,) (None: zeros, the
-    linear response at w*), ``bulk_weights`` w_l (m,) (only for the clip fraction under a shift),
-    ``top_curvatures`` u_jᵀH_iu_j and ``top_radial_curvatures`` (u_jᵀĝ_i)(ĝ_iᵀH_iu_j) (n, k) — when
-    given, the top drift is mean_i [φ_i u_jᵀH_iu_j − 1{R_i>C}(C/R_i)(u_jᵀĝ_i)(ĝ_iᵀH_iu_j)], the
-    diagonal of mean_i J_i H_i. The clip fraction under a shift is the Gaussian smoothing
-    mean_i Φ((R_i² + m² − C²)/(2 σ_i)), σ_i² = Σ_dir p_i,dir² s_dir (the variance of g_iᵀh).
-    Cost: three (n × k) matrix-vector products. Reference: derived here, proved in
-    proofs/spectral_linear_response.py.
+    Formulas in the module docstring, with the sums of ``sums`` (a :class:`SortedGradientSums` of the
+    n examples' norms R_i, top projections p_ij, bulk energies E_i and optional per-example
+    curvatures), ``bulk_shares`` π_l (m,), ``curvatures`` λ (k + m,), ``clip_norm`` C (``inf``: no
+    clipping), ``shift_sq`` m² with ``direction_shift_sq`` s (k + m,) (None: zeros, the linear
+    response at w*), ``bulk_weights`` w_l (m,) (for the clip fraction under a shift). With per-example
+    curvatures (u_jᵀH_iu_j and (u_jᵀĝ_i)(ĝ_iᵀH_iu_j)) the top drift is their clip-weighted mean
+    mean_i [φ_i u_jᵀH_iu_j − 1{R_i>C}(C/R_i)(u_jᵀĝ_i)(ĝ_iᵀH_iu_j)], the diagonal of mean_i J_i H_i.
+    The clip fraction under a shift is the Gaussian smoothing mean_i Φ((R_i² + m² − C²)/(2σ_i)),
+    σ_i² = Σ_dir p_i,dir² s_dir (the variance of g_iᵀh). Cost: O(512 k) at m = 0, one pass over the
+    clipped examples under a shift. Reference: derived here, proved in proofs/spectral_linear_response.py.
 
     Example:
         >>> p = np.array([[1.0], [-1.0]])
-        >>> r = empirical_clip_response(norms=np.array([1.0, 1.0]), projections=p, projections_sq=p**2,
-        ...     bulk_energy=np.zeros(2), bulk_shares=np.zeros(0), curvatures=np.array([1.0]), clip_norm=0.5)
+        >>> sums = SortedGradientSums(norms=np.array([1.0, 1.0]), projections=p, bulk_energy=np.zeros(2))
+        >>> r = empirical_clip_response(sums=sums, bulk_shares=np.zeros(0), curvatures=np.array([1.0]), clip_norm=0.5)
         >>> r.shrinkage.tolist(), r.sample_var.tolist()      # clipped along their own direction: no response
         ([0.0], [0.25])
     """
-    n, k = projections.shape
+    n, k = sums.n, sums.k
     c = float(clip_norm)
     s = np.zeros(curvatures.shape[0]) if direction_shift_sq is None else np.asarray(direction_shift_sq, float)
     s_top, s_bulk = s[:k], s[k:]
-    r2 = norms * norms + shift_sq
-    if math.isinf(c):
-        phi = np.ones(n)
-        kap = np.zeros(n)
-        clipped = np.zeros(n, bool)
-    else:
-        rt = np.sqrt(r2)
-        clipped = rt > c
-        safe = np.where(clipped, rt, 1.0)
-        phi = np.where(clipped, c / safe, 1.0)
-        kap = np.where(clipped, c / safe**3, 0.0)  # 1{R>C} C/R³: (C/R)(x²/R²) = κ x²
-    phi_bar, kap_bar, phi2 = float(phi.mean()), float(kap.mean()), phi * phi
-    phi2_bar = float(phi2.mean())
-    mean_top = phi @ projections / n
-    gamma_top = phi_bar - kap @ projections_sq / n - kap_bar * s_top
-    var_top = phi2 @ projections_sq / n + phi2_bar * s_top - mean_top**2 - gamma_top**2 * s_top
+    red = sums.reductions(clip_norm=c, shift_sq=shift_sq)
+    phi_bar, kap_bar, phi2_bar = red["phi"] / n, red["kap"] / n, red["phi2"] / n
+    mean_top = red["phi_p"] / n
+    gamma_top = phi_bar - red["kap_p2"] / n - kap_bar * s_top
+    var_top = red["phi2_p2"] / n + phi2_bar * s_top - mean_top**2 - gamma_top**2 * s_top
     lam_top = curvatures[:k]
     drift_top = gamma_top * lam_top
-    if top_curvatures is not None:
-        radial = np.where(clipped, phi, 0.0)  # 1{R>C} C/R
-        drift_top = phi @ top_curvatures / n - radial @ top_radial_curvatures / n
+    if "phi_h" in red:
+        drift_top = (red["phi_h"] - red["rad_x"]) / n
         with np.errstate(divide="ignore", invalid="ignore"):
             gamma_top = np.where(lam_top > 0, drift_top / np.where(lam_top > 0, lam_top, 1.0), gamma_top)
-    e_clip = float(kap @ bulk_energy) / n
-    e_phi2 = float(phi2 @ bulk_energy) / n
-    gamma_bulk = phi_bar - bulk_shares * e_clip - kap_bar * s_bulk
-    var_bulk = bulk_shares * e_phi2 + (phi2_bar - gamma_bulk**2) * s_bulk
+    gamma_bulk = phi_bar - bulk_shares * red["kap_e"] / n - kap_bar * s_bulk
+    var_bulk = bulk_shares * red["phi2_e"] / n + (phi2_bar - gamma_bulk**2) * s_bulk
     if math.isinf(c):
         fraction = 0.0
     elif shift_sq > 0 and np.any(s > 0):
         w = np.ones(0) if bulk_weights is None else bulk_weights
-        sig2 = projections_sq @ s_top + bulk_energy * float(np.sum(w * bulk_shares * s_bulk))
-        sig = np.sqrt(np.maximum(sig2, 0.0))
-        arg = np.where(sig > 0, (r2 - c * c) / (2.0 * np.where(sig > 0, sig, 1.0)), np.sign(r2 - c * c) * np.inf)
+        r2 = sums.norms**2 + shift_sq
+        p2 = sums.projections**2
+        sig = np.sqrt(np.maximum(p2 @ s_top + sums.bulk_energy * float(np.sum(w * bulk_shares * s_bulk)), 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            arg = np.where(sig > 0, (r2 - c * c) / (2.0 * np.where(sig > 0, sig, 1.0)), np.sign(r2 - c * c) * np.inf)
         fraction = float(np.mean(special.ndtr(arg)))
     else:
-        fraction = float(np.mean(clipped))
-    shrink = np.concatenate([gamma_top, gamma_bulk])
+        fraction = red["clipped"] / n
     return ClipResponse(
-        shrinkage=shrink,
+        shrinkage=np.concatenate([gamma_top, gamma_bulk]),
         drift=np.concatenate([drift_top, gamma_bulk * curvatures[k:]]),
         clipped_mean=np.concatenate([mean_top, np.zeros(s_bulk.shape[0])]),
         sample_var=np.maximum(np.concatenate([var_top, var_bulk]), 0.0),
-        clip_fraction=fraction,
-        mean_clip_factor=phi_bar,
+        clip_fraction=float(fraction),
+        mean_clip_factor=float(phi_bar),
     )
 
 
