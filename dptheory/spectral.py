@@ -230,7 +230,9 @@ def _assemble(basin, optimizer, poisson, shift_sq) -> SpectralDirections:
     tau2 = factor * resp.sample_var + optimizer.noise_std**2 / b**2
     mean_inf, var_inf = stationary_moments(lr=eta, drift=drift, force=force, noise_var=tau2, poisson_mult=mult)
     with np.errstate(divide="ignore", invalid="ignore"):
-        shift = np.where(drift > 0, force / np.where(drift > 0, drift, 1.0), np.where(force == 0, 0.0, np.sign(force) * np.inf))
+        shift = np.where(
+            drift > 0, force / np.where(drift > 0, drift, 1.0), np.where(force == 0, 0.0, np.sign(force) * np.inf)
+        )
     return SpectralDirections(
         lr=eta,
         curvatures=lam,
@@ -278,14 +280,18 @@ def _self_consistent(basin, optimizer, poisson) -> SpectralDirections:
             break
         u_hi += 2.0
     else:
-        warnings.warn("spectral mean-field closure: no upper bracket found; using the linear closure", RuntimeWarning)
+        warnings.warn(
+            "spectral mean-field closure: no upper bracket found; using the linear closure",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return first
     u_lo = u_hi - 2.0
     while h(u_lo) <= 0:  # h(−∞) = log f0 − u → +∞, so this ends
         u_lo -= 2.0
     u, res = optimize.brentq(h, u_lo, u_hi, xtol=1e-13, rtol=1e-13, maxiter=_MAX_ITER, full_output=True, disp=False)
     if not res.converged:
-        warnings.warn(f"spectral mean-field closure stopped after {_MAX_ITER} iterations", RuntimeWarning)
+        warnings.warn(f"spectral mean-field closure stopped after {_MAX_ITER} iterations", RuntimeWarning, stacklevel=3)
     return _assemble(basin, optimizer, poisson, math.exp(u))
 
 
@@ -375,7 +381,12 @@ def spectral_excess_loss(
     dirs = spectral_directions(basin=basin, optimizer=optimizer, sampling=sampling, closure=closure)
     t = _steps(steps)
     mean, var = moment_curves(
-        lr=dirs.lr, drift=dirs.drift, force=dirs.clipped_mean, noise_var=dirs.noise_var, poisson_mult=dirs.poisson_mult, steps=t
+        lr=dirs.lr,
+        drift=dirs.drift,
+        force=dirs.clipped_mean,
+        noise_var=dirs.noise_var,
+        poisson_mult=dirs.poisson_mult,
+        steps=t,
     )
     bias, noise = _loss_parts(dirs, mean**2, var)
     b, v = bias.sum(axis=1), noise.sum(axis=1)

@@ -191,7 +191,9 @@ class SpectralBasin:
         if np.any(np.diff(top) > 0):
             raise ValueError(f"top_eigenvalues must be in descending order, got {top[:5].tolist()}...")
         if nodes.shape != weights.shape:
-            raise ValueError(f"bulk_eigenvalues and bulk_weights must have equal shapes, got {nodes.shape}, {weights.shape}")
+            raise ValueError(
+                f"bulk_eigenvalues and bulk_weights must have equal shapes, got {nodes.shape}, {weights.shape}"
+            )
         if np.any(weights < 0):
             raise ValueError(f"bulk_weights must be >= 0, got e.g. {weights[weights < 0][:3].tolist()}")
         if abs(float(weights.sum()) - (d - k)) > 1e-6 * max(d - k, 1):
@@ -219,7 +221,9 @@ class SpectralBasin:
             total = float(np.sum(weights * positive))
             has_energy = isinstance(grads, GradientStatistics) and float(grads.bulk_energy.max()) > 0
             if total <= 0 and has_energy:
-                raise ValueError("bulk_noise='curvature' needs a positive bulk curvature to spread the bulk energy over")
+                raise ValueError(
+                    "bulk_noise='curvature' needs a positive bulk curvature to spread the bulk energy over"
+                )
             shares = positive / total if total > 0 else np.zeros(nodes.size)
         if negative > 0:
             warnings.warn(
@@ -228,7 +232,12 @@ class SpectralBasin:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        for name, value in (("dim", d), ("top_eigenvalues", top), ("bulk_eigenvalues", nodes), ("bulk_weights", weights)):
+        for name, value in (
+            ("dim", d),
+            ("top_eigenvalues", top),
+            ("bulk_eigenvalues", nodes),
+            ("bulk_weights", weights),
+        ):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "n_train", n)
         self._derived.update(curvatures=lam, weights=weight, shares=shares, negative=negative)

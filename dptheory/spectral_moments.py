@@ -95,7 +95,7 @@ def moment_curves(*, lr, drift, force, noise_var, poisson_mult, steps) -> tuple[
     """
     t = np.asarray(steps, dtype=float)[:, None]
     a, f, tau2 = (np.asarray(x, dtype=float)[None, :] for x in (drift, force, noise_var))
-    rho, u, big_r, w, z_gap = _coefficients(lr, a, poisson_mult)
+    _, u, big_r, w, z_gap = _coefficients(lr, a, poisson_mult)
     mean = -lr * f * geometric_sum(u, t)
     var = lr * lr * (poisson_mult * f * f * _mixed_sum(big_r, z_gap, poisson_mult, t) + tau2 * geometric_sum(w, t))
     return mean, var

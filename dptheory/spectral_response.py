@@ -116,7 +116,20 @@ class SortedGradientSums:
         p = self.projections[lo:hi]
         p2 = p * p
         e = self.bulk_energy[lo:hi, None]
-        cols = [p, p2, p * inv, p2 * inv**2, p2 * inv**3, np.ones_like(r), inv, inv**2, inv**3, e, e * inv**2, e * inv**3]
+        cols = [
+            p,
+            p2,
+            p * inv,
+            p2 * inv**2,
+            p2 * inv**3,
+            np.ones_like(r),
+            inv,
+            inv**2,
+            inv**3,
+            e,
+            e * inv**2,
+            e * inv**3,
+        ]
         if self.curvatures is not None:
             cols += [self.curvatures[lo:hi], self.curvatures[lo:hi] * inv, self.radial[lo:hi] * inv]
         return np.concatenate(cols, axis=1)
@@ -273,7 +286,8 @@ def gaussian_clip_response(
     fraction ``clipping.clip_probability``. At m = 0, γ is the linear-response shrinkage α₀
     (``clipping.linear_response_shrinkage``). n = ``noise_dim``, s = ``std``, λ = ``curvatures``.
     This is the per-step model of dptheory.clipped_dynamics (mean-field closure) in the spectral
-    basis. Reference: REFERENCE-free: dptheory.clipping (Stein/Bock identity), proofs/clipped_gaussian_mean.py.
+    basis. Reference: Stein/Bock identity (Bock 1975, Ann. Stat. 3(1), Theorem A) as in dptheory.clipping;
+    proofs/clipped_gaussian_mean.py and proofs/linear_response_shrinkage.py.
 
     Example:
         >>> r = gaussian_clip_response(noise_dim=100, std=1.0, in_support=np.array([True]),

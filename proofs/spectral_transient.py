@@ -59,7 +59,12 @@ def verify() -> None:
     m2 = var + m1**2
     # 1–2. the closed forms obey the recursions and start at 0
     _zero(m1.subs(t, t + 1) - (rho * m1 - eta * f), "mean recursion")
-    rhs = rho**2 * m2 - 2 * rho * eta * f * m1 + eta**2 * f**2 + eta**2 * (tau**2 + kap * (f**2 + 2 * a * f * m1 + a**2 * m2))
+    rhs = (
+        rho**2 * m2
+        - 2 * rho * eta * f * m1
+        + eta**2 * f**2
+        + eta**2 * (tau**2 + kap * (f**2 + 2 * a * f * m1 + a**2 * m2))
+    )
     _zero(m2.subs(t, t + 1) - rhs, "second-moment recursion")
     _zero(m1.subs(t, 0), "mean starts at 0")
     _zero(var.subs(t, 0), "variance starts at 0")
@@ -84,7 +89,13 @@ def verify() -> None:
 
     rng = np.random.default_rng(1)
     for _ in range(5):
-        eta_n, a_n, f_n, tau2_n, kap_n = 0.3, rng.uniform(0.0, 3.0), rng.normal(), rng.uniform(0.1, 2.0), rng.uniform(0, 0.2)
+        eta_n, a_n, f_n, tau2_n, kap_n = (
+            0.3,
+            rng.uniform(0.0, 3.0),
+            rng.normal(),
+            rng.uniform(0.1, 2.0),
+            rng.uniform(0, 0.2),
+        )
         t0, t1 = int(rng.integers(0, 30)), int(rng.integers(31, 80))
         ts = np.arange(t0, t1)
         rho_n = 1 - eta_n * a_n
@@ -95,7 +106,12 @@ def verify() -> None:
         direct_b2 = np.mean(eta_n**2 * f_n**2 * g**2)
         direct_v = np.mean(eta_n**2 * (kap_n * f_n**2 * s_mix + tau2_n * g_r))
         b2, vv = window_moments(
-            lr=eta_n, drift=np.array([a_n]), force=np.array([f_n]), noise_var=np.array([tau2_n]),
-            poisson_mult=kap_n, start=t0, stop=t1,
+            lr=eta_n,
+            drift=np.array([a_n]),
+            force=np.array([f_n]),
+            noise_var=np.array([tau2_n]),
+            poisson_mult=kap_n,
+            start=t0,
+            stop=t1,
         )
         assert np.isclose(b2[0], direct_b2, rtol=1e-10) and np.isclose(vv[0], direct_v, rtol=1e-10), "window sum"

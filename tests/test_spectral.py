@@ -112,7 +112,9 @@ def test_spectral_basin_validation():
         SpectralBasin(dim=3, top_eigenvalues=np.array([0.5, 1.0]), bulk_eigenvalues=np.array([0.1]),
                       bulk_weights=np.array([1.0]), gradients=g2, n_train=10)  # fmt: skip
     with pytest.raises(ValueError, match="k=1 columns"):
-        SpectralBasin(**ok, gradients=GradientStatistics(norms=np.ones(4), top_projections=np.zeros((4, 2))), n_train=10)
+        SpectralBasin(
+            **ok, gradients=GradientStatistics(norms=np.ones(4), top_projections=np.zeros((4, 2))), n_train=10
+        )
     with pytest.raises(ValueError, match="positive bulk curvature"):
         SpectralBasin(**dict(ok, bulk_eigenvalues=np.array([0.0])), gradients=g, n_train=10)
     with pytest.raises(ValueError, match="GradientStatistics or GaussianGradients"):
@@ -175,7 +177,7 @@ def test_flat_directions_random_walk_but_add_no_loss():
     d = spectral_directions(basin=basin, optimizer=opt)
     assert d.drift[-1] == 0.0 and math.isinf(d.stationary_var[-1])
     assert math.isfinite(d.stationary_loss)
-    mean, var = moment_curves(
+    _, var = moment_curves(
         lr=d.lr, drift=d.drift, force=d.clipped_mean, noise_var=d.noise_var, poisson_mult=d.poisson_mult, steps=[7]
     )
     assert var[0, -1] == pytest.approx(d.lr**2 * d.noise_var[-1] * 7, rel=1e-14)
@@ -235,7 +237,9 @@ def test_unclipped_curve_equals_exact_quadratic_loss(mode):
     ref = quadratic.expected_loss(
         dynamics=dyn, curvatures=basin.curvature_array, init_error=0.0, steps=steps, flat_curvature=0.002
     )
-    curve = spectral_excess_loss(basin=spectral_basin_from_basin(basin=basin), optimizer=opt, steps=steps, sampling="fixed")
+    curve = spectral_excess_loss(
+        basin=spectral_basin_from_basin(basin=basin), optimizer=opt, steps=steps, sampling="fixed"
+    )
     np.testing.assert_allclose(curve.excess, ref.train, rtol=1e-12)
     assert np.all(curve.bias == 0)
 
@@ -274,7 +278,9 @@ def test_proof_closed_forms_meet_the_code():
         eta, a, f, tau2, kap = 0.4, rng.uniform(0.01, 3.0), rng.normal(), rng.uniform(0, 2), rng.uniform(0, 0.3)
         t = np.array([0, 1, 5, 40])
         mean, var = moment_curves(lr=eta, drift=[a], force=[f], noise_var=[tau2], poisson_mult=kap, steps=t)
-        np.testing.assert_allclose(mean[:, 0], spectral_transient.mean_closed_form(t, eta, a, f), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(
+            mean[:, 0], spectral_transient.mean_closed_form(t, eta, a, f), rtol=1e-10, atol=1e-14
+        )
         ref = [float(spectral_transient.variance_closed_form(int(tt), eta, a, f, tau2, kap)) if tt else 0.0 for tt in t]
         np.testing.assert_allclose(var[:, 0], ref, rtol=1e-9, atol=1e-14)
     # sampling variance: Poisson and fixed factors of spectral_directions on a one-direction basin
@@ -286,7 +292,9 @@ def test_proof_closed_forms_meet_the_code():
     pois = spectral_directions(basin=sb, optimizer=opt, sampling="poisson")
     fixed = spectral_directions(basin=sb, optimizer=opt, sampling="fixed")
     total_poisson = pois.noise_var[0] + pois.poisson_mult * pois.clipped_mean[0] ** 2  # at e = 0
-    assert total_poisson == pytest.approx(float(spectral_sampling_variance.poisson_variance(list(c), 3, 0.25)), rel=1e-12)
+    assert total_poisson == pytest.approx(
+        float(spectral_sampling_variance.poisson_variance(list(c), 3, 0.25)), rel=1e-12
+    )
     assert fixed.noise_var[0] == pytest.approx(float(spectral_sampling_variance.fixed_variance(list(c), 3)), rel=1e-12)
     # clip Jacobian diagonal: per-example shrinkage of one example
     p, r, cn = 0.6, 1.5, 0.9
@@ -295,7 +303,9 @@ def test_proof_closed_forms_meet_the_code():
                         gradients=stats1, n_train=2)  # fmt: skip
     gam = spectral_directions(basin=sb1, optimizer=Optimizer(lr=0.1, batch_size=1, clip_norm=cn, mode="clip")).shrinkage
     assert gam[0] == pytest.approx(float(spectral_linear_response.shrinkage_diagonal(p * p, r, cn)), rel=1e-14)
-    assert gam[1] == pytest.approx(float(spectral_linear_response.shrinkage_diagonal((r * r - p * p) / 3, r, cn)), rel=1e-14)
+    assert gam[1] == pytest.approx(
+        float(spectral_linear_response.shrinkage_diagonal((r * r - p * p) / 3, r, cn)), rel=1e-14
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +379,9 @@ def test_limits_of_clip_norm_noise_and_batch():
     sgd = spectral_window_excess(basin=basin, optimizer=_opt("sgd"), **w)
     huge = spectral_window_excess(basin=basin, optimizer=_opt("clip", clip_norm=1e9), **w)
     noiseless = spectral_window_excess(basin=basin, optimizer=_opt("noise", noise_multiplier=0.0), **w)
-    assert huge.excess == pytest.approx(sgd.excess, rel=1e-12) and noiseless.excess == pytest.approx(sgd.excess, rel=1e-14)
+    assert huge.excess == pytest.approx(sgd.excess, rel=1e-12) and noiseless.excess == pytest.approx(
+        sgd.excess, rel=1e-14
+    )
     assert sgd.bias < 1e-25 * sgd.noise  # mean_i g_i = 0 at the minimum: no bias without clipping
     clip = spectral_window_excess(basin=basin, optimizer=_opt("clip", clip_norm=0.3), **w)
     assert clip.bias > 0.1 * clip.excess  # skewed law: clipping bias
@@ -386,7 +398,10 @@ def test_limits_of_clip_norm_noise_and_batch():
 
 def test_noise_grows_with_sigma_and_recovery_slows_with_clipping():
     basin, _, _ = _stats_basin()
-    losses = [spectral_window_excess(basin=basin, optimizer=_opt(noise_multiplier=s), start=100, stop=300).noise for s in (0, 1, 2)]
+    losses = [
+        spectral_window_excess(basin=basin, optimizer=_opt(noise_multiplier=s), start=100, stop=300).noise
+        for s in (0, 1, 2)
+    ]
     assert losses[0] < losses[1] < losses[2]
     t_sgd = spectral_recovery_time(basin=basin, optimizer=_opt("sgd"), displacement=0.1)
     t_clip = spectral_recovery_time(basin=basin, optimizer=_opt("clip", clip_norm=0.3), displacement=0.1)
@@ -433,7 +448,9 @@ def test_recovery_time_includes_the_pull_of_the_fixed_point():
     assert ex[0] > away**2
     target = 0.1 * away**2
     want = first_crossing(ex, threshold=target)
-    assert spectral_recovery_time(basin=basin, optimizer=opt, displacement=away, direction=j) == pytest.approx(want, rel=1e-12)
+    assert spectral_recovery_time(basin=basin, optimizer=opt, displacement=away, direction=j) == pytest.approx(
+        want, rel=1e-12
+    )
     toward = spectral_recovery_time(basin=basin, optimizer=opt, displacement=-away, direction=j)
     assert toward < want
 
@@ -442,7 +459,9 @@ def test_clip_fraction_linear_and_unclipped():
     basin, z, _ = _stats_basin()
     norms = np.linalg.norm(z, axis=1)
     for c in (0.2, np.median(norms), 5.0):
-        assert spectral_clip_fraction(basin=basin, optimizer=_opt("clip", clip_norm=c)) == pytest.approx(np.mean(norms > c))
+        assert spectral_clip_fraction(basin=basin, optimizer=_opt("clip", clip_norm=c)) == pytest.approx(
+            np.mean(norms > c)
+        )
     assert spectral_clip_fraction(basin=basin, optimizer=_opt("sgd")) == 0.0
     mf = spectral_clip_fraction(basin=basin, optimizer=_opt(clip_norm=np.median(norms)), closure="mean-field")
     assert 0.3 < mf < 0.7  # smoothed around the median
@@ -478,3 +497,86 @@ def test_network_sized_model_is_fast():
     for _ in range(5):
         spectral_window_excess(basin=basin, optimizer=opt, start=6000, stop=9000)
     assert (time.perf_counter() - t0) / 5 < 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# the sorted prefix sums and the per-example-curvature drift
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(2, 1400),
+    k=st.integers(0, 4),
+    seed=st.integers(0, 2**32 - 1),
+    quantile=st.floats(0.0, 1.0),
+    shift=st.sampled_from([0.0, 0.05, 1.0]),
+    curv=st.booleans(),
+)
+def test_sorted_sums_equal_brute_force(n, k, seed, quantile, shift, curv):
+    """SortedGradientSums' reductions (prefix sums over norm-sorted blocks) = direct sums over the examples."""
+    from dptheory.spectral_response import SortedGradientSums
+
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal((n, k))
+    norms = np.sqrt(np.sum(p**2, axis=1) + rng.gamma(2.0, 1.0, n))
+    norms[: n // 10] = 0.0 if k == 0 else norms[: n // 10]  # a few zero-norm examples when there is no top
+    energy = np.maximum(norms**2 - np.sum(p**2, axis=1), 0.0)
+    h = rng.random((n, k)) if curv else None
+    x = rng.random((n, k)) if curv else None
+    sums = SortedGradientSums(norms=norms, projections=p, bulk_energy=energy, top_curvatures=h, top_radial_curvatures=x)
+    c = float(np.quantile(norms, quantile)) + 1e-9
+    red = sums.reductions(clip_norm=c, shift_sq=shift)
+    rt = np.sqrt(norms**2 + shift)
+    clipped = rt > c
+    phi = np.where(clipped, c / np.where(clipped, rt, 1.0), 1.0)
+    kap = np.where(clipped, c / np.where(clipped, rt, 1.0) ** 3, 0.0)
+    want = dict(phi_p=phi @ p, kap_p2=kap @ p**2, phi2_p2=phi**2 @ p**2, phi=phi.sum(), kap=kap.sum(),
+                phi2=(phi**2).sum(), kap_e=kap @ energy, phi2_e=phi**2 @ energy)  # fmt: skip
+    if curv:
+        want.update(phi_h=phi @ h, rad_x=np.where(clipped, phi, 0.0) @ x)
+    assert red["clipped"] == int(clipped.sum())
+    for key, value in want.items():
+        np.testing.assert_allclose(
+            red[key], value, rtol=1e-10, atol=1e-10 * (1 + np.max(np.abs(value), initial=0.0)), err_msg=key
+        )
+
+
+def test_per_example_curvatures_equal_to_the_mean_hessian_reproduce_it():
+    """u_jᵀH_iu_j = λ_j and (u_jᵀĝ_i)(ĝ_iᵀH_iu_j) = λ_j p_ij²/R_i² (H_i = H): the same drift as the default model."""
+    basin, z, lam = _stats_basin()
+    k = basin.top_dim
+    norms = np.linalg.norm(z, axis=1)
+    h = np.tile(lam[:k], (z.shape[0], 1))
+    x = h * z[:, :k] ** 2 / norms[:, None] ** 2
+    stats = GradientStatistics(norms=norms, top_projections=z[:, :k], top_curvatures=h, top_radial_curvatures=x)
+    same = SpectralBasin(dim=basin.dim, top_eigenvalues=basin.top_eigenvalues, bulk_eigenvalues=basin.bulk_eigenvalues,
+                         bulk_weights=basin.bulk_weights, gradients=stats, n_train=basin.n_train)  # fmt: skip
+    for c in (0.2, 0.8, math.inf):
+        opt = _opt("clip", clip_norm=c) if math.isfinite(c) else _opt("sgd")
+        a = spectral_directions(basin=basin, optimizer=opt)
+        b = spectral_directions(basin=same, optimizer=opt)
+        np.testing.assert_allclose(b.drift, a.drift, rtol=1e-12, atol=1e-15)
+
+
+def test_least_squares_clipped_examples_lose_their_response():
+    """g_i = a_i r_i, H_i = a_iaᵢᵀ: with the measured per-example curvatures a fully clipped set has drift 0,
+    while the mean-Hessian model keeps γ_j ≈ mean φ (dptheory.spectral_response, neglected term (ii))."""
+    rng = np.random.default_rng(4)
+    n, d = 500, 5
+    a = rng.standard_normal((n, d))
+    r = rng.standard_normal(n)
+    r -= a @ np.linalg.lstsq(a, r, rcond=None)[0]  # residuals at the least-squares minimiser: Σ a_i r_i = 0
+    lam, u = np.linalg.eigh(a.T @ a / n)
+    lam, u = lam[::-1], u[:, ::-1]
+    au = a @ u
+    g = au * r[:, None]
+    norms = np.linalg.norm(g, axis=1)
+    mean_h = GradientStatistics(norms=norms, top_projections=g)
+    per_ex = GradientStatistics(norms=norms, top_projections=g, top_curvatures=au**2, top_radial_curvatures=au**2)
+    kw = dict(dim=d, top_eigenvalues=lam, bulk_eigenvalues=np.zeros(0), bulk_weights=np.zeros(0), n_train=n)
+    opt = Optimizer(lr=0.1, batch_size=10, clip_norm=0.5 * float(norms.min()), mode="clip")  # every example clipped
+    assert spectral_directions(basin=SpectralBasin(**kw, gradients=per_ex), optimizer=opt).drift == pytest.approx(
+        0.0, abs=1e-15
+    )
+    assert np.all(spectral_directions(basin=SpectralBasin(**kw, gradients=mean_h), optimizer=opt).shrinkage > 0)
