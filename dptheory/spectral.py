@@ -35,7 +35,8 @@ m² = E‖He‖² = Σ w λ² E e²(∞) (the norm-inflation approximation of dp
 measured gradients; the exact Gaussian moments for GaussianGradients, where the model is that of
 dptheory.clipped_dynamics with ``closure="mean-field"``) — for all t, so the transient from
 e(0) = 0, which passes through smaller shifts, is evaluated at the stationary one.
-The bulk carries no clipping bias (its sign pattern is not measured; the bias loss errs low).
+The bulk carries no clipping bias unless GradientStatistics.bulk_sketch is measured (the bias is not
+determined by norms and top projections; without the sketch the bias loss errs low).
 Symbols ↔ arguments: NOTATION.md.
 """
 
@@ -216,12 +217,16 @@ def _response(basin: SpectralBasin, clip: float, shift_sq: float, shift_dir: np.
     )
 
 
-def _assemble(basin, optimizer, poisson, shift_sq) -> SpectralDirections:
+def _assemble(basin, optimizer, poisson, shift_sq, shape=None) -> SpectralDirections:
+    """The linear model at the shift m² = ``shift_sq``, shared over the directions as ``shape`` (Σ w·shape = 1;
+    None: ∝ λ, the stationary shape for isotropic noise)."""
     lam, w = basin.curvatures, basin.weights
     excluded = lam < 0
     positive = np.where(lam > 0, lam, 0.0)
     total = float(np.sum(w * positive))
-    shift_dir = shift_sq * positive / total if (shift_sq > 0 and total > 0) else None
+    if shape is None and total > 0:
+        shape = positive / total
+    shift_dir = shift_sq * shape if (shift_sq > 0 and shape is not None) else None
     resp = _response(basin, optimizer.effective_clip_norm, shift_sq, shift_dir)
     factor, mult = _sampling_factors(basin.n_train, optimizer.batch_size, poisson)
     eta, b = optimizer.lr, optimizer.batch_size
@@ -269,9 +274,14 @@ def _self_consistent(basin, optimizer, poisson) -> SpectralDirections:
     f0 = _gradient_sq(first)
     if f0 == 0.0 or not math.isfinite(f0) or math.isinf(optimizer.effective_clip_norm):
         return first  # unclipped: the clip law does not depend on the shift, one evaluation is the fixed point
+    used = first.loss_weight > 0
+    second = np.where(used, first.stationary_mean**2 + first.stationary_var, 0.0)
+    share = np.where(used, first.curvatures**2 * second, 0.0)  # per direction: λ² E e(∞)² of the linear closure
+    total = float(np.sum(first.weights * share))
+    shape = share / total if (total > 0 and math.isfinite(total)) else None
 
     def h(u: float) -> float:
-        val = _gradient_sq(_assemble(basin, optimizer, poisson, math.exp(u)))
+        val = _gradient_sq(_assemble(basin, optimizer, poisson, math.exp(u), shape))
         return 700.0 if not math.isfinite(val) else math.log(val) - u if val > 0 else -700.0
 
     u_hi = math.log(f0) + 1.0
@@ -292,7 +302,7 @@ def _self_consistent(basin, optimizer, poisson) -> SpectralDirections:
     u, res = optimize.brentq(h, u_lo, u_hi, xtol=1e-13, rtol=1e-13, maxiter=_MAX_ITER, full_output=True, disp=False)
     if not res.converged:
         warnings.warn(f"spectral mean-field closure stopped after {_MAX_ITER} iterations", RuntimeWarning, stacklevel=3)
-    return _assemble(basin, optimizer, poisson, math.exp(u))
+    return _assemble(basin, optimizer, poisson, math.exp(u), shape)
 
 
 def spectral_directions(
@@ -312,7 +322,8 @@ def spectral_directions(
     γ, m_c, V from dptheory.spectral_response at the shift m (``closure="linear"``: m = 0;
     ``"mean-field"``: m = ``gradient_norm`` if given, else the self-consistent m² = Σ w λ² E e(∞)²,
     found by Brent's method in log m² with xtol 1e-13, ≤ 200 iterations, a RuntimeWarning if it stops
-    early; a given m is shared over the directions ∝ λ, the small-step stationary shape). η = ``lr``,
+    early; m² is shared over the directions like λ_j² E e_j(∞)² of the linear closure, a given m ∝ λ,
+    the small-step stationary shape of isotropic noise). η = ``lr``,
     B = ``batch_size``, C = ``effective_clip_norm``, ν = ``noise_std`` of ``optimizer``; n =
     ``basin.n_train``. Raises ValueError on a batch larger than n. Reference: derived here, proved in
     proofs/spectral_sampling_variance.py and proofs/spectral_linear_response.py.
@@ -506,8 +517,9 @@ def spectral_recovery_time(
     R_j, ρ_j, b_j of :func:`spectral_directions` (proofs/spectral_transient.py); unclipped modes decay at
     ρ_j = 1 − ηλ_j, clipped ones at 1 − ηγ_jλ_j; the cross term is the pull of the fixed-point shift.
     ``displacement``: δ along one direction (``direction`` = "top" = u_1, an index j into the top-k,
-    or "bulk": one direction of bulk node ``bulk_node``, required when there are several nodes) or a
-    (k,) array of components on u_1 … u_k (``direction`` then ignored). t* is interpolated linearly
+    or "bulk": one direction of bulk node ``bulk_node``, required when there are several nodes; its
+    bias has no measured sign, so its cross term is left out) or a (k,) array of components on
+    u_1 … u_k (``direction`` then ignored). t* is interpolated linearly
     between integer steps (dptheory.curves.first_crossing's definition), found by doubling and
     bisection (assumes Δ crosses once in the last doubling interval). Returns 0 for threshold ≥ 1 and
     inf when a displaced direction has no stationary state. Regime: linear response — valid while
@@ -536,12 +548,14 @@ def spectral_recovery_time(
         return math.inf  # no stationary state (or an oscillating ρ < 0 the interpolation cannot follow)
     lam = dirs.curvatures[used]
     target = thr * 0.5 * float(np.sum(lam * delta[used] ** 2))
+    top = np.arange(delta.size) < basin.top_dim
+    force = np.where(top, dirs.clipped_mean, 0.0)[used]  # a bulk bias has no measured sign: no cross term
 
     def excess(t: float) -> float:
         val = recovery_excess(
             lr=dirs.lr,
             drift=dirs.drift[used],
-            force=dirs.clipped_mean[used],
+            force=force,
             poisson_mult=dirs.poisson_mult,
             displacement=delta[used],
             steps=np.array([t]),

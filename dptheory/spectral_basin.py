@@ -51,7 +51,10 @@ class GradientStatistics:
     p_ij = u_jᵀ g_i(w*) on the top-k Hessian eigenvectors (same order as ``top_eigenvalues``).
     Optional (n, k) per-example curvatures for the drift mean_i J_i H_i instead of J H
     (dptheory.spectral_response, neglected term (ii)): ``top_curvatures`` u_jᵀ H_i u_j and
-    ``top_radial_curvatures`` (u_jᵀ ĝ_i)(ĝ_iᵀ H_i u_j), ĝ_i = g_i/R_i. The statistics may be over a
+    ``top_radial_curvatures`` (u_jᵀ ĝ_i)(ĝ_iᵀ H_i u_j), ĝ_i = g_i/R_i. Optional (n, s) ``bulk_sketch``
+    y_i = Ω (I − U_k U_kᵀ) g_i (Ω: s × d, orthonormal rows spanning the bulk, or i.i.d. N(0, 1/s)
+    entries): gives the bulk part of the clipping bias at every C (dptheory.spectral_response); without
+    it the bulk carries no bias. The statistics may be over a
     uniform subsample of the training set (the means are then estimates). Raises ``ValueError`` on
     shapes, non-finite or negative norms, fewer than 2 examples, or Σ_j p_ij² > R_i².
 
@@ -65,6 +68,7 @@ class GradientStatistics:
     top_projections: np.ndarray
     top_curvatures: np.ndarray | None = None
     top_radial_curvatures: np.ndarray | None = None
+    bulk_sketch: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         r = _array("norms", self.norms, 1)
@@ -90,6 +94,11 @@ class GradientStatistics:
                 if arr.shape != p.shape:
                     raise ValueError(f"{name} must have shape {p.shape}, got {arr.shape}")
                 object.__setattr__(self, name, arr)
+        if self.bulk_sketch is not None:
+            sk = _array("bulk_sketch", self.bulk_sketch, 2)
+            if sk.shape[0] != r.size:
+                raise ValueError(f"bulk_sketch must have shape (n={r.size}, s), got {sk.shape}")
+            object.__setattr__(self, "bulk_sketch", sk)
         object.__setattr__(self, "norms", r)
         object.__setattr__(self, "top_projections", p)
         energy = np.maximum(r * r - top, 0.0)
@@ -100,6 +109,7 @@ class GradientStatistics:
             bulk_energy=energy,
             top_curvatures=self.top_curvatures,
             top_radial_curvatures=self.top_radial_curvatures,
+            bulk_sketch=self.bulk_sketch,
         )
         object.__setattr__(self, "_sums", sums)
 

@@ -18,8 +18,12 @@ mini-batch sampling turns into noise) is V_j = mean_i φ_i² p_ij² − (m_c)_j�
 Bulk directions (not resolved individually) carry the per-example bulk energy
 E_i = R_i² − Σ_{j≤k} p_ij², spread over them with per-direction shares π_l (Σ_l w_l π_l = 1):
 p_il² ≈ π_l E_i, so γ_l = mean_i [φ_i − 1{R_i>C} (C/R_i) π_l E_i/R_i²], V_l = π_l mean_i φ_i² E_i,
-and (m_c)_l = 0: the bulk part of the clipping bias is not determined by norms and top projections
-(its sign pattern is unknown), so it is left out (the bias loss errs low).
+and (m_c)_l = 0 unless a bulk sketch is measured: the bulk part of the clipping bias is not determined
+by norms and top projections, so without a sketch it is left out (the bias loss errs low). With a
+sketch y_i = Ω (I − U_k U_kᵀ) g_i (Ω: s × d with orthonormal rows spanning the bulk, exact, or
+i.i.d. N(0, 1/s) entries, an unbiased estimate with relative error ≈ √(2/s)) the bulk bias energy is
+M_b = ‖mean_i φ_i y_i‖² ≈ ‖P_bulk m_c‖², spread like the energy: |(m_c)_l| = √(π_l M_b) (its sign
+pattern is not measured; only (m_c)_l² enters the loss).
 
 Neglected (and which way it errs): (i) the off-diagonal of J in the eigenbasis (couples
 directions; second order in J_jl/J_jj, no fixed sign); (ii) the spread of the per-example Hessians
@@ -83,7 +87,8 @@ class SortedGradientSums:
     docstring splits at s = #{R_i ≤ C} into Σ_{i<s} x_i + C^p Σ_{i≥s} x_i/R_i^p over the sorted
     examples; the sums over whole blocks of 512 come from prefix sums computed once (O(n k)), the rest
     from at most one block: O(512 k) per clip norm instead of O(n k). Columns: p, p², p/R, p²/R²,
-    p²/R³ (k each), 1, 1/R, 1/R², 1/R³, E, E/R², E/R³, and with per-example curvatures h, h/R, x/R.
+    p²/R³ (k each), 1, 1/R, 1/R², 1/R³, E, E/R², E/R³, with per-example curvatures h, h/R, x/R, and with
+    a bulk sketch Ωg, Ωg/R.
     A mean-field shift (R_i² → R_i² + m²) breaks the factorisation; :meth:`reductions` then sums the
     clipped examples directly (the unclipped ones still from the prefix sums).
 
@@ -94,13 +99,16 @@ class SortedGradientSums:
         [2.5]
     """
 
-    def __init__(self, *, norms, projections, bulk_energy, top_curvatures=None, top_radial_curvatures=None):
+    def __init__(
+        self, *, norms, projections, bulk_energy, top_curvatures=None, top_radial_curvatures=None, bulk_sketch=None
+    ):
         order = np.argsort(norms, kind="stable")
         self.norms = np.ascontiguousarray(norms[order])
         self.projections = np.ascontiguousarray(projections[order])
         self.bulk_energy = np.ascontiguousarray(bulk_energy[order])
         self.curvatures = None if top_curvatures is None else np.ascontiguousarray(top_curvatures[order])
         self.radial = None if top_radial_curvatures is None else np.ascontiguousarray(top_radial_curvatures[order])
+        self.sketch = None if bulk_sketch is None else np.ascontiguousarray(bulk_sketch[order])
         self.n, self.k = self.projections.shape
         width = self._columns(0, 0).shape[1]
         starts = np.arange(0, self.n, _BLOCK)
@@ -132,6 +140,8 @@ class SortedGradientSums:
         ]
         if self.curvatures is not None:
             cols += [self.curvatures[lo:hi], self.curvatures[lo:hi] * inv, self.radial[lo:hi] * inv]
+        if self.sketch is not None:
+            cols += [self.sketch[lo:hi], self.sketch[lo:hi] * inv]
         return np.concatenate(cols, axis=1)
 
     def _split(self, s: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,13 +156,21 @@ class SortedGradientSums:
         out = {name: v[i * k : (i + 1) * k] for i, name in enumerate(names)}
         for j, name in enumerate(("one", "r1", "r2", "r3", "e", "e_r2", "e_r3")):
             out[name] = v[5 * k + j]
+        base = 5 * k + 7
         if self.curvatures is not None:
-            base = 5 * k + 7
-            out["h"], out["h_r"], out["x_r"] = v[base : base + k], v[base + k : base + 2 * k], v[base + 2 * k :]
+            out["h"], out["h_r"], out["x_r"] = (
+                v[base : base + k],
+                v[base + k : base + 2 * k],
+                v[base + 2 * k : base + 3 * k],
+            )
+            base += 3 * k
+        if self.sketch is not None:
+            w = self.sketch.shape[1]
+            out["sk"], out["sk_r"] = v[base : base + w], v[base + w : base + 2 * w]
         return out
 
     def reductions(self, *, clip_norm: float, shift_sq: float = 0.0) -> dict:
-        """Σ_i of φ p, κ p², φ² p², φ, κ, φ², κ E, φ² E (and φ h, 1{R̃>C}(C/R̃) x), and the clipped count.
+        """Σ_i of φ p, κ p², φ² p², φ, κ, φ², κ E, φ² E (and φ h, 1{R̃>C}(C/R̃) x, φ Ωg), and the clipped count.
 
         φ_i = min(1, C/R̃_i), κ_i = 1{R̃_i>C} C/R̃_i³, R̃_i² = R_i² + ``shift_sq`` (C = ``clip_norm``).
         """
@@ -181,6 +199,8 @@ class SortedGradientSums:
             if self.curvatures is not None:
                 out["phi_h"] = u["h"] + (c * t["h_r"] if s < self.n else 0.0)
                 out["rad_x"] = c * t["x_r"] if s < self.n else np.zeros(self.k)
+            if self.sketch is not None:
+                out["phi_sk"] = u["sk"] + (c * t["sk_r"] if s < self.n else 0.0)
             return out
         rt = np.sqrt(self.norms[s:] ** 2 + shift_sq)  # clipped rows under the shift: direct sums
         phi, kap = c / rt, c / rt**3
@@ -200,6 +220,8 @@ class SortedGradientSums:
         if self.curvatures is not None:
             out["phi_h"] = u["h"] + phi @ self.curvatures[s:]
             out["rad_x"] = phi @ self.radial[s:]
+        if self.sketch is not None:
+            out["phi_sk"] = u["sk"] + phi @ self.sketch[s:]
         return out
 
 
@@ -249,7 +271,10 @@ def empirical_clip_response(
         with np.errstate(divide="ignore", invalid="ignore"):
             gamma_top = np.where(lam_top > 0, drift_top / np.where(lam_top > 0, lam_top, 1.0), gamma_top)
     gamma_bulk = phi_bar - bulk_shares * red["kap_e"] / n - kap_bar * s_bulk
-    var_bulk = bulk_shares * red["phi2_e"] / n + (phi2_bar - gamma_bulk**2) * s_bulk
+    mean_bulk = np.zeros(s_bulk.shape[0])
+    if "phi_sk" in red:  # ‖P_bulk m_c‖² from the sketch, spread like the bulk energy (magnitudes: signs unknown)
+        mean_bulk = np.sqrt(bulk_shares * float(np.sum((red["phi_sk"] / n) ** 2)))
+    var_bulk = bulk_shares * red["phi2_e"] / n + (phi2_bar - gamma_bulk**2) * s_bulk - mean_bulk**2
     if math.isinf(c):
         fraction = 0.0
     elif shift_sq > 0 and np.any(s > 0):
@@ -265,7 +290,7 @@ def empirical_clip_response(
     return ClipResponse(
         shrinkage=np.concatenate([gamma_top, gamma_bulk]),
         drift=np.concatenate([drift_top, gamma_bulk * curvatures[k:]]),
-        clipped_mean=np.concatenate([mean_top, np.zeros(s_bulk.shape[0])]),
+        clipped_mean=np.concatenate([mean_top, mean_bulk]),
         sample_var=np.maximum(np.concatenate([var_top, var_bulk]), 0.0),
         clip_fraction=float(fraction),
         mean_clip_factor=float(phi_bar),

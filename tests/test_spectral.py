@@ -512,8 +512,9 @@ def test_network_sized_model_is_fast():
     quantile=st.floats(0.0, 1.0),
     shift=st.sampled_from([0.0, 0.05, 1.0]),
     curv=st.booleans(),
+    sketch=st.booleans(),
 )
-def test_sorted_sums_equal_brute_force(n, k, seed, quantile, shift, curv):
+def test_sorted_sums_equal_brute_force(n, k, seed, quantile, shift, curv, sketch):
     """SortedGradientSums' reductions (prefix sums over norm-sorted blocks) = direct sums over the examples."""
     from dptheory.spectral_response import SortedGradientSums
 
@@ -524,7 +525,10 @@ def test_sorted_sums_equal_brute_force(n, k, seed, quantile, shift, curv):
     energy = np.maximum(norms**2 - np.sum(p**2, axis=1), 0.0)
     h = rng.random((n, k)) if curv else None
     x = rng.random((n, k)) if curv else None
-    sums = SortedGradientSums(norms=norms, projections=p, bulk_energy=energy, top_curvatures=h, top_radial_curvatures=x)
+    y = rng.standard_normal((n, 3)) if sketch else None
+    sums = SortedGradientSums(
+        norms=norms, projections=p, bulk_energy=energy, top_curvatures=h, top_radial_curvatures=x, bulk_sketch=y
+    )
     c = float(np.quantile(norms, quantile)) + 1e-9
     red = sums.reductions(clip_norm=c, shift_sq=shift)
     rt = np.sqrt(norms**2 + shift)
@@ -535,6 +539,8 @@ def test_sorted_sums_equal_brute_force(n, k, seed, quantile, shift, curv):
                 phi2=(phi**2).sum(), kap_e=kap @ energy, phi2_e=phi**2 @ energy)  # fmt: skip
     if curv:
         want.update(phi_h=phi @ h, rad_x=np.where(clipped, phi, 0.0) @ x)
+    if sketch:
+        want.update(phi_sk=phi @ y)
     assert red["clipped"] == int(clipped.sum())
     for key, value in want.items():
         np.testing.assert_allclose(
@@ -580,3 +586,26 @@ def test_least_squares_clipped_examples_lose_their_response():
         0.0, abs=1e-15
     )
     assert np.all(spectral_directions(basin=SpectralBasin(**kw, gradients=mean_h), optimizer=opt).shrinkage > 0)
+
+
+def test_bulk_sketch_gives_the_bulk_clipping_bias():
+    """An orthonormal sketch of the bulk (here: the bulk coordinates themselves) gives Σ_l w_l (m_c)_l² =
+    ‖P_bulk m_c‖² exactly, spread over the nodes like the energy; without it the bulk has no bias."""
+    basin, z, lam = _stats_basin(d=8, k=3, nodes=np.array([0.2, 0.05]), weights=np.array([2.0, 3.0]))
+    norms = np.linalg.norm(z, axis=1)
+    stats = GradientStatistics(norms=norms, top_projections=z[:, :3], bulk_sketch=z[:, 3:])
+    sk = SpectralBasin(dim=8, top_eigenvalues=lam[:3], bulk_eigenvalues=np.array([0.2, 0.05]),
+                       bulk_weights=np.array([2.0, 3.0]), gradients=stats, n_train=300)  # fmt: skip
+    for c in (0.2, 0.6):
+        opt = _opt("clip", clip_norm=c)
+        with_sketch = spectral_directions(basin=sk, optimizer=opt)
+        without = spectral_directions(basin=basin, optimizer=opt)
+        phi = np.minimum(1.0, c / norms)
+        bulk_bias = np.sum(((phi[:, None] * z[:, 3:]).mean(axis=0)) ** 2)
+        assert np.sum(sk.weights[3:] * with_sketch.clipped_mean[3:] ** 2) == pytest.approx(bulk_bias, rel=1e-12)
+        np.testing.assert_allclose(with_sketch.clipped_mean[3:] ** 2, sk.bulk_shares * bulk_bias, rtol=1e-12)
+        assert np.all(without.clipped_mean[3:] == 0.0)
+        np.testing.assert_allclose(with_sketch.clipped_mean[:3], without.clipped_mean[:3], rtol=1e-13)
+        assert np.all(with_sketch.sample_var >= 0)
+    with pytest.raises(ValueError, match="bulk_sketch must have shape"):
+        GradientStatistics(norms=norms, top_projections=z[:, :3], bulk_sketch=z[:10, 3:])
