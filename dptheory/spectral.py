@@ -522,7 +522,7 @@ def spectral_recovery_time(
     u_1 … u_k (``direction`` then ignored). t* is interpolated linearly
     between integer steps (dptheory.curves.first_crossing's definition), found by doubling and
     bisection (assumes Δ crosses once in the last doubling interval). Returns 0 for threshold ≥ 1 and
-    inf when a displaced direction has no stationary state. Regime: linear response — valid while
+    inf when a displaced direction has no stationary state or oscillates (ηγλ > 1, ρ < 0). Regime: linear response — valid while
     λ_j|δ_j| is small against the per-example norms and C; far from w* (λ|δ| ≫ C) the clipped step
     has length ≈ ηC per step (a saturated phase, dptheory.clipped_recovery.saturated_recovery_steps)
     that this function does not model (it underestimates the time there). Raises ValueError for a
