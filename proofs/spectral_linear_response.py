@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "gamma_j = mean_i[phi_i - 1{R_i>C} (C/R_i) (u_j^T g_i)^2/R_i^2] (diagonal of the clip Jacobian); "
     "isotropic: = alpha0  [spectral_response.empirical_clip_response]"
@@ -92,3 +94,43 @@ def verify() -> None:
         u = rot[:, j]
         measured = (c / gn) * (u.T * a * a.T * u)[0] - (c / gn) * (u.T * ghat)[0] * (ghat.T * a * a.T * u)[0]
         assert sp.simplify(measured) == 0, f"measured-curvature drift of a clipped example, direction {j}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed form, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+
+def _examples(seed, n):
+    rng = np.random.default_rng(seed)
+    proj = rng.normal(size=n) * rng.uniform(0.2, 3.0, size=n)
+    norms = np.abs(proj) + rng.exponential(1.0, size=n)  # ‖g_i‖ ≥ |u_jᵀ g_i|
+    return norms, proj
+
+
+def empirical_shrinkage(*, seed, n, clip_norm):
+    """γ_j = mean_i [φ_i − 1{R_i>C}(C/R_i)(u_jᵀg_i)²/R_i²] over n seeded examples (one top direction)."""
+    norms, proj = _examples(seed, n)
+    return float(np.mean([shrinkage_diagonal(p * p, r, clip_norm) for r, p in zip(norms, proj)]))
+
+
+def _response_args(seed, n, clip_norm):
+    from dptheory.spectral_response import SortedGradientSums
+
+    norms, proj = _examples(seed, n)
+    sums = SortedGradientSums(norms=norms, projections=proj[:, None], bulk_energy=norms**2 - proj**2)
+    return {"sums": sums, "bulk_shares": np.zeros(0), "curvatures": np.array([1.0]), "clip_norm": clip_norm}
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.spectral_response.empirical_clip_response",
+        closed_form=empirical_shrinkage,
+        symbols={"seed": (0, 10**6), "n": (1, 400), "clip_norm": (0.01, 8.0)},
+        integer=frozenset({"seed", "n"}),
+        arguments=_response_args,
+        output=lambda r: float(r.shrinkage[0]),
+        rtol=1e-11,
+        atol=1e-14,
+        note="the code sorts the examples by norm once and uses block prefix sums",
+    )
+]

@@ -23,6 +23,8 @@ import itertools
 
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "Var[(1/B) sum_S c_i] = ((1-q)/B) mean c^2 (Poisson, q = B/n); ((n-B)/((n-1)B)) Var_i c (fixed)  "
     "[spectral.spectral_directions]"
@@ -75,3 +77,68 @@ def verify() -> None:
         v = sum(ci**2 for ci in c) / n - m**2
         shifted = [ci + a * e for ci in c]
         _zero(sum(x**2 for x in shifted) / n - (v + (m + a * e) ** 2), f"mean-part split, n={n}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed forms, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+
+def _values(seed, n):
+    import numpy as np
+
+    return np.random.default_rng(seed).normal(0.3, 1.0, size=n)
+
+
+def _directions_args(seed, n, batch, sampling, sigma):
+    """A one-direction SpectralBasin whose per-example gradients are the values c_i (unclipped SGD arm
+    plus DP-sized noise σ on the sum: mode 'noise' with C_ref = 1)."""
+    import numpy as np
+
+    from dptheory.records import Optimizer
+    from dptheory.spectral import GradientStatistics, SpectralBasin
+
+    c = _values(seed, n)
+    basin = SpectralBasin(
+        dim=1,
+        top_eigenvalues=np.array([1.0]),
+        bulk_eigenvalues=np.zeros(0),
+        bulk_weights=np.zeros(0),
+        gradients=GradientStatistics(norms=np.abs(c), top_projections=c[:, None]),
+        n_train=n,
+    )
+    opt = Optimizer(lr=0.1, batch_size=batch, clip_norm=1.0, noise_multiplier=sigma, mode="noise", ref_clip_norm=1.0)
+    return {"basin": basin, "optimizer": opt, "sampling": sampling}
+
+
+def _step_variance(dirs):
+    """The per-step variance of the update at e = 0: τ² + κ f² (module docstring of dptheory.spectral_moments)."""
+    return float(dirs.noise_var[0] + dirs.poisson_mult * dirs.clipped_mean[0] ** 2)
+
+
+_SYMBOLS = {"seed": (0, 10**6), "n": (2, 60), "batch": (1, 60), "sigma": (0.0, 3.0)}
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.spectral.spectral_directions",
+        closed_form=lambda seed, n, batch, sigma: (
+            poisson_variance(list(_values(seed, n)), batch, batch / n) + sigma**2 / batch**2
+        ),
+        symbols=_SYMBOLS,
+        integer=frozenset({"seed", "n", "batch"}),
+        valid=lambda n, batch, **_: batch <= n,
+        arguments=lambda seed, n, batch, sigma: _directions_args(seed, n, batch, "poisson", sigma),
+        output=_step_variance,
+        rtol=1e-12,
+        atol=1e-15,
+    ),
+    CodeLink(
+        function="dptheory.spectral.spectral_directions",
+        closed_form=lambda seed, n, batch, sigma: fixed_variance(list(_values(seed, n)), batch) + sigma**2 / batch**2,
+        symbols=_SYMBOLS,
+        integer=frozenset({"seed", "n", "batch"}),
+        valid=lambda n, batch, **_: batch <= n,
+        arguments=lambda seed, n, batch, sigma: _directions_args(seed, n, batch, "fixed", sigma),
+        output=_step_variance,
+        rtol=1e-11,
+        atol=1e-15,
+    ),
+]

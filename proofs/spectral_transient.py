@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "E e(t) = -eta f G(rho,t), Var e(t) = eta^2 [kappa f^2 S(t) + tau^2 G(R,t)], R = rho^2 + eta^2 kappa a^2  "
     "[spectral_moments.moment_curves, window_moments]"
@@ -115,3 +117,71 @@ def verify() -> None:
             stop=t1,
         )
         assert np.isclose(b2[0], direct_b2, rtol=1e-10) and np.isclose(vv[0], direct_v, rtol=1e-10), "window sum"
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed forms, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+_TRANSIENT = {
+    "t": (0, 5000),
+    "lr": (1e-3, 1.0),
+    "drift": (1e-3, 1.5),
+    "force": (-2.0, 2.0),
+    "noise_var": (0.0, 4.0),
+    "poisson_mult": (0.0, 0.2),
+}
+# κ is drawn from [0, 0.2]; hypothesis includes the endpoint 0 (the κ = 0 limit).
+
+
+def _curve_args(t, lr, drift, force, noise_var, poisson_mult):
+    return {
+        "lr": lr,
+        "drift": np.array([drift]),
+        "force": np.array([force]),
+        "noise_var": np.array([noise_var]),
+        "poisson_mult": poisson_mult,
+        "steps": np.array([t]),
+    }
+
+
+def _variance_reference(t, lr, drift, force, noise_var, poisson_mult):
+    """Var e(t); at κ = 0 the limit v(1 − ρ^{2t}) of item 3 (the general form is 0/0 there)."""
+    if poisson_mult == 0.0:
+        rho = 1 - lr * drift
+        return lr * noise_var / (drift * (2 - lr * drift)) * (1 - rho ** (2 * t))
+    return variance_closed_form(t, lr, drift, force, noise_var, poisson_mult)
+
+
+def _stable(lr, drift, poisson_mult, **_):
+    """A stationary direction, and κ either 0 or large enough that R − ρ² = η²κa² does not cancel here."""
+    rho = 1 - lr * drift
+    gap = lr * lr * poisson_mult * drift * drift
+    return rho * rho + gap < 0.999 and (poisson_mult == 0.0 or gap >= 1e-6)
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.spectral_moments.moment_curves",
+        closed_form=lambda t, lr, drift, force, noise_var, poisson_mult: mean_closed_form(t, lr, drift, force),
+        symbols=_TRANSIENT,
+        integer=frozenset({"t"}),
+        valid=_stable,
+        arguments=_curve_args,
+        output=lambda mv: float(mv[0][0, 0]),
+        rtol=1e-10,
+        atol=1e-14,
+        note="the code evaluates the geometric sums through expm1/log1p (no cancellation for slow directions)",
+    ),
+    CodeLink(
+        function="dptheory.spectral_moments.moment_curves",
+        closed_form=_variance_reference,
+        symbols=_TRANSIENT,
+        integer=frozenset({"t"}),
+        valid=_stable,
+        arguments=_curve_args,
+        output=lambda mv: float(mv[1][0, 0]),
+        rtol=1e-9,
+        atol=1e-14,
+        note="S(t) = (R^t − ρ^{2t})/(R − ρ²) cancels when R ≈ ρ² in the plain form used here",
+    ),
+]
