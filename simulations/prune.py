@@ -70,9 +70,11 @@ import numpy as np
 
 from dptheory.records import Basin, Mode, Optimizer
 from dptheory.validate import check_int, check_positive, check_probability
-from simulations.common.cli import Progress, run_main
-from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.cli import run_main
+from simulations.common.fanout import Cell, SweepRun, execution_field
+from simulations.common.results import check_output_dir, write_results
 from simulations.common.stats import batch_means
+from simulations.common.store import resolve_out
 from simulations.common.sweep import log_grid, run_seed
 from simulations.common.tables import fmt, fmt_ci, table
 
@@ -114,7 +116,13 @@ class PruneConfig:
         default="full",
         metadata={"help": "engine (a mask needs the d-dimensional kernel)", "choices": ("full", "numpy")},
     )
-    out: str = field(default="results/prune", metadata={"help": "result folder (replaced atomically)"})
+    workers: int = execution_field("workers")
+    scheduler: str | None = execution_field("scheduler")
+    threads: int = execution_field("threads")
+    out: str = field(
+        default="results/prune/{config}",
+        metadata={"help": "result folder, replaced atomically ({config}: the run key, simulations.common.store)"},
+    )
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
@@ -245,11 +253,35 @@ def measure(
     }
 
 
+def cells(config: PruneConfig, *, w_star: np.ndarray, w0: np.ndarray) -> list[Cell]:
+    """The sweep's cells, one per (basis, mask source, keep count); cell (b, m, i) gets seed
+    ``run_seed(seed, 4, b, m, i)``; w* and w₀ (:func:`problem`) are arguments of every cell."""
+    return [
+        Cell(
+            measure,
+            {
+                "config": config,
+                "basis_name": basis_name,
+                "source": source,
+                "keep": k,
+                "w_star": w_star,
+                "w0": w0,
+                "seed": run_seed(config.seed, 4, b, m, i),
+            },
+            label=f"{basis_name} {source} k={k}",
+        )
+        for b, basis_name in enumerate(config.bases)
+        for m, source in enumerate(config.masks)
+        for i, k in enumerate(config.keeps())
+    ]
+
+
 def run(config: PruneConfig) -> dict[str, Any]:
     """Sweep keep counts × bases × mask sources, write the result folder and print the table (``main`` then draws the figure)."""
     from dptheory.privacy import PoissonGaussianMechanism, epsilon
 
-    check_output_dir(config.out)
+    sweep = SweepRun(config, experiment="prune", module=__name__)
+    config = sweep.config
     w_star, w0 = problem(config)
     eps = epsilon(
         mechanisms=PoissonGaussianMechanism(
@@ -260,25 +292,10 @@ def run(config: PruneConfig) -> dict[str, Any]:
     )
     keeps = config.keeps()
     start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
-    rows: list[dict[str, Any]] = []
+    rows = sweep.map(cells(config, w_star=w_star, w0=w0))
     labels: dict[str, str] = {}
-    total = len(config.bases) * len(config.masks) * len(keeps)
-    with Progress(total=total, label="prune", quiet=config.quiet) as bar:
-        for b, basis_name in enumerate(config.bases):
-            for m, source in enumerate(config.masks):
-                for i, k in enumerate(keeps):
-                    row = measure(
-                        config=config,
-                        basis_name=basis_name,
-                        source=source,
-                        keep=k,
-                        w_star=w_star,
-                        w0=w0,
-                        seed=run_seed(config.seed, 4, b, m, i),
-                    )
-                    labels[source] = row["privacy"]
-                    rows.append(row)
-                    bar.update(note=f"{basis_name} {source} k={k}")
+    for row in rows:
+        labels[row["mask"]] = row["privacy"]
     unsettled = [r for r in rows if not r["stationary"]]
     if unsettled:
         warnings.warn(
@@ -303,7 +320,7 @@ def run(config: PruneConfig) -> dict[str, Any]:
         "privacy": labels,
         "rows": [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in r.items()} for r in rows],
     }
-    with result_folder(config.out) as folder:
+    with sweep.folder() as folder:
         write_results(
             folder,
             config=config,
@@ -356,7 +373,7 @@ def draw_figure(config: Any) -> None:
     """Draw ``prune.png`` into the result folder from its files (``paper.figures.prune``)."""
     from paper import figures
 
-    figures.prune(config.out, formats=("png",))
+    figures.prune(resolve_out(config, experiment="prune", module=__name__), formats=("png",))
 
 
 def main(argv: list[str] | None = None) -> int:
