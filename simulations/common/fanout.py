@@ -49,6 +49,7 @@ __all__ = [
     "execute",
     "execution_field",
     "execution_of",
+    "observe",
     "run_cells",
     "session",
 ]
@@ -135,6 +136,18 @@ def execution_field(name: str) -> Any:
 
 
 _ACTIVE: list[Any] = []  # stack of open sessions (a study opens one for all its experiments)
+_OBSERVERS: list[Callable[[int, int, str], None]] = []
+
+
+@contextlib.contextmanager
+def observe(callback: Callable[[int, int, str], None]) -> Iterator[None]:
+    """Call ``callback(done, total, label)`` whenever a cell of any sweep inside the block finishes
+    (a study's progress bar over all its experiments)."""
+    _OBSERVERS.append(callback)
+    try:
+        yield
+    finally:
+        _OBSERVERS.remove(callback)
 
 
 def active_execution() -> Execution | None:
@@ -277,12 +290,16 @@ def run_cells(
             todo.append((i, cell))
     with Progress(total=len(cells), label=label, quiet=quiet) as bar:
         bar.update(len(cells) - len(todo), note="stored" if len(todo) < len(cells) else "")
+        for observer in _OBSERVERS:
+            observer(bar.done, len(cells), label)
 
         def done(i: int, value: Any) -> None:
             results[i] = value
             if cache is not None:
                 cache.put(keys[i], value)
             bar.update(note=cells[i].label)
+            for observer in _OBSERVERS:
+                observer(bar.done, len(cells), label)
 
         if todo:
             active = _ACTIVE[-1] if _ACTIVE else None
