@@ -205,9 +205,7 @@ FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
 }
 
 
-def draw(
-    folder: str | Path, *, formats: tuple[str, ...] = ("png",), out: str | Path | None = None
-) -> list[Path]:
+def draw(folder: str | Path, *, formats: tuple[str, ...] = ("png",), out: str | Path | None = None) -> list[Path]:
     """Draw the figure of one network result folder as ``net_<kind>.<ext>`` into ``out`` (default:
     the folder); ResultError (one line) if the folder is not a network experiment or is malformed."""
     from paper.figures import FORMATS, ResultError

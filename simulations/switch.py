@@ -225,6 +225,36 @@ def cells(config: SwitchConfig) -> list[Cell]:
     return out
 
 
+def verdicts(rows: list[dict[str, Any]], *, horizons: dict[str, float], config: SwitchConfig) -> list[dict[str, Any]]:
+    """Claim 1 (the late phase decides the final training loss): for the forward sweep, the largest
+    |z| of the simulated final loss against the loss of a run spent wholly in the second mode, over the
+    switch steps at least one memory horizon before T (held if within 3 SE at every such step)."""
+    T = config.steps
+    h = horizons.get(config.second, math.nan)
+    fwd = [r for r in rows if r["direction"] == f"{config.first}->{config.second}"]
+    pure = next((r for r in fwd if r["switch_step"] == 0), None)
+    early = [r for r in fwd if r["switch_step"] <= T - h and r["switch_step"] > 0]
+    if pure is None or not early or not math.isfinite(h):
+        return []
+    z = [
+        (r["sim_loss"].mean - pure["sim_loss"].mean) / math.hypot(r["sim_loss"].se, pure["sim_loss"].se) for r in early
+    ]
+    worst = max(z, key=abs)
+    return [
+        {
+            "claim": "1",
+            "statement": f"the final training loss is set by the last {h:g} steps (the {config.second} memory horizon)",
+            "test": f"z of the final loss after switching at s ≤ T − horizon vs a pure {config.second} run "
+            f"({len(early)} switch steps); held if |z| ≤ 3 at every one",
+            "estimate": float(worst),
+            "ci95": [math.nan, math.nan],
+            "theory": 0.0,
+            "held": bool(all(abs(v) <= 3 for v in z)),
+            "unit": "z",
+        }
+    ]
+
+
 def run(config: SwitchConfig) -> dict[str, Any]:
     """Sweep the switch step both ways, write the result folder and print the table (``main`` then draws the figure)."""
     from dptheory.switching import memory_horizon, phase_dynamics, switch_sweep
@@ -281,6 +311,7 @@ def run(config: SwitchConfig) -> dict[str, Any]:
         "total_steps": T,
         "directions": [r["direction"] for r in rows[:: len(s_grid)]],
         "memory_horizon": horizons,
+        "verdicts": verdicts(rows, horizons=horizons, config=config),
         "rows": [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in r.items()} for r in rows],
     }
     with sweep.folder() as folder:
