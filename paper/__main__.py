@@ -46,6 +46,17 @@ def figure_experiment(name: str) -> str:
     return name
 
 
+def _paper_code_hash() -> str:
+    """Hash of this package's source: figures drawn by the same code from the same run are not redrawn."""
+    import hashlib
+
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(here.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def _redraw(folders: list[str], formats: tuple[str, ...]) -> int:
     written = []
     for folder in folders:
@@ -89,8 +100,19 @@ def _study(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
     build.mkdir(parents=True, exist_ok=True)
     figures: dict[str, list[str]] = {}
     failures: dict[str, str] = {}
+    stamp_file = build / ".figures.json"
+    try:
+        stamps = json.loads(stamp_file.read_text())
+    except (OSError, ValueError):
+        stamps = {}
+    code = _paper_code_hash()
     for e in manifest["experiments"]:
         if e["status"] != "ok":
+            continue
+        stamp = {"key": e["key"], "paper": code, "formats": list(formats)}
+        old = stamps.get(e["name"], {})
+        if not args.rerun and old.get("stamp") == stamp and all(Path(p).is_file() for p in old.get("files", [])):
+            figures[e["name"]] = [p for p in old["files"] if p.endswith(".png")]  # same results, same code
             continue
         try:
             paths = draw(e["folder"], formats=formats, out=build)
@@ -101,6 +123,8 @@ def _study(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
             )
             continue
         figures[e["name"]] = [str(p) for p in paths if p.suffix == ".png"]
+        stamps[e["name"]] = {"stamp": stamp, "files": [str(p) for p in paths]}
+    stamp_file.write_text(json.dumps(stamps, indent=1) + "\n")
     report = write_report(manifest, figures, build, failures=failures)
     n = sum(len(v) for v in figures.values())
     print(f"report: {report} ({n} figures, {' and '.join(f.upper() for f in formats)}, in {build})")

@@ -17,7 +17,7 @@ SYNTHETIC = [e for e in study.STUDY if not e.network]
 
 def test_select_by_claim_and_by_name():
     assert [e.name for e in study.select(["claim1"])] == [e.name for e in study.STUDY if 1 in e.claims]
-    assert [e.name for e in study.select(["basin_dim", "3"])][0] == "basin_dim"
+    assert next(e.name for e in study.select(["basin_dim", "3"])) == "basin_dim"
     assert study.select([]) == list(study.STUDY)
     with pytest.raises(ValueError, match="no experiment or claim"):
         study.select(["claim9"])
