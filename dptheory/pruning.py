@@ -271,7 +271,9 @@ def init_mask(*, init: Any, keep: int) -> Mask:
 # ---------------------------------------------------------------------------------------------
 
 
-def _problem(curvatures: Any, basis: Any, optimum: Any, mask: Any):
+def _problem(
+    curvatures: Any, basis: Any, optimum: Any, mask: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     lam = np.atleast_1d(np.asarray(curvatures, dtype=float))
     if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
         raise ValueError(f"curvatures must be a non-empty 1-D array of finite values > 0, got {curvatures!r}")
@@ -629,7 +631,7 @@ def pruning_helps(
     alignment condition reappears in the held-out loss (``heldout_flat_curvature`` κ > 0: the
     compensation and the pruned w*_P are errors there) and in the conditioning of H_KK
     (``PrunedLoss.relaxation_steps``). Give κ and a horizon ``steps`` to compare held-out losses.
-    Arguments as :func:`keep_curve`. Reference: derived here.
+    Arguments as :func:`keep_curve`. Reference: derived here; k* = B/σ² proved in proofs/pruning_optimal_keep.py.
 
     Example:
         >>> from dptheory.records import Optimizer

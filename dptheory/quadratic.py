@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -137,7 +137,7 @@ def check_dynamics(dynamics: LinearDynamics, name: str = "dynamics") -> LinearDy
     return dynamics
 
 
-def check_steps(steps, name: str = "steps") -> np.ndarray:
+def check_steps(steps: Any, name: str = "steps") -> np.ndarray:
     """1-D float array of non-negative integer step counts (a scalar becomes shape (1,))."""
     t = np.atleast_1d(np.asarray(steps, dtype=float))
     if t.ndim != 1 or t.size == 0:
@@ -148,7 +148,7 @@ def check_steps(steps, name: str = "steps") -> np.ndarray:
     return t
 
 
-def check_init_error(init_error, rank: int) -> np.ndarray:
+def check_init_error(init_error: Any, rank: int) -> np.ndarray:
     """e(0) on the r = ``rank`` curved axes as a finite length-r array (a scalar is repeated)."""
     e0 = np.asarray(init_error, dtype=float)
     if e0.ndim == 0:
@@ -160,7 +160,7 @@ def check_init_error(init_error, rank: int) -> np.ndarray:
     return e0
 
 
-def check_curvatures(curvatures, rank: int) -> np.ndarray:
+def check_curvatures(curvatures: Any, rank: int) -> np.ndarray:
     """λ as a finite, non-negative length-r array (r = ``rank`` = len(dynamics.drift))."""
     lam = np.atleast_1d(np.asarray(curvatures, dtype=float))
     if lam.shape != (rank,):
@@ -186,7 +186,9 @@ def _decay_sq(lr: float, drift: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, 
     return decay, geom
 
 
-def propagate_moments(dynamics: LinearDynamics, mean0, second0, flat_sq0, t: np.ndarray):
+def propagate_moments(
+    dynamics: LinearDynamics, mean0: Any, second0: Any, flat_sq0: Any, t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact moments after ``t`` steps of ``dynamics`` from given first/second moments.
 
     ``mean0``/``second0`` broadcast against shape (len(t), r); ``flat_sq0`` against (len(t),).
@@ -206,7 +208,7 @@ def propagate_moments(dynamics: LinearDynamics, mean0, second0, flat_sq0, t: np.
     return mean, second, flat
 
 
-def _times(x, y):
+def _times(x: Any, y: Any) -> np.ndarray:
     """x · y with 0 · inf = 0: a zero initial moment or zero noise contributes nothing, even divergent."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.where((np.asarray(x) == 0) | (np.asarray(y) == 0), 0.0, np.multiply(x, y))
@@ -267,7 +269,7 @@ def relaxation_time(*, lr: float, drift: float, exact: bool = True) -> float:
 # moments and losses
 
 
-def error_moments(*, dynamics: LinearDynamics, init_error, steps, init_flat_sq: float = 0.0) -> ErrorMoments:
+def error_moments(*, dynamics: LinearDynamics, init_error: Any, steps: Any, init_flat_sq: float = 0.0) -> ErrorMoments:
     """Exact per-direction E e_i(t), E e_i(t)² and E‖e_flat(t)‖² at each of ``steps``.
 
         E e_i(t)  = ρ_i^t e_i(0),
@@ -297,7 +299,7 @@ def error_moments(*, dynamics: LinearDynamics, init_error, steps, init_flat_sq: 
     return ErrorMoments(steps=t.astype(np.int64), mean=mean, second=second, flat_sq=flat)
 
 
-def losses_from_moments(second, flat_sq, lam: np.ndarray, flat_curvature: float, heldout: float) -> LossCurve:
+def losses_from_moments(second: Any, flat_sq: Any, lam: np.ndarray, flat_curvature: float, heldout: float) -> LossCurve:
     """½ Σ λ_i m2_i + ½ λ_flat F (train) and that + ½ κ F (test); a zero weight never meets an inf."""
     with np.errstate(invalid="ignore", over="ignore"):
         curved = 0.5 * np.sum(np.where(lam == 0, 0.0, lam * second), axis=-1)
@@ -310,9 +312,9 @@ def losses_from_moments(second, flat_sq, lam: np.ndarray, flat_curvature: float,
 def expected_loss(
     *,
     dynamics: LinearDynamics,
-    curvatures,
-    init_error,
-    steps,
+    curvatures: Any,
+    init_error: Any,
+    steps: Any,
     init_flat_sq: float = 0.0,
     flat_curvature: float = 0.0,
     heldout_flat_curvature: float = 0.0,
@@ -343,7 +345,7 @@ def expected_loss(
 
 
 def stationary_loss(
-    *, dynamics: LinearDynamics, curvatures, approx: bool = False, flat_curvature: float = 0.0
+    *, dynamics: LinearDynamics, curvatures: Any, approx: bool = False, flat_curvature: float = 0.0
 ) -> float:
     """Stationary expected training loss  Σ_i λ_i η τ_i² / (2 a_i (2 − η a_i)).
 
@@ -390,7 +392,7 @@ def stationary_loss(
     return total
 
 
-def flat_error_sq(*, dynamics: LinearDynamics, init_flat_sq: float, steps) -> np.ndarray:
+def flat_error_sq(*, dynamics: LinearDynamics, init_flat_sq: float, steps: Any) -> np.ndarray:
     """E‖e_flat(t)‖² over the d − r flat directions at each of ``steps``.
 
         flat drift a_f = 0 (random walk):  ‖e_flat(0)‖² + (d − r) η² τ_f² t,
@@ -483,7 +485,7 @@ def recovery_time(
 # general (non-diagonal) noise covariance: discrete Lyapunov equation
 
 
-def _check_square_symmetric(name: str, m, dim: int | None = None) -> np.ndarray:
+def _check_square_symmetric(name: str, m: Any, dim: int | None = None) -> np.ndarray:
     arr = np.asarray(m, dtype=float)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise ValueError(f"{name} must be a square matrix, got shape {arr.shape}")
@@ -494,10 +496,10 @@ def _check_square_symmetric(name: str, m, dim: int | None = None) -> np.ndarray:
     scale = max(1.0, float(np.max(np.abs(arr))))
     if np.max(np.abs(arr - arr.T)) > 1e-10 * scale:
         raise ValueError(f"{name} must be symmetric, max |M - M^T| = {np.max(np.abs(arr - arr.T))!r}")
-    return 0.5 * (arr + arr.T)
+    return np.asarray(0.5 * (arr + arr.T))
 
 
-def stationary_covariance(*, hessian, lr: float, noise_cov) -> np.ndarray:
+def stationary_covariance(*, hessian: Any, lr: float, noise_cov: Any) -> np.ndarray:
     """Stationary covariance Σ of e ← (I − ηH) e − η ζ,  Cov ζ = Σ_ξ: the discrete Lyapunov solution.
 
     The fixed point Σ = (I − ηH) Σ (I − ηH) + η² Σ_ξ is, after expanding and dividing by η,
@@ -543,10 +545,10 @@ def stationary_covariance(*, hessian, lr: float, noise_cov) -> np.ndarray:
         )
     x = np.where(null, 0.0, eta * st / np.where(null, 1.0, den))
     sigma = vec @ x @ vec.T
-    return 0.5 * (sigma + sigma.T)
+    return np.asarray(0.5 * (sigma + sigma.T))
 
 
-def stationary_loss_general(*, hessian, lr: float, noise_cov, loss_hessian=None) -> float:
+def stationary_loss_general(*, hessian: Any, lr: float, noise_cov: Any, loss_hessian: Any = None) -> float:
     """Stationary expected loss ½ tr(H_L Σ) for a general noise covariance (Lyapunov Σ).
 
     Σ from :func:`stationary_covariance` (H = ``hessian`` drives the dynamics), H_L = ``loss_hessian``
