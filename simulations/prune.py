@@ -206,7 +206,7 @@ def measure(
     basin, opt = config.basin(d), config.optimizer()
     u = curvature_basis(dim=d, rank=config.rank, basis=basis_name, seed=run_seed(config.seed, 2))
     basis = None if basis_name == "aligned" else u  # the kernel's axis-aligned fast path is the same U
-    start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
+    start = config.steps - max(1, round(config.window_fraction * config.steps))
     mask = make_mask(source, optimum=w_star, init=w0, keep=keep)
     pred = pruned_excess_loss(
         curvatures=basin.curvatures,
@@ -323,7 +323,7 @@ def run(config: PruneConfig) -> dict[str, Any]:
         accountant="rdp",
     )
     keeps = config.keeps()
-    start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
+    start = config.steps - max(1, round(config.window_fraction * config.steps))
     rows = sweep.map(cells(config, w_star=w_star, w0=w0))
     labels: dict[str, str] = {}
     for row in rows:
