@@ -64,19 +64,7 @@ from typing import Any
 import numpy as np
 
 from dptheory import clipping as _clipping
-from dptheory.clipped_closure import (
-    CLOSURES,
-    SAMPLINGS,
-    _check,
-    _check_closure,
-    _mean_clip_factor,
-    _radial_factor,
-    _solve_m2,
-    _stationary,
-    _Step,
-    _step,
-    radial_closure_factor,
-)
+from dptheory.clipped_closure import CLOSURES, check_closure, radial_closure_factor, radial_factor
 from dptheory.clipped_recovery import (  # re-exported: the transients live in their own module
     MeanFieldTrajectory,
     RecoveryPrediction,
@@ -85,6 +73,15 @@ from dptheory.clipped_recovery import (  # re-exported: the transients live in t
     recovery_time,
     saturated_recovery_steps,
 )
+from dptheory.clipped_step import (
+    SAMPLINGS,
+    StepModel,
+    check_inputs,
+    stationary_gradient_norm_sq,
+    stationary_state,
+    step_model,
+)
+from dptheory.quadratic import relaxation_time
 from dptheory.records import Basin, LinearDynamics, Optimizer
 from dptheory.validate import check_int, check_nonnegative
 
@@ -133,8 +130,8 @@ def stationary_gradient_norm(*, basin: Basin, optimizer: Optimizer, sampling: st
         >>> round(stationary_gradient_norm(basin=b, optimizer=o) ** 2, 6)   # λ² η (s²/B)/(λ(2−ηλ))
         0.005263
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
-    return math.sqrt(_solve_m2(basin, optimizer, poisson))
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
+    return math.sqrt(stationary_gradient_norm_sq(basin=basin, optimizer=optimizer, poisson=poisson))
 
 
 def effective_linear_model(
@@ -169,10 +166,11 @@ def effective_linear_model(
         >>> round(dyn.drift[0], 4)            # γ ≈ α₀ ≈ C/(s√d) = 0.01
         0.01
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
     lam, lf = basin.curvature_array, basin.flat_curvature
     if gradient_norm is None:
-        m2, st, v, vf = _stationary(basin, optimizer, poisson)
+        state = stationary_state(basin=basin, optimizer=optimizer, poisson=poisson)
+        m2, st, v, vf = state.gradient_norm_sq, state.step, state.second, state.flat_second
         if not math.isfinite(m2):
             raise ValueError("the step has no stationary state (unstable: lr * curvature too large)")
         extra = st.mult * st.drift**2 * v
@@ -180,7 +178,7 @@ def effective_linear_model(
     else:
         m = check_nonnegative("gradient_norm", gradient_norm)
         m2 = m * m
-        st = _step(basin, optimizer, poisson, m2)
+        st = step_model(basin=basin, optimizer=optimizer, poisson=poisson, gradient_norm_sq=m2)
         n_flat = basin.flat_dim if lf > 0 else 0
         weight = float(lam.sum()) + n_flat * lf
         # λ_i² E e_i² = m² λ_i / Σλ (the stationary shape), so the extra variance is κ γ² m² λ_i / Σλ
@@ -244,8 +242,8 @@ def stationary_excess_loss(
         >>> abs(ex / ap - 1) < 0.01
         True
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
-    _check_closure(closure)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
+    check_closure(closure)
     lam, lf = basin.curvature_array, basin.flat_curvature
     n, s, b = basin.noise_dim, basin.sample_std, optimizer.batch_size
     if approx:
@@ -259,14 +257,14 @@ def stationary_excess_loss(
             qf = q0 if basin.spread == "ambient" else dp
             total += basin.flat_dim * optimizer.lr * qf / (4.0 * gamma0)
         return float(total)
-    m2, st, v, vf = _stationary(basin, optimizer, poisson)
-    if not math.isfinite(m2):
+    state = stationary_state(basin=basin, optimizer=optimizer, poisson=poisson)
+    if not math.isfinite(state.gradient_norm_sq):
         return math.inf
-    total = 0.5 * float(np.sum(lam * v))
+    total = 0.5 * float(np.sum(lam * state.second))
     if lf > 0 and basin.flat_dim > 0:
-        total += 0.5 * lf * basin.flat_dim * vf
+        total += 0.5 * lf * basin.flat_dim * state.flat_second
     if closure == "radial":
-        total *= _radial_factor(basin, optimizer, poisson, m2, st, v, vf)
+        total *= radial_factor(basin=basin, optimizer=optimizer, poisson=poisson, state=state)
     return float(total)
 
 
@@ -293,8 +291,8 @@ def stationary_saturation(*, basin: Basin, optimizer: Optimizer, sampling: str =
         >>> stationary_saturation(basin=b, optimizer=o) < 1e-3
         True
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
-    m2 = _solve_m2(basin, optimizer, poisson)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
+    m2 = stationary_gradient_norm_sq(basin=basin, optimizer=optimizer, poisson=poisson)
     if not math.isfinite(m2):
         return 1.0
     total = m2 + basin.noise_dim * basin.sample_std**2
@@ -317,11 +315,11 @@ def stationary_clip_fraction(*, basin: Basin, optimizer: Optimizer, sampling: st
         >>> stationary_clip_fraction(basin=b, optimizer=o)
         1.0
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
     c = optimizer.effective_clip_norm
     if math.isinf(c):
         return 0.0
-    m = math.sqrt(_solve_m2(basin, optimizer, poisson))
+    m = math.sqrt(stationary_gradient_norm_sq(basin=basin, optimizer=optimizer, poisson=poisson))
     return float(_clipping.clip_probability(dim=basin.noise_dim, mean_norm=m, std=basin.sample_std, clip_norm=c))
 
 
@@ -341,9 +339,13 @@ def stationary_mean_clip_factor(*, basin: Basin, optimizer: Optimizer, sampling:
         >>> round(stationary_mean_clip_factor(basin=b, optimizer=o), 3)     # ≈ C/(s√d)
         0.01
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
-    m = math.sqrt(_solve_m2(basin, optimizer, poisson))
-    return _mean_clip_factor(basin.noise_dim, m, basin.sample_std, optimizer.effective_clip_norm)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
+    m = math.sqrt(stationary_gradient_norm_sq(basin=basin, optimizer=optimizer, poisson=poisson))
+    return float(
+        _clipping.gaussian_mean_clip_factor(
+            dim=basin.noise_dim, mean_norm=m, std=basin.sample_std, clip_norm=optimizer.effective_clip_norm
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +360,7 @@ def _steps_array(steps: Any) -> np.ndarray:
     return t
 
 
-def _flat_curve(basin: Basin, opt: Optimizer, st: _Step, init_flat_sq: float, t: np.ndarray) -> np.ndarray:
+def _flat_curve(basin: Basin, opt: Optimizer, st: StepModel, init_flat_sq: float, t: np.ndarray) -> np.ndarray:
     """E‖e_flat(t)‖² = R^t F0 + (d−r) η² q_f (1 − R^t)/(1 − R),  R = (1 − η a_f)² + η² κ a_f²."""
     eta, a = opt.lr, st.flat_drift
     big_r = (1.0 - eta * a) ** 2 + eta**2 * st.mult * a * a
@@ -395,13 +397,13 @@ def flat_error_sq(
         >>> flat_error_sq(basin=b, optimizer=o, steps=[0, 100]).round(6).tolist()  # 100 η² ν²/B² t
         [0.0, 1.0]
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
     t = _steps_array(steps)
-    m2, st, _, _ = _stationary(basin, optimizer, poisson)
-    if not math.isfinite(m2):
+    state = stationary_state(basin=basin, optimizer=optimizer, poisson=poisson)
+    if not math.isfinite(state.gradient_norm_sq):
         raise ValueError("the step has no stationary state (unstable: lr * curvature too large)")
-    return _flat_curve(basin, optimizer, st, f0, t)
+    return _flat_curve(basin, optimizer, state.step, f0, t)
 
 
 def heldout_excess_loss(
@@ -432,17 +434,17 @@ def heldout_excess_loss(
         >>> round(float(h[1] - h[0]), 6)              # ½ κ · 1.0
         1.0
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
-    _check_closure(closure)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
+    check_closure(closure)
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
     t = _steps_array(steps)
-    m2, st, v, vf = _stationary(basin, optimizer, poisson)
-    if not math.isfinite(m2):
+    state = stationary_state(basin=basin, optimizer=optimizer, poisson=poisson)
+    if not math.isfinite(state.gradient_norm_sq):
         raise ValueError("the step has no stationary state (unstable: lr * curvature too large)")
-    flat = _flat_curve(basin, optimizer, st, f0, t)
-    curved = 0.5 * float(np.sum(basin.curvature_array * v))
+    flat = _flat_curve(basin, optimizer, state.step, f0, t)
+    curved = 0.5 * float(np.sum(basin.curvature_array * state.second))
     if closure == "radial":
-        curved *= _radial_factor(basin, optimizer, poisson, m2, st, v, vf)
+        curved *= radial_factor(basin=basin, optimizer=optimizer, poisson=poisson, state=state)
     lf = basin.flat_curvature
     return curved + 0.5 * (lf + basin.heldout_flat_curvature) * flat
 
@@ -478,7 +480,7 @@ def dimension_scaling(
         >>> round(float(out["stationary_loss"][1] / out["stationary_loss"][0]), 1)   # ≈ √(10⁴/10²)
         9.8
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
     grid = np.atleast_1d(np.asarray(dims))
     if grid.ndim != 1 or grid.size == 0:
         raise ValueError(f"dims must be a non-empty 1-D sequence of integers, got {dims!r}")
@@ -501,9 +503,10 @@ def dimension_scaling(
     for d_raw in grid.tolist():
         d = check_int("dims", d_raw, minimum=basin.rank)
         b = replace(basin, dim=d)
-        m2, st, v, vf = _stationary(b, optimizer, poisson)
+        state = stationary_state(basin=b, optimizer=optimizer, poisson=poisson)
+        m2, st = state.gradient_norm_sq, state.step
         out["dim"].append(d)
-        radial = _radial_factor(b, optimizer, poisson, m2, st, v, vf) if math.isfinite(m2) else 1.0
+        radial = radial_factor(basin=b, optimizer=optimizer, poisson=poisson, state=state) if math.isfinite(m2) else 1.0
         out["radial_factor"].append(radial)
         out["stationary_loss"].append(
             radial * stationary_excess_loss(basin=b, optimizer=optimizer, sampling=sampling, closure="mean-field")
@@ -515,7 +518,9 @@ def dimension_scaling(
         out["mean_clip_factor"].append(stationary_mean_clip_factor(basin=b, optimizer=optimizer, sampling=sampling))
         out["gamma"].append(st.gamma)
         out["gradient_norm"].append(math.sqrt(m2))
-        out["relaxation_steps"].append(1.0 / (optimizer.lr * st.gamma * float(b.curvature_array.min())))
+        out["relaxation_steps"].append(
+            relaxation_time(lr=optimizer.lr, drift=st.gamma * float(b.curvature_array.min()), exact=False)
+        )
         out["flat_noise_var"].append(st.flat_add_var)
         out["saturation"].append(m2 / (m2 + d_noise) if (d_noise := b.noise_dim * b.sample_std**2) + m2 > 0 else 0.0)
         if displacement is not None:

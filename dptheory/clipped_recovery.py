@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import integrate, optimize
 
-from dptheory.clipped_closure import _check, _MomentTable, _stationary, _stationary_v, _step
+from dptheory.clipped_step import MomentTable, check_inputs, stationary_state, step_model
 from dptheory.records import Basin, LinearDynamics, Optimizer
 from dptheory.validate import check_finite, check_int, check_nonnegative, check_positive
 
@@ -71,12 +71,16 @@ def _run(
     v = v0.astype(float).copy()
     vf = f0 / nf if nf > 0 else 0.0
     s, c = basin.sample_std, opt.effective_clip_norm
-    moments = _MomentTable(basin.noise_dim, s, c) if (tabulate and s > 0 and math.isfinite(c)) else None
+    moments = (
+        MomentTable(noise_dim=basin.noise_dim, sample_std=s, clip_norm=c)
+        if (tabulate and s > 0 and math.isfinite(c))
+        else None
+    )
     loss, test, grad, gam, sec, flat = [], [], [], [], [], []
     t = 0
     while True:
         m2 = float(np.sum(lam**2 * v)) + (nf * lf * lf * vf if lf > 0 else 0.0)
-        st = _step(basin, opt, poisson, m2, moments)
+        st = step_model(basin=basin, optimizer=opt, poisson=poisson, gradient_norm_sq=m2, moments=moments)
         lt = 0.5 * float(np.sum(lam * v)) + 0.5 * lf * nf * vf
         loss.append(lt)
         test.append(lt + 0.5 * kappa * nf * vf)
@@ -135,7 +139,7 @@ def mean_field_trajectory(
         >>> mean_field_trajectory(basin=b, optimizer=o, steps=3, init_error=2.0).second[:, 0].tolist()
         [4.0, 2.25, 1.0000000000000002, 0.25000000000000006]
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
     t_max = check_int("steps", steps, minimum=0)
     e0 = _init_vector(init_error, basin.rank)
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
@@ -340,13 +344,14 @@ def recovery_time(
         >>> recovery_time(basin=b, optimizer=o, displacement=1.0, threshold=0.01).steps  # 0.81^t ≤ 0.01
         22.0
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
     delta_norm = check_finite("displacement", displacement)
     thr = check_positive("threshold", threshold)
     cap = check_int("max_steps", max_steps, minimum=1)
     lam = basin.curvature_array
     delta = abs(delta_norm) * _direction(direction, lam)
-    m2, st, v, _ = _stationary(basin, optimizer, poisson)
+    state = stationary_state(basin=basin, optimizer=optimizer, poisson=poisson)
+    m2, st, v = state.gradient_norm_sq, state.step, state.second
     if not math.isfinite(m2):
         raise ValueError("the step has no stationary state (unstable: lr * curvature too large)")
     loss_inf = 0.5 * float(np.sum(lam * v))
@@ -357,9 +362,7 @@ def recovery_time(
     else:
         vf_tot = 0.0
         if basin.flat_curvature > 0 and basin.flat_dim > 0:
-            vf_tot = basin.flat_dim * float(
-                _stationary_v(optimizer.lr, np.array([st.flat_drift]), np.array([st.flat_add_var]), st.mult)[0]
-            )
+            vf_tot = basin.flat_dim * state.flat_second
         base = loss_inf + 0.5 * basin.flat_curvature * vf_tot
 
         def stop(t: int, loss_t: float) -> bool:
@@ -368,7 +371,9 @@ def recovery_time(
         _, t_end = _run(basin, optimizer, poisson, v0, vf_tot, cap, stop)
         traj_done = t_end < cap
         if not traj_done:
-            warnings.warn(f"recovery_time: not recovered within max_steps={cap}; returning inf", RuntimeWarning)
+            warnings.warn(
+                f"recovery_time: not recovered within max_steps={cap}; returning inf", RuntimeWarning, stacklevel=2
+            )
             steps = math.inf
         else:
             steps = float(t_end)
@@ -465,5 +470,8 @@ def displacement_recovery(
     initial = 0.5 * float(np.sum(lam * delta**2))
     excess = curve - stationary
     return DisplacementRecovery(
-        excess=excess, initial=initial, stationary=stationary, time=first_crossing(excess, threshold=threshold * initial)
+        excess=excess,
+        initial=initial,
+        stationary=stationary,
+        time=first_crossing(excess, threshold=threshold * initial),
     )
