@@ -53,7 +53,7 @@ __all__ = ["CLOSURES", "check_closure", "radial_closure_factor", "radial_factor"
 # radial (small-step Fokker–Planck) closure of the stationary state
 # ---------------------------------------------------------------------------------------------
 
-CLOSURES = ("radial", "mean-field")
+CLOSURES = ("elliptic", "radial", "mean-field")
 _RADIAL_RANGE_NODES = 17  # exact clip-moment evaluations per pass of the range search
 _RADIAL_NODES = 41  # exact evaluations of the clip moments on the final range (PCHIP in between)
 _RADIAL_FINE = 4097  # Simpson nodes on the interpolant (odd)

@@ -238,7 +238,7 @@ def saturated_recovery_steps(
         t = [F(x₀) − F(x₁)] / (η C λ),   F(x) = √(x² + a²) − a·asinh(a/x),
 
     which is linear, (x₀ − x₁)/(ηCλ), while x ≫ a (saturated: the error falls by ηC per step,
-    REFERENCE.md §6) and logarithmic, ln(x₀/x₁)·a/(ηCλ), once x ≪ a: exponential decay at rate
+    the saturated phase) and logarithmic, ln(x₀/x₁)·a/(ηCλ), once x ≪ a: exponential decay at rate
     ηλ·C/(s√n) (≈ ηα₀λ, recovery slower by ~√n than unclipped GD's ηλ). If C > a the phase with
     √(x² + a²) ≤ C is unclipped (γ = 1). ``curvatures`` = λ_i, ``displacement`` = δ (vector on the
     curved axes), η = ``lr``, C = ``clip_norm`` (inf: unclipped, t* = τ*/η), a = ``noise_scale`` = s√n.
