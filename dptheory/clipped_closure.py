@@ -46,7 +46,7 @@ from dptheory import clipping as _clipping
 from dptheory.clipped_step import StationaryState, check_inputs, stationary_state
 from dptheory.records import Basin, Optimizer
 
-__all__ = ["CLOSURES", "check_closure", "radial_closure_factor", "radial_factor"]
+__all__ = ["CLOSURES", "check_closure", "radial_closure_factor", "radial_discrete_weight", "radial_factor"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,7 +190,22 @@ def radial_factor(
     share = basin.curvature_array * np.asarray(v, dtype=float)
     lam_a = float(np.sum(share * basin.curvature_array) / np.sum(share))
     h = opt.lr * st.gamma * lam_a * (1.0 + st.mult)
-    return 1.0 + 2.0 * (1.0 - h) / (2.0 - h) * (small_step - 1.0)
+    return 1.0 + radial_discrete_weight(drift_step=h) * (small_step - 1.0)
+
+
+def radial_discrete_weight(*, drift_step: float) -> float:
+    """Discrete-time weight w = 2(1 − h)/(2 − h) of the first-order nonlinearity correction, h = ``drift_step``.
+
+    h = η a₀ (1 + κ), the per-step contraction of the mean-field state; w → 1 as h → 0 (the
+    small-step Fokker–Planck correction), w = 0 at h = 1, negative beyond (where the radial closure
+    is not to be used). Exact to first order in the nonlinearity for a Gaussian zeroth-order law.
+    Reference: derived here, proved in proofs/clipped_radial_closure.py.
+
+    Example:
+        >>> radial_discrete_weight(drift_step=0.5)
+        0.6666666666666666
+    """
+    return 2.0 * (1.0 - drift_step) / (2.0 - drift_step)
 
 
 def radial_closure_factor(*, basin: Basin, optimizer: Optimizer, sampling: str = "fixed") -> float:

@@ -39,7 +39,12 @@ STATEMENT = (
 
 _eta, _f, _lam, _kappa = sp.symbols("eta f lambda kappa", positive=True)
 CONTRACTION = _eta * _f * _lam * (2 - _eta * _f * _lam * (1 + _kappa))
-second_moment_contraction = sp.lambdify((_eta, _f, _lam, _kappa), CONTRACTION, "math")
+_contraction = sp.lambdify((_eta, _f, _lam, _kappa), CONTRACTION, "math")
+
+
+def second_moment_contraction(eta: float, f: float, lam: float, kappa: float) -> float:
+    """c = ηfλ(2 − ηfλ(1 + κ)): the proven expression CONTRACTION, evaluated."""
+    return _contraction(eta, f, lam, kappa)
 
 
 def unclipped_second_moment(eta: float, lam: float, s: float, batch: float, nu: float, kappa: float = 0.0) -> float:
@@ -65,8 +70,8 @@ CODE = [
     {
         "closed_form": "second_moment_contraction",
         "function": "dptheory.clipped_elliptic.second_moment_contraction",
-        "symbols": {"eta": "lr", "f": "factor", "lambda": "curvature", "kappa": "multiplicative"},
-        "ranges": {"eta": (1e-3, 2.0), "f": (1e-3, 1.0), "lambda": (1e-3, 2.0), "kappa": (0.0, 1.0)},
+        "symbols": {"eta": "lr", "f": "factor", "lam": "curvature", "kappa": "multiplicative"},
+        "ranges": {"eta": (1e-3, 2.0), "f": (1e-3, 1.0), "lam": (1e-3, 2.0), "kappa": (0.0, 1.0)},
         "rtol": 1e-12,
     },
     {
@@ -115,22 +120,23 @@ def verify() -> None:
     assert sp.simplify(sphere - (d1**2 + d2**2 + d3**2) / 3) == 0
 
     # 3. the norm kernel of the chain (the code's density): normalisation and second moment
-    for k in (1, 2, 3, 5):
-        c, sig = mp.mpf("1.3"), mp.mpf("0.7")
-        order = mp.mpf(k) / 2 - 1
+    with mp.workdps(30):
+        for k in (1, 2, 3, 5):
+            c, sig = mp.mpf("1.3"), mp.mpf("0.7")
+            order = mp.mpf(k) / 2 - 1
 
-        def dens(y, c=c, sig=sig, order=order):
-            return (
-                (y / sig**2)
-                * (y / c) ** order
-                * mp.exp(-(y * y + c * c) / (2 * sig**2))
-                * mp.besseli(order, y * c / sig**2)
-            )
+            def dens(y, c=c, sig=sig, order=order):
+                return (
+                    (y / sig**2)
+                    * (y / c) ** order
+                    * mp.exp(-(y * y + c * c) / (2 * sig**2))
+                    * mp.besseli(order, y * c / sig**2)
+                )
 
-        total = mp.quad(dens, [0, c, mp.inf])
-        second = mp.quad(lambda y, dens=dens: y * y * dens(y), [0, c, mp.inf])
-        assert abs(total - 1) < 1e-20, (k, total)
-        assert abs(second - (c * c + k * sig**2)) < 1e-18, (k, second)
+            total = mp.quad(dens, [0, c, mp.inf])
+            second = mp.quad(lambda y, dens=dens: y * y * dens(y), [0, c, mp.inf])
+            assert abs(total - 1) < 1e-20, (k, total)
+            assert abs(second - (c * c + k * sig**2)) < 1e-18, (k, second)
 
     # 4. linear drift: per coordinate x' = (1 − h) x + √c ξ with c = h(2 − h) keeps variance 1, and the
     #    isotropic surrogate with κ² + η²σ² = 1 keeps N(0, I): E exp(i t x') = exp(−t²κ²/2 − t²(1−κ²)/2)
@@ -169,27 +175,37 @@ def verify() -> None:
     iso = logp.subs(big_t(u_), kk * big_a(u_)).doit()
     assert sp.simplify(sp.diff(iso, y) - sp.diff((kk - 1) * sp.log(y) - sp.log(big_a(y)), y) + big_f(y) / big_a(y)) == 0
 
-    # 6. angular moments for K = 2, and the tilted law
+    # 6. angular moments for K = 2 (u = (cos φ, sin φ): U = cos²φ ~ Beta(½, ½)), and the tilted law
     w1, w2 = sp.symbols("w1 w2", positive=True)
-    s_phi = w1 * sp.cos(phi) ** 2 + w2 * sp.sin(phi) ** 2
+
+    def beta_moment(a, b, n):
+        """E[(w1 U + w2 (1 − U))^n] for U ~ Beta(a, b), by E U^j (1 − U)^l = B(a+j, b+l)/B(a, b)."""
+        total = 0
+        for j in range(n + 1):
+            ratio = (
+                sp.gamma(a + j)
+                * sp.gamma(b + n - j)
+                * sp.gamma(a + b)
+                / (sp.gamma(a) * sp.gamma(b) * sp.gamma(a + b + n))
+            )
+            total += sp.binomial(n, j) * w1**j * w2 ** (n - j) * ratio
+        return sp.gammasimp(total)
+
+    half = sp.Rational(1, 2)
     for n in range(1, 5):
-        exact = sp.integrate(sp.expand(s_phi**n), (phi, 0, 2 * sp.pi)) / (2 * sp.pi)
         kap_ = [2 ** (j - 1) * sp.factorial(j - 1) * (w1**j + w2**j) for j in range(1, n + 1)]
         mu = [sp.Integer(1)]
         for m in range(1, n + 1):
             mu.append(sum(sp.binomial(m - 1, j - 1) * kap_[j - 1] * mu[m - j] for j in range(1, m + 1)))
         norm_moment = sp.prod([2 + 2 * i for i in range(n)])
-        assert sp.simplify(exact - mu[n] / norm_moment) == 0, n
-    #    E[u_1² F(s)] = (1/K) E_tilt F: with U = u_1² ~ Beta(1/2, 1/2), tilt = Beta(3/2, 1/2); test F = s²
-    uu = sp.symbols("U", positive=True)
-
-    def beta(a, b):
-        return uu ** (a - 1) * (1 - uu) ** (b - 1) / sp.gamma(a) / sp.gamma(b) * sp.gamma(a + b)
-
-    s_u = w1 * uu + w2 * (1 - uu)
-    lhs = sp.integrate(uu * s_u**2 * beta(sp.Rational(1, 2), sp.Rational(1, 2)), (uu, 0, 1))
-    rhs = sp.Rational(1, 2) * sp.integrate(s_u**2 * beta(sp.Rational(3, 2), sp.Rational(1, 2)), (uu, 0, 1))
-    assert sp.simplify(sp.gammasimp(lhs - rhs)) == 0
+        assert sp.simplify(beta_moment(half, half, n) - mu[n] / norm_moment) == 0, n
+    #    E[u_1² F(s)] = (1/K) E_tilt F with the tilt Beta(3/2, 1/2); for F = s^n, n ≤ 3:
+    #    E[U s^n] = w1-derivative identity ∂/∂w1 E[s^{n+1}]/(n+1), against ½ E_{Beta(3/2, 1/2)} s^n
+    for n in range(1, 4):
+        lhs = sp.diff(beta_moment(half, half, n + 1), w1) / (n + 1)
+        assert sp.simplify(lhs - half * beta_moment(3 * half, half, n)) == 0, n
+    phi = sp.symbols("phi", real=True)
+    s_phi = w1 * sp.cos(phi) ** 2 + w2 * sp.sin(phi) ** 2
     #    the exported two-group variance equals the Beta variance of the circle case
     var_circle = sp.integrate((s_phi - (w1 + w2) / 2) ** 2, (phi, 0, 2 * sp.pi)) / (2 * sp.pi)
     assert sp.simplify(var_circle - (w1 - w2) ** 2 / 8) == 0
