@@ -1,29 +1,27 @@
-"""Closures of the per-sample-clipped step on the low-rank quadratic basin: mean-field and radial.
+"""Closures of the stationary law of the per-sample-clipped step: their names and the radial closure.
 
-Private per-step model shared by dptheory.clipped_dynamics and dptheory.clipped_recovery, plus the
-radial (small-step Fokker–Planck) correction of the stationary state.
+The mean-field step model (dptheory.clipped_step) evaluates the e-dependent clip shrinkage γ(m),
+m = ‖He‖, and the clip variance at the root-mean-square gradient norm; its stationary law is
+Gaussian. A *closure* says which stationary law the outputs of dptheory.clipped_dynamics use
+(:data:`CLOSURES`):
 
-*Mean-field closure* (module docstring of clipped_dynamics): the e-dependent clip shrinkage γ(m),
-m = ‖He‖, and the clip variance are evaluated at the root-mean-square gradient norm, which makes the
-second-moment recursion of every direction linear,
+* ``"elliptic"`` — dptheory.clipped_elliptic: elliptical law with the exact discrete-time
+  per-direction balances and the discrete radial chain (the default);
+* ``"radial"`` — the mean-field second moments times the radial factor R below;
+* ``"mean-field"`` — the Gaussian law itself.
 
-    v_i' = [(1 − η a_i)² + η² κ a_i²] v_i + η² q_i,   a_i = γ λ_i,
-
-solved self-consistently at stationarity (:func:`_solve_m2`).
-
-*Radial closure* (:func:`radial_closure_factor`): the mean-field stationary law is Gaussian, but the
-drift γ(m)·He is a nonlinear function of the radius; in the saturated regime (m ≫ max(C, s√n)) it is
-normalised gradient descent and the stationary law is ∝ ρ^{r−1} e^{−ρ/θ}, not Gaussian. For equal
-curvatures λ and isotropic per-coordinate noise τ²(m) the small-step (Itô) Fokker–Planck equation of
-the error e ∈ ℝ^r has the zero-flux stationary solution
+*Radial closure* (:func:`radial_closure_factor`): the drift γ(m)·He is a nonlinear function of the
+radius; in the saturated regime (m ≫ max(C, s√n)) it is normalised gradient descent and the
+stationary law is ∝ ρ^{r−1} e^{−ρ/θ}, not Gaussian. For equal curvatures λ and isotropic
+per-coordinate noise τ²(m) the small-step (Itô) Fokker–Planck equation of the error e ∈ ℝ^r has the
+zero-flux stationary solution
 
     p(ρ) ∝ ρ^{r−1} / D(ρ) · exp(−∫₀^ρ f(u)/D(u) du),   f(ρ) = γ(λρ) λρ,   D(ρ) = η τ²(λρ)/2,
 
 (proofs/clipped_radial_closure.py): Gaussian, i.e. the mean-field law, when f is linear and D
 constant; ρ^{r−1}e^{−ρ/θ} with E ρ² = r(r+1)θ² when saturated (mean field: r²θ²). The closure keeps the
 mean-field model for everything that is discrete-time (the factors 2 − ηa_i(1+κ), Poisson batches,
-per-direction shapes) and multiplies the mean-field stationary second moments by the nonlinearity
-factor
+per-direction shapes) and multiplies the mean-field stationary second moments by
 
     R = 1 + w (R₀ − 1),   R₀ = E_p[m²] / m_MF²,   w = 2(1 − ηa_*)/(2 − ηa_*),   a_* = a₀ (1 + κ),
 
@@ -229,14 +227,16 @@ def radial_closure_factor(*, basin: Basin, optimizer: Optimizer, sampling: str =
     Limits: R = 1 for unclipped modes and whenever γ and τ² do not depend on m (linear drift);
     R₀ → (r + 1)/r in the saturated limit (γ = C/m, τ² = ν²/B²: p ∝ m^{r−1}e^{−rm/m_MF}), where ηa_*
     ≈ ηC/m_MF is small. Exact: the small-step limit (η → 0) for equal curvatures and isotropic Gaussian
-    noise, at any nonlinearity; and first order in the nonlinearity at any step size. Errs: (i) at
-    large steps (ηa_* ≳ 0.5) AND strong nonlinearity (S = ``stationary_saturation`` ≳ 0.3) the
-    higher orders are missing (measured: ηa_* = 1, S = 0.55: MC/MF = 1.14, R = 1.01 — better than the mean
-    field's 1, not right); (ii) unequal curvatures: γ(‖Λe‖)Λe is not a gradient field, the reduction to
-    r_eff equal directions is a heuristic (measured saturated r = 2: λ = (1, ½) within 1.5 %, λ = (1, ¼)
-    ≈ 5 % high; the mean field is 30–35 % low there); (iii) Cov[clip g] is taken isotropic (as in the
-    mean-field model); (iv) under ``spread="basin"`` with λ_flat > 0 the flat coordinates' own clip
-    factor and noise are not in the reduction. Quadrature: 17 clip-moment
+    noise, at any nonlinearity; and first order in the nonlinearity at any step size. Errs high, by
+    (measured against the exact engines): (i) large steps with strong nonlinearity, where the higher
+    orders are missing: +2.3 % at r = 3, equal λ, ηγλ = 0.65, S = ``stationary_saturation`` = 0.77 (w
+    is negative for ηa_* > 1, where the closure is not to be used); (ii) unequal curvatures, where
+    γ(‖Λe‖)Λe is not a gradient field and the reduction to r_eff equal directions is a heuristic:
+    +6.0 % at r = 3, λ = (1, ½, ¼), ηγλ = 0.65, S = 0.77; +2.6 % there at ηγλ = 0.1; +2.6 % at r = 2,
+    λ = (1, ½), ηγλ = 0.89, S = 0.6; saturated r = 2: +1 % (λ = (1, ½)), +4.3 % (λ = (1, ¼)); the
+    elliptic closure (dptheory.clipped_elliptic) is within 0.3 % at all of these; (iii) Cov[clip g] is
+    taken isotropic (as in the mean-field model); (iv) under ``spread="basin"`` with λ_flat > 0 the
+    flat coordinates' own clip factor and noise are not in the reduction. Quadrature: 17 clip-moment
     evaluations per range pass, then 41 on the final range, PCHIP, 4097-node Simpson; relative error
     of R ≲ 2e-5 (tested against ``scipy.integrate.quad``).
     Reference: derived here, proved in proofs/clipped_radial_closure.py.

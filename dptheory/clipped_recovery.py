@@ -1,11 +1,14 @@
 """Transients of the clipped step: mean-field trajectory, loss curves, recovery times (claims 1–3).
 
-The mean-field recursion of dptheory.clipped_dynamics (module docstring there) iterated from a
-deterministic start, with γ and q re-evaluated at the current root-mean-square gradient norm m(t):
-far from the optimum (m ≫ max(C, s√n)) the error shrinks by ≈ ηC per step (saturated, normalised-GD
-phase), near it the decay is exponential at rate ηγ∞λ. Plus the closed-form recovery time of the
-noise-free mean-field ODE (proofs/saturated_recovery.py). Every public name here is re-exported by
-dptheory.clipped_dynamics.
+The mean-field recursion of dptheory.clipped_step (``step_model``) iterated from a deterministic
+start, with γ and q re-evaluated at the current root-mean-square gradient norm m(t): far from the
+optimum (m ≫ max(C, s√n)) the error shrinks by ≈ ηC per step (saturated, normalised-GD phase), near
+it the decay is exponential at rate ηγ∞λ. Plus the closed-form recovery time of the noise-free
+mean-field ODE (proofs/saturated_recovery.py). All transients use the mean-field closure: exact for
+unclipped modes and for deterministic clipped GD; where the stationary state they approach is
+saturated their plateau is low by up to (r+1)/r (the elliptic closure of
+``clipped_dynamics.stationary_excess_loss`` gives the stationary level). Every public name here is
+re-exported by dptheory.clipped_dynamics.
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def mean_field_trajectory(
     at a clipping kink sharper than the grid; ``tabulate=False`` evaluates them exactly every step).
     Approximation: mean-field (module docstring); exact for unclipped modes and for s = 0
     (deterministic per-sample gradients, never tabulated) with ν = 0 (deterministic clipped GD).
-    Reference: derived here, proved in proofs/clipped_stationary.py and proofs/saturated_recovery.py.
+    Reference: derived here, proved in proofs/expected_loss_curve.py and proofs/saturated_recovery.py.
 
     Example:
         >>> from dptheory.records import Basin, LinearDynamics, Optimizer
@@ -160,7 +163,8 @@ def expected_loss_curve(
         E L(t) = ½ Σ_i λ_i v_i(t) + ½ λ_flat E‖e_flat(t)‖²,
 
     v_i(t) from the recursion with γ(t), q(t) re-evaluated at m(t) each step. Same arguments and
-    approximation as :func:`mean_field_trajectory`. Reference: derived here.
+    approximation as :func:`mean_field_trajectory`. Reference: derived here, proved in
+    proofs/expected_loss_curve.py.
 
     Example:
         >>> from dptheory.records import Basin, LinearDynamics, Optimizer
@@ -335,7 +339,8 @@ def recovery_time(
       then the exponential tail — :func:`saturated_recovery_steps` joins the phases exactly for the ODE.
 
     λ_eff = Σλ_i³δ_i²/Σλ_i²δ_i² (exact initial rate of ‖He‖ in the saturated phase). Mean-field
-    approximation (module docstring). Reference: derived here, proved in proofs/saturated_recovery.py.
+    approximation (module docstring). Reference: derived here, proved in proofs/expected_loss_curve.py
+    and proofs/saturated_recovery.py.
 
     Example:
         >>> from dptheory.records import Basin, LinearDynamics, Optimizer
@@ -443,7 +448,8 @@ def displacement_recovery(
     mean zero at stationarity), linearly interpolated between steps (``dptheory.curves.first_crossing``);
     ``inf`` if not within ``steps``. ``dynamics``: the step's linear model if already computed.
     Approximation: mean-field for clipped modes (module docstring); exact unclipped.
-    Reference: derived here.
+    Reference: derived here, proved in proofs/expected_loss_curve.py (the recursion) and
+    proofs/noise_only_variance.py (the stationary moments).
 
     Example:
         >>> from dptheory.records import Basin, LinearDynamics, Optimizer
