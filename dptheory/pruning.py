@@ -255,7 +255,6 @@ def random_mask(*, dim: int, keep: int, seed: int | None = None) -> Mask:
     mask[np.random.default_rng(seed).choice(d, size=k, replace=False)] = True
     return Mask(mask, "random: data-independent, no privacy cost")
 
-
 def init_mask(*, init: Any, keep: int) -> Mask:
     """Keep the k largest |initial weights|: data-independent, so it costs no privacy.
 
