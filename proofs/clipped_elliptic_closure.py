@@ -31,6 +31,9 @@ import math
 import mpmath as mp
 import sympy as sp
 
+from dptheory.records import Basin, Optimizer
+from proofs.links import CodeLink
+
 STATEMENT = (
     "E[c e_i²] = η²E[q_i], c = ηfλ(2 − ηfλ(1+κ)); radial chain E[ρ'²|ρ] = κ²ρ² + η²Kσ² (u-averaged); "
     "noncentral-χ kernel normalised; Gaussian law exact for linear drift; small-step zero-flux law; "
@@ -66,38 +69,40 @@ def rule_variance(result) -> float:
     return float(((x - mean) ** 2) @ p)
 
 
-CODE = [
-    {
-        "closed_form": "second_moment_contraction",
-        "function": "dptheory.clipped_elliptic.second_moment_contraction",
-        "symbols": {"eta": "lr", "f": "factor", "lam": "curvature", "kappa": "multiplicative"},
-        "ranges": {"eta": (1e-3, 2.0), "f": (1e-3, 1.0), "lam": (1e-3, 2.0), "kappa": (0.0, 1.0)},
-        "rtol": 1e-12,
-    },
-    {
-        "closed_form": "unclipped_second_moment",
-        "function": "dptheory.clipped_elliptic.elliptic_stationary_law",
-        "symbols": {
-            "eta": "optimizer.lr",
-            "lam": "basin.curvatures[0]",
-            "s": "basin.sample_std",
-            "batch": "optimizer.batch_size",
-            "nu": "optimizer.noise_multiplier",
-        },
-        "fixed": {"optimizer.mode": "noise", "optimizer.clip_norm": 1.0, "basin.dim": 5},
-        "ranges": {"eta": (0.01, 1.0), "lam": (0.1, 1.5), "s": (0.0, 3.0), "batch": (1, 256), "nu": (0.0, 5.0)},
-        "output": "second[0]",
-        "rtol": 1e-12,
-    },
-    {
-        "closed_form": "two_group_variance",
-        "function": "dptheory.clipped_elliptic.dirichlet_quadrature",
-        "symbols": {"w1": "weights[0]", "w2": "weights[1]", "k1": "counts[0]", "k2": "counts[1]"},
-        "ranges": {"w1": (0.0, 10.0), "w2": (0.0, 10.0), "k1": (1, 40), "k2": (1, 40)},
-        "output": "rule_variance",
-        "rtol": 1e-9,
-        "atol": 1e-12,
-    },
+def _unclipped_args(eta, lam, s, batch, nu):
+    return {
+        "basin": Basin(dim=5, curvatures=(lam,), sample_std=s),
+        "optimizer": Optimizer(lr=eta, batch_size=batch, clip_norm=1.0, noise_multiplier=nu, mode="noise"),
+    }
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipped_elliptic.second_moment_contraction",
+        closed_form=second_moment_contraction,
+        symbols={"eta": (1e-3, 2.0), "f": (1e-3, 1.0), "lam": (1e-3, 2.0), "kappa": (0.0, 1.0)},
+        arguments=lambda eta, f, lam, kappa: {"lr": eta, "factor": f, "curvature": lam, "multiplicative": kappa},
+    ),
+    CodeLink(
+        function="dptheory.clipped_elliptic.elliptic_stationary_law",
+        closed_form=unclipped_second_moment,
+        symbols={"eta": (0.01, 1.0), "lam": (0.1, 1.5), "s": (0.0, 3.0), "batch": (1, 256), "nu": (0.0, 5.0)},
+        integer=frozenset({"batch"}),
+        arguments=_unclipped_args,
+        output=lambda law: float(law.second[0]),
+        note="unclipped (mode 'noise'): the elliptical law is the exact Gaussian one",
+    ),
+    CodeLink(
+        function="dptheory.clipped_elliptic.dirichlet_quadrature",
+        closed_form=two_group_variance,
+        symbols={"w1": (0.0, 10.0), "w2": (0.0, 10.0), "k1": (1, 40), "k2": (1, 40)},
+        integer=frozenset({"k1", "k2"}),
+        arguments=lambda w1, w2, k1, k2: {"weights": [w1, w2], "counts": [k1, k2]},
+        output=rule_variance,
+        rtol=1e-9,
+        atol=1e-12,
+        note="the rule is built from the moments by Golub–Welsch (a Cholesky of the Hankel matrix)",
+    ),
 ]
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "p(ρ) ∝ ρ^{r−1} e^{−∫f/D}/D solves the stationary Fokker–Planck equation (zero radial flux; "
     "Cartesian check r = 3); linear f: E ρ² = rD/a (mean field); f = C: E ρ² = r(r+1)θ² vs mean-field "
@@ -42,14 +44,14 @@ def discrete_weight(h: float) -> float:
     return float(DISCRETE_WEIGHT.subs(_h, h))
 
 
-CODE = [
-    {
-        "closed_form": "discrete_weight",
-        "function": "dptheory.clipped_closure.radial_discrete_weight",
-        "symbols": {"h": "drift_step"},
-        "ranges": {"h": (0.0, 1.9)},
-        "rtol": 1e-14,
-    },
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipped_closure.radial_discrete_weight",
+        closed_form=discrete_weight,
+        symbols={"h": (0.0, 1.9)},
+        arguments=lambda h: {"drift_step": h},
+        rtol=1e-14,
+    ),
 ]
 
 

@@ -11,7 +11,7 @@ DP-dominated regime, and the (r+1)/r factor by which the mean-field closure unde
 saturated stationary state (the elliptic and radial closures, proofs/clipped_elliptic_closure.py and
 proofs/clipped_radial_closure.py, hold there).
 
-Exports (``CODE``): v* ↔ ``dptheory.quadratic.stationary_variance``; the approximate stationary loss
+Exports (``CODE_LINKS``): v* ↔ ``dptheory.quadratic.stationary_variance``; the approximate stationary loss
 r η q₀/(4γ₀) with γ₀ = C/(s√n), q₀ = C²/(nB) + σ²C²/B² (C < s√n) ↔
 ``stationary_excess_loss(approx=True)``; the unclipped stationary loss Σ_i η q/(2(2 − ηλ_i)) ↔
 ``stationary_excess_loss`` in mode ``noise``.
@@ -22,6 +22,9 @@ from __future__ import annotations
 import math
 
 import sympy as sp
+
+from dptheory.records import Basin, Optimizer
+from proofs.links import CodeLink
 
 STATEMENT = (
     "v* = ηq/(a(2 − ηa(1+κ))) solves v = [(1−ηa)² + η²κa²]v + η²q; "
@@ -54,28 +57,33 @@ def unclipped_loss(eta: float, lam1: float, lam2: float, s: float, B: int, nu: f
     return sum(eta * q / (2.0 * (2.0 - eta * lam)) for lam in (lam1, lam2))
 
 
-CODE = [
-    {
-        "closed_form": "stationary_variance",
-        "function": "dptheory.quadratic.stationary_variance",
-        "symbols": {"eta": "lr", "a": "drift", "q": "noise_var", "kappa": "multiplicative"},
-        "ranges": {"eta": (1e-3, 1.0), "a": (1e-3, 0.9), "q": (1e-6, 10.0), "kappa": (0.0, 1.0)},
-        "rtol": 1e-13,
-    },
-    {
-        "closed_form": "approx_clipped_loss",
-        "function": "dptheory.clipped_dynamics.stationary_excess_loss",
-        "symbols": {
-            "eta": "optimizer.lr",
-            "C": "optimizer.clip_norm",
-            "s": "basin.sample_std",
-            "n": "basin.dim",
-            "sigma": "optimizer.noise_multiplier",
-            "B": "optimizer.batch_size",
-        },
-        "constants": {"r": 3},
-        "fixed": {"basin.curvatures": (1.0, 1.0, 1.0), "approx": True},
-        "ranges": {
+def _approx_args(eta, C, s, n, sigma, B):
+    return {
+        "basin": Basin(dim=n, curvatures=(1.0, 1.0, 1.0), sample_std=s),
+        "optimizer": Optimizer(lr=eta, batch_size=B, clip_norm=C, noise_multiplier=sigma),
+        "approx": True,
+    }
+
+
+def _unclipped_args(eta, lam1, lam2, s, B, nu):
+    return {
+        "basin": Basin(dim=10, curvatures=(lam1, lam2), sample_std=s),
+        "optimizer": Optimizer(lr=eta, batch_size=B, clip_norm=1.0, noise_multiplier=nu, mode="noise"),
+    }
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.quadratic.stationary_variance",
+        closed_form=stationary_variance,
+        symbols={"eta": (1e-3, 1.0), "a": (1e-3, 0.9), "q": (1e-6, 10.0), "kappa": (0.0, 1.0)},
+        arguments=lambda eta, a, q, kappa: {"lr": eta, "drift": a, "noise_var": q, "multiplicative": kappa},
+        rtol=1e-13,
+    ),
+    CodeLink(
+        function="dptheory.clipped_dynamics.stationary_excess_loss",
+        closed_form=lambda eta, C, s, n, sigma, B: approx_clipped_loss(3, eta, C, s, n, sigma, B),
+        symbols={
             "eta": (0.01, 2.0),
             "C": (0.01, 0.9),
             "s": (0.5, 3.0),
@@ -83,21 +91,14 @@ CODE = [
             "sigma": (0.0, 5.0),
             "B": (1, 512),
         },
-        "rtol": 1e-12,
-    },
-    {
-        "closed_form": "unclipped_loss",
-        "function": "dptheory.clipped_dynamics.stationary_excess_loss",
-        "symbols": {
-            "eta": "optimizer.lr",
-            "lam1": "basin.curvatures[0]",
-            "lam2": "basin.curvatures[1]",
-            "s": "basin.sample_std",
-            "B": "optimizer.batch_size",
-            "nu": "optimizer.noise_multiplier",
-        },
-        "fixed": {"basin.dim": 10, "optimizer.mode": "noise", "optimizer.clip_norm": 1.0},
-        "ranges": {
+        integer=frozenset({"n", "B"}),
+        arguments=_approx_args,
+        note="approx=True, rank 3, C < s√n (so γ₀ = C/(s√n) and q₀ = C²/(nB) + σ²C²/B²)",
+    ),
+    CodeLink(
+        function="dptheory.clipped_dynamics.stationary_excess_loss",
+        closed_form=unclipped_loss,
+        symbols={
             "eta": (0.01, 1.0),
             "lam1": (0.05, 1.5),
             "lam2": (0.05, 1.5),
@@ -105,8 +106,10 @@ CODE = [
             "B": (1, 256),
             "nu": (0.0, 5.0),
         },
-        "rtol": 1e-12,
-    },
+        integer=frozenset({"B"}),
+        arguments=_unclipped_args,
+        note="mode 'noise' (C_ref = 1): the exact Gaussian law under every closure",
+    ),
 ]
 
 

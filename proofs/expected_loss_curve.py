@@ -24,6 +24,9 @@ import math
 
 import sympy as sp
 
+from dptheory.records import Basin, Optimizer
+from proofs.links import CodeLink
+
 STATEMENT = (
     "E[e'²|e] = [(1−ηa)² + η²κa²]e² + η²q; v(t) = R^t v(0) + η²q(1−R^t)/(1−R); E L(t) = ½Σλ_i v_i(t); "
     "deterministic clipped GD: |e| falls by ηC per step while λ|e| > C  [clipped_recovery.expected_loss_curve]"
@@ -51,22 +54,29 @@ def last(curve) -> float:
     return float(curve[-1])
 
 
-CODE = [
-    {
-        "closed_form": "unclipped_loss_curve",
-        "function": "dptheory.clipped_recovery.expected_loss_curve",
-        "symbols": {
-            "t": "steps",
-            "eta": "optimizer.lr",
-            "lam1": "basin.curvatures[0]",
-            "lam2": "basin.curvatures[1]",
-            "s": "basin.sample_std",
-            "B": "optimizer.batch_size",
-            "nu": "optimizer.noise_multiplier",
-            "e0": "init_error",
-        },
-        "fixed": {"basin.dim": 8, "optimizer.mode": "noise", "optimizer.clip_norm": 1.0},
-        "ranges": {
+def _unclipped_args(t, eta, lam1, lam2, s, B, nu, e0):
+    return {
+        "basin": Basin(dim=8, curvatures=(lam1, lam2), sample_std=s),
+        "optimizer": Optimizer(lr=eta, batch_size=B, clip_norm=1.0, noise_multiplier=nu, mode="noise"),
+        "steps": t,
+        "init_error": e0,
+    }
+
+
+def _clipped_args(t, eta, lam, C, e0):
+    return {
+        "basin": Basin(dim=1, curvatures=(lam,), sample_std=0.0),
+        "optimizer": Optimizer(lr=eta, batch_size=1, clip_norm=C, mode="clip"),
+        "steps": t,
+        "init_error": e0,
+    }
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipped_recovery.expected_loss_curve",
+        closed_form=unclipped_loss_curve,
+        symbols={
             "t": (0, 200),
             "eta": (0.01, 1.0),
             "lam1": (0.05, 1.5),
@@ -76,25 +86,23 @@ CODE = [
             "nu": (0.0, 5.0),
             "e0": (0.0, 10.0),
         },
-        "output": "last",
-        "rtol": 1e-11,
-        "atol": 1e-300,
-    },
-    {
-        "closed_form": "clipped_deterministic_loss",
-        "function": "dptheory.clipped_recovery.expected_loss_curve",
-        "symbols": {
-            "t": "steps",
-            "eta": "optimizer.lr",
-            "lam": "basin.curvatures[0]",
-            "C": "optimizer.clip_norm",
-            "e0": "init_error",
-        },
-        "fixed": {"basin.dim": 1, "basin.sample_std": 0.0, "optimizer.batch_size": 1, "optimizer.mode": "clip"},
-        "ranges": {"t": (0, 100), "eta": (0.01, 0.5), "lam": (0.5, 2.0), "C": (0.01, 0.1), "e0": (10.0, 100.0)},
-        "output": "last",
-        "rtol": 1e-10,
-    },
+        integer=frozenset({"t", "B"}),
+        arguments=_unclipped_args,
+        output=last,
+        rtol=1e-11,
+        atol=1e-300,
+        note="the code iterates the recursion t times; the closed form uses R^t",
+    ),
+    CodeLink(
+        function="dptheory.clipped_recovery.expected_loss_curve",
+        closed_form=clipped_deterministic_loss,
+        symbols={"t": (0, 100), "eta": (0.01, 0.5), "lam": (0.5, 2.0), "C": (0.01, 0.1), "e0": (10.0, 100.0)},
+        integer=frozenset({"t"}),
+        arguments=_clipped_args,
+        output=last,
+        rtol=1e-10,
+        note="deterministic clipped GD (s = 0, ν = 0), iterated t times by the code",
+    ),
 ]
 
 

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import sympy as sp
 
+from dptheory.records import Basin, Optimizer
+from proofs.links import CodeLink
+
 STATEMENT = (
     "E L_test(t) = ½Σλ_i v_i∞ + ½(λ_flat + κ)F(t), F(t) = R^t F(0) + (d−r)η²q_f(1−R^t)/(1−R) "
     "(R = 1: F(0) + (d−r)η²q_f t)  [clipped_dynamics.heldout_excess_loss]"
@@ -45,18 +48,16 @@ def first(result) -> float:
     return float(result[0])
 
 
-_COMMON = {
-    "t": "steps[0]",
-    "eta": "optimizer.lr",
-    "lam": "basin.curvatures[0]",
-    "s": "basin.sample_std",
-    "B": "optimizer.batch_size",
-    "nu": "optimizer.noise_multiplier",
-    "kappa": "basin.heldout_flat_curvature",
-    "f0": "init_flat_sq",
-    "d": "basin.dim",
-}
-_RANGES = {
+def _args(t, eta, lam, s, B, nu, kappa, f0, d, lam_f=0.0):
+    return {
+        "basin": Basin(dim=d, curvatures=(lam,), sample_std=s, flat_curvature=lam_f, heldout_flat_curvature=kappa),
+        "optimizer": Optimizer(lr=eta, batch_size=B, clip_norm=1.0, noise_multiplier=nu, mode="noise"),
+        "steps": [t],
+        "init_flat_sq": f0,
+    }
+
+
+_SYMBOLS = {
     "t": (0, 10_000),
     "eta": (0.01, 1.0),
     "lam": (0.05, 1.5),
@@ -68,26 +69,26 @@ _RANGES = {
     "d": (2, 5000),
 }
 
-CODE = [
-    {
-        "closed_form": "heldout_unclipped",
-        "function": "dptheory.clipped_dynamics.heldout_excess_loss",
-        "symbols": _COMMON,
-        "constants": {"lam_f": 0.0},
-        "fixed": {"optimizer.mode": "noise", "optimizer.clip_norm": 1.0},
-        "ranges": _RANGES,
-        "output": "first",
-        "rtol": 1e-12,
-    },
-    {
-        "closed_form": "heldout_unclipped",
-        "function": "dptheory.clipped_dynamics.heldout_excess_loss",
-        "symbols": {**_COMMON, "lam_f": "basin.flat_curvature"},
-        "fixed": {"optimizer.mode": "noise", "optimizer.clip_norm": 1.0},
-        "ranges": {**_RANGES, "t": (0, 300), "lam_f": (0.01, 1.0)},
-        "output": "first",
-        "rtol": 1e-11,
-    },
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipped_dynamics.heldout_excess_loss",
+        closed_form=lambda **v: heldout_unclipped(**v, lam_f=0.0),
+        symbols=_SYMBOLS,
+        integer=frozenset({"t", "B", "d"}),
+        arguments=_args,
+        output=first,
+        note="unclipped, λ_flat = 0: the flat random walk",
+    ),
+    CodeLink(
+        function="dptheory.clipped_dynamics.heldout_excess_loss",
+        closed_form=heldout_unclipped,
+        symbols={**_SYMBOLS, "t": (0, 300), "lam_f": (0.01, 1.0)},
+        integer=frozenset({"t", "B", "d"}),
+        arguments=_args,
+        output=first,
+        rtol=1e-11,
+        note="unclipped, λ_flat > 0: the flat coordinates relax (R^t)",
+    ),
 ]
 
 

@@ -23,6 +23,8 @@ import math
 import mpmath as mp
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "large d: γ ≈ min(1, C/√(m² + d s²)); at the kink C = s√d, m = 0: approx/exact − 1 = 1/(2√(πd)) + O(1/d)  "
     "[clipping.large_dim_shrinkage]"
@@ -40,14 +42,16 @@ def kink_error(d: float) -> float:
     return 1.0 / (2.0 * math.sqrt(math.pi * d))
 
 
-CODE = [
-    {
-        "closed_form": "large_dim_shrinkage",
-        "function": "dptheory.clipping.large_dim_shrinkage",
-        "symbols": {"d": "dim", "m": "mean_norm", "s": "std", "C": "clip_norm"},
-        "ranges": {"d": (1, 10**6), "m": (0.0, 100.0), "s": (0.0, 10.0), "C": (1e-3, 1e3)},
-        "rtol": 1e-15,
-    },
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipping.large_dim_shrinkage",
+        closed_form=large_dim_shrinkage,
+        symbols={"d": (1, 10**6), "m": (0.0, 100.0), "s": (0.0, 10.0), "C": (1e-3, 1e3)},
+        integer=frozenset({"d"}),
+        arguments=lambda d, m, s, C: {"dim": d, "mean_norm": m, "std": s, "clip_norm": C},
+        rtol=1e-15,
+        note="the exact expression; its kink error 1/(2√(πd)) is asymptotic and checked in verify()",
+    ),
 ]
 
 

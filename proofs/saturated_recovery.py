@@ -17,6 +17,8 @@ import math
 
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "dx/dt = −ηλCx/√(x²+a²) ⇒ t = [F(x₀) − F(x₁)]/(ηλC), F(x) = √(x²+a²) − a·asinh(a/x); "
     "a = 0: linear (x₀−x₁)/(ηλC); x ≪ a: a ln(x₀/x₁)/(ηλC)  [clipped_recovery.saturated_recovery_steps]"
@@ -38,19 +40,11 @@ def clipped_recovery_steps(lam: float, delta: float, eta: float, C: float, a: fl
     return (big_f(x0, a) - big_f(x1, a)) / (eta * lam * C)
 
 
-CODE = [
-    {
-        "closed_form": "clipped_recovery_steps",
-        "function": "dptheory.clipped_recovery.saturated_recovery_steps",
-        "symbols": {
-            "lam": "curvatures[0]",
-            "delta": "displacement[0]",
-            "eta": "lr",
-            "C": "clip_norm",
-            "a": "noise_scale",
-            "thr": "threshold",
-        },
-        "ranges": {
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipped_recovery.saturated_recovery_steps",
+        closed_form=clipped_recovery_steps,
+        symbols={
             "lam": (0.05, 2.0),
             "delta": (0.01, 100.0),
             "eta": (0.001, 1.0),
@@ -58,8 +52,17 @@ CODE = [
             "a": (1.0, 50.0),
             "thr": (1e-6, 0.9),
         },
-        "rtol": 1e-10,  # the code finds τ* by Brent's method (xtol 1e-14) before the closed form
-    },
+        arguments=lambda lam, delta, eta, C, a, thr: {
+            "curvatures": [lam],
+            "displacement": [delta],
+            "lr": eta,
+            "clip_norm": C,
+            "noise_scale": a,
+            "threshold": thr,
+        },
+        rtol=1e-10,
+        note="the code finds τ* by Brent's method (xtol 1e-14) before the closed form; a ≥ C: always clipped",
+    ),
 ]
 
 

@@ -80,6 +80,7 @@ from dptheory.records import Basin, Mode, Optimizer
 from dptheory.switching import phase_dynamics
 from dptheory.validate import check_int, check_positive
 from simulations.basin.streaming import SPECTRA, curvature_spectrum
+from simulations.basin.engine import ENGINES
 from simulations.common.cli import Progress, run_main
 from simulations.common.results import check_output_dir, result_folder, write_results
 from simulations.common.stats import Estimate, batch_means, replica_mean, simulated_recovery
@@ -87,7 +88,6 @@ from simulations.common.sweep import log_grid, run_seed
 from simulations.common.tables import fmt, fmt_ci, table
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
-ENGINES = ("auto", "full", "reduced", "numpy")
 
 
 @dataclass(frozen=True)
@@ -437,8 +437,7 @@ def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
 
 
 def run(config: BasinDimConfig) -> dict[str, Any]:
-    """Sweep d × mode, write the result folder, draw the figure from it, print the table."""
-    from paper import figures
+    """Sweep d × mode, write the result folder and print the table (``main`` then draws the figure)."""
 
     check_output_dir(config.out)
     dims = config.dims()
@@ -462,7 +461,6 @@ def run(config: BasinDimConfig) -> dict[str, Any]:
     arrays.update(theory_curves(config, theory))
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
-        figures.basin_dim(folder, formats=("png",))
     print(format_rows(rows, k=config.k_se))
     k = config.k_se
     expected_out = sum(_outside(k, r["sim_loss"].n - 1) for r in rows)
@@ -483,9 +481,18 @@ def _outside(k: float, dof: int) -> float:
     return float(2.0 * stdtr(max(dof, 1), -k))
 
 
+def draw_figure(config: Any) -> None:
+    """Draw ``basin_dim.png`` into the result folder from its files (``paper.figures.basin_dim``)."""
+    from paper import figures
+
+    figures.basin_dim(config.out, formats=("png",))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m simulations.basin_dim [flags]``."""
-    return run_main(BasinDimConfig, run, argv, prog="python -m simulations.basin_dim", description=__doc__)
+    return run_main(
+        BasinDimConfig, run, argv, prog="python -m simulations.basin_dim", description=__doc__, figure=draw_figure
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,36 +49,24 @@ class TimeUp(Exception):
 @contextlib.contextmanager
 def time_guard(deadline: float, done: list[dict]) -> Iterator[None]:
     """Check the deadline before every training run of the experiments (raising ``TimeUp``) and log
-    each finished run's config and history into ``done``."""
-    originals = {"run_training": _common.run_training, "run_saved": _common.run_saved}
+    each finished run's config and history into ``done`` (through ``net_common.observe_runs``)."""
 
-    def guarded(name: str) -> Callable[..., dict]:
-        inner = originals[name]
+    def before(config: Any) -> None:
+        if time.perf_counter() > deadline:
+            raise TimeUp("time budget spent")
 
-        def run(config: Any, **kwargs: Any) -> dict:
-            if time.perf_counter() > deadline:
-                raise TimeUp("time budget spent")
-            t0 = time.perf_counter()
-            result = inner(config, **kwargs)
-            done.append(
-                {
-                    "config": config,
-                    "history": result.get("history", []),
-                    "privacy": result.get("privacy"),
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            return result
+    def after(config: Any, result: dict, seconds: float) -> None:
+        done.append(
+            {
+                "config": config,
+                "history": result.get("history", []),
+                "privacy": result.get("privacy"),
+                "seconds": seconds,
+            }
+        )
 
-        return run
-
-    for name in originals:
-        setattr(_common, name, guarded(name))
-    try:
+    with _common.observe_runs(_common.RunObserver(before=before, after=after)):
         yield
-    finally:
-        for name, function in originals.items():
-            setattr(_common, name, function)
 
 
 def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -146,6 +147,35 @@ def check_fraction_list(name: str, values: Sequence[float], *, upper_open: bool 
     return values
 
 
+# --------------------------------------------------------------------------------------------
+# observers: code that must see every training run of a sweep (a time budget, a run log)
+
+
+@dataclass(frozen=True)
+class RunObserver:
+    """Called around every training run of every :class:`Sweep` while it is active (:func:`observe_runs`).
+
+    ``before(config)`` may raise to stop the sweep before that run starts (e.g. a spent time budget);
+    ``after(config, result, seconds)`` sees each finished run.
+    """
+
+    before: Callable[[Any], None] | None = None
+    after: Callable[[Any, dict, float], None] | None = None
+
+
+_OBSERVERS: list[RunObserver] = []
+
+
+@contextlib.contextmanager
+def observe_runs(observer: RunObserver) -> Iterator[None]:
+    """Make ``observer`` see every training run started by a :class:`Sweep` inside the block."""
+    _OBSERVERS.append(observer)
+    try:
+        yield
+    finally:
+        _OBSERVERS.remove(observer)
+
+
 @dataclass
 class Sweep:
     """Runs a list of (label, TrainConfig) jobs with progress on stderr and a time log."""
@@ -174,6 +204,9 @@ class Sweep:
             Progress(total=len(jobs), label=self.label, quiet=self.quiet, min_seconds=0.0) as bar,
         ):
             for tags, config in jobs:
+                for observer in _OBSERVERS:
+                    if observer.before is not None:
+                        observer.before(config)
                 t0 = time.perf_counter()
                 if saved:
                     result = run_saved(config)
@@ -181,7 +214,11 @@ class Sweep:
                     result = run_training(config, return_model=True)
                 else:
                     result = run_training(config)
-                results.append({"tags": tags, "result": result, "seconds": time.perf_counter() - t0})
+                seconds = time.perf_counter() - t0
+                for observer in _OBSERVERS:
+                    if observer.after is not None:
+                        observer.after(config, result, seconds)
+                results.append({"tags": tags, "result": result, "seconds": seconds})
                 bar.update(note=" ".join(f"{k}={v}" for k, v in tags.items()))
         if not self.quiet:
             sys.stderr.write(f"{self.label}: {len(jobs)} runs in {time.perf_counter() - start:.1f}s\n")
@@ -212,7 +249,6 @@ def curves(results: Sequence[dict], key: str) -> np.ndarray:
     for i, s in enumerate(series):
         out[i, : s.size] = s
     return out
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,29 +302,31 @@ class NetExperiment:
     def base_fields(self, **overrides: Any) -> dict[str, Any]:
         """The TrainConfig fields this experiment fixes for every run, updated by ``overrides``.
 
-        Pass ``target_epsilon=...`` to calibrate σ instead (``noise_multiplier`` is then dropped).
+        Every field declared on :class:`NetExperiment` itself that ``TrainConfig`` also has is passed
+        through by name (:func:`shared_train_fields`; nothing is copied by hand), runs are quiet, and
+        ``target_epsilon=...`` in ``overrides`` calibrates σ instead (``noise_multiplier`` is dropped).
+        Experiment defaults that differ from a single training run's on purpose: ``width`` 128 (100),
+        ``momentum`` 0.9 (0), ``device`` cpu (auto).
         """
-        fields = dict(
-            dataset=self.dataset,
-            model=self.model,
-            width=self.width,
-            depth=self.depth,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            clip_norm=self.clip_norm,
-            noise_multiplier=self.noise_multiplier,
-            delta=self.delta,
-            n_train=self.n_train,
-            data_root=self.data_root,
-            device=self.device,
-            quiet=True,
-        )
+        fields = {name: getattr(self, name) for name in shared_train_fields()}
+        fields["quiet"] = True
         fields.update(overrides)
         if fields.get("target_epsilon") is not None:
             fields["noise_multiplier"] = None
         return fields
+
+
+@functools.cache
+def shared_train_fields() -> tuple[str, ...]:
+    """Fields declared on :class:`NetExperiment` that ``TrainConfig`` has too (but ``out``, ``quiet``).
+
+    Computed on first use, so that importing an experiment (``--help``) does not import torch.
+    """
+    config_cls, _ = trainer()
+    train = {f.name for f in dataclasses.fields(config_cls)}
+    return tuple(
+        f.name for f in dataclasses.fields(NetExperiment) if f.name in train and f.name not in ("out", "quiet")
+    )
 
 
 def training_set_size(config: NetExperiment) -> int:

@@ -246,9 +246,8 @@ def measure(
 
 
 def run(config: PruneConfig) -> dict[str, Any]:
-    """Sweep keep counts × bases × mask sources, write the folder, draw the figure, print the table."""
+    """Sweep keep counts × bases × mask sources, write the result folder and print the table (``main`` then draws the figure)."""
     from dptheory.privacy import PoissonGaussianMechanism, epsilon
-    from paper import figures
 
     check_output_dir(config.out)
     w_star, w0 = problem(config)
@@ -311,7 +310,6 @@ def run(config: PruneConfig) -> dict[str, Any]:
             metrics=metrics,
             arrays={"optimum": w_star, "init_weights": w0, "keeps": np.asarray(keeps)},
         )
-        figures.prune(folder, formats=("png",))
     k_se = config.k_se
     header = [
         "basis",
@@ -354,9 +352,16 @@ def run(config: PruneConfig) -> dict[str, Any]:
     return metrics
 
 
+def draw_figure(config: Any) -> None:
+    """Draw ``prune.png`` into the result folder from its files (``paper.figures.prune``)."""
+    from paper import figures
+
+    figures.prune(config.out, formats=("png",))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m simulations.prune [flags]``."""
-    return run_main(PruneConfig, run, argv, prog="python -m simulations.prune", description=__doc__)
+    return run_main(PruneConfig, run, argv, prog="python -m simulations.prune", description=__doc__, figure=draw_figure)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from dptheory.quadratic import relaxation_time
 from dptheory.records import Basin, Mode, Optimizer
 from dptheory.switching import phase_dynamics
 from dptheory.validate import check_int, check_positive
+from simulations.basin.engine import ENGINES
 from simulations.common.cli import Progress, run_main
 from simulations.common.results import check_output_dir, result_folder, write_results
 from simulations.common.stats import batch_means, simulated_recovery
@@ -62,19 +63,6 @@ from simulations.common.sweep import log_grid, run_seed
 from simulations.common.tables import fmt, table
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
-ENGINES = ("auto", "full", "reduced", "numpy")
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 @dataclass(frozen=True)
@@ -185,9 +173,7 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
         seed=seed % (2**32),
     )
     n = min(sim["excess"].size, pred.excess.size - 1)
-    z = (sim["excess"][:n] - pred.excess[1 : n + 1]) / np.where(
-        sim["excess_se"][:n] > 0, sim["excess_se"][:n], np.nan
-    )
+    z = (sim["excess"][:n] - pred.excess[1 : n + 1]) / np.where(sim["excess_se"][:n] > 0, sim["excess_se"][:n], np.nan)
     return {
         "dim": basin.dim,
         "mode": optimizer.mode.value,
@@ -236,8 +222,7 @@ def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
 
 
 def run(config: RecoveryConfig) -> dict[str, Any]:
-    """Sweep d × mode, write the result folder, draw the figure from it, print the table."""
-    from paper import figures
+    """Sweep d × mode, write the result folder and print the table (``main`` then draws the figure)."""
 
     check_output_dir(config.out)
     dims = config.dims()
@@ -277,15 +262,23 @@ def run(config: RecoveryConfig) -> dict[str, Any]:
     }
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
-        figures.recovery(folder, formats=("png",))
     print(format_rows(rows, k=config.k_se))
     print(f"results: {config.out}")
     return metrics
 
 
+def draw_figure(config: Any) -> None:
+    """Draw ``recovery.png`` into the result folder from its files (``paper.figures.recovery``)."""
+    from paper import figures
+
+    figures.recovery(config.out, formats=("png",))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m simulations.recovery [flags]``."""
-    return run_main(RecoveryConfig, run, argv, prog="python -m simulations.recovery", description=__doc__)
+    return run_main(
+        RecoveryConfig, run, argv, prog="python -m simulations.recovery", description=__doc__, figure=draw_figure
+    )
 
 
 if __name__ == "__main__":

@@ -65,13 +65,13 @@ import numpy as np
 
 from dptheory.records import Basin, Mode, Optimizer
 from dptheory.validate import check_int, check_nonnegative, check_positive
+from simulations.basin.engine import ENGINES
 from simulations.common.cli import Progress, run_main
 from simulations.common.results import check_output_dir, result_folder, write_results
 from simulations.common.stats import replica_mean
 from simulations.common.sweep import run_seed
 from simulations.common.tables import fmt, table
 
-ENGINES = ("auto", "full", "reduced", "numpy")
 MODE_NAMES = tuple(m.value for m in Mode)
 
 
@@ -143,12 +143,9 @@ class SwitchConfig:
         return np.unique(np.rint(np.linspace(0, self.steps, self.points)).astype(np.int64))
 
 
-
-
 def run(config: SwitchConfig) -> dict[str, Any]:
-    """Sweep the switch step both ways, write the result folder, draw the figure, print the table."""
+    """Sweep the switch step both ways, write the result folder and print the table (``main`` then draws the figure)."""
     from dptheory.switching import mean_field_switched_loss, memory_horizon, phase_dynamics, switch_sweep
-    from paper import figures
     from simulations.basin.engine import RunSpec, simulate
 
     check_output_dir(config.out)
@@ -236,7 +233,6 @@ def run(config: SwitchConfig) -> dict[str, Any]:
     }
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays={"switch_steps": s_grid, **curves})
-        figures.switch(folder, formats=("png",))
     k = config.k_se
     header = [
         "direction",
@@ -274,9 +270,18 @@ def run(config: SwitchConfig) -> dict[str, Any]:
     return metrics
 
 
+def draw_figure(config: Any) -> None:
+    """Draw ``switch.png`` into the result folder from its files (``paper.figures.switch``)."""
+    from paper import figures
+
+    figures.switch(config.out, formats=("png",))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m simulations.switch [flags]``."""
-    return run_main(SwitchConfig, run, argv, prog="python -m simulations.switch", description=__doc__)
+    return run_main(
+        SwitchConfig, run, argv, prog="python -m simulations.switch", description=__doc__, figure=draw_figure
+    )
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def test_deterministic_full_batch_clipped_run_equals_twin():
         record_every=20,
         switch_step=30,
         switch_mode="sgd",
-        lr_schedule="step",
+        lr_schedule="multistep",
         displacement_step=45,
         displacement=1.0,
     )

@@ -299,7 +299,6 @@ TINY = [
     ids=lambda a: a[0],
 )
 def test_commands_run_on_the_real_engine(argv, tmp_path, capsys):
-    pytest.importorskip("simulations.nn.train")
     out = tmp_path / argv[0]
     assert nn_main.main(argv + TINY + ["--out", str(out)]) == 0, capsys.readouterr().err
     for name in ("config.json", "metrics.json", "env.json"):

@@ -281,7 +281,7 @@ def test_switching_argument_validation():
 
 
 # ------------------------------------------------------------------------------------------------
-# phase_dynamics and the clipped model (engineer C)
+# phase_dynamics and the clipped model
 
 
 def test_phase_dynamics_unclipped_is_noise_only():
@@ -291,7 +291,6 @@ def test_phase_dynamics_unclipped_is_noise_only():
 
 
 def test_phase_dynamics_clipped_tends_to_unclipped_as_clip_norm_grows():
-    pytest.importorskip("dptheory.clipped_dynamics")
     # C → ∞ with ν = σC fixed: the clipped (mean-field) model must become the exact noise-only map
     basin = Basin(dim=50, curvatures=(1.0, 0.5), sample_std=0.2)
     nu = 3.0

@@ -41,10 +41,20 @@ from dptheory.validate import check_int, check_nonnegative
 from simulations.basin import kernels, kernels_numpy, reduced
 from simulations.basin.rng import replica_states
 
-__all__ = ["ENGINES", "LR_SCHEDULES", "SAMPLINGS", "RunSpec", "Trace", "lr_values", "simulate"]
+__all__ = [
+    "ENGINES",
+    "LR_SCHEDULES",
+    "SAMPLINGS",
+    "RunSpec",
+    "Trace",
+    "lr_values",
+    "replica_seeds",
+    "simulate",
+    "step_schedule_arrays",
+]
 
 ENGINES = ("auto", "full", "reduced", "numpy")
-LR_SCHEDULES = ("constant", "cosine", "step")
+LR_SCHEDULES = ("constant", "cosine", "multistep")
 SAMPLINGS = ("fixed", "poisson")
 TRACE_METRICS = (
     "train_loss",
@@ -64,7 +74,8 @@ class RunSpec:
     Step t = 0 … steps−1 is the (t+1)-th update. ``switch_step`` = t₀: steps t ≥ t₀ use
     ``switch_mode``. ``displacement_step`` = t_d: just before step t_d the curved error is moved by
     ``displacement`` · V(1,…,1)/√r. Learning-rate schedules (η = ``optimizer.lr``): constant;
-    cosine η_t = η (1 + cos(π t / T)) / 2; step η_t = η, η/10, η/100 for t/T in [0, ½), [½, ¾), [¾, 1).
+    cosine η_t = η (1 + cos(π t / T)) / 2; multistep η_t = η, η/10, η/100 for t/T in [0, ½), [½, ¾), [¾, 1)
+    (the network trainer's "step" schedule is a different one: ×γ every k epochs).
     """
 
     steps: int
@@ -151,7 +162,7 @@ def lr_values(*, lr: float, steps: int, schedule: str = "constant") -> np.ndarra
     """η_t for t = 0 … steps−1 under a schedule (see :class:`RunSpec`).
 
     Example:
-        >>> lr_values(lr=1.0, steps=4, schedule="step").tolist()
+        >>> lr_values(lr=1.0, steps=4, schedule="multistep").tolist()
         [1.0, 1.0, 0.1, 0.01]
     """
     t = np.arange(steps, dtype=float)
@@ -159,13 +170,14 @@ def lr_values(*, lr: float, steps: int, schedule: str = "constant") -> np.ndarra
         return np.full(steps, float(lr))
     if schedule == "cosine":
         return lr * 0.5 * (1.0 + np.cos(np.pi * t / steps))
-    if schedule == "step":
+    if schedule == "multistep":
         frac = t / steps
         return lr * np.where(frac < 0.5, 1.0, np.where(frac < 0.75, 0.1, 0.01))
     raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
 
 
-def _step_arrays(optimizer: Optimizer, run: RunSpec):
+def step_schedule_arrays(optimizer: Optimizer, run: RunSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step (η_t, C_t, ν_t) of a run: the lr schedule and the mode before/after ``run.switch_step``."""
     lr_t = lr_values(lr=optimizer.lr, steps=run.steps, schedule=run.lr_schedule)
     clip_t = np.empty(run.steps)
     nu_t = np.empty(run.steps)
@@ -179,7 +191,7 @@ def _step_arrays(optimizer: Optimizer, run: RunSpec):
     return lr_t, clip_t, nu_t
 
 
-def _seeds(run: RunSpec):
+def replica_seeds(run: RunSpec):
     """Per replica: (replica SeedSequence, SeedSequence of the dynamics, SeedSequence of the init)."""
     out = []
     for child in np.random.SeedSequence(run.seed).spawn(run.replicas):
@@ -285,10 +297,10 @@ def simulate(
     if init_weights is not None and np.shape(init_weights) != (d,):
         raise ValueError(f"init_weights must have shape ({d},), got {np.shape(init_weights)}")
 
-    lr_t, clip_t, nu_t = _step_arrays(optimizer, run)
+    lr_t, clip_t, nu_t = step_schedule_arrays(optimizer, run)
     rec_flag = run.record_flags
     n_rec = int(rec_flag.sum())
-    seeds = _seeds(run)
+    seeds = replica_seeds(run)
     disp_step = -1 if run.displacement_step is None else run.displacement_step
     lam = basin.curvature_array
     s_flat = basin.sample_std if basin.spread == "ambient" else 0.0

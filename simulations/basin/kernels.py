@@ -55,8 +55,6 @@ from simulations.basin.rng import normal
 __all__ = ["as_basis_t", "as_kept", "basin_losses", "full_step", "run_streaming"]
 
 
-
-
 @njit(cache=True, fastmath=False)
 def _hessian_apply(e, lam, lam_flat, basis_t, out):
     """out ← H e with H = λ_flat I + V diag(λ − λ_flat) Vᵀ, basis_t = Vᵀ (axis-aligned when empty)."""

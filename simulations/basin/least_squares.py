@@ -443,7 +443,7 @@ def simulate_least_squares(
         >>> bool(tr.train_loss[0, -1] < 0.1)
         True
     """
-    from simulations.basin.engine import TRACE_METRICS, RunSpec, Trace, _seeds, _step_arrays
+    from simulations.basin.engine import TRACE_METRICS, RunSpec, Trace, replica_seeds, step_schedule_arrays
 
     if not isinstance(run, RunSpec):
         raise ValueError(f"run must be a RunSpec, got {type(run).__name__}")
@@ -461,10 +461,10 @@ def simulate_least_squares(
     if w0.shape != (d,):
         raise ValueError(f"init_weights must have shape ({d},), got {w0.shape}")
     w0 = np.where(keep, w0, 0.0)
-    lr_t, clip_t, nu_t = _step_arrays(optimizer, run)
+    lr_t, clip_t, nu_t = step_schedule_arrays(optimizer, run)
     rec_flag = run.record_flags
     n_rec = int(rec_flag.sum())
-    seeds = _seeds(run)
+    seeds = replica_seeds(run)
     test_x, test_y = data.sample(n_test, seed=int(np.random.SeedSequence([run.seed, 1]).generate_state(1)[0]))
     disp_step = -1 if run.displacement_step is None else run.displacement_step
     disp_vec = run.displacement * data.basis @ np.full(r, 1 / math.sqrt(r))

@@ -160,11 +160,16 @@ def run_main(
     *,
     prog: str | None = None,
     description: str | None = None,
+    figure: Callable[[C], Any] | None = None,
 ) -> int:
     """Parse, validate and run; bad input → one line on stderr and return 2 (no traceback).
 
-    ``run(config)`` does the work and writes results; it should call :func:`check_output_dir`
-    *before* any long computation so an unwritable path fails fast.
+    ``run(config)`` does the work and writes results; it should call
+    :func:`simulations.common.results.check_output_dir` *before* any long computation so an
+    unwritable path fails fast. ``figure(config)``, if given, draws the figure from the result
+    folder **after** ``run`` has returned (the results are durable by then): a figure that fails
+    prints one warning naming the result folder and the command still succeeds (exit 0), so a
+    plotting problem never destroys or hides a finished run.
     """
     prog = prog or Path(sys.argv[0]).name
     try:
@@ -182,6 +187,14 @@ def run_main(
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
+    if figure is not None:
+        try:
+            figure(config)
+        except Exception as exc:  # a figure must never turn a finished run into a failure
+            where = getattr(config, "out", None)
+            sys.stderr.write(
+                f"{prog}: warning: figure not drawn ({type(exc).__name__}: {exc}); results are in {where}\n"
+            )
     return 0
 
 

@@ -114,10 +114,6 @@ def agrees(*, predicted: float, estimate: Estimate, k: float, rel_margin: float 
     return abs(estimate.mean - predicted) <= k * estimate.se + rel_margin * abs(predicted)
 
 
-
-
-
-
 # ---------------------------------------------------------------------------------------------
 # seed-level statistics of the network experiments (one value per seed; runs with the same seed paired)
 

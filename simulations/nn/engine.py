@@ -61,7 +61,8 @@ CLIP_EPS = 1e-6  # Opacus: clip factor C / (‖g‖ + 1e-6), clamped at 1
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _default_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def default_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy ℓ(f(x_i), y_i) (``reduction=\"none\"``): the default ``loss_fn``."""
     return nn.functional.cross_entropy(output, target, reduction="none")
 
 
@@ -114,7 +115,7 @@ def per_sample_gradients(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: LossFn | None = None, method: str = "vmap"
 ) -> dict[str, torch.Tensor]:
     """Materialised per-sample gradients name → (|S|, *shape) by ``"vmap"`` or ``"loop"`` (for tests/diagnostics)."""
-    loss_fn = loss_fn or _default_loss
+    loss_fn = loss_fn or default_loss
     params = trainable_parameters(model)
     if method == "loop":
         out = {k: torch.zeros((x.shape[0],) + p.shape, dtype=p.dtype, device=p.device) for k, p in params.items()}
@@ -286,7 +287,7 @@ def private_gradient(
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}")
-    loss_fn = loss_fn or _default_loss
+    loss_fn = loss_fn or default_loss
     params = trainable_parameters(model)
     if masks is not None:
         unknown = set(masks) - set(params)

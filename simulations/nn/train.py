@@ -361,31 +361,85 @@ def _resume_key(config: TrainConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
-# training
+# training: a run is a Setup (fixed before the first step) and a State (what a checkpoint holds)
 
 
-def train(
-    config: TrainConfig, *, progress: Callable[[int, dict], None] | None = None, return_model: bool = False
-) -> dict | tuple[dict, torch.nn.Module]:
-    """Run ``config``; return the result dict of the module docstring (and the model if asked).
+@dataclass
+class Setup:
+    """What one run is made of before its first step (fixed for the whole run)."""
 
-    ``progress(epoch, record)`` is called after each epoch's record (and checkpoint) is complete.
-    """
+    device: torch.device
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    steps_per_epoch: int
+    sample_rate: float
+    total_steps: int
+    model: torch.nn.Module
+    params: dict[str, torch.nn.Parameter]
+    masks: dict[str, torch.Tensor] | None
+    prior: list[PoissonGaussianMechanism]
+    reasons: list[str]
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+
+@dataclass
+class State:
+    """Everything that changes during a run and is saved in a checkpoint."""
+
+    sigma: float
+    optimizer: torch.optim.Optimizer
+    generators: dict[str, torch.Generator]
+    hessian_rng: np.random.Generator
+    history: list[dict] = field(default_factory=list)
+    step_log: dict[str, list[float]] = field(default_factory=dict)
+    epoch: int = 0
+    global_step: int = 0
+    dpsgd_steps: int = 0
+    other_steps: dict[str, int] = field(default_factory=dict)
+
+
+def _masks(config: TrainConfig, model: torch.nn.Module, params: dict, device: torch.device):
+    """(masks, prior mechanisms, non-private reasons) of the run's pruning mask (None without pruning)."""
+    if config.sparsity <= 0:
+        return None, [], []
+    prior: list[PoissonGaussianMechanism] = []
+    reasons: list[str] = []
+    if config.mask_source == "init":
+        source = {k: v.detach() for k, v in params.items()}
+    else:
+        state, mechs, label = _load_mask_run(config, model)
+        source = {k: state[k] for k in params}
+        if config.mask_source == "private":
+            if label != "private":
+                raise ValueError(
+                    f"mask_source='private' needs a private mask_run, but {config.mask_run!r} is labelled {label!r}"
+                )
+            prior = mechs
+        else:
+            reasons.append("oracle mask from non-private training")
+    masks = {
+        k: m.to(device) for k, m in magnitude_masks(source, sparsity=config.sparsity, scope=config.prune_scope).items()
+    }
+    apply_masks(model, masks)
+    return masks, prior, reasons
+
+
+def make_setup(config: TrainConfig) -> Setup:
+    """Load the data, build the (masked) model and fix the sampling rate and step counts of ``config``."""
     from simulations.nn.data import load_dataset
     from simulations.nn.models import build_model
 
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     device = _device(config.device)
     ds = load_dataset(
         config.dataset, root=config.data_root, seed=config.data_seed, n_train=config.n_train, n_test=config.n_test
     )
     n = ds.n_train
     spe = steps_per_epoch(n=n, batch_size=config.batch_size)
-    q = config.batch_size / n
-    total_steps = spe * config.epochs
-    x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
-    x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
     model = build_model(
         config.model,
         input_shape=ds.input_shape,
@@ -395,226 +449,282 @@ def train(
         seed=config.seed,
     ).to(device)
     params = trainable_parameters(model)
+    masks, prior, reasons = _masks(config, model, params, device)
+    return Setup(
+        device=device,
+        x_train=ds.x_train.to(device),
+        y_train=ds.y_train.to(device),
+        x_test=ds.x_test.to(device),
+        y_test=ds.y_test.to(device),
+        steps_per_epoch=spe,
+        sample_rate=config.batch_size / n,
+        total_steps=spe * config.epochs,
+        model=model,
+        params=params,
+        masks=masks,
+        prior=prior,
+        reasons=reasons,
+    )
 
-    # --- mask and its privacy cost
-    masks = None
-    prior: list[PoissonGaussianMechanism] = []
-    reasons: list[str] = []
-    if config.sparsity > 0:
-        if config.mask_source == "init":
-            source = {k: v.detach() for k, v in params.items()}
-        else:
-            state, mechs, label = _load_mask_run(config, model)
-            source = {k: state[k] for k in params}
-            if config.mask_source == "private":
-                if label != "private":
-                    raise ValueError(
-                        f"mask_source='private' needs a private mask_run, but {config.mask_run!r} is labelled {label!r}"
-                    )
-                prior = mechs
-            else:
-                reasons.append("oracle mask from non-private training")
-        masks = {
-            k: m.to(device)
-            for k, m in magnitude_masks(source, sparsity=config.sparsity, scope=config.prune_scope).items()
-        }
-        apply_masks(model, masks)
 
-    # --- noise level
-    if config.target_epsilon is not None:
-        sigma = noise_multiplier_for_epsilon(
-            target_epsilon=config.target_epsilon,
-            delta=config.delta,
-            sample_rate=q,
-            steps=total_steps,
-            accountant="rdp",
-            prior_mechanisms=prior,
-        )
-    else:
-        sigma = config.sigma_given
+def _noise_multiplier(config: TrainConfig, setup: Setup) -> float:
+    """σ: calibrated to ``target_epsilon`` (RDP, conservative, composed with a private mask) or given."""
+    if config.target_epsilon is None:
+        return config.sigma_given
+    return noise_multiplier_for_epsilon(
+        target_epsilon=config.target_epsilon,
+        delta=config.delta,
+        sample_rate=setup.sample_rate,
+        steps=setup.total_steps,
+        accountant="rdp",
+        prior_mechanisms=setup.prior,
+    )
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+
+def new_state(config: TrainConfig, setup: Setup) -> State:
+    """The state before the first step: σ, the optimizer and one seeded generator per random stream."""
+    sigma = _noise_multiplier(config, setup)
+    optimizer = torch.optim.SGD(setup.model.parameters(), lr=config.lr, momentum=config.momentum)
     seeds = _seeds(config.seed)
     gens = {
         "sampler": torch.Generator().manual_seed(seeds["sampler"]),
-        "noise": torch.Generator(device=device).manual_seed(seeds["noise"]),
-        "burst": torch.Generator(device=device).manual_seed(seeds["burst"]),
+        "noise": torch.Generator(device=setup.device).manual_seed(seeds["noise"]),
+        "burst": torch.Generator(device=setup.device).manual_seed(seeds["burst"]),
     }
-    hessian_rng = np.random.default_rng(seeds["hessian"])
+    return State(sigma=sigma, optimizer=optimizer, generators=gens, hessian_rng=np.random.default_rng(seeds["hessian"]))
 
-    history: list[dict] = []
-    step_log: dict[str, list[float]] = {}
-    start_epoch, global_step, dpsgd_steps, other_steps = 0, 0, 0, {}
-    ckpt = checkpoint_path(config)
-    if config.resume and ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state["key"] != _resume_key(config):
-            diff = [k for k in state["key"] if state["key"][k] != _resume_key(config).get(k)]
-            raise ValueError(f"checkpoint {str(ckpt)!r} belongs to a different config (differs in {diff[:4]})")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        for k, g in gens.items():
-            g.set_state(state["generators"][k])
-        hessian_rng.bit_generator.state = state["hessian_rng"]
-        history, step_log = state["history"], state["step_log"]
-        start_epoch, global_step = state["epoch"], state["global_step"]
-        dpsgd_steps, other_steps, sigma = state["dpsgd_steps"], state["other_steps"], state["sigma"]
-        if masks is not None:
-            masks = {k: v.to(device) for k, v in state["masks"].items()}
 
-    def privacy_now(accountants: tuple[str, ...]) -> tuple[dict[str, float], list]:
-        mechs = prior + [PoissonGaussianMechanism(noise_multiplier=sigma, sample_rate=q, steps=dpsgd_steps)]
-        if other_steps or reasons or (sigma == 0 and dpsgd_steps > 0):
-            return dict.fromkeys(accountants, math.inf), mechs
-        return {a: epsilon(mechanisms=mechs, delta=config.delta, accountant=a) for a in accountants}, mechs
+def _save_checkpoint(config: TrainConfig, setup: Setup, state: State, path: Path) -> None:
+    _atomic_save(
+        {
+            "key": _resume_key(config),
+            "model": setup.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "generators": {k: g.get_state() for k, g in state.generators.items()},
+            "hessian_rng": state.hessian_rng.bit_generator.state,
+            "history": state.history,
+            "step_log": state.step_log,
+            "epoch": state.epoch,
+            "global_step": state.global_step,
+            "dpsgd_steps": state.dpsgd_steps,
+            "other_steps": state.other_steps,
+            "sigma": state.sigma,
+            "masks": None if setup.masks is None else {k: v.cpu() for k, v in setup.masks.items()},
+        },
+        path,
+    )
 
-    def record(epoch: int, mode: str, lr: float, diag: list[dict], extra: dict, seconds: float) -> dict:
-        tr_loss, tr_acc = _evaluate(model, x_train, y_train, config.eval_batch_size)
-        te_loss, te_acc = _evaluate(model, x_test, y_test, config.eval_batch_size)
-        eps, _ = privacy_now(("rdp",))
-        rec = {
-            "epoch": epoch,
-            "step": global_step,
-            "mode": mode,
-            "lr": lr,
-            "train_loss": tr_loss,
-            "train_acc": tr_acc,
-            "test_loss": te_loss,
-            "test_acc": te_acc,
-            "epsilon_rdp": eps["rdp"],
-            "seconds": seconds,
-        }
-        rec.update(average_diagnostics(diag))
-        bias = extra.pop("_bias", None)
-        rec.update(extra)
-        if config.hessian_k > 0:
-            rec.update(_hessian_record(config, model, x_train, y_train, masks, hessian_rng, bias))
-        return rec
 
-    if not history:
-        history.append(record(0, config.mode_at(0).value, _lr_at(config, 0, 0, total_steps), [], {}, 0.0))
+def _load_checkpoint(config: TrainConfig, setup: Setup, state: State, path: Path) -> None:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if saved["key"] != _resume_key(config):
+        diff = [k for k in saved["key"] if saved["key"][k] != _resume_key(config).get(k)]
+        raise ValueError(f"checkpoint {str(path)!r} belongs to a different config (differs in {diff[:4]})")
+    setup.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    for k, g in state.generators.items():
+        g.set_state(saved["generators"][k])
+    state.hessian_rng.bit_generator.state = saved["hessian_rng"]
+    state.history, state.step_log = saved["history"], saved["step_log"]
+    state.epoch, state.global_step = saved["epoch"], saved["global_step"]
+    state.dpsgd_steps, state.other_steps, state.sigma = saved["dpsgd_steps"], saved["other_steps"], saved["sigma"]
+    if setup.masks is not None:
+        setup.masks = {k: v.to(setup.device) for k, v in saved["masks"].items()}
 
-    for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        mode = config.mode_at(epoch)
-        opt_rec = Optimizer(
-            lr=config.lr,
-            batch_size=config.batch_size,
-            clip_norm=config.clip_norm,
-            noise_multiplier=sigma,
-            mode=mode,
-            ref_clip_norm=config.ref_clip_norm,
+
+def privacy_so_far(config: TrainConfig, setup: Setup, state: State, accountants: tuple[str, ...]):
+    """(ε by accountant, mechanisms) of the steps taken so far; ε = ∞ once any step was not DP-SGD."""
+    mechs = setup.prior + [
+        PoissonGaussianMechanism(noise_multiplier=state.sigma, sample_rate=setup.sample_rate, steps=state.dpsgd_steps)
+    ]
+    if state.other_steps or setup.reasons or (state.sigma == 0 and state.dpsgd_steps > 0):
+        return dict.fromkeys(accountants, math.inf), mechs
+    return {a: epsilon(mechanisms=mechs, delta=config.delta, accountant=a) for a in accountants}, mechs
+
+
+def _record(
+    config: TrainConfig,
+    setup: Setup,
+    state: State,
+    epoch: int,
+    mode: str,
+    lr: float,
+    diag: list[dict],
+    extra: dict,
+    seconds: float,
+) -> dict:
+    """The history record after ``epoch`` epochs: losses, accuracies, ε so far, epoch diagnostics."""
+    tr_loss, tr_acc = _evaluate(setup.model, setup.x_train, setup.y_train, config.eval_batch_size)
+    te_loss, te_acc = _evaluate(setup.model, setup.x_test, setup.y_test, config.eval_batch_size)
+    eps, _ = privacy_so_far(config, setup, state, ("rdp",))
+    rec = {
+        "epoch": epoch,
+        "step": state.global_step,
+        "mode": mode,
+        "lr": lr,
+        "train_loss": tr_loss,
+        "train_acc": tr_acc,
+        "test_loss": te_loss,
+        "test_acc": te_acc,
+        "epsilon_rdp": eps["rdp"],
+        "seconds": seconds,
+    }
+    rec.update(average_diagnostics(diag))
+    bias = extra.pop("_bias", None)
+    rec.update(extra)
+    if config.hessian_k > 0:
+        rec.update(
+            _hessian_record(config, setup.model, setup.x_train, setup.y_train, setup.masks, state.hessian_rng, bias)
         )
-        clip = opt_rec.effective_clip_norm
-        nu = opt_rec.noise_std
-        diag: list[dict] = []
-        extra: dict[str, Any] = {}
-        lr = config.lr
-        for _ in range(spe):
-            lr = _lr_at(config, epoch, global_step, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if config.burst_step is not None and global_step == config.burst_step and config.burst_scale > 0:
-                extra["burst_norm"] = _burst(model, masks, config.burst_scale, gens["burst"])
-            idx = poisson_batch(n=n, sample_rate=q, generator=gens["sampler"]).to(device)
-            pg = private_gradient(
-                model,
-                x_train[idx],
-                y_train[idx],
-                clip_norm=clip,
-                noise_std=nu,
-                expected_batch_size=config.batch_size,
-                generator=gens["noise"],
-                masks=masks,
-                method=config.grad_method,
-                keep_sums=config.diagnostics == "full",
-            )
-            if config.diagnostics != "none":
-                d = step_diagnostics(pg, clip_norm=config.clip_norm)
-                if config.diagnostics == "full":
-                    d.update(bias_diagnostics(pg))
-                    if pg.batch_size:
-                        extra["_bias"] = {
-                            k: (pg.clipped_sum[k] - pg.unclipped_sum[k]) / pg.batch_size for k in pg.clipped_sum
-                        }
-                diag.append(d)
-                for k, v in d.items():
-                    step_log.setdefault(k, []).append(v)
-            for k, p in params.items():
-                p.grad = pg.grads[k]
-            optimizer.step()
-            if masks is not None:
-                apply_masks(model, masks)
-            global_step += 1
-            if mode is Mode.DPSGD:
-                dpsgd_steps += 1
-            else:
-                other_steps[mode.value] = other_steps.get(mode.value, 0) + 1
-        optimizer.zero_grad(set_to_none=True)
-        rec = record(epoch + 1, mode.value, lr, diag, extra, time.perf_counter() - t0)
-        history.append(rec)
-        done = epoch + 1
-        if (
-            ckpt is not None
-            and config.checkpoint_every
-            and (done % config.checkpoint_every == 0 or done == config.epochs)
-        ):
-            _atomic_save(
-                {
-                    "key": _resume_key(config),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generators": {k: g.get_state() for k, g in gens.items()},
-                    "hessian_rng": hessian_rng.bit_generator.state,
-                    "history": history,
-                    "step_log": step_log,
-                    "epoch": done,
-                    "global_step": global_step,
-                    "dpsgd_steps": dpsgd_steps,
-                    "other_steps": other_steps,
-                    "sigma": sigma,
-                    "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()},
-                },
-                ckpt,
-            )
-        if progress is not None:
-            progress(done, rec)
-        elif not config.quiet:
-            print(
-                f"epoch {done}/{config.epochs} mode={mode.value} train_acc={rec['train_acc']:.4f} "
-                f"test_acc={rec['test_acc']:.4f} eps_rdp={rec['epsilon_rdp']:.3f} ({rec['seconds']:.1f}s)",
-                flush=True,
-            )
+    return rec
 
-    eps, mechs = privacy_now(config.accountants)
-    if other_steps:
-        reasons.append("non-DP steps: " + ", ".join(f"{v} {k}" for k, v in sorted(other_steps.items())))
-    if sigma == 0 and dpsgd_steps > 0:
+
+def _step(
+    config: TrainConfig,
+    setup: Setup,
+    state: State,
+    mode: Mode,
+    clip: float,
+    nu: float,
+    epoch: int,
+    diag: list[dict],
+    extra: dict,
+) -> float:
+    """One DP-SGD (or ablation) step on a Poisson batch; returns its learning rate."""
+    lr = _lr_at(config, epoch, state.global_step, setup.total_steps)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    if config.burst_step is not None and state.global_step == config.burst_step and config.burst_scale > 0:
+        extra["burst_norm"] = _burst(setup.model, setup.masks, config.burst_scale, state.generators["burst"])
+    idx = poisson_batch(n=setup.n_train, sample_rate=setup.sample_rate, generator=state.generators["sampler"])
+    idx = idx.to(setup.device)
+    pg = private_gradient(
+        setup.model,
+        setup.x_train[idx],
+        setup.y_train[idx],
+        clip_norm=clip,
+        noise_std=nu,
+        expected_batch_size=config.batch_size,
+        generator=state.generators["noise"],
+        masks=setup.masks,
+        method=config.grad_method,
+        keep_sums=config.diagnostics == "full",
+    )
+    if config.diagnostics != "none":
+        d = step_diagnostics(pg, clip_norm=config.clip_norm)
+        if config.diagnostics == "full":
+            d.update(bias_diagnostics(pg))
+            if pg.batch_size:
+                extra["_bias"] = {k: (pg.clipped_sum[k] - pg.unclipped_sum[k]) / pg.batch_size for k in pg.clipped_sum}
+        diag.append(d)
+        for k, v in d.items():
+            state.step_log.setdefault(k, []).append(v)
+    for k, p in setup.params.items():
+        p.grad = pg.grads[k]
+    state.optimizer.step()
+    if setup.masks is not None:
+        apply_masks(setup.model, setup.masks)
+    state.global_step += 1
+    if mode is Mode.DPSGD:
+        state.dpsgd_steps += 1
+    else:
+        state.other_steps[mode.value] = state.other_steps.get(mode.value, 0) + 1
+    return lr
+
+
+def train_epoch(config: TrainConfig, setup: Setup, state: State, epoch: int) -> dict:
+    """Run (0-based) ``epoch``: its steps_per_epoch steps in the epoch's mode; return its history record."""
+    t0 = time.perf_counter()
+    mode = config.mode_at(epoch)
+    opt_rec = Optimizer(
+        lr=config.lr,
+        batch_size=config.batch_size,
+        clip_norm=config.clip_norm,
+        noise_multiplier=state.sigma,
+        mode=mode,
+        ref_clip_norm=config.ref_clip_norm,
+    )
+    clip, nu = opt_rec.effective_clip_norm, opt_rec.noise_std
+    diag: list[dict] = []
+    extra: dict[str, Any] = {}
+    lr = config.lr
+    for _ in range(setup.steps_per_epoch):
+        lr = _step(config, setup, state, mode, clip, nu, epoch, diag, extra)
+    state.optimizer.zero_grad(set_to_none=True)
+    return _record(config, setup, state, epoch + 1, mode.value, lr, diag, extra, time.perf_counter() - t0)
+
+
+def _result(config: TrainConfig, setup: Setup, state: State) -> dict:
+    """The JSON-able result of a finished run (module docstring)."""
+    eps, mechs = privacy_so_far(config, setup, state, config.accountants)
+    reasons = list(setup.reasons)
+    if state.other_steps:
+        reasons.append("non-DP steps: " + ", ".join(f"{v} {k}" for k, v in sorted(state.other_steps.items())))
+    if state.sigma == 0 and state.dpsgd_steps > 0:
         reasons.append("noise_multiplier = 0")
     label = "private" if not reasons else "not private: " + "; ".join(reasons)
+    masks, params = setup.masks, setup.params
     kept = int(sum(int(masks[k].sum()) if masks is not None else p.numel() for k, p in params.items()))
-    result = {
-        "history": history,
-        "steps": step_log,
+    return {
+        "history": state.history,
+        "steps": state.step_log,
         "privacy": {
             "label": label,
             "private": not reasons,
-            "noise_multiplier": sigma,
+            "noise_multiplier": state.sigma,
             "delta": config.delta,
-            "sample_rate": q,
+            "sample_rate": setup.sample_rate,
             "mechanisms": [asdict(m) for m in mechs],
             **{f"epsilon_{a}": e for a, e in eps.items()},
             "mask_source": config.mask_source if masks is not None else None,
         },
         "parameters": int(sum(p.numel() for p in params.values())),
         "kept_parameters": kept,
-        "steps_per_epoch": spe,
-        "total_steps": global_step,
-        "device": str(device),
+        "steps_per_epoch": setup.steps_per_epoch,
+        "total_steps": state.global_step,
+        "device": str(setup.device),
     }
+
+
+def train(
+    config: TrainConfig, *, progress: Callable[[int, dict], None] | None = None, return_model: bool = False
+) -> dict | tuple[dict, torch.nn.Module]:
+    """Run ``config``; return the result dict of the module docstring (and the model if asked).
+
+    ``progress(epoch, record)`` is called after each epoch's record (and checkpoint) is complete.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    setup = make_setup(config)
+    state = new_state(config, setup)
+    ckpt = checkpoint_path(config)
+    if config.resume and ckpt is not None and ckpt.is_file():
+        _load_checkpoint(config, setup, state, ckpt)
+    if not state.history:
+        lr0 = _lr_at(config, 0, 0, setup.total_steps)
+        state.history.append(_record(config, setup, state, 0, config.mode_at(0).value, lr0, [], {}, 0.0))
+    for epoch in range(state.epoch, config.epochs):
+        rec = train_epoch(config, setup, state, epoch)
+        state.history.append(rec)
+        state.epoch = done = epoch + 1
+        if (
+            ckpt is not None
+            and config.checkpoint_every
+            and (done % config.checkpoint_every == 0 or done == config.epochs)
+        ):
+            _save_checkpoint(config, setup, state, ckpt)
+        if progress is not None:
+            progress(done, rec)
+        elif not config.quiet:
+            print(
+                f"epoch {done}/{config.epochs} mode={rec['mode']} train_acc={rec['train_acc']:.4f} "
+                f"test_acc={rec['test_acc']:.4f} eps_rdp={rec['epsilon_rdp']:.3f} ({rec['seconds']:.1f}s)",
+                flush=True,
+            )
+    result = _result(config, setup, state)
     if return_model:
-        result["_masks"] = None if masks is None else {k: v.detach().cpu() for k, v in masks.items()}
-        return result, model
+        result["_masks"] = None if setup.masks is None else {k: v.detach().cpu() for k, v in setup.masks.items()}
+        return result, setup.model
     return result
 
 
