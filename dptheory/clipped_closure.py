@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,7 @@ def check_closure(closure: Any) -> str:
     """Validate a closure name: one of :data:`CLOSURES` (ValueError otherwise); returns it."""
     if closure not in CLOSURES:
         raise ValueError(f"closure must be one of {', '.join(CLOSURES)}, got {closure!r}")
-    return closure
+    return str(closure)
 
 
 def _participation(basin: Basin, v: np.ndarray, vf: float) -> float:
@@ -80,11 +81,17 @@ def _participation(basin: Basin, v: np.ndarray, vf: float) -> float:
 def _log_density(k: float, x: np.ndarray, g: np.ndarray, t: np.ndarray) -> np.ndarray:
     """log p(x) = (k−1) log x − log t(x) − k ∫_{x₀}^x g(u) u / t(u) du (cumulative Simpson)."""
     phi = k * integrate.cumulative_simpson(g * x / t, x=x, initial=0.0)
-    return special.xlogy(k - 1.0, x) - np.log(t) - phi
+    out: np.ndarray = special.xlogy(k - 1.0, x) - np.log(t) - phi
+    return out
 
 
 def _radial_ratio(
-    k: float, ratios, knee: float, nodes: int = _RADIAL_NODES, fine: int = _RADIAL_FINE, max_tries: int = _RADIAL_TRIES
+    k: float,
+    ratios: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    knee: float,
+    nodes: int = _RADIAL_NODES,
+    fine: int = _RADIAL_FINE,
+    max_tries: int = _RADIAL_TRIES,
 ) -> float:
     """E_p[x²] for p(x) ∝ x^{k−1}/t(x) · exp(−k ∫ g(u) u / t(u) du), x = m/m_MF.
 

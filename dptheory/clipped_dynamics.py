@@ -182,8 +182,8 @@ def effective_linear_model(
         extra_f = st.mult * st.gamma**2 * m2 * lf / weight if n_flat else 0.0
     return LinearDynamics(
         lr=optimizer.lr,
-        drift=st.drift,
-        noise_var=st.add_var + extra,
+        drift=tuple(float(x) for x in st.drift),
+        noise_var=tuple(float(x) for x in st.add_var + extra),
         flat_dim=basin.flat_dim,
         flat_drift=st.flat_drift,
         flat_noise_var=st.flat_add_var + extra_f,
@@ -525,7 +525,7 @@ def dimension_scaling(
     ]
     if displacement is not None:
         keys += ["recovery_steps", "recovery_ode_steps"]
-    out: dict[str, list] = {k: [] for k in keys}
+    out: dict[str, list[Any]] = {k: [] for k in keys}
     for d_raw in grid.tolist():
         d = check_int("dims", d_raw, minimum=basin.rank)
         b = replace(basin, dim=d)
@@ -544,9 +544,12 @@ def dimension_scaling(
         out["stationary_loss_approx"].append(
             stationary_excess_loss(basin=b, optimizer=optimizer, approx=True, sampling=sampling)
         )
-        kw = dict(basin=b, optimizer=optimizer, sampling=sampling, closure=closure)
-        out["clip_fraction"].append(stationary_clip_fraction(**kw))
-        out["mean_clip_factor"].append(stationary_mean_clip_factor(**kw))
+        out["clip_fraction"].append(
+            stationary_clip_fraction(basin=b, optimizer=optimizer, sampling=sampling, closure=closure)
+        )
+        out["mean_clip_factor"].append(
+            stationary_mean_clip_factor(basin=b, optimizer=optimizer, sampling=sampling, closure=closure)
+        )
         out["gamma"].append(st.gamma)
         out["gradient_norm"].append(math.sqrt(m2))
         out["relaxation_steps"].append(

@@ -62,6 +62,8 @@ from dptheory import clipping as _clipping
 from dptheory.clipped_step import check_inputs, stationary_state
 from dptheory.records import Basin, Optimizer
 
+Rule = tuple[np.ndarray, np.ndarray]  # (points, probabilities) of an angular rule
+
 __all__ = ["EllipticLaw", "dirichlet_quadrature", "elliptic_stationary_law", "second_moment_contraction"]
 
 _RULE_NODES = 8  # Gauss nodes of the angular (Dirichlet) rules
@@ -78,7 +80,9 @@ _MAX_ITER = 200
 _TOL = 1e-9
 
 
-def dirichlet_quadrature(*, weights: Any, counts: Any, tilt: int | None = None, nodes: int = _RULE_NODES):
+def dirichlet_quadrature(
+    *, weights: Any, counts: Any, tilt: int | None = None, nodes: int = _RULE_NODES
+) -> tuple[np.ndarray, np.ndarray]:
     """Gauss rule (points, probabilities) for the law of s = Σ_g w_g U_g, U ~ Dirichlet(k_g/2).
 
     s is the quadratic form Σ_j w_j u_j² of a uniform unit vector u in ℝ^K (K = Σ k_g) with k_g
@@ -204,7 +208,8 @@ class _ClipTable:
         if np.max(m, initial=0.0) > self.m_max * (1.0 + 1e-9):
             raise _RangeError
         out = np.interp(np.arcsinh(m / self.w), self.y, self.dense[key])
-        return np.clip(out, 0.0, 1.0) if key != "q" else np.maximum(out, self.dp)
+        res: np.ndarray = np.clip(out, 0.0, 1.0) if key != "q" else np.maximum(out, self.dp)
+        return res
 
 
 class _RangeError(Exception):
@@ -264,33 +269,38 @@ class _Model:
 
     def contraction(self, gi: int, m: np.ndarray) -> np.ndarray:
         factor = self.t("phi" if self.g.flat_kind[gi] else "gamma", m)
-        return second_moment_contraction(lr=self.lr, factor=factor, curvature=self.g.lam[gi], multiplicative=self.kappa)
+        out: np.ndarray = second_moment_contraction(
+            lr=self.lr, factor=factor, curvature=self.g.lam[gi], multiplicative=self.kappa
+        )
+        return out
 
     def noise(self, gi: int, m: np.ndarray) -> np.ndarray:
         return np.full_like(m, self.t.dp) if self.g.flat_kind[gi] else self.t("q", m)
 
 
-def _rules(model: _Model, v: np.ndarray) -> list:
+def _rules(model: _Model, v: np.ndarray) -> list[Rule]:
     """Angular rules for s = Σ_g λ_g² v_g U_g: [plain, tilted by group 0, 1, …]."""
     g = model.g
     w = g.lam**2 * v
     return [dirichlet_quadrature(weights=w, counts=g.count, tilt=t) for t in (None, *range(g.lam.size))]
 
 
-def _coefficients(model: _Model, rules: list, v: np.ndarray, rho: np.ndarray):
+def _coefficients(
+    model: _Model, rules: list[Rule], v: np.ndarray, rho: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Rule]:
     """u-averaged (1 − κ², σ², radial noise, E[Q_g | ρ], E_tilt[c_g | ρ]) on the ρ grid."""
     g = model.g
     kk = float(g.count.sum())
     plain = rules[0]
     mp_ = rho[:, None] * np.sqrt(plain[0])[None, :]
     q_g = np.stack([model.noise(i, mp_) @ plain[1] for i in range(g.lam.size)])
-    c_g, q_t = [], []
+    c_list, q_t = [], []
     for i in range(g.lam.size):
         pts, wts = rules[i + 1]
         mt = rho[:, None] * np.sqrt(pts)[None, :]
-        c_g.append(model.contraction(i, mt) @ wts)
+        c_list.append(model.contraction(i, mt) @ wts)
         q_t.append(model.noise(i, mt) @ wts)
-    c_g = np.stack(c_g)
+    c_g = np.stack(c_list)
     share = (g.count / kk)[:, None]
     one_minus_k2 = np.sum(share * c_g, axis=0)
     sigma2 = np.sum(g.count[:, None] * q_g / v[:, None], axis=0) / kk
@@ -298,7 +308,9 @@ def _coefficients(model: _Model, rules: list, v: np.ndarray, rho: np.ndarray):
     return one_minus_k2, sigma2, radial, q_g, c_g, plain
 
 
-def _fp_law(model: _Model, rules: list, v: np.ndarray, hi: float):
+def _fp_law(
+    model: _Model, rules: list[Rule], v: np.ndarray, hi: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Rule]:
     """Small-step radial law on [0, hi]: Simpson nodes and normalised weights (zero radial flux)."""
     kk = float(model.g.count.sum())
     eta = model.lr
@@ -316,7 +328,9 @@ def _fp_law(model: _Model, rules: list, v: np.ndarray, hi: float):
     return rho, p / p.sum(), logp, q_g, c_g, plain
 
 
-def _chain_law(model: _Model, rules: list, v: np.ndarray, hi: float, cells: int):
+def _chain_law(
+    model: _Model, rules: list[Rule], v: np.ndarray, hi: float, cells: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Rule]:
     """Stationary law of the radial chain (R) on ``cells`` midpoints of [0, hi] (sparse direct solve)."""
     kk = float(model.g.count.sum())
     eta = model.lr
@@ -362,7 +376,7 @@ def _chain_law(model: _Model, rules: list, v: np.ndarray, hi: float, cells: int)
     return rho, p / p.sum(), q_g, c_g, plain
 
 
-def _fit_range(model: _Model, rules: list, v: np.ndarray, hi: float) -> float:
+def _fit_range(model: _Model, rules: list[Rule], v: np.ndarray, hi: float) -> float:
     """Widen [0, hi] until the small-step log-density at hi is ≥ 40 below its peak, then trim to it."""
     for _ in range(30):
         rho, _, logp, *_ = _fp_law(model, rules, v, hi)
@@ -377,14 +391,17 @@ def _fit_range(model: _Model, rules: list, v: np.ndarray, hi: float) -> float:
     return hi
 
 
-def _balance(model: _Model, v: np.ndarray, rho, p, q_g, c_g):
+def _balance(
+    model: _Model, v: np.ndarray, rho: np.ndarray, p: np.ndarray, q_g: np.ndarray, c_g: np.ndarray
+) -> np.ndarray:
     """θ_g = η² K E[q_g] / (v_g E[ρ² E_tilt c_g]), normalised by the automatic weighted balance."""
     kk = float(model.g.count.sum())
     eq = q_g @ p
     ec = (c_g * rho**2) @ p
     theta = model.lr**2 * kk * eq / (v * ec)
     weight = model.g.count * ec
-    return theta / (np.dot(weight, theta) / weight.sum())
+    out: np.ndarray = theta / (np.dot(weight, theta) / weight.sum())
+    return out
 
 
 @functools.lru_cache(maxsize=1024)
@@ -394,7 +411,7 @@ def _solve(basin: Basin, opt: Optimizer, poisson: bool) -> EllipticLaw:
     c, s, n = opt.effective_clip_norm, basin.sample_std, basin.noise_dim
     g = _groups(basin)
 
-    def exact(second, flat_second, msq) -> EllipticLaw:
+    def exact(second: Any, flat_second: float, msq: float) -> EllipticLaw:
         m = math.sqrt(msq) if math.isfinite(msq) else math.inf
         if math.isinf(c) or not math.isfinite(m):
             prob, phi = (0.0, 1.0) if math.isinf(c) else (1.0, 0.0)
@@ -461,7 +478,9 @@ def _solve(basin: Basin, opt: Optimizer, poisson: bool) -> EllipticLaw:
     return EllipticLaw(second, flat_second, msq, prob, phi, method, iterations)
 
 
-def _iterate(model: _Model, v: np.ndarray, kk: float):
+def _iterate(
+    model: _Model, v: np.ndarray, kk: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Rule, float, str, int]:
     """Shape fixed point v_g ← v_g θ_g: on the small-step law first, then on the chain where it applies.
 
     Anderson acceleration (depth 3) on x = log v − mean(log v) (θ does not depend on the scale of v,
@@ -470,7 +489,7 @@ def _iterate(model: _Model, v: np.ndarray, kk: float):
     """
     hi = (kk + 45.0) / math.sqrt(kk + 1.0)
     iterations = 0
-    result = None
+    result: tuple[np.ndarray, np.ndarray, np.ndarray, Rule, float, str, int] | None = None
     scale = float(np.exp(np.mean(np.log(v))))
     x = np.log(v) - math.log(scale)
     for phase in ("fokker-planck", "chain"):
@@ -517,6 +536,7 @@ def _iterate(model: _Model, v: np.ndarray, kk: float):
                 RuntimeWarning,
                 stacklevel=3,
             )
+    assert result is not None  # the first phase always runs at least once
     return result
 
 

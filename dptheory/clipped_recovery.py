@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,14 @@ def _init_vector(init_error: Any, rank: int) -> np.ndarray:
 
 
 def _run(
-    basin: Basin, opt: Optimizer, poisson: bool, v0: np.ndarray, f0: float, steps: int, stop=None, tabulate: bool = True
+    basin: Basin,
+    opt: Optimizer,
+    poisson: bool,
+    v0: np.ndarray,
+    f0: float,
+    steps: int,
+    stop: Callable[[int, float], bool] | None = None,
+    tabulate: bool = True,
 ) -> tuple[MeanFieldTrajectory, int]:
     """Iterate the mean-field recursion; ``stop(t, loss)`` may end it early. Returns (trajectory, last t)."""
     lam, lf, kappa = basin.curvature_array, basin.flat_curvature, basin.heldout_flat_curvature
@@ -225,7 +233,8 @@ def _direction(direction: Any, lam: np.ndarray) -> np.ndarray:
         return u
     if arr.shape != (r,) or not np.all(np.isfinite(arr)) or not np.any(arr != 0):
         raise ValueError(f"direction vector must be finite, nonzero and of length {r}, got {direction!r}")
-    return arr / np.linalg.norm(arr)
+    unit: np.ndarray = arr / np.linalg.norm(arr)
+    return unit
 
 
 def saturated_recovery_steps(
@@ -281,7 +290,7 @@ def saturated_recovery_steps(
         hi *= 2.0
     tau_star = optimize.brentq(lambda x: excess(x) - target, 0.0, hi, xtol=1e-14, rtol=1e-14)
     if math.isinf(c):
-        return tau_star / eta
+        return float(tau_star) / eta
 
     def inv_rate(tau: float) -> float:  # 1/(ηγ) = max(1, √(m² + a²)/C)/η
         m2 = float(np.sum((lam * delta) ** 2 * np.exp(-2.0 * lam * tau)))
