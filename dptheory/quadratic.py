@@ -47,6 +47,7 @@ __all__ = [
     "stationary_loss",
     "stationary_loss_general",
     "stationary_second_moments",
+    "stationary_variance",
 ]
 
 
@@ -215,13 +216,37 @@ def _times(x: Any, y: Any) -> np.ndarray:
 
 
 def _stationary_second(dynamics: LinearDynamics, a: np.ndarray, tau2: np.ndarray, name: str) -> np.ndarray:
-    """v = ητ²/(a(2 − ηa)): inf where a = 0 < τ², 0 where τ² = 0; ValueError if ηa ≥ 2."""
+    """v = ητ²/(a(2 − ηa)) (:func:`stationary_variance`, κ = 0); ValueError if ηa ≥ 2."""
     x = dynamics.lr * a
     if np.any(x >= 2):
         raise ValueError(f"lr * {name} must be < 2 for a stationary state (divergent), got {x.max()!r}")
+    return stationary_variance(lr=dynamics.lr, drift=a, noise_var=tau2)
+
+
+def stationary_variance(*, lr: float, drift: Any, noise_var: Any, multiplicative: float = 0.0) -> np.ndarray:
+    """Stationary second moment of the linear recursion with additive and multiplicative noise.
+
+        v = η q / (a (2 − η a (1 + κ))),   the fixed point of   v' = [(1 − η a)² + η² κ a²] v + η² q,
+
+    the second-moment recursion of e' = (1 − ηa) e + η(noise of variance q + κa²e²). η = ``lr``,
+    a = ``drift``, q = ``noise_var`` (arrays broadcast), κ = ``multiplicative`` (1/B for Poisson batches
+    of expected size B, whose random size adds Var(N)/B² · (a e)² to the update; 0 for fixed batches).
+    Returns ``inf`` where the bracket is ≥ 1 (no stationary state: a = 0 or η a (1 + κ) ≥ 2) and q > 0,
+    and 0 where q = 0. Exact. Reference: derived here, proved in proofs/clipped_stationary.py (κ = 0:
+    proofs/noise_only_variance.py).
+
+    Example:
+        >>> stationary_variance(lr=0.5, drift=1.0, noise_var=3.0).tolist()
+        1.0
+        >>> float(stationary_variance(lr=1.0, drift=1.0, noise_var=1.0, multiplicative=0.25))  # 1/(2 − 1.25)
+        1.3333333333333333
+    """
+    a = np.asarray(drift, dtype=float)
+    q = np.asarray(noise_var, dtype=float)
+    den = a * (2.0 - lr * a * (1.0 + multiplicative))
     with np.errstate(divide="ignore", invalid="ignore"):
-        v = dynamics.lr * tau2 / (a * (2.0 - x))
-    return np.where(tau2 == 0, 0.0, np.where(a == 0, np.inf, v))
+        v = np.where(den > 0, lr * q / np.where(den > 0, den, 1.0), np.inf)
+    return np.where(q == 0, 0.0, v)
 
 
 def stationary_second_moments(*, dynamics: LinearDynamics) -> np.ndarray:

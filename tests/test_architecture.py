@@ -58,8 +58,8 @@ def _targets(base: str, names: list[str]) -> list[str]:
 
 
 MODULES = _modules()
-# Private imports still being removed on another branch (the clipped-model refactor); empty when merged.
-KNOWN_PRIVATE_IMPORTS = {"dptheory.clipped_dynamics", "dptheory.clipped_recovery"}
+# Modules still importing private names of others (none).
+KNOWN_PRIVATE_IMPORTS: set[str] = set()
 
 
 @pytest.mark.parametrize("module,path", MODULES, ids=[m for m, _ in MODULES])
@@ -70,11 +70,11 @@ def test_layering(module, path):
         targets = _targets(base, names)
         if _is_under(module, "dptheory"):
             bad += [f"{line}: {t}" for t in targets if any(_is_under(t, p) for p in ("simulations", "paper", "proofs"))]
-        if any(_is_under(module, p) for p in ("simulations.basin", "simulations.nn", "simulations.common")):
-            if module != "simulations.nn.__main__":
-                experiments = [f"simulations.{e}" for e in EXPERIMENTS]
-                bad += [f"{line}: {t}" for t in targets if any(_is_under(t, e) for e in experiments)]
-                bad += [f"{line}: {t}" for t in targets if _is_under(t, "paper")]
+        engine = any(_is_under(module, p) for p in ("simulations.basin", "simulations.nn", "simulations.common"))
+        if engine and module != "simulations.nn.__main__":
+            experiments = [f"simulations.{e}" for e in EXPERIMENTS]
+            bad += [f"{line}: {t}" for t in targets if any(_is_under(t, e) for e in experiments)]
+            bad += [f"{line}: {t}" for t in targets if _is_under(t, "paper")]
         if _is_under(module, "paper"):
             bad += [f"{line}: {t}" for t in targets if _is_under(t, "simulations")]
     assert not bad, f"{module} imports across a layer: {bad}"

@@ -215,7 +215,9 @@ def test_gaussian_law_reproduces_clipped_dynamics(spread, flat, mode, sampling):
     np.testing.assert_allclose(noise[:3], np.asarray(eff.noise_var)[order], rtol=1e-12)
     assert dirs.drift[3] == pytest.approx(eff.flat_drift, rel=1e-12, abs=1e-300)
     assert noise[3] == pytest.approx(eff.flat_noise_var, rel=1e-12)
-    frac = clipped_dynamics.stationary_clip_fraction(basin=basin, optimizer=opt, sampling=sampling)
+    frac = clipped_dynamics.stationary_clip_fraction(
+        basin=basin, optimizer=opt, sampling=sampling, closure="mean-field"
+    )
     assert spectral_clip_fraction(basin=sb, optimizer=opt, sampling=sampling, closure="mean-field") == pytest.approx(
         frac, rel=1e-12, abs=1e-15
     )
