@@ -59,7 +59,6 @@ def _targets(base: str, names: list[str]) -> list[str]:
 
 MODULES = _modules()
 # Modules still importing private names of others (none).
-KNOWN_PRIVATE_IMPORTS: set[str] = set()
 
 
 @pytest.mark.parametrize("module,path", MODULES, ids=[m for m, _ in MODULES])
@@ -89,8 +88,6 @@ def test_no_private_names_cross_modules(module, path):
             continue
         bad += [f"{line}: {base}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
         bad += [f"{line}: {base}" for part in base.split(".") if part.startswith("_") and not part.startswith("__")]
-    if module in KNOWN_PRIVATE_IMPORTS:
-        pytest.xfail("private imports being removed on the clipped-model branch")
     assert not bad, f"{module} imports private names of other modules: {bad}"
 
 

@@ -49,16 +49,10 @@ def test_closed_form_matches_code(name, index, link):
     check()
 
 
-# Proofs not yet wired to code: the spectral model's, merged into main without CodeLinks (to be linked by its owner).
-PENDING = {"proofs.spectral_linear_response", "proofs.spectral_sampling_variance", "proofs.spectral_transient"}
-
-
 def test_every_proof_module_is_wired_to_code():
     """Each proof names at least one dptheory function it backs (or says why it cannot be linked)."""
     missing = [
-        m.__name__
-        for m in proof_modules()
-        if not getattr(m, "CODE_LINKS", ()) and not getattr(m, "NO_CODE_LINK", "") and m.__name__ not in PENDING
+        m.__name__ for m in proof_modules() if not getattr(m, "CODE_LINKS", ()) and not getattr(m, "NO_CODE_LINK", "")
     ]
     assert not missing, f"proof modules without a CodeLink: {missing}"
 
