@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from paper import style
+
 
 def _load(folder: Path) -> tuple[dict, dict]:
     config = json.loads((folder / "config.json").read_text())
@@ -32,192 +34,214 @@ def _num(x: Any) -> float:
     return float(x) if not isinstance(x, str) else float(x.replace("inf", "inf"))
 
 
-def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, **kw: Any) -> None:
+def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, *, st: Any = None, label: str = "") -> None:
+    """Measured means ± 1 SE over seeds, joined by a thin line in the series' style."""
     ys = [_num(s["mean"]) * scale for s in stats]
     es = [(_num(s["se"]) * scale if s["se"] != "nan" else 0.0) for s in stats]
-    ax.errorbar(xs, ys, yerr=es, capsize=3, marker="o", **kw)
+    st = st or style.series(label)
+    ax.plot(xs, ys, color=st.color, ls=st.linestyle, lw=1.0, zorder=st.order)
+    style.points(ax, xs, ys, st, yerr=es, label=label or st.label)
 
 
 def fig_switch(config: dict, metrics: dict) -> plt.Figure:
     """Final test accuracy vs switch epoch, both directions, with the SGD and DP-SGD baselines."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, axes = style.figure(1, width=5.4, height=3.8)
+    ax = axes[0]
     rows = metrics["per_switch"]
     s = [r["switch_epoch"] for r in rows]
-    _errorbar(ax, s, [r["acc_sgd_then_dpsgd"] for r in rows], label="SGD → DP-SGD")
-    _errorbar(ax, s, [r["acc_dpsgd_then_sgd"] for r in rows], label="DP-SGD → SGD (not private)")
-    for key, style, label in (("acc_sgd", "--", "SGD"), ("acc_dpsgd", ":", "DP-SGD")):
-        ax.axhline(_num(metrics[key]["mean"]) * 100, ls=style, color="gray", label=label)
-    ax.set(
-        xlabel="switch epoch s", ylabel="final test accuracy (%)", title=f"claim 1: switch ({config['epochs']} epochs)"
+    _errorbar(
+        ax, s, [r["acc_sgd_then_dpsgd"] for r in rows], st=style.DIRECTIONS["sgd->dpsgd"], label="SGD, then DP-SGD"
     )
-    ax.legend(fontsize=7)
+    _errorbar(
+        ax,
+        s,
+        [r["acc_dpsgd_then_sgd"] for r in rows],
+        st=style.DIRECTIONS["dpsgd->sgd"],
+        label="DP-SGD, then SGD (not private)",
+    )
+    for key in ("acc_sgd", "acc_dpsgd"):
+        st = style.series(key.removeprefix("acc_"), style.MODES)
+        ax.axhline(
+            _num(metrics[key]["mean"]) * 100, ls=st.linestyle, color=st.color, lw=1.0, label=f"{st.label} throughout"
+        )
+    ax.set(xlabel="switch epoch s", ylabel="final test accuracy (%)")
+    ax.set_title(f"switch at epoch s of {config['epochs']}; points: mean ± 1 SE over {len(config['seeds'])} seeds")
+    style.legend(ax, loc="best")
     return fig
 
 
 def fig_ablate(config: dict, metrics: dict) -> plt.Figure:
     """Test accuracy per mode (paired seeds) and the excess training loss after a noise burst."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (a, b) = style.figure(2, width=4.6, height=3.8)
     modes = list(metrics["test_accuracy"])
     means = [_num(metrics["test_accuracy"][m]["mean"]) * 100 for m in modes]
     ses = [
         _num(metrics["test_accuracy"][m]["se"]) * 100 if metrics["test_accuracy"][m]["se"] != "nan" else 0
         for m in modes
     ]
-    a.bar(modes, means, yerr=ses, capsize=3, color=["C0", "C3", "C2", "C1"][: len(modes)])
-    a.set(ylabel="final test accuracy (%)", title="claim 2: ablation")
+    styles = [style.series(m, style.MODES) for m in modes]
+    a.bar(range(len(modes)), means, yerr=ses, capsize=3, color=[st.color for st in styles], alpha=0.85)
+    a.set_xticks(range(len(modes)), [st.label for st in styles])
+    a.set(ylabel="final test accuracy (%)")
+    a.set_title(f"test accuracy, mean ± 1 SE over {len(config['seeds'])} seeds")
     if "burst" in metrics:
         for mode, r in metrics["burst"].items():
+            st = style.series(mode, style.MODES)
             curve = [_num(v) for v in r["excess_curve_mean"]]
             recovered = _num(r["recovered_fraction"]["mean"])
-            b.plot(range(len(curve)), curve, marker=".", label=f"{mode} (recovered {recovered:.0%})")
-        b.axvline(metrics["burst_epoch"], color="gray", ls=":")
+            b.plot(
+                range(len(curve)),
+                curve,
+                color=st.color,
+                ls=st.linestyle,
+                marker=st.marker,
+                ms=st.size - 1,
+                label=f"{st.label} (recovered {recovered:.0%})",
+            )
+        b.axvline(metrics["burst_epoch"], color="gray", ls=":", lw=0.9, label="weight burst")
         b.axhline(0, color="black", lw=0.5)
-        b.set(xlabel="epoch", ylabel="train loss: burst − plain", title="recovery from a noise burst")
-        b.legend(fontsize=7)
+        b.set(xlabel="epoch", ylabel="training loss: with burst − without")
+        b.set_title("recovery from a weight burst (mean over seeds)")
+        style.legend(b)
     return fig
 
 
 def fig_width(config: dict, metrics: dict) -> plt.Figure:
     """Accuracy and the SGD − DP-SGD gap vs parameter count d; clip fraction vs d."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (a, b) = style.figure(2, width=4.6, height=3.8)
     rows = metrics["per_width"]
     d = [r["dim"] for r in rows]
     for key, label in (
         ("sgd", "SGD"),
-        ("dp_eps", f"DP-SGD ε={config['target_epsilon']}"),
-        ("dp_sigma", f"DP-SGD σ={config['noise_multiplier']}"),
+        ("dp_eps", f"DP-SGD at ε = {config['target_epsilon']:g}"),
+        ("dp_sigma", f"DP-SGD at σ = {config['noise_multiplier']:g}"),
     ):
-        _errorbar(a, d, [r[key]["test_accuracy"] for r in rows], label=label)
-    a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)", title="claim 3: width")
-    a.legend(fontsize=7)
-    for key in ("dp_eps", "dp_sigma"):
-        _errorbar(b, d, [r[key]["gap_sgd_minus_dp"] for r in rows], label=f"gap ({key})")
-    b2 = b.twinx()
-    b2.plot(d, [_num(r["dp_eps"]["clip_fraction"]["mean"]) for r in rows], "k:", label="clip fraction")
-    b2.set(ylim=(0, 1.05), ylabel="clip fraction")
-    b.set(xscale="log", xlabel="parameters d", ylabel="SGD − DP-SGD (%)")
-    b.legend(fontsize=7, loc="upper left")
+        _errorbar(a, d, [r[key]["test_accuracy"] for r in rows], st=style.series(key, style.MODES), label=label)
+    a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)")
+    a.set_title(f"accuracy vs width; mean ± 1 SE over {len(config['seeds'])} seeds")
+    style.legend(a)
+    for key, label in (
+        ("dp_eps", f"at ε = {config['target_epsilon']:g}"),
+        ("dp_sigma", f"at σ = {config['noise_multiplier']:g}"),
+    ):
+        _errorbar(
+            b,
+            d,
+            [r[key]["gap_sgd_minus_dp"] for r in rows],
+            st=style.series(key, style.MODES),
+            label=f"SGD − DP-SGD {label}",
+        )
+    b.set(xscale="log", xlabel="parameters d", ylabel="SGD − DP-SGD (points)")
+    b.set_title("gap between SGD and DP-SGD vs d")
+    style.legend(b, loc="upper left")
     return fig
 
 
 def fig_prune(config: dict, metrics: dict) -> plt.Figure:
     """DP-SGD test accuracy vs sparsity for each mask source (oracle marked not private)."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, axes = style.figure(1, width=5.4, height=3.8)
+    ax = axes[0]
     for source, rows in metrics["per_source"].items():
-        label = source + (" (NOT private)" if source == "oracle" else "")
-        _errorbar(ax, [r["sparsity"] for r in rows], [r["test_accuracy"] for r in rows], label=label)
-    ax.axhline(_num(metrics["sgd_dense"]["mean"]) * 100, color="gray", ls="--", label="SGD dense")
-    ax.set(
-        xlabel="sparsity", ylabel="final test accuracy (%)", title=f"claim 4: pruning at ε={config['target_epsilon']}"
+        st = style.series(source, style.MASKS)
+        _errorbar(ax, [r["sparsity"] for r in rows], [r["test_accuracy"] for r in rows], st=st, label=st.label)
+    sgd = style.MODES["sgd"]
+    ax.axhline(
+        _num(metrics["sgd_dense"]["mean"]) * 100, color=sgd.color, ls="--", lw=1.0, label="dense SGD (not private)"
     )
-    ax.legend(fontsize=7)
+    ax.set(xlabel="fraction of weights pruned", ylabel="final test accuracy (%)")
+    ax.set_title(f"DP-SGD at total ε = {config['target_epsilon']:g}; mean ± 1 SE over {len(config['seeds'])} seeds")
+    style.legend(ax, loc="lower left")
     return fig
 
 
-ARM_COLORS = {"sgd": "C0", "clip": "C3", "noise": "C2", "dpsgd": "C1"}
-FAMILY_MARKERS = {"mlp": "o", "linearised": "s", "teacher": "^"}
-DIRECTION_MARKERS = {"top": "o", "random": "D", "flat": "v"}
+def _pos(values: list[float]) -> list[float]:
+    return [v for v in values if v > 0 and v != float("inf") and v == v]
 
 
-def _positive_pairs(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    vals = [v for v in xs + ys if v > 0 and v == v and v != float("inf")]
-    return (min(vals), max(vals)) if vals else (1e-6, 1.0)
+def _identity_panel(ax: Any, rows: list[dict], k: float, title: str) -> None:
+    """Predicted (x) vs measured (y, ± k SE) excess, log–log, identity ± 25 %; filled = relaxed (T ≥ 5 τ)."""
+    pred = [_num(r["predicted_excess"]) for r in rows]
+    meas = [_num(r["measured_excess"]["mean"]) for r in rows]
+    vals = _pos(pred + meas)
+    lo, hi = (min(vals) / 2, max(vals) * 2) if vals else (1e-6, 1.0)
+    ax.fill_between([lo, hi], [lo / 1.25, hi / 1.25], [lo * 1.25, hi * 1.25], color="0.88", zorder=0)
+    ax.plot([lo, hi], [lo, hi], color="0.3", lw=style.THEORY_LW, zorder=1)
+    hidden = 0
+    for arm in ("clip", "noise", "dpsgd"):
+        st = style.series(arm, style.MODES)
+        for r, p, m in zip(rows, pred, meas):
+            if r["arm"] != arm:
+                continue
+            if not (p > 0 and m > 0):
+                hidden += 1
+                continue
+            se = _num(r["measured_excess"]["se"])
+            se = 0.0 if se != se else se
+            down = min(k * se, m * (1 - 1e-3))  # a log axis cannot show a bar through zero
+            style.points(ax, [p], [m], st, yerr=[[down], [k * se]], filled=bool(r["relaxation"]["relaxed"]))
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
+    ax.set_xlabel("predicted excess loss (model: arm − SGD)")
+    ax.set_ylabel(f"measured excess loss (± {k:g} SE over seeds)")
+    ax.set_title(title)
+    if hidden:
+        ax.text(0.98, 0.02, f"{hidden} rows with a value ≤ 0 not shown", transform=ax.transAxes, ha="right", fontsize=7)
 
 
 def fig_basin(config: dict, metrics: dict) -> plt.Figure:
-    """Warm-start basin experiment: predicted vs measured excess (log–log, ±k SE), recovery, teacher D sweep."""
+    """Warm start at a minimum: predicted vs measured excess (MLP grid, linearised network), the teacher
+    dimension sweep and recovery times; points ± k SE over seeds, lines the model."""
     k = _num(metrics["summary"].get("k_se", 2.0))
     rows = metrics["rows"]
+    fig, axes = style.figure(2, nrows=2, width=5.0, height=4.3)
+    summary = metrics["summary"]
+    mlp = [r for r in rows if r["family"] == "mlp"]
+    share = summary.get("mlp", {}).get("model", {}).get("within_tolerance", float("nan"))
+    _identity_panel(axes[0], mlp, k, f"MLPs warm-started at w*: {_num(share):.0%} of rows within 25 %")
+    lin = [r for r in rows if r["family"] == "linearised"]
+    _identity_panel(axes[1], lin, k, "linearised network (exact quadratic)")
+    c = axes[2]
     teacher = [r for r in rows if r["family"] == "teacher"]
-    ncols = 3 if teacher else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.6))
-    a = axes[0]
-    pred = [_num(r["predicted_excess"]) for r in rows]
-    meas = [_num(r["measured_excess"]["mean"]) for r in rows]
-    lo, hi = _positive_pairs(pred, meas)
-    lo, hi = lo / 2, hi * 2
-    skipped = 0
-    for r, p, m in zip(rows, pred, meas):
-        if not (p > 0 and m > 0):
-            skipped += 1
+    for arm in ("clip", "noise", "dpsgd"):
+        st = style.series(arm, style.MODES)
+        sub = sorted((r for r in teacher if r["arm"] == arm), key=lambda r: float(r["dataset"].split("d=")[-1]))
+        if not sub:
             continue
-        se = _num(r["measured_excess"]["se"]) if r["measured_excess"]["se"] != "nan" else 0.0
-        err = [[min(k * se, m - lo * 1.0001)], [k * se]]
-        a.errorbar(
-            p,
-            m,
-            yerr=err,
-            fmt=FAMILY_MARKERS.get(r["family"], "o"),
-            color=ARM_COLORS.get(r["arm"], "k"),
-            ms=5,
-            capsize=2,
-            lw=0.8,
-            alpha=0.85,
+        dims = [float(r["dataset"].split("d=")[-1]) for r in sub]
+        style.theory(c, dims, [_num(r["predicted_excess"]) for r in sub], st)
+        style.points(
+            c,
+            dims,
+            [_num(r["measured_excess"]["mean"]) for r in sub],
+            st,
+            yerr=[k * _num(r["measured_excess"]["se"]) for r in sub],
+            label=st.label,
         )
-    a.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-    a.fill_between([lo, hi], [lo * 0.75, hi * 0.75], [lo * 1.25, hi * 1.25], color="0.85", zorder=0)
-    a.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
-    a.set_xlabel("predicted excess loss (model, arm − SGD)")
-    a.set_ylabel(f"measured excess loss (±{k:g} SE)")
-    share = metrics["summary"].get("mlp", {}).get("model", {}).get("within_tolerance")
-    title = "warm start at w*"
-    if share is not None and share == share:
-        title += f": {_num(share):.0%} of MLP rows within 25 %"
-    a.set_title(title, fontsize=10)
-    handles = [
-        plt.Line2D([], [], color=c, marker="o", ls="", label=arm) for arm, c in ARM_COLORS.items() if arm != "sgd"
-    ]
-    handles += [
-        plt.Line2D([], [], color="0.3", marker=mk, ls="", label=fam)
-        for fam, mk in FAMILY_MARKERS.items()
-        if any(r["family"] == fam for r in rows)
-    ]
-    handles.append(plt.Line2D([], [], color="0.85", lw=6, label="identity ± 25 %"))
-    a.legend(handles=handles, fontsize=7, loc="upper left")
-    if skipped:
-        a.text(0.98, 0.02, f"{skipped} rows ≤ 0 not shown", transform=a.transAxes, ha="right", fontsize=7)
-    b = axes[1]
+    c.set(xscale="log", xlabel="teacher input dimension D (rank fixed)", ylabel=f"excess loss (± {k:g} SE)")
+    c.axhline(0.0, color="0.5", lw=0.6)
+    c.set_title("teacher–student: excess vs D (lines: model)")
+    style.legend(c, loc="best")
+    d = axes[3]
     rec = [r for r in metrics.get("recovery", []) if _num(r["predicted_recovery"]) > 0]
     rp = [_num(r["predicted_recovery"]) for r in rec]
     rm = [_num(r["measured_recovery"]["mean"]) for r in rec]
-    lo2, hi2 = _positive_pairs(rp, rm)
-    lo2, hi2 = lo2 / 2, hi2 * 2
+    vals = _pos(rp + rm)
+    lo, hi = (min(vals) / 2, max(vals) * 4) if vals else (1.0, 10.0)
+    d.plot([lo, hi], [lo, hi], color="0.3", lw=style.THEORY_LW)
     for r, p, m in zip(rec, rp, rm):
-        shown = m if (m > 0 and m != float("inf")) else hi2 / 1.5
-        b.plot(
-            p,
-            shown,
-            DIRECTION_MARKERS.get(r["direction"], "o"),
-            color=ARM_COLORS.get(r["arm"], "k"),
-            mfc="none" if shown != m else ARM_COLORS.get(r["arm"], "k"),
-            ms=6,
+        st = style.series(r["arm"], style.MODES)
+        recovered = m > 0 and m != float("inf")
+        style.points(d, [p], [m if recovered else hi / 1.5], st, filled=recovered)
+        d.annotate(
+            r["direction"], (p, m if recovered else hi / 1.5), fontsize=6, xytext=(3, 3), textcoords="offset points"
         )
-    b.plot([lo2, hi2], [lo2, hi2], "k-", lw=0.8)
-    b.set(xscale="log", yscale="log", xlim=(lo2, hi2), ylim=(lo2, hi2))
-    b.set_xlabel("predicted recovery time (steps)")
-    b.set_ylabel("measured recovery time (steps)")
-    b.set_title("recovery after a displacement (open: not recovered)", fontsize=10)
-    dh = [plt.Line2D([], [], color="0.3", marker=mk, ls="", label=d) for d, mk in DIRECTION_MARKERS.items()]
-    dh += [
-        plt.Line2D([], [], color=ARM_COLORS[arm], marker="o", ls="", label=arm)
-        for arm in ("sgd", "noise", "clip", "dpsgd")
-        if any(r["arm"] == arm for r in rec)
-    ]
-    b.legend(handles=dh, fontsize=7, loc="upper left")
-    if teacher:
-        c = axes[2]
-        for arm in ("clip", "noise", "dpsgd"):
-            sub = sorted((r for r in teacher if r["arm"] == arm), key=lambda r: float(r["dataset"].split("d=")[-1]))
-            dims = [float(r["dataset"].split("d=")[-1]) for r in sub]
-            m = [_num(r["measured_excess"]["mean"]) for r in sub]
-            se = [k * _num(r["measured_excess"]["se"]) for r in sub]
-            c.errorbar(dims, m, yerr=se, fmt="o", color=ARM_COLORS[arm], capsize=2, label=f"{arm} measured")
-            c.plot(dims, [_num(r["predicted_excess"]) for r in sub], "-", color=ARM_COLORS[arm], label=f"{arm} model")
-        c.set(xscale="log", yscale="symlog" if any(_num(r["measured_excess"]["mean"]) <= 0 for r in teacher) else "log")
-        c.set_xlabel("teacher input dimension D (rank fixed)")
-        c.set_ylabel(f"excess loss (±{k:g} SE)")
-        c.set_title("teacher–student: excess vs D", fontsize=10)
-        c.legend(fontsize=7)
+    d.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
+    d.set_xlabel("predicted recovery time (steps)")
+    d.set_ylabel("measured recovery time (steps)")
+    d.set_title("recovery after a displacement (open: not recovered in R steps)")
+    handles, labels = style.key_handles(["clip", "noise", "dpsgd"], style.MODES, theory_line=False)
+    conv_h, conv_l = style.convention_handles(open_marker="not relaxed (T < 5 τ) / not recovered")
+    style.shared_legend(fig, handles + conv_h, labels + conv_l, ncol=6)
+    fig.subplots_adjust(top=0.9)
     return fig
 
 
@@ -246,21 +270,41 @@ FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
 }
 
 
-def draw(folder: str | Path) -> Path | None:
-    """Draw the figure of one result folder into ``<folder>/<kind>.png``; None if not an experiment."""
+def draw(folder: str | Path, *, formats: tuple[str, ...] = ("png",), out: str | Path | None = None) -> list[Path]:
+    """Draw the figure of one network result folder as ``net_<kind>.<ext>`` into ``out`` (default:
+    the folder); ResultError (one line) if the folder is not a network experiment or is malformed."""
+    from paper.figures import FORMATS, ResultError
+
     folder = Path(folder)
-    if not (folder / "metrics.json").is_file():
-        return None
-    config, metrics = _load(folder)
+    try:
+        config, metrics = _load(folder)
+    except (OSError, ValueError) as exc:
+        raise ResultError(f"{str(folder)!r} is not a readable result folder: {exc}") from None
     name = kind(metrics)
     if name is None:
-        return None
-    fig = FIGURES[name](config, metrics)
+        raise ResultError(
+            f"{str(folder)!r} is not a result folder of a known experiment (metrics.json has no 'experiment' "
+            "and is not a network experiment's)"
+        )
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ResultError(f"figure format must be one of {', '.join(FORMATS)}, got {bad[0]!r}")
+    try:
+        fig = FIGURES[name](config, metrics)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        plt.close("all")
+        raise ResultError(f"malformed {name} results in {str(folder)!r}: {exc}") from None
+    target = Path(out or folder)
+    target.mkdir(parents=True, exist_ok=True)
+    for ax in fig.axes:
+        style.log_ticks(ax)
     fig.tight_layout()
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=120)
+    paths = []
+    for ext in formats:
+        paths.append(target / f"net_{name}.{ext}")
+        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return path
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,8 +319,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         for metrics in sorted([root / "metrics.json"] + list(root.glob("*/metrics.json"))):
             if metrics.is_file():
-                path = draw(metrics.parent)
-                if path is not None:
+                try:
+                    paths = draw(metrics.parent)
+                except ValueError:
+                    continue
+                for path in paths:
                     print(path)
                     drawn += 1
     return 0 if drawn else 1

@@ -52,7 +52,7 @@ Report (``<out>/metrics.json``): ``rows`` (one per point and arm: settings, ``pr
 ``recovery`` rows, ``networks`` (what was measured at each w*) and ``summary``: per family, the share
 of rows within 25 % of the measurement, the log–log slope and intercept of measured on predicted
 with 95 % CIs fitted on the rows (seed means: seeds are never points of the fit), and the same for
-two null predictors ∝ d and ∝ √d with one fitted constant each. ``basin.png`` is drawn from it.
+two null predictors ∝ d and ∝ √d with one fitted constant each. ``net_basin.png`` is drawn from it.
 
 Example (CPU default; see docs/theory-vs-networks.md for a real run and its reading)::
 
@@ -1063,7 +1063,7 @@ def report(rows: list[dict], recovery: list[dict], summary: dict, config: BasinC
 
 
 def draw_figure(config: BasinConfig) -> None:
-    """Draw ``basin.png`` into the result folder from its files (``paper.nn_figures``)."""
+    """Draw ``net_basin.png`` into the result folder from its files (``paper.nn_figures``)."""
     from paper import nn_figures
 
     nn_figures.draw(config.out)

@@ -163,7 +163,7 @@ def test_tiny_run_writes_rows_summary_and_figure_and_reuses_its_cache(tmp_path, 
     base = ["basin", *_small_argv(), "--quiet", "--cache", str(cache)]
     assert nn_main.main([*base, "--out", str(out)]) == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (out / "basin.png").is_file() and (out / "config.json").is_file()
+    assert (out / "net_basin.png").is_file() and (out / "config.json").is_file()
     rows = metrics["rows"]
     assert {r["arm"] for r in rows} == {"clip", "noise", "dpsgd"}
     assert {r["family"] for r in rows} == {"mlp", "linearised", "teacher"}
