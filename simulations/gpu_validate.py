@@ -165,33 +165,34 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
 
 
 def basin_small() -> dict[str, Any]:
-    """Smoke-test sizes of the ``basin`` stage (a minute on a CPU): tiny networks, few steps."""
+    """Smoke-test sizes of the ``basin`` stage (seconds on a CPU): tiny networks, a few steps."""
     return dict(
         dataset="teacher:k=2,d=10",
-        n_train=300,
-        widths=(4, 8),
-        center_width=8,
+        n_train=200,
+        widths=(4,),
+        center_width=4,
         sigmas=(1.0,),
         clip_factors=(0.3,),
         mask_sources=("init",),
-        pretrain_epochs=3,
-        polish_iter=30,
-        top_k=3,
+        pretrain_epochs=2,
+        polish_iter=20,
+        top_k=2,
+        top_steps=10,
         probes=2,
-        lanczos_steps=10,
-        flat_steps=5,
+        lanczos_steps=8,
+        flat_steps=4,
         batch_size=20,
-        min_steps=30,
-        max_steps=30,
+        min_steps=20,
+        max_steps=20,
         eval_every=5,
         seeds=(0, 1),
-        recovery_steps=10,
-        lin_n_train=100,
-        lin_width=4,
+        recovery_steps=5,
+        lin_n_train=60,
+        lin_width=3,
         teacher_dims=(5, 10),
         teacher_rank=2,
-        teacher_width=4,
-        teacher_n_train=200,
+        teacher_width=3,
+        teacher_n_train=150,
     )
 
 

@@ -112,6 +112,7 @@ class BasinConfig:
     polish_iter: int = _opt(500, "full-batch L-BFGS iterations of the polish")
     converged_ratio: float = _opt(1e-2, "plateau criterion: |mean g| <= this * median |g_i| at w*")
     top_k: int = _opt(16, "top Hessian eigenpairs")
+    top_steps: int | None = _opt(None, "Lanczos steps for the top-k (None: max(100, 4 top_k))")
     probes: int = _opt(10, "SLQ probe vectors")
     lanczos_steps: int = _opt(100, "Lanczos steps per SLQ probe (full reorthogonalisation)")
     flat_steps: int = _opt(40, "Lanczos steps on H^2 for the near-flat direction")
@@ -178,6 +179,8 @@ class BasinConfig:
             object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum))
         if self.n_train is not None:
             object.__setattr__(self, "n_train", check_int("n_train", self.n_train, minimum=2))
+        if self.top_steps is not None:
+            object.__setattr__(self, "top_steps", check_int("top_steps", self.top_steps, minimum=self.top_k))
         if self.max_steps < self.min_steps:
             raise ValueError(f"max_steps must be >= min_steps ({self.min_steps}), got {self.max_steps}")
         widths = tuple(sorted({check_int("widths entry", w, minimum=1) for w in self.widths}))
@@ -307,7 +310,8 @@ def grid(config: BasinConfig) -> list[Point]:
     return points
 
 
-def _spec(config: BasinConfig, net: Network) -> Any:
+def minimum_spec(config: BasinConfig, net: Network) -> Any:
+    """The :class:`~simulations.nn.minimum.MinimumSpec` of an MLP or teacher network of ``config``."""
     from simulations.nn.minimum import MinimumSpec
 
     return MinimumSpec(
@@ -905,6 +909,7 @@ def _linearised(net: Network, config: BasinConfig) -> tuple[Any, Any, Any, Any]:
         y,
         loss_fn=half_squared_error,
         top_k=config.top_k,
+        top_steps=config.top_steps,
         probes=config.probes,
         lanczos_steps=config.lanczos_steps,
         flat_steps=config.flat_steps,
@@ -942,9 +947,10 @@ def run(config: BasinConfig) -> dict[str, Any]:
                 problem, meas, exact, found = _linearised(net, config)
             else:
                 found, meas = measured_minimum(
-                    _spec(config, net),
+                    minimum_spec(config, net),
                     cache=config.cache_dir(),
                     top_k=config.top_k,
+                    top_steps=config.top_steps,
                     probes=config.probes,
                     lanczos_steps=config.lanczos_steps,
                     flat_steps=config.flat_steps,

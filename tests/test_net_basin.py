@@ -179,9 +179,20 @@ def test_tiny_run_writes_rows_summary_and_figure_and_reuses_its_cache(tmp_path, 
         assert {"model", "null_d", "null_sqrt_d", "model_beats_nulls"} <= set(summary[family])
     assert summary["linearised"]["noise_only"] and "dimension_slopes" in summary["teacher"]
     assert {r["direction"] for r in metrics["recovery"]} == {"top", "random", "flat"}
-    # a second run reuses every cached minimum and measurement (no new files) and gives the same numbers
+    # the minima and measurements are cached: asking again reads them (no new files, the same numbers)
+    from simulations.nn.minimum import measured_minimum
+
+    cfg = nb.BasinConfig(**gpu_validate.basin_small(), out=str(out), cache=str(cache))
+    net = nb.grid(cfg)[0].network
     before = sorted(p.name for p in cache.iterdir())
-    assert nn_main.main([*base, "--out", str(tmp_path / "again")]) == 0
+    kw = dict(
+        top_k=cfg.top_k,
+        top_steps=cfg.top_steps,
+        probes=cfg.probes,
+        lanczos_steps=cfg.lanczos_steps,
+        flat_steps=cfg.flat_steps,
+    )
+    _, meas = measured_minimum(nb.minimum_spec(cfg, net), cache=cache, **kw)
     assert sorted(p.name for p in cache.iterdir()) == before
-    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
-    assert [r["measured_excess"] for r in again["rows"]] == [r["measured_excess"] for r in rows]
+    record = next(n for n in metrics["networks"] if n["network"] == net.label)
+    assert meas.train_loss == pytest.approx(record["train_objective"], rel=1e-12)

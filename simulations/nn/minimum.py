@@ -177,7 +177,11 @@ def _sgd_folder(spec: MinimumSpec, cache: Path) -> Path:
     folder = cache / f"sgd-{key}"
     if not (folder / "model.pt").is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        run_train(_sgd_config(spec, folder, dense))
+        threads = torch.get_num_threads()
+        try:
+            run_train(_sgd_config(spec, folder, dense))
+        finally:  # writing a result folder imports numba, which resets torch's intra-op threads
+            torch.set_num_threads(threads)
     return folder
 
 
@@ -248,6 +252,7 @@ def measured_minimum(
     *,
     cache: str | os.PathLike[str],
     top_k: int = 16,
+    top_steps: int | None = None,
     probes: int = 10,
     lanczos_steps: int = 100,
     flat_steps: int = 40,
@@ -258,7 +263,13 @@ def measured_minimum(
     """
     cache = Path(cache)
     found = find_minimum(spec, cache=cache)
-    settings = {"top_k": top_k, "probes": probes, "lanczos_steps": lanczos_steps, "flat_steps": flat_steps}
+    settings = {
+        "top_k": top_k,
+        "top_steps": top_steps,
+        "probes": probes,
+        "lanczos_steps": lanczos_steps,
+        "flat_steps": flat_steps,
+    }
     path = cache / f"measure-{cache_key({'wstar': found.info['wstar_key'], **settings})}.npz"
     if path.is_file():
         meas = load_measurement(path)
