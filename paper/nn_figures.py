@@ -227,21 +227,45 @@ def fig_basin(config: dict, metrics: dict) -> plt.Figure:
     vals = _pos(rp + rm)
     lo, hi = (min(vals) / 2, max(vals) * 4) if vals else (1.0, 10.0)
     d.plot([lo, hi], [lo, hi], color="0.3", lw=style.THEORY_LW)
+    shapes = {"top": "o", "random": "s", "flat": "v"}
     for r, p, m in zip(rec, rp, rm):
-        st = style.series(r["arm"], style.MODES)
+        color = style.series(r["arm"], style.MODES).color
         recovered = m > 0 and m != float("inf")
-        style.points(d, [p], [m if recovered else hi / 1.5], st, filled=recovered)
-        d.annotate(
-            r["direction"], (p, m if recovered else hi / 1.5), fontsize=6, xytext=(3, 3), textcoords="offset points"
+        d.plot(
+            [p],
+            [m if recovered else hi / 1.5],
+            shapes.get(r["direction"], "x"),
+            color=color,
+            mfc=color if recovered else "white",
+            ms=6,
+            mew=1.1,
         )
     d.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
     d.set_xlabel("predicted recovery time (steps)")
     d.set_ylabel("measured recovery time (steps)")
-    d.set_title("recovery after a displacement (open: not recovered in R steps)")
+    d.set_title("recovery after a displacement (colour: arm; open: not recovered)")
+    from matplotlib.lines import Line2D
+
+    dir_handles = [
+        Line2D([], [], color="0.3", marker=mk, ls="none", label=f"{name} direction")
+        for name, mk in shapes.items()
+        if any(r["direction"] == name for r in rec)
+    ]
+    if dir_handles:
+        d.legend(handles=dir_handles, loc="lower right", fontsize=style.FONT["legend.fontsize"])
     handles, labels = style.key_handles(["clip", "noise", "dpsgd"], style.MODES, theory_line=False)
-    conv_h, conv_l = style.convention_handles(open_marker="not relaxed (T < 5 τ) / not recovered")
-    style.shared_legend(fig, handles + conv_h, labels + conv_l, ncol=6)
-    fig.subplots_adjust(top=0.9)
+    conv_h, conv_l = style.convention_handles(open_marker="arm ran < 5 relaxation times / not recovered")
+    conv_l[1] = f"points: measured (± {k:g} SE)"
+    conv_l[0] = "line: identity (model = measurement)"
+    fig.legend(
+        handles + conv_h,
+        labels + conv_l,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=3,
+        fontsize=style.FONT["legend.fontsize"],
+        frameon=False,
+    )
     return fig
 
 
