@@ -63,7 +63,7 @@ class WidthConfig(NetExperiment):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        widths = tuple(sorted(set(int(w) for w in self.widths)))
+        widths = tuple(sorted({int(w) for w in self.widths}))
         if len(widths) < 2 or widths[0] < 1:
             raise ValueError(f"widths must hold at least two distinct integers >= 1, got {self.widths}")
         object.__setattr__(self, "widths", widths)

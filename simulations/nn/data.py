@@ -26,8 +26,9 @@ public and test are pairwise disjoint. The validation split selects hyperparamet
 split stands for data without privacy constraints (e.g. to train a pruning mask). With both 0 the
 splits are exactly those of earlier versions (same numbers).
 
-``mnist1d`` at n ≥ 10 000 signals takes ~20 s to generate per 50 000: the generated arrays are
-cached as ``.npz`` under ``$DPBASIN_CACHE`` (default ``~/.cache/dpbasin``), keyed by seed, size
+``mnist1d`` beyond 10 000 signals is generated as a canonical pool of a multiple of 50 000 signals
+(so that all split sizes of one seed read the same signals) and takes ~20 s per 50 000: the arrays
+are cached as ``.npz`` under ``$DPBASIN_CACHE`` (default ``~/.cache/dpbasin``), keyed by seed, size
 and mnist1d version, written atomically and read back bit-identical (tested).
 
 The teacher task is the input-side analogue of a low-rank basin: the label depends on x only
@@ -236,6 +237,8 @@ def _subsample(ds: dict, seed: int, n_train: int | None, n_test: int | None) -> 
 def _mnist1d(seed: int, n_train: int, n_test: int) -> dict:
     """MNIST-1D (Greydanus 2020, arXiv 2011.14439v3) generated offline from its templates."""
     total = -(-(n_train + n_test) // 10) * 10  # make_dataset draws num_samples // 10 per class
+    if total > 10_000:  # one canonical pool per 50 000 signals: every split size reads the same signals
+        total = -(-total // 50_000) * 50_000
     x, y = _mnist1d_raw(seed, total)
     return {
         "x_train": x[:n_train],
