@@ -397,3 +397,49 @@ def claim_family(specs: list[dict[str, Any]], *, alpha: float = 0.05) -> list[di
     """
     adjusted = holm([s["test"].get("p_value", math.nan) for s in specs])
     return [verdict(**s, alpha=alpha, p_adjusted=p) for s, p in zip(specs, adjusted)]
+
+
+def interval_verdict(
+    *,
+    claim: str,
+    statement: str,
+    estimate: float,
+    ci95: Sequence[float],
+    n_seeds: int,
+    threshold: float,
+    test: str,
+    unit: str = "",
+    scale: float = 1.0,
+    task: str = "",
+    key: str = "",
+) -> dict[str, Any]:
+    """A verdict decided by a confidence interval: ``held`` iff the whole 95 % CI lies below ``threshold``.
+
+    For claims of the form "x ≪ y" stated as "x/y < threshold" (e.g. a bootstrap CI of a fitted time
+    scale over the run length). Same keys as :func:`verdict`; ``p_value`` is nan (no test statistic).
+
+    Example:
+        >>> interval_verdict(claim="1", statement="tau << E", estimate=0.1, ci95=[0.05, 0.2], n_seeds=5,
+        ...                  threshold=0.25, test="bootstrap")["held"]
+        True
+    """
+    lo, hi = (float(ci95[0]), float(ci95[1]))
+    held = bool(math.isfinite(hi) and hi < threshold)
+    return {
+        "claim": claim,
+        "statement": statement,
+        "task": task,
+        "key": key,
+        "test": test,
+        "estimate": float(estimate),
+        "ci95": [lo, hi],
+        "p_value": math.nan,
+        "p_unadjusted": math.nan,
+        "adjustment": "none (decided by the interval)",
+        "alpha": 0.05,
+        "n_seeds": int(n_seeds),
+        "held": held,
+        "direction": f"ci95 below {threshold:g}",
+        "unit": unit,
+        "scale": scale,
+    }

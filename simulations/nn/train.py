@@ -152,6 +152,9 @@ class TrainConfig:
     ref_clip_norm: float | None = field(default=None, metadata=_h("noise-only mode: noise std sigma*C_ref (default C)"))
     switch_epoch: int | None = field(default=None, metadata=_h("switch to switch_mode from this epoch on (0-based)"))
     switch_mode: str | None = field(default=None, metadata=_h("mode after switch_epoch"))
+    switch_lr: float | None = field(
+        default=None, metadata=_h("learning rate (peak) from switch_epoch on (default: lr; schedules apply to it)")
+    )
     sparsity: float = field(default=0.0, metadata=_h("fraction of prunable weights set to zero, in [0, 1)"))
     prune_scope: str = field(default="global", metadata=_h("global | layer", choices=SCOPES))
     mask_source: str = field(
@@ -254,6 +257,10 @@ class TrainConfig:
                 f"switch_epoch and switch_mode go together, got switch_epoch={self.switch_epoch!r} "
                 f"and switch_mode={self.switch_mode!r}"
             )
+        if self.switch_lr is not None:
+            object.__setattr__(self, "switch_lr", check_positive("switch_lr", self.switch_lr))
+            if self.switch_epoch is None:
+                raise ValueError(f"switch_lr needs switch_epoch and switch_mode, got switch_lr={self.switch_lr!r}")
         if self.switch_epoch is not None:
             object.__setattr__(self, "switch_epoch", check_int("switch_epoch", self.switch_epoch, minimum=0))
             if self.switch_epoch > self.epochs:
@@ -351,11 +358,14 @@ def _seeds(seed: int) -> dict[str, int]:
 
 
 def _lr_at(config: TrainConfig, epoch: int, step_in_run: int, total_steps: int) -> float:
+    peak = config.lr
+    if config.switch_lr is not None and config.switch_epoch is not None and epoch >= config.switch_epoch:
+        peak = config.switch_lr
     if config.lr_schedule == "constant":
-        return config.lr
+        return peak
     if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * step_in_run / total_steps))
-    return config.lr * config.lr_gamma ** (epoch // config.lr_step_epochs)
+        return peak * 0.5 * (1.0 + math.cos(math.pi * step_in_run / total_steps))
+    return peak * config.lr_gamma ** (epoch // config.lr_step_epochs)
 
 
 @torch.no_grad()
