@@ -288,6 +288,7 @@ class NetExperiment:
     lr_grid: tuple[float, ...] = opt((), "learning-rate grid tuned per arm on the validation split (empty: use lr)")
     clip_grid: tuple[float, ...] = opt((), "clip-norm grid tuned per clipped arm (empty: use clip_norm)")
     tune_seeds: tuple[int, ...] = opt((1000,), "seeds of the tuning runs (disjoint from seeds)")
+    grid_extend: int = opt(2, "extend the lr grid beyond an edge choice by one point, up to this many times")
     max_runs: int = opt(3000, "refuse a configuration that plans more training runs than this")
     data_root: str | None = opt(None, "folder with mnist / fashion-mnist / cifar10 files")
     device: str = opt("cpu", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
@@ -316,6 +317,7 @@ class NetExperiment:
         object.__setattr__(self, "n_val", check_int("n_val", self.n_val, minimum=0))
         object.__setattr__(self, "n_public", check_int("n_public", self.n_public, minimum=0))
         object.__setattr__(self, "max_runs", check_int("max_runs", self.max_runs, minimum=1))
+        object.__setattr__(self, "grid_extend", check_int("grid_extend", self.grid_extend, minimum=0))
         for name in ("lr_grid", "clip_grid"):
             values = tuple(check_positive(f"{name} entry", v) for v in getattr(self, name))
             if any(not math.isfinite(v) for v in values):

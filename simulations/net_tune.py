@@ -17,7 +17,9 @@ tuned on its own:
 * each candidate is trained with every seed in ``tune_seeds`` (disjoint from the evaluation seeds)
   on the training split and scored by its final **validation** accuracy (mean over tune seeds;
   the validation split is carved out of the training pool and disjoint from train and test, the
-  test split is never used to choose); the best score wins, ties go to the first grid point.
+  test split is never used to choose); the best score wins, ties go to the first grid point. A
+  choice on an edge of the lr grid is followed by one more lr beyond that edge (the grid's own
+  spacing), up to ``grid_extend`` times; ``at_grid_edge`` says if the final choice is still there.
 
 Privacy of tuning (Papernot & Steinke 2022, arXiv 2110.03620v2): the candidates are trained on the
 private training split, so the *choice* depends on private data. This is **declared, not
@@ -92,47 +94,86 @@ def is_tuned(config: NetExperiment, arm: Arm) -> bool:
     return len(grid_points(config, arm)) > 1
 
 
+def _extension(points: list[dict[str, float]], scores: list[float]) -> dict[str, float] | None:
+    """The next lr beyond the grid edge that holds the best score (at its clip norm), or None if inside.
+
+    The step is the ratio of the two lr values nearest that edge (the grid's own spacing).
+    """
+    best = points[int(np.nanargmax(scores))]
+    same = sorted({p["lr"] for p in points if p.get("clip_norm") == best.get("clip_norm") and "lr" in p})
+    if "lr" not in best or len(same) < 2:
+        return None
+    if best["lr"] == same[0]:
+        return {**best, "lr": same[0] * same[0] / same[1]}
+    if best["lr"] == same[-1]:
+        return {**best, "lr": same[-1] * same[-1] / same[-2]}
+    return None
+
+
 def tune(config: NetExperiment, arms: Sequence[Arm], *, label: str, **common: Any) -> dict[str, dict[str, Any]]:
     """Tune every arm (module docstring); returns ``{arm name: tuning record}``.
 
-    ``common`` are TrainConfig fields shared by all runs (on top of ``config.base_fields``). A record
-    holds ``tuned`` (bool), ``grid`` (each point with its per-seed and mean validation accuracy),
-    ``chosen`` (the TrainConfig overrides to evaluate with), ``selection`` and ``privacy``.
+    ``common`` are TrainConfig fields shared by all runs (on top of ``config.base_fields``). When the
+    best point lies on an edge of the lr grid, one more lr beyond it (the grid's spacing) is tried,
+    up to ``config.grid_extend`` times per arm. A record holds ``tuned`` (bool), ``grid`` (each point
+    with its per-seed and mean validation accuracy, and whether an extension added it), ``chosen``
+    (the TrainConfig overrides to evaluate with), ``at_grid_edge`` (after extensions), ``selection``
+    and ``privacy``.
     """
-    jobs = []
+    state: dict[str, dict[str, Any]] = {}
+    pending: list[tuple[Arm, int]] = []
     for arm in arms:
         points = grid_points(config, arm)
-        if len(points) < 2:
-            continue
-        for i, point in enumerate(points):
+        if len(points) >= 2:
+            state[arm.name] = {"points": list(points), "scores": [math.nan] * len(points), "added": set()}
+            pending += [(arm, i) for i in range(len(points))]
+    rounds = 0
+    while pending:
+        jobs = []
+        for arm, i in pending:
+            point = state[arm.name]["points"][i]
             for seed in config.tune_seeds:
                 fields = config.base_fields(**{**common, **arm.fields_for(seed), **point, "seed": seed})
                 jobs.append(({"arm": arm.name, "point": i, "seed": seed}, train_config(**fields)))
-    results = Sweep.of(f"{label} tuning", config).run(jobs) if jobs else []
+        results = Sweep.of(f"{label} tuning" + (f" (extension {rounds})" if rounds else ""), config).run(jobs)
+        for arm, i in pending:
+            vals = [final(r["result"], VAL_ACC) for r in select(results, arm=arm.name, point=i)]
+            state[arm.name].setdefault("per_seed", {})[i] = vals
+            state[arm.name]["scores"][i] = float(np.mean(vals))
+        done, pending = pending, []
+        if rounds < config.grid_extend:
+            for arm in {a.name: a for a, _ in done}.values():
+                st = state[arm.name]
+                new = _extension(st["points"], st["scores"])
+                if new is not None and new not in st["points"]:
+                    st["points"].append(new)
+                    st["scores"].append(math.nan)
+                    st["added"].add(len(st["points"]) - 1)
+                    pending.append((arm, len(st["points"]) - 1))
+        rounds += 1
     records = {}
     for arm in arms:
-        points = grid_points(config, arm)
-        if len(points) < 2:
+        if arm.name not in state:
             records[arm.name] = {
                 "tuned": False,
                 "grid": [],
-                "chosen": points[0],
+                "chosen": grid_points(config, arm)[0],
                 "selection": "not tuned (no grid for this arm, or its values are derived)",
                 "privacy": None,
             }
             continue
-        grid = []
-        for i, point in enumerate(points):
-            vals = [final(r["result"], VAL_ACC) for r in select(results, arm=arm.name, point=i)]
-            grid.append({**point, "val_acc_per_seed": vals, "val_acc": float(np.mean(vals))})
-        scores = [g["val_acc"] for g in grid]
-        best = int(np.nanargmax(scores)) if np.any(np.isfinite(scores)) else 0
+        st = state[arm.name]
+        grid = [
+            {**p, "val_acc_per_seed": st["per_seed"][i], "val_acc": st["scores"][i], "extension": i in st["added"]}
+            for i, p in enumerate(st["points"])
+        ]
+        best = int(np.nanargmax(st["scores"])) if np.any(np.isfinite(st["scores"])) else 0
         records[arm.name] = {
             "tuned": True,
             "grid": grid,
-            "chosen": points[best],
+            "chosen": st["points"][best],
             "chosen_index": best,
-            "at_grid_edge": bool(best in (0, len(points) - 1)) and len(config.lr_grid) > 1,
+            "at_grid_edge": _extension(st["points"], st["scores"]) is not None,
             "selection": (
                 f"max mean final validation accuracy over tune seeds {list(config.tune_seeds)} "
                 f"({config.n_val} validation examples, disjoint from train and test)"
@@ -141,7 +182,7 @@ def tune(config: NetExperiment, arms: Sequence[Arm], *, label: str, **common: An
                 "accounted": False,
                 "data": "candidates trained on the private training split, chosen on the validation split",
                 "reported_epsilon_covers": "one training run with the chosen hyperparameters",
-                "candidates": len(points),
+                "candidates": len(st["points"]),
                 "reference": "Papernot & Steinke 2022, arXiv 2110.03620v2",
             }
             if arm.private

