@@ -21,6 +21,9 @@ Measured and tested (paired two-sided t-tests over seeds, df = n − 1; Holm wit
   steps each baseline needs to reach ``target_fraction`` of the DP-SGD baseline's final accuracy;
 * **late phase decides** — at the switch epoch nearest E/2, acc(dpsgd→sgd) − acc(sgd→dpsgd) > 0,
   with late-phase dominance L(s) = that difference / (acc(sgd) − acc(dpsgd)) per s;
+* **per-layer diagnostics** (``metrics["layer_diagnostics"]``, first seed's baselines, at the curve
+  steps, on 256 training examples): per-layer per-sample norms, clip fractions, noise-to-signal and
+  weight norms (``simulations.nn.diagnostics.layer_diagnostics``) — not covered by the DP guarantee;
 * **memory horizon** — after a switch at s the test accuracy relaxes as a_s + b_s·exp(−(t − s)/τ);
   τ is fitted per direction (shared over s, least squares on the seed-mean curves, τ on a log grid)
   with a 95 % percentile bootstrap over seeds. τ_DP is the horizon of a DP-SGD phase (how long it
@@ -86,6 +89,9 @@ class SwitchConfig(NetExperiment):
     sigma_policy: str = opt("fixed_epsilon", "fixed_epsilon (sigma per arm) | fixed_sigma", choices=POLICIES)
     target_fraction: float = opt(0.8, "steps-to-target: fraction of the DP-SGD baseline's final accuracy")
     curve_points: int = opt(9, "step-resolution test points in the first 20% of steps (and 11 over the run)")
+    layer_diagnostics: bool = opt(
+        True, "per-layer norms / clip fractions / noise-to-signal on the baselines' curve steps"
+    )
     out: str = opt("results/nn/switch", "result folder (replaced atomically)")
 
     def __post_init__(self) -> None:
@@ -137,7 +143,12 @@ def jobs(config: SwitchConfig, schedule: str, lrs: dict[str, float], total: int)
                 {"seed": seed, "schedule": schedule, "run": "sgd", "switch_epoch": None},
                 train_config(
                     **config.base_fields(
-                        **base, mode="sgd", lr=lrs["sgd"], seed=seed, curve_steps=curve_steps(config, total)
+                        **base,
+                        mode="sgd",
+                        lr=lrs["sgd"],
+                        seed=seed,
+                        curve_steps=curve_steps(config, total),
+                        layer_diagnostics=config.layer_diagnostics,
                     )
                 ),
             )
@@ -153,6 +164,7 @@ def jobs(config: SwitchConfig, schedule: str, lrs: dict[str, float], total: int)
                         seed=seed,
                         noise_multiplier=sigma_for(config, config.epochs),
                         curve_steps=curve_steps(config, total),
+                        layer_diagnostics=config.layer_diagnostics,
                     )
                 ),
             )
@@ -209,18 +221,21 @@ def fit_horizon(curves_by_s: dict[int, np.ndarray], epochs: int) -> float:
     (a_s, b_s) are the least-squares solution per s; the τ with the smallest total squared error
     wins (the grid edge when the relaxation is too slow or too fast to resolve).
     """
-    best, best_sse = math.nan, math.inf
-    for tau in TAU_GRID:
-        sse = 0.0
-        for s, curve in curves_by_s.items():
-            t = np.arange(s, epochs + 1, dtype=float)
-            y = np.asarray(curve, dtype=float)[s : epochs + 1]
-            design = np.column_stack([np.ones_like(t), np.exp(-(t - s) / tau)])
-            coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-            sse += float(((design @ coef - y) ** 2).sum())
-        if sse < best_sse - 1e-15:
-            best, best_sse = float(tau), sse
-    return best
+    sse = np.zeros(TAU_GRID.size)
+    for s, curve in curves_by_s.items():
+        t = np.arange(s, epochs + 1, dtype=float) - s
+        y = np.asarray(curve, dtype=float)[s : epochs + 1]
+        x = np.exp(-t[None, :] / TAU_GRID[:, None])  # (taus, points): the regressor of b_s
+        xc = x - x.mean(axis=1, keepdims=True)
+        yc = y - y.mean()
+        sxx = (xc * xc).sum(axis=1)
+        sxy = (xc * yc[None, :]).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            explained = np.where(sxx > 0, sxy * sxy / sxx, 0.0)
+        sse += (yc * yc).sum() - explained  # least squares of y = a_s + b_s x, closed form per tau
+    if not np.all(np.isfinite(sse)):
+        return math.nan
+    return float(TAU_GRID[int(np.argmin(sse + 1e-15 * np.arange(TAU_GRID.size)))])
 
 
 def _schedule_metrics(config: SwitchConfig, results: list[dict], schedule: str, total: int, task: str):
@@ -375,6 +390,11 @@ def run(config: SwitchConfig) -> dict:
     metrics = analyse(config, results, total=total, task=task)
     metrics["tuning"] = tuning
     metrics["threads"] = config.threads
+    metrics["layer_diagnostics"] = {
+        f"{r['tags']['schedule']}/{r['tags']['run']}": r["result"]["curve"].get("layers", [])
+        for r in results
+        if r["tags"]["switch_epoch"] is None and r["tags"]["seed"] == config.seeds[0]
+    }
     metrics["runs"] = [
         {
             **r["tags"],

@@ -18,7 +18,14 @@ from simulations.nn.masks import magnitude_masks, random_masks
 from simulations.nn.train import PUBLIC_LABEL, TrainConfig, run_train, train
 
 TINY = dict(
-    dataset="teacher:k=2,d=10", n_train=120, n_test=60, width=8, depth=1, epochs=1, batch_size=20, quiet=True,
+    dataset="teacher:k=2,d=10",
+    n_train=120,
+    n_test=60,
+    width=8,
+    depth=1,
+    epochs=1,
+    batch_size=20,
+    quiet=True,
     accountants=("rdp",),
 )
 
@@ -148,7 +155,9 @@ def _same_but_seconds(a, b):
 
 
 def test_validation_and_step_curves():
-    cfg = TrainConfig(**{**TINY, "epochs": 2}, n_val=30, curve_steps=(0, 3, 12), curve_samples=40, layer_diagnostics=True)
+    cfg = TrainConfig(
+        **{**TINY, "epochs": 2}, n_val=30, curve_steps=(0, 3, 12), curve_samples=40, layer_diagnostics=True
+    )
     res = train(cfg)
     assert all("val_acc" in r for r in res["history"])
     assert res["curve"]["step"] == [0, 3, 12]
@@ -201,9 +210,7 @@ def test_paired_t_matches_scipy(alternative):
 
 def test_paired_t_ci_covers_at_the_nominal_rate():
     rng = np.random.default_rng(1)
-    hits = sum(
-        lo <= 0.5 <= hi for lo, hi in (stats.paired_t(rng.normal(0.5, 1, 5))["ci95"] for _ in range(2000))
-    )
+    hits = sum(lo <= 0.5 <= hi for lo, hi in (stats.paired_t(rng.normal(0.5, 1, 5))["ci95"] for _ in range(2000)))
     assert abs(hits / 2000 - 0.95) < 3 * math.sqrt(0.95 * 0.05 / 2000)  # within 3 binomial SE
 
 

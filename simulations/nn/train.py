@@ -36,7 +36,7 @@ sees a private example (label ``"public split only ..."``) and can supply a ``pu
 Step-resolution curves: at every global step in ``curve_steps`` (before that step; a step equal to
 the run's total steps means "after the last step") the test loss and accuracy on the first
 ``curve_samples`` test examples are recorded in ``result["curve"]``; with ``layer_diagnostics``
-also per-layer statistics on the first ``curve_samples`` training examples
+also per-layer statistics on the first ``diagnostic_samples`` training examples
 (``simulations.nn.diagnostics.layer_diagnostics``: per-layer per-sample norms, clip fractions,
 noise-to-signal, weight norms). These diagnostics are for analysis: they are computed from
 training examples and are NOT covered by the run's DP guarantee (nor are the per-step
@@ -195,6 +195,7 @@ class TrainConfig:
     layer_diagnostics: bool = field(
         default=False, metadata=_h("at curve_steps also record per-layer per-sample norms and noise-to-signal")
     )
+    diagnostic_samples: int = field(default=256, metadata=_h("training examples used for layer_diagnostics"))
     eval_batch_size: int = field(default=1024, metadata=_h("batch size for evaluation"))
     out: str | None = field(default=None, metadata=_h("result folder (run_train); also enables checkpoints"))
     resume: bool = field(default=False, metadata=_h("continue from <out>.checkpoint.pt if present"))
@@ -217,6 +218,7 @@ class TrainConfig:
             "n_val": 0,
             "n_public": 0,
             "curve_samples": 1,
+            "diagnostic_samples": 1,
         }
         for name, minimum in ints.items():
             object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum))
@@ -765,7 +767,7 @@ def _curve_point(config: TrainConfig, setup: Setup, state: State, clip: float, n
     if config.layer_diagnostics:
         from simulations.nn.diagnostics import layer_diagnostics
 
-        k = min(config.curve_samples, setup.n_train)
+        k = min(config.diagnostic_samples, setup.n_train)
         rec = layer_diagnostics(
             setup.model,
             setup.x_train[:k],
