@@ -103,7 +103,17 @@ from simulations.nn.engine import METHODS, private_gradient, trainable_parameter
 from simulations.nn.masks import SCOPES, apply_masks, magnitude_masks, random_masks
 from simulations.nn.sampler import poisson_batch, steps_per_epoch
 
-__all__ = ["LR_SCHEDULES", "MASK_SOURCES", "TrainConfig", "checkpoint_path", "main", "run_train", "train"]
+__all__ = [
+    "LR_SCHEDULES",
+    "MASK_SOURCES",
+    "PUBLIC_LABEL",
+    "TRAIN_SPLITS",
+    "TrainConfig",
+    "checkpoint_path",
+    "main",
+    "run_train",
+    "train",
+]
 
 LR_SCHEDULES = ("constant", "cosine", "step")
 MASK_SOURCES = ("init", "random", "public", "private", "oracle")
