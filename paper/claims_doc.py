@@ -11,8 +11,12 @@ that the docs and the README cannot drift from the numbers:
 
 writes the collected records (with the command and folder they came from) to ``--json`` and
 replaces the block between ``<!-- verdicts:begin -->`` and ``<!-- verdicts:end -->`` of
-``--markdown`` with the rendered sentences. ``--check`` instead exits 1 if the block differs from
-what the JSON renders to (the test suite runs that check on the committed docs).
+``--markdown`` with the rendered sentences. Numbers in the prose are markers too:
+``<!--s:FOLDER:KEY:SCALE:UNIT-->text<!--/s-->`` is re-rendered from ``metrics.json`` of the result
+folder named FOLDER (its base name) at the dotted KEY (a paired test → "estimate unit (95 % CI lo to
+hi; n seeds)", a summary → "mean ± se unit", a number → "value unit"), scaled by SCALE. The values
+are stored in the JSON too. ``--check`` instead exits 1 if the markdown differs from what the JSON
+renders to (the test suite runs that check on the committed docs).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ from typing import Any
 BEGIN = "<!-- verdicts:begin -->"
 END = "<!-- verdicts:end -->"
 COMMANDS = {"1": "switch", "2": "ablate", "3": "width", "4": "prune", "epsilon": "epsilon"}
+STAT = re.compile(r"<!--s:([^:>]+):([^:>]+):([^:>]+):([^>]*?)-->(.*?)<!--/s-->", re.S)
 
 
 def _num(x: Any) -> float:
@@ -93,11 +99,54 @@ def replace_block(text: str, block: str) -> str:
     return head + block + tail
 
 
+def lookup(metrics: dict[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` of ``metrics`` (list entries by index)."""
+    value: Any = metrics
+    for part in key.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
+def render_stat(value: Any, *, scale: float, unit: str) -> str:
+    """The prose form of a stored statistic (module docstring)."""
+    u = f" {unit}" if unit else ""
+    if isinstance(value, dict) and "estimate" in value:
+        lo, hi = (_num(value["ci95"][0]) * scale, _num(value["ci95"][1]) * scale)
+        return f"{_num(value['estimate']) * scale:+.2f}{u} (95 % CI {lo:+.2f} to {hi:+.2f}; {value['n']} seeds)"
+    if isinstance(value, dict) and "mean" in value:
+        return f"{_num(value['mean']) * scale:.2f} ± {_num(value['se']) * scale:.2f}{u}"
+    return f"{_num(value) * scale:.3g}{u}"
+
+
+def collect_stats(text: str, folders: list[str | Path]) -> dict[str, Any]:
+    """The stored values of every stat marker in ``text``, read from the named result folders."""
+    by_name = {Path(f).name: Path(f) for f in folders}
+    out = {}
+    for name, key, _, _, _ in STAT.findall(text):
+        if name not in by_name:
+            raise ValueError(f"stat marker names folder {name!r}, not among {sorted(by_name)}")
+        metrics = json.loads((by_name[name] / "metrics.json").read_text())
+        out[f"{name}:{key}"] = lookup(metrics, key)
+    return out
+
+
+def fill_stats(text: str, stats: dict[str, Any]) -> str:
+    """``text`` with every stat marker's text re-rendered from ``stats``."""
+
+    def one(m: re.Match) -> str:
+        name, key, scale, unit, _ = m.groups()
+        body = render_stat(stats[f"{name}:{key}"], scale=float(scale), unit=unit)
+        return f"<!--s:{name}:{key}:{scale}:{unit}-->{body}<!--/s-->"
+
+    return STAT.sub(one, text)
+
+
 def check(markdown: str | Path, records_json: str | Path) -> bool:
-    """True if the markdown's verdict block is exactly what the records in ``records_json`` render to."""
+    """True if the markdown's verdict block and stat markers are exactly what ``records_json`` renders to."""
     text = Path(markdown).read_text()
-    records = json.loads(Path(records_json).read_text())
-    return replace_block(text, render_block(records)) == text
+    saved = json.loads(Path(records_json).read_text())
+    expected = fill_stats(replace_block(text, render_block(saved["verdicts"])), saved["stats"])
+    return expected == text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             print("verdict block matches" if ok else "verdict block differs from the records")
             return 0 if ok else 1
         records = collect(args.folders)
-        Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
         md = Path(args.markdown)
-        md.write_text(replace_block(md.read_text(), render_block(records)))
+        text = md.read_text()
+        stats = collect_stats(text, args.folders)
+        Path(args.json).write_text(json.dumps({"verdicts": records, "stats": stats}, indent=2) + "\n")
+        md.write_text(fill_stats(replace_block(text, render_block(records)), stats))
     except (OSError, ValueError, KeyError) as exc:
         sys.stderr.write(f"python -m paper.claims_doc: error: {exc}\n")
         return 2

@@ -61,8 +61,8 @@ class EpsilonConfig(NetExperiment):
     lr_grid: tuple[float, ...] = opt((0.1, 0.5, 2.5), "learning rates tuned per (arm, epsilon)")
     epsilons: tuple[float, ...] = opt((1.0, 2.0, 4.0, 8.0), "target epsilons (sigma calibrated per epsilon)")
     sparsity: float = opt(0.9, "sparsity of the pruned arm's public magnitude mask")
-    public_epochs: int = opt(20, "epochs of the SGD run on the public split (mask)")
-    public_batch_size: int = opt(128, "batch size of that public SGD run")
+    public_epochs: int = opt(10, "epochs of the SGD run on the public split (mask)")
+    public_batch_size: int = opt(256, "batch size of that public SGD run")
     public_lr: float = opt(0.1, "learning rate of that public SGD run")
     out: str = opt("results/nn/epsilon", "result folder (replaced atomically)")
 

@@ -193,9 +193,15 @@ def jobs(config: SwitchConfig, schedule: str, lrs: dict[str, float], total: int)
 
 
 def early_progress(curve: dict, *, total: int, final_acc: float) -> tuple[float, float]:
-    """(raw, normalised) mean test accuracy over steps [0, 0.2·total] (trapezoid on the curve points)."""
+    """(raw, normalised) mean test accuracy over steps [0, 0.2·total] (trapezoid on the curve points).
+
+    Normalised: (acc(t) − acc(0)) / (acc(end) − acc(0)), with acc(end) the curve's own point at
+    ``total`` when recorded (same test subsample), else ``final_acc``.
+    """
     steps = np.asarray(curve["step"], dtype=float)
     acc = np.asarray(curve["test_acc"], dtype=float)
+    if steps.size and steps[-1] == total:
+        final_acc = float(acc[-1])
     keep = steps <= EARLY * total + 1e-9
     x, y = steps[keep], acc[keep]
     if x.size < 2:

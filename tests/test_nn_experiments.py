@@ -229,7 +229,9 @@ def test_ablate_statistics_and_verdicts(fake_engine, tmp_path):
 
 
 def test_switch_dominance_and_early_speed(fake_engine, tmp_path):
-    cfg = switch.SwitchConfig(epochs=8, width=1, switch_epochs=(2, 4, 6), seeds=(0, 1, 2, 3, 4), **GRID, out=str(tmp_path / "s"))
+    cfg = switch.SwitchConfig(
+        epochs=8, width=1, switch_epochs=(2, 4, 6), seeds=(0, 1, 2, 3, 4), **GRID, out=str(tmp_path / "s")
+    )
     m = switch.run(cfg)
     sch = m["per_schedule"]["constant"]
     for row in sch["per_switch"]:  # equal weight of all epochs: L(s) = 1 - 2s/E exactly
@@ -460,8 +462,40 @@ def test_docs_verdict_sentences_match_the_records():
 
     root = Path(__file__).resolve().parents[1] / "docs"
     assert claims_doc.check(root / "network-claims.md", root / "verdicts.json")
-    records = json.loads((root / "verdicts.json").read_text())
+    records = json.loads((root / "verdicts.json").read_text())["verdicts"]
     assert records and all("verdict" in r and r["folder"] for r in records)
+
+
+def test_claims_doc_renders_and_detects_drift(tmp_path):
+    from paper import claims_doc
+
+    folder = tmp_path / "ablate"
+    folder.mkdir()
+    test = {"estimate": 0.0351, "ci95": [0.0183, 0.0518], "n": 5, "p_value": 0.003, "df": 4, "alternative": "two-sided"}
+    v = {
+        "claim": "2",
+        "statement": "s",
+        "task": "t",
+        "key": "k",
+        "test": "paired t (two-sided), df = 4",
+        "estimate": 0.05,
+        "ci95": [0.01, 0.09],
+        "p_value": 0.01,
+        "adjustment": "holm",
+        "n_seeds": 5,
+        "held": True,
+        "unit": "points",
+        "scale": 100.0,
+    }
+    (folder / "metrics.json").write_text(json.dumps({"claim": "2: x", "verdicts": [v], "diff": test}))
+    md = tmp_path / "doc.md"
+    md.write_text("clip: <!--s:ablate:diff:100:points-->old<!--/s-->\n<!-- verdicts:begin -->\n<!-- verdicts:end -->\n")
+    assert claims_doc.main([str(folder), "--json", str(tmp_path / "v.json"), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert "+3.51 points (95 % CI +1.83 to +5.18; 5 seeds)" in text and "**held**" in text
+    assert claims_doc.check(md, tmp_path / "v.json")
+    md.write_text(text.replace("+3.51", "+3.52"))  # a hand edit of a number is caught
+    assert not claims_doc.check(md, tmp_path / "v.json")
 
 
 # --------------------------------------------------------------------------------------------
