@@ -43,6 +43,8 @@ def _num(x: Any) -> float:
 def render(v: dict[str, Any], *, source: str = "") -> str:
     """One sentence for verdict record ``v`` (numbers as stored, scaled by ``v["scale"]``).
 
+    An accuracy effect below 3 points measured with fewer than 10 seeds is flagged for a 10-seed re-run.
+
     Example:
         >>> v = {"claim": "2", "statement": "clip-only loses more than noise-only", "task": "mnist1d n=36000",
         ...      "estimate": -0.1234, "ci95": [-0.15, -0.09], "unit": "points", "scale": 100.0,
@@ -58,10 +60,15 @@ def render(v: dict[str, Any], *, source: str = "") -> str:
     if not math.isnan(p) and v.get("adjustment") == "holm":
         p_txt += ", Holm-adjusted"
     held = "**held**" if v["held"] else "**not held**"
+    opposite = (est < 0) if v.get("direction") == "greater" else (est > 0) if v.get("direction") == "less" else False
+    if not v["held"] and opposite and not math.isnan(p) and p <= _num(v.get("alpha", 0.05)):
+        held = "**not held: the opposite is significant**"
     text = (
         f"Claim {v['claim']}, {v['task']}: {v['statement']} — estimate {est:+.2f} {v.get('unit', '')}".rstrip()
         + f" (95 % CI {lo:+.2f} to {hi:+.2f}; {v['test']}; {p_txt}; {v['n_seeds']} seeds): {held}."
     )
+    if v.get("unit") == "points" and abs(est) < 3 and int(v["n_seeds"]) < 10:
+        text += " (effect below 3 points with fewer than 10 seeds: to be re-run with 10)"
     if source:
         text += f" [{source}]"
     return text
@@ -112,7 +119,8 @@ def render_stat(value: Any, *, scale: float, unit: str) -> str:
     u = f" {unit}" if unit else ""
     if isinstance(value, dict) and "estimate" in value:
         lo, hi = (_num(value["ci95"][0]) * scale, _num(value["ci95"][1]) * scale)
-        return f"{_num(value['estimate']) * scale:+.2f}{u} (95 % CI {lo:+.2f} to {hi:+.2f}; {value['n']} seeds)"
+        n = value.get("n", value.get("n_seeds"))
+        return f"{_num(value['estimate']) * scale:+.2f}{u} (95 % CI {lo:+.2f} to {hi:+.2f}; {n} seeds)"
     if isinstance(value, dict) and "mean" in value:
         return f"{_num(value['mean']) * scale:.2f} ± {_num(value['se']) * scale:.2f}{u}"
     return f"{_num(value) * scale:.3g}{u}"

@@ -29,8 +29,11 @@ source at the heaviest sparsity ≥ 0.9, "acc(pruned) − acc(dense DP-SGD) > 0"
 (``metrics["verdict"]``) is the ``public`` mask; and "acc(public) − acc(dense_small) > 0" (the mask
 carries information beyond the parameter count).
 
-Example (the CPU default: mnist1d n = 36 000, MLP 256×2, 4 epochs of B = 1024, ε = 4, p = 0.9,
-ε_m = 1, 5 seeds; the GPU stage sweeps p ∈ {0.5, 0.9, 0.98}, ε_m ∈ {0.5, 1, 2}, all sources tuned)::
+Example (the CPU default: mnist1d n = 36 000, MLP 128×2, 4 epochs of B = 1024, ε = 4, p = 0.9,
+ε_m = 1, sources random / init_layer / public / private / oracle (``init_global`` collapses to
+chance at high sparsity: global ranking at initialisation prunes whole fan-in-128 layers), 5 seeds;
+the GPU stage sweeps p ∈ {0.5, 0.9, 0.98}, ε_m ∈ {0.5, 1, 2}, a width-1024 MLP, all sources, each
+tuned)::
 
     $ python -m simulations.nn prune --out results/nn/prune
     (output pasted after the real run)
@@ -80,16 +83,18 @@ class PruneConfig(NetExperiment):
     n_test: int | None = opt(10000, "test examples")
     n_val: int = opt(2000, "validation examples (tuning selects on them)")
     n_public: int = opt(2000, "public examples (disjoint from train, validation and test) for the public mask")
-    width: int = opt(256, "hidden units of the (wide) MLP")
+    width: int = opt(128, "hidden units of the MLP")
     epochs: int = opt(4, "training epochs")
     batch_size: int = opt(1024, "expected batch size B")
     lr_grid: tuple[float, ...] = opt((0.1, 0.5, 2.5), "learning rates tuned per arm")
     sparsities: tuple[float, ...] = opt((0.9,), "fractions of weights pruned (> 0)")
-    mask_sources: tuple[str, ...] = opt(SOURCES, "mask sources: " + ", ".join(SOURCES))
+    mask_sources: tuple[str, ...] = opt(
+        ("random", "init_layer", "public", "private", "oracle"), "mask sources: " + ", ".join(SOURCES)
+    )
     mask_epsilons: tuple[float, ...] = opt((1.0,), "epsilon of each private mask run (< target_epsilon)")
     target_epsilon: float = opt(4.0, "total epsilon of every DP run (a private mask's run is composed into it)")
-    public_epochs: int = opt(20, "epochs of the SGD run on the public split that gives the public mask")
-    public_batch_size: int = opt(128, "batch size of that public SGD run")
+    public_epochs: int = opt(10, "epochs of the SGD run on the public split that gives the public mask")
+    public_batch_size: int = opt(256, "batch size of that public SGD run")
     public_lr: float = opt(0.1, "learning rate of that public SGD run")
     dense_small: bool = opt(True, "add a dense MLP with about the kept parameter count per sparsity")
     tune_per_source: bool = opt(False, "tune the lr of every pruned source separately (else on the public mask)")
