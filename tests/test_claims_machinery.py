@@ -142,7 +142,8 @@ def test_oracle_mask_is_never_private(tmp_path, source_kind):
 def test_random_mask_run_is_private_and_deterministic():
     a = train(TrainConfig(**TINY, sparsity=0.7, mask_source="random", prune_scope="layer"))
     b = train(TrainConfig(**TINY, sparsity=0.7, mask_source="random", prune_scope="layer"))
-    assert a["privacy"]["label"] == "private" and a["history"] == b["history"] or _same_but_seconds(a, b)
+    assert a["privacy"]["label"] == "private"
+    assert _same_but_seconds(a, b)  # same seed, same mask, same numbers
 
 
 def _same_but_seconds(a, b):
