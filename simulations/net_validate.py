@@ -86,7 +86,7 @@ class ValidateConfig(NetExperiment):
         super().__post_init__()
         if self.momentum != 0:
             raise ValueError(f"momentum must be 0 for validate (the theory models plain steps), got {self.momentum}")
-        widths = tuple(sorted({int(w) for w in self.widths}))
+        widths = tuple(sorted(set(int(w) for w in self.widths)))
         if not widths or widths[0] < 1:
             raise ValueError(f"widths must be integers >= 1, got {self.widths}")
         object.__setattr__(self, "widths", widths)
