@@ -149,7 +149,9 @@ def fig_epsilon(config: dict, metrics: dict) -> plt.Figure:
         _errorbar(ax, eps, [r[arm]["test_accuracy"] for r in metrics["curve"]], label=arm)
     ax.axhline(_num(metrics["sgd"]["mean"]) * 100, color="gray", ls="--", label="SGD (ε = ∞)")
     ax.axhline(_num(metrics["clip"]["mean"]) * 100, color="gray", ls=":", label="clip-only (ε = ∞)")
-    ax.set(xscale="log", xlabel="ε (δ = config)", ylabel="final test accuracy (%)", title="ε–accuracy")
+    ax.set(xscale="log", xlabel="ε (δ as configured)", ylabel="final test accuracy (%)", title="ε–accuracy")
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     return fig
 
