@@ -550,6 +550,16 @@ def test_sorted_sums_equal_brute_force(n, k, seed, quantile, shift, curv, sketch
         )
 
 
+def test_sorted_sums_need_both_per_example_curvatures():
+    """The two per-example curvature arrays enter the drift together: either alone is a ValueError, not dropped."""
+    from dptheory.spectral_response import SortedGradientSums
+
+    base = dict(norms=np.ones(3), projections=np.full((3, 1), 0.5), bulk_energy=np.full(3, 0.75))
+    for one in ("top_curvatures", "top_radial_curvatures"):
+        with pytest.raises(ValueError, match="go together"):
+            SortedGradientSums(**base, **{one: np.ones((3, 1))})
+
+
 def test_per_example_curvatures_equal_to_the_mean_hessian_reproduce_it():
     """u_jᵀH_iu_j = λ_j and (u_jᵀĝ_i)(ĝ_iᵀH_iu_j) = λ_j p_ij²/R_i² (H_i = H): the same drift as the default model."""
     basin, z, lam = _stats_basin()
