@@ -37,7 +37,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeAlias
 
 import dp_accounting
 from dp_accounting import pld as _pld
@@ -86,7 +86,7 @@ class PoissonGaussianMechanism:
         return self.steps == 0 or self.noise_multiplier > 0
 
 
-Mechanisms = Union[PoissonGaussianMechanism, Sequence[PoissonGaussianMechanism]]
+Mechanisms: TypeAlias = PoissonGaussianMechanism | Sequence[PoissonGaussianMechanism]
 
 
 def _as_list(mechanisms: Mechanisms) -> list[PoissonGaussianMechanism]:

@@ -280,7 +280,7 @@ def _streaming_replica(
         clip = clip_t[t]
         n_clipped = 0
         sum_factor = 0.0
-        for i in range(bn):
+        for _ in range(bn):
             nrm2 = 0.0
             if not basin_spread:
                 for jj in range(k):
