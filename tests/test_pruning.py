@@ -235,7 +235,7 @@ def test_pruning_helps_when_basin_aligned_with_large_weights():
 
 
 def test_rotated_basin_training_bias_vanishes_once_k_exceeds_rank_but_heldout_pays():
-    # FINDING (reported): with a generic (rotated) U, any k ≥ r kept weights compensate exactly inside
+    # With a generic (rotated) U, any k ≥ r kept weights compensate exactly inside
     # the r curved directions, so the stationary *training* bias is 0; the compensation and the pruned
     # w*_P are errors in the flat directions, which the held-out loss (κ) charges.
     d, r, k = 60, 3, 5

@@ -274,7 +274,7 @@ def test_empirical_shrinkage_of_gaussian_samples_is_alpha0():
 
 
 def test_proof_closed_forms_meet_the_code():
-    """STYLE rule 15: the proofs' closed forms, evaluated on random arguments, equal dptheory's."""
+    """Proof and code meet: the proofs' closed forms, evaluated on random arguments, equal dptheory's."""
     rng = np.random.default_rng(3)
     for _ in range(20):
         eta, a, f, tau2, kap = 0.4, rng.uniform(0.01, 3.0), rng.normal(), rng.uniform(0, 2), rng.uniform(0, 0.3)
