@@ -40,7 +40,7 @@ def dense_hessian(lam, u):
 )
 def test_bias_equals_brute_force_minimisation(d, r_frac, seed, basis):
     rng = np.random.default_rng(seed)
-    r = max(1, int(round(r_frac * d)))
+    r = max(1, round(r_frac * d))
     lam = rng.uniform(0.2, 3.0, r)
     u = pr.curvature_basis(dim=d, rank=r, basis=basis, seed=seed)
     w_star = rng.standard_normal(d)
@@ -304,7 +304,7 @@ def test_optimal_keep_fraction_is_a_true_minimum_of_the_predicted_curve():
     opt = Optimizer(lr=1.0, batch_size=32, clip_norm=0.2, noise_multiplier=3.0)
     kw = dict(curvatures=[1.0] * r, basis=u, optimum=w_star, sample_std=1.0, optimizer=opt)
     best = pr.optimal_keep_fraction(**kw)
-    k_best = int(round(best * d))
+    k_best = round(best * d)
     assert 1 < k_best < r  # interior: bias and variance trade off
     # exhaustive check where the optimum can be: for k ≥ r the bias is 0 and the variance grows with
     # k (more kept flat coordinates), so the curve on 1…40 plus a coarse tail decides the minimum
