@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from paper import style
+
 
 def _load(folder: Path) -> tuple[dict, dict]:
     config = json.loads((folder / "config.json").read_text())
@@ -32,7 +34,17 @@ def _num(x: Any) -> float:
     return float(x) if not isinstance(x, str) else float(x.replace("inf", "inf"))
 
 
-def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, **kw: Any) -> None:
+def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, *, st: Any = None, label: str = "") -> None:
+    """Measured means ± 1 SE over seeds, joined by a thin line in the series' style."""
+    ys = [_num(s["mean"]) * scale for s in stats]
+    es = [(_num(s["se"]) * scale if s["se"] != "nan" else 0.0) for s in stats]
+    st = st or style.series(label)
+    ax.plot(xs, ys, color=st.color, ls=st.linestyle, lw=1.0, zorder=st.order)
+    style.points(ax, xs, ys, st, yerr=es, label=label or st.label)
+
+
+def _errorbar_plain(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, **kw: Any) -> None:
+    """Means ± 1 SE over seeds with matplotlib's own styling (``kw`` passed to ``errorbar``)."""
     ys = [_num(s["mean"]) * scale for s in stats]
     es = [(_num(s["se"]) * scale if s["se"] != "nan" else 0.0) for s in stats]
     ax.errorbar(xs, ys, yerr=es, capsize=3, marker="o", **kw)
@@ -57,16 +69,18 @@ def fig_switch(config: dict, metrics: dict) -> plt.Figure:
     for k, (schedule, m) in enumerate(schedules.items()):
         rows = m["per_switch"]
         s = [r["switch_epoch"] for r in rows]
-        _errorbar(a, s, [r["acc_sgd_then_dpsgd"] for r in rows], label=f"SGD → DP-SGD ({schedule})", color=f"C{2 * k}")
-        _errorbar(
+        _errorbar_plain(
+            a, s, [r["acc_sgd_then_dpsgd"] for r in rows], label=f"SGD → DP-SGD ({schedule})", color=f"C{2 * k}"
+        )
+        _errorbar_plain(
             a,
             s,
             [r["acc_dpsgd_then_sgd"] for r in rows],
             label=f"DP-SGD → SGD ({schedule}, not private)",
             color=f"C{2 * k + 1}",
         )
-        for key, style in (("acc_sgd", "--"), ("acc_dpsgd", ":")):
-            a.axhline(_num(m[key]["mean"]) * 100, ls=style, color=f"C{2 * k}", lw=0.8)
+        for key, linestyle in (("acc_sgd", "--"), ("acc_dpsgd", ":")):
+            a.axhline(_num(m[key]["mean"]) * 100, ls=linestyle, color=f"C{2 * k}", lw=0.8)
         for run, curves in m["mean_curves"].items():
             for i, curve in enumerate(curves):
                 b.plot(
@@ -108,7 +122,7 @@ def fig_width(config: dict, metrics: dict) -> plt.Figure:
     rows = metrics["per_width"]
     d = [r["dim"] for r in rows]
     for key, label in (("sgd", "SGD"), ("dpsgd", f"DP-SGD ε={config['target_epsilon']}")):
-        _errorbar(a, d, [r[key]["test_accuracy"] for r in rows], label=label)
+        _errorbar_plain(a, d, [r[key]["test_accuracy"] for r in rows], label=label)
     a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)", title="claim 3: width (tuned)")
     a.legend(fontsize=7)
     gaps = [r["gap_sgd_minus_dpsgd"] for r in rows]
@@ -146,7 +160,7 @@ def fig_epsilon(config: dict, metrics: dict) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     eps = [r["epsilon"] for r in metrics["curve"]]
     for arm in ("dense", "pruned"):
-        _errorbar(ax, eps, [r[arm]["test_accuracy"] for r in metrics["curve"]], label=arm)
+        _errorbar_plain(ax, eps, [r[arm]["test_accuracy"] for r in metrics["curve"]], label=arm)
     ax.axhline(_num(metrics["sgd"]["mean"]) * 100, color="gray", ls="--", label="SGD (ε = ∞)")
     ax.axhline(_num(metrics["clip"]["mean"]) * 100, color="gray", ls=":", label="clip-only (ε = ∞)")
     ax.set(xscale="log", xlabel="ε (δ as configured)", ylabel="final test accuracy (%)", title="ε–accuracy")
@@ -158,23 +172,27 @@ def fig_epsilon(config: dict, metrics: dict) -> plt.Figure:
 
 def fig_validate(config: dict, metrics: dict) -> plt.Figure:
     """Predicted vs measured excess loss (log-log), one point per run, labelled by sweep point."""
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    for p in metrics["points"]:
+    fig, axes = style.figure(1, width=5.2, height=4.2)
+    ax = axes[0]
+    markers = "osD^vP*X"
+    for i, p in enumerate(metrics["points"]):
         pred = [_num(s["predicted_excess"]) for s in p["per_seed"]]
         meas = [_num(s["measured_excess"]) for s in p["per_seed"]]
-        ax.scatter(pred, meas, label=f"w={p['width']} p={p['sparsity']:.2f}")
+        ax.scatter(
+            pred, meas, marker=markers[i % len(markers)], s=30, label=f"width {p['width']}, {p['sparsity']:.0%} pruned"
+        )
     lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
     hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
-    ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
+    ax.plot([lo, hi], [lo, hi], "k:", lw=0.8, label="measured = predicted")
     rho = metrics["spearman_all_pairs"]["rho"]
     ax.set(
         xscale="log",
         yscale="log",
         xlabel="predicted excess loss",
         ylabel="measured excess loss",
-        title=f"theory vs networks (Spearman {_num(rho):+.2f})",
     )
-    ax.legend(fontsize=6)
+    ax.set_title(f"theory vs networks, one point per run (Spearman {_num(rho):+.2f})")
+    style.legend(ax, fontsize=6.5)
     return fig
 
 
@@ -206,21 +224,41 @@ FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
 }
 
 
-def draw(folder: str | Path) -> Path | None:
-    """Draw the figure of one result folder into ``<folder>/<kind>.png``; None if not an experiment."""
+def draw(folder: str | Path, *, formats: tuple[str, ...] = ("png",), out: str | Path | None = None) -> list[Path]:
+    """Draw the figure of one network result folder as ``net_<kind>.<ext>`` into ``out`` (default:
+    the folder); ResultError (one line) if the folder is not a network experiment or is malformed."""
+    from paper.figures import FORMATS, ResultError
+
     folder = Path(folder)
-    if not (folder / "metrics.json").is_file():
-        return None
-    config, metrics = _load(folder)
+    try:
+        config, metrics = _load(folder)
+    except (OSError, ValueError) as exc:
+        raise ResultError(f"{str(folder)!r} is not a readable result folder: {exc}") from None
     name = kind(metrics)
     if name is None:
-        return None
-    fig = FIGURES[name](config, metrics)
+        raise ResultError(
+            f"{str(folder)!r} is not a result folder of a known experiment (metrics.json has no 'experiment' "
+            "and is not a network experiment's)"
+        )
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ResultError(f"figure format must be one of {', '.join(FORMATS)}, got {bad[0]!r}")
+    try:
+        fig = FIGURES[name](config, metrics)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        plt.close("all")
+        raise ResultError(f"malformed {name} results in {str(folder)!r}: {exc}") from None
+    target = Path(out or folder)
+    target.mkdir(parents=True, exist_ok=True)
+    for ax in fig.axes:
+        style.log_ticks(ax)
     fig.tight_layout()
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=120)
+    paths = []
+    for ext in formats:
+        paths.append(target / f"net_{name}.{ext}")
+        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return path
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,8 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         for metrics in sorted([root / "metrics.json"] + list(root.glob("*/metrics.json"))):
             if metrics.is_file():
-                path = draw(metrics.parent)
-                if path is not None:
+                try:
+                    paths = draw(metrics.parent)
+                except ValueError:
+                    continue
+                for path in paths:
                     print(path)
                     drawn += 1
     return 0 if drawn else 1
