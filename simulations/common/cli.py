@@ -117,9 +117,7 @@ def build_parser(
         default = (
             f.default
             if f.default is not dataclasses.MISSING
-            else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-            )
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
         tp, optional = _base_type(hints[f.name])
         kwargs: dict[str, Any] = {"default": default, "help": helptext or " ", "dest": f.name}
