@@ -1,6 +1,6 @@
 """Result folders: ``config.json``, metrics (``.json``/``.npz``) and ``env.json``, written atomically.
 
-STYLE.md rule 8: results are files; figures only read them. A folder is assembled under a temporary
+Results are files; figures only read them. A folder is assembled under a temporary
 sibling name and renamed into place only when complete, so an interrupted or failed run never
 leaves a half-written result folder.
 """
