@@ -1,4 +1,4 @@
-"""Command lines generated from one frozen config dataclass (STYLE.md rule 7).
+"""Command lines generated from one frozen config dataclass: the config is the single source of the flags, their defaults and their help.
 
 Every experiment is ``@dataclass(frozen=True) class XConfig`` whose fields carry their help text in
 ``field(metadata={"help": ...})``. :func:`build_parser` turns it into an ``argparse`` parser
@@ -117,9 +117,7 @@ def build_parser(
         default = (
             f.default
             if f.default is not dataclasses.MISSING
-            else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-            )
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
         tp, optional = _base_type(hints[f.name])
         kwargs: dict[str, Any] = {"default": default, "help": helptext or " ", "dest": f.name}

@@ -1,6 +1,6 @@
 """Result folders: ``config.json``, metrics (``.json``/``.npz``) and ``env.json``, written atomically.
 
-STYLE.md rule 8: results are files; figures only read them. A folder is assembled under a temporary
+Results are files; figures only read them. A folder is assembled under a temporary
 sibling name and renamed into place only when complete, so an interrupted or failed run never
 leaves a half-written result folder.
 """
@@ -164,7 +164,7 @@ def write_results(
     write_json(folder / "config.json", config)
     write_json(folder / "metrics.json", metrics)
     if arrays:
-        np.savez_compressed(folder / "metrics.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+        np.savez_compressed(folder / "metrics.npz", allow_pickle=False, **{k: np.asarray(v) for k, v in arrays.items()})
     write_json(folder / "env.json", environment())
 
 
