@@ -130,8 +130,8 @@ class BasinConfig:
     recovery_threshold: float = _opt(0.1, "recovered when the excess is this fraction of its initial value")
     recovery_arms: tuple[str, ...] = _opt(("noise", "dpsgd"), "arms displaced (one unclipped, one clipped)")
     checks: tuple[str, ...] = _opt(("linearised", "teacher"), "controlled checks to run (linearised, teacher)")
-    lin_n_train: int = _opt(1000, "linearised network: training examples (mnist1d)")
-    lin_width: int = _opt(64, "linearised network: width of the one-hidden-layer MLP at initialisation")
+    lin_n_train: int = _opt(500, "linearised network: training examples (mnist1d)")
+    lin_width: int = _opt(16, "linearised network: width of the one-hidden-layer MLP at initialisation")
     teacher_dims: tuple[int, ...] = _opt((40, 400, 4000), "teacher: ambient input dimensions D")
     teacher_rank: int = _opt(4, "teacher: relevant directions K")
     teacher_width: int = _opt(16, "teacher: MLP width (one hidden layer)")
@@ -140,6 +140,9 @@ class BasinConfig:
         "curvature", "model: bulk energy spread (curvature | uniform)", choices=("curvature", "uniform")
     )
     closure: str = _opt("linear", "model: clip-law closure (linear | mean-field)", choices=("linear", "mean-field"))
+    curvatures: bool = _opt(
+        True, "measure per-example curvatures on the top-k: model drift mean_i J_i H_i (else J H; both reported)"
+    )
     tolerance: float = _opt(0.25, "agreement: relative tolerance of a row")
     k_se: float = _opt(2.0, "agreement: rows within k standard errors")
     device: str = _opt("cpu", "cpu | cuda", choices=("cpu", "cuda"))
@@ -338,15 +341,23 @@ def minimum_spec(config: BasinConfig, net: Network) -> Any:
 # the model (dptheory.spectral) on a measurement
 
 
-def spectral_basin(meas: Any, *, bulk_noise: str) -> Any:
+def spectral_basin(meas: Any, *, bulk_noise: str, per_example: bool = True) -> Any:
     """``dptheory.spectral.SpectralBasin`` of a :class:`~simulations.nn.measure.BasinMeasurement`.
 
     The SLQ nodes of all probes are the bulk nodes, each standing for (d − k)/P · τ directions.
+    ``per_example`` (and measured): the top-k drift uses the per-example curvatures (mean_i J_i H_i);
+    otherwise the mean Hessian (J H).
     """
     from dptheory.spectral import GradientStatistics, SpectralBasin
 
     nodes, counts = meas.density.directions()
-    grads = GradientStatistics(norms=meas.norms, top_projections=meas.projections)
+    curv = per_example and getattr(meas, "top_curvatures", None) is not None
+    grads = GradientStatistics(
+        norms=meas.norms,
+        top_projections=meas.projections,
+        top_curvatures=meas.top_curvatures if curv else None,
+        top_radial_curvatures=meas.top_radial_curvatures if curv else None,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # negative curvature: recorded via negative_weight
         return SpectralBasin(
@@ -655,8 +666,13 @@ def analyse_network(
     exact: Any | None,
     config: BasinConfig,
     meas: Any,
+    mean_basin: Any | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """The rows (one per point and arm) and recovery rows of one network."""
+    """The rows (one per point and arm) and recovery rows of one network.
+
+    ``basin`` gives ``predicted_excess``; ``mean_basin`` (the same measurement with the mean-Hessian
+    drift, when ``basin`` uses per-example curvatures) gives ``predicted_mean_hessian`` beside it.
+    """
     steps, lr = run["steps"], run["lr"]
     start = steps - steps // 3
     sgd_key = _arm_key("sgd", 0.0, 0.0)
@@ -664,6 +680,9 @@ def analyse_network(
     sgd_opt = arm_optimizer("sgd", lr=lr, batch_size=config.batch_size, clip_norm=1.0, noise_multiplier=0.0)
     base = predict_window(basin, sgd_opt, start=start, stop=steps, closure=config.closure)
     base_exact = predict_window(exact, sgd_opt, start=start, stop=steps, closure=config.closure) if exact else None
+    base_mean = (
+        predict_window(mean_basin, sgd_opt, start=start, stop=steps, closure=config.closure) if mean_basin else None
+    )
     rows, recs = [], []
     for p in points:
         c = run["clips"][p.clip_factor]
@@ -716,6 +735,12 @@ def analyse_network(
                 },
                 "privacy": PRIVACY,
             }
+            row["drift"] = "per-example" if mean_basin is not None else "mean-hessian"
+            if mean_basin is not None:
+                mh = predict_window(mean_basin, opt, start=start, stop=steps, closure=config.closure)
+                row["predicted_mean_hessian"] = mh["excess"] - base_mean["excess"]
+                row["predicted_mean_hessian_bias"] = mh["bias"] - base_mean["bias"]
+                row["predicted_mean_hessian_noise"] = mh["noise"] - base_mean["noise"]
             if exact is not None:
                 ex = predict_window(exact, opt, start=start, stop=steps, closure=config.closure)
                 row["predicted_exact"] = ex["excess"] - base_exact["excess"]
@@ -796,6 +821,21 @@ def summarise(rows: list[dict], recovery: list[dict], config: BasinConfig) -> di
                     tolerance=config.tolerance,
                     k=config.k_se,
                 )
+        if all("predicted_mean_hessian" in r for r in fam):
+            block["model_mean_hessian"] = agreement(
+                _values(fam, "predicted_mean_hessian"), meas, se, tolerance=config.tolerance, k=config.k_se
+            )
+            block["per_arm_mean_hessian"] = {
+                arm: agreement(
+                    _values(sub, "predicted_mean_hessian"),
+                    _values(sub, "measured_excess"),
+                    [r["measured_excess"]["se"] for r in sub],
+                    tolerance=config.tolerance,
+                    k=config.k_se,
+                )
+                for arm in ROW_ARMS
+                if (sub := [r for r in fam if r["arm"] == arm])
+            }
         if family == "linearised":
             block["exact"] = agreement(
                 _values(fam, "predicted_exact"), meas, se, tolerance=config.tolerance, k=config.k_se
@@ -914,6 +954,7 @@ def _linearised(net: Network, config: BasinConfig) -> tuple[Any, Any, Any, Any]:
         lanczos_steps=config.lanczos_steps,
         flat_steps=config.flat_steps,
         seed=config.pretrain_seed,
+        curvatures=config.curvatures,
     )
     vals, vecs = exact_spectrum(lin.hessian)
     resid = lin.jac_train @ lin.minimum - lin.target_train
@@ -954,6 +995,7 @@ def run(config: BasinConfig) -> dict[str, Any]:
                     probes=config.probes,
                     lanczos_steps=config.lanczos_steps,
                     flat_steps=config.flat_steps,
+                    curvatures=config.curvatures,
                 )
                 problem = Problem(
                     model=found.model,
@@ -965,14 +1007,21 @@ def run(config: BasinConfig) -> dict[str, Any]:
                     weight_decay=config.weight_decay,
                 )
                 exact = None
-            basin = spectral_basin(meas, bulk_noise=config.bulk_noise)
+            basin = spectral_basin(meas, bulk_noise=config.bulk_noise, per_example=config.curvatures)
+            mean_basin = (
+                spectral_basin(meas, bulk_noise=config.bulk_noise, per_example=False)
+                if config.curvatures and meas.top_curvatures is not None
+                else None
+            )
             if not config.quiet:
                 sys.stderr.write(
                     f"basin [{i + 1}/{len(networks)}] {net.label}: d={meas.dim} lambda_1={meas.top_eigenvalues[0]:.4g} "
                     f"measured in {time.perf_counter() - t0:.0f}s\n"
                 )
             result = run_network(problem, pts, meas=meas, basin=basin, config=config, quiet=config.quiet)
-            r, rec = analyse_network(net, pts, result, basin=basin, exact=exact, config=config, meas=meas)
+            r, rec = analyse_network(
+                net, pts, result, basin=basin, exact=exact, config=config, meas=meas, mean_basin=mean_basin
+            )
             rows += r
             recovery += rec
             records.append(_network_record(net, found, meas, result, basin))
@@ -1047,6 +1096,12 @@ def report(rows: list[dict], recovery: list[dict], summary: dict, config: BasinC
             f"({fit['n']} rows, {fit['excluded']} non-positive excluded); RMS log10 error {m['rms_log10_error']:.2f} "
             f"vs null d {s['null_d']['rms_log10_error']:.2f}, null sqrt(d) {s['null_sqrt_d']['rms_log10_error']:.2f}"
         )
+        if "model_mean_hessian" in s:
+            mh = s["model_mean_hessian"]
+            lines.append(
+                f"  mean-Hessian drift (no per-example curvatures): {mh['within_tolerance']:.0%} within "
+                f"{config.tolerance:.0%}, slope {mh['loglog']['slope']:.2f}, RMS log10 error {mh['rms_log10_error']:.2f}"
+            )
         for c in s.get("noise_only", []):
             lines.append(
                 f"  noise-only sigma={c['noise_multiplier']:g} C={c['clip_factor']:g}x ({c['prediction']}): "

@@ -24,6 +24,7 @@ from simulations.nn.measure import (
     linearise,
     load_measurement,
     measure_basin,
+    per_example_curvatures,
 )
 from simulations.nn.models import build_model
 from simulations.nn.warmstart import Displacement, Problem, run_arm
@@ -89,6 +90,43 @@ def test_measure_basin_top_k_trace_and_directions_against_the_dense_hessian(tmp_
     back = load_measurement(tmp_path / "m.npz")
     assert back.dim == m.dim and back.train_loss == m.train_loss
     np.testing.assert_array_equal(back.projections, m.projections)
+    np.testing.assert_array_equal(back.top_radial_curvatures, m.top_radial_curvatures)
+    # mean_i u_jᵀ H_i u_j = u_jᵀ H u_j = λ_j for the eigenvectors
+    np.testing.assert_allclose(m.top_curvatures.mean(0), m.top_eigenvalues, rtol=1e-4, atol=1e-6)
+    bare = measure_basin(model, x, y, top_k=2, probes=2, lanczos_steps=5, flat_steps=0, seed=0, curvatures=False)
+    bare.save(tmp_path / "bare.npz")
+    assert bare.top_curvatures is None and load_measurement(tmp_path / "bare.npz").top_radial_curvatures is None
+
+
+def test_per_example_curvatures_match_dense_per_example_hessians_with_masks_and_decay():
+    model = build_model("mlp", input_shape=(5,), num_classes=3, width=4, depth=1, seed=0).double()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (7,), generator=g)
+    names, params = [n for n, _ in model.named_parameters()], list(model.parameters())
+    masks = {names[0]: (torch.rand(params[0].shape, generator=g) > 0.5).double()}
+    with torch.no_grad():
+        params[0].mul_(masks[names[0]])
+    keep = torch.cat([masks[names[0]].reshape(-1)] + [torch.ones(p.numel()) for p in params[1:]]).double()
+    u, _ = torch.linalg.qr(torch.randn(keep.numel(), 3, generator=g, dtype=torch.float64) * keep[:, None])
+    mu = 0.01
+    curv, radial = per_example_curvatures(model, x, y, u, masks=masks, weight_decay=mu, chunk_size=3)
+    shapes = [p.shape for p in params]
+    w = torch.cat([p.detach().reshape(-1) for p in params])
+
+    def objective(flat, i):  # ℓ_i + (μ/2)‖m⊙w‖², differentiated densely
+        parts, at = [], 0
+        for shp in shapes:
+            parts.append(flat[at : at + math.prod(shp)].reshape(shp))
+            at += math.prod(shp)
+        out = torch.func.functional_call(model, dict(zip(names, parts)), (x[i : i + 1],))
+        return torch.nn.functional.cross_entropy(out, y[i : i + 1]) + 0.5 * mu * (flat * keep).pow(2).sum()
+
+    for i in range(x.shape[0]):
+        h = torch.autograd.functional.hessian(lambda f, i=i: objective(f, i), w) * keep[:, None] * keep[None, :]
+        gi = torch.autograd.functional.jacobian(lambda f, i=i: objective(f, i), w) * keep
+        gh = gi / gi.norm()
+        np.testing.assert_allclose(curv[i], torch.einsum("dk,de,ek->k", u, h, u).numpy(), rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(radial[i], ((gh @ u) * (gh @ h @ u)).numpy(), rtol=1e-8, atol=1e-12)
 
 
 def test_linearised_network_is_the_exact_quadratic():

@@ -73,6 +73,7 @@ __all__ = [
     "linearise",
     "load_measurement",
     "measure_basin",
+    "per_example_curvatures",
     "set_flat_parameters",
 ]
 
@@ -190,6 +191,64 @@ def gradient_statistics(
     )
 
 
+def per_example_curvatures(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    directions: torch.Tensor,
+    *,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
+    weight_decay: float = 0.0,
+    chunk_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example curvatures on the directions U: (n, k) u_jᵀ H̃_i u_j and (n, k) (u_jᵀ ĝ_i)(ĝ_iᵀ H̃_i u_j).
+
+    H̃_i = diag(m) ∇²ℓ_i diag(m) + μ diag(m) is the Hessian of the example's objective ℓ_i + (μ/2)‖m⊙w‖²
+    and ĝ_i = g̃_i / ‖g̃_i‖ its unit gradient (g̃_i as in :func:`gradient_statistics`); these are the
+    ``top_curvatures`` / ``top_radial_curvatures`` of ``dptheory.spectral.GradientStatistics`` (the
+    drift mean_i J_i H_i of the clipped step instead of J H). Exact per-example Hessian-vector
+    products: ``torch.func.jvp`` of the per-example gradient (forward over reverse), vmapped over the
+    examples and the k directions (memory ∝ chunk · k · d; the chunk shrinks to keep it under ~2²⁵
+    numbers). Cost ≈ 3k per-example gradient passes.
+    """
+    from torch.func import functional_call, grad, jvp, vmap
+
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    loss_fn = loss_fn or default_loss
+    params = {k: p.detach() for k, p in trainable_parameters(model).items()}
+    buffers = {k: b.detach() for k, b in model.named_buffers()}
+    names = list(params)
+    sizes = [p.numel() for p in params.values()]
+    keep = kept_vector(model, masks).to(device=directions.device)
+    dtype = next(iter(params.values())).dtype
+    u = directions.to(dtype) * keep.to(dtype)[:, None]  # (d, k)
+    k = int(u.shape[1])
+    tangents = {n: t.T.reshape(k, *params[n].shape) for n, t in zip(names, torch.split(u, sizes, dim=0))}
+    reg = weight_decay * flat_parameters(model).to(torch.float64) * keep.to(torch.float64)
+    keep64, u64 = keep.to(torch.float64), u.to(torch.float64)
+    chunk = max(1, min(chunk_size, (1 << 25) // max(k * int(keep.numel()), 1)))
+
+    def loss_one(p, xi, yi):
+        return loss_fn(functional_call(model, (p, buffers), (xi.unsqueeze(0),)), yi.unsqueeze(0)).sum()
+
+    def grad_and_hvp(xi, yi, t):
+        return jvp(lambda p: grad(loss_one)(p, xi, yi), (params,), (t,))
+
+    both = vmap(vmap(grad_and_hvp, in_dims=(None, None, 0)), in_dims=(0, 0, None))
+    curv, radial = [], []
+    for s in range(0, x.shape[0], chunk):
+        g, hu = both(x[s : s + chunk], y[s : s + chunk], tangents)  # name -> (b, k, *shape)
+        b = x[s : s + chunk].shape[0]
+        gf = torch.cat([g[n][:, 0].reshape(b, -1) for n in names], dim=1).to(torch.float64) * keep64 + reg
+        hf = torch.cat([hu[n].reshape(b, k, -1) for n in names], dim=2).to(torch.float64) * keep64
+        hf = hf + weight_decay * u64.T.unsqueeze(0)  # + μ diag(m) u_j
+        ghat = gf / gf.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        curv.append(torch.einsum("bkd,dk->bk", hf, u64))
+        radial.append((ghat @ u64) * torch.einsum("bkd,bd->bk", hf, ghat))
+    return torch.cat(curv).cpu().numpy(), torch.cat(radial).cpu().numpy()
+
+
 # ---------------------------------------------------------------------------------------------
 # the basin at w*
 
@@ -204,7 +263,9 @@ class BasinMeasurement:
     ``density_dim`` = d − k); ``norms`` (n,), ``projections`` (n, k), ``residual_energy`` (n,),
     ``mean_gradient_norm`` (of g̃_i = g_i + μw); ``train_loss`` (L_μ); ``weight_decay`` μ;
     ``random_direction`` / ``flat_direction`` (parameters,) unit vectors with curvatures uᵀHu ``random_curvature`` / ``flat_curvature`` and
-    ``flat_gradient_norm`` = ‖H u_flat‖.
+    ``flat_gradient_norm`` = ‖H u_flat‖; ``top_curvatures`` / ``top_radial_curvatures`` (n, k) the
+    per-example curvatures on the top-k eigenvectors (:func:`per_example_curvatures`; None when not
+    measured).
     """
 
     dim: int
@@ -226,6 +287,8 @@ class BasinMeasurement:
     flat_direction: np.ndarray
     flat_curvature: float
     flat_gradient_norm: float
+    top_curvatures: np.ndarray | None = None
+    top_radial_curvatures: np.ndarray | None = None
 
     @property
     def density(self) -> SpectralDensity:
@@ -244,7 +307,8 @@ class BasinMeasurement:
 
     def save(self, path: str | Path | BinaryIO) -> None:
         """Write every field to ``path`` (``.npz``, no pickles; a path or a binary file object)."""
-        np.savez_compressed(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        np.savez_compressed(path, **{k: np.asarray(v) for k, v in values.items() if v is not None})
 
 
 def load_measurement(path: str | Path) -> BasinMeasurement:
@@ -252,6 +316,8 @@ def load_measurement(path: str | Path) -> BasinMeasurement:
     with np.load(path, allow_pickle=False) as data:
         values = {}
         for f in fields(BasinMeasurement):
+            if f.name not in data.files:  # an optional field that was not measured
+                continue
             arr = data[f.name]
             values[f.name] = arr if arr.ndim else (int(arr) if f.type == "int" else float(arr))
     return BasinMeasurement(**values)
@@ -285,6 +351,7 @@ def measure_basin(
     flat_steps: int = 40,
     seed: int = 0,
     chunk_size: int = 256,
+    curvatures: bool = True,
 ) -> BasinMeasurement:
     """Measure the basin of ``model`` (at w*) on the training set (x, y) (module docstring).
 
@@ -298,6 +365,7 @@ def measure_basin(
             projection onto the complement of the top-k is used instead).
         seed: seeds the start vector, the probes and the random direction.
         chunk_size: examples per vmap call for the per-sample gradients.
+        curvatures: also measure the per-example curvatures on the top-k (:func:`per_example_curvatures`).
 
     Returns:
         :class:`BasinMeasurement`.
@@ -342,6 +410,11 @@ def measure_basin(
         flat = _unit(sq.vectors.T @ torch.as_tensor(s[:, 0], dtype=torch.float64, device=device))
     else:
         flat = _unit(rand - vecs @ (vecs.T @ rand))
+    top_curv = top_radial = None
+    if curvatures:
+        top_curv, top_radial = per_example_curvatures(
+            model, x, y, vecs, masks=masks, loss_fn=loss_fn, weight_decay=weight_decay
+        )
     rand_curv, _ = curvature(rand)
     flat_curv, flat_norm = curvature(flat)
     loss = evaluate_loss(model, x, y, loss_fn=loss_fn) + 0.5 * weight_decay * float(
@@ -367,6 +440,8 @@ def measure_basin(
         flat_direction=flat.cpu().numpy(),
         flat_curvature=flat_curv,
         flat_gradient_norm=flat_norm,
+        top_curvatures=top_curv,
+        top_radial_curvatures=top_radial,
     )
 
 

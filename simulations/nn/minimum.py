@@ -256,6 +256,7 @@ def measured_minimum(
     probes: int = 10,
     lanczos_steps: int = 100,
     flat_steps: int = 40,
+    curvatures: bool = True,
 ) -> tuple[Minimum, BasinMeasurement]:
     """:func:`find_minimum` and the :class:`~simulations.nn.measure.BasinMeasurement` at w* (cached).
 
@@ -269,6 +270,7 @@ def measured_minimum(
         "probes": probes,
         "lanczos_steps": lanczos_steps,
         "flat_steps": flat_steps,
+        "curvatures": curvatures,
     }
     path = cache / f"measure-{cache_key({'wstar': found.info['wstar_key'], **settings})}.npz"
     if path.is_file():
