@@ -979,7 +979,7 @@ def run(config: BasinConfig) -> dict[str, Any]:
     recovery: list[dict] = []
     records = []
     arrays: dict[str, np.ndarray] = {}
-    start_all = time.perf_counter()
+    start_all, cpu_all = time.perf_counter(), time.process_time()
     with torch_threads(config.threads):
         for i, (net, pts) in enumerate(networks.items()):
             t0 = time.perf_counter()
@@ -1040,6 +1040,7 @@ def run(config: BasinConfig) -> dict[str, Any]:
         "networks": records,
         "summary": summary,
         "seconds": time.perf_counter() - start_all,
+        "cpu_seconds": time.process_time() - cpu_all,
     }
     with result_folder(config.out) as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)

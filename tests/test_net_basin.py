@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,28 @@ def test_tiny_run_writes_rows_summary_and_figure_and_reuses_its_cache(tmp_path, 
     assert sorted(p.name for p in cache.iterdir()) == before
     record = next(n for n in metrics["networks"] if n["network"] == net.label)
     assert meas.train_loss == pytest.approx(record["train_objective"], rel=1e-12)
+    # the per-example-curvature model and the mean-Hessian one are both reported
+    assert all("predicted_mean_hessian" in r and r["drift"] == "per-example" for r in rows)
+    assert "model_mean_hessian" in summary["mlp"] and metrics["cpu_seconds"] > 0
+    # the docs page is rendered from the folder and a hand edit of it is caught
+    from paper import basin_doc
+
+    md = tmp_path / "page.md"
+    md.write_text(f"# page\n\nprose\n\n{basin_doc.BEGIN}\n{basin_doc.END}\n\nmore prose\n")
+    js = tmp_path / "summary.json"
+    assert basin_doc.main([str(out), "--json", str(js), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert text.startswith("# page\n\nprose\n\n") and text.endswith("\n\nmore prose\n")
+    assert basin_doc.check(md, js) and basin_doc.main(["--check", "--json", str(js), "--markdown", str(md)]) == 0
+    share = json.loads(js.read_text())["families"]["mlp"]["model"]["within_tolerance"]
+    assert share == summary["mlp"]["model"]["within_tolerance"]
+    assert f"{100 * share:.0f} %" in text
+    md.write_text(text.replace("Rows outside", "Rows beyond", 1))
+    assert not basin_doc.check(md, js)
+
+
+def test_committed_theory_vs_networks_page_matches_its_summary():
+    from paper import basin_doc
+
+    root = Path(__file__).resolve().parents[1] / "docs"
+    assert basin_doc.check(root / "theory-vs-networks.md", root / "basin-summary.json")

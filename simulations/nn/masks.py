@@ -14,8 +14,7 @@ zero and noise-free (``simulations.nn.engine``). Where the magnitudes come from 
 ``private`` (an earlier DP run, whose ε must be composed) or ``oracle`` (non-private training) — is
 decided and labelled by ``simulations.nn.train``; this module only ranks numbers.
 
-Reference: magnitude pruning as used under DP by Adamczewski & Park 2023 (arXiv 2303.04612v1);
-REFERENCE.md §6.
+Reference: magnitude pruning as used under DP by Adamczewski & Park 2023 (arXiv 2303.04612v1).
 
 Example:
     >>> import torch

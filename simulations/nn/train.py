@@ -1,6 +1,6 @@
 """Train a network with DP-SGD or one of its ablations; per-epoch history, privacy label, checkpoints.
 
-One run = one frozen :class:`TrainConfig`. Each step (REFERENCE.md §2; ``dptheory.records``):
+One run = one frozen :class:`TrainConfig`. Each step (``dptheory.records``):
 
     S ~ Poisson(q) over the n training examples (q = batch_size / n),
     ĝ = (1/B)[Σ_{i∈S} φ_i m⊙g_i + ν m⊙ξ],   w ← SGD-with-momentum(w, ĝ, lr_t),   w ← m⊙w,
