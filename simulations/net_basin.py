@@ -14,7 +14,8 @@ from quantities measured there:
    Xiao 2019, arXiv 1901.10159v1), the per-example gradient norms and their projections on the top-k
    eigenvectors. These build ``dptheory.spectral.SpectralBasin``.
 3. **Arms from w*** (``simulations.nn.warmstart``): sgd, clip, noise (C_ref = C) and dpsgd at the
-   small step η = ``lr_factor``/λ₁ (ηλ₁ = 0.5 by default, far from the edge of stability ηλ₁ = 2),
+   small step η = ``lr_factor``/max(λ₁, tr H/B) (ηλ₁ ≤ 0.5 by default, far from the edge of stability
+   ηλ₁ = 2; the tr H/B bound keeps SGD below its mini-batch stability edge, :func:`arm_lr`),
    momentum 0, Poisson sampling at B = ``batch_size``, paired streams (the same seed gives every arm
    the same batches and the same ξ). C = ``clip_factors`` × the median per-example norm at w* — a
    data-dependent choice: these runs are a theory check and are **not private**.
@@ -135,13 +136,16 @@ class BasinConfig:
     teacher_dims: tuple[int, ...] = _opt((40, 400, 4000), "teacher: ambient input dimensions D")
     teacher_rank: int = _opt(4, "teacher: relevant directions K")
     teacher_width: int = _opt(16, "teacher: MLP width (one hidden layer)")
-    teacher_n_train: int = _opt(1000, "teacher: training examples")
+    teacher_n_train: int = _opt(500, "teacher: training examples")
     bulk_noise: str = _opt(
         "curvature", "model: bulk energy spread (curvature | uniform)", choices=("curvature", "uniform")
     )
     closure: str = _opt("linear", "model: clip-law closure (linear | mean-field)", choices=("linear", "mean-field"))
     curvatures: bool = _opt(
         True, "measure per-example curvatures on the top-k: model drift mean_i J_i H_i (else J H; both reported)"
+    )
+    bulk_sketch: int = _opt(
+        64, "rows s of a Gaussian sketch of the gradients' bulk parts (bulk clipping bias; 0: none)"
     )
     tolerance: float = _opt(0.25, "agreement: relative tolerance of a row")
     k_se: float = _opt(2.0, "agreement: rows within k standard errors")
@@ -177,6 +181,7 @@ class BasinConfig:
             "teacher_width": 1,
             "teacher_n_train": 2,
             "threads": 0,
+            "bulk_sketch": 0,
         }
         for name, minimum in ints.items():
             object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum))
@@ -357,6 +362,7 @@ def spectral_basin(meas: Any, *, bulk_noise: str, per_example: bool = True) -> A
         top_projections=meas.projections,
         top_curvatures=meas.top_curvatures if curv else None,
         top_radial_curvatures=meas.top_radial_curvatures if curv else None,
+        bulk_sketch=getattr(meas, "bulk_sketch", None),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # negative curvature: recorded via negative_weight
@@ -487,14 +493,26 @@ def _displacements(meas: Any, config: BasinConfig) -> tuple[list[Any], dict[str,
     return out, {name: {"size": s, "curvature": c} for name, (_, s, c) in vecs.items()}
 
 
+def arm_lr(meas: Any, config: BasinConfig) -> tuple[float, str]:
+    """η = ``lr_factor`` / max(λ₁, tr H / B): the small step, also below SGD's mini-batch stability edge.
+
+    With per-example Hessians of large trace (the teacher at large D: ‖x_i‖² ∝ D) a Poisson batch's
+    Hessian has eigenvalues ≈ tr H / B ≫ λ₁, and SGD at η = 0.5/λ₁ diverges (measured at D = 400 and
+    4000); η tr H / B ≤ ``lr_factor`` keeps it stable. ηλ₁ ≤ ``lr_factor`` either way. Returns (η, which
+    bound set it: ``"lambda_1"`` or ``"trace/B"``).
+    """
+    trace, _ = meas.trace()
+    lam1, per_batch = float(meas.top_eigenvalues[0]), trace / config.batch_size
+    return config.lr_factor / max(lam1, per_batch), ("lambda_1" if lam1 >= per_batch else "trace/B")
+
+
 def run_network(
     problem: Any, points: list[Point], *, meas: Any, basin: Any, config: BasinConfig, quiet: bool
 ) -> dict[str, Any]:
     """Run every arm the network's points need, for every seed; returns traces, T, η, C's and timings."""
     from simulations.nn.warmstart import run_arm
 
-    lam1 = float(meas.top_eigenvalues[0])
-    lr = config.lr_factor / lam1
+    lr, lr_bound = arm_lr(meas, config)
     median = float(np.median(meas.norms))
     clips = {p.clip_factor: p.clip_factor * median for p in points}
     arms = _needed_arms(points, clips, config)
@@ -542,6 +560,7 @@ def run_network(
         "traces": traces,
         "steps": steps,
         "lr": lr,
+        "lr_bound": lr_bound,
         "median_norm": median,
         "clips": clips,
         "relaxation": relax,
@@ -906,6 +925,7 @@ def _network_record(net: Network, found: Any, meas: Any, run: dict[str, Any], ba
         "mean_gradient_norm": float(meas.mean_gradient_norm),
         "top_energy_share": float(np.sum(meas.projections**2) / max(np.sum(meas.norms**2), 1e-300)),
         "lr": run["lr"],
+        "lr_bound": run["lr_bound"],
         "steps": run["steps"],
         "arm_seconds": run["seconds"],
         "relaxation": {f"{k[0]}:{k[1]:.4g}:{k[2]:g}": v for k, v in run["relaxation"].items()},
@@ -955,6 +975,7 @@ def _linearised(net: Network, config: BasinConfig) -> tuple[Any, Any, Any, Any]:
         flat_steps=config.flat_steps,
         seed=config.pretrain_seed,
         curvatures=config.curvatures,
+        sketch=config.bulk_sketch,
     )
     vals, vecs = exact_spectrum(lin.hessian)
     resid = lin.jac_train @ lin.minimum - lin.target_train
@@ -996,6 +1017,7 @@ def run(config: BasinConfig) -> dict[str, Any]:
                     lanczos_steps=config.lanczos_steps,
                     flat_steps=config.flat_steps,
                     curvatures=config.curvatures,
+                    sketch=config.bulk_sketch,
                 )
                 problem = Problem(
                     model=found.model,

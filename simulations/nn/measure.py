@@ -38,6 +38,7 @@ Example (a few seconds):
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -125,13 +126,15 @@ class GradientStatistics:
     """Per-sample gradient statistics at one point (module docstring); arrays float64.
 
     ``norms`` (n,) = ‖g_i‖; ``projections`` (n, k) = u_jᵀ g_i; ``residual_energy`` (n,) =
-    ‖g_i‖² − Σ_j (u_jᵀ g_i)² (≥ 0 up to rounding); ``mean_gradient_norm`` = ‖ḡ‖.
+    ‖g_i‖² − Σ_j (u_jᵀ g_i)² (≥ 0 up to rounding); ``mean_gradient_norm`` = ‖ḡ‖; ``bulk_sketch``
+    (n, s) = Ω (I − U Uᵀ) g_i for a Gaussian Ω (s × d, i.i.d. N(0, 1/s) on the kept coordinates), or None.
     """
 
     norms: np.ndarray
     projections: np.ndarray
     residual_energy: np.ndarray
     mean_gradient_norm: float
+    bulk_sketch: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -149,6 +152,8 @@ def gradient_statistics(
     loss_fn: LossFn | None = None,
     weight_decay: float = 0.0,
     chunk_size: int = 256,
+    sketch: int = 0,
+    seed: int = 0,
 ) -> GradientStatistics:
     """Norms, projections on ``directions`` and remaining energy of the per-sample gradients m ⊙ g̃_i.
 
@@ -163,6 +168,7 @@ def gradient_statistics(
         loss_fn: per-sample loss (default cross-entropy).
         weight_decay: μ ≥ 0 of the per-example objective.
         chunk_size: examples per vmap call (memory ∝ chunk_size · d).
+        sketch: s, rows of the Gaussian bulk sketch (0: none); seed: seeds Ω.
 
     Returns:
         :class:`GradientStatistics`.
@@ -172,7 +178,13 @@ def gradient_statistics(
     keep = kept_vector(model, masks).to(torch.float64)
     u = None if directions is None else directions.to(device=keep.device, dtype=torch.float64)
     reg = weight_decay * flat_parameters(model).to(torch.float64) * keep
-    norms, projs, total = [], [], torch.zeros_like(keep)
+    norms, projs, sketches, total = [], [], [], torch.zeros_like(keep)
+    omega = None
+    if sketch:
+        gen = torch.Generator().manual_seed(int(seed) + 3)
+        omega = (torch.randn(int(sketch), keep.numel(), generator=gen, dtype=torch.float64) / math.sqrt(sketch)).to(
+            keep.device
+        ) * keep
     for s in range(0, x.shape[0], chunk_size):
         gs = per_sample_gradients(model, x[s : s + chunk_size], y[s : s + chunk_size], loss_fn=loss_fn, method="vmap")
         g = torch.cat([gs[k].reshape(gs[k].shape[0], -1) for k in params], dim=1).to(torch.float64) * keep + reg
@@ -180,6 +192,9 @@ def gradient_statistics(
         total += g.sum(0)
         if u is not None:
             projs.append(g @ u)
+        if omega is not None:
+            bulk = g - (g @ u) @ u.T if u is not None else g
+            sketches.append(bulk @ omega.T)
     norm = torch.cat(norms).cpu().numpy()
     proj = torch.cat(projs).cpu().numpy() if u is not None else np.zeros((norm.size, 0))
     resid = np.maximum(norm**2 - np.sum(proj**2, axis=1), 0.0)
@@ -188,6 +203,7 @@ def gradient_statistics(
         projections=proj,
         residual_energy=resid,
         mean_gradient_norm=float((total / max(int(x.shape[0]), 1)).norm()),
+        bulk_sketch=torch.cat(sketches).cpu().numpy() if omega is not None else None,
     )
 
 
@@ -265,7 +281,7 @@ class BasinMeasurement:
     ``random_direction`` / ``flat_direction`` (parameters,) unit vectors with curvatures uᵀHu ``random_curvature`` / ``flat_curvature`` and
     ``flat_gradient_norm`` = ‖H u_flat‖; ``top_curvatures`` / ``top_radial_curvatures`` (n, k) the
     per-example curvatures on the top-k eigenvectors (:func:`per_example_curvatures`; None when not
-    measured).
+    measured); ``bulk_sketch`` (n, s) the Gaussian sketch of the gradients' bulk parts (None: s = 0).
     """
 
     dim: int
@@ -289,6 +305,7 @@ class BasinMeasurement:
     flat_gradient_norm: float
     top_curvatures: np.ndarray | None = None
     top_radial_curvatures: np.ndarray | None = None
+    bulk_sketch: np.ndarray | None = None
 
     @property
     def density(self) -> SpectralDensity:
@@ -352,6 +369,7 @@ def measure_basin(
     seed: int = 0,
     chunk_size: int = 256,
     curvatures: bool = True,
+    sketch: int = 0,
 ) -> BasinMeasurement:
     """Measure the basin of ``model`` (at w*) on the training set (x, y) (module docstring).
 
@@ -366,6 +384,7 @@ def measure_basin(
         seed: seeds the start vector, the probes and the random direction.
         chunk_size: examples per vmap call for the per-sample gradients.
         curvatures: also measure the per-example curvatures on the top-k (:func:`per_example_curvatures`).
+        sketch: s rows of the Gaussian bulk sketch of the per-example gradients (0: none).
 
     Returns:
         :class:`BasinMeasurement`.
@@ -393,7 +412,16 @@ def measure_basin(
         hvp, dim=total, probes=probes, steps=lanczos_steps, seed=seed + 1, kept=keep, deflate=vecs, device=device
     )
     grads = gradient_statistics(
-        model, x, y, directions=vecs, masks=masks, loss_fn=loss_fn, weight_decay=weight_decay, chunk_size=chunk_size
+        model,
+        x,
+        y,
+        directions=vecs,
+        masks=masks,
+        loss_fn=loss_fn,
+        weight_decay=weight_decay,
+        chunk_size=chunk_size,
+        sketch=sketch,
+        seed=seed,
     )
     gen = torch.Generator().manual_seed(int(seed) + 2)
     rand = _unit(torch.randn(total, generator=gen, dtype=torch.float64).to(device) * keep)
@@ -442,6 +470,7 @@ def measure_basin(
         flat_gradient_norm=flat_norm,
         top_curvatures=top_curv,
         top_radial_curvatures=top_radial,
+        bulk_sketch=grads.bulk_sketch,
     )
 
 

@@ -257,6 +257,7 @@ def measured_minimum(
     lanczos_steps: int = 100,
     flat_steps: int = 40,
     curvatures: bool = True,
+    sketch: int = 0,
 ) -> tuple[Minimum, BasinMeasurement]:
     """:func:`find_minimum` and the :class:`~simulations.nn.measure.BasinMeasurement` at w* (cached).
 
@@ -271,6 +272,7 @@ def measured_minimum(
         "lanczos_steps": lanczos_steps,
         "flat_steps": flat_steps,
         "curvatures": curvatures,
+        "sketch": sketch,
     }
     path = cache / f"measure-{cache_key({'wstar': found.info['wstar_key'], **settings})}.npz"
     if path.is_file():
