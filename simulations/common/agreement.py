@@ -71,7 +71,7 @@ def loglog_fit(predicted: Any, measured: Any, *, level: float = 0.95) -> dict[st
 
     Example:
         >>> fit = loglog_fit([1.0, 10.0, 100.0], [2.0, 20.0, 200.0])
-        >>> round(fit["slope"], 9), round(fit["intercept"], 9), fit["n"]
+        >>> round(fit["slope"], 9), round(fit["intercept"], 5), fit["n"]
         (1.0, 0.30103, 3)
     """
     from scipy.special import stdtrit
