@@ -18,8 +18,12 @@ trains) and
 suite runs that check on the committed docs), so the page cannot drift from the run::
 
     python -m paper.basin_doc results/nn/basin --json docs/basin-summary.json \\
-        --markdown docs/theory-vs-networks.md [--cpu-seconds S]
-    python -m paper.basin_doc --check --json docs/basin-summary.json --markdown docs/theory-vs-networks.md
+        --markdown docs/theory-vs-networks.md --readme README.md [--cpu-seconds S]
+    python -m paper.basin_doc --check --json docs/basin-summary.json --markdown docs/theory-vs-networks.md \\
+        --readme README.md
+
+``--readme`` also fills the README's block (between the same markers) with a short version
+(:func:`render_readme`).
 """
 
 from __future__ import annotations
@@ -442,6 +446,73 @@ def render_block(summary: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
+def render_readme(summary: dict[str, Any]) -> str:
+    """The README's short block (between the same markers): the headline numbers and the Done-means."""
+    tol, k = _f(summary["tolerance"]), _f(summary["k_se"])
+    fams = summary["families"]
+    L = [
+        BEGIN,
+        "",
+        "The measured-spectrum model (`dptheory.spectral`) against DP-SGD arms warm-started at a converged "
+        f"minimum (`{summary['command']}`, CPU default; rendered from `docs/basin-summary.json` by "
+        "`python -m paper.basin_doc`; the full tables and where the model fails: docs/theory-vs-networks.md):",
+        "",
+    ]
+    if "mlp" in fams:
+        f = fams["mlp"]
+        m = f["model"]
+        line = (
+            f"* **MLPs at w\\***: {_pct(m['within_tolerance'])} of {m['rows']} rows within {_pct(tol)}, "
+            f"{_pct(m['within_k_se'])} within {k:g} SE; log–log slope {_num(m['slope'])} {_ci(m['slope_ci'])}; "
+            f"RMS log₁₀ error {_num(m['rms_log10_error'])} against {_num(f['null_d']['rms_log10_error'])} (∝ d) "
+            f"and {_num(f['null_sqrt_d']['rms_log10_error'])} (∝ √d)"
+        )
+        if "mean_hessian" in f:
+            mh = f["mean_hessian"]
+            line += (
+                f"; with the mean-Hessian drift {_pct(mh['within_tolerance'])} within {_pct(tol)}, "
+                f"RMS {_num(mh['rms_log10_error'])}"
+            )
+        L.append(line + ".")
+        for arm, a in f["per_arm"].items():
+            L.append(
+                f"  {ARM_TERMS[arm]} ({arm} arm): {_pct(a['within_tolerance'])} of {a['rows']} within {_pct(tol)}, "
+                f"RMS log₁₀ error {_num(a['rms_log10_error'])}."
+            )
+    if "linearised" in fams and "noise_only" in fams["linearised"]:
+        checks = [c for c in fams["linearised"]["noise_only"] if c["prediction"] == "predicted_excess"]
+        ok = sum(bool(c["within_k_se"]) for c in checks)
+        zs = ", ".join(f"{_f(c['z']):+.2f}" for c in checks)
+        L.append(
+            f"* **Linearised network, noise-only arm**: {ok} of {len(checks)} σ within {k:g} SE of the model "
+            f"(z = {zs})."
+        )
+    if "teacher" in fams and "dimension_slopes" in fams["teacher"]:
+        parts = []
+        for arm, v in fams["teacher"]["dimension_slopes"].items():
+            parts.append(
+                f"{arm} measured {_num(v['measured']['slope'])} {_ci(v['measured']['slope_ci'])}, "
+                f"predicted {_num(v['predicted']['slope'])}"
+            )
+        L.append("* **Teacher–student, excess against D** (log–log slope): " + "; ".join(parts) + ".")
+    top = [r for r in summary["recovery"] if r["direction"] == "top"]
+    if top:
+        ratios = [
+            _f(r["measured"]["mean"]) / _f(r["predicted"])
+            for r in top
+            if _f(r["predicted"]) > 0 and math.isfinite(_f(r["measured"]["mean"]))
+        ]
+        if ratios:
+            L.append(
+                f"* **Recovery along the top eigenvector**: measured / predicted time from {min(ratios):.2f} to "
+                f"{max(ratios):.2f} over {len(ratios)} rows (clipped and unclipped arms)."
+            )
+    if "mlp" in fams:
+        L += ["", "Done-means on the warm-start grid:", ""] + [f"* {x}" for x in _done_means(fams["mlp"])]
+    L += ["", END]
+    return "\n".join(L)
+
+
 def replace_block(text: str, block: str) -> str:
     """``text`` with its basin block replaced by ``block`` (ValueError if the markers are missing)."""
     if BEGIN not in text or END not in text:
@@ -451,11 +522,15 @@ def replace_block(text: str, block: str) -> str:
     return head + block + tail
 
 
-def check(markdown: str | Path, summary_json: str | Path) -> bool:
-    """True if the markdown's block is exactly what ``summary_json`` renders to."""
+def check(markdown: str | Path, summary_json: str | Path, readme: str | Path | None = None) -> bool:
+    """True if the markdown's block (and the README's, if given) is exactly what ``summary_json`` renders to."""
     text = Path(markdown).read_text()
     summary = json.loads(Path(summary_json).read_text())
-    return replace_block(text, render_block(summary)) == text
+    ok = replace_block(text, render_block(summary)) == text
+    if readme is not None:
+        r = Path(readme).read_text()
+        ok = ok and replace_block(r, render_readme(summary)) == r
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,12 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="?", help="the basin result folder")
     parser.add_argument("--json", required=True, help="condensed summary (written, or read with --check)")
     parser.add_argument("--markdown", required=True, help="markdown file with the basin markers")
+    parser.add_argument("--readme", default=None, help="README with the basin markers (short block)")
     parser.add_argument("--cpu-seconds", type=float, default=None, help="CPU time of the run (if not recorded)")
     parser.add_argument("--check", action="store_true", help="only check that the markdown matches the JSON")
     args = parser.parse_args(argv)
     try:
         if args.check:
-            ok = check(args.markdown, args.json)
+            ok = check(args.markdown, args.json, args.readme)
             print("basin block matches" if ok else "basin block differs from the summary")
             return 0 if ok else 1
         if not args.folder:
@@ -479,7 +555,10 @@ def main(argv: list[str] | None = None) -> int:
         summary = condense(metrics, folder=args.folder, cpu_seconds=args.cpu_seconds)
         md = Path(args.markdown)
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
-        md.write_text(replace_block(md.read_text(), render_block(json.loads(Path(args.json).read_text()))))
+        saved = json.loads(Path(args.json).read_text())
+        md.write_text(replace_block(md.read_text(), render_block(saved)))
+        if args.readme:
+            Path(args.readme).write_text(replace_block(Path(args.readme).read_text(), render_readme(saved)))
     except (OSError, ValueError, KeyError) as exc:
         sys.stderr.write(f"python -m paper.basin_doc: error: {exc}\n")
         return 2

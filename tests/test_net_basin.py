@@ -217,10 +217,25 @@ def test_tiny_run_writes_rows_summary_and_figure_and_reuses_its_cache(tmp_path, 
     assert f"{100 * share:.0f} %" in text
     md.write_text(text.replace("Rows outside", "Rows beyond", 1))
     assert not basin_doc.check(md, js)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# r\n\n{basin_doc.BEGIN}\n{basin_doc.END}\n")
+    assert (
+        basin_doc.main([str(out), "--json", str(js), "--markdown", str(tmp_path / "p2.md"), "--readme", str(readme)])
+        == 2
+    )
+    (tmp_path / "p2.md").write_text(f"{basin_doc.BEGIN}\n{basin_doc.END}\n")
+    assert (
+        basin_doc.main([str(out), "--json", str(js), "--markdown", str(tmp_path / "p2.md"), "--readme", str(readme)])
+        == 0
+    )
+    assert "Done-means" in readme.read_text() and basin_doc.check(tmp_path / "p2.md", js, readme)
+    readme.write_text(readme.read_text().replace("rows within", "rows inside", 1))
+    assert not basin_doc.check(tmp_path / "p2.md", js, readme)
 
 
 def test_committed_theory_vs_networks_page_matches_its_summary():
     from paper import basin_doc
 
-    root = Path(__file__).resolve().parents[1] / "docs"
-    assert basin_doc.check(root / "theory-vs-networks.md", root / "basin-summary.json")
+    root = Path(__file__).resolve().parents[1]
+    docs = root / "docs"
+    assert basin_doc.check(docs / "theory-vs-networks.md", docs / "basin-summary.json", root / "README.md")
