@@ -476,8 +476,8 @@ def render_readme(summary: dict[str, Any]) -> str:
         L.append(line + ".")
         for arm, a in f["per_arm"].items():
             L.append(
-                f"  {ARM_TERMS[arm]} ({arm} arm): {_pct(a['within_tolerance'])} of {a['rows']} within {_pct(tol)}, "
-                f"RMS log₁₀ error {_num(a['rms_log10_error'])}."
+                f"  * {ARM_TERMS[arm]} ({arm} arm): {_pct(a['within_tolerance'])} of {a['rows']} within {_pct(tol)}; "
+                f"RMS log₁₀ error {_num(a['rms_log10_error'])} over the {a['fit_rows']} rows with both values > 0."
             )
     if "linearised" in fams and "noise_only" in fams["linearised"]:
         checks = [c for c in fams["linearised"]["noise_only"] if c["prediction"] == "predicted_excess"]
