@@ -45,8 +45,10 @@ from quantities measured there:
 
 Grids: ``grid="star"`` (the CPU default) varies one axis at a time around a centre (width
 ``center_width``, σ = ``center_sigma``, C = ``center_clip`` × median, dense): every width, every σ,
-every C factor and the sparse networks (both mask sources) appear, but not their products.
-``grid="full"`` (the GPU stage of ``simulations.gpu_validate``) crosses widths × masks × σ × C.
+every C factor and the sparse networks (both mask sources) appear, but not their products; the
+linearised network's σ sweep runs only the noise-only arm (its check). ``grid="full"`` (the GPU stage
+of ``simulations.gpu_validate``) crosses widths × masks × σ × C. A clip-only arm does not depend on σ:
+it is reported once per (network, C), never copied to the σ points (no pseudo-replicated rows).
 
 Report (``<out>/metrics.json``): ``rows`` (one per point and arm: settings, ``predicted_excess``,
 ``measured_excess`` {mean, se, n}, the bias/noise split, clip fractions, relaxation coverage),
@@ -274,12 +276,14 @@ class Network:
 
 @dataclass(frozen=True)
 class Point:
-    """One (network, σ, C factor) of the grid; ``recovery``: displacements are measured here."""
+    """One (network, σ, C factor) of the grid; ``recovery``: displacements are measured here; ``modes``:
+    the arms run and reported at this point."""
 
     network: Network
     noise_multiplier: float
     clip_factor: float
     recovery: bool = False
+    modes: tuple[str, ...] = ROW_ARMS
 
 
 def grid(config: BasinConfig) -> list[Point]:
@@ -306,7 +310,9 @@ def grid(config: BasinConfig) -> list[Point]:
     if "linearised" in config.checks:
         lin = Network("linearised", "mnist1d", config.lin_width, 1, config.lin_n_train, config.lin_n_train // 2)
         points.append(Point(lin, sc, cc, recovery=True))
-        points += [Point(lin, s, cc) for s in config.sigmas if s != sc]
+        # the σ sweep of the linearised network is its noise-only check (star: no clipped arms there)
+        lin_modes = ROW_ARMS if config.grid == "full" else ("noise",)
+        points += [Point(lin, s, cc, modes=lin_modes) for s in config.sigmas if s != sc]
         if config.grid == "full":
             points += [Point(lin, sc, c) for c in config.clip_factors if c != cc]
     if "teacher" in config.checks:
@@ -466,7 +472,7 @@ def _needed_arms(points: list[Point], clips: dict[float, float], config: BasinCo
     arms: dict[tuple, bool] = {_arm_key("sgd", 0.0, 0.0): False}
     for p in points:
         c = clips[p.clip_factor]
-        for mode in ROW_ARMS:
+        for mode in p.modes:
             key = _arm_key(mode, c, p.noise_multiplier)
             arms[key] = arms.get(key, False) or (p.recovery and mode in config.recovery_arms)
         if p.recovery and "sgd" in config.recovery_arms:
@@ -703,10 +709,14 @@ def analyse_network(
         predict_window(mean_basin, sgd_opt, start=start, stop=steps, closure=config.closure) if mean_basin else None
     )
     rows, recs = [], []
+    seen: set[tuple] = set()
     for p in points:
         c = run["clips"][p.clip_factor]
-        for mode in ROW_ARMS:
+        for mode in p.modes:
             key = _arm_key(mode, c, p.noise_multiplier)
+            if key in seen:  # clip-only does not depend on σ: one row per arm run, never a copy
+                continue
+            seen.add(key)
             opt = arm_optimizer(
                 mode, lr=lr, batch_size=config.batch_size, clip_norm=c, noise_multiplier=p.noise_multiplier
             )

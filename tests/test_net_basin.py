@@ -43,6 +43,9 @@ def test_star_grid_covers_every_axis_and_the_full_grid_crosses_them():
     assert sorted(p.network.dataset for p in with_checks if p.network.family == "teacher") == sorted(
         f"teacher:k=4,d={d}" for d in cfg.teacher_dims
     )
+    lin = [p for p in with_checks if p.network.family == "linearised"]
+    assert {p.noise_multiplier for p in lin} == set(cfg.sigmas)
+    assert all(p.modes == ("noise",) for p in lin if p.noise_multiplier != cfg.center_sigma)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,6 +176,11 @@ def test_tiny_run_writes_rows_summary_and_figure_and_reuses_its_cache(tmp_path, 
         assert set(r["measured_excess"]) >= {"mean", "se", "n"} and r["measured_excess"]["n"] == 2
         assert r["predicted_excess"] == pytest.approx(r["predicted_bias"] + r["predicted_noise"], rel=1e-9, abs=1e-15)
         assert r["lr_times_lambda1"] <= 0.5 * (1 + 1e-12)
+    # one row per arm run: clip-only (independent of σ) is never copied to other σ points
+    keys = [
+        (r["network"], r["arm"], r["clip_factor"], 0.0 if r["arm"] == "clip" else r["noise_multiplier"]) for r in rows
+    ]
+    assert len(set(keys)) == len(keys)
     # unclipped noise-only: no clipping bias in the model
     assert all(r["predicted_bias"] == pytest.approx(0.0, abs=1e-15) for r in rows if r["arm"] == "noise")
     summary = metrics["summary"]
