@@ -217,13 +217,17 @@ def fig_basin(config: dict, metrics: dict) -> plt.Figure:
     _identity_panel(axes[1], lin, k, "linearised network (exact quadratic)")
     c = axes[2]
     teacher = [r for r in rows if r["family"] == "teacher"]
+    # log y when every measured excess is positive (the arms span decades); the model's non-positive
+    # values then leave gaps in its lines
+    log_y = bool(teacher) and all(_num(r["measured_excess"]["mean"]) > 0 for r in teacher)
     for arm in ("clip", "noise", "dpsgd"):
         st = style.series(arm, style.MODES)
         sub = sorted((r for r in teacher if r["arm"] == arm), key=lambda r: float(r["dataset"].split("d=")[-1]))
         if not sub:
             continue
         dims = [float(r["dataset"].split("d=")[-1]) for r in sub]
-        style.theory(c, dims, [_num(r["predicted_excess"]) for r in sub], st)
+        pred = [_num(r["predicted_excess"]) for r in sub]
+        style.theory(c, dims, [p if p > 0 or not log_y else float("nan") for p in pred], st)
         style.points(
             c,
             dims,
@@ -233,7 +237,10 @@ def fig_basin(config: dict, metrics: dict) -> plt.Figure:
             label=st.label,
         )
     c.set(xscale="log", xlabel="teacher input dimension D (rank fixed)", ylabel=f"excess loss (± {k:g} SE)")
-    c.axhline(0.0, color="0.5", lw=0.6)
+    if log_y:
+        c.set_yscale("log")
+    else:
+        c.axhline(0.0, color="0.5", lw=0.6)
     c.set_title("teacher–student: excess vs D (lines: model)")
     style.legend(c, loc="best")
     d = axes[3]
