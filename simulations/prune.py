@@ -69,8 +69,10 @@ from typing import Any
 import numpy as np
 
 from dptheory.records import Basin, Mode, Optimizer
-from dptheory.validate import check_int, check_positive, check_probability
+from dptheory.validate import check_choice, check_int, check_nonnegative, check_positive, check_probability, check_scale
+from simulations.common.checks import validate_basin_config
 from simulations.common.cli import Progress, run_main
+from simulations.common.resources import array_bytes, check_basin_sweep, check_memory, numba_threads
 from simulations.common.results import check_output_dir, result_folder, write_results
 from simulations.common.stats import batch_means
 from simulations.common.sweep import log_grid, run_seed
@@ -114,26 +116,55 @@ class PruneConfig:
         default="full",
         metadata={"help": "engine (a mask needs the d-dimensional kernel)", "choices": ("full", "numpy")},
     )
+    threads: int = field(
+        default=0, metadata={"help": "numba threads for the replica loop (0: all; the numbers do not depend on it)"}
+    )
     out: str = field(default="results/prune", metadata={"help": "result folder (replaced atomically)"})
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
-        for name in ("d", "rank", "points", "steps", "dataset_size", "support"):
+        validate_basin_config(self)
+        for name in ("points", "dataset_size", "support"):
             check_int(name, getattr(self, name), minimum=1)
-        check_int("replicas", self.replicas, minimum=2)
-        check_int("seed", self.seed, minimum=0)
-        for name in ("optimum_scale", "k_se", "power", "init_std"):
-            check_positive(name, getattr(self, name))
+        check_positive("k_se", self.k_se, maximum=100.0)
+        check_nonnegative("power", self.power, maximum=100.0)
+        for name in ("optimum_scale", "init_std"):
+            check_scale(name, getattr(self, name))
         check_probability("window_fraction", self.window_fraction, open_left=True)
         check_probability("delta", self.delta, open_left=True)
+        if self.delta >= 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta!r}")
+        check_choice("profile", self.profile, PROFILES)
+        check_choice("placement", self.placement, PLACEMENTS)
+        check_choice("engine", self.engine, ("full", "numpy"))
         if self.support > self.d:
             raise ValueError(f"support must be <= d, got support={self.support} > d={self.d}")
         if self.batch_size > self.dataset_size:
             raise ValueError(f"batch_size must be <= dataset_size, got {self.batch_size} > {self.dataset_size}")
         for name, allowed in (("bases", BASES), ("masks", MASK_SOURCES)):
-            for v in getattr(self, name):
+            values = getattr(self, name)
+            if isinstance(values, str) or not values:
+                raise ValueError(f"{name} must be a non-empty list among {', '.join(allowed)}, got {values!r}")
+            for v in values:
                 if v not in allowed:
                     raise ValueError(f"{name} must be among {', '.join(allowed)}, got {v!r}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} must not repeat an entry, got {','.join(values)}")
+        points = min(self.points, self.d - self.rank + 1)
+        check_memory(
+            "the keep-count grid and the curved basis",
+            array_bytes(self.points) * 4 + array_bytes(self.d, self.rank) * 4 + array_bytes(self.d) * 8,
+            detail=f"points {self.points:g}, d {self.d:g} × rank {self.rank:g}",
+        )
+        check_basin_sweep(
+            runs=len(self.bases) * len(self.masks) * points,
+            replicas=self.replicas,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            rank=self.rank,
+            dim=self.d,
+            engine=self.engine,
+        )
         self.basin(self.d)
         self.optimizer()
         check_output_dir(self.out)
@@ -247,6 +278,11 @@ def measure(
 
 def run(config: PruneConfig) -> dict[str, Any]:
     """Sweep keep counts × bases × mask sources, write the result folder and print the table (``main`` then draws the figure)."""
+    with numba_threads(config.threads):
+        return _sweep(config)
+
+
+def _sweep(config: PruneConfig) -> dict[str, Any]:
     from dptheory.privacy import PoissonGaussianMechanism, epsilon
 
     check_output_dir(config.out)
