@@ -1,6 +1,10 @@
 """``python -m paper RESULTS_DIR...``: redraw every figure from its result folder (files only).
 
-A missing or malformed folder gives one line on stderr and exit status 2.
+At least one folder is required: without one the command prints its one-line usage error and exits
+with status 2 (there is no default folder to draw). A missing or malformed folder (metrics.json that
+is not UTF-8 JSON, a list where an object belongs, strings or null where numbers belong, a corrupt
+metrics.npz) gives one line on stderr naming the file and exit status 2; nothing is half-drawn.
+``--help`` / ``-h`` print the usage.
 
 Example::
 
@@ -11,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from paper.figures import ResultError, draw
@@ -41,8 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             written.extend(draw(folder, formats=formats))
         except (ResultError, OSError) as exc:
-            sys.stderr.write(f"python -m paper: error: {exc}\n")
+            sys.stderr.write(f"python -m paper: error: {' '.join(str(exc).split())}\n")
             return 2
+        except Exception as exc:  # a bug, not bad input: still one line (DPBASIN_TRACEBACK=1 shows it)
+            if os.environ.get("DPBASIN_TRACEBACK"):
+                raise
+            sys.stderr.write(
+                f"python -m paper: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+                f"(drawing {folder!r}; a bug: please report it)\n"
+            )
+            return 1
     for path in written:
         print(path)
     return 0

@@ -15,7 +15,9 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,32 @@ class ResultError(ValueError):
     """A result folder is missing or malformed (reported as one line, exit status 2)."""
 
 
+MAX_JSON_BYTES = 256 * 2**20
+
+
+def read_json_file(path: str | Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ResultError (one line naming the file) if it is missing, too large,
+    not UTF-8, not JSON or not an object."""
+    p = Path(path)
+    if not p.is_file():
+        raise ResultError(f"{str(p)!r} is missing (not a result folder?)")
+    try:
+        if p.stat().st_size > MAX_JSON_BYTES:
+            raise ResultError(f"malformed {str(p)!r}: larger than {MAX_JSON_BYTES} bytes")
+        value = json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ResultError(f"malformed {str(p)!r}: not UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ResultError(f"malformed {str(p)!r}: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise ResultError(f"malformed {str(p)!r}: nested too deeply") from None
+    except OSError as exc:
+        raise ResultError(f"cannot read {str(p)!r}: {exc.strerror or exc}") from None
+    if not isinstance(value, dict):
+        raise ResultError(f"malformed {str(p)!r}: a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def load(folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(metrics.json as dict, metrics.npz as dict of arrays)`` of a result folder, or ResultError."""
     path = Path(folder)
@@ -47,26 +75,59 @@ def load(folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     mfile = path / "metrics.json"
     if not mfile.is_file():
         raise ResultError(f"{str(path)!r} is not a result folder: metrics.json missing")
-    try:
-        metrics = json.loads(mfile.read_text())
-    except json.JSONDecodeError as exc:
-        raise ResultError(f"malformed {str(mfile)!r}: {exc}") from None
-    if not isinstance(metrics, dict) or "experiment" not in metrics:
+    metrics = read_json_file(mfile)
+    if "experiment" not in metrics or not isinstance(metrics["experiment"], str):
         raise ResultError(f"malformed {str(mfile)!r}: no 'experiment' key")
     arrays: dict[str, np.ndarray] = {}
     afile = path / "metrics.npz"
     if afile.is_file():
         try:
-            with np.load(afile) as npz:
+            if afile.stat().st_size > 4 * 2**30:
+                raise ResultError(f"malformed {str(afile)!r}: larger than 4 GiB")
+            with np.load(afile, allow_pickle=False) as npz:  # object arrays (pickles) are refused
                 arrays = {k: npz[k] for k in npz.files}
+        except ResultError:
+            raise
         except Exception as exc:
-            raise ResultError(f"malformed {str(afile)!r}: {exc}") from None
+            raise ResultError(f"malformed {str(afile)!r}: {type(exc).__name__}: {exc}") from None
     return metrics, arrays
 
 
 def _num(x: Any) -> float:
-    """JSON numbers back to float ('inf'/'nan' strings included)."""
-    return float(x) if not isinstance(x, dict) else float(x["mean"])
+    """JSON numbers back to float ('inf'/'nan' strings included); anything else is a TypeError/ValueError."""
+    if isinstance(x, dict):
+        x = x["mean"]
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise TypeError(f"expected a number, got {x!r}")
+    return float(x)
+
+
+MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError)
+
+
+def reads_results(name: str) -> Callable[[Callable[..., list[Path]]], Callable[..., list[Path]]]:
+    """Decorate a figure function so that any malformed content of its folder is one ResultError line
+    (``malformed <name> results in <folder>: ...``) and no figure is left open."""
+
+    def wrap(fn: Callable[..., list[Path]]) -> Callable[..., list[Path]]:
+        @functools.wraps(fn)
+        def inner(folder: str | Path, *args: Any, **kwargs: Any) -> list[Path]:
+            try:
+                return fn(folder, *args, **kwargs)
+            except ResultError:
+                plt.close("all")
+                raise
+            except MALFORMED as exc:
+                plt.close("all")
+                text = " ".join(str(exc).split())[:200]
+                raise ResultError(f"malformed {name} results in {str(folder)!r}: {type(exc).__name__}: {text}") from None
+            except OSError as exc:
+                plt.close("all")
+                raise ResultError(f"cannot write the {name} figure in {str(folder)!r}: {exc.strerror or exc}") from None
+
+        return inner
+
+    return wrap
 
 
 FORMATS = ("png", "pdf")
@@ -100,6 +161,9 @@ def _save(fig: Any, folder: Path, name: str, formats: tuple[str, ...], *, fixed_
     if not fixed_layout:
         fig.tight_layout()
     paths = []
+    if not os.access(folder, os.W_OK):
+        plt.close(fig)
+        raise ResultError(f"cannot write figures into {str(folder)!r}: no write permission")
     for ext in formats:
         if ext not in FORMATS:
             plt.close(fig)
@@ -117,6 +181,7 @@ def _rows(metrics: dict[str, Any], key: str = "rows") -> list[dict[str, Any]]:
     return rows
 
 
+@reads_results("basin_dim")
 def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Stationary excess loss, clip fraction and recovery time vs ambient dimension d, four modes."""
     folder = Path(folder)
@@ -181,6 +246,7 @@ def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list
         raise ResultError(f"malformed basin_dim results in {str(folder)!r}: {exc}") from None
 
 
+@reads_results("recovery")
 def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Mean excess loss after a displacement (theory lines, simulation ± k SE) and recovery time vs d."""
     folder = Path(folder)
@@ -248,6 +314,7 @@ def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[
         raise ResultError(f"malformed recovery results in {str(folder)!r}: {exc}") from None
 
 
+@reads_results("switch")
 def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Final excess loss vs switch step, both directions: theory lines, simulation ± k SE."""
     folder = Path(folder)
@@ -319,6 +386,7 @@ def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Pa
         raise ResultError(f"malformed switch results in {str(folder)!r}: {exc}") from None
 
 
+@reads_results("prune")
 def prune(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Stationary excess loss vs keep fraction at fixed ε, per basis and mask source (theory, simulation)."""
     folder = Path(folder)

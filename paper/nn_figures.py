@@ -6,11 +6,17 @@
 Each experiment folder (written by ``python -m simulations.nn <command>``) holds ``config.json`` and
 ``metrics.json``; the figure is saved next to them as ``<command>.png``. The kind of folder is read
 from its ``metrics.json`` (the "claim" / "what" entry), not from its name.
+
+At least one folder is required (no folder: one usage line, exit status 2). A folder given on the
+command line that holds no experiment result (itself or one level below) is one line and exit
+status 2, as is a malformed file (not UTF-8 JSON, a list where an object belongs, a string or null
+where a number belongs, a missing entry): the line names the file. ``--help`` / ``-h`` print this.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,20 +27,24 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from paper.figures import MALFORMED, ResultError, read_json_file
+
 
 def _load(folder: Path) -> tuple[dict, dict]:
-    config = json.loads((folder / "config.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return config, metrics
+    return read_json_file(folder / "config.json"), read_json_file(folder / "metrics.json")
 
 
 def _num(x: Any) -> float:
-    return float(x) if not isinstance(x, str) else float(x.replace("inf", "inf"))
+    """A JSON number (or its 'nan' / 'inf' string) as float; anything else is a TypeError / ValueError."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise TypeError(f"expected a number, got {x!r}")
+    return float(x)
 
 
 def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, **kw: Any) -> None:
     ys = [_num(s["mean"]) * scale for s in stats]
     es = [(_num(s["se"]) * scale if s["se"] != "nan" else 0.0) for s in stats]
+    es = [e if e == e else 0.0 for e in es]  # an SE of one seed is nan: no bar
     ax.errorbar(xs, ys, yerr=es, capsize=3, marker="o", **kw)
 
 
@@ -162,7 +172,10 @@ FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
 
 
 def draw(folder: str | Path) -> Path | None:
-    """Draw the figure of one result folder into ``<folder>/<kind>.png``; None if not an experiment."""
+    """Draw the figure of one result folder into ``<folder>/<kind>.png``; None if not an experiment.
+
+    Raises ``ResultError`` (one line naming the folder) if its files are malformed.
+    """
     folder = Path(folder)
     if not (folder / "metrics.json").is_file():
         return None
@@ -170,31 +183,66 @@ def draw(folder: str | Path) -> Path | None:
     name = kind(metrics)
     if name is None:
         return None
-    fig = FIGURES[name](config, metrics)
-    fig.tight_layout()
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig = FIGURES[name](config, metrics)
+        fig.tight_layout()
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=120)
+    except MALFORMED as exc:
+        raise ResultError(
+            f"malformed {name} results in {str(folder)!r}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        ) from None
+    except OSError as exc:
+        raise ResultError(f"cannot write the {name} figure in {str(folder)!r}: {exc.strerror or exc}") from None
+    finally:
+        plt.close("all")
     return path
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        sys.stdout.write(__doc__)
-        return 0 if args else 2
-    drawn = 0
-    for root in map(Path, args):
-        if not root.exists():
-            sys.stderr.write(f"paper.nn_figures: error: no such folder: {str(root)!r}\n")
+    """Draw every experiment folder found at or one level below each argument; print the files."""
+    parser = _OneLineParser(
+        prog="python -m paper.nn_figures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folders", nargs="+", metavar="DIR", help="experiment folders, or folders holding them")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    drawn: list[Path] = []
+    for root in map(Path, args.folders):
+        try:
+            if not root.is_dir():
+                raise ResultError(f"no such folder: {str(root)!r}")
+            found = []
+            for metrics in sorted([root / "metrics.json", *root.glob("*/metrics.json")]):
+                if metrics.is_file():
+                    path = draw(metrics.parent)
+                    if path is not None:
+                        found.append(path)
+            if not found:
+                raise ResultError(f"no network experiment result in {str(root)!r} (nor one level below)")
+            drawn += found
+        except (ResultError, OSError) as exc:
+            sys.stderr.write(f"python -m paper.nn_figures: error: {' '.join(str(exc).split())}\n")
             return 2
-        for metrics in sorted([root / "metrics.json"] + list(root.glob("*/metrics.json"))):
-            if metrics.is_file():
-                path = draw(metrics.parent)
-                if path is not None:
-                    print(path)
-                    drawn += 1
-    return 0 if drawn else 1
+        except Exception as exc:  # a bug, not bad input: still one line
+            if os.environ.get("DPBASIN_TRACEBACK"):
+                raise
+            sys.stderr.write(
+                f"python -m paper.nn_figures: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+                "(a bug: please report it)\n"
+            )
+            return 1
+    for path in drawn:
+        print(path)
+    return 0
 
 
 if __name__ == "__main__":

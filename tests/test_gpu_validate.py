@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from simulations import gpu_validate
 
@@ -19,14 +20,33 @@ def test_small_run_writes_results_and_manifest(tmp_path, capsys):
         metrics = json.loads((out / stage / "metrics.json").read_text())
         assert "claim" in metrics
         assert (out / stage / "config.json").is_file()
-    assert "claim 2" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    # each stage's tables go to its log; the terminal gets one status line per stage, no absl spam
+    assert "claim 2" in (out / "ablate.log").read_text() and "claim 2" not in captured.out
+    assert [line.split(":")[1].strip() for line in captured.err.splitlines() if line.startswith("gpu_validate:")] == [
+        "ablate",
+        "switch",
+    ]
+    assert "WARNING" not in captured.err
+    for stage in ("ablate", "switch"):  # two seeds and a visible burst: every mean ± SE is a number
+        assert not re.search(r"\bnan\b", (out / f"{stage}.log").read_text()), stage
 
 
-def test_time_guard_cuts_cleanly(tmp_path):
+def test_time_guard_cuts_cleanly(tmp_path, monkeypatch, capsys):
     out = tmp_path / "gpu"
     # a budget spent before the first run: the stage is cut, no half-written folder, the rest skipped
-    rc = gpu_validate.main(["--out", str(out), "--small", "--budget-s", "1e-9", "--stages", "switch,ablate"])
-    assert rc == 1  # nothing completed
+    import time as _time
+
+    real, calls = _time.perf_counter, {"n": 0}
+
+    def clock():  # the first call fixes the start; every later one is a day later
+        calls["n"] += 1
+        return real() + (0.0 if calls["n"] == 1 else 86400.0)
+
+    monkeypatch.setattr(gpu_validate.time, "perf_counter", clock)
+    rc = gpu_validate.main(["--out", str(out), "--small", "--budget-s", "1", "--stages", "switch,ablate"])
+    assert rc == 1  # nothing completed, and stderr says so in one line
+    assert "no stage completed" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
     statuses = [(s["stage"], s["status"]) for s in manifest["stages"]]
     assert statuses == [("ablate", "cut"), ("switch", "skipped")]
