@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from paper.figures import ResultError, draw
+from paper.figures import ResultError, draw, load, staged
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -41,21 +41,25 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     formats = ("png", "pdf") if args.format == "both" else (args.format,)
-    written = []
-    for folder in args.folders:
-        try:
-            written.extend(draw(folder, formats=formats))
-        except (ResultError, OSError) as exc:
-            sys.stderr.write(f"python -m paper: error: {' '.join(str(exc).split())}\n")
-            return 2
-        except Exception as exc:  # a bug, not bad input: still one line (DPBASIN_TRACEBACK=1 shows it)
-            if os.environ.get("DPBASIN_TRACEBACK"):
-                raise
-            sys.stderr.write(
-                f"python -m paper: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
-                f"(drawing {folder!r}; a bug: please report it)\n"
-            )
-            return 1
+    written: list = []
+    folder = None
+    try:
+        with staged():  # every figure appears at the end, or none does
+            for folder in args.folders:
+                load(folder)  # each folder is readable before anything is drawn
+            for folder in args.folders:
+                written.extend(draw(folder, formats=formats))
+    except (ResultError, OSError) as exc:
+        sys.stderr.write(f"python -m paper: error: {' '.join(str(exc).split())}\n")
+        return 2
+    except Exception as exc:  # a bug, not bad input: still one line (DPBASIN_TRACEBACK=1 shows it)
+        if os.environ.get("DPBASIN_TRACEBACK"):
+            raise
+        sys.stderr.write(
+            f"python -m paper: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            f"(drawing {folder!r}; a bug: please report it)\n"
+        )
+        return 1
     for path in written:
         print(path)
     return 0

@@ -15,10 +15,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +122,9 @@ def reads_results(name: str) -> Callable[[Callable[..., list[Path]]], Callable[.
             except MALFORMED as exc:
                 plt.close("all")
                 text = " ".join(str(exc).split())[:200]
-                raise ResultError(f"malformed {name} results in {str(folder)!r}: {type(exc).__name__}: {text}") from None
+                raise ResultError(
+                    f"malformed {name} results in {str(folder)!r}: {type(exc).__name__}: {text}"
+                ) from None
             except OSError as exc:
                 plt.close("all")
                 raise ResultError(f"cannot write the {name} figure in {str(folder)!r}: {exc.strerror or exc}") from None
@@ -131,6 +135,37 @@ def reads_results(name: str) -> Callable[[Callable[..., list[Path]]], Callable[.
 
 
 FORMATS = ("png", "pdf")
+
+_STAGED: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("staged", default=None)
+
+
+def stage(path: Path) -> Path:
+    """Where to write the figure file ``path``: ``path`` itself, or inside :func:`staged` a temporary
+    sibling that is renamed into place only when every figure of the block has been drawn."""
+    pending = _STAGED.get()
+    if pending is None:
+        return path
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    pending.append((tmp, path))
+    return tmp
+
+
+@contextlib.contextmanager
+def staged() -> Iterator[None]:
+    """All figure files written inside the block appear together at its end, or (on an error) none."""
+    pending: list[tuple[Path, Path]] = []
+    token = _STAGED.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    finally:
+        _STAGED.reset(token)
+    for tmp, final in pending:
+        os.replace(tmp, final)
 
 
 def _plain_ticks(fig: Any, *, minor: bool = True) -> None:
@@ -169,7 +204,7 @@ def _save(fig: Any, folder: Path, name: str, formats: tuple[str, ...], *, fixed_
             plt.close(fig)
             raise ResultError(f"figure format must be one of {', '.join(FORMATS)}, got {ext!r}")
         paths.append(folder / f"{name}.{ext}")
-        fig.savefig(paths[-1], dpi=110, bbox_inches=None if fixed_layout else "tight")
+        fig.savefig(stage(paths[-1]), dpi=110, bbox_inches=None if fixed_layout else "tight", format=ext)
     plt.close(fig)
     return paths
 

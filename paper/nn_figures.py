@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from paper.figures import MALFORMED, ResultError, read_json_file
+from paper.figures import MALFORMED, ResultError, read_json_file, stage, staged
 
 
 def _load(folder: Path) -> tuple[dict, dict]:
@@ -187,7 +187,7 @@ def draw(folder: str | Path) -> Path | None:
         fig = FIGURES[name](config, metrics)
         fig.tight_layout()
         path = folder / f"{name}.png"
-        fig.savefig(path, dpi=120)
+        fig.savefig(stage(path), dpi=120, format="png")
     except MALFORMED as exc:
         raise ResultError(
             f"malformed {name} results in {str(folder)!r}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
@@ -216,33 +216,39 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     drawn: list[Path] = []
-    for root in map(Path, args.folders):
-        try:
-            if not root.is_dir():
-                raise ResultError(f"no such folder: {str(root)!r}")
-            found = []
-            for metrics in sorted([root / "metrics.json", *root.glob("*/metrics.json")]):
-                if metrics.is_file():
-                    path = draw(metrics.parent)
-                    if path is not None:
-                        found.append(path)
-            if not found:
-                raise ResultError(f"no network experiment result in {str(root)!r} (nor one level below)")
-            drawn += found
-        except (ResultError, OSError) as exc:
-            sys.stderr.write(f"python -m paper.nn_figures: error: {' '.join(str(exc).split())}\n")
-            return 2
-        except Exception as exc:  # a bug, not bad input: still one line
-            if os.environ.get("DPBASIN_TRACEBACK"):
-                raise
-            sys.stderr.write(
-                f"python -m paper.nn_figures: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
-                "(a bug: please report it)\n"
-            )
-            return 1
+    try:
+        with staged():  # every figure appears at the end, or none does
+            for root in map(Path, args.folders):
+                drawn += _draw_root(root)
+    except (ResultError, OSError) as exc:
+        sys.stderr.write(f"python -m paper.nn_figures: error: {' '.join(str(exc).split())}\n")
+        return 2
+    except Exception as exc:  # a bug, not bad input: still one line
+        if os.environ.get("DPBASIN_TRACEBACK"):
+            raise
+        sys.stderr.write(
+            f"python -m paper.nn_figures: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            "(a bug: please report it)\n"
+        )
+        return 1
     for path in drawn:
         print(path)
     return 0
+
+
+def _draw_root(root: Path) -> list[Path]:
+    """Draw the experiment folder ``root`` or those one level below it; ResultError if there are none."""
+    if not root.is_dir():
+        raise ResultError(f"no such folder: {str(root)!r}")
+    found = []
+    for metrics in sorted([root / "metrics.json", *root.glob("*/metrics.json")]):
+        if metrics.is_file():
+            path = draw(metrics.parent)
+            if path is not None:
+                found.append(path)
+    if not found:
+        raise ResultError(f"no network experiment result in {str(root)!r} (nor one level below)")
+    return found
 
 
 if __name__ == "__main__":

@@ -143,6 +143,7 @@ class BasinDimConfig:
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
+        check_output_dir(self.out)
         validate_basin_config(self, spectrum=True, heldout=True)
         check_int("points", self.points, minimum=1)
         check_int("theory_points", self.theory_points, minimum=2)
@@ -176,7 +177,6 @@ class BasinDimConfig:
         self.basin(self.rank)
         for mode in MODES:
             self.optimizer(mode)
-        check_output_dir(self.out)
 
     def dims(self) -> list[int]:
         """The ambient dimensions swept: ``points`` log-spaced integers from r to d."""

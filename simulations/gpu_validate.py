@@ -233,9 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = _OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/nn/gpu", help="folder for the stage result folders and manifest.json")
     parser.add_argument("--small", action="store_true", help="tiny CPU sizes (smoke test, about a minute)")
-    parser.add_argument("--budget-s", type=_budget, default=None, help="time budget in seconds (default 450; small: 120)")
+    parser.add_argument(
+        "--budget-s", type=_budget, default=None, help="time budget in seconds (default 450; small: 120)"
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--stages", default=None, help=f"comma list of stages to run (default: all of {', '.join(STAGES)})")
+    parser.add_argument(
+        "--stages", default=None, help=f"comma list of stages to run (default: all of {', '.join(STAGES)})"
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -297,7 +301,9 @@ def _run(args: argparse.Namespace) -> int:
     manifest["seconds"] = time.perf_counter() - start
     write_json_atomic(out / "manifest.json", manifest)
     if not any(s["status"] == "done" for s in manifest["stages"]):
-        sys.stderr.write(f"gpu_validate: no stage completed within the {budget:g} s budget; see {out / 'manifest.json'}\n")
+        sys.stderr.write(
+            f"gpu_validate: no stage completed within the {budget:g} s budget; see {out / 'manifest.json'}\n"
+        )
         return 1
     return 0
 

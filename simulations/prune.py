@@ -123,6 +123,7 @@ class PruneConfig:
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
+        check_output_dir(self.out)
         validate_basin_config(self)
         for name in ("points", "dataset_size", "support"):
             check_int(name, getattr(self, name), minimum=1)
@@ -167,7 +168,6 @@ class PruneConfig:
         )
         self.basin(self.d)
         self.optimizer()
-        check_output_dir(self.out)
 
     def basin(self, dim: int) -> Basin:
         return Basin(dim=dim, curvatures=(self.curvature,) * self.rank, sample_std=self.sample_std)
@@ -228,7 +228,7 @@ def measure(
     basin, opt = config.basin(d), config.optimizer()
     u = curvature_basis(dim=d, rank=config.rank, basis=basis_name, seed=run_seed(config.seed, 2))
     basis = None if basis_name == "aligned" else u  # the kernel's axis-aligned fast path is the same U
-    start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
+    start = config.steps - max(1, round(config.window_fraction * config.steps))
     mask = make_mask(source, optimum=w_star, init=w0, keep=keep)
     pred = pruned_excess_loss(
         curvatures=basin.curvatures,
@@ -270,10 +270,23 @@ def measure(
         "pred_dp": float(pred.variance),
         "pred_loss": float(pred.total),
         "sim_loss": batch_means(window, n_batches=n_batches),
-        "sim_clip_fraction": batch_means(trace.clip_fraction[:, start:], n_batches=n_batches),
+        "sim_clip_fraction": batch_means(_nonempty_clip_fraction(trace.clip_fraction[:, start:]), n_batches=n_batches),
         "relaxation_time": tau,
         "stationary": bool(start >= 6 * tau),
     }
+
+
+def _nonempty_clip_fraction(clip: np.ndarray) -> np.ndarray:
+    """Clip fractions with the steps of empty Poisson batches (NaN: no sample, nothing to clip) filled by
+    the replica's mean over its non-empty steps (0 if every batch was empty), so that rare empty batches
+    do not turn the window average into NaN."""
+    clip = np.array(clip, dtype=float)
+    empty = np.isnan(clip)
+    if empty.any():
+        counts = (~empty).sum(axis=1, keepdims=True)
+        means = np.where(counts > 0, np.where(empty, 0.0, clip).sum(axis=1, keepdims=True) / np.maximum(counts, 1), 0.0)
+        clip = np.where(empty, means, clip)
+    return clip
 
 
 def run(config: PruneConfig) -> dict[str, Any]:
@@ -295,7 +308,7 @@ def _sweep(config: PruneConfig) -> dict[str, Any]:
         accountant="rdp",
     )
     keeps = config.keeps()
-    start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
+    start = config.steps - max(1, round(config.window_fraction * config.steps))
     rows: list[dict[str, Any]] = []
     labels: dict[str, str] = {}
     total = len(config.bases) * len(config.masks) * len(keeps)

@@ -98,6 +98,7 @@ class RecoveryConfig:
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
+        check_output_dir(self.out)
         validate_basin_config(self)
         check_int("points", self.points, minimum=1)
         check_scale("displacement", self.displacement)
@@ -121,7 +122,6 @@ class RecoveryConfig:
         self.basin(self.d)
         for mode in MODES:
             self.optimizer(mode)
-        check_output_dir(self.out)
 
     def dims(self) -> list[int]:
         return log_grid(low=self.rank, high=self.d, points=self.points)

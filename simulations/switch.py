@@ -113,6 +113,7 @@ class SwitchConfig:
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
+        check_output_dir(self.out)
         validate_basin_config(self, heldout=True)
         check_int("points", self.points, minimum=1)
         check_scale("init_error", self.init_error, zero=True)
@@ -133,7 +134,6 @@ class SwitchConfig:
         self.basin()
         self.optimizer(self.first)
         self.optimizer(self.second)
-        check_output_dir(self.out)
 
     def basin(self) -> Basin:
         return Basin(

@@ -63,7 +63,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -177,7 +177,9 @@ def load_dataset(
     if spec is None:
         raise ValueError(f"dataset name must be one of {', '.join(DATASETS)}, got {name!r}")
     if options and not spec.takes_options:
-        raise ValueError(f"only {', '.join(k for k, v in REGISTRY.items() if v.takes_options)} take ':options', got {name!r}")
+        raise ValueError(
+            f"only {', '.join(k for k, v in REGISTRY.items() if v.takes_options)} take ':options', got {name!r}"
+        )
     shape = spec.shape(options)
     check_dataset_size(base, spec, shape, n_train, n_test)
     request = DatasetRequest(
@@ -207,7 +209,9 @@ def dataset_shape(name: str) -> tuple[tuple[int, ...], int, int, int]:
     if spec is None:
         raise ValueError(f"dataset name must be one of {', '.join(DATASETS)}, got {name!r}")
     if options and not spec.takes_options:
-        raise ValueError(f"only {', '.join(k for k, v in REGISTRY.items() if v.takes_options)} take ':options', got {name!r}")
+        raise ValueError(
+            f"only {', '.join(k for k, v in REGISTRY.items() if v.takes_options)} take ':options', got {name!r}"
+        )
     return spec.shape(options), spec.num_classes, spec.n_train, spec.n_test
 
 
@@ -250,7 +254,9 @@ def check_raw_dataset(ds: dict, *, name: str, input_shape: tuple[int, ...], num_
         if y.dtype.kind not in "iu":
             raise ValueError(f"{name}: {split} labels must be integers, got dtype {y.dtype}")
         if y.min() < 0 or y.max() >= num_classes:
-            raise ValueError(f"{name}: {split} labels must be in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}")
+            raise ValueError(
+                f"{name}: {split} labels must be in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}"
+            )
 
 
 def _root(root: str | os.PathLike[str] | None) -> Path:
@@ -423,7 +429,9 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             shape = struct.unpack(f">{ndim}I", dims)
             count = math.prod(shape)
             if count > MAX_FILE_BYTES:
-                raise ValueError(f"{str(p)!r}: header declares shape {shape} ({count} bytes), more than an idx file holds")
+                raise ValueError(
+                    f"{str(p)!r}: header declares shape {shape} ({count} bytes), more than an idx file holds"
+                )
             check_memory(f"the idx file {str(p)!r}", float(count) * 9, detail=f"shape {shape}")
             blob = fh.read(count + 1)
     except FileNotFoundError:
@@ -527,7 +535,7 @@ class SafeUnpickler(pickle.Unpickler):
     fails with ``pickle.UnpicklingError`` before anything runs; persistent ids are refused too.
     """
 
-    ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
+    ALLOWED: ClassVar[dict[tuple[str, str], Callable[..., Any]]] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): _safe_dtype,
         ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
@@ -564,7 +572,9 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except (ValueError, OSError):
         raise
     except Exception as exc:  # an untrusted stream can fail in many ways; none of them is a crash
-        raise ValueError(f"cifar10: {str(path)!r} is not a CIFAR-10 pickle batch ({type(exc).__name__}: {exc})") from None
+        raise ValueError(
+            f"cifar10: {str(path)!r} is not a CIFAR-10 pickle batch ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(batch, dict):
         raise ValueError(f"cifar10: {str(path)!r} does not hold a dict (it holds a {type(batch).__name__})")
     data = batch.get(b"data", batch.get("data"))
@@ -648,7 +658,8 @@ def _load_cifar10(req: DatasetRequest) -> dict:
 
 
 register_dataset(
-    "mnist1d", DatasetSpec(_load_mnist1d, _fixed((40,)), 10, 4000, 1000, example_cost=1e6)  # ~1 ms per signal
+    "mnist1d",
+    DatasetSpec(_load_mnist1d, _fixed((40,)), 10, 4000, 1000, example_cost=1e6),  # ~1 ms per signal
 )
 register_dataset("digits", DatasetSpec(_load_digits, _fixed((1, 8, 8)), 10, 1347, 450, max_total=1797))
 register_dataset(

@@ -360,23 +360,45 @@ def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
 
 
 def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], list, str]:
-    """Weights, mechanisms and label of the run named by ``mask_run``."""
+    """Weights, mechanisms and label of the run named by ``mask_run``; ValueError naming the file when a
+    file is malformed, of another run, or has other parameters (``model.pt`` is read with
+    ``weights_only=True``: nothing in it can execute)."""
     from simulations.common.results import read_json
 
     folder = Path(config.mask_run)
-    earlier = read_json(folder / "config.json")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"mask_run folder not found: {str(folder)!r}")
+    earlier = read_json(folder / "config.json", expect=dict)
     for key in ("dataset", "model", "width", "depth", "data_seed", "n_train"):
         if earlier.get(key) != _jsonable(getattr(config, key)):
             raise ValueError(
                 f"mask_run {str(folder)!r} has {key}={earlier.get(key)!r}, this run has {getattr(config, key)!r}"
             )
-    metrics = read_json(folder / "metrics.json")
+    metrics = read_json(folder / "metrics.json", expect=dict)
+    privacy = metrics.get("privacy")
+    if not isinstance(privacy, dict) or not isinstance(privacy.get("label"), str):
+        raise ValueError(f"{str(folder / 'metrics.json')!r} has no privacy label")
+    try:
+        mechs = [PoissonGaussianMechanism(**m) for m in privacy["mechanisms"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{str(folder / 'metrics.json')!r} has malformed privacy mechanisms ({exc})") from None
     state_path = folder / "model.pt"
     if not state_path.is_file():
         raise FileNotFoundError(f"mask_run has no model.pt: {str(state_path)!r}")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    mechs = [PoissonGaussianMechanism(**m) for m in metrics["privacy"]["mechanisms"]]
-    return state, mechs, metrics["privacy"]["label"]
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an untrusted file can fail in many ways; none of them is a crash
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ValueError(f"{str(state_path)!r} is not a saved state dict ({type(exc).__name__}: {first})") from None
+    params = trainable_parameters(model)
+    if not isinstance(state, dict) or not set(params) <= set(state):
+        raise ValueError(f"{str(state_path)!r} holds other parameters than this run's model")
+    for k, p in params.items():
+        if not isinstance(state[k], torch.Tensor) or state[k].shape != p.shape:
+            raise ValueError(f"{str(state_path)!r}: parameter {k!r} has another shape than this run's")
+        if not torch.isfinite(state[k]).all():
+            raise ValueError(f"{str(state_path)!r}: parameter {k!r} is not finite")
+    return state, mechs, privacy["label"]
 
 
 def _jsonable(v: Any) -> Any:
@@ -576,7 +598,9 @@ def make_setup(config: TrainConfig) -> Setup:
     )
     n = ds.n_train
     if config.batch_size > n:
-        raise ValueError(f"batch_size must be <= the {n} training examples (sample rate q = B/n <= 1), got {config.batch_size}")
+        raise ValueError(
+            f"batch_size must be <= the {n} training examples (sample rate q = B/n <= 1), got {config.batch_size}"
+        )
     spe = steps_per_epoch(n=n, batch_size=config.batch_size)
     if config.burst_step is not None and config.burst_step >= spe * config.epochs:
         raise ValueError(
@@ -631,7 +655,9 @@ def new_state(config: TrainConfig, setup: Setup) -> State:
         try:
             check_noise_multiplier(sigma, config.accountants)
         except ValueError as exc:
-            raise ValueError(f"target_epsilon {config.target_epsilon:g} calibrates sigma = {sigma:.3g}: {exc}") from None
+            raise ValueError(
+                f"target_epsilon {config.target_epsilon:g} calibrates sigma = {sigma:.3g}: {exc}"
+            ) from None
     optimizer = torch.optim.SGD(setup.model.parameters(), lr=config.lr, momentum=config.momentum)
     seeds = _seeds(config.seed)
     gens = {
@@ -709,8 +735,11 @@ def _load_checkpoint(config: TrainConfig, setup: Setup, state: State, path: Path
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an untrusted file can fail in many ways; none of them is a crash
-        raise _bad_checkpoint(path, f"cannot be read as a training checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        raise _bad_checkpoint(
+            path,
+            f"cannot be read as a training checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+        ) from None
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         raise _bad_checkpoint(path, "is not a dpbasin training checkpoint")
     if saved.get("version") != CHECKPOINT_VERSION:
@@ -1107,7 +1136,9 @@ def run_train(config: TrainConfig) -> Path:
         eps = ", ".join(f"{k.removeprefix('epsilon_')} {v:.4g}" for k, v in priv.items() if k.startswith("epsilon_"))
         noised = any(Mode(m).noised for m in config.modes_used)
         sigma = f", sigma {priv['noise_multiplier']:.4g}" if noised else ""
-        print(f"{config.out}: test_acc {last['test_acc']:.4f}, {priv['label']}{sigma}, epsilon at delta={config.delta:g}: {eps}")
+        print(
+            f"{config.out}: test_acc {last['test_acc']:.4f}, {priv['label']}{sigma}, epsilon at delta={config.delta:g}: {eps}"
+        )
     return Path(config.out)
 
 
