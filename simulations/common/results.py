@@ -153,6 +153,16 @@ def check_output_dir(path: str | os.PathLike[str], *, replace: bool = True) -> P
         raise UsageError(f"output path must be a non-empty folder name, got {text!r}")
     if "\x00" in text:
         raise UsageError(f"output path must not contain a NUL byte, got {text!r}")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > 255:
+            raise UsageError(f"output path {text[:60]!r}... has a name longer than the file system allows (255 bytes)")
+    try:
+        return _check_output_dir(text, replace=replace)
+    except OSError as exc:  # a probe the file system refuses (a name too long for it, a loop of links, ...)
+        raise UsageError(f"output path {text[:80]!r} cannot be inspected: {exc.strerror or exc}") from None
+
+
+def _check_output_dir(text: str, *, replace: bool) -> Path:
     out = Path(text)
     try:
         resolved = out.resolve(strict=False)

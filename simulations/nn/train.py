@@ -36,8 +36,26 @@ epoch holding ``burst_step``.
 ``run_train(config)`` writes a result folder (``config.json``, ``metrics.json``, ``metrics.npz``
 with the per-step arrays, ``env.json``, ``model.pt`` = final state dict, ``masks.pt``). With
 ``out`` set, a checkpoint ``<out>.checkpoint.pt`` is written atomically every
-``checkpoint_every`` epochs (model, optimizer, every generator state, history); ``resume=True``
-continues from it with results identical to an uninterrupted run (tested bit for bit on CPU).
+``checkpoint_every`` epochs (model, optimizer, every generator state as a uint8 tensor, history —
+tensors and plain data only) and kept when the run finishes; ``resume=True`` continues from it with
+results identical to an uninterrupted run (tested bit for bit on CPU), and with a larger ``epochs``
+extends a finished run (unless the schedule or a ``target_epsilon`` calibration depends on the total
+number of epochs). What was reused is printed in one line. A checkpoint is read with
+``torch.load(weights_only=True)`` and validated (format, config key, parameter names and shapes,
+random-stream states) before use: a malformed or foreign file is one ``ValueError`` naming it and
+nothing in it can execute.
+
+Same seed, same numbers: a run is bit-identical for the same config on the same machine with the
+same ``threads`` (torch intra-op threads, default 1, saved in ``config.json`` and part of the
+resume key). Another thread count changes the order of floating-point reductions, hence the low
+bits and, through training, the results; other machines (CPU instruction sets, BLAS builds) or a
+GPU may differ too.
+
+Guards: before anything is loaded, the run's memory (parameters, per-sample gradients, activations,
+data, Hessian vectors) and work (steps × batch × parameters) are estimated and refused above the
+limits of ``simulations.common.resources`` (:func:`check_training_resources`); σ below 0.1 is
+refused when a PLD or PRV accountant reports ε (their grids grow without bound); a non-finite loss
+or weight stops the run with :class:`TrainingDiverged` — nothing NaN is ever written or labelled.
 
 Command line (``python -m simulations.nn train``; every field is a flag), a real run and its output::
 
