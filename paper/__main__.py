@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(drawing {folder!r}; a bug: please report it)\n"
         )
         return 1
-    for path in written:
+    for path in dict.fromkeys(written):
         print(path)
     return 0
 

@@ -146,7 +146,8 @@ def stage(path: Path) -> Path:
     if pending is None:
         return path
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    pending.append((tmp, path))
+    if (tmp, path) not in pending:  # the same figure drawn twice (a folder named twice) is written once
+        pending.append((tmp, path))
     return tmp
 
 

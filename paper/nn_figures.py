@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             "(a bug: please report it)\n"
         )
         return 1
-    for path in drawn:
+    for path in dict.fromkeys(drawn):
         print(path)
     return 0
 

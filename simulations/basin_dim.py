@@ -262,7 +262,8 @@ def measure(
     tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
     if not math.isfinite(tau):
         raise ValueError(
-            f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g}); lower lr"
+            f"the predicted dynamics do not contract in float64 (lr·drift = {optimizer.lr * min(dyn.drift):g} "
+            f"must lie in (1e-15, 2)); {'lower' if optimizer.lr * min(dyn.drift) >= 2 else 'raise'} lr"
         )
     burn = math.ceil(config.burn_in * tau)
     window = math.ceil(config.window * tau)

@@ -146,7 +146,11 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
     dyn = phase_dynamics(basin=basin, optimizer=optimizer)
     tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
     if not math.isfinite(tau):
-        raise ValueError(f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g})")
+        x = optimizer.lr * min(dyn.drift)
+        raise ValueError(
+            f"the predicted dynamics do not contract in float64 (lr·drift = {x:g} must lie in (1e-15, 2)); "
+            f"{'lower' if x >= 2 else 'raise'} lr"
+        )
     burn, window = math.ceil(config.burn_in * tau), math.ceil(config.window * tau)
     # Horizon: long enough for the prediction to cross the threshold three times over.
     horizon = min(max(20, math.ceil(8 * tau)), config.steps)  # the theory curve is bounded by the cap too

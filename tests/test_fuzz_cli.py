@@ -362,7 +362,6 @@ def build_fixtures(root: Path, result_folder: Path) -> None:
     (root / "mask_list" / "config.json").write_text("[]")
     (root / "ckpt").mkdir()
     torch.save({"format": Payload()}, root / "ckpt" / "run.checkpoint.pt")  # a planted checkpoint for --resume
-    torch.save(Payload(), root / "out.checkpoint.pt")
     # result folders for paper / paper.nn_figures
     shutil.copytree(result_folder, root / "res_valid")
     for name, content in (

@@ -1052,6 +1052,16 @@ def _train(config: TrainConfig, progress, return_model: bool):
     state = new_state(config, setup)
     ckpt = checkpoint_path(config)
     reused = _resume(config, setup, state, ckpt)
+    fresh_checkpoint = ckpt is not None and not ckpt.exists()
+    try:
+        return _train_epochs(config, setup, state, ckpt, reused, progress, return_model)
+    except TrainingDiverged:
+        if fresh_checkpoint and ckpt is not None:  # a checkpoint on the way to a divergence is of no use
+            ckpt.unlink(missing_ok=True)
+        raise
+
+
+def _train_epochs(config: TrainConfig, setup: Setup, state: State, ckpt, reused: int, progress, return_model: bool):
     if not state.history:
         lr0 = _lr_at(config, 0, 0, setup.total_steps)
         state.history.append(_record(config, setup, state, 0, config.mode_at(0).value, lr0, [], {}, 0.0))
