@@ -382,3 +382,20 @@ def test_train_cli_defaults_and_summary_line(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "results" / "nn" / "train" / "metrics.json").is_file()
     assert main([*args, "--out", "dp"]) == 0
     assert "private, sigma 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "model,dataset,depths",
+    [("mlp", "teacher:k=2,d=8", (0, 1, 2, 3, 4, 7)), ("cnn", "teacher:k=2,d=8", (1, 2, 4, 6)), ("wrn", "digits", (10, 16, 22))],
+)
+def test_parameter_estimate_is_the_built_models_count(model, dataset, depths):
+    """The resource guard's d (extrapolated in depth, never looping over layers) is exactly the model's."""
+    from simulations.nn.data import dataset_shape
+    from simulations.nn.models import build_model, count_parameters
+    from simulations.nn.train import parameter_count
+
+    shape, classes, *_ = dataset_shape(dataset)
+    for depth in depths:
+        cfg = replace(BASE, dataset=dataset, model=model, width=3, depth=depth)
+        built = build_model(model, input_shape=shape, num_classes=classes, width=3, depth=depth, seed=0)
+        assert parameter_count(cfg, shape, classes) == count_parameters(built), (model, depth)

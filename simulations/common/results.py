@@ -1,8 +1,15 @@
 """Result folders: ``config.json``, metrics (``.json``/``.npz``) and ``env.json``, written atomically.
 
-STYLE.md rule 8: results are files; figures only read them. A folder is assembled under a temporary
-sibling name and renamed into place only when complete, so an interrupted or failed run never
-leaves a half-written result folder.
+Results are files; figures only read them. A folder is assembled under a temporary sibling name
+and renamed into place only when complete, so an interrupted or failed run never leaves a
+half-written result folder (nor the temporary sibling: the final rename is inside the cleanup).
+
+Output paths are checked before any work (:func:`check_output_dir`): not empty, not the current
+folder or one of its parents, not a symbolic link, not through or onto a file, a name short enough
+for the file system once the temporary suffixes are added, a writable parent on a file system with
+space left, and never an existing folder that is not a result folder (it would be replaced).
+:func:`read_json` reads untrusted results files: a file that is not UTF-8 JSON (or not of the
+expected type) is a ``ValueError`` naming it.
 """
 
 from __future__ import annotations
