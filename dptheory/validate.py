@@ -1,6 +1,6 @@
 """Argument checks shared by every public function: one clear ``ValueError`` naming the value.
 
-STYLE.md rule 11: validate at the boundary and show the value. A CLI turns these errors into one
+Validate at the boundary and show the value. A CLI turns these errors into one
 line on stderr and exit status 2.
 """
 

@@ -220,7 +220,9 @@ def test_warnings_and_absl_log_are_collected_after_success_only(capsys):
 
     def noisy(cfg, fail=False):
         for alpha in (1.1, 1.2, 1.3):
-            logging.getLogger("absl").warning("_compute_log_a_frac failed to converge after 1000 iterations with q=%f, alpha=%f", 0.1, alpha)
+            logging.getLogger("absl").warning(
+                "_compute_log_a_frac failed to converge after 1000 iterations with q=%f, alpha=%f", 0.1, alpha
+            )
         warnings.warn("steps capped", RuntimeWarning, stacklevel=1)
         if fail:
             raise ValueError("bad")
@@ -312,9 +314,9 @@ def test_limits_refuse_with_what_would_be_needed(monkeypatch, capsys):
 
 
 def test_thread_counts():
-    from simulations.common.resources import check_threads, numba_threads, torch_threads
-
     import numba
+
+    from simulations.common.resources import check_threads, numba_threads, torch_threads
 
     with pytest.raises(ValueError, match="threads must be <="):
         check_threads("threads", 10**6)

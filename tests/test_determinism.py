@@ -21,9 +21,31 @@ from simulations import basin_dim
 
 def _basin_dim(tmp_path, name, threads):
     out = tmp_path / name
-    argv = ["--d", "300", "--rank", "3", "--points", "2", "--replicas", "4", "--window", "5", "--burn-in", "1",
-            "--batch-size", "4", "--theory-points", "3", "--steps", "400", "--quiet", "--threads", str(threads),
-            "--out", str(out)]
+    argv = [
+        "--d",
+        "300",
+        "--rank",
+        "3",
+        "--points",
+        "2",
+        "--replicas",
+        "4",
+        "--window",
+        "5",
+        "--burn-in",
+        "1",
+        "--batch-size",
+        "4",
+        "--theory-points",
+        "3",
+        "--steps",
+        "400",
+        "--quiet",
+        "--threads",
+        str(threads),
+        "--out",
+        str(out),
+    ]
     assert basin_dim.main(argv) == 0
     with np.load(out / "metrics.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}
@@ -48,8 +70,20 @@ def test_network_runs_repeat_bit_for_bit_at_a_fixed_thread_count():
 
     from simulations.nn.train import TrainConfig, train
 
-    cfg = TrainConfig(dataset="teacher:k=2,d=8", n_train=60, n_test=30, width=4, depth=1, epochs=2, batch_size=6,
-                      noise_multiplier=1.0, accountants=("rdp",), mode="sgd", quiet=True, threads=1)
+    cfg = TrainConfig(
+        dataset="teacher:k=2,d=8",
+        n_train=60,
+        n_test=30,
+        width=4,
+        depth=1,
+        epochs=2,
+        batch_size=6,
+        noise_multiplier=1.0,
+        accountants=("rdp",),
+        mode="sgd",
+        quiet=True,
+        threads=1,
+    )
     before = torch.get_num_threads()
     a, b = train(cfg), train(cfg)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a["history"]]

@@ -209,10 +209,10 @@ def _write_cifar(root, n=3, seed=0):
 
 
 def test_cifar10_reader(tmp_path):
-    folder, batches = _write_cifar(tmp_path)
+    _, batches = _write_cifar(tmp_path)
     ds = load_dataset("cifar10", root=tmp_path)
     assert ds.input_shape == (3, 32, 32) and ds.n_train == 15 and ds.n_test == 3
-    labels = sum((batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)), [])
+    labels = [v for i in range(1, 6) for v in batches[f"data_batch_{i}"][b"labels"]]
     assert ds.y_train.tolist() == labels
     # channel layout: the first 1024 bytes of a row are the red plane (CIFAR-10 format)
     raw = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)]) / 255.0

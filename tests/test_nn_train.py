@@ -308,8 +308,34 @@ def test_divergence_is_refused_and_nothing_is_labelled_private(tmp_path, capsys)
     with pytest.raises(TrainingDiverged, match="diverged by epoch 1"):
         train(replace(BASE, lr=1e6, mode="sgd"))
     out = tmp_path / "nan"
-    assert main(["--dataset", "teacher", "--n-train", "60", "--n-test", "30", "--width", "4", "--depth", "1",
-                 "--epochs", "2", "--batch-size", "6", "--lr", "1e6", "--mode", "sgd", "--quiet", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "--dataset",
+                "teacher",
+                "--n-train",
+                "60",
+                "--n-test",
+                "30",
+                "--width",
+                "4",
+                "--depth",
+                "1",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "6",
+                "--lr",
+                "1e6",
+                "--mode",
+                "sgd",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "diverged" in err and "--lr" in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -374,8 +400,24 @@ def test_train_cli_defaults_and_summary_line(tmp_path, capsys, monkeypatch):
 
     assert build_parser(TrainConfig, defaults={"out": "results/nn/train"}).parse_args([]).out == "results/nn/train"
     monkeypatch.chdir(tmp_path)
-    args = ["--dataset", "teacher", "--n-train", "60", "--n-test", "30", "--width", "4", "--depth", "1", "--epochs", "1",
-            "--batch-size", "6", "--accountants", "rdp"]
+    args = [
+        "--dataset",
+        "teacher",
+        "--n-train",
+        "60",
+        "--n-test",
+        "30",
+        "--width",
+        "4",
+        "--depth",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "6",
+        "--accountants",
+        "rdp",
+    ]
     assert main([*args, "--mode", "sgd"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("results/nn/train: test_acc") and "sigma" not in last and "not private" in last
@@ -386,7 +428,11 @@ def test_train_cli_defaults_and_summary_line(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize(
     "model,dataset,depths",
-    [("mlp", "teacher:k=2,d=8", (0, 1, 2, 3, 4, 7)), ("cnn", "teacher:k=2,d=8", (1, 2, 4, 6)), ("wrn", "digits", (10, 16, 22))],
+    [
+        ("mlp", "teacher:k=2,d=8", (0, 1, 2, 3, 4, 7)),
+        ("cnn", "teacher:k=2,d=8", (1, 2, 4, 6)),
+        ("wrn", "digits", (10, 16, 22)),
+    ],
 )
 def test_parameter_estimate_is_the_built_models_count(model, dataset, depths):
     """The resource guard's d (extrapolated in depth, never looping over layers) is exactly the model's."""

@@ -1,4 +1,4 @@
-"""Command lines generated from one frozen config dataclass (STYLE.md rule 7).
+"""Command lines generated from one frozen config dataclass.
 
 Every experiment is ``@dataclass(frozen=True) class XConfig`` whose fields carry their help text in
 ``field(metadata={"help": ...})``. :func:`build_parser` turns it into an ``argparse`` parser

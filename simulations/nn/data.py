@@ -528,7 +528,7 @@ def _latin1_encode(text: Any, encoding: str = "latin1") -> bytes:
 
 class SafeUnpickler(pickle.Unpickler):
     """An unpickler that admits only what a CIFAR-10 batch holds: dicts, lists, bytes, str, numbers and
-    numpy arrays of plain dtypes (STYLE: a data folder is input, never code).
+    numpy arrays of plain dtypes (a data folder is input, never code).
 
     ``find_class`` returns wrapped versions of numpy's array and dtype reconstructors and refuses
     every other global (``os.system``, ``builtins.eval``, any class), so a ``__reduce__`` payload
