@@ -83,7 +83,7 @@ def clipping_bias_samples(*, samples: Any, clip_norm: float) -> BiasBound:
     ``clip_norm`` = C > 0 (``inf``: no clipping, everything 0 but the norms).
 
     Reference: ‖clip_C(x) − x‖ = (‖x‖ − C)₊ (elementary); cf. Chen, Wu & Hong 2020, arXiv
-    2006.15429v2, Sec. 1 (clipping bias) and REFERENCE.md §4.
+    2006.15429v2, Sec. 1 (clipping bias).
 
     Example:
         >>> b = clipping_bias_samples(samples=[[3.0, 0.0], [1.0, 0.0]], clip_norm=1.0)
@@ -216,8 +216,8 @@ def two_point_clipped_fixed_point(*, sample_std: float, clip_norm: float, prob: 
     piecewise linear, strictly increasing unless both atoms are clamped; x* solves h(x*) = 0 (unique
     for p ≠ ½; for p = ½ and σ > C, h vanishes on [C − σ, σ − C] and the smallest root is returned).
     Its gradient norm |∇f(x*)| = |x*| is the irreducible bias: clipped SGD with vanishing step size
-    concentrates at x*, not at the minimiser 0. σ = ``sample_std`` (the gradient-noise std, σ_g in
-    REFERENCE.md §4 — not the noise multiplier), C = ``clip_norm``, p = ``prob`` ∈ (0, 1).
+    concentrates at x*, not at the minimiser 0. σ = ``sample_std`` (the gradient-noise std σ_g —
+    not the noise multiplier), C = ``clip_norm``, p = ``prob`` ∈ (0, 1).
     Solved exactly over the 9 linear pieces (no iteration).
 
     Reference: derived here (a construction exhibiting the bias order of Koloskova, Hendrikx &
@@ -280,8 +280,7 @@ def stochastic_bias_example(*, sample_std: float, clip_norm: float) -> Stochasti
     σ = ``sample_std`` (gradient-noise std; E‖ξ‖² = σ² in d > 1), C = ``clip_norm``.
 
     Reference: Koloskova, Hendrikx & Stich 2023, ICML, arXiv 2305.01588v2 (abstract: with stochastic
-    gradients clipped SGD need not converge to the optimum; REFERENCE.md §4 quotes the order
-    min(σ, σ²/C)). The paper's own construction and constants could not be retrieved with the search
+    gradients clipped SGD need not converge to the optimum, with a bias of order min(σ, σ²/C)). The paper's own construction and constants could not be retrieved with the search
     tool; this construction and its constants are derived and verified here.
 
     Example:

@@ -20,7 +20,7 @@ Pruned to the kept set K (pruned set P), the loss splits exactly (proofs/pruning
 so the DP-SGD error after pruning is the bias plus the stationary loss of the restricted quadratic
 (Hessian H_KK, per-sample noise on k coordinates instead of d: norms ∝ √k instead of √d). Pruning
 helps when the removed coordinates carry little of w* in the curved directions — the basin is
-low-dimensional and aligned with the large weights (REFERENCE.md §6). A caveat this model makes
+low-dimensional and aligned with the large weights. A caveat this model makes
 precise: the training bias is zero whenever the kept coordinates span the r curved directions
 (U_K of rank r — generic for a rotated basin once k ≥ r), so alignment shows up only in the held-out
 loss (records.py's κ), the conditioning of H_KK and the transient — see ``pruned_excess_loss``.
@@ -271,7 +271,9 @@ def init_mask(*, init: Any, keep: int) -> Mask:
 # ---------------------------------------------------------------------------------------------
 
 
-def _problem(curvatures: Any, basis: Any, optimum: Any, mask: Any):
+def _problem(
+    curvatures: Any, basis: Any, optimum: Any, mask: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     lam = np.atleast_1d(np.asarray(curvatures, dtype=float))
     if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
         raise ValueError(f"curvatures must be a non-empty 1-D array of finite values > 0, got {curvatures!r}")
@@ -410,7 +412,7 @@ def pruned_excess_loss(
     replaced by isotropic noise of the same total energy, s_eff² = s² tr(U_KᵀU_K)/r_K
     (approximation). Arguments: λ = ``curvatures``, U = ``basis``, w* = ``optimum``, ``mask`` (kept
     = True), s = ``sample_std``, ``optimizer`` (records.Optimizer), ``spread``, ``sampling``.
-    Reference: derived here; REFERENCE.md §6 (pruning); TP-TopK 2026 (arXiv 2606.04375) for the
+    Reference: derived here; TP-TopK 2026 (arXiv 2606.04375) for the
     noise ∝ active dimension.
 
     Example:
@@ -629,7 +631,7 @@ def pruning_helps(
     alignment condition reappears in the held-out loss (``heldout_flat_curvature`` κ > 0: the
     compensation and the pruned w*_P are errors there) and in the conditioning of H_KK
     (``PrunedLoss.relaxation_steps``). Give κ and a horizon ``steps`` to compare held-out losses.
-    Arguments as :func:`keep_curve`. Reference: derived here.
+    Arguments as :func:`keep_curve`. Reference: derived here; k* = B/σ² proved in proofs/pruning_optimal_keep.py.
 
     Example:
         >>> from dptheory.records import Optimizer

@@ -14,7 +14,7 @@ exact (proofs/switching_formula.py):
 :func:`memory_horizon` turns that into a number of steps.
 
 Exactness: exact when both phases are unclipped (``dptheory.quadratic.noise_only_dynamics``). A
-clipped phase enters through engineer C's ``dptheory.clipped_dynamics.effective_linear_model``, a
+clipped phase enters through ``dptheory.clipped_dynamics.effective_linear_model``, a
 mean-field (linear-response) model linearised at the optimum: the shrinkage γ is that of a small
 error. Early in training, when ‖H e‖ is not small against the per-sample spread, real clipping
 shrinks differently (towards a constant-speed step), so the early-phase moments of a clipped phase
@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from dptheory.quadratic import (
     ErrorMoments,
+    LossCurve,
     check_curvatures,
     check_dynamics,
     check_init_error,
@@ -85,7 +87,7 @@ def phase_dynamics(*, basin: Basin, optimizer: Optimizer) -> LinearDynamics:
         raise ValueError(f"optimizer must be an Optimizer, got {type(optimizer).__name__}")
     if not optimizer.mode.clipped:
         return noise_only_dynamics(basin=basin, optimizer=optimizer)
-    from dptheory.clipped_dynamics import effective_linear_model  # engineer C's module
+    from dptheory.clipped_dynamics import effective_linear_model  # imported here: it imports this module
 
     return effective_linear_model(basin=basin, optimizer=optimizer)
 
@@ -100,7 +102,9 @@ def _check_pair(before: LinearDynamics, after: LinearDynamics) -> None:
         )
 
 
-def _switch_core(before, after, s: np.ndarray, t: np.ndarray, e0: np.ndarray, f0: float):
+def _switch_core(
+    before: LinearDynamics, after: LinearDynamics, s: np.ndarray, t: np.ndarray, e0: np.ndarray, f0: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact moments at times ``t`` for switch steps ``s`` (equal-length 1-D arrays)."""
     first = np.minimum(s, t)  # steps spent in the first phase by time t
     m_b, v_b, f_b = propagate_moments(before, e0, e0**2, f0, first)
@@ -113,9 +117,9 @@ def switched_moments(
     after: LinearDynamics,
     switch_step: int,
     total_steps: int,
-    init_error,
+    init_error: Any,
     init_flat_sq: float = 0.0,
-    steps=None,
+    steps: Any = None,
 ) -> ErrorMoments:
     """Exact moments after ``before`` for s steps then ``after`` until step T.
 
@@ -151,7 +155,17 @@ def switched_moments(
     return ErrorMoments(steps=t.astype(np.int64), mean=mean, second=second, flat_sq=flat)
 
 
-def _sweep_losses(before, after, s, total, curvatures, init_error, init_flat_sq, flat_curvature, heldout):
+def _sweep_losses(
+    before: LinearDynamics,
+    after: LinearDynamics,
+    s: np.ndarray,
+    total: int,
+    curvatures: Any,
+    init_error: Any,
+    init_flat_sq: float,
+    flat_curvature: float,
+    heldout: float,
+) -> LossCurve:
     _check_pair(before, after)
     lam = check_curvatures(curvatures, len(before.drift))
     e0 = check_init_error(init_error, len(before.drift))
@@ -171,8 +185,8 @@ def switched_final_loss(
     after: LinearDynamics,
     switch_step: int,
     total_steps: int,
-    curvatures,
-    init_error,
+    curvatures: Any,
+    init_error: Any,
     init_flat_sq: float = 0.0,
     flat_curvature: float = 0.0,
     heldout_flat_curvature: float = 0.0,
@@ -214,10 +228,10 @@ def switch_sweep(
     *,
     before: LinearDynamics,
     after: LinearDynamics,
-    switch_steps,
+    switch_steps: Any,
     total_steps: int,
-    curvatures,
-    init_error,
+    curvatures: Any,
+    init_error: Any,
     init_flat_sq: float = 0.0,
     flat_curvature: float = 0.0,
     heldout_flat_curvature: float = 0.0,

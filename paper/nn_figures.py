@@ -8,9 +8,10 @@ Each experiment folder (written by ``python -m simulations.nn <command>``) holds
 from its ``metrics.json`` (the "claim" / "what" entry), not from its name.
 
 At least one folder is required (no folder: one usage line, exit status 2). A folder given on the
-command line that holds no experiment result (itself or one level below) is one line and exit
-status 2, as is a malformed file (not UTF-8 JSON, a list where an object belongs, a string or null
-where a number belongs, a missing entry): the line names the file. ``--help`` / ``-h`` print this.
+command line that holds no network experiment result (itself or one level below) is one line and
+exit status 2, as is a malformed file (not UTF-8 JSON, a list where an object belongs, a string or
+null where a number belongs, a missing entry): the line names the file, and no figure is written
+(all figures of a call appear together, or none). ``--help`` / ``-h`` print this.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from paper.figures import MALFORMED, ResultError, read_json_file, stage, staged
+from paper import style
 
 
 def _load(folder: Path) -> tuple[dict, dict]:
+    from paper.figures import read_json_file
+
     return read_json_file(folder / "config.json"), read_json_file(folder / "metrics.json")
 
 
@@ -41,108 +44,149 @@ def _num(x: Any) -> float:
     return float(x)
 
 
-def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, **kw: Any) -> None:
+def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, *, st: Any = None, label: str = "") -> None:
+    """Measured means ± 1 SE over seeds, joined by a thin line in the series' style."""
     ys = [_num(s["mean"]) * scale for s in stats]
     es = [(_num(s["se"]) * scale if s["se"] != "nan" else 0.0) for s in stats]
-    es = [e if e == e else 0.0 for e in es]  # an SE of one seed is nan: no bar
-    ax.errorbar(xs, ys, yerr=es, capsize=3, marker="o", **kw)
+    st = st or style.series(label)
+    ax.plot(xs, ys, color=st.color, ls=st.linestyle, lw=1.0, zorder=st.order)
+    style.points(ax, xs, ys, st, yerr=es, label=label or st.label)
 
 
 def fig_switch(config: dict, metrics: dict) -> plt.Figure:
     """Final test accuracy vs switch epoch, both directions, with the SGD and DP-SGD baselines."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, axes = style.figure(1, width=5.4, height=3.8)
+    ax = axes[0]
     rows = metrics["per_switch"]
     s = [r["switch_epoch"] for r in rows]
-    _errorbar(ax, s, [r["acc_sgd_then_dpsgd"] for r in rows], label="SGD → DP-SGD")
-    _errorbar(ax, s, [r["acc_dpsgd_then_sgd"] for r in rows], label="DP-SGD → SGD (not private)")
-    for key, style, label in (("acc_sgd", "--", "SGD"), ("acc_dpsgd", ":", "DP-SGD")):
-        ax.axhline(_num(metrics[key]["mean"]) * 100, ls=style, color="gray", label=label)
-    ax.set(
-        xlabel="switch epoch s", ylabel="final test accuracy (%)", title=f"claim 1: switch ({config['epochs']} epochs)"
+    _errorbar(
+        ax, s, [r["acc_sgd_then_dpsgd"] for r in rows], st=style.DIRECTIONS["sgd->dpsgd"], label="SGD, then DP-SGD"
     )
-    ax.legend(fontsize=7)
+    _errorbar(
+        ax,
+        s,
+        [r["acc_dpsgd_then_sgd"] for r in rows],
+        st=style.DIRECTIONS["dpsgd->sgd"],
+        label="DP-SGD, then SGD (not private)",
+    )
+    for key in ("acc_sgd", "acc_dpsgd"):
+        st = style.series(key.removeprefix("acc_"), style.MODES)
+        ax.axhline(
+            _num(metrics[key]["mean"]) * 100, ls=st.linestyle, color=st.color, lw=1.0, label=f"{st.label} throughout"
+        )
+    ax.set(xlabel="switch epoch s", ylabel="final test accuracy (%)")
+    ax.set_title(f"switch at epoch s of {config['epochs']}; points: mean ± 1 SE over {len(config['seeds'])} seeds")
+    style.legend(ax, loc="best")
     return fig
 
 
 def fig_ablate(config: dict, metrics: dict) -> plt.Figure:
     """Test accuracy per mode (paired seeds) and the excess training loss after a noise burst."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (a, b) = style.figure(2, width=4.6, height=3.8)
     modes = list(metrics["test_accuracy"])
     means = [_num(metrics["test_accuracy"][m]["mean"]) * 100 for m in modes]
     ses = [
         _num(metrics["test_accuracy"][m]["se"]) * 100 if metrics["test_accuracy"][m]["se"] != "nan" else 0
         for m in modes
     ]
-    a.bar(modes, means, yerr=ses, capsize=3, color=["C0", "C3", "C2", "C1"][: len(modes)])
-    a.set(ylabel="final test accuracy (%)", title="claim 2: ablation")
+    styles = [style.series(m, style.MODES) for m in modes]
+    a.bar(range(len(modes)), means, yerr=ses, capsize=3, color=[st.color for st in styles], alpha=0.85)
+    a.set_xticks(range(len(modes)), [st.label for st in styles])
+    a.set(ylabel="final test accuracy (%)")
+    a.set_title(f"test accuracy, mean ± 1 SE over {len(config['seeds'])} seeds")
     if "burst" in metrics:
         for mode, r in metrics["burst"].items():
+            st = style.series(mode, style.MODES)
             curve = [_num(v) for v in r["excess_curve_mean"]]
             recovered = _num(r["recovered_fraction"]["mean"])
-            b.plot(range(len(curve)), curve, marker=".", label=f"{mode} (recovered {recovered:.0%})")
-        b.axvline(metrics["burst_epoch"], color="gray", ls=":")
+            b.plot(
+                range(len(curve)),
+                curve,
+                color=st.color,
+                ls=st.linestyle,
+                marker=st.marker,
+                ms=st.size - 1,
+                label=f"{st.label} (recovered {recovered:.0%})",
+            )
+        b.axvline(metrics["burst_epoch"], color="gray", ls=":", lw=0.9, label="weight burst")
         b.axhline(0, color="black", lw=0.5)
-        b.set(xlabel="epoch", ylabel="train loss: burst − plain", title="recovery from a noise burst")
-        b.legend(fontsize=7)
+        b.set(xlabel="epoch", ylabel="training loss: with burst − without")
+        b.set_title("recovery from a weight burst (mean over seeds)")
+        style.legend(b)
     return fig
 
 
 def fig_width(config: dict, metrics: dict) -> plt.Figure:
     """Accuracy and the SGD − DP-SGD gap vs parameter count d; clip fraction vs d."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (a, b) = style.figure(2, width=4.6, height=3.8)
     rows = metrics["per_width"]
     d = [r["dim"] for r in rows]
     for key, label in (
         ("sgd", "SGD"),
-        ("dp_eps", f"DP-SGD ε={config['target_epsilon']}"),
-        ("dp_sigma", f"DP-SGD σ={config['noise_multiplier']}"),
+        ("dp_eps", f"DP-SGD at ε = {config['target_epsilon']:g}"),
+        ("dp_sigma", f"DP-SGD at σ = {config['noise_multiplier']:g}"),
     ):
-        _errorbar(a, d, [r[key]["test_accuracy"] for r in rows], label=label)
-    a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)", title="claim 3: width")
-    a.legend(fontsize=7)
-    for key in ("dp_eps", "dp_sigma"):
-        _errorbar(b, d, [r[key]["gap_sgd_minus_dp"] for r in rows], label=f"gap ({key})")
-    b2 = b.twinx()
-    b2.plot(d, [_num(r["dp_eps"]["clip_fraction"]["mean"]) for r in rows], "k:", label="clip fraction")
-    b2.set(ylim=(0, 1.05), ylabel="clip fraction")
-    b.set(xscale="log", xlabel="parameters d", ylabel="SGD − DP-SGD (%)")
-    b.legend(fontsize=7, loc="upper left")
+        _errorbar(a, d, [r[key]["test_accuracy"] for r in rows], st=style.series(key, style.MODES), label=label)
+    a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)")
+    a.set_title(f"accuracy vs width; mean ± 1 SE over {len(config['seeds'])} seeds")
+    style.legend(a)
+    for key, label in (
+        ("dp_eps", f"at ε = {config['target_epsilon']:g}"),
+        ("dp_sigma", f"at σ = {config['noise_multiplier']:g}"),
+    ):
+        _errorbar(
+            b,
+            d,
+            [r[key]["gap_sgd_minus_dp"] for r in rows],
+            st=style.series(key, style.MODES),
+            label=f"SGD − DP-SGD {label}",
+        )
+    b.set(xscale="log", xlabel="parameters d", ylabel="SGD − DP-SGD (points)")
+    b.set_title("gap between SGD and DP-SGD vs d")
+    style.legend(b, loc="upper left")
     return fig
 
 
 def fig_prune(config: dict, metrics: dict) -> plt.Figure:
     """DP-SGD test accuracy vs sparsity for each mask source (oracle marked not private)."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, axes = style.figure(1, width=5.4, height=3.8)
+    ax = axes[0]
     for source, rows in metrics["per_source"].items():
-        label = source + (" (NOT private)" if source == "oracle" else "")
-        _errorbar(ax, [r["sparsity"] for r in rows], [r["test_accuracy"] for r in rows], label=label)
-    ax.axhline(_num(metrics["sgd_dense"]["mean"]) * 100, color="gray", ls="--", label="SGD dense")
-    ax.set(
-        xlabel="sparsity", ylabel="final test accuracy (%)", title=f"claim 4: pruning at ε={config['target_epsilon']}"
+        st = style.series(source, style.MASKS)
+        _errorbar(ax, [r["sparsity"] for r in rows], [r["test_accuracy"] for r in rows], st=st, label=st.label)
+    sgd = style.MODES["sgd"]
+    ax.axhline(
+        _num(metrics["sgd_dense"]["mean"]) * 100, color=sgd.color, ls="--", lw=1.0, label="dense SGD (not private)"
     )
-    ax.legend(fontsize=7)
+    ax.set(xlabel="fraction of weights pruned", ylabel="final test accuracy (%)")
+    ax.set_title(f"DP-SGD at total ε = {config['target_epsilon']:g}; mean ± 1 SE over {len(config['seeds'])} seeds")
+    style.legend(ax, loc="lower left")
     return fig
 
 
 def fig_validate(config: dict, metrics: dict) -> plt.Figure:
     """Predicted vs measured excess loss (log-log), one point per run, labelled by sweep point."""
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    for p in metrics["points"]:
+    fig, axes = style.figure(1, width=5.2, height=4.2)
+    ax = axes[0]
+    markers = "osD^vP*X"
+    for i, p in enumerate(metrics["points"]):
         pred = [_num(s["predicted_excess"]) for s in p["per_seed"]]
         meas = [_num(s["measured_excess"]) for s in p["per_seed"]]
-        ax.scatter(pred, meas, label=f"w={p['width']} p={p['sparsity']:.2f}")
+        ax.scatter(
+            pred, meas, marker=markers[i % len(markers)], s=30, label=f"width {p['width']}, {p['sparsity']:.0%} pruned"
+        )
     lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
     hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
-    ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
+    ax.plot([lo, hi], [lo, hi], "k:", lw=0.8, label="measured = predicted")
     rho = metrics["spearman_all_pairs"]["rho"]
     ax.set(
         xscale="log",
         yscale="log",
         xlabel="predicted excess loss",
         ylabel="measured excess loss",
-        title=f"theory vs networks (Spearman {_num(rho):+.2f})",
     )
-    ax.legend(fontsize=6)
+    ax.set_title(f"theory vs networks, one point per run (Spearman {_num(rho):+.2f})")
+    style.legend(ax, fontsize=6.5)
     return fig
 
 
@@ -171,32 +215,42 @@ FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
 }
 
 
-def draw(folder: str | Path) -> Path | None:
-    """Draw the figure of one result folder into ``<folder>/<kind>.png``; None if not an experiment.
+def draw(folder: str | Path, *, formats: tuple[str, ...] = ("png",), out: str | Path | None = None) -> list[Path]:
+    """Draw the figure of one network result folder as ``net_<kind>.<ext>`` into ``out`` (default:
+    the folder); ResultError (one line) if the folder is not a network experiment or is malformed."""
+    from paper.figures import FORMATS, MALFORMED, ResultError, stage
 
-    Raises ``ResultError`` (one line naming the folder) if its files are malformed.
-    """
     folder = Path(folder)
-    if not (folder / "metrics.json").is_file():
-        return None
     config, metrics = _load(folder)
     name = kind(metrics)
     if name is None:
-        return None
+        raise ResultError(
+            f"{str(folder)!r} is not a result folder of a known experiment (metrics.json has no 'experiment' "
+            "and is not a network experiment's)"
+        )
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ResultError(f"figure format must be one of {', '.join(FORMATS)}, got {bad[0]!r}")
     try:
         fig = FIGURES[name](config, metrics)
+        target = Path(out or folder)
+        target.mkdir(parents=True, exist_ok=True)
+        for ax in fig.axes:
+            style.log_ticks(ax)
         fig.tight_layout()
-        path = folder / f"{name}.png"
-        fig.savefig(stage(path), dpi=120, format="png")
+        paths = []
+        for ext in formats:
+            paths.append(target / f"net_{name}.{ext}")
+            fig.savefig(stage(paths[-1]), dpi=120, bbox_inches="tight", format=ext)
     except MALFORMED as exc:
         raise ResultError(
             f"malformed {name} results in {str(folder)!r}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         ) from None
     except OSError as exc:
-        raise ResultError(f"cannot write the {name} figure in {str(folder)!r}: {exc.strerror or exc}") from None
+        raise ResultError(f"cannot write the {name} figure from {str(folder)!r}: {exc.strerror or exc}") from None
     finally:
         plt.close("all")
-    return path
+    return paths
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -205,14 +259,35 @@ class _OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _draw_root(root: Path) -> list[Path]:
+    """Draw the network experiment folder ``root`` or those one level below it (other result folders
+    found below are skipped); ResultError if there are none, or if one of them is malformed."""
+    from paper.figures import ResultError
+
+    if not root.is_dir():
+        raise ResultError(f"no such folder: {str(root)!r}")
+    found: list[Path] = []
+    for metrics in sorted([root / "metrics.json", *root.glob("*/metrics.json")]):
+        if not metrics.is_file():
+            continue
+        _, content = _load(metrics.parent)
+        if kind(content) is not None:
+            found += draw(metrics.parent)
+    if not found:
+        raise ResultError(f"no network experiment result in {str(root)!r} (nor one level below)")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Draw every experiment folder found at or one level below each argument; print the files."""
+    """Draw every network experiment folder at or one level below each argument; print the files."""
+    from paper.figures import ResultError, staged
+
     parser = _OneLineParser(
         prog="python -m paper.nn_figures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("folders", nargs="+", metavar="DIR", help="experiment folders, or folders holding them")
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     drawn: list[Path] = []
@@ -234,21 +309,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in dict.fromkeys(drawn):
         print(path)
     return 0
-
-
-def _draw_root(root: Path) -> list[Path]:
-    """Draw the experiment folder ``root`` or those one level below it; ResultError if there are none."""
-    if not root.is_dir():
-        raise ResultError(f"no such folder: {str(root)!r}")
-    found = []
-    for metrics in sorted([root / "metrics.json", *root.glob("*/metrics.json")]):
-        if metrics.is_file():
-            path = draw(metrics.parent)
-            if path is not None:
-                found.append(path)
-    if not found:
-        raise ResultError(f"no network experiment result in {str(root)!r} (nor one level below)")
-    return found
 
 
 if __name__ == "__main__":

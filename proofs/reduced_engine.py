@@ -25,6 +25,12 @@ STATEMENT = (
 )
 
 
+NO_CODE_LINK = (
+    "backs a random engine (simulations.basin.reduced), not a closed form: its law is tested in distribution "
+    "against the d-dimensional kernel in tests/test_reduced_engine.py"
+)
+
+
 def _pythagoras() -> None:
     rho, k, lf, s, nu, c1, c2, a0, a1, a2 = sp.symbols("rho k lambda_f s nu c1 c2 a0 a1 a2", real=True)
     z = [sp.Matrix([0, *sp.symbols(f"z{j}_1:4", real=True)]) for j in range(3)]  # z_j ⊥ û = e_1

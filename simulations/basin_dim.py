@@ -82,10 +82,12 @@ from dptheory.validate import check_choice, check_int, check_positive, check_sca
 from simulations.basin.engine import ENGINES
 from simulations.basin.streaming import SPECTRA, curvature_spectrum
 from simulations.common.checks import validate_basin_config
-from simulations.common.cli import Progress, run_main
-from simulations.common.resources import array_bytes, check_basin_sweep, check_memory, numba_threads
-from simulations.common.results import check_output_dir, result_folder, write_results
+from simulations.common.cli import run_main
+from simulations.common.fanout import Cell, SweepRun, execution_field
+from simulations.common.resources import array_bytes, check_basin_sweep, check_memory
+from simulations.common.results import check_output_dir, write_results
 from simulations.common.stats import Estimate, batch_means, replica_mean, simulated_recovery
+from simulations.common.store import resolve_out
 from simulations.common.sweep import log_grid, run_seed
 from simulations.common.tables import fmt, fmt_ci, table
 
@@ -136,10 +138,13 @@ class BasinDimConfig:
     )
     seed: int = field(default=0, metadata={"help": "random seed (one stream per (d, mode, replica))"})
     engine: str = field(default="auto", metadata={"help": "simulation engine", "choices": ENGINES})
-    threads: int = field(
-        default=0, metadata={"help": "numba threads for the replica loop (0: all; the numbers do not depend on it)"}
+    workers: int = execution_field("workers")
+    scheduler: str | None = execution_field("scheduler")
+    threads: int = execution_field("threads")
+    out: str = field(
+        default="results/basin_dim/{config}",
+        metadata={"help": "result folder, replaced atomically ({config}: the run key, simulations.common.store)"},
     )
-    out: str = field(default="results/basin_dim", metadata={"help": "result folder (replaced atomically)"})
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
@@ -244,6 +249,12 @@ class Predictions:
 
             self._clip[key] = float(stationary_clip_fraction(basin=basin, optimizer=optimizer))
         return self._clip[key]
+
+    def remember(self, basin: Basin, optimizer: Optimizer, *, loss: float, clip_fraction: float) -> None:
+        """Store predictions computed elsewhere (a sweep cell) by the same functions."""
+        self._loss[(basin, optimizer)] = float(loss)
+        if optimizer.mode.clipped:
+            self._clip[(basin, optimizer)] = float(clip_fraction)
 
 
 def measure(
@@ -412,8 +423,65 @@ def _pack(rows: list[dict[str, Any]], config: BasinDimConfig) -> tuple[dict[str,
         "rows": metrics_rows,
         "loss_within_ci": all(abs(r["sim_loss"].mean - r["pred_loss"]) <= k * r["sim_loss"].se for r in rows),
         "loss_rows_within_ci": sum(abs(r["sim_loss"].mean - r["pred_loss"]) <= k * r["sim_loss"].se for r in rows),
+        "verdicts": verdicts(rows),
     }
     return summary, arrays
+
+
+def log_slope(dims: list[int], est: list[Estimate]) -> tuple[float, float]:
+    """Weighted least-squares slope of log(mean) on log(d) and its SE (weights 1/(SE/mean)²)."""
+    x = np.log(np.asarray(dims, dtype=float))
+    y = np.log([e.mean for e in est])
+    s = np.asarray([max(e.se / e.mean, 1e-12) for e in est])
+    w = 1.0 / s**2
+    xm = np.sum(w * x) / np.sum(w)
+    sxx = np.sum(w * (x - xm) ** 2)
+    slope = float(np.sum(w * (x - xm) * (y - np.sum(w * y) / np.sum(w))) / sxx)
+    return slope, float(1.0 / math.sqrt(sxx))
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claim 3 (DP-SGD's stationary loss grows with d once every sample is clipped: log-log slope,
+    theory beside simulation) and claim 2 (clipping slows recovery: recovery-time ratio clip / SGD at
+    the largest d). ``held`` is decided on the simulation; 95 % intervals are ± 1.96 SE."""
+    out = []
+    dp = [r for r in rows if r["mode"] == "dpsgd" and r["pred_clip_fraction"] >= 0.99]
+    if len(dp) >= 2:
+        slope, se = log_slope([r["dim"] for r in dp], [r["sim_loss"] for r in dp])
+        pred = float(np.polyfit(np.log([r["dim"] for r in dp]), np.log([r["pred_loss"] for r in dp]), 1)[0])
+        out.append(
+            {
+                "claim": "3",
+                "statement": "DP-SGD's stationary excess loss grows with the ambient dimension d once clipping is active",
+                "test": f"log-log slope of the simulated loss on d over {len(dp)} fully clipped dimensions (weighted LS)",
+                "estimate": slope,
+                "ci95": [slope - 1.96 * se, slope + 1.96 * se],
+                "theory": pred,
+                "held": bool(slope - 1.96 * se > 0),
+                "unit": "slope",
+            }
+        )
+    top = max(r["dim"] for r in rows)
+    by_mode = {r["mode"]: r for r in rows if r["dim"] == top}
+    if "clip" in by_mode and "sgd" in by_mode:
+        c, g = by_mode["clip"], by_mode["sgd"]
+        ratio = c["sim_recovery_time"] / g["sim_recovery_time"]
+        rel = math.hypot(
+            c["sim_recovery_time_se"] / c["sim_recovery_time"], g["sim_recovery_time_se"] / g["sim_recovery_time"]
+        )
+        out.append(
+            {
+                "claim": "2",
+                "statement": f"clipping slows recovery from a displacement (d = {top})",
+                "test": "recovery-time ratio clip only / SGD (bootstrap SEs over replicas, delta method)",
+                "estimate": ratio,
+                "ci95": [ratio * math.exp(-1.96 * rel), ratio * math.exp(1.96 * rel)],
+                "theory": c["pred_recovery_time"] / g["pred_recovery_time"],
+                "held": bool(ratio * math.exp(-1.96 * rel) > 1),
+                "unit": "×",
+            }
+        )
+    return out
 
 
 def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
@@ -456,33 +524,37 @@ def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
     return table(body, header=header)
 
 
+def measure_cell(*, config: BasinDimConfig, dim: int, mode: str, seed: int) -> dict[str, Any]:
+    """One cell of the sweep (pure: every input, the seed included, is an argument): :func:`measure`."""
+    return measure(basin=config.basin(dim), optimizer=config.optimizer(Mode(mode)), config=config, seed=seed)
+
+
+def cells(config: BasinDimConfig) -> list[Cell]:
+    """The sweep's cells, one per (d, mode); cell (i, j) gets seed ``run_seed(seed, i, j)``."""
+    return [
+        Cell(
+            measure_cell,
+            {"config": config, "dim": d, "mode": mode.value, "seed": run_seed(config.seed, i, j)},
+            label=f"d={d} {mode.value}",
+        )
+        for i, d in enumerate(config.dims())
+        for j, mode in enumerate(MODES)
+    ]
+
+
 def run(config: BasinDimConfig) -> dict[str, Any]:
     """Sweep d × mode, write the result folder and print the table (``main`` then draws the figure)."""
 
-    check_output_dir(config.out)
-    dims = config.dims()
+    sweep = SweepRun(config, experiment="basin_dim", module=__name__)
+    config = sweep.config
+    rows = sweep.map(cells(config))
     theory = Predictions()
-    rows = []
-    with (
-        numba_threads(config.threads),
-        Progress(total=len(dims) * len(MODES), label="basin_dim", quiet=config.quiet) as bar,
-    ):
-        for i, d in enumerate(dims):
-            basin = config.basin(d)
-            for j, mode in enumerate(MODES):
-                rows.append(
-                    measure(
-                        basin=basin,
-                        optimizer=config.optimizer(mode),
-                        config=config,
-                        seed=run_seed(config.seed, i, j),
-                        predictions=theory,
-                    )
-                )
-                bar.update(note=f"d={d} {mode.value}")
+    for row in rows:  # the cells' predictions seed the theory grid's memo (same numbers, no second solve)
+        basin, opt = config.basin(row["dim"]), config.optimizer(Mode(row["mode"]))
+        theory.remember(basin, opt, loss=row["pred_loss"], clip_fraction=row["pred_clip_fraction"])
     metrics, arrays = _pack(rows, config)
     arrays.update(theory_curves(config, theory))
-    with result_folder(config.out) as folder:
+    with sweep.folder() as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
     print(format_rows(rows, k=config.k_se))
     k = config.k_se
@@ -508,7 +580,7 @@ def draw_figure(config: Any) -> None:
     """Draw ``basin_dim.png`` into the result folder from its files (``paper.figures.basin_dim``)."""
     from paper import figures
 
-    figures.basin_dim(config.out, formats=("png",))
+    figures.basin_dim(resolve_out(config, experiment="basin_dim", module=__name__), formats=("png",))
 
 
 def main(argv: list[str] | None = None) -> int:

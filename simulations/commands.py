@@ -6,9 +6,10 @@ a command added there is registered here too; the synthetic CLIs, ``gpu_validate
 (``tests/test_fuzz_cli.py``), which generates each command's flags from its config dataclass.
 
 What each command does without arguments (``no_arguments``): ``"runs"`` — it runs at its defaults
-and writes its result folder; ``"usage"`` — a required argument is the honest design, so it prints
-one usage line and exits with status 2 (``python -m simulations.nn`` needs a command, ``paper`` and
-``paper.nn_figures`` need result folders to draw).
+and writes its result folder (``python -m paper`` regenerates the whole study, minutes;
+``python -m proofs`` verifies every proof); ``"usage"`` — a required argument is the honest design,
+so it prints one usage line and exits with status 2 (``python -m simulations.nn`` needs a command,
+``paper.nn_figures`` needs result folders to draw).
 
 Example:
     >>> names = [c.prog for c in commands()]
@@ -53,7 +54,7 @@ def commands() -> list[Command]:
     ]
     out += [
         Command("python -m simulations.gpu_validate", "simulations.gpu_validate"),
-        Command("python -m paper", "paper.__main__", no_arguments="usage"),
+        Command("python -m paper", "paper.__main__"),
         Command("python -m paper.nn_figures", "paper.nn_figures", no_arguments="usage"),
         Command("python -m proofs", "proofs.__main__"),
     ]

@@ -58,8 +58,7 @@ def _targets(base: str, names: list[str]) -> list[str]:
 
 
 MODULES = _modules()
-# Private imports still being removed on another branch (the clipped-model refactor); empty when merged.
-KNOWN_PRIVATE_IMPORTS = {"dptheory.clipped_dynamics", "dptheory.clipped_recovery"}
+# Modules still importing private names of others (none).
 
 
 @pytest.mark.parametrize("module,path", MODULES, ids=[m for m, _ in MODULES])
@@ -70,11 +69,11 @@ def test_layering(module, path):
         targets = _targets(base, names)
         if _is_under(module, "dptheory"):
             bad += [f"{line}: {t}" for t in targets if any(_is_under(t, p) for p in ("simulations", "paper", "proofs"))]
-        if any(_is_under(module, p) for p in ("simulations.basin", "simulations.nn", "simulations.common")):
-            if module != "simulations.nn.__main__":
-                experiments = [f"simulations.{e}" for e in EXPERIMENTS]
-                bad += [f"{line}: {t}" for t in targets if any(_is_under(t, e) for e in experiments)]
-                bad += [f"{line}: {t}" for t in targets if _is_under(t, "paper")]
+        engine = any(_is_under(module, p) for p in ("simulations.basin", "simulations.nn", "simulations.common"))
+        if engine and module != "simulations.nn.__main__":
+            experiments = [f"simulations.{e}" for e in EXPERIMENTS]
+            bad += [f"{line}: {t}" for t in targets if any(_is_under(t, e) for e in experiments)]
+            bad += [f"{line}: {t}" for t in targets if _is_under(t, "paper")]
         if _is_under(module, "paper"):
             bad += [f"{line}: {t}" for t in targets if _is_under(t, "simulations")]
     assert not bad, f"{module} imports across a layer: {bad}"
@@ -89,8 +88,6 @@ def test_no_private_names_cross_modules(module, path):
             continue
         bad += [f"{line}: {base}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
         bad += [f"{line}: {base}" for part in base.split(".") if part.startswith("_") and not part.startswith("__")]
-    if module in KNOWN_PRIVATE_IMPORTS:
-        pytest.xfail("private imports being removed on the clipped-model branch")
     assert not bad, f"{module} imports private names of other modules: {bad}"
 
 

@@ -294,7 +294,7 @@ def test_switch_takes_effect_exactly_at_switch_step(engine):
 
 @pytest.mark.parametrize("engine,mode,spread", [("reduced", "noise", "ambient"), ("full", "sgd", "basin")])
 def test_losses_match_dptheory_quadratic_expected_loss(engine, mode, spread):
-    """Cross-check with engineer B's exact theory (dptheory.quadratic.expected_loss) for unclipped
+    """Cross-check with the exact theory (dptheory.quadratic.expected_loss) for unclipped
     fixed-batch steps: E L(t) and E L_test(t) within K_SE standard errors of the replica means."""
     from dptheory import quadratic
 

@@ -283,9 +283,10 @@ HAND_WRITTEN = {
         st.sampled_from([[], ["--budget-s", "0"], ["--budget-s", "nan"], ["--budget-s", "-5"], ["--budget-s", "600"]]),
         st.sampled_from([[], ["--device", "cuda"], ["--device", "tpu"], ["--device", "cpu"]]),
     ).map(lambda parts: ["--small", *(x for p in parts for x in p)]),
+    # at least one folder: without one, python -m paper regenerates the whole study (minutes)
     "python -m paper": st.tuples(
-        st.lists(st.sampled_from(PAPER_FOLDERS), min_size=0, max_size=2),
-        st.sampled_from([[], ["--format", "png"], ["--format", "svg"], ["--format"]]),
+        st.lists(st.sampled_from(PAPER_FOLDERS), min_size=1, max_size=2),
+        st.sampled_from([[], ["--format", "png"], ["--format", "svg"], ["--format"], ["--workers", "x"]]),
     ).map(lambda t: [*t[0], *t[1]]),
     "python -m paper.nn_figures": st.lists(st.sampled_from(NN_FOLDERS), min_size=0, max_size=2)
     | st.sampled_from([["-h"], ["--help"], ["--bogus"]]),

@@ -77,7 +77,7 @@ def test_unclipped_step_is_plain_sgd(case):
 @settings(max_examples=60, deadline=None)
 @given(step_cases())
 def test_clipped_sum_is_bounded_and_bias_matches_overshoot(case):
-    """‖Σ clip_C(g_i)‖ ≤ B_t C, and with one sample ‖clip(g) − g‖ = (‖g‖ − C)₊ (REFERENCE.md §4)."""
+    """‖Σ clip_C(g_i)‖ ≤ B_t C, and with one sample ‖clip(g) − g‖ = (‖g‖ − C)₊."""
     case = dict(case, noise_std=0.0, batch_n=min(case["batch_n"], 1))
     if not math.isfinite(case["clip_norm"]):
         case["clip_norm"] = 1.0

@@ -215,8 +215,8 @@ def _assert_figure(folder, kind):
     """paper.nn_figures draws the folder's figure from its files alone (and recognises its kind)."""
     from paper import nn_figures
 
-    path = nn_figures.draw(folder)
-    assert path is not None and path.name == f"{kind}.png" and path.stat().st_size > 1000
+    (path,) = nn_figures.draw(folder)
+    assert path.name == f"net_{kind}.png" and path.stat().st_size > 1000
 
 
 def test_statistics_helpers():

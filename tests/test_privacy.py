@@ -19,7 +19,7 @@ from dptheory.privacy import (
 
 DELTA = 1e-5
 
-# REFERENCE.md §7 (measured with dp-accounting 0.6 / Opacus 1.6, δ = 1e-5, PLD Δ = 1e-4):
+# Reference values computed with dp-accounting 0.6 / Opacus 1.6 (δ = 1e-5, PLD Δ = 1e-4):
 # (σ, q, T) → (RDP ε, PLD ε, PRV ε_up)
 PUBLISHED = [
     ((1.0, 256 / 50000, 9765), (3.1019, 2.8397, 2.8498)),

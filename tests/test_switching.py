@@ -281,7 +281,7 @@ def test_switching_argument_validation():
 
 
 # ------------------------------------------------------------------------------------------------
-# phase_dynamics and the clipped model (engineer C)
+# phase_dynamics and the clipped model
 
 
 def test_phase_dynamics_unclipped_is_noise_only():

@@ -122,7 +122,7 @@ def test_sgd_is_exact_in_both_spreads(tmp_path):
 
 
 def test_dpsgd_loss_grows_like_sqrt_d_when_fully_clipped(tmp_path):
-    """Claim 3 in its closed form: fully clipped, DP-dominated ⇒ loss ∝ √d (REFERENCE.md §6).
+    """Claim 3 in its closed form: fully clipped, DP-dominated ⇒ loss ∝ √d.
 
     Simulated ratio L(d=4e4)/L(d=1e4) vs √4 = 2, within K combined SE plus the 5 % model margin;
     noise-only at the same two d is flat (exact, no margin).
