@@ -307,6 +307,9 @@ def test_divergence_is_refused_and_nothing_is_labelled_private(tmp_path, capsys)
 
     with pytest.raises(TrainingDiverged, match="diverged by epoch 1"):
         train(replace(BASE, lr=1e6, mode="sgd"))
+    # clipped steps keep the loss finite, but blown up: over 100 × its initial value is divergence too
+    with pytest.raises(TrainingDiverged, match="over 100× its initial"):
+        train(replace(BASE, lr=1e6, mode="dpsgd"))
     out = tmp_path / "nan"
     assert (
         main(

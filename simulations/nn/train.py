@@ -55,7 +55,8 @@ Guards: before anything is loaded, the run's memory (parameters, per-sample grad
 data, Hessian vectors) and work (steps × batch × parameters) are estimated and refused above the
 limits of ``simulations.common.resources`` (:func:`check_training_resources`); σ below 0.1 is
 refused when a PLD or PRV accountant reports ε (their grids grow without bound); a non-finite loss
-or weight stops the run with :class:`TrainingDiverged` — nothing NaN is ever written or labelled.
+or weight, or a training loss over 100 × its initial value, stops the run with :class:`TrainingDiverged` —
+nothing diverged or NaN is ever written or labelled.
 
 Command line (``python -m simulations.nn train``; every field is a flag), a real run and its output::
 
@@ -994,12 +995,25 @@ class TrainingDiverged(ValueError):
     """The loss or the weights became non-finite (reported as one line, exit status 2; no result is written)."""
 
 
-def _check_finite_record(config: TrainConfig, setup: Setup, rec: dict) -> None:
-    """NaN guard: refuse to continue (or to label anything private) once the run has diverged."""
+DIVERGED_FACTOR = 100.0  # a mean training loss this many times its initial value: the run has blown up
+
+
+def _check_finite_record(config: TrainConfig, setup: Setup, rec: dict, initial: dict | None = None) -> None:
+    """NaN guard: refuse to continue (or to label anything private) once the run has diverged — a loss
+    or weight that is not finite, or a mean training loss above 100 × its value before training (for
+    cross-entropy ≈ 100 ln C nats: logits blown far past anything a trained network produces)."""
     bad = [k for k in ("train_loss", "test_loss") if not math.isfinite(rec[k])]
-    if not bad and all(torch.isfinite(p).all() for p in setup.params.values()):
+    ceiling = DIVERGED_FACTOR * max(float(initial["train_loss"]), 1.0) if initial is not None else math.inf
+    if not bad and rec["train_loss"] <= ceiling and all(torch.isfinite(p).all() for p in setup.params.values()):
         return
-    what = f"{bad[0]} is {rec[bad[0]]}" if bad else "the weights are not finite"
+    if bad:
+        what = f"{bad[0]} is {rec[bad[0]]}"
+    elif rec["train_loss"] > ceiling:
+        what = (
+            f"train_loss {rec['train_loss']:.3g} is over {DIVERGED_FACTOR:g}× its initial {initial['train_loss']:.3g}"
+        )
+    else:
+        what = "the weights are not finite"
     raise TrainingDiverged(
         f"training diverged by epoch {rec['epoch']} ({what}; mode {rec['mode']}, lr {config.lr:g}, "
         f"clip_norm {config.clip_norm:g}); lower --lr (or the noise / burst scale)"
@@ -1068,7 +1082,7 @@ def _train_epochs(config: TrainConfig, setup: Setup, state: State, ckpt, reused:
         _check_finite_record(config, setup, state.history[0])
     for epoch in range(state.epoch, config.epochs):
         rec = train_epoch(config, setup, state, epoch)
-        _check_finite_record(config, setup, rec)
+        _check_finite_record(config, setup, rec, state.history[0])
         state.history.append(rec)
         state.epoch = done = epoch + 1
         if (
