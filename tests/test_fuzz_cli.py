@@ -448,6 +448,7 @@ class Server:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
+        self.proc.stdout.close()
 
 
 def terminal_lines(text: str) -> list[str]:
