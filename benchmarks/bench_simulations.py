@@ -115,7 +115,7 @@ def bench_reduced(repeat: int) -> tuple[float, float]:
     for d in (1_000, 10**12):
         basin = Basin(dim=d, curvatures=(1.0,) * 100, sample_std=0.1)
         simulate(basin=basin, optimizer=opt, run=RunSpec(steps=2, replicas=2))
-        times.append(_best(lambda: simulate(basin=basin, optimizer=opt, run=run, engine="reduced"), repeat))
+        times.append(_best(lambda basin=basin: simulate(basin=basin, optimizer=opt, run=run, engine="reduced"), repeat))
     return times[0], times[1]
 
 

@@ -234,16 +234,15 @@ def radial_closure_factor(*, basin: Basin, optimizer: Optimizer, sampling: str =
     Limits: R = 1 for unclipped modes and whenever γ and τ² do not depend on m (linear drift);
     R₀ → (r + 1)/r in the saturated limit (γ = C/m, τ² = ν²/B²: p ∝ m^{r−1}e^{−rm/m_MF}), where ηa_*
     ≈ ηC/m_MF is small. Exact: the small-step limit (η → 0) for equal curvatures and isotropic Gaussian
-    noise, at any nonlinearity; and first order in the nonlinearity at any step size. Errs high, by
-    (measured against the exact engines): (i) large steps with strong nonlinearity, where the higher
-    orders are missing: +2.3 % at r = 3, equal λ, ηγλ = 0.65, S = ``stationary_saturation`` = 0.77 (w
-    is negative for ηa_* > 1, where the closure is not to be used); (ii) unequal curvatures, where
-    γ(‖Λe‖)Λe is not a gradient field and the reduction to r_eff equal directions is a heuristic:
-    +6.0 % at r = 3, λ = (1, ½, ¼), ηγλ = 0.65, S = 0.77; +2.6 % there at ηγλ = 0.1; +2.6 % at r = 2,
-    λ = (1, ½), ηγλ = 0.89, S = 0.6; saturated r = 2: +1 % (λ = (1, ½)), +4.3 % (λ = (1, ¼)); the
-    elliptic closure (dptheory.clipped_elliptic) is within 0.3 % at all of these; (iii) Cov[clip g] is
-    taken isotropic (as in the mean-field model); (iv) under ``spread="basin"`` with λ_flat > 0 the
-    flat coordinates' own clip factor and noise are not in the reduction. Quadrature: 17 clip-moment
+    noise, at any nonlinearity; and first order in the nonlinearity at any step size. Errs high against
+    the exact engines: (i) at large steps with a strong nonlinearity, where the higher orders are
+    missing (a few %, e.g. at S = ``stationary_saturation`` ≈ 0.8 and ηγλ ≈ 0.65; w is negative for
+    ηa_* > 1, where the closure is not to be used); (ii) for unequal curvatures, where γ(‖Λe‖)Λe is
+    not a gradient field and the reduction to r_eff equal directions is a heuristic: up to ≈ 6 % in
+    partly saturated states at large steps, ≈ 1–4 % in saturated ones, where the elliptic closure
+    (dptheory.clipped_elliptic) holds to ≈ 0.5 % (the measured points: docs/findings-closure.md §2);
+    (iii) Cov[clip g] is taken isotropic (as in the mean-field model); (iv) under ``spread="basin"``
+    with λ_flat > 0 the flat coordinates' own clip factor and noise are not in the reduction. Quadrature: 17 clip-moment
     evaluations per range pass, then 41 on the final range, PCHIP, 4097-node Simpson; relative error
     of R ≲ 2e-5 (tested against ``scipy.integrate.quad``).
     Reference: derived here, proved in proofs/clipped_radial_closure.py.

@@ -24,9 +24,10 @@ E[min(1, C/‖g‖)] and its noise ν²/B² (the model uses n = r and the full m
 * ``"elliptic"`` (default; dptheory.clipped_elliptic): per-direction shape and radial law of the
   error with the exact discrete-time second-moment balances, the discrete radial chain (small-step
   Fokker–Planck limit for tiny steps); the clip fraction and mean clip factor are averaged over the
-  law of m. Exact unclipped, linear, and for equal curvatures with Gaussian update noise; measured
-  within ≈ 0.5 % of the exact Monte Carlo from unsaturated to saturated states at steps up to
-  ηγλ ≈ 0.9 (tests/test_clipped_elliptic.py), erring high by ≤ 0.3 % for unequal curvatures.
+  law of m. Exact unclipped, linear, and for equal curvatures with Gaussian update noise; within
+  1 % of the exact Monte Carlo from unsaturated to saturated states at steps up to ηγλ ≈ 0.9 (held to
+  1 % + 4 SE by tests/test_clipped_elliptic.py); for unequal curvatures high by up to ≈ 0.6 % in
+  partly saturated states and low by ≈ 0.5 % in saturated ones (dptheory.clipped_elliptic).
 * ``"radial"``: the mean-field second moments times the small-step radial factor R
   (``clipped_closure.radial_closure_factor``); errs high by up to ≈ 6 % for unequal curvatures at
   large steps in partly saturated states.
@@ -217,8 +218,8 @@ def stationary_excess_loss(
     linear in r, ∝ √n. It errs (a) low by the factor (1 − ηγλ_i/2) from dropping ηγλ_i; (b) low by
     √(1 + m²/(ns²)) from ignoring m² in ‖g‖² ≈ m² + ns², and by the Jensen gap of E[C/‖g‖] (~1/(4n));
     (c) at the clipping kink C ≈ s√n, where the hard min in γ₀ and q₀ is worst: with ηγλ small the
-    largest error over C is ≈ 0.3/√n (22 % at n = 2, 9 % at n = 10, 2.8 % at n = 100, 0.4 % at
-    n = 1e4; sign depends on σ); negligible away from the kink.
+    largest error over C is ≈ 0.3/√n (sign depends on σ; values in docs/findings-closure.md §4);
+    negligible away from the kink.
 
     Args: ``basin``, ``optimizer`` (records), ``approx``, ``sampling`` ("fixed" | "poisson"),
     ``closure``. Raises ValueError for an invalid ``sampling`` or ``closure``.
@@ -312,8 +313,8 @@ def stationary_clip_fraction(
 
     averaged over the stationary law of m = ‖He‖ (``closure="elliptic"``, the default:
     ``clipped_elliptic.elliptic_stationary_law``) or evaluated at the mean-field root-mean-square m
-    (``"radial"``, ``"mean-field"``; too high in saturated states, where m spreads below C: e.g.
-    1.000 against a measured 0.910 at r = 1). n = ``basin.noise_dim``, s = ``basin.sample_std``,
+    (``"radial"``, ``"mean-field"``; too high in saturated states, where the law of m reaches below C
+    while its root mean square is above it). n = ``basin.noise_dim``, s = ``basin.sample_std``,
     C = ``optimizer.effective_clip_norm``; 0 for unclipped modes. Raises ValueError for an invalid
     ``sampling`` or ``closure``. Reference: derived here, proved in proofs/clipped_elliptic_closure.py.
 

@@ -28,11 +28,12 @@ small-step limit is used instead: the Fokker–Planck law of the radial diffusio
 
 Exact: unclipped or linear drift at any step (the Gaussian law, v_i ∝ 1/c_i); equal curvatures with
 isotropic Gaussian update noise at any step (the radial chain is then the exact chain of ‖e‖) and in
-the small-step limit at any nonlinearity. Approximations, and which way they err (measured against
-the exact engines; tests/test_clipped_elliptic.py holds them to 1 % + 4 SE): (i) unequal curvatures —
-the true law is not elliptical; the loss is high by ≈ 0.3 % in partly saturated states at large and
-small steps (r = 3, λ = (1, ½, ¼), S = 0.77) and low by ≈ 0.5 % in saturated ones (r = 2), the
-per-direction second moments individually off by up to ≈ 5 %, the saturated clip fraction by ≤ 0.002;
+the small-step limit at any nonlinearity. Approximations, and which way they err against the exact
+engines (tests/test_clipped_elliptic.py holds them to 1 % + 4 SE; the measured points are in
+docs/findings-closure.md §2): (i) unequal curvatures — the true law is not elliptical; the loss is
+high by up to ≈ 0.6 % in partly saturated states, at large and small steps, and low by ≈ 0.5 % in
+saturated ones, the per-direction second moments individually off by up to ≈ 5 %, the saturated clip
+fraction by ≤ 0.002;
 (ii) Cov[clip g] is spread isotropically over the n noise coordinates and the update noise is taken
 Gaussian (as in the mean-field model); (iii) the small-step branch errs by O(η) against the chain:
 ≤ 1e-4 where the cell limit selects it, ≤ 1e-3 for K > 64 (decreasing like 1/K). Where the drift

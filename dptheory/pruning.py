@@ -396,7 +396,7 @@ def pruned_excess_loss(
     Held-out loss (κ = ``heldout_flat_curvature`` > 0, records.py: curved where training is flat):
     adds ½ κ ‖(I − UUᵀ) e_opt‖² for the error e_opt = w_opt − w* of the restricted optimum: −w*_P on
     the pruned weights and, on the kept ones, the minimum-norm compensation H_KK⁺ H_KP w*_P.
-    Note (a finding of this model): the training bias vanishes whenever U_K has rank r — generic for a
+    Note: the training bias vanishes whenever U_K has rank r — generic for a
     *rotated* basin once k ≥ r — because the kept weights can compensate for the pruned ones inside
     the r curved directions; the cost of that compensation appears only in the held-out term, in
     ``relaxation_steps`` (λ(H_KK) ≈ λ k/d for a rotated basis) and in the transient, not in the
@@ -626,7 +626,7 @@ def pruning_helps(
     ≈ B/σ² kept weights raises the error again even with zero bias. The pruned weights must carry
     little of w* *in the curved directions* — true when the basin is low-dimensional and aligned with
     the large weights.
-    Caveat (finding): for the stationary *training* loss a rotated basin is no obstacle, since any
+    Caveat: for the stationary *training* loss a rotated basin is no obstacle, since any
     k ≥ r generic kept weights compensate exactly inside the r curved directions (bias 0); the
     alignment condition reappears in the held-out loss (``heldout_flat_curvature`` κ > 0: the
     compensation and the pruned w*_P are errors there) and in the conditioning of H_KK

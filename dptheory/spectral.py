@@ -217,7 +217,9 @@ def _response(basin: SpectralBasin, clip: float, shift_sq: float, shift_dir: np.
     )
 
 
-def _assemble(basin, optimizer, poisson, shift_sq, shape=None) -> SpectralDirections:
+def _assemble(
+    basin: SpectralBasin, optimizer: Optimizer, poisson: bool, shift_sq: float, shape: np.ndarray | None = None
+) -> SpectralDirections:
     """The linear model at the shift m² = ``shift_sq``, shared over the directions as ``shape`` (Σ w·shape = 1;
     None: ∝ λ, the stationary shape for isotropic noise)."""
     lam, w = basin.curvatures, basin.weights
@@ -268,7 +270,7 @@ def _gradient_sq(dirs: SpectralDirections) -> float:
     return float(np.sum(dirs.weights[used] * lam * lam * second))
 
 
-def _self_consistent(basin, optimizer, poisson) -> SpectralDirections:
+def _self_consistent(basin: SpectralBasin, optimizer: Optimizer, poisson: bool) -> SpectralDirections:
     """Solve m² = E‖He‖²(m²) by Brent's method in log m² (as dptheory.clipped_dynamics; step cap)."""
     first = _assemble(basin, optimizer, poisson, 0.0)
     f0 = _gradient_sq(first)

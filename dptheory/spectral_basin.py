@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ BULK_NOISES = ("curvature", "uniform")
 _PROJECTION_SLACK = 1e-6  # Σ_j p_ij² may exceed R_i² by this relative amount (rounding of measured data)
 
 
-def _array(name: str, value, ndim: int) -> np.ndarray:
+def _array(name: str, value: Any, ndim: int) -> np.ndarray:
     arr = np.asarray(value, dtype=float)
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be a {ndim}-D array, got shape {arr.shape}")
@@ -126,12 +127,14 @@ class GradientStatistics:
     @property
     def sums(self) -> SortedGradientSums:
         """The statistics sorted by norm with block prefix sums (dptheory.spectral_response), built once."""
-        return self._sums  # type: ignore[attr-defined]
+        sums: SortedGradientSums = self._sums  # type: ignore[attr-defined]  # set in __post_init__, not a field
+        return sums
 
     @property
     def bulk_energy(self) -> np.ndarray:
         """E_i = R_i² − Σ_j p_ij² ≥ 0 (n,): the per-example gradient energy outside the top-k."""
-        return self._bulk_energy  # type: ignore[attr-defined]
+        energy: np.ndarray = self._bulk_energy  # type: ignore[attr-defined]  # set in __post_init__, not a field
+        return energy
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ class SpectralBasin:
     gradients: GradientStatistics | GaussianGradients
     n_train: float
     bulk_noise: str = "curvature"
-    _derived: dict = field(default_factory=dict, init=False, repr=False)
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         d = check_int("dim", self.dim, minimum=1)
@@ -270,17 +273,17 @@ class SpectralBasin:
     @property
     def curvatures(self) -> np.ndarray:
         """λ of every modelled direction: the top-k, then one entry per bulk node (k + m,)."""
-        return self._derived["curvatures"]
+        return np.asarray(self._derived["curvatures"])
 
     @property
     def weights(self) -> np.ndarray:
         """How many directions each entry of :attr:`curvatures` stands for (1 for the top-k)."""
-        return self._derived["weights"]
+        return np.asarray(self._derived["weights"])
 
     @property
     def bulk_shares(self) -> np.ndarray:
         """π_l: share of a bulk example's energy in one direction of node l (Σ_l w_l π_l = 1)."""
-        return self._derived["shares"]
+        return np.asarray(self._derived["shares"])
 
 
 def spectral_basin_from_basin(*, basin: Basin, n_train: float = math.inf) -> SpectralBasin:

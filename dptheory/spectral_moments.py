@@ -24,6 +24,8 @@ z(t) = (1, G(ρ, t), G(ρ, t)², S(t), R^t, G(R, t)), which obeys z(t+1) = A z(t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = [
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 
-def geometric_sum(decay_gap, steps) -> np.ndarray:
+def geometric_sum(decay_gap: Any, steps: Any) -> np.ndarray:
     """G(x, t) = Σ_{s<t} x^s for x = 1 − u, u = ``decay_gap`` (broadcast with ``steps`` t ≥ 0).
 
     Evaluated as −expm1(t·log1p(−u))/u for |u| ≤ ½ (no cancellation for small u; G = t at u = 0) and
@@ -60,7 +62,9 @@ def geometric_sum(decay_gap, steps) -> np.ndarray:
     return out
 
 
-def _coefficients(lr, drift, poisson_mult):
+def _coefficients(
+    lr: float, drift: np.ndarray, poisson_mult: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(ρ, 1 − ρ = ηa, R, 1 − R, 1 − ρ²/R) per direction (the last only where κ > 0)."""
     u = lr * drift
     rho = 1.0 - u
@@ -71,7 +75,7 @@ def _coefficients(lr, drift, poisson_mult):
     return rho, u, big_r, w, z_gap
 
 
-def _mixed_sum(big_r, z_gap, poisson_mult, t):
+def _mixed_sum(big_r: np.ndarray, z_gap: np.ndarray, poisson_mult: float, t: np.ndarray) -> np.ndarray:
     """S(t) = Σ_{s<t} R^s ρ^{2(t−1−s)} = R^{t−1} G(ρ²/R, t), with 1 − ρ²/R = κ(ηa)²/R (0 where κ = 0)."""
     active = (poisson_mult > 0) & (big_r > 0)
     with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
@@ -80,7 +84,9 @@ def _mixed_sum(big_r, z_gap, poisson_mult, t):
     return np.where(active, out, 0.0)
 
 
-def moment_curves(*, lr, drift, force, noise_var, poisson_mult, steps) -> tuple[np.ndarray, np.ndarray]:
+def moment_curves(
+    *, lr: float, drift: Any, force: Any, noise_var: Any, poisson_mult: float, steps: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """(E e(t), Var e(t)) of every direction (columns) at every step t (rows), from e(0) = 0.
 
     Closed forms of the module docstring; ``drift`` a, ``force`` f, ``noise_var`` τ² are (D,)
@@ -101,7 +107,9 @@ def moment_curves(*, lr, drift, force, noise_var, poisson_mult, steps) -> tuple[
     return mean, var
 
 
-def stationary_moments(*, lr, drift, force, noise_var, poisson_mult) -> tuple[np.ndarray, np.ndarray]:
+def stationary_moments(
+    *, lr: float, drift: Any, force: Any, noise_var: Any, poisson_mult: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(E e(∞), Var e(∞)) = (−f/a, η²τ²/(1 − R)) per direction; ±inf where there is no stationary state.
 
     No stationary state when a = 0 (random walk; the mean is −inf·sign(f), or 0 if f = 0, and the
@@ -122,7 +130,7 @@ def stationary_moments(*, lr, drift, force, noise_var, poisson_mult) -> tuple[np
     return mean, var
 
 
-def _transition(rho, big_r):
+def _transition(rho: np.ndarray, big_r: np.ndarray) -> np.ndarray:
     """A (D, 6, 6): z(t+1) = A z(t) for z = (1, G(ρ,t), G(ρ,t)², S(t), R^t, G(R,t))."""
     d = rho.shape[0]
     a = np.zeros((d, 6, 6))
@@ -148,7 +156,9 @@ def _matrix_power(m: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def window_moments(*, lr, drift, force, noise_var, poisson_mult, start: int, stop: int):
+def window_moments(
+    *, lr: float, drift: Any, force: Any, noise_var: Any, poisson_mult: float, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Time averages over start ≤ t < stop of (E e(t))² and Var e(t), per direction (D,) each.
 
     (1/N) Σ_t of the closed forms of :func:`moment_curves`, N = stop − start, as the window sum
@@ -180,7 +190,9 @@ def window_moments(*, lr, drift, force, noise_var, poisson_mult, start: int, sto
     return bias_sq, var
 
 
-def recovery_excess(*, lr, drift, force, poisson_mult, displacement, steps) -> np.ndarray:
+def recovery_excess(
+    *, lr: float, drift: Any, force: Any, poisson_mult: float, displacement: Any, steps: Any
+) -> np.ndarray:
     """Excess of E e(t)² over its stationary value after a displacement δ added at stationarity.
 
         E e(t)² − (b² + v) = R^t δ² − 2 b ρ^t δ,   b = f/a   (rows t = ``steps``, columns directions),

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -90,7 +91,8 @@ class SortedGradientSums:
     p²/R³ (k each), 1, 1/R, 1/R², 1/R³, E, E/R², E/R³, with per-example curvatures h, h/R, x/R, and with
     a bulk sketch Ωg, Ωg/R.
     A mean-field shift (R_i² → R_i² + m²) breaks the factorisation; :meth:`reductions` then sums the
-    clipped examples directly (the unclipped ones still from the prefix sums).
+    clipped examples directly (the unclipped ones still from the prefix sums). Raises ``ValueError`` if
+    only one of ``top_curvatures`` and ``top_radial_curvatures`` is given.
 
     Example:
         >>> s = SortedGradientSums(norms=np.array([2.0, 1.0]), projections=np.array([[2.0], [1.0]]),
@@ -100,20 +102,32 @@ class SortedGradientSums:
     """
 
     def __init__(
-        self, *, norms, projections, bulk_energy, top_curvatures=None, top_radial_curvatures=None, bulk_sketch=None
-    ):
+        self,
+        *,
+        norms: np.ndarray,
+        projections: np.ndarray,
+        bulk_energy: np.ndarray,
+        top_curvatures: np.ndarray | None = None,
+        top_radial_curvatures: np.ndarray | None = None,
+        bulk_sketch: np.ndarray | None = None,
+    ) -> None:
+        if (top_curvatures is None) != (top_radial_curvatures is None):
+            raise ValueError("top_curvatures and top_radial_curvatures go together (both or neither)")
         order = np.argsort(norms, kind="stable")
         self.norms = np.ascontiguousarray(norms[order])
         self.projections = np.ascontiguousarray(projections[order])
         self.bulk_energy = np.ascontiguousarray(bulk_energy[order])
-        self.curvatures = None if top_curvatures is None else np.ascontiguousarray(top_curvatures[order])
-        self.radial = None if top_radial_curvatures is None else np.ascontiguousarray(top_radial_curvatures[order])
+        self.curvatures: np.ndarray | None = None
+        self.radial: np.ndarray | None = None
+        if top_curvatures is not None and top_radial_curvatures is not None:
+            self.curvatures = np.ascontiguousarray(top_curvatures[order])
+            self.radial = np.ascontiguousarray(top_radial_curvatures[order])
         self.sketch = None if bulk_sketch is None else np.ascontiguousarray(bulk_sketch[order])
         self.n, self.k = self.projections.shape
         width = self._columns(0, 0).shape[1]
         starts = np.arange(0, self.n, _BLOCK)
         self.prefix = np.zeros((starts.size + 1, width))
-        for b, lo in enumerate(starts):  # block sums, then cumulative: one pass, O(block · width) memory
+        for b, lo in enumerate(starts.tolist()):  # block sums, then cumulative: one pass, O(block · width) memory
             self.prefix[b + 1] = self.prefix[b] + self._columns(lo, min(lo + _BLOCK, self.n)).sum(axis=0)
 
     def _columns(self, lo: int, hi: int) -> np.ndarray:
@@ -139,6 +153,7 @@ class SortedGradientSums:
             e * inv**3,
         ]
         if self.curvatures is not None:
+            assert self.radial is not None  # set together in __init__
             cols += [self.curvatures[lo:hi], self.curvatures[lo:hi] * inv, self.radial[lo:hi] * inv]
         if self.sketch is not None:
             cols += [self.sketch[lo:hi], self.sketch[lo:hi] * inv]
@@ -169,7 +184,7 @@ class SortedGradientSums:
             out["sk"], out["sk_r"] = v[base : base + w], v[base + w : base + 2 * w]
         return out
 
-    def reductions(self, *, clip_norm: float, shift_sq: float = 0.0) -> dict:
+    def reductions(self, *, clip_norm: float, shift_sq: float = 0.0) -> dict[str, Any]:
         """Σ_i of φ p, κ p², φ² p², φ, κ, φ², κ E, φ² E (and φ h, 1{R̃>C}(C/R̃) x, φ Ωg), and the clipped count.
 
         φ_i = min(1, C/R̃_i), κ_i = 1{R̃_i>C} C/R̃_i³, R̃_i² = R_i² + ``shift_sq`` (C = ``clip_norm``).
@@ -183,7 +198,7 @@ class SortedGradientSums:
             s = int(np.searchsorted(self.norms, math.sqrt(c * c - shift_sq), side="right"))
         below, total = self._split(s)
         u = self._unpack(below)
-        out = {"clipped": self.n - s}
+        out: dict[str, Any] = {"clipped": self.n - s}
         if shift_sq == 0.0 or s == self.n:
             t = self._unpack(total - below)  # the clipped rows' sums of x / R^p
             out.update(
@@ -218,6 +233,7 @@ class SortedGradientSums:
             phi2_e=u["e"] + float((phi * phi) @ e),
         )
         if self.curvatures is not None:
+            assert self.radial is not None  # set together in __init__
             out["phi_h"] = u["h"] + phi @ self.curvatures[s:]
             out["rad_x"] = phi @ self.radial[s:]
         if self.sketch is not None:

@@ -37,8 +37,8 @@ from dptheory.quadratic import (
     check_init_error,
     check_steps,
     losses_from_moments,
-    propagate_moments,
     noise_only_dynamics,
+    propagate_moments,
 )
 from dptheory.records import Basin, LinearDynamics, Optimizer
 from dptheory.validate import check_int, check_nonnegative, check_probability

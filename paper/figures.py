@@ -333,11 +333,11 @@ def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str
         for mode, shift in zip(modes, style.offsets(len(modes))):
             st = style.series(mode, style.MODES)
             sel = [r for r in rows if r["mode"] == mode]
-            d = np.array([r["dim"] for r in sel], dtype=float)
-            style.theory(ax, d, [_num(r["pred_recovery_time"]) for r in sel], st)
+            mode_dims = np.array([r["dim"] for r in sel], dtype=float)
+            style.theory(ax, mode_dims, [_num(r["pred_recovery_time"]) for r in sel], st)
             style.points(
                 ax,
-                d * shift,
+                mode_dims * shift,
                 [_num(r["sim_recovery_time"]) for r in sel],
                 st,
                 yerr=[k * _num(r["sim_recovery_time_se"]) for r in sel],

@@ -373,6 +373,6 @@ def write_report(
             if e["name"] in failures:
                 lines += [f"_Figure not drawn: {failures[e['name']]} (the results are in `{e['folder']}`)._", ""]
     build.mkdir(parents=True, exist_ok=True)
-    path = build / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    report_path = build / "report.md"
+    report_path.write_text("\n".join(lines) + "\n")
+    return report_path

@@ -19,13 +19,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ DIRECTIONS: dict[str, Series] = {
 
 THEORY_LW = 1.6
 GRID = {"which": "major", "lw": 0.4, "alpha": 0.45}
-FONT = {"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 7.5}
+FONT: dict[RcKeyType, float] = {"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 7.5}
 OPEN_MARKER_NOTE = "open marker: not yet stationary"
 matplotlib.rcParams.update(FONT)
 
@@ -106,7 +110,7 @@ def offsets(n: int, *, spread: float = 0.06) -> list[float]:
     return [10 ** (spread * (i - (n - 1) / 2) / (n - 1) * 2) for i in range(n)]
 
 
-def theory(ax: Any, x: Sequence[float], y: Sequence[float], st: Series, **kw: Any) -> None:
+def theory(ax: Any, x: ArrayLike, y: ArrayLike, st: Series, **kw: Any) -> None:
     """A theory line in ``st``'s colour and line style."""
     # wider lines under narrower ones: two coinciding theory curves both stay visible
     ax.plot(x, y, color=st.color, ls=st.linestyle, lw=max(1.0, st.size / 4.0), zorder=st.order, **kw)
@@ -114,11 +118,11 @@ def theory(ax: Any, x: Sequence[float], y: Sequence[float], st: Series, **kw: An
 
 def points(
     ax: Any,
-    x: Sequence[float],
-    y: Sequence[float],
+    x: ArrayLike,
+    y: ArrayLike,
     st: Series,
     *,
-    yerr: Sequence[float] | None = None,
+    yerr: ArrayLike | None = None,
     filled: bool = True,
     **kw: Any,
 ) -> None:

@@ -66,7 +66,7 @@ def verify() -> None:
 
     for cn in (10.0, 0.5):
         g = rng.standard_normal(5)
-        r = np.linalg.norm(g)
+        r = float(np.linalg.norm(g))
         gh = g / r
         jn = min(1.0, cn / r) * np.eye(5) - (r > cn) * (cn / r) * np.outer(gh, gh)
         for eps in (1e-3, 1e-4):

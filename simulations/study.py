@@ -34,7 +34,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from simulations.common import fanout, store
 
@@ -193,8 +193,8 @@ def command_line(entry: Entry, config: Any, folder: Path) -> str:
         if f.name in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
-        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
         value = getattr(config, f.name)
         if value == default:
             continue
@@ -376,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the experiments of the study and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    def error(message: str) -> None:
+    def error(message: str) -> NoReturn:
         sys.stderr.write(f"python -m simulations.study: error: {message}\n")
         raise SystemExit(2)
 

@@ -4,10 +4,9 @@ Monte Carlo: the exact reduced engine (simulations.basin.engine, engine "reduced
 burn-in of 20 relaxation times; standard errors by batch means (one batch = 10 relaxation times,
 simulations.common.stats.batch_means). Theory-vs-simulation tolerance: |MC − prediction| ≤
 MODEL_TOL · prediction + K_SE · SE with K_SE = 4 (a false alarm has probability < 1e-4 per
-comparison) and MODEL_TOL = 1 %, the closure's stated accuracy (measured ≤ 0.6 % where the law is
-elliptical to good approximation; nothing in the closure is fitted). The points include the
-tracker's partly saturated, unequal-curvature, large-step points and points the closure was never
-looked at before these tests were written.
+comparison) and MODEL_TOL = 1 %, the closure's stated accuracy (nothing in the closure is fitted).
+The points are partly saturated, saturated, unequal-curvature and large-step states (all but
+"r2-poisson" are rows of the accuracy table in docs/findings-closure.md §2).
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ MODEL_TOL = 0.01
 
 L3 = (1.0, 0.5, 0.25)
 POINTS = {
-    # tracker points: d = 400, r = 3, λ = (1, ½, ¼), η = 1.8, saturation 0.77 (radial closure +6 %)
+    # d = 400, r = 3, λ = (1, ½, ¼), η = 1.8, saturation 0.77 (radial closure +6 %)
     "r3-large-step": (
         Basin(dim=400, curvatures=L3, sample_std=0.02),
         Optimizer(lr=1.8, batch_size=16, clip_norm=0.3, noise_multiplier=16.0),

@@ -159,17 +159,17 @@ def test_invalid_mechanism(kwargs, name):
 
 def test_invalid_epsilon_arguments():
     m = _mech(1.0, 0.1, 10)
-    with pytest.raises(ValueError, match="delta.*1.5"):
+    with pytest.raises(ValueError, match=r"delta.*1.5"):
         epsilon(mechanisms=m, delta=1.5)
     with pytest.raises(ValueError, match="delta"):
         epsilon(mechanisms=m, delta=0.0)
-    with pytest.raises(ValueError, match="accountant.*'gdp'"):
+    with pytest.raises(ValueError, match=r"accountant.*'gdp'"):
         epsilon(mechanisms=m, delta=DELTA, accountant="gdp")
     with pytest.raises(ValueError, match="mechanisms"):
         epsilon(mechanisms=[], delta=DELTA)
     with pytest.raises(ValueError, match="mechanisms"):
         epsilon(mechanisms=[(1.0, 0.1, 10)], delta=DELTA)
-    with pytest.raises(ValueError, match="target_epsilon.*-1"):
+    with pytest.raises(ValueError, match=r"target_epsilon.*-1"):
         noise_multiplier_for_epsilon(target_epsilon=-1, delta=DELTA, sample_rate=0.1, steps=10)
     with pytest.raises(ValueError, match="steps"):
         noise_multiplier_for_epsilon(target_epsilon=1, delta=DELTA, sample_rate=0.1, steps=0)

@@ -274,7 +274,7 @@ def test_empirical_shrinkage_of_gaussian_samples_is_alpha0():
 
 
 def test_proof_closed_forms_meet_the_code():
-    """STYLE rule 15: the proofs' closed forms, evaluated on random arguments, equal dptheory's."""
+    """Proof and code meet: the proofs' closed forms, evaluated on random arguments, equal dptheory's."""
     rng = np.random.default_rng(3)
     for _ in range(20):
         eta, a, f, tau2, kap = 0.4, rng.uniform(0.01, 3.0), rng.normal(), rng.uniform(0, 2), rng.uniform(0, 0.3)
@@ -548,6 +548,16 @@ def test_sorted_sums_equal_brute_force(n, k, seed, quantile, shift, curv, sketch
         np.testing.assert_allclose(
             red[key], value, rtol=1e-10, atol=1e-10 * (1 + np.max(np.abs(value), initial=0.0)), err_msg=key
         )
+
+
+def test_sorted_sums_need_both_per_example_curvatures():
+    """The two per-example curvature arrays enter the drift together: either alone is a ValueError, not dropped."""
+    from dptheory.spectral_response import SortedGradientSums
+
+    base = dict(norms=np.ones(3), projections=np.full((3, 1), 0.5), bulk_energy=np.full(3, 0.75))
+    for one in ("top_curvatures", "top_radial_curvatures"):
+        with pytest.raises(ValueError, match="go together"):
+            SortedGradientSums(**base, **{one: np.ones((3, 1))})
 
 
 def test_per_example_curvatures_equal_to_the_mean_hessian_reproduce_it():

@@ -65,7 +65,7 @@ dyn_strategy = st.builds(
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(dyn=dyn_strategy, total=st.integers(0, 300), frac=st.floats(0, 1), e0=st.floats(-3, 3))
 def test_identical_phases_are_one_phase(dyn, total, frac, e0):
-    s = int(round(frac * total))
+    s = round(frac * total)
     m = switched_moments(
         before=dyn,
         after=dyn,

@@ -108,6 +108,7 @@ class RunSpec:
                 f"switch_mode={self.switch_mode!r}"
             )
         if self.switch_step is not None:
+            assert self.switch_mode is not None  # the two go together (checked just above)
             object.__setattr__(self, "switch_step", check_int("switch_step", self.switch_step, minimum=0))
             object.__setattr__(self, "switch_mode", Mode.parse(self.switch_mode))
         if self.displacement_step is not None:
@@ -183,6 +184,7 @@ def step_schedule_arrays(optimizer: Optimizer, run: RunSpec) -> tuple[np.ndarray
     nu_t = np.empty(run.steps)
     opts = [optimizer]
     if run.switch_step is not None:
+        assert run.switch_mode is not None  # RunSpec sets the two together
         opts.append(optimizer.with_mode(run.switch_mode))
     for t in range(run.steps):
         o = opts[1] if run.switch_step is not None and t >= run.switch_step else opts[0]

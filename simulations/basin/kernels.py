@@ -30,13 +30,11 @@ Two entry points share the same per-sample code (``finish_sample`` and ``apply_u
 Random numbers. Gaussians come from a numba implementation of the 256-layer ziggurat of Marsaglia &
 Tsang (2000, J. Stat. Softw. 5(8)), in the double-precision form numpy uses (52-bit mantissa, exact
 tail by Marsaglia's exponential method, exact wedges by rejection), driven by xoshiro256++ (Blackman
-& Vigna 2021, ACM TOMS 47(4)) with a per-replica state array: numba's own
-``np.random.standard_normal`` (polar method on MT19937) measured ~3.5× slower here and made the
-kernel only ~1.3× faster than the numpy twin. The ziggurat is an exact rejection sampler (no
-approximation of the density); its only error is that the 256 layer areas are equal only to the
-precision of the published constants r = 3.6541528853610088, v = 4.92867323399e-3 (~1e-11
-relative; the tables match a 50-digit recomputation to 2 ulp, and numpy's own tables to ~1e-11), far
-below any Monte Carlo resolution. Tests check it by KS, the tail frequency and the tail law.
+& Vigna 2021, ACM TOMS 47(4)) with a per-replica state array (``simulations/basin/rng.py``; faster
+than numba's own ``np.random.standard_normal``, docs/findings-engines.md). The ziggurat is an exact
+rejection sampler (no approximation of the density); its only error is that the 256 layer areas are
+equal only to the precision of the published constants r = 3.6541528853610088, v = 4.92867323399e-3
+(~1e-11 relative), far below any Monte Carlo resolution. Tests check it by KS, the tail frequency and the tail law.
 Rare draws (Poisson batch sizes) use numba's ``np.random``, reseeded per replica inside the
 ``prange`` body (numba's generator state is per thread).
 """
@@ -280,7 +278,7 @@ def _streaming_replica(
         clip = clip_t[t]
         n_clipped = 0
         sum_factor = 0.0
-        for i in range(bn):
+        for _ in range(bn):
             nrm2 = 0.0
             if not basin_spread:
                 for jj in range(k):

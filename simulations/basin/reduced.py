@@ -196,7 +196,7 @@ def _reduced_replica(
         n_clipped = 0
         sum_factor = 0.0
         fbase = lam_flat * rho
-        for i in range(bn):
+        for _ in range(bn):
             nrm2 = 0.0
             for q in range(r):
                 v = lam[q] * x[q] + s * normal(st)

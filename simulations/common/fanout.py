@@ -174,7 +174,7 @@ def _set_threads(threads: int) -> None:
     try:
         import numba
 
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]  # numba.config sets its options at import time
     except ImportError:  # pragma: no cover - numba is a core dependency
         pass
     torch = sys.modules.get("torch")

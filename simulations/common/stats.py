@@ -148,11 +148,11 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
     """Spearman rank correlation ρ and its two-sided p-value (scipy), on the finite pairs."""
     from scipy.stats import spearmanr
 
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    if ok.sum() < 3 or np.ptp(xs[ok]) == 0 or np.ptp(ys[ok]) == 0:
         return {"rho": math.nan, "p_value": math.nan, "n": int(ok.sum())}
-    res = spearmanr(x[ok], y[ok])
+    res = spearmanr(xs[ok], ys[ok])
     return {"rho": float(res.statistic), "p_value": float(res.pvalue), "n": int(ok.sum())}
 
 

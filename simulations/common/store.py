@@ -290,7 +290,9 @@ def is_complete(folder: str | os.PathLike[str], key: str) -> bool:
     """True if ``folder`` holds the finished run with run key ``key`` (result folders are written
     atomically, so a folder with a matching ``run.json`` and ``metrics.json`` is complete)."""
     record = read_run_record(folder)
-    return bool(record) and record.get("key") == key and (Path(folder) / "metrics.json").is_file()
+    if not record:
+        return False
+    return record.get("key") == key and (Path(folder) / "metrics.json").is_file()
 
 
 class CellCache:

@@ -24,9 +24,9 @@ def log_grid(*, low: float, high: float, points: int) -> list[int]:
     if hi < lo:
         raise ValueError(f"high must be >= low, got low={low}, high={high}")
     if p == 1 or hi == lo:
-        return [int(round(hi))]
+        return [round(hi)]
     vals = np.rint(np.exp(np.linspace(math.log(lo), math.log(hi), p))).astype(np.int64)
-    vals[0], vals[-1] = int(round(lo)), int(round(hi))
+    vals[0], vals[-1] = round(lo), round(hi)
     return sorted({int(v) for v in vals})
 
 
