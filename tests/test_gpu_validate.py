@@ -79,3 +79,19 @@ def test_time_guard_keeps_completed_runs(tmp_path, monkeypatch):
     partial = json.loads((out / "switch.partial.json").read_text())
     assert len(partial["completed_runs"]) == 2
     assert partial["completed_runs"][0]["history"][0]["epoch"] == 0
+
+
+def test_checked_stage_names_are_the_stages_that_exist(tmp_path):
+    # --stages is checked against STAGES / SMALL_STAGES: they must be exactly the stages that run
+    for small, names in ((False, gpu_validate.STAGES), (True, gpu_validate.SMALL_STAGES)):
+        built = [name for name, _, _ in gpu_validate.stage_configs(small=small, device="cpu", out=tmp_path)]
+        assert tuple(built) == names
+
+
+def test_a_stage_without_a_small_version_is_refused_up_front(tmp_path, capsys):
+    missing = next(n for n in gpu_validate.STAGES if n not in gpu_validate.SMALL_STAGES)
+    out = tmp_path / "gpu"
+    assert gpu_validate.main(["--out", str(out), "--small", "--stages", missing]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and missing in err
+    assert not out.exists()

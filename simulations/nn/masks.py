@@ -10,12 +10,12 @@ the k_G = n_G − round(s·n_G) entries of largest |w| (ties broken by position,
 Prunable by default: tensors with ≥ 2 dimensions (Linear / Conv weights); biases and normalisation
 parameters are always kept (mask of ones). The training loop multiplies gradients and noise by the
 mask and re-applies it to the weights after every optimizer step, so pruned weights stay exactly
-zero and noise-free (``simulations.nn.engine``). Where the magnitudes come from — ``init`` (free),
-``private`` (an earlier DP run, whose ε must be composed) or ``oracle`` (non-private training) — is
-decided and labelled by ``simulations.nn.train``; this module only ranks numbers.
+zero and noise-free (``simulations.nn.engine``). Where the magnitudes come from — ``init`` or ``random``
+(free), ``public`` (a run on the disjoint public split), ``private`` (an earlier DP run, whose ε must
+be composed) or ``oracle`` (non-private training) — is decided and labelled by
+``simulations.nn.train``; this module only ranks numbers (or draws them, for ``random``).
 
-Reference: magnitude pruning as used under DP by Adamczewski & Park 2023 (arXiv 2303.04612v1);
-REFERENCE.md §6.
+Reference: magnitude pruning as used under DP by Adamczewski & Park 2023 (arXiv 2303.04612v1).
 
 Example:
     >>> import torch
@@ -34,7 +34,7 @@ from torch import nn
 
 from dptheory.validate import check_finite
 
-__all__ = ["SCOPES", "apply_masks", "default_prunable", "magnitude_masks", "mask_density"]
+__all__ = ["SCOPES", "apply_masks", "default_prunable", "magnitude_masks", "mask_density", "random_masks"]
 
 SCOPES = ("global", "layer")
 
@@ -91,6 +91,30 @@ def magnitude_masks(
         masks[k] = kept[start : start + v.numel()].reshape(v.shape).to(v.dtype)
         start += v.numel()
     return masks
+
+
+def random_masks(
+    params: Mapping[str, torch.Tensor],
+    *,
+    sparsity: float,
+    seed: int,
+    scope: str = "layer",
+    prunable: Callable[[str, torch.Tensor], bool] | None = None,
+) -> dict[str, torch.Tensor]:
+    """0/1 masks keeping uniformly random entries: the data-independent baseline of magnitude pruning.
+
+    Exactly the counts of :func:`magnitude_masks` with the same ``scope`` (layer: every prunable
+    tensor keeps n_G − round(s·n_G); global: one random subset of the pooled scalars), the kept set
+    drawn by ranking i.i.d. uniform scores from a CPU generator seeded with ``seed`` (the weights'
+    values are never read, so the mask costs no privacy). Random selection is the baseline against
+    which magnitude selection under DP is judged (Adamczewski & Park 2023, arXiv 2303.04612v1).
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    scores = {k: torch.rand(v.shape, generator=gen).to(v.device) for k, v in params.items()}
+    masks = magnitude_masks(
+        scores, sparsity=sparsity, scope=scope, prunable=lambda k, v: (prunable or default_prunable)(k, params[k])
+    )
+    return {k: m.to(params[k].dtype) for k, m in masks.items()}
 
 
 @torch.no_grad()

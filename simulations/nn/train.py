@@ -1,6 +1,6 @@
 """Train a network with DP-SGD or one of its ablations; per-epoch history, privacy label, checkpoints.
 
-One run = one frozen :class:`TrainConfig`. Each step (REFERENCE.md §2; ``dptheory.records``):
+One run = one frozen :class:`TrainConfig`. Each step (``dptheory.records``):
 
     S ~ Poisson(q) over the n training examples (q = batch_size / n),
     ĝ = (1/B)[Σ_{i∈S} φ_i m⊙g_i + ν m⊙ξ],   w ← SGD-with-momentum(w, ĝ, lr_t),   w ← m⊙w,
@@ -12,8 +12,10 @@ generator; gradient noise; burst displacement; Lanczos start vectors) that every
 identically, so runs that differ only in mode see the same batches and the same ξ (paired).
 
 Privacy (``dptheory.privacy``): a run is labelled ``"private"`` only if every step is ``dpsgd``
-with σ > 0 and its pruning mask is data-independent (``init``) or itself private (``private``,
-whose ε is COMPOSED into the reported ε). Otherwise ε is reported as ``inf`` and the label says why
+with σ > 0 and its pruning mask is data-independent (``init``, ``random``), taken from a run that
+trained on the disjoint public split only (``public``: no private example is touched) or itself
+private (``private``, whose ε is COMPOSED into the reported ε). An ``oracle`` mask (magnitudes
+after non-private training on the private split) always makes the run "not private". Otherwise ε is reported as ``inf`` and the label says why
 (``"not private: ..."``). σ can be calibrated from ``target_epsilon`` (RDP, conservative), for
 ``epochs × steps_per_epoch`` DP-SGD steps composed with a private mask's mechanisms.
 
@@ -24,6 +26,24 @@ whose ε is COMPOSED into the reported ε). Otherwise ε is reported as ``inf`` 
      "privacy": {"label", "private", "noise_multiplier", "delta", "sample_rate", "mechanisms",
                  "epsilon_rdp", "epsilon_pld", ... (one per name in ``accountants``), "mask_source"},
      "parameters": d, "kept_parameters": d_kept, "steps_per_epoch": ..., "device": ...}
+
+Splits (``simulations.nn.data``): ``n_val`` validation and ``n_public`` public examples are carved
+out of the training pool (disjoint from train and test); with ``n_val > 0`` every history record
+also has ``val_loss, val_acc`` (hyperparameters are selected on these, never on the test split).
+``train_split="public"`` trains on the public split instead of the private one: such a run never
+sees a private example (label ``"public split only ..."``) and can supply a ``public`` mask.
+
+Step-resolution curves: at every global step in ``curve_steps`` (before that step; a step equal to
+the run's total steps means "after the last step") the test loss and accuracy on the first
+``curve_samples`` test examples are recorded in ``result["curve"]``; with ``layer_diagnostics``
+also per-layer statistics on the first ``diagnostic_samples`` training examples
+(``simulations.nn.diagnostics.layer_diagnostics``: per-layer per-sample norms, clip fractions,
+noise-to-signal, weight norms). These diagnostics are for analysis: they are computed from
+training examples and are NOT covered by the run's DP guarantee (nor are the per-step
+statistics), only the trained weights are.
+
+σ calibration with ``target_epsilon`` counts the DP-SGD steps: a switched run calibrates σ for
+the steps of its ``dpsgd`` phase (every step for an unswitched run, as before).
 
 Each history record has ``epoch, step, mode, lr, train_loss, train_acc, test_loss, test_acc,
 epsilon_rdp, seconds`` (ε so far, RDP: cheap; the tighter PLD ε is computed once, in ``privacy``) and the epoch means of the diagnostics (``batch_size,
@@ -101,13 +121,24 @@ from dptheory.validate import (
 from simulations.common.resources import check_threads
 from simulations.nn.diagnostics import average_diagnostics, bias_diagnostics, step_diagnostics
 from simulations.nn.engine import METHODS, private_gradient, trainable_parameters
-from simulations.nn.masks import SCOPES, apply_masks, magnitude_masks
+from simulations.nn.masks import SCOPES, apply_masks, magnitude_masks, random_masks
 from simulations.nn.sampler import poisson_batch, steps_per_epoch
 
-__all__ = ["LR_SCHEDULES", "MASK_SOURCES", "TrainConfig", "checkpoint_path", "main", "run_train", "train"]
+__all__ = [
+    "LR_SCHEDULES",
+    "MASK_SOURCES",
+    "PUBLIC_LABEL",
+    "TRAIN_SPLITS",
+    "TrainConfig",
+    "checkpoint_path",
+    "main",
+    "run_train",
+    "train",
+]
 
 LR_SCHEDULES = ("constant", "cosine", "step")
-MASK_SOURCES = ("init", "private", "oracle")
+MASK_SOURCES = ("init", "random", "public", "private", "oracle")
+TRAIN_SPLITS = ("train", "public")
 DIAGNOSTICS = ("none", "cheap", "full")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = tuple(m.value for m in Mode)
@@ -173,12 +204,16 @@ class TrainConfig:
     ref_clip_norm: float | None = field(default=None, metadata=_h("noise-only mode: noise std sigma*C_ref (default C)"))
     switch_epoch: int | None = field(default=None, metadata=_h("switch to switch_mode from this epoch on (0-based)"))
     switch_mode: str | None = field(default=None, metadata=_h("mode after switch_epoch"))
+    switch_lr: float | None = field(
+        default=None, metadata=_h("learning rate (peak) from switch_epoch on (default: lr; schedules apply to it)")
+    )
     sparsity: float = field(default=0.0, metadata=_h("fraction of prunable weights set to zero, in [0, 1)"))
     prune_scope: str = field(default="global", metadata=_h("global | layer", choices=SCOPES))
     mask_source: str = field(
         default="init",
         metadata=_h(
-            "magnitudes from: init (free) | private (earlier DP run, epsilon composed) | oracle (not private)",
+            "init magnitudes (free) | random (free) | public (run on the public split, free) | "
+            "private (earlier DP run, epsilon composed) | oracle (non-private run: never private)",
             choices=MASK_SOURCES,
         ),
     )
@@ -199,6 +234,20 @@ class TrainConfig:
     data_root: str | None = field(default=None, metadata=_h("folder with downloaded datasets"))
     n_train: int | None = field(default=None, metadata=_h("training examples (default: dataset's)"))
     n_test: int | None = field(default=None, metadata=_h("test examples (default: dataset's)"))
+    n_val: int = field(default=0, metadata=_h("validation examples carved out of the training pool (0 = none)"))
+    n_public: int = field(default=0, metadata=_h("public examples carved out of the training pool (0 = none)"))
+    train_split: str = field(
+        default="train",
+        metadata=_h("train on the private 'train' split or on the disjoint 'public' split", choices=TRAIN_SPLITS),
+    )
+    curve_steps: tuple[int, ...] = field(
+        default=(), metadata=_h("global steps at which to record test accuracy on a fixed subsample")
+    )
+    curve_samples: int = field(default=1000, metadata=_h("test (and training) examples used for curve_steps"))
+    layer_diagnostics: bool = field(
+        default=False, metadata=_h("at curve_steps also record per-layer per-sample norms and noise-to-signal")
+    )
+    diagnostic_samples: int = field(default=256, metadata=_h("training examples used for layer_diagnostics"))
     eval_batch_size: int = field(default=1024, metadata=_h("batch size for evaluation"))
     out: str | None = field(default=None, metadata=_h("result folder (run_train); also enables checkpoints"))
     resume: bool = field(default=False, metadata=_h("continue from <out>.checkpoint.pt if present"))
@@ -222,6 +271,10 @@ class TrainConfig:
             "data_seed": 0,
             "eval_batch_size": 1,
             "checkpoint_every": 0,
+            "n_val": 0,
+            "n_public": 0,
+            "curve_samples": 1,
+            "diagnostic_samples": 1,
         }
         for name, minimum in ints.items():
             top = 2**63 - 1 if name in ("seed", "data_seed") else None
@@ -267,6 +320,10 @@ class TrainConfig:
                 f"switch_epoch and switch_mode go together, got switch_epoch={self.switch_epoch!r} "
                 f"and switch_mode={self.switch_mode!r}"
             )
+        if self.switch_lr is not None:
+            object.__setattr__(self, "switch_lr", check_scale("switch_lr", self.switch_lr, high=MAX_LR))
+            if self.switch_epoch is None:
+                raise ValueError(f"switch_lr needs switch_epoch and switch_mode, got switch_lr={self.switch_lr!r}")
         if self.switch_epoch is not None:
             object.__setattr__(self, "switch_epoch", check_int("switch_epoch", self.switch_epoch, minimum=0))
             if self.switch_epoch >= self.epochs:
@@ -297,11 +354,25 @@ class TrainConfig:
             ("device", DEVICES),
             ("grad_method", METHODS),
             ("model", ("mlp", "cnn", "wrn")),
+            ("train_split", TRAIN_SPLITS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if s > 0 and self.mask_source in ("private", "oracle") and not self.mask_run:
+        if s > 0 and self.mask_source in ("public", "private", "oracle") and not self.mask_run:
             raise ValueError(f"mask_source={self.mask_source!r} needs mask_run (a result folder), got None")
+        if self.train_split == "public" and self.n_public < 1:
+            raise ValueError(f"train_split='public' needs n_public >= 1, got n_public={self.n_public}")
+        steps = self.curve_steps if not isinstance(self.curve_steps, str) else self.curve_steps.split(",")
+        if not isinstance(steps, (tuple, list)):
+            raise ValueError(f"curve_steps must be a list of steps, got {self.curve_steps!r}")
+        curve = tuple(sorted({check_int("curve_steps entry", v, minimum=0) for v in steps if v != ""}))
+        object.__setattr__(self, "curve_steps", curve)
+        for name in ("layer_diagnostics", "quiet", "resume"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        if self.layer_diagnostics and not self.curve_steps:
+            raise ValueError("layer_diagnostics are recorded at curve_steps: give curve_steps too")
         if self.burst_step is not None:
             object.__setattr__(self, "burst_step", check_int("burst_step", self.burst_step, minimum=0))
         object.__setattr__(self, "burst_scale", check_nonnegative("burst_scale", self.burst_scale, maximum=MAX_SCALE))
@@ -322,6 +393,11 @@ class TrainConfig:
     def modes_used(self) -> tuple[str, ...]:
         """The mode before and (if any) after the switch."""
         return (self.mode,) if self.switch_mode is None else (self.mode, self.switch_mode)
+
+    @property
+    def dpsgd_epochs(self) -> int:
+        """Number of epochs run in mode ``dpsgd`` (σ calibration counts their steps)."""
+        return sum(1 for e in range(self.epochs) if self.mode_at(e) is Mode.DPSGD)
 
     def mode_at(self, epoch: int) -> Mode:
         """The mode of (0-based) ``epoch``."""
@@ -358,11 +434,14 @@ def _seeds(seed: int) -> dict[str, int]:
 
 
 def _lr_at(config: TrainConfig, epoch: int, step_in_run: int, total_steps: int) -> float:
+    peak = config.lr
+    if config.switch_lr is not None and config.switch_epoch is not None and epoch >= config.switch_epoch:
+        peak = config.switch_lr
     if config.lr_schedule == "constant":
-        return config.lr
+        return peak
     if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * step_in_run / total_steps))
-    return config.lr * config.lr_gamma ** (epoch // config.lr_step_epochs)
+        return peak * 0.5 * (1.0 + math.cos(math.pi * step_in_run / total_steps))
+    return peak * config.lr_gamma ** (epoch // config.lr_step_epochs)
 
 
 @torch.no_grad()
@@ -388,8 +467,9 @@ def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[st
     if not folder.is_dir():
         raise FileNotFoundError(f"mask_run folder not found: {str(folder)!r}")
     earlier = read_json(folder / "config.json", expect=dict)
-    for key in ("dataset", "model", "width", "depth", "data_seed", "n_train"):
-        if earlier.get(key) != _jsonable(getattr(config, key)):
+    for key in ("dataset", "model", "width", "depth", "data_seed", "n_train", "n_val", "n_public"):
+        default = 0 if key in ("n_val", "n_public") else None  # folders written before the splits existed
+        if earlier.get(key, default) != _jsonable(getattr(config, key)):
             raise ValueError(
                 f"mask_run {str(folder)!r} has {key}={earlier.get(key)!r}, this run has {getattr(config, key)!r}"
             )
@@ -417,7 +497,13 @@ def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[st
             raise ValueError(f"{str(state_path)!r}: parameter {k!r} has another shape than this run's")
         if not torch.isfinite(state[k]).all():
             raise ValueError(f"{str(state_path)!r}: parameter {k!r} is not finite")
-    return state, mechs, privacy["label"]
+    label = privacy["label"]
+    if earlier.get("train_split", "train") == "public":
+        label = PUBLIC_LABEL
+    return state, mechs, label
+
+
+PUBLIC_LABEL = "public split only (no private example used)"
 
 
 def _jsonable(v: Any) -> Any:
@@ -452,6 +538,8 @@ class Setup:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None
+    y_val: torch.Tensor | None
     steps_per_epoch: int
     sample_rate: float
     total_steps: int
@@ -480,6 +568,7 @@ class State:
     global_step: int = 0
     dpsgd_steps: int = 0
     other_steps: dict[str, int] = field(default_factory=dict)
+    curve: dict[str, list] = field(default_factory=dict)
 
 
 def _masks(config: TrainConfig, model: torch.nn.Module, params: dict, device: torch.device):
@@ -488,6 +577,14 @@ def _masks(config: TrainConfig, model: torch.nn.Module, params: dict, device: to
         return None, [], []
     prior: list[PoissonGaussianMechanism] = []
     reasons: list[str] = []
+    if config.mask_source == "random":
+        seed = int(np.random.SeedSequence([config.seed, 7331]).generate_state(1)[0] >> 1)
+        raw = random_masks(
+            {k: v.detach() for k, v in params.items()}, sparsity=config.sparsity, seed=seed, scope=config.prune_scope
+        )
+        masks = {k: m.to(device) for k, m in raw.items()}
+        apply_masks(model, masks)
+        return masks, prior, reasons
     if config.mask_source == "init":
         source = {k: v.detach() for k, v in params.items()}
     else:
@@ -499,7 +596,13 @@ def _masks(config: TrainConfig, model: torch.nn.Module, params: dict, device: to
                     f"mask_source='private' needs a private mask_run, but {config.mask_run!r} is labelled {label!r}"
                 )
             prior = mechs
-        else:
+        elif config.mask_source == "public":
+            if label != PUBLIC_LABEL:
+                raise ValueError(
+                    f"mask_source='public' needs a mask_run trained on the public split (train_split='public'), "
+                    f"but {config.mask_run!r} is labelled {label!r}"
+                )
+        else:  # oracle: whatever the mask run was, this run is never labelled private
             reasons.append("oracle mask from non-private training")
     masks = {
         k: m.to(device) for k, m in magnitude_masks(source, sparsity=config.sparsity, scope=config.prune_scope).items()
@@ -547,9 +650,11 @@ def check_training_resources(config: TrainConfig) -> None:
     Memory (float32): parameters ×6 (weights, gradient, momentum, noise, clipped and unclipped sums),
     the per-sample gradients of one chunk (vmap / loop: min(256, B_max) × d; book-keeping: none), the
     activations of a Poisson batch B_max = B + 6√B + 10 and of an evaluation batch, the data on the
-    device, and the Hessian's Lanczos vectors (dense d × d float64 when d <= 300 or k >= d − 1).
+    device (train, validation, public and test splits), the Hessian's Lanczos vectors (dense d × d
+    float64 when d <= 300 or k >= d − 1) and the per-sample gradients of the layer diagnostics.
     Work: epochs × steps × B_max × d × 6 (per-sample forward and backward) × the spatial size for
-    convolutions, plus an evaluation of both splits per epoch and the Hessian products.
+    convolutions, plus an evaluation of the train, test and validation splits per epoch, the curve
+    points (evaluation, per-layer gradients) and the Hessian products.
     """
     from simulations.common.resources import array_bytes, check_memory, check_work
     from simulations.nn.data import dataset_shape
@@ -561,8 +666,9 @@ def check_training_resources(config: TrainConfig) -> None:
         raise ValueError(f"wrn depth must be 6n + 4 (10, 16, 22, ...), got {config.depth}")
     if config.model == "cnn" and config.depth < 1:
         raise ValueError(f"cnn depth must be >= 1, got {config.depth}")
-    n_tr = config.n_train or n_tr_default
     n_te = config.n_test or n_te_default
+    n_pool = (config.n_train or n_tr_default) + config.n_val + config.n_public  # every split of the pool
+    n_tr = config.n_public if config.train_split == "public" else (config.n_train or n_tr_default)
     features = math.prod(shape)
     d = float(parameter_count(config, shape, classes))
     spatial = float(math.prod(shape[1:])) if len(shape) > 1 else float(shape[0])
@@ -578,6 +684,10 @@ def check_training_resources(config: TrainConfig) -> None:
     b_max = config.batch_size + 6 * math.sqrt(config.batch_size) + 10
     materialised = config.model != "mlp" or config.grad_method in ("vmap", "loop")
     per_sample = array_bytes(min(256, b_max), d, itemsize=4) * 2 if materialised else 0.0
+    # layer diagnostics: per-sample gradients of the diagnostic examples (float32, masked copy, float64 squares)
+    layer_grads = (
+        array_bytes(min(config.diagnostic_samples, n_tr), d, itemsize=4) * 4 if config.layer_diagnostics else 0.0
+    )
     dense_hessian = config.hessian_k > 0 and (d <= 300 or config.hessian_k >= d - 1)
     hessian = array_bytes(d, d) * 2 if dense_hessian else array_bytes(config.hessian_k + 3, d) * 3
     hessian = hessian if config.hessian_k > 0 else 0.0
@@ -586,8 +696,9 @@ def check_training_resources(config: TrainConfig) -> None:
         + per_sample
         + array_bytes(b_max, acts, itemsize=4) * 4
         + array_bytes(min(config.eval_batch_size, max(n_tr, n_te)), acts, itemsize=4) * 2
-        + array_bytes(n_tr + n_te, features, itemsize=4)
+        + array_bytes(n_pool + n_te, features, itemsize=4)
         + hessian
+        + layer_grads
     )
     check_memory(
         "the training run",
@@ -595,7 +706,12 @@ def check_training_resources(config: TrainConfig) -> None:
         detail=f"d = {d:.3g} parameters, B = {config.batch_size}, {n_tr} + {n_te} examples × {features} features",
     )
     steps = float(config.epochs) * max(1.0, round(n_tr / config.batch_size))
-    ops = steps * b_max * flops_per_example * 6 + config.epochs * float(n_tr + n_te) * flops_per_example * 2
+    evaluated = float(n_tr + n_te + config.n_val)  # every epoch: the training, test and validation splits
+    ops = steps * b_max * flops_per_example * 6 + config.epochs * evaluated * flops_per_example * 2
+    points = float(len(config.curve_steps))
+    ops += points * min(config.curve_samples, n_te) * flops_per_example * 2
+    if config.layer_diagnostics:
+        ops += points * min(config.diagnostic_samples, n_tr) * flops_per_example * 6
     if config.hessian_k > 0:
         samples = min(config.hessian_samples, n_tr)
         ops += (config.epochs + 1) * (3.0 * config.hessian_k + 20) * samples * flops_per_example * 4
@@ -613,9 +729,16 @@ def make_setup(config: TrainConfig) -> Setup:
 
     device = _device(config.device)
     ds = load_dataset(
-        config.dataset, root=config.data_root, seed=config.data_seed, n_train=config.n_train, n_test=config.n_test
+        config.dataset,
+        root=config.data_root,
+        seed=config.data_seed,
+        n_train=config.n_train,
+        n_test=config.n_test,
+        n_val=config.n_val,
+        n_public=config.n_public,
     )
-    n = ds.n_train
+    x_train, y_train = (ds.x_public, ds.y_public) if config.train_split == "public" else (ds.x_train, ds.y_train)
+    n = int(x_train.shape[0])
     if config.batch_size > n:
         raise ValueError(
             f"batch_size must be <= the {n} training examples (sample rate q = B/n <= 1), got {config.batch_size}"
@@ -625,6 +748,12 @@ def make_setup(config: TrainConfig) -> Setup:
         raise ValueError(
             f"burst_step must be < the run's {spe * config.epochs} steps ({config.epochs} epochs × {spe}), "
             f"got {config.burst_step}"
+        )
+    late = [t for t in config.curve_steps if t > spe * config.epochs]
+    if late:
+        raise ValueError(
+            f"curve_steps entries must be <= the run's {spe * config.epochs} steps ({config.epochs} epochs × {spe}), "
+            f"got {late[0]}"
         )
     model = build_model(
         config.model,
@@ -638,10 +767,12 @@ def make_setup(config: TrainConfig) -> Setup:
     masks, prior, reasons = _masks(config, model, params, device)
     return Setup(
         device=device,
-        x_train=ds.x_train.to(device),
-        y_train=ds.y_train.to(device),
+        x_train=x_train.to(device),
+        y_train=y_train.to(device),
         x_test=ds.x_test.to(device),
         y_test=ds.y_test.to(device),
+        x_val=None if not config.n_val else ds.x_val.to(device),
+        y_val=None if not config.n_val else ds.y_val.to(device),
         steps_per_epoch=spe,
         sample_rate=config.batch_size / n,
         total_steps=spe * config.epochs,
@@ -657,11 +788,13 @@ def _noise_multiplier(config: TrainConfig, setup: Setup) -> float:
     """σ: calibrated to ``target_epsilon`` (RDP, conservative, composed with a private mask) or given."""
     if config.target_epsilon is None:
         return config.sigma_given
+    dp_epochs = config.dpsgd_epochs
+    steps = setup.total_steps if (dp_epochs == 0 or config.switch_epoch is None) else dp_epochs * setup.steps_per_epoch
     return noise_multiplier_for_epsilon(
         target_epsilon=config.target_epsilon,
         delta=config.delta,
         sample_rate=setup.sample_rate,
-        steps=setup.total_steps,
+        steps=steps,
         accountant="rdp",
         prior_mechanisms=setup.prior,
     )
@@ -729,6 +862,7 @@ def _save_checkpoint(config: TrainConfig, setup: Setup, state: State, path: Path
             "dpsgd_steps": state.dpsgd_steps,
             "other_steps": _plain(state.other_steps),
             "sigma": float(state.sigma),
+            "curve": _plain(state.curve),
             "masks": None if setup.masks is None else {k: v.cpu() for k, v in setup.masks.items()},
         },
         path,
@@ -833,6 +967,10 @@ def _load_checkpoint(config: TrainConfig, setup: Setup, state: State, path: Path
     state.history, state.step_log = history, step_log
     state.epoch, state.global_step = done, counts[0]
     state.dpsgd_steps, state.other_steps, state.sigma = counts[1], saved["other_steps"], sigma
+    curve = saved.get("curve", {})
+    if not isinstance(curve, dict) or not all(isinstance(v, list) for v in curve.values()):
+        raise _bad_checkpoint(path, "holds malformed step-resolution curves")
+    state.curve = curve
     if setup.masks is not None:
         setup.masks = {k: v.to(setup.device) for k, v in masks.items()}
 
@@ -874,6 +1012,8 @@ def _record(
         "epsilon_rdp": eps["rdp"],
         "seconds": seconds,
     }
+    if setup.x_val is not None:
+        rec["val_loss"], rec["val_acc"] = _evaluate(setup.model, setup.x_val, setup.y_val, config.eval_batch_size)
     rec.update(average_diagnostics(diag))
     bias = extra.pop("_bias", None)
     rec.update(extra)
@@ -899,6 +1039,8 @@ def _step(
     lr = _lr_at(config, epoch, state.global_step, setup.total_steps)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
+    if state.global_step in config.curve_steps:
+        _curve_point(config, setup, state, clip, nu)
     if config.burst_step is not None and state.global_step == config.burst_step and config.burst_scale > 0:
         extra["burst_norm"] = _burst(setup.model, setup.masks, config.burst_scale, state.generators["burst"])
     idx = poisson_batch(n=setup.n_train, sample_rate=setup.sample_rate, generator=state.generators["sampler"])
@@ -956,7 +1098,33 @@ def train_epoch(config: TrainConfig, setup: Setup, state: State, epoch: int) -> 
     for _ in range(setup.steps_per_epoch):
         lr = _step(config, setup, state, mode, clip, nu, epoch, diag, extra)
     state.optimizer.zero_grad(set_to_none=True)
+    if epoch + 1 == config.epochs and setup.total_steps in config.curve_steps:
+        _curve_point(config, setup, state, clip, nu)
     return _record(config, setup, state, epoch + 1, mode.value, lr, diag, extra, time.perf_counter() - t0)
+
+
+def _curve_point(config: TrainConfig, setup: Setup, state: State, clip: float, nu: float) -> None:
+    """Record the test loss/accuracy on the curve subsample (and per-layer diagnostics) now."""
+    if state.curve.get("step") and state.curve["step"][-1] == state.global_step:
+        return  # already recorded after the last step of the run this one extends (resume)
+    m = min(config.curve_samples, int(setup.x_test.shape[0]))
+    loss, acc = _evaluate(setup.model, setup.x_test[:m], setup.y_test[:m], config.eval_batch_size)
+    for key, value in (("step", state.global_step), ("test_loss", loss), ("test_acc", acc)):
+        state.curve.setdefault(key, []).append(value)
+    if config.layer_diagnostics:
+        from simulations.nn.diagnostics import layer_diagnostics
+
+        k = min(config.diagnostic_samples, setup.n_train)
+        rec = layer_diagnostics(
+            setup.model,
+            setup.x_train[:k],
+            setup.y_train[:k],
+            clip_norm=config.clip_norm if math.isinf(clip) else clip,
+            noise_std=nu,
+            expected_batch_size=config.batch_size,
+            masks=setup.masks,
+        )
+        state.curve.setdefault("layers", []).append({"step": state.global_step, **rec})
 
 
 def _result(config: TrainConfig, setup: Setup, state: State) -> dict:
@@ -968,11 +1136,14 @@ def _result(config: TrainConfig, setup: Setup, state: State) -> dict:
     if state.sigma == 0 and state.dpsgd_steps > 0:
         reasons.append("noise_multiplier = 0")
     label = "private" if not reasons else "not private: " + "; ".join(reasons)
+    if config.train_split == "public" and not setup.reasons:
+        label = PUBLIC_LABEL + ("" if not reasons else " [" + "; ".join(reasons) + "]")
     masks, params = setup.masks, setup.params
     kept = int(sum(int(masks[k].sum()) if masks is not None else p.numel() for k, p in params.items()))
     return {
         "history": state.history,
         "steps": state.step_log,
+        "curve": state.curve,
         "privacy": {
             "label": label,
             "private": not reasons,
