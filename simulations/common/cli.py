@@ -160,9 +160,7 @@ def build_parser(
         default = (
             f.default
             if f.default is not dataclasses.MISSING
-            else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-            )
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
         if f.name in overrides:
             default = overrides[f.name]

@@ -294,7 +294,7 @@ def write_results(
     write_json(folder / "config.json", config)
     write_json(folder / "metrics.json", metrics)
     if arrays:
-        np.savez_compressed(folder / "metrics.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+        np.savez_compressed(folder / "metrics.npz", allow_pickle=False, **{k: np.asarray(v) for k, v in arrays.items()})
     write_json(folder / "env.json", environment())
 
 
