@@ -93,16 +93,27 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
         raise ValueError(f"{name} must be an integer, got {value!r}")
     try:
         f = float(value)
-    except (TypeError, ValueError, OverflowError):
+    except OverflowError:  # an integer beyond float range
+        raise ValueError(f"{name} must be a moderate integer, got {_shown(value)}") from None
+    except (TypeError, ValueError):
         raise ValueError(f"{name} must be an integer, got {value!r}") from None
     if not math.isfinite(f) or f != int(f):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     v = int(f) if not isinstance(value, (int, np.integer)) else int(value)
     if minimum is not None and v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be >= {minimum}, got {_shown(value)}")
     if maximum is not None and v > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
+        raise ValueError(f"{name} must be <= {maximum}, got {_shown(value)}")
     return v
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, but a huge integer as ``1e+300`` (its 301 digits would not fit one line)."""
+    if isinstance(value, (int, np.integer)) and abs(int(value)) >= 10**16:
+        return (
+            f"{float(value):.3g}" if abs(int(value)) < 10**308 else f"an integer of {len(str(abs(int(value))))} digits"
+        )
+    return repr(value)
 
 
 def check_choice(name: str, value: Any, allowed: Any) -> Any:

@@ -38,7 +38,9 @@ written into (not the current folder, not a file, not a dangling link) — and a
 on stderr with exit status 2. Each stage's printed tables go to ``<out>/<stage>.log``; the terminal
 gets one status line per stage, and the accountant's absl log and Python warnings are collected into
 one line each (``simulations.common.cli.collected_diagnostics``). ``--out`` defaults to
-``results/nn/gpu``.
+``results/nn/gpu``. Each stage checks its values and its memory before its first run, like the
+command it comes from (``simulations.net_common.check_sweep``); its work is bounded by the time
+budget instead of the work limit (:data:`STAGE_WORK`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ from simulations.common.results import check_output_dir, write_json_atomic
 STAGES = ("ablate", "prune", "switch", "width", "epsilon", "ablate-mnist5k", "prune-mnist5k", "wrn", "validate")
 SMALL_STAGES = ("ablate", "prune", "switch", "width", "epsilon", "validate")
 PROG = "python -m simulations.gpu_validate"
+# a stage's planned work is bounded by the time budget, not by the CPU-sized default work limit (a
+# full stage plans ~1e15 operations: minutes on a GPU, days on one core); the memory limit still holds
+STAGE_WORK = 1e18
 
 
 class TimeUp(Exception):
@@ -272,9 +277,11 @@ def run_stage(module: Any, config: Any, *, deadline: float) -> tuple[str, dict]:
     A cut stage leaves no result folder (the experiments write theirs atomically); its completed
     runs are written to ``<config.out>.partial.json`` instead.
     """
+    from simulations.common.resources import limits
+
     done: list[dict] = []
     try:
-        with time_guard(deadline, done):
+        with time_guard(deadline, done), limits(work=STAGE_WORK):
             module.run(config)
     except TimeUp:
         partial = Path(str(config.out) + ".partial.json")

@@ -27,8 +27,9 @@ stderr, an address-space limit, a kill after the time limit) — in-process spee
 process with the test. A few cases also run as real ``python -m`` subprocesses, to catch what only
 the interpreter prints. Examples per command: ``DPBASIN_FUZZ_EXAMPLES`` (default 6; 2 for the network
 sweeps); ``DPBASIN_FUZZ_SEED`` makes hypothesis draw a different (seeded) sample than CI's fixed one;
-``DPBASIN_FUZZ_REPORT=path.json`` writes every case and its outcome. Commands in :data:`PENDING`
-(being rewritten elsewhere) report their failures as an expected failure instead of failing CI.
+``DPBASIN_FUZZ_REPORT=path.json`` writes every case and its outcome. The network sweeps (tens of
+tiny training runs per valid case) get fewer random draws; each also has a valid tiny run and
+nonsense values of its own flags among the issue cases (:data:`ISSUE_CASES`).
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 COMMANDS = {c.prog: c for c in commands()}
 NN = "python -m simulations.nn"
-# network sweeps being rewritten on another branch: their failures are reported (xfail), not fatal
-PENDING = {f"{NN} {name}" for name in ("switch", "ablate", "width", "prune", "validate")}
+# the network sweeps: each valid case trains tens of tiny networks (a few seconds): fewer random draws
+SWEEPS = {f"{NN} {name}" for name in ("switch", "ablate", "width", "prune", "epsilon", "validate")}
 EXAMPLES = int(os.environ.get("DPBASIN_FUZZ_EXAMPLES", "6"))
 SEED = os.environ.get("DPBASIN_FUZZ_SEED")
 REPORT = os.environ.get("DPBASIN_FUZZ_REPORT")
@@ -80,11 +81,17 @@ NET_TINY = {
     "batch_size": "6",
     "width": "4",
     "depth": "1",
-    "seeds": "0",
+    "seeds": "0,1",
     "quiet": True,
     "out": "out",
     "accountants": "rdp",
+    # the sweeps' tuning: a two-point lr grid on a small validation split, one tuning seed
+    "n_val": "12",
+    "tune_seeds": "1000",
+    "lr_grid": "0.05,0.2",
+    "grid_extend": "0",
 }
+PUBLIC_TINY = {"n_public": "12", "public_epochs": "1", "public_batch_size": "6"}
 TINY = {
     "python -m simulations.basin_dim": {
         **SYNTHETIC_TINY,
@@ -117,8 +124,9 @@ TINY = {
     f"{NN} switch": {**NET_TINY, "switch_epochs": "1"},
     f"{NN} ablate": {**NET_TINY, "burst_epoch": "1", "burst_scale": "0.5"},
     f"{NN} width": {**NET_TINY, "widths": "2,4"},
-    f"{NN} prune": {**NET_TINY, "sparsities": "0,0.5", "mask_sources": "init"},
-    f"{NN} validate": {**NET_TINY, "widths": "2", "sparsities": "0.5", "hessian_k": "1", "measure_samples": "20"},
+    f"{NN} prune": {**NET_TINY, **PUBLIC_TINY, "sparsities": "0.5", "mask_sources": "random,public,oracle"},
+    f"{NN} epsilon": {**NET_TINY, **PUBLIC_TINY, "epsilons": "2,8", "sparsity": "0.5"},
+    f"{NN} validate": {**NET_TINY, "widths": "2,4", "sparsities": "0.5", "hessian_k": "1", "measure_samples": "20"},
 }
 
 # ------------------------------------------------------------------------------------------------
@@ -589,7 +597,7 @@ def strategy(prog: str) -> st.SearchStrategy[list[str]]:
 
 
 def examples(prog: str) -> int:
-    return max(2, EXAMPLES // 3) if prog in PENDING else EXAMPLES
+    return max(2, EXAMPLES // 3) if prog in SWEEPS else EXAMPLES
 
 
 def settle(prog: str, outcomes: list[tuple[list[str], str]]) -> None:
@@ -598,10 +606,7 @@ def settle(prog: str, outcomes: list[tuple[list[str], str]]) -> None:
         return
     kinds = sorted({k for _, k in bad})
     lines = "\n".join(f"  {kind}: {prog} {' '.join(map(repr, argv))}" for argv, kind in bad[:20])
-    message = f"{len(bad)} of {len(outcomes)} cases failed ({', '.join(kinds)}):\n{lines}"
-    if prog in PENDING:
-        pytest.xfail(f"pending rewrite of {prog}: {message}")
-    pytest.fail(message)
+    pytest.fail(f"{len(bad)} of {len(outcomes)} cases failed ({', '.join(kinds)}):\n{lines}")
 
 
 @pytest.mark.parametrize("prog", sorted(COMMANDS))
@@ -637,7 +642,35 @@ SB = {
     n: base_argv(f"python -m simulations.{n}", config_class(f"simulations.{n}"))
     for n in ("basin_dim", "recovery", "prune", "switch")
 }
+NB = {
+    n: base_argv(f"{NN} {n}", config_class(COMMANDS[f"{NN} {n}"].config_module))
+    for n in sorted(s.split()[-1] for s in SWEEPS)
+}
+SWEEP_CASES = [
+    # every sweep at its tiny valid base: it runs (tuning included) and writes finite metrics
+    *((f"{NN} {n}", NB[n], "ran") for n in sorted(NB)),
+    # nonsense in a sweep's own flags, or values its runs cannot take: refused before anything is written
+    (f"{NN} width", [*NB["width"], "--widths", "2,1e12"], "refused"),
+    (f"{NN} ablate", [*NB["ablate"], "--lr-grid", "0.1,1e300"], "refused"),
+    (f"{NN} ablate", [*NB["ablate"], "--burst-scale", "1e300"], "refused"),
+    (f"{NN} ablate", [*NB["ablate"], "--lr-grid", "3e5,1e6"], "refused"),  # normalised arm: lr = 1e6 / 1e-4
+    (f"{NN} width", [*NB["width"], "--lr-grid", "1e4,1e5"], "refused"),  # every grid point diverges
+    (f"{NN} width", [*NB["width"], "--lr-grid", "0.05,1e5"], "ran"),  # a diverging candidate is only not chosen
+    (f"{NN} prune", [*NB["prune"], "--public-epochs", "1e12"], "refused"),
+    (f"{NN} prune", [*NB["prune"], "--sparsities", "1"], "refused"),
+    (f"{NN} epsilon", [*NB["epsilon"], "--epsilons", "2,1e300"], "refused"),
+    (f"{NN} epsilon", [*NB["epsilon"], "--public-batch-size", "1000"], "refused"),
+    (f"{NN} switch", [*NB["switch"], "--switch-epochs", "2"], "refused"),
+    (f"{NN} switch", [*NB["switch"], "--curve-points", "1e12"], "refused"),
+    (f"{NN} validate", [*NB["validate"], "--hessian-k", "1e12"], "refused"),
+    (f"{NN} validate", [*NB["validate"], "--seeds", "1e30"], "refused"),
+    # tuning: a grid needs a validation split, tuning seeds must differ from the evaluation seeds
+    (f"{NN} width", [*NB["width"], "--n-val", "0"], "refused"),
+    (f"{NN} width", [*NB["width"], "--tune-seeds", "0"], "refused"),
+    (f"{NN} switch", [*NB["switch"], "--out", "notresult"], "refused"),
+]
 ISSUE_CASES = [
+    *SWEEP_CASES,
     (T, [*TB, "--dataset", "cifar10", "--data-root", "data_payload"], "refused"),
     (T, [*TB, "--dataset", "cifar10", "--data-root", "data_nan"], "refused"),
     (T, [*TB, "--dataset", "cifar10", "--data-root", "data_none"], "refused"),

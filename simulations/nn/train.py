@@ -643,9 +643,30 @@ def parameter_count(config: TrainConfig, input_shape: tuple[int, ...], num_class
     return a + (config.depth - low) * (b - a)
 
 
+@dataclass(frozen=True)
+class TrainingCost:
+    """Estimated peak memory (bytes) and work (operations) of one run, with what they are made of."""
+
+    memory: float
+    work: float
+    memory_detail: str
+    work_detail: str
+
+
 def check_training_resources(config: TrainConfig) -> None:
     """Refuse a run whose arrays exceed the memory limit or whose steps exceed the work limit, before
     anything is loaded (``simulations.common.resources``; the data's own check is in ``load_dataset``).
+    The estimate is :func:`training_cost`."""
+    from simulations.common.resources import check_memory, check_work
+
+    cost = training_cost(config)
+    check_memory("the training run", cost.memory, detail=cost.memory_detail)
+    check_work("the training run", cost.work, detail=cost.work_detail)
+
+
+def training_cost(config: TrainConfig) -> TrainingCost:
+    """The memory and work estimate of ``config`` from its fields alone (nothing is loaded or built);
+    ``ValueError`` for a model the dataset's shape cannot take.
 
     Memory (float32): parameters ×6 (weights, gradient, momentum, noise, clipped and unclipped sums),
     the per-sample gradients of one chunk (vmap / loop: min(256, B_max) × d; book-keeping: none), the
@@ -656,7 +677,7 @@ def check_training_resources(config: TrainConfig) -> None:
     convolutions, plus an evaluation of the train, test and validation splits per epoch, the curve
     points (evaluation, per-layer gradients) and the Hessian products.
     """
-    from simulations.common.resources import array_bytes, check_memory, check_work
+    from simulations.common.resources import array_bytes
     from simulations.nn.data import dataset_shape
 
     shape, classes, n_tr_default, n_te_default = dataset_shape(config.dataset)
@@ -700,11 +721,6 @@ def check_training_resources(config: TrainConfig) -> None:
         + hessian
         + layer_grads
     )
-    check_memory(
-        "the training run",
-        total,
-        detail=f"d = {d:.3g} parameters, B = {config.batch_size}, {n_tr} + {n_te} examples × {features} features",
-    )
     steps = float(config.epochs) * max(1.0, round(n_tr / config.batch_size))
     evaluated = float(n_tr + n_te + config.n_val)  # every epoch: the training, test and validation splits
     ops = steps * b_max * flops_per_example * 6 + config.epochs * evaluated * flops_per_example * 2
@@ -715,10 +731,11 @@ def check_training_resources(config: TrainConfig) -> None:
     if config.hessian_k > 0:
         samples = min(config.hessian_samples, n_tr)
         ops += (config.epochs + 1) * (3.0 * config.hessian_k + 20) * samples * flops_per_example * 4
-    check_work(
-        "the training run",
-        ops,
-        detail=f"{steps:g} steps × batch {config.batch_size} × d {d:.3g}",
+    return TrainingCost(
+        memory=total,
+        work=ops,
+        memory_detail=f"d = {d:.3g} parameters, B = {config.batch_size}, {n_tr} + {n_te} examples × {features} features",
+        work_detail=f"{steps:g} steps × batch {config.batch_size} × d {d:.3g}",
     )
 
 
