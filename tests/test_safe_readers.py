@@ -1,6 +1,6 @@
-"""Untrusted files never execute and never crash a reader: a pickle payload in a CIFAR-10 batch, in a
-checkpoint given to --resume and in a mask run's model.pt never runs, and every malformed file is one
-ValueError naming the file and what is wrong."""
+"""Untrusted files never execute and never crash a reader: a pickle payload in a CIFAR-10 batch, in the
+mnist1d cache, in a checkpoint given to --resume and in a mask run's model.pt never runs, and every
+malformed file is one ValueError naming the file and what is wrong (a damaged cache is regenerated)."""
 
 from __future__ import annotations
 
@@ -275,3 +275,31 @@ def test_read_json_names_the_file(tmp_path):
     p.write_text("[]")
     with pytest.raises(ValueError, match="JSON list, expected a dict"):
         read_json(p, expect=dict)
+
+
+@pytest.mark.parametrize("kind", ["object-array", "garbage", "wrong-shape"])
+def test_mnist1d_cache_payload_never_runs_and_is_regenerated(tmp_path, monkeypatch, kind):
+    # the mnist1d disk cache ($DPBASIN_CACHE) is a data folder too: it is read with allow_pickle=False
+    from simulations.nn import data
+
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    path = data.mnist1d_cache_path(5, 10_000)
+    path.parent.mkdir(parents=True)
+    marker = tmp_path / "PWNED"
+    if kind == "object-array":
+        np.savez(path, x=np.array([Payload(marker)], dtype=object), y=np.arange(3))
+    elif kind == "garbage":
+        path.write_bytes(b"PK\x03\x04" + os.urandom(200))
+    else:
+        np.savez(path, x=np.zeros((3, 40)), y=np.zeros(3, dtype=np.int64))
+    fresh = (np.ones((10_000, 40)), np.arange(10_000) % 10)
+    monkeypatch.setattr(data, "_mnist1d_generate", lambda seed, total: fresh)
+    data._mnist1d_raw.cache_clear()
+    try:
+        x, y = data._mnist1d_raw(5, 10_000)
+    finally:
+        data._mnist1d_raw.cache_clear()
+    assert not marker.exists()
+    assert x is fresh[0] and y is fresh[1]  # regenerated, not read
+    with np.load(path, allow_pickle=False) as saved:  # and the cache file replaced by a clean one
+        assert np.array_equal(saved["x"], fresh[0])

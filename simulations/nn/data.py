@@ -74,6 +74,7 @@ import os
 import pickle
 import random
 import struct
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -411,7 +412,7 @@ def _mnist1d_raw(seed: int, total: int) -> tuple[np.ndarray, np.ndarray]:
                 x.setflags(write=False)
                 y.setflags(write=False)
                 return x, y
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache file is regenerated below
     x, y = _mnist1d_generate(seed, total)
     if cache is not None:
