@@ -776,3 +776,17 @@ def test_every_command_accepts_no_arguments(prog, tmp_path, monkeypatch, capsys)
     defaults = {"out": "results/nn/train"} if prog.endswith(" train") else None
     config = parse_config(config_class(command.config_module), [], defaults=defaults)
     assert config is not None
+    from simulations.net_common import NetExperiment, check_sweep
+    from simulations.nn.train import TrainConfig, check_training_resources
+
+    if isinstance(config, NetExperiment):  # its defaults fit the default limits (checked as its run() does)
+        check_sweep(config, config.planned_runs())
+    elif isinstance(config, TrainConfig):
+        check_training_resources(config)
+
+
+@pytest.mark.parametrize("prog", sorted(COMMANDS))
+def test_every_command_has_help(prog, world):
+    """``--help`` prints the command's usage on stdout and exits 0, writing nothing."""
+    outcome = run_case(world, prog, ["--help"])
+    assert outcome == "help", f"{outcome}: {prog} --help\n{world['cases'][-1]['stderr']}"

@@ -156,7 +156,7 @@ def build_parser(
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
-        helptext = f.metadata.get("help", "")
+        helptext = str(f.metadata.get("help", "")).replace("%", "%%")  # argparse expands %-formats
         default = (
             f.default
             if f.default is not dataclasses.MISSING
