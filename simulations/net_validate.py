@@ -35,7 +35,7 @@ Example (the defaults; 20 runs + 10 measurements, ~7 minutes on 2 shared CPU cor
     256    0.90      8356   0.0529  3.32      5.6    1.00/0.91            0.000 ± 0.000  0.243 ± 0.017
       Spearman (excess, point means): rho = +0.70 (p = 0.19, n = 5)
       Spearman (excess, all runs): rho = +0.67 (p = 0.033, n = 10)
-      Spearman (clip fraction): rho = +nan (p = nan, n = 5)
+      Spearman (clip fraction): undefined (constant values or too few points), n = 5
       predicted / measured excess: 0.000798 … 0.00156
 
 Reading it: the predictions agree with the saturated closed form r η C s √d σ²/(4B²)
@@ -370,7 +370,10 @@ def report(config: ValidateConfig, metrics: dict) -> None:
         ("spearman_clip_fraction", "clip fraction"),
     ):
         r = metrics[key]
-        print(f"  Spearman ({label}): rho = {r['rho']:+.2f} (p = {r['p_value']:.2g}, n = {r['n']})")
+        if math.isfinite(r["rho"]):
+            print(f"  Spearman ({label}): rho = {r['rho']:+.2f} (p = {r['p_value']:.2g}, n = {r['n']})")
+        else:  # constant values (e.g. every clip fraction 1.0) have no rank correlation
+            print(f"  Spearman ({label}): undefined (constant values or too few points), n = {r['n']}")
     r = metrics["predicted_over_measured"]
     print(f"  predicted / measured excess: {r['min']:.3g} … {r['max']:.3g}")
 

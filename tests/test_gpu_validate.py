@@ -9,26 +9,28 @@ from simulations import gpu_validate
 
 
 def test_small_run_writes_results_and_manifest(tmp_path, capsys):
+    # the smoke test of every small stage: each writes its folder and a log without a single "nan"
     out = tmp_path / "gpu"
-    rc = gpu_validate.main(["--out", str(out), "--small", "--stages", "ablate,switch"])
+    rc = gpu_validate.main(["--out", str(out), "--small"])
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["device"] == "cpu" and manifest["small"] is True
-    assert [s["stage"] for s in manifest["stages"]] == ["ablate", "switch"]
+    stages = list(gpu_validate.SMALL_STAGES)
+    assert [s["stage"] for s in manifest["stages"]] == stages
     assert all(s["status"] == "done" for s in manifest["stages"]), manifest
-    for stage in ("ablate", "switch"):
+    for stage in stages:
         metrics = json.loads((out / stage / "metrics.json").read_text())
-        assert "claim" in metrics
         assert (out / stage / "config.json").is_file()
+        if stage != "validate":  # the claim experiments; validate compares theory and measurement
+            assert "claim" in metrics
     captured = capsys.readouterr()
     # each stage's tables go to its log; the terminal gets one status line per stage, no absl spam
     assert "claim 2" in (out / "ablate.log").read_text() and "claim 2" not in captured.out
-    assert [line.split(":")[1].strip() for line in captured.err.splitlines() if line.startswith("gpu_validate:")] == [
-        "ablate",
-        "switch",
-    ]
+    assert [
+        line.split(":")[1].strip() for line in captured.err.splitlines() if line.startswith("gpu_validate:")
+    ] == stages
     assert "WARNING" not in captured.err
-    for stage in ("ablate", "switch"):  # two seeds and a visible burst: every mean ± SE is a number
+    for stage in stages:  # a mean ± SE, a CI or a p-value that is undefined is said so, never printed as nan
         assert not re.search(r"\bnan\b", (out / f"{stage}.log").read_text()), stage
 
 
