@@ -20,7 +20,8 @@ The contract checked for every case:
   time-out, or the code of a pickle payload planted in a data folder, a result folder or a
   checkpoint running (it would create the file ``PWNED``).
 
-Only ``gpu_validate`` may exit 1, and only with its one line "no stage completed within the ... budget".
+Only ``gpu_validate`` may exit 1, and only with its one line "no stage completed within the ... budget",
+and ``paper.claims_doc --check`` (the markdown differs from its records; nothing written).
 
 Each case runs in a child forked from ``tests/fuzz_server.py`` (its own working folder, its own
 stderr, an address-space limit, a kill after the time limit) — in-process speed without sharing a
@@ -278,6 +279,7 @@ PAPER_FOLDERS = [
     "nowhere",
     "",
 ]
+CLAIM_FOLDERS = ["claim_valid", "claim_badverdict", "nn_bad", "res_badjson", "res_list", "afile", "nowhere"]
 NN_FOLDERS = ["nn_valid", "nn_bad", "nn_list", "res_empty", "res_nonutf8", "afile", "nowhere", "res_valid"]
 HAND_WRITTEN = {
     NN: st.sampled_from([[], ["-h"], ["--help"], ["bogus"], ["TRAIN"], [""], ["train", "--bogus"], ["--version"]]),
@@ -298,6 +300,36 @@ HAND_WRITTEN = {
     ).map(lambda t: [*t[0], *t[1]]),
     "python -m paper.nn_figures": st.lists(st.sampled_from(NN_FOLDERS), min_size=0, max_size=2)
     | st.sampled_from([["-h"], ["--help"], ["--bogus"]]),
+    # every draw holds a refusal or --list: a valid study would run every experiment (minutes)
+    "python -m simulations.study": st.sampled_from(
+        [
+            ["--list"],
+            ["--quick", "--list"],
+            ["--only", "bogus"],
+            ["--only", "1,bogus", "--quick"],
+            ["--workers", "-1", "--only", "1"],
+            ["--workers", "x"],
+            ["--threads", "-2", "--only", "1"],
+            ["--scheduler", "nowhere", "--only", "1"],
+            ["--results", "afile", "--only", "1", "--quick"],
+            ["--results", "", "--only", "1"],
+            ["--results", "dangling", "--only", "1"],
+            ["--results", ".", "--only", "1"],
+            ["--bogus"],
+        ]
+    ),
+    "python -m paper.claims_doc": st.tuples(
+        st.lists(st.sampled_from(CLAIM_FOLDERS), min_size=0, max_size=2),
+        st.sampled_from([["--json", p] for p in ("v.json", "afile", "", ".", "nowhere/v.json", "res_valid")] + [[]]),
+        st.sampled_from(
+            [
+                ["--markdown", p]
+                for p in ("doc.md", "docstat.md", "docbadstat.md", "nomarkers.md", "nowhere.md", "res_valid", "")
+            ]
+            + [[]]
+        ),
+        st.sampled_from([[], ["--check"], ["--bogus"]]),
+    ).map(lambda t: [x for part in t for x in part]),
     "python -m proofs": st.sampled_from(
         [["--help"], ["-h"], ["--list"], ["bogus"], ["clip_symmetric_descent"], ["--traceback", "nope"], ["--bogus"]]
     ),
@@ -413,6 +445,34 @@ def build_fixtures(root: Path, result_folder: Path) -> None:
     (root / "nn_list").mkdir()
     (root / "nn_list" / "config.json").write_text("{}")
     (root / "nn_list" / "metrics.json").write_text(json.dumps({"claim": "3", "per_width": "not a list"}))
+    # claim result folders and markdown files for paper.claims_doc
+    record = {
+        "claim": "2",
+        "statement": "a > b",
+        "task": "tiny",
+        "key": "k",
+        "test": "paired t (two-sided), df = 1",
+        "estimate": 0.1,
+        "ci95": [0.05, 0.15],
+        "p_value": 0.01,
+        "adjustment": "holm",
+        "alpha": 0.05,
+        "n_seeds": 2,
+        "held": True,
+        "direction": "greater",
+        "unit": "points",
+        "scale": 100.0,
+    }
+    (root / "claim_valid").mkdir()
+    (root / "claim_valid" / "metrics.json").write_text(json.dumps({"claim": "2", "verdicts": [record]}))
+    (root / "claim_badverdict").mkdir()
+    (root / "claim_badverdict" / "metrics.json").write_text(json.dumps({"claim": "2", "verdicts": [{"claim": 2}, 5]}))
+    block = "<!-- verdicts:begin -->\n<!-- verdicts:end -->\n"
+    (root / "doc.md").write_text("# claims\n" + block)
+    stat_marker = "<!--s:claim_valid:verdicts.0.{}:100:points-->x<!--/s-->\n"
+    (root / "docstat.md").write_text("# claims\n" + block + stat_marker.format("estimate"))
+    (root / "docbadstat.md").write_text("# claims\n" + block + stat_marker.format("ci95.7"))
+    (root / "nomarkers.md").write_text("# no markers here\n")
     os.chmod(root / "ro", 0o555)
 
 
@@ -529,6 +589,8 @@ def judge(prog: str, argv: list[str], result: dict, cwd: Path, before: dict) -> 
         return "ran"
     if rc == 1 and prog.endswith("gpu_validate") and terminal_lines(err)[-1:] and "no stage completed" in err:
         return "ran"  # its documented status when the time budget allows no stage to finish
+    if rc == 1 and prog.endswith("claims_doc") and "--check" in argv and "differs" in result["stdout"]:
+        return "half-written" if new or any(after.get(k) != v for k, v in before.items() if k in after) else "ran"
     return f"exit-{rc}"
 
 
@@ -721,6 +783,16 @@ ISSUE_CASES = [
     ("python -m paper", ["res_null"], "refused"),
     ("python -m paper", ["res_nonutf8"], "refused"),
     (NN, [], "refused"),
+    ("python -m paper.claims_doc", ["claim_valid", "--json", "v.json", "--markdown", "docstat.md"], "ran"),
+    ("python -m paper.claims_doc", ["claim_valid", "--json", "v.json", "--markdown", "docbadstat.md"], "refused"),
+    ("python -m paper.claims_doc", ["claim_valid", "--json", "v.json", "--markdown", "nomarkers.md"], "refused"),
+    ("python -m paper.claims_doc", ["claim_badverdict", "--json", "v.json", "--markdown", "doc.md"], "refused"),
+    ("python -m paper.claims_doc", ["claim_valid", "--json", ".", "--markdown", "doc.md"], "refused"),
+    ("python -m paper.claims_doc", ["--json", "v.json", "--markdown", "doc.md", "--check"], "refused"),
+    ("python -m paper.claims_doc", [], "refused"),
+    ("python -m simulations.study", ["--results", "afile", "--only", "1"], "refused"),
+    ("python -m simulations.study", ["--results", "dangling", "--only", "1"], "refused"),
+    ("python -m simulations.study", ["--list"], "help"),
 ]
 
 
@@ -790,3 +862,23 @@ def test_every_command_has_help(prog, world):
     """``--help`` prints the command's usage on stdout and exits 0, writing nothing."""
     outcome = run_case(world, prog, ["--help"])
     assert outcome == "help", f"{outcome}: {prog} --help\n{world['cases'][-1]['stderr']}"
+
+
+NOT_COMMANDS = {
+    # modules with a __main__ block that are not command lines
+    "proofs.reduced_engine": "one proof's self-check, takes no arguments (python -m proofs runs every proof)",
+}
+
+
+def test_every_main_module_is_a_registered_command():
+    """A module that can be run with ``python -m`` is in the registry (and so is fuzzed), or is listed
+    in :data:`NOT_COMMANDS` with the reason."""
+    registered = {c.module for c in COMMANDS.values()} | {c.config_module for c in COMMANDS.values()}
+    found = set()
+    for package in ("simulations", "paper", "proofs", "dptheory"):
+        for path in (ROOT / package).rglob("*.py"):
+            if 'if __name__ == "__main__":' in path.read_text():
+                found.add(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    missing = sorted(found - registered - set(NOT_COMMANDS))
+    assert not missing, f"command modules missing from simulations.commands: {missing}"
+    assert not set(NOT_COMMANDS) - found  # no stale exclusion
