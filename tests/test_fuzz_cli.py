@@ -26,11 +26,12 @@ and ``paper.claims_doc --check`` (the markdown differs from its records; nothing
 Each case runs in a child forked from ``tests/fuzz_server.py`` (its own working folder, its own
 stderr, an address-space limit, a kill after the time limit) — in-process speed without sharing a
 process with the test. A few cases also run as real ``python -m`` subprocesses, to catch what only
-the interpreter prints. Examples per command: ``DPBASIN_FUZZ_EXAMPLES`` (default 6; 2 for the network
-sweeps); ``DPBASIN_FUZZ_SEED`` makes hypothesis draw a different (seeded) sample than CI's fixed one;
-``DPBASIN_FUZZ_REPORT=path.json`` writes every case and its outcome. The network sweeps (tens of
-tiny training runs per valid case) get fewer random draws; each also has a valid tiny run and
-nonsense values of its own flags among the issue cases (:data:`ISSUE_CASES`).
+the interpreter prints. Examples per command: ``DPBASIN_FUZZ_EXAMPLES`` (default 6; a quarter of it,
+at least 1, for the network sweeps, whose valid cases train tens of tiny networks each);
+``DPBASIN_FUZZ_SEED`` makes hypothesis draw a different (seeded) sample than CI's fixed one;
+``DPBASIN_FUZZ_REPORT=path.json`` writes every case and its outcome. Each network sweep also has a
+valid tiny run and nonsense values of its own flags among the issue cases (:data:`ISSUE_CASES`);
+every command has a ``--help`` case and the registry is checked to hold every ``__main__`` module.
 """
 
 from __future__ import annotations
@@ -659,7 +660,7 @@ def strategy(prog: str) -> st.SearchStrategy[list[str]]:
 
 
 def examples(prog: str) -> int:
-    return max(2, EXAMPLES // 3) if prog in SWEEPS else EXAMPLES
+    return max(1, EXAMPLES // 4) if prog in SWEEPS else EXAMPLES
 
 
 def settle(prog: str, outcomes: list[tuple[list[str], str]]) -> None:
@@ -717,7 +718,6 @@ SWEEP_CASES = [
     (f"{NN} ablate", [*NB["ablate"], "--burst-scale", "1e300"], "refused"),
     (f"{NN} ablate", [*NB["ablate"], "--lr-grid", "3e5,1e6"], "refused"),  # normalised arm: lr = 1e6 / 1e-4
     (f"{NN} width", [*NB["width"], "--lr-grid", "1e4,1e5"], "refused"),  # every grid point diverges
-    (f"{NN} width", [*NB["width"], "--lr-grid", "0.05,1e5"], "ran"),  # a diverging candidate is only not chosen
     (f"{NN} prune", [*NB["prune"], "--public-epochs", "1e12"], "refused"),
     (f"{NN} prune", [*NB["prune"], "--sparsities", "1"], "refused"),
     (f"{NN} epsilon", [*NB["epsilon"], "--epsilons", "2,1e300"], "refused"),
