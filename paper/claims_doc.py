@@ -28,14 +28,13 @@ are required). ``--check`` exits 0 when the markdown matches, 1 when it differs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import re
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
+
+from paper.outputs import OneLineParser, output_file, read_metrics, report_error, write_text_atomic
 
 PROG = "python -m paper.claims_doc"
 BEGIN = "<!-- verdicts:begin -->"
@@ -87,20 +86,12 @@ def collect(folders: list[str | Path]) -> list[dict[str, Any]]:
     """The verdict records of the result folders, each with the command, folder and key it came from."""
     out = []
     for folder in map(Path, folders):
-        metrics = _metrics(folder)
+        metrics = read_metrics(folder)
         claim = str(metrics.get("claim", ""))
         command = COMMANDS.get(claim.split(":")[0].split(" ")[0].split("-")[0], "?")
         for v in metrics.get("verdicts", []):
             out.append({"command": f"python -m simulations.nn {command}", "folder": str(folder), "verdict": v})
     return out
-
-
-def _metrics(folder: Path) -> dict[str, Any]:
-    """``folder/metrics.json`` as a dict (``ValueError`` / ``FileNotFoundError`` naming the file)."""
-    from simulations.common.results import read_json
-
-    metrics: dict[str, Any] = read_json(folder / "metrics.json", expect=dict)
-    return metrics
 
 
 def render_block(records: list[dict[str, Any]]) -> str:
@@ -150,7 +141,7 @@ def collect_stats(text: str, folders: list[str | Path]) -> dict[str, Any]:
     for name, key, _, _, _ in STAT.findall(text):
         if name not in by_name:
             raise ValueError(f"stat marker names folder {name!r}, not among {sorted(by_name)}")
-        out[f"{name}:{key}"] = lookup(_metrics(by_name[name]), key)
+        out[f"{name}:{key}"] = lookup(read_metrics(by_name[name]), key)
     return out
 
 
@@ -173,32 +164,8 @@ def check(markdown: str | Path, records_json: str | Path) -> bool:
     return expected == text
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _output_file(name: str, value: str) -> Path:
-    path = Path(value)
-    if not value or path.is_dir() or not path.parent.is_dir():
-        raise ValueError(f"{name} must be a file in an existing folder, got {value!r}")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"{name} {value!r} cannot be written (permissions)")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", help="result folders of the claim experiments")
     parser.add_argument("--json", required=True, help="collected verdict records (written, or read with --check)")
     parser.add_argument("--markdown", required=True, help="markdown file with the verdict markers")
@@ -207,21 +174,19 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
-    from simulations.common.cli import report_error
-
     try:
         if args.check:
             ok = check(args.markdown, args.json)
             print("verdict block matches" if ok else "verdict block differs from the records")
             return 0 if ok else 1
-        out_json, md = _output_file("--json", args.json), _output_file("--markdown", args.markdown)
+        out_json, md = output_file("--json", args.json), output_file("--markdown", args.markdown)
         records = collect(args.folders)
         text = md.read_text()
         stats = collect_stats(text, args.folders)
         rendered = fill_stats(replace_block(text, render_block(records)), stats)
         payload = json.dumps({"verdicts": records, "stats": stats}, indent=2) + "\n"
-        _write_atomic(out_json, payload)
-        _write_atomic(md, rendered)
+        write_text_atomic(out_json, payload)
+        write_text_atomic(md, rendered)
     except (KeyError, TypeError, IndexError, AttributeError) as exc:  # a record or key of the wrong shape
         return report_error(PROG, ValueError(f"malformed verdict record or stat value ({type(exc).__name__}: {exc})"))
     except Exception as exc:

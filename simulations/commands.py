@@ -2,16 +2,17 @@
 
 The network commands are read from the dispatcher's ``COMMANDS`` (``simulations/nn/__main__.py``), so
 a command added there is registered here too; the synthetic CLIs, ``gpu_validate``, ``study``,
-``paper``, ``paper.nn_figures``, ``paper.claims_doc`` and ``proofs`` are listed below, and a test
-finds every module with a ``__main__`` block and checks that it is here. Used by the command-line
-fuzz (``tests/test_fuzz_cli.py``), which generates each command's flags from its config dataclass.
+``paper``, ``paper.nn_figures``, ``paper.claims_doc``, ``paper.readme`` and ``proofs`` are listed
+below, and a test finds every module with a ``__main__`` block and checks that it is here. Used by
+the command-line fuzz (``tests/test_fuzz_cli.py``), which generates each command's flags from its
+config dataclass.
 
 What each command does without arguments (``no_arguments``): ``"runs"`` — it runs at its defaults
 and writes its result folder (``python -m paper`` and ``python -m simulations.study`` regenerate the
 whole study, minutes; ``python -m proofs`` verifies every proof); ``"usage"`` — a required argument
 is the honest design, so it prints one usage line and exits with status 2 (``python -m
 simulations.nn`` needs a command, ``paper.nn_figures`` result folders to draw, ``paper.claims_doc``
-its ``--json`` and ``--markdown`` files).
+its ``--json`` and ``--markdown`` files, ``paper.readme`` an action and its files).
 
 Example:
     >>> names = [c.prog for c in commands()]
@@ -60,6 +61,7 @@ def commands() -> list[Command]:
         Command("python -m paper", "paper.__main__"),
         Command("python -m paper.nn_figures", "paper.nn_figures", no_arguments="usage"),
         Command("python -m paper.claims_doc", "paper.claims_doc", no_arguments="usage"),
+        Command("python -m paper.readme", "paper.readme", no_arguments="usage"),
         Command("python -m proofs", "proofs.__main__"),
     ]
     return out

@@ -21,7 +21,8 @@ The contract checked for every case:
   checkpoint running (it would create the file ``PWNED``).
 
 Only ``gpu_validate`` may exit 1, and only with its one line "no stage completed within the ... budget",
-and ``paper.claims_doc --check`` (the markdown differs from its records; nothing written).
+and ``paper.claims_doc --check`` / ``paper.readme check`` (the document differs from its records;
+nothing written).
 
 Each case runs in a child forked from ``tests/fuzz_server.py`` (its own working folder, its own
 stderr, an address-space limit, a kill after the time limit) — in-process speed without sharing a
@@ -280,6 +281,7 @@ PAPER_FOLDERS = [
     "nowhere",
     "",
 ]
+VERDICT_FILES = ["verdicts.json", "badverdicts.json", "res_badjson/metrics.json", "afile", "nowhere.json"]
 CLAIM_FOLDERS = ["claim_valid", "claim_badverdict", "nn_bad", "res_badjson", "res_list", "afile", "nowhere"]
 NN_FOLDERS = ["nn_valid", "nn_bad", "nn_list", "res_empty", "res_nonutf8", "afile", "nowhere", "res_valid"]
 HAND_WRITTEN = {
@@ -330,6 +332,18 @@ HAND_WRITTEN = {
             + [[]]
         ),
         st.sampled_from([[], ["--check"], ["--bogus"]]),
+    ).map(lambda t: [x for part in t for x in part]),
+    "python -m paper.readme": st.one_of(
+        st.tuples(
+            st.just(["collect"]),
+            st.lists(st.sampled_from(CLAIM_FOLDERS), min_size=1, max_size=2),
+            st.sampled_from([["--json", p] for p in ("v.json", "afile", "", ".", "nowhere/v.json")] + [[]]),
+        ),
+        st.tuples(
+            st.sampled_from([["render"], ["check"], ["RENDER"]]),
+            st.lists(st.sampled_from(VERDICT_FILES), min_size=1, max_size=2),
+            st.sampled_from([["--readme", p] for p in ("readme.md", "nomarkers.md", "nowhere.md", "res_valid", "")]),
+        ),
     ).map(lambda t: [x for part in t for x in part]),
     "python -m proofs": st.sampled_from(
         [["--help"], ["-h"], ["--list"], ["bogus"], ["clip_symmetric_descent"], ["--traceback", "nope"], ["--bogus"]]
@@ -474,6 +488,10 @@ def build_fixtures(root: Path, result_folder: Path) -> None:
     (root / "docstat.md").write_text("# claims\n" + block + stat_marker.format("estimate"))
     (root / "docbadstat.md").write_text("# claims\n" + block + stat_marker.format("ci95.7"))
     (root / "nomarkers.md").write_text("# no markers here\n")
+    (root / "readme.md").write_text("# readme\n<!-- findings:begin -->\n<!-- findings:end -->\n")
+    entry = {"command": "python -m simulations.nn ablate", "folder": "claim_valid", "verdict": record}
+    (root / "verdicts.json").write_text(json.dumps({"verdicts": [entry]}))
+    (root / "badverdicts.json").write_text(json.dumps({"verdicts": [5, {"verdict": "x"}]}))
     os.chmod(root / "ro", 0o555)
 
 
@@ -590,7 +608,10 @@ def judge(prog: str, argv: list[str], result: dict, cwd: Path, before: dict) -> 
         return "ran"
     if rc == 1 and prog.endswith("gpu_validate") and terminal_lines(err)[-1:] and "no stage completed" in err:
         return "ran"  # its documented status when the time budget allows no stage to finish
-    if rc == 1 and prog.endswith("claims_doc") and "--check" in argv and "differs" in result["stdout"]:
+    checking = (prog.endswith("claims_doc") and "--check" in argv) or (
+        prog.endswith("readme") and argv[:1] == ["check"]
+    )
+    if rc == 1 and checking and "differs" in result["stdout"]:
         return "half-written" if new or any(after.get(k) != v for k, v in before.items() if k in after) else "ran"
     return f"exit-{rc}"
 
@@ -790,6 +811,14 @@ ISSUE_CASES = [
     ("python -m paper.claims_doc", ["claim_valid", "--json", ".", "--markdown", "doc.md"], "refused"),
     ("python -m paper.claims_doc", ["--json", "v.json", "--markdown", "doc.md", "--check"], "refused"),
     ("python -m paper.claims_doc", [], "refused"),
+    ("python -m paper.readme", ["render", "verdicts.json", "--readme", "readme.md"], "ran"),
+    ("python -m paper.readme", ["check", "verdicts.json", "--readme", "readme.md"], "ran"),  # exit 1: differs
+    ("python -m paper.readme", ["render", "badverdicts.json", "--readme", "readme.md"], "refused"),
+    ("python -m paper.readme", ["render", "verdicts.json", "--readme", "nomarkers.md"], "refused"),
+    ("python -m paper.readme", ["collect", "claim_valid", "--json", "v.json"], "ran"),
+    ("python -m paper.readme", ["collect", "res_list", "--json", "v.json"], "refused"),
+    ("python -m paper.readme", ["collect", "claim_valid", "--json", "."], "refused"),
+    ("python -m paper.readme", [], "refused"),
     ("python -m simulations.study", ["--results", "afile", "--only", "1"], "refused"),
     ("python -m simulations.study", ["--results", "dangling", "--only", "1"], "refused"),
     ("python -m simulations.study", ["--list"], "help"),
