@@ -1,6 +1,6 @@
 """Shared machinery of the claim experiments: one training run, paired statistics, result folders.
 
-Every experiment is a sweep of ``simulations.nn.train.train`` runs (engineer F's engine) that differ
+Every experiment is a sweep of ``simulations.nn.train.train`` runs (the training engine) that differ
 in one knob, paired across that knob: the same ``seed`` gives the same initialisation, data order and
 random streams, so differences between runs with the same seed are *paired* and their standard error
 is the SE of the per-seed differences (much smaller than the SE of either mean).
@@ -15,8 +15,16 @@ disjoint from train and test) with the ``tune_seeds`` (disjoint from the evaluat
 grid, the validation score of every point and the choice are saved per arm.
 
 Determinism: every run of an experiment uses ``threads`` torch threads (saved in ``config.json``):
-the same seed and thread count give the same numbers; different thread counts need not (float
-summation order).
+the same seed and thread count give the same numbers on the same machine; different thread counts
+need not (float summation order), nor other machines.
+
+Guards (:func:`check_sweep`, called by every experiment's ``run`` right after its output folder is
+checked): before anything is loaded or trained, the TrainConfigs of the sweep's extreme runs
+(``probe_runs``) are built — so every value any run will use meets the engine's bounds — and one
+run's memory and the planned runs' total work are checked against ``--max-memory`` /
+``--max-work``. A tuning candidate that diverges is recorded and not chosen (``simulations.net_tune``);
+a diverging evaluation run stops the sweep with one line, and nothing is written (result folders
+appear atomically, mask runs included).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from typing import Any
 import numpy as np
 
 # --------------------------------------------------------------------------------------------
-# the training engine (engineer F). Imported lazily so that ``--help`` is fast, and reachable through
+# the training engine. Imported lazily so that ``--help`` is fast, and reachable through
 # one function so that tests can substitute a small stand-in.
 
 
