@@ -288,3 +288,9 @@ def test_sweep_configs_are_frozen_dataclasses_with_probes():
     for make in SWEEPS.values():
         config = make()
         assert dataclasses.is_dataclass(config) and config.probe_runs()
+
+
+def test_the_tuning_lr_ceiling_is_the_engines():
+    from simulations.nn.train import MAX_LR
+
+    assert _common.MAX_TUNED_LR == MAX_LR  # net_common keeps its own copy so that --help does not import torch
