@@ -461,7 +461,7 @@ def _mnist1d_generate(seed: int, total: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _digits(seed: int, n_train: int | None, n_test: int | None) -> dict:
     """scikit-learn's embedded 8×8 digits (1797 images), split by a seeded permutation."""
-    from sklearn.datasets import load_digits  # type: ignore[import-untyped]  # scikit-learn ships no type information
+    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = bunch.images.astype(np.float64)[:, None, :, :] / 16.0
