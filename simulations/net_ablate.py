@@ -70,6 +70,7 @@ from simulations.net_common import (
     NetExperiment,
     Sweep,
     calibrated_sigma,
+    check_sweep,
     curves,
     history,
     opt,
@@ -115,6 +116,19 @@ class AblateConfig(NetExperiment):
         if not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
             raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
         self.check_run_count(self.planned_runs())
+
+    def probe_runs(self) -> list[dict[str, Any]]:
+        """The shared extremes, the normalised arm's lr = η·C / C, the calibrated DP arm and a burst."""
+        from simulations.net_tune import NORMALISED_CLIP
+
+        top = max((self.lr, *self.lr_grid))
+        return [
+            *super().probe_runs(),
+            {"mode": "dpsgd", "clip_norm": NORMALISED_CLIP, "lr": top / NORMALISED_CLIP},
+            {"mode": "dpsgd", "target_epsilon": self.target_epsilon},
+            {"mode": "noise", "ref_clip_norm": self.clip_norm},
+            {"mode": "sgd", "burst_step": 0, "burst_scale": self.burst_scale},
+        ]
 
     def planned_runs(self) -> int:
         lr, clip = max(len(self.lr_grid), 1), max(len(self.clip_grid), 1)
@@ -187,14 +201,16 @@ def analyse(config: AblateConfig, results: list[dict], *, task: str = "") -> dic
     metrics: dict[str, Any] = {
         "claim": "2: noise errors are recovered from when not clipped; clipping has the larger impact",
         "task": task,
-        "test_accuracy": {a: summary(acc[a]) for a in arms},
-        "test_loss": {a: summary(loss[a]) for a in arms},
-        "accuracy_minus_sgd": {a: paired_t(acc[a], acc["sgd"]) for a in arms if a != "sgd"},
-        "normalised_minus_flat": paired_t(acc["dpsgd_normalised"], acc["dpsgd"]) if "dpsgd_normalised" in acc else None,
+        "test_accuracy": {a: summary(acc[a].tolist()) for a in arms},
+        "test_loss": {a: summary(loss[a].tolist()) for a in arms},
+        "accuracy_minus_sgd": {a: paired_t(acc[a].tolist(), acc["sgd"].tolist()) for a in arms if a != "sgd"},
+        "normalised_minus_flat": paired_t(acc["dpsgd_normalised"].tolist(), acc["dpsgd"].tolist())
+        if "dpsgd_normalised" in acc
+        else None,
     }
     specs = []
     for a in [x for x in NOISE_ARMS if x in acc]:
-        test = paired_t(acc[a], acc["clip"])
+        test = paired_t(acc[a].tolist(), acc["clip"].tolist())
         metrics.setdefault("noise_minus_clip", {})[a] = test
         specs.append(
             {
@@ -218,13 +234,13 @@ def analyse(config: AblateConfig, results: list[dict], *, task: str = "") -> dic
                 recovered[arm] = np.where(peak > 0, 1.0 - end / peak, np.nan)
             acc_burst = per_seed(results, seeds, TEST_ACC, arm=arm, burst=True)
             recovery[arm] = {
-                "excess_train_loss_after_burst": summary(peak),
-                "excess_train_loss_at_end": summary(end),
-                "recovered_fraction": summary(recovered[arm]),
-                "final_accuracy_burst_minus_plain": paired_t(acc_burst, acc[arm]),
+                "excess_train_loss_after_burst": summary(peak.tolist()),
+                "excess_train_loss_at_end": summary(end.tolist()),
+                "recovered_fraction": summary(recovered[arm].tolist()),
+                "final_accuracy_burst_minus_plain": paired_t(acc_burst.tolist(), acc[arm].tolist()),
                 "excess_curve_mean": excess.mean(axis=0),
             }
-        test = paired_t(recovered["sgd"], recovered["clip"])
+        test = paired_t(recovered["sgd"].tolist(), recovered["clip"].tolist())
         metrics["burst"] = recovery
         metrics["burst_epoch"] = config.burst_epoch
         metrics["recovered_sgd_minus_clip"] = test
@@ -253,6 +269,7 @@ def analyse(config: AblateConfig, results: list[dict], *, task: str = "") -> dic
 def run(config: AblateConfig) -> dict:
     """Tune every arm, run the paired evaluation (and the burst pairs), write the folder, print."""
     check_output_dir(config.out)
+    check_sweep(config, config.planned_runs())
     spe = steps_per_epoch(config)
     burst_step = config.burst_epoch * spe - 1 if config.burst_epoch > 0 else None
     task = task_label(config)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,7 @@ from simulations.net_common import (
     NetExperiment,
     Sweep,
     calibrated_sigma,
+    check_sweep,
     curves,
     opt,
     per_seed,
@@ -97,6 +99,21 @@ class EpsilonConfig(NetExperiment):
             raise ValueError(f"public_lr must be > 0, got {self.public_lr}")
         self.check_run_count(self.planned_runs())
 
+    def probe_runs(self) -> list[dict[str, Any]]:
+        """The shared extremes, the pruned arm, the public mask run and every calibrated ε."""
+        return [
+            *super().probe_runs(),
+            {"mode": "dpsgd", "sparsity": self.sparsity, "mask_source": "random", "prune_scope": "layer"},
+            {
+                "mode": "sgd",
+                "train_split": "public",
+                "epochs": self.public_epochs,
+                "batch_size": self.public_batch_size,
+                "lr": self.public_lr,
+            },
+            *({"mode": "dpsgd", "target_epsilon": e} for e in self.epsilons),
+        ]
+
     def planned_runs(self) -> int:
         lr, clip = max(len(self.lr_grid), 1), max(len(self.clip_grid), 1)
         ts, es = len(self.tune_seeds), len(self.seeds)
@@ -110,6 +127,7 @@ def _mask(folder: Path, seed: int) -> str:
 
 def run(config: EpsilonConfig) -> dict:
     check_output_dir(config.out)
+    check_sweep(config, config.planned_runs())
     task = task_label(config)
     with result_folder(config.out) as folder:
         mask_dir = folder / "mask_runs"
@@ -172,13 +190,13 @@ def analyse(config: EpsilonConfig, results: list[dict], *, task: str = "", sigma
         for arm in ("dense", "pruned"):
             runs = select(results, arm=f"{arm}@{e:g}")
             row[arm] = {
-                "test_accuracy": summary(acc[f"{arm}@{e:g}"]),
+                "test_accuracy": summary(acc[f"{arm}@{e:g}"].tolist()),
                 "epsilon_rdp": max(float(r["result"]["privacy"]["epsilon_rdp"]) for r in runs),
                 "epsilon_pld": max(float(r["result"]["privacy"]["epsilon_pld"]) for r in runs),
                 "privacy": sorted({r["result"]["privacy"]["label"] for r in runs}),
             }
-        row["pruned_minus_dense"] = paired_t(pruned, dense)
-        row["clip_minus_dense"] = paired_t(acc["clip"], dense)
+        row["pruned_minus_dense"] = paired_t(pruned.tolist(), dense.tolist())
+        row["clip_minus_dense"] = paired_t(acc["clip"].tolist(), dense.tolist())
         curve.append(row)
         specs.append(
             {
@@ -193,15 +211,15 @@ def analyse(config: EpsilonConfig, results: list[dict], *, task: str = "", sigma
             }
         )
     gains = np.stack([acc[f"pruned@{e:g}"] - acc[f"dense@{e:g}"] for e in config.epsilons], axis=1)
-    slopes = per_seed_slopes(np.log2(config.epsilons), gains)
+    slopes = per_seed_slopes(np.log2(config.epsilons).tolist(), gains)
     verdicts = claim_family(specs)
     return {
         "claim": "epsilon-accuracy curves: claim 4 (and the noise cost of claim 2) along epsilon",
         "task": task,
-        "sgd": summary(acc["sgd"]),
-        "clip": summary(acc["clip"]),
+        "sgd": summary(acc["sgd"].tolist()),
+        "clip": summary(acc["clip"].tolist()),
         "curve": curve,
-        "pruning_gain_slope_per_doubling_of_eps": paired_t(slopes),
+        "pruning_gain_slope_per_doubling_of_eps": paired_t(slopes.tolist()),
         "verdicts": verdicts,
         "verdict": next((v for v in verdicts if v["key"] == f"curve.eps{4.0:g}.pruned_minus_dense"), verdicts[0]),
         "criterion": "paired two-sided t-tests over seeds (df = n - 1), Holm over the epsilon values",

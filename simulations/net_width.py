@@ -50,6 +50,7 @@ from simulations.net_common import (
     NetExperiment,
     Sweep,
     calibrated_sigma,
+    check_sweep,
     curves,
     opt,
     per_seed,
@@ -85,6 +86,11 @@ class WidthConfig(NetExperiment):
         if not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
             raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
         self.check_run_count(self.planned_runs())
+
+    def probe_runs(self) -> list[dict[str, Any]]:
+        """The shared extremes at the smallest and the largest width, and the calibrated DP run."""
+        probes = [{**p, "width": w} for p in super().probe_runs() for w in (self.widths[0], self.widths[-1])]
+        return [*probes, {"mode": "dpsgd", "width": self.widths[-1], "target_epsilon": self.target_epsilon}]
 
     def planned_runs(self) -> int:
         lr, clip = max(len(self.lr_grid), 1), max(len(self.clip_grid), 1)
@@ -141,24 +147,24 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int], *, t
         row: dict[str, Any] = {"width": w, "dim": dims[w]}
         for s in SETTINGS:
             row[s] = {
-                "test_accuracy": summary(acc[s]),
-                "test_loss": summary(per_seed(results, seeds, TEST_LOSS, width=w, setting=s)),
-                "train_loss": summary(per_seed(results, seeds, TRAIN_LOSS, width=w, setting=s)),
+                "test_accuracy": summary(acc[s].tolist()),
+                "test_loss": summary(per_seed(results, seeds, TEST_LOSS, width=w, setting=s).tolist()),
+                "train_loss": summary(per_seed(results, seeds, TRAIN_LOSS, width=w, setting=s).tolist()),
             }
         gaps[w] = acc["sgd"] - acc["dpsgd"]
-        row["gap_sgd_minus_dpsgd"] = paired_t(acc["sgd"], acc["dpsgd"])
-        row["clip_fraction"] = summary(per_seed(results, seeds, CLIP_FRACTION, width=w, setting="dpsgd"))
-        row["grad_norm_median"] = summary(per_seed(results, seeds, NORM_MEDIAN, width=w, setting="dpsgd"))
+        row["gap_sgd_minus_dpsgd"] = paired_t(acc["sgd"].tolist(), acc["dpsgd"].tolist())
+        row["clip_fraction"] = summary(per_seed(results, seeds, CLIP_FRACTION, width=w, setting="dpsgd").tolist())
+        row["grad_norm_median"] = summary(per_seed(results, seeds, NORM_MEDIAN, width=w, setting="dpsgd").tolist())
         rows.append(row)
     logd = np.log10([dims[w] for w in config.widths])
     gap_matrix = np.stack([gaps[w] for w in config.widths], axis=1)  # (seeds, widths)
-    slopes = per_seed_slopes(logd, gap_matrix)
+    slopes = per_seed_slopes(logd.tolist(), gap_matrix)
     lo, hi = config.widths[0], config.widths[-1]
     specs = [
         {
             "claim": "3",
             "statement": "the DP-SGD penalty grows with dimension: per-seed slope of gap(SGD - DP) on log10 d > 0",
-            "test": paired_t(slopes),
+            "test": paired_t(slopes.tolist()),
             "held_if": "greater",
             "unit": "points per decade of d",
             "scale": 100.0,
@@ -168,7 +174,7 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int], *, t
         {
             "claim": "3",
             "statement": f"the DP-SGD penalty is larger at d={dims[hi]} than at d={dims[lo]}: gap(max) - gap(min) > 0",
-            "test": paired_t(gaps[hi], gaps[lo]),
+            "test": paired_t(gaps[hi].tolist(), gaps[lo].tolist()),
             "held_if": "greater",
             "unit": "points",
             "scale": 100.0,
@@ -177,7 +183,7 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int], *, t
         },
     ]
     verdicts = claim_family(specs)
-    pooled = spearman(np.repeat(logd[None, :], len(seeds), axis=0).ravel(), gap_matrix.ravel())
+    pooled = spearman(np.repeat(logd[None, :], len(seeds), axis=0).ravel().tolist(), gap_matrix.ravel().tolist())
     return {
         "claim": "3: the DP-SGD penalty is amplified in higher dimension",
         "task": task,
@@ -192,6 +198,7 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int], *, t
 
 def run(config: WidthConfig) -> dict:
     check_output_dir(config.out)
+    check_sweep(config, config.planned_runs())
     dims = parameter_counts(config)
     task = task_label(config).replace(f"-{config.width}x", "-{" + ",".join(map(str, config.widths)) + "}x")
     sigma = calibrated_sigma(config, target_epsilon=config.target_epsilon)
