@@ -28,13 +28,12 @@ suite runs that check on the committed docs), so the page cannot drift from the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
+PROG = "python -m paper.basin_doc"
 BEGIN = "<!-- basin:begin -->"
 END = "<!-- basin:end -->"
 ARMS = ("clip", "noise", "dpsgd")
@@ -534,14 +533,19 @@ def check(markdown: str | Path, summary_json: str | Path, readme: str | Path | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper.basin_doc", description=__doc__.split("\n\n")[0])
+    from paper.outputs import OneLineParser, output_file, read_metrics, report_error, write_text_atomic
+
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", help="the basin result folder")
     parser.add_argument("--json", required=True, help="condensed summary (written, or read with --check)")
     parser.add_argument("--markdown", required=True, help="markdown file with the basin markers")
     parser.add_argument("--readme", default=None, help="README with the basin markers (short block)")
     parser.add_argument("--cpu-seconds", type=float, default=None, help="CPU time of the run (if not recorded)")
     parser.add_argument("--check", action="store_true", help="only check that the markdown matches the JSON")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (one line, status 2) or --help (status 0)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.check:
             ok = check(args.markdown, args.json, args.readme)
@@ -549,19 +553,25 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if ok else 1
         if not args.folder:
             raise ValueError("a result folder is needed unless --check")
-        metrics = json.loads((Path(args.folder) / "metrics.json").read_text())
+        out_json, md = output_file("--json", args.json), output_file("--markdown", args.markdown)
+        readme_path = output_file("--readme", args.readme) if args.readme else None
+        metrics = read_metrics(args.folder)
         if metrics.get("what") != "basin":
             raise ValueError(f"{args.folder} is not a basin result folder")
         summary = condense(metrics, folder=args.folder, cpu_seconds=args.cpu_seconds)
-        md = Path(args.markdown)
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
-        saved = json.loads(Path(args.json).read_text())
-        md.write_text(replace_block(md.read_text(), render_block(saved)))
-        if args.readme:
-            Path(args.readme).write_text(replace_block(Path(args.readme).read_text(), render_readme(saved)))
-    except (OSError, ValueError, KeyError) as exc:
-        sys.stderr.write(f"python -m paper.basin_doc: error: {exc}\n")
-        return 2
+        text = json.dumps(summary, indent=2) + "\n"
+        saved = json.loads(text)  # render what the JSON stores (the check reads the same)
+        page = replace_block(md.read_text(), render_block(saved))
+        readme = replace_block(readme_path.read_text(), render_readme(saved)) if readme_path else None
+        # everything is computed before anything is written: an error leaves every file as it was
+        write_text_atomic(out_json, text)
+        write_text_atomic(md, page)
+        if readme_path is not None and readme is not None:
+            write_text_atomic(readme_path, readme)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:  # a metrics file of the wrong shape
+        return report_error(PROG, ValueError(f"malformed basin metrics ({type(exc).__name__}: {exc})"))
+    except Exception as exc:
+        return report_error(PROG, exc)
     print(f"basin summary -> {args.json}, {args.markdown}")
     return 0
 

@@ -65,6 +65,7 @@ Example (CPU default; see docs/theory-vs-networks.md for a real run and its read
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 import warnings
@@ -1153,7 +1154,8 @@ def report(rows: list[dict], recovery: list[dict], summary: dict, config: BasinC
             f"retained {r['retained']['mean']:.2f}"
         )
     lines.append(f"results: {config.out} ({PRIVACY})")
-    return "\n".join(lines)
+    # an undefined number (a fit over < 3 positive rows, a z without an SE, no prediction) is said so
+    return re.sub(r"[+-]?\bnan\b", "n/a", "\n".join(lines))
 
 
 def draw_figure(config: BasinConfig) -> None:

@@ -132,6 +132,7 @@ TINY = {
     f"{NN} basin": {
         "dataset": "teacher:k=2,d=10",
         "n_train": "60",
+        "eval_every": "5",
         "widths": "4",
         "center_width": "4",
         "sigmas": "1",
@@ -146,8 +147,8 @@ TINY = {
         "flat_steps": "0",
         "bulk_sketch": "4",
         "batch_size": "10",
-        "min_steps": "3",
-        "max_steps": "3",
+        "min_steps": "30",
+        "max_steps": "30",
         "recovery_steps": "2",
         "checks": "none",
         "quiet": True,
@@ -355,6 +356,12 @@ HAND_WRITTEN = {
             + [[]]
         ),
         st.sampled_from([[], ["--check"], ["--bogus"]]),
+    ).map(lambda t: [x for part in t for x in part]),
+    "python -m paper.basin_doc": st.tuples(
+        st.lists(st.sampled_from(CLAIM_FOLDERS + ["nowhere", "", "."]), min_size=0, max_size=1),
+        st.sampled_from([["--json", p] for p in ("v.json", "afile", "", ".", "nowhere/v.json")] + [[]]),
+        st.sampled_from([["--markdown", p] for p in ("doc.md", "nomarkers.md", "nowhere.md", "")] + [[]]),
+        st.sampled_from([[], ["--check"], ["--bogus"], ["--cpu-seconds", "abc"]]),
     ).map(lambda t: [x for part in t for x in part]),
     "python -m paper.readme": st.one_of(
         st.tuples(
@@ -768,7 +775,6 @@ SWEEP_CASES = [
     (f"{NN} epsilon", [*NB["epsilon"], "--public-batch-size", "1000"], "refused"),
     (f"{NN} switch", [*NB["switch"], "--switch-epochs", "2"], "refused"),
     (f"{NN} switch", [*NB["switch"], "--curve-points", "1e12"], "refused"),
-    (f"{NN} basin", [*NB["basin"], "--top-k", "1e12"], "refused"),
     # tuning: a grid needs a validation split, tuning seeds must differ from the evaluation seeds
     (f"{NN} width", [*NB["width"], "--n-val", "0"], "refused"),
     (f"{NN} width", [*NB["width"], "--tune-seeds", "0"], "refused"),
