@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 METHODS = ("auto", "bk", "vmap", "loop")
+_KEEP_FACTOR = 2.0
 CLIP_EPS = 1e-6  # Opacus: clip factor C / (‖g‖ + 1e-6), clamped at 1
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -224,6 +225,9 @@ class _BookKeeper:
         self.sq = torch.zeros(batch, dtype=dtype, device=device)
         self.per_sample: dict[str, torch.Tensor] = {}
         self.shared: dict[str, torch.Tensor] = {}
+        self.kept: dict[
+            str, tuple[ps.KeptGradients, nn.Module]
+        ] = {}  # conv weights used once, instantiated for the norm
         self.factored: list[tuple] = []  # (name, kind, a, d, module)
         self.geoms: dict[int, ps.ConvGeometry] = {}
 
@@ -327,8 +331,15 @@ def _receive_conv(book, m, a, d, output, version):
                     output = m._conv_forward(a, _conv_weight(m).to(a.dtype), None)
                 elif m.bias is not None:
                     output = output - m.bias.detach().to(output.dtype).view(1, -1, *([1] * (output.dim() - 2)))
-            book.sq += ps.conv_sq_norms(a, d, geom, mask=book.masks.get(kw), ws=ws, output=output)
-            book.factored.append((kw, "conv", a, d, m))
+            # keep instantiated per-sample gradients (then the sum is φ·G, no weight gradient later) when
+            # they take at most twice the memory of the (a, δ) pair they replace
+            keep = _KEEP_FACTOR * (a.numel() + d.numel()) >= a.shape[0] * m.weight.numel()
+            sq, kept = ps.conv_sq_norms(a, d, geom, mask=book.masks.get(kw), ws=ws, output=output, keep=keep)
+            book.sq += sq
+            if kept is None:
+                book.factored.append((kw, "conv", a, d, m))
+            else:
+                book.kept[kw] = (kept, m)
         else:
             g = ps.conv_per_sample(a, d, geom)
             if ws is not None:
@@ -378,7 +389,7 @@ def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof):
         kw = book.key(module.weight) if type(module) in ps.WS_TYPES else None
         if kw is not None and book.single(module.weight) and kw not in masks:
             geom = book.geometry(module)
-            if ps.conv_uses_ghost(geom, output[0].numel() // geom.out_channels):
+            if ps.conv_uses_ghost(geom, a.shape[1:], output.shape[1:]):
                 call.output = output.detach()  # ŵ_c·g_ic = Σ_t δ_ict (o_ict − b_c)
         z = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
         zs.append(z)
@@ -413,6 +424,9 @@ def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof):
             flat = g.reshape(n, -1)
             s = flat.sum(0) if weights is None else weights.to(flat.dtype) @ flat
             sums[k] = s.view(g.shape[1:])
+        for k, (kept, m) in book.kept.items():
+            s = kept.weighted_sum(weights)
+            sums[k] = ps.ws_apply_jacobian(s, m.weight, eps=m.eps, scaled=m.scaled) if type(m) in ps.WS_TYPES else s
         for k, kind, a, d, m in book.factored:
             if kind == "linear":
                 s = ps.linear_weight_sum(a, d, weights)

@@ -80,6 +80,8 @@ __all__ = [
     "CONV_TYPES",
     "WS_TYPES",
     "ConvGeometry",
+    "KeptGradients",
+    "conv_costs",
     "conv_geometry",
     "conv_per_sample",
     "conv_sq_norms",
@@ -94,7 +96,7 @@ __all__ = [
     "ws_apply_jacobian",
 ]
 
-CHUNK_ELEMENTS = 2**22  # scratch elements per chunk of examples (unfolded inputs, T×T Gram, per-sample grads)
+CHUNK_ELEMENTS = 2**20  # scratch elements per chunk of examples (measured best on CPU: 2**18..2**22 tried)
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, WSConv1d, WSConv2d)
 WS_TYPES = (WSConv1d, WSConv2d)
 
@@ -174,6 +176,11 @@ class ConvGeometry:
         return self.in_channels // self.groups * self.kernel[0] * self.kernel[1]
 
     @property
+    def group_in(self) -> int:
+        """C_in/γ."""
+        return self.in_channels // self.groups
+
+    @property
     def group_out(self) -> int:
         """p = C_out/γ."""
         return self.out_channels // self.groups
@@ -220,16 +227,11 @@ def _padded_input(a: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
     return a if geom.pre_pad is None else F.pad(a, geom.pre_pad, mode=geom.pad_mode)
 
 
-def _unfold(a: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
-    """(b, C_in, *S) → (b, γ, D, T) patches."""
-    cols = F.unfold(
-        _as_2d(_padded_input(a, geom), geom),
-        kernel_size=geom.kernel,
-        dilation=geom.dilation,
-        padding=geom.padding,
-        stride=geom.stride,
-    )
-    return cols.view(a.shape[0], geom.groups, geom.fan_in, cols.shape[-1])
+def _fully_padded_2d(a: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
+    """The input in 2-D form with ALL padding applied (then the conv has padding 0), contiguous."""
+    x = _as_2d(_padded_input(a, geom), geom)
+    ph, pw = geom.padding
+    return F.pad(x, (pw, pw, ph, ph)) if ph or pw else x.contiguous()
 
 
 def _grouped_delta(d: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
@@ -237,38 +239,188 @@ def _grouped_delta(d: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
     return d.reshape(d.shape[0], geom.groups, geom.group_out, -1)
 
 
-def conv_uses_ghost(geom: ConvGeometry, positions: int) -> bool:
-    """Mixed ghost clipping's choice: ghost iff T(D + p) < D·p (module docstring)."""
-    return positions * (geom.fan_in + geom.group_out) < geom.fan_in * geom.group_out
+def _padded_hw(in_shape, geom: ConvGeometry) -> tuple[int, int]:
+    """(H_p, W_p) of the fully padded input; ``in_shape`` = the per-example input shape (C, *S)."""
+    hw = (1, in_shape[-1]) if geom.ndim == 1 else tuple(in_shape[-2:])
+    if geom.pre_pad is not None:
+        pads = geom.pre_pad  # (left, right[, top, bottom]) of the last dims
+        hw = (hw[0] + (pads[2] + pads[3] if len(pads) == 4 else 0), hw[1] + pads[0] + pads[1])
+    return hw[0] + 2 * geom.padding[0], hw[1] + 2 * geom.padding[1]
+
+
+def _phase_grid(hp: int, wp: int, geom: ConvGeometry) -> tuple[int, int]:
+    """(H_q, W_q) = (⌈H_p/s_h⌉, ⌈W_p/s_w⌉): the size of each polyphase component of the padded input."""
+    return -(-hp // geom.stride[0]), -(-wp // geom.stride[1])
+
+
+def conv_costs(geom: ConvGeometry, in_shape, out_shape) -> tuple[int, int]:
+    """(ghost, instantiation) multiply-adds per example for per-sample norms (module docstring):
+    ghost P²·C_g + T²(p + Πk) per group (input Gram, shifted sums, δᵀKδ); instantiation L·D·p per
+    group, L = (H_o − 1)W_q + W_o the positions of the row-padded polyphase grid."""
+    hp, wp = _padded_hw(in_shape, geom)
+    ho, wo = (1, out_shape[-1]) if geom.ndim == 1 else tuple(out_shape[-2:])
+    t = ho * wo
+    k = geom.kernel[0] * geom.kernel[1]
+    g, p, cg = geom.groups, geom.group_out, geom.group_in
+    ghost = g * ((hp * wp) ** 2 * cg + t * t * (p + k))
+    inst = g * ((ho - 1) * _phase_grid(hp, wp, geom)[1] + wo) * geom.fan_in * p
+    return ghost, inst
+
+
+def conv_uses_ghost(geom: ConvGeometry, in_shape, out_shape) -> bool:
+    """Mixed ghost clipping's choice per layer: the ghost norm iff it costs less (:func:`conv_costs`)."""
+    ghost, inst = conv_costs(geom, in_shape, out_shape)
+    return ghost < inst
+
+
+class _Offsets:
+    """The polyphase form of a chunk (a, δ) of one conv layer (derived here).
+
+    Output position (h, w) with kernel offset (i, j) reads the padded input at (s_h h + r, s_w w + c),
+    r = d_h i, c = d_w j, i.e. polyphase component (r mod s_h, c mod s_w) at (h + ⌊r/s_h⌋, w + ⌊c/s_w⌋).
+    Flattening each component over its H_q·W_q grid (X_φ, per group C_g rows) and placing δ on the
+    row-padded grid q = h·W_q + w (δ̃, zeros for w ≥ W_o, length L = (H_o − 1)W_q + W_o), the
+    per-sample gradient block of offset (i, j) is g[:, :, i, j] = δ̃ X_φ[:, off : off + L]ᵀ with
+    off = ⌊r/s_h⌋W_q + ⌊c/s_w⌋ — a matrix product on strided views: no unfolded (im2col) copy.
+    """
+
+    def __init__(self, a: torch.Tensor, d: torch.Tensor, geom: ConvGeometry):
+        b = a.shape[0]
+        sh, sw = geom.stride
+        x = _fully_padded_2d(a, geom)
+        hp, wp = x.shape[-2:]
+        hq, wq = _phase_grid(hp, wp, geom)
+        if (sh, sw) == (1, 1):
+            phases = x.reshape(1, b, geom.groups, geom.group_in, hp * wp)
+        else:
+            if (hq * sh, wq * sw) != (hp, wp):
+                x = F.pad(x, (0, wq * sw - wp, 0, hq * sh - hp))
+            x = x.view(b, geom.in_channels, hq, sh, wq, sw).permute(3, 5, 0, 1, 2, 4)
+            phases = x.reshape(sh * sw, b, geom.groups, geom.group_in, hq * wq)
+        d2 = _as_2d(d, geom)
+        ho, wo = d2.shape[-2:]
+        self.length = (ho - 1) * wq + wo
+        dt = d2.new_zeros(b, geom.groups, geom.group_out, ho, wq)
+        dt[..., :wo] = d2.reshape(b, geom.groups, geom.group_out, ho, wo)
+        self.delta = dt.view(b, geom.groups, geom.group_out, ho * wq)[..., : self.length]
+        self.phases = phases
+        kh, kw = geom.kernel
+        dh, dw = geom.dilation
+        self.blocks = []
+        for i in range(kh):
+            for j in range(kw):
+                r, c = dh * i, dw * j
+                self.blocks.append(((r % sh) * sw + (c % sw), (r // sh) * wq + (c // sw)))
+
+    def block(self, index: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, γ, p, C_g): the per-sample gradients of kernel offset ``index`` (row-major over the kernel)."""
+        phase, off = self.blocks[index]
+        xs = self.phases[phase][..., off : off + self.length].transpose(-1, -2)
+        return torch.matmul(self.delta, xs, out=out)
+
+
+def _to_standard(g: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
+    """Offset-major (Πk, [b,] γ, p, C_g) → standard ([b,] C_out, C_g, *k)."""
+    kernel = (geom.kernel[1],) if geom.ndim == 1 else geom.kernel
+    if g.dim() == 4:  # a sum over examples
+        return g.permute(1, 2, 3, 0).reshape(geom.out_channels, geom.group_in, *kernel)
+    return g.permute(1, 2, 3, 4, 0).reshape(g.shape[1], geom.out_channels, geom.group_in, *kernel)
+
+
+def _offset_major(t: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
+    """A weight-shaped tensor (C_out, C_g, *k) → (Πk, γ, p, C_g), the layout of one offset block."""
+    k = geom.kernel[0] * geom.kernel[1]
+    return t.reshape(geom.groups, geom.group_out, geom.group_in, k).permute(3, 0, 1, 2)
 
 
 def conv_per_sample(a: torch.Tensor, d: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
-    """Instantiated per-sample weight gradients g_i = Δ_i A_iᵀ per group → (b, C_out, C_in/γ, *k)."""
-    g = _grouped_delta(d, geom) @ _unfold(a, geom).transpose(-1, -2)  # (b, γ, p, D)
-    kernel = geom.kernel[1:] if geom.ndim == 1 else geom.kernel
-    return g.reshape(a.shape[0], geom.out_channels, geom.in_channels // geom.groups, *kernel)
+    """Instantiated per-sample weight gradients g_i = Δ_i A_iᵀ → (b, C_out, C_in/γ, *k) (polyphase
+    matrix products, see ``_Offsets``)."""
+    parts = _Offsets(a, d, geom)
+    k = len(parts.blocks)
+    out = d.new_empty(k, a.shape[0], geom.groups, geom.group_out, geom.group_in)
+    for o in range(k):
+        parts.block(o, out=out[o])
+    return _to_standard(out, geom)
 
 
 def _ghost_channel_sq_norms(a, d, geom):
-    """‖g_ic‖² = δ_icᵀ (A_iᵀA_i) δ_ic for every channel → (b, C_out)."""
-    cols = _unfold(a, geom)  # (b, γ, D, T)
+    """‖g_ic‖² = δ_icᵀ K_i δ_ic per channel → (b, C_out), with K_i = A_iᵀA_i built from the input Gram
+    G0 = XᵀX over padded positions: K_i[t, t'] = Σ_(i,j) G0[s·t + off_ij, s·t' + off_ij] (the patch
+    entries of positions t, t' at the same kernel offset; derived here), no unfolded copy."""
+    b = a.shape[0]
+    x = _fully_padded_2d(a, geom)
+    hp, wp = x.shape[-2:]
+    x = x.reshape(b, geom.groups, geom.group_in, hp * wp)
+    gram = (x.transpose(-1, -2) @ x).view(b, geom.groups, hp, wp, hp, wp)
     dg = _grouped_delta(d, geom)  # (b, γ, p, T)
-    gram = cols.transpose(-1, -2) @ cols  # (b, γ, T, T)
-    return ((dg @ gram) * dg).sum(-1).reshape(a.shape[0], geom.out_channels), cols, dg
+    d2 = _as_2d(d, geom)
+    ho, wo = d2.shape[-2:]
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    k = None
+    for i in range(geom.kernel[0]):
+        for j in range(geom.kernel[1]):
+            r = slice(dh * i, dh * i + sh * (ho - 1) + 1, sh)
+            c = slice(dw * j, dw * j + sw * (wo - 1) + 1, sw)
+            part = gram[:, :, r, c, r, c]
+            k = part.clone() if k is None else k.add_(part)
+    k = k.reshape(b, geom.groups, ho * wo, ho * wo)
+    return ((dg @ k) * dg).sum(-1).reshape(b, geom.out_channels), x, dg
+
+
+def _patch_sums(x_padded: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
+    """s_it = Σ_k A_ikt (sum of each patch of each group) → (b, γ, T), by a ones-kernel convolution."""
+    b = x_padded.shape[0]
+    hp, wp = x_padded.shape[-2:]
+    per_group = x_padded.view(b, geom.groups, geom.group_in, hp, wp).sum(2)
+    ones = per_group.new_ones(geom.groups, 1, *geom.kernel)
+    s = F.conv2d(per_group, ones, stride=geom.stride, dilation=geom.dilation, groups=geom.groups)
+    return s.reshape(b, geom.groups, -1)
+
+
+def _ws_parts(weight: torch.Tensor, *, eps: float, scaled: bool, dtype) -> tuple:
+    """(ŵ (C_out, n), s (C_out,), ρ (C_out,), κ, n) of a weight-standardised conv's RAW weight."""
+    w = weight.detach().flatten(1).to(dtype)
+    n = w.shape[1]
+    kappa = float(n) if scaled else 1.0
+    mean = w.mean(1, keepdim=True)
+    var = (w - mean).pow(2).mean(1)
+    s = torch.sqrt(kappa * (var + eps))
+    return (w - mean) / s.unsqueeze(1), s, var / (var + eps), kappa, n
 
 
 def ws_apply_jacobian(g: torch.Tensor, weight: torch.Tensor, *, eps: float, scaled: bool) -> torch.Tensor:
     """J_c g_c = (1/s_c)(g_c − (1·g_c/n) 1 − (κ/n)(ŵ_c·g_c) ŵ_c) per output channel c; ``g`` of shape
     (..., *weight.shape) (a per-sample batch or a sum), ``weight`` the RAW weight (module docstring)."""
-    w = weight.detach().flatten(1).to(g.dtype)
-    n = w.shape[1]
-    kappa = float(n) if scaled else 1.0
-    mean = w.mean(1, keepdim=True)
-    s = torch.sqrt(kappa * ((w - mean).pow(2).mean(1, keepdim=True) + eps))  # (C_out, 1)
-    w_hat = (w - mean) / s
-    flat = g.reshape(*g.shape[: g.dim() - weight.dim()], w.shape[0], n)
+    w_hat, s, _, kappa, n = _ws_parts(weight, eps=eps, scaled=scaled, dtype=g.dtype)
+    flat = g.reshape(*g.shape[: g.dim() - weight.dim()], w_hat.shape[0], n)
     out = flat - flat.mean(-1, keepdim=True) - (kappa / n) * (flat * w_hat).sum(-1, keepdim=True) * w_hat
-    return (out / s).view_as(g)
+    return (out / s.unsqueeze(1)).view_as(g)
+
+
+def _ws_sq_norm(sq_c, one_c, what_c, ws, dtype):
+    """Σ_c ‖J_c g_c‖² from the per-channel ‖g_c‖², 1·g_c, ŵ_c·g_c (b, C_out) (module docstring)."""
+    _, s, rho, kappa, n = _ws_parts(ws[0], eps=ws[1], scaled=ws[2], dtype=dtype)
+    raw = (sq_c - one_c.pow(2) / n - (2 - rho) * (kappa / n) * what_c.pow(2)) / s.pow(2)
+    return raw.clamp(min=0).sum(1)
+
+
+@dataclass(frozen=True)
+class KeptGradients:
+    """Per-sample conv weight gradients kept by :func:`conv_sq_norms` (``keep=True``): one (B, γ, p, C_g)
+    tensor per kernel offset (separate tensors stay below the allocator's mmap threshold, so their
+    memory is reused from step to step instead of page-faulted in), w.r.t. the weight the layer
+    convolves with (ŵ for WS layers); :meth:`weighted_sum` gives Σ_i c_i g_i in the weight's shape."""
+
+    grads: tuple[torch.Tensor, ...]
+    geom: ConvGeometry
+
+    def weighted_sum(self, weights: torch.Tensor | None) -> torch.Tensor:
+        parts = []
+        for g in self.grads:
+            flat = g.reshape(g.shape[0], -1)
+            parts.append(flat.sum(0) if weights is None else weights.to(flat.dtype) @ flat)
+        return _to_standard(torch.stack(parts).view(len(parts), *self.grads[0].shape[1:]), self.geom)
 
 
 def conv_sq_norms(
@@ -279,46 +431,82 @@ def conv_sq_norms(
     mask: torch.Tensor | None = None,
     ws: tuple[torch.Tensor, float, bool] | None = None,
     output: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """‖M ⊙ g_i‖² per example for a conv weight used once → (B,).
+    keep: bool = False,
+    ghost: bool | None = None,
+) -> tuple[torch.Tensor, KeptGradients | None]:
+    """‖M ⊙ g_i‖² per example for a conv weight used once → ((B,), kept per-sample gradients or None).
 
     ``a`` (B, C_in, *S), ``d`` (B, C_out, *S_out), ``mask`` of the weight's shape or None, ``ws`` =
     (raw weight, ε, scaled) for a weight-standardised conv (then g_i is the RAW-weight gradient) and
     ``output`` = the layer output minus its bias (needed by WS ghost layers: ŵ_c·g_ic = Σ_t δ_ict o_ict).
-    Ghost or instantiation by :func:`conv_uses_ghost`; masks force instantiation.
+    ``ghost``: None = choose by :func:`conv_uses_ghost`; masks force instantiation. ``keep``: when
+    instantiating, also return the per-sample gradients (w.r.t. ŵ for WS layers) as :class:`KeptGradients`.
     """
     b = a.shape[0]
+    if ghost is None:
+        ghost = conv_uses_ghost(geom, a.shape[1:], d.shape[1:])
+    ghost = ghost and mask is None
+    hp, wp = _padded_hw(a.shape[1:], geom)
     positions = d[0].numel() // geom.out_channels
     out = torch.empty(b, dtype=d.dtype, device=d.device)
-    ghost = mask is None and conv_uses_ghost(geom, positions)
-    if not ghost:
-        for s in _chunks(b, geom.groups * geom.fan_in * (positions + geom.group_out)):
-            g = conv_per_sample(a[s], d[s], geom)
-            if ws is not None:
-                g = ws_apply_jacobian(g, ws[0], eps=ws[1], scaled=ws[2])
-            if mask is not None:
-                g = g * mask
-            out[s] = g.pow(2).flatten(1).sum(1)
-        return out
-    per_example = geom.groups * (geom.fan_in * positions + positions * positions + geom.group_out * positions)
+    if ghost:
+        per_example = geom.groups * ((hp * wp) ** 2 + 2 * positions * positions + geom.group_out * positions)
+        for s in _chunks(b, per_example):
+            sq, x, dg = _ghost_channel_sq_norms(a[s], d[s], geom)
+            if ws is None:
+                out[s] = sq.sum(1)
+                continue
+            x = x.view(x.shape[0], geom.in_channels, hp, wp)
+            one = (dg @ _patch_sums(x, geom).unsqueeze(-1)).reshape(sq.shape)  # 1·g_ic = Σ_t δ_ict s_it
+            what = (d[s] * output[s]).reshape(sq.shape[0], geom.out_channels, -1).sum(-1)  # ŵ_c·g_ic
+            out[s] = _ws_sq_norm(sq, one, what, ws, d.dtype)
+        return out, None
+    k = geom.kernel[0] * geom.kernel[1]
+    kept = [d.new_empty(b, geom.groups, geom.group_out, geom.group_in) for _ in range(k)] if keep else None
+    mask_om = None if mask is None else _offset_major(mask.to(d.dtype), geom).unsqueeze(1)
     if ws is not None:
-        weight, eps, scaled = ws
-        w = weight.detach().flatten(1).to(d.dtype)
-        n = w.shape[1]
-        kappa = float(n) if scaled else 1.0
-        var = w.var(1, unbiased=False)
-        s2 = kappa * (var + eps)
-        rho = var / (var + eps)
+        w_hat, s_c, _, _, _ = _ws_parts(ws[0], eps=ws[1], scaled=ws[2], dtype=d.dtype)
+        w_om = _offset_major(w_hat, geom).unsqueeze(1)  # (Πk, 1, γ, p, C_g)
+    hq, wq = _phase_grid(hp, wp, geom)
+    per_example = geom.in_channels * hq * wq * geom.stride[0] * geom.stride[1] + geom.out_channels * (
+        hq * wq + geom.group_in
+    )
     for s in _chunks(b, per_example):
-        sq, cols, dg = _ghost_channel_sq_norms(a[s], d[s], geom)
-        if ws is None:
-            out[s] = sq.sum(1)
+        parts = _Offsets(a[s], d[s], geom)
+        n_s = s.stop - s.start
+        scratch = None if keep else d.new_empty(n_s, geom.groups, geom.group_out, geom.group_in)
+        if ws is not None and mask is not None:  # masks act on the raw gradient: materialise J g
+            full = d.new_empty(k, n_s, geom.groups, geom.group_out, geom.group_in)
+            for o in range(k):
+                parts.block(o, out=full[o])
+            if kept is not None:
+                for o in range(k):
+                    kept[o][s] = full[o]
+            dims = (0, 4)
+            n = geom.fan_in
+            kappa = float(n) if ws[2] else 1.0
+            raw = full - full.mean(dims, keepdim=True) - (kappa / n) * (full * w_om).sum(dims, keepdim=True) * w_om
+            raw = raw / s_c.view(1, 1, geom.groups, geom.group_out, 1)
+            out[s] = (raw * mask_om).pow(2).sum((0, 2, 3, 4))
             continue
-        one_dot = (dg @ cols.sum(2).unsqueeze(-1)).reshape(sq.shape)  # 1·g_ic = Σ_t δ_ict Σ_k A_ikt
-        w_dot = (d[s] * output[s]).reshape(sq.shape[0], geom.out_channels, -1).sum(-1)  # ŵ_c·g_ic
-        raw = (sq - one_dot.pow(2) / n - (2 - rho) * (kappa / n) * w_dot.pow(2)) / s2
-        out[s] = raw.clamp(min=0).sum(1)
-    return out
+        sq = torch.zeros(n_s, dtype=d.dtype, device=d.device)
+        if ws is not None:
+            stats = torch.zeros(3, n_s, geom.groups, geom.group_out, dtype=d.dtype, device=d.device)
+        for o in range(k):
+            blk = parts.block(o, out=kept[o][s] if kept is not None else scratch)
+            if ws is not None:
+                stats[0] += (blk * blk).sum(-1)
+                stats[1] += blk.sum(-1)
+                stats[2] += (blk * w_om[o]).sum(-1)
+            elif mask_om is not None:
+                sq += (blk * mask_om[o]).pow(2).sum((1, 2, 3))
+            else:
+                sq += (blk * blk).sum((1, 2, 3))
+        if ws is not None:
+            flat = stats.view(3, n_s, geom.out_channels)
+            sq = _ws_sq_norm(flat[0], flat[1], flat[2], ws, d.dtype)
+        out[s] = sq
+    return out, (None if kept is None else KeptGradients(tuple(kept), geom))
 
 
 def conv_weight_sum(
