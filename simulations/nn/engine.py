@@ -172,9 +172,10 @@ def _materialised_sums(model, params, x, y, loss_fn, clip_norm, masks, method, c
         gs = per_sample_gradients(model, xs, ys, loss_fn=loss_fn, method=method)
         if masks is not None:
             gs = {k: g * masks[k] if k in masks else g for k, g in gs.items()}
-        sq = torch.zeros(xs.shape[0], dtype=torch.float32, device=xs.device)
+        dtype = torch.promote_types(next(iter(params.values())).dtype, torch.float32)
+        sq = torch.zeros(xs.shape[0], dtype=dtype, device=xs.device)
         for g in gs.values():
-            sq = sq + g.reshape(g.shape[0], -1).float().pow(2).sum(1)
+            sq = sq + g.reshape(g.shape[0], -1).to(dtype).pow(2).sum(1)
         norms = sq.sqrt()
         phi = _clip_factors(norms, clip_norm)
         for k, g in gs.items():

@@ -78,6 +78,7 @@ from simulations.nn.layers import WSConv1d, WSConv2d
 __all__ = [
     "CHUNK_ELEMENTS",
     "CONV_TYPES",
+    "WS_CONDITION",
     "WS_TYPES",
     "ConvGeometry",
     "KeptGradients",
@@ -98,6 +99,7 @@ __all__ = [
 
 CHUNK_ELEMENTS = 2**20  # scratch elements per chunk of examples (measured best on CPU: 2**18..2**22 tried)
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, WSConv1d, WSConv2d)
+WS_CONDITION = 1e3  # largest cancellation factor (Σ‖g_c‖²/s_c²)/‖Jg‖² accepted from the WS ghost identity
 WS_TYPES = (WSConv1d, WSConv2d)
 
 
@@ -399,10 +401,12 @@ def ws_apply_jacobian(g: torch.Tensor, weight: torch.Tensor, *, eps: float, scal
 
 
 def _ws_sq_norm(sq_c, one_c, what_c, ws, dtype):
-    """Σ_c ‖J_c g_c‖² from the per-channel ‖g_c‖², 1·g_c, ŵ_c·g_c (b, C_out) (module docstring)."""
+    """(Σ_c ‖J_c g_c‖², Σ_c ‖g_c‖²/s_c²) per example from the per-channel ‖g_c‖², 1·g_c, ŵ_c·g_c (b, C_out)
+    (module docstring); the second value is the size of the terms the identity subtracts."""
     _, s, rho, kappa, n = _ws_parts(ws[0], eps=ws[1], scaled=ws[2], dtype=dtype)
-    raw = (sq_c - one_c.pow(2) / n - (2 - rho) * (kappa / n) * what_c.pow(2)) / s.pow(2)
-    return raw.clamp(min=0).sum(1)
+    s2 = s.pow(2)
+    raw = (sq_c - one_c.pow(2) / n - (2 - rho) * (kappa / n) * what_c.pow(2)) / s2
+    return raw.clamp(min=0).sum(1), (sq_c / s2).sum(1)
 
 
 @dataclass(frozen=True)
@@ -459,52 +463,48 @@ def conv_sq_norms(
             x = x.view(x.shape[0], geom.in_channels, hp, wp)
             one = (dg @ _patch_sums(x, geom).unsqueeze(-1)).reshape(sq.shape)  # 1·g_ic = Σ_t δ_ict s_it
             what = (d[s] * output[s]).reshape(sq.shape[0], geom.out_channels, -1).sum(-1)  # ŵ_c·g_ic
-            out[s] = _ws_sq_norm(sq, one, what, ws, d.dtype)
+            raw, scale = _ws_sq_norm(sq, one, what, ws, d.dtype)
+            # the identity subtracts terms of size ‖g‖²/s²: where that exceeds the result WS_CONDITION-fold,
+            # recompute the example by instantiation with J applied explicitly (cancellation)
+            bad = (raw * WS_CONDITION < scale).nonzero().flatten()
+            if bad.numel():
+                idx = bad + s.start
+                raw[bad] = conv_sq_norms(a[idx], d[idx], geom, ws=ws, ghost=False)[0]
+            out[s] = raw
         return out, None
     k = geom.kernel[0] * geom.kernel[1]
     kept = [d.new_empty(b, geom.groups, geom.group_out, geom.group_in) for _ in range(k)] if keep else None
     mask_om = None if mask is None else _offset_major(mask.to(d.dtype), geom).unsqueeze(1)
     if ws is not None:
-        w_hat, s_c, _, _, _ = _ws_parts(ws[0], eps=ws[1], scaled=ws[2], dtype=d.dtype)
-        w_om = _offset_major(w_hat, geom).unsqueeze(1)  # (Πk, 1, γ, p, C_g)
+        w_hat, s_c, _, kappa, n = _ws_parts(ws[0], eps=ws[1], scaled=ws[2], dtype=d.dtype)
+        w_om = _offset_major(w_hat, geom)  # (Πk, γ, p, C_g)
+        inv_s = (1 / s_c).view(1, geom.groups, geom.group_out, 1)
     hq, wq = _phase_grid(hp, wp, geom)
     per_example = geom.in_channels * hq * wq * geom.stride[0] * geom.stride[1] + geom.out_channels * (
-        hq * wq + geom.group_in
+        hq * wq + geom.group_in * (k if ws is not None else 1)
     )
     for s in _chunks(b, per_example):
         parts = _Offsets(a[s], d[s], geom)
         n_s = s.stop - s.start
-        scratch = None if keep else d.new_empty(n_s, geom.groups, geom.group_out, geom.group_in)
-        if ws is not None and mask is not None:  # masks act on the raw gradient: materialise J g
-            full = d.new_empty(k, n_s, geom.groups, geom.group_out, geom.group_in)
-            for o in range(k):
-                parts.block(o, out=full[o])
-            if kept is not None:
-                for o in range(k):
-                    kept[o][s] = full[o]
-            dims = (0, 4)
-            n = geom.fan_in
-            kappa = float(n) if ws[2] else 1.0
-            raw = full - full.mean(dims, keepdim=True) - (kappa / n) * (full * w_om).sum(dims, keepdim=True) * w_om
-            raw = raw / s_c.view(1, 1, geom.groups, geom.group_out, 1)
-            out[s] = (raw * mask_om).pow(2).sum((0, 2, 3, 4))
-            continue
         sq = torch.zeros(n_s, dtype=d.dtype, device=d.device)
-        if ws is not None:
-            stats = torch.zeros(3, n_s, geom.groups, geom.group_out, dtype=d.dtype, device=d.device)
-        for o in range(k):
-            blk = parts.block(o, out=kept[o][s] if kept is not None else scratch)
-            if ws is not None:
-                stats[0] += (blk * blk).sum(-1)
-                stats[1] += blk.sum(-1)
-                stats[2] += (blk * w_om[o]).sum(-1)
-            elif mask_om is not None:
-                sq += (blk * mask_om[o]).pow(2).sum((1, 2, 3))
-            else:
+        if ws is None:
+            scratch = None if keep else d.new_empty(n_s, geom.groups, geom.group_out, geom.group_in)
+            for o in range(k):
+                blk = parts.block(o, out=kept[o][s] if keep else scratch)
+                if mask_om is not None:
+                    blk = blk * mask_om[o]
                 sq += (blk * blk).sum((1, 2, 3))
-        if ws is not None:
-            flat = stats.view(3, n_s, geom.out_channels)
-            sq = _ws_sq_norm(flat[0], flat[1], flat[2], ws, d.dtype)
+            out[s] = sq
+            continue
+        # weight-standardised: J_c g_c = (g_c − (1·g_c/n)1 − (κ/n)(ŵ_c·g_c)ŵ_c)/s_c, applied explicitly
+        blocks = [parts.block(o, out=kept[o][s] if keep else None) for o in range(k)]
+        total = sum(blk.sum(-1, keepdim=True) for blk in blocks)
+        dot = sum((blk * w_om[o]).sum(-1, keepdim=True) for o, blk in enumerate(blocks))
+        for o, blk in enumerate(blocks):
+            raw = (blk - total / n - (kappa / n) * dot * w_om[o]) * inv_s
+            if mask_om is not None:
+                raw = raw * mask_om[o]
+            sq += (raw * raw).sum((1, 2, 3))
         out[s] = sq
     return out, (None if kept is None else KeptGradients(tuple(kept), geom))
 

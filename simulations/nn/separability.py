@@ -81,6 +81,7 @@ _POOL_MODULES = {
     nn.AdaptiveAvgPool2d: 2, nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2,
 }  # fmt: skip
 _DROPOUT_MODULES = {nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout}
+_OTHER_MODULES = {nn.Flatten, nn.Unflatten, nn.Softmax, nn.LogSoftmax}
 _ELEMENTWISE_FUNCTIONS = {
     torch.relu, torch.relu_, torch.tanh, torch.sigmoid, torch.exp, torch.log, torch.abs, torch.neg,
     torch.square, torch.sqrt, torch.rsqrt, torch.sin, torch.cos, torch.erf, torch.clamp, torch.clip,
@@ -99,6 +100,9 @@ _POOL_FUNCTIONS = {
     F.max_pool1d: 1, F.max_pool2d: 2, F.avg_pool1d: 1, F.avg_pool2d: 2, F.adaptive_avg_pool1d: 1,
     F.adaptive_avg_pool2d: 2, F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2,
 }  # fmt: skip
+_KNOWN_MODULES = (
+    set(PARAMETRISED_LAYERS) | _ELEMENTWISE_MODULES | set(_POOL_MODULES) | _DROPOUT_MODULES | _OTHER_MODULES
+)
 _ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.neg}
 
 
@@ -227,9 +231,17 @@ def _prove(model: nn.Module, example: torch.Tensor) -> PerExampleProof:
     try:
         graph = _Tracer().trace(root)
         gm = fx.GraphModule(root, graph)
+    except Exception as exc:  # untraceable forward: no proof, the engine falls back
+        return PerExampleProof(False, f"forward not traceable by torch.fx ({type(exc).__name__}: {str(exc)[:80]})")
+    for node in gm.graph.nodes:  # unsupported layers first: a clearer reason than a failed shape pass
+        if node.op == "call_module" and type(gm.get_submodule(str(node.target))) not in _KNOWN_MODULES:
+            t = type(gm.get_submodule(str(node.target))).__name__
+            name = str(node.target).removeprefix("m.") if node.target != "m" else "model"
+            return PerExampleProof(False, f"module {name} of type {t} is not supported by the fast path")
+    try:
         with torch.no_grad():
             ShapeProp(gm).propagate(example)
-    except Exception as exc:  # untraceable forward: no proof, the engine falls back
+    except Exception as exc:
         return PerExampleProof(False, f"forward not traceable by torch.fx ({type(exc).__name__}: {str(exc)[:80]})")
     try:
         calls = _interpret(gm)
