@@ -28,6 +28,9 @@ Per-sample gradient methods (``method``), all exact up to float rounding:
   twice, tied weights) has its calls' per-sample gradients instantiated and summed. With a mask M on a
   weight, the per-sample gradient is M ⊙ g_i (2-D Linear: ‖M ⊙ δ_i a_iᵀ‖² = Σ_k [(δ_i∘δ_i)ᵀ M]_k a_ik²,
   one matrix product; other layers: instantiation), the sum is M ⊙ Σ φ_i g_i.
+  Memory: the (a, δ) pairs of weights used once are kept until the sums (at most the activations a
+  non-private backward frees as it goes); a conv weight whose norm needed instantiation keeps its
+  per-sample gradients instead when they are at most ``KEEP_FACTOR`` times that pair's size.
   **Privacy precondition.** Row i of a layer input must BE example i: a model that reshapes (B, L, F)
   to (B·L, F) before a Linear layer would otherwise be clipped row by row, letting one example
   contribute up to L·C and breaking the sensitivity bound. ``"bk"`` is therefore used only when
@@ -63,6 +66,7 @@ from simulations.nn.separability import PARAMETRISED_LAYERS, per_example_proof
 
 __all__ = [
     "CLIP_EPS",
+    "KEEP_FACTOR",
     "METHODS",
     "PrivateGradient",
     "bk_applicable",
@@ -72,8 +76,9 @@ __all__ = [
 ]
 
 METHODS = ("auto", "bk", "vmap", "loop")
-_KEEP_FACTOR = 2.0
 CLIP_EPS = 1e-6  # Opacus: clip factor C / (‖g‖ + 1e-6), clamped at 1
+
+KEEP_FACTOR = 2.0  # instantiated conv gradients are kept if ≤ this × the size of their layer's (a, δ)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -214,9 +219,10 @@ class _Tap(torch.autograd.Function):
 
 class _BookKeeper:
     """The state of one book-keeping pass: per-sample squared norms ``sq``, instantiated per-sample
-    gradients of parameters used once (``per_sample``: biases, norm layers; their norms are already in
-    ``sq``) and of shared parameters (``shared``: summed over calls, norms added after the backward),
-    and the (a, δ) pairs of weights used once (``factored``)."""
+    gradients of parameters used once (``per_sample``: biases, norm layers; ``kept``: conv weights
+    whose norm was computed by instantiation; their norms are already in ``sq``) and of shared
+    parameters (``shared``: summed over calls, norms added after the backward), and the (a, δ) pairs
+    of weights used once (``factored``: the sum is a weight gradient of φ∘δ after the backward)."""
 
     def __init__(self, params, masks, uses, batch, dtype, device):
         self.name_of = {id(p): k for k, p in params.items()}
@@ -226,9 +232,7 @@ class _BookKeeper:
         self.sq = torch.zeros(batch, dtype=dtype, device=device)
         self.per_sample: dict[str, torch.Tensor] = {}
         self.shared: dict[str, torch.Tensor] = {}
-        self.kept: dict[
-            str, tuple[ps.KeptGradients, nn.Module]
-        ] = {}  # conv weights used once, instantiated for the norm
+        self.kept: dict[str, tuple[ps.KeptGradients, nn.Module]] = {}  # conv weights instantiated once
         self.factored: list[tuple] = []  # (name, kind, a, d, module)
         self.geoms: dict[int, ps.ConvGeometry] = {}
 
@@ -333,8 +337,8 @@ def _receive_conv(book, m, a, d, output, version):
                 elif m.bias is not None:
                     output = output - m.bias.detach().to(output.dtype).view(1, -1, *([1] * (output.dim() - 2)))
             # keep instantiated per-sample gradients (then the sum is φ·G, no weight gradient later) when
-            # they take at most twice the memory of the (a, δ) pair they replace
-            keep = _KEEP_FACTOR * (a.numel() + d.numel()) >= a.shape[0] * m.weight.numel()
+            # they take at most KEEP_FACTOR times the memory of the (a, δ) pair they replace
+            keep = KEEP_FACTOR * (a.numel() + d.numel()) >= a.shape[0] * m.weight.numel()
             sq, kept = ps.conv_sq_norms(a, d, geom, mask=book.masks.get(kw), ws=ws, output=output, keep=keep)
             book.sq += sq
             if kept is None:

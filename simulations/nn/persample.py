@@ -21,17 +21,27 @@ With a mask and T > 1, g_i is instantiated (chunks of examples) and masked. Bias
 Sum: Σ_i c_i g_i = (c ∘ Δ)ᵀ A over all B·T rows (one matmul).
 
 **Convolution** (``nn.Conv1d``/``nn.Conv2d``: stride, padding incl. 'same' and non-zero padding modes,
-dilation, groups γ). Unfolding the (padded) input gives, per group, A_i ∈ ℝ^{D×T} (D = (C_in/γ)·Πk
-patch entries, T = output positions) and Δ_i ∈ ℝ^{p×T} (p = C_out/γ), so g_i = Δ_i A_iᵀ and, for
-output channel c (row δ_ic of Δ_i),
+dilation, groups γ; 1-D as height 1). Per group, the patches of the padded input form A_i ∈ ℝ^{D×T}
+(D = C_g·Πk, C_g = C_in/γ, T = output positions) and Δ_i ∈ ℝ^{p×T} (p = C_out/γ), g_i = Δ_i A_iᵀ and,
+for output channel c (row δ_ic of Δ_i),
 
     ‖g_ic‖² = δ_icᵀ K_i δ_ic,   K_i = A_iᵀ A_i ∈ ℝ^{T×T}                               (ghost norm, per channel)
 
-at cost T²(D + p) per example and group, against T·D·p for instantiation; the rule of mixed ghost
-clipping (Bu, Mao, Xu 2022, arXiv 2205.10683) picks per layer the cheaper one: ghost iff
-T(D + p) < D·p (time, not memory: both are processed in chunks of examples). Masked weights are
-instantiated. Sum: Σ_i c_i g_i is the convolution weight gradient of the rescaled output gradient c∘δ
-(one ``convolution_backward``, the cost of the weight gradient of a non-private step). Bias: Σ_t δ_ict.
+Neither branch unfolds the input (derived here; im2col copies dominated the first version's time):
+
+* ghost — K_i[t, t'] = Σ_(i,j) G_i[s·t + off_ij, s·t' + off_ij] with G_i = X_iᵀX_i the Gram matrix of the
+  padded input over its P positions (C_g channels): patches at t and t' pair their entries at the same
+  kernel offset. Cost P²·C_g + T²(p + Πk) per example and group;
+* instantiation — polyphase products (``_Polyphase``): offset (i, j) of every output position reads
+  one polyphase component of the padded input at a fixed shift, so g_i[:, :, i, j] = δ̃_i X_φ[:, off:off+L]ᵀ
+  on strided views, δ̃_i being δ_i on the row-padded component grid (L ≈ T positions). Cost L·D·p.
+
+Per layer the cheaper one is used (the rule of mixed ghost clipping, Bu, Mao, Xu 2022, arXiv
+2205.10683, with these two cost models in multiply-adds: :func:`conv_costs`); masks force
+instantiation. Sum: Σ_i c_i g_i is the convolution weight gradient of the rescaled output gradient
+c∘δ (one ``convolution_backward``, the cost of a non-private step's weight gradient), or, when the
+engine keeps the instantiated g_i, c·g directly. Bias: g_ic = Σ_t δ_ict. Examples are processed in
+chunks of about ``CHUNK_ELEMENTS`` scratch entries.
 
 **Weight-standardised convolution** (``simulations.nn.layers``: ŵ_c = (w_c − μ_c1)/s_c,
 s_c = √(κ(v_c + ε)), fan-in n). Derived here: dμ = 1ᵀdw/n, dv = (2/n)(w − μ1)ᵀdw, so
@@ -45,9 +55,12 @@ J_c = (I − uuᵀ − ρ_c vvᵀ)/s_c and
 
     ‖g^raw_ic‖² = (1/s_c²) [ ‖g_ic‖² − (1·g_ic)²/n − (2 − ρ_c)(κ/n)(ŵ_c·g_ic)² ],
 
-where 1·g_ic = Σ_t δ_ict (Σ_k A_ikt) (patch sums of the input) and ŵ_c·g_ic = Σ_t δ_ict (o_ict − b_c)
-(the layer's own output). Ghost layers use this identity; instantiated layers apply J_c explicitly.
-The sum is J(Σ_i c_i g_i), J being linear; masks act on the raw gradient (instantiated).
+where 1·g_ic = Σ_t δ_ict (Σ_k A_ikt) (patch sums: a ones-kernel convolution) and
+ŵ_c·g_ic = Σ_t δ_ict (o_ict − b_c) (the layer's own output). Ghost layers use this identity; as it
+subtracts terms of size ‖g_ic‖²/s_c², examples where those exceed the result ``WS_CONDITION``-fold are
+recomputed by instantiation (cancellation would otherwise cost digits of the norm that sets φ_i).
+Instantiated layers apply J_c explicitly. The sum is J(Σ_i c_i g_i), J being linear; masks act on
+the raw gradient (instantiated).
 
 **GroupNorm / LayerNorm** (affine y = γ∘x̂ + β, x̂ the normalised input, independent of γ, β): per
 channel c (GroupNorm) or normalised coordinate (LayerNorm), ∂ℓ_i/∂γ_c = Σ_t δ_ict x̂_ict and
@@ -55,6 +68,11 @@ channel c (GroupNorm) or normalised coordinate (LayerNorm), ∂ℓ_i/∂γ_c = �
 
 A parameter used by several layer calls (a module called twice, or weights tied across modules) has
 g_i = Σ_calls g_i^(call); the engine instantiates each call's g_i^(call) and sums before the norm.
+
+Precision: all norms are exact up to float rounding. Ghost norms δᵀKδ add terms of both signs, so their
+absolute error is about ε·|δ|ᵀ|K||δ| (ε the unit roundoff) — as in every ghost-clipping
+implementation; an example whose gradient is nearly cancelled inside K gets a relatively less
+accurate norm, and its clip factor is off by the same relative amount.
 
 Example:
     >>> import torch
@@ -275,16 +293,22 @@ def conv_uses_ghost(geom: ConvGeometry, in_shape, out_shape) -> bool:
     return ghost < inst
 
 
-class _Offsets:
+class _Polyphase:
     """The polyphase form of a chunk (a, δ) of one conv layer (derived here).
 
     Output position (h, w) with kernel offset (i, j) reads the padded input at (s_h h + r, s_w w + c),
     r = d_h i, c = d_w j, i.e. polyphase component (r mod s_h, c mod s_w) at (h + ⌊r/s_h⌋, w + ⌊c/s_w⌋).
     Flattening each component over its H_q·W_q grid (X_φ, per group C_g rows) and placing δ on the
     row-padded grid q = h·W_q + w (δ̃, zeros for w ≥ W_o, length L = (H_o − 1)W_q + W_o), the
-    per-sample gradient block of offset (i, j) is g[:, :, i, j] = δ̃ X_φ[:, off : off + L]ᵀ with
-    off = ⌊r/s_h⌋W_q + ⌊c/s_w⌋ — a matrix product on strided views: no unfolded (im2col) copy.
+    per-sample gradient of offset (i, j) is g[:, :, i, j] = δ̃ X_φ[:, off : off + L]ᵀ with
+    off = ⌊r/s_h⌋W_q + ⌊c/s_w⌋ — a matrix product on a strided view, no unfolded (im2col) copy.
+    The offsets sharing a component are i = i₀ + m·s_h/g_h (g_h = gcd(d_h, s_h)) with shifts
+    ⌊d_h i₀/s_h⌋ + m·d_h/g_h — an arithmetic progression — so for thin layers (C_g < ``GATHER_BELOW``)
+    they are gathered by one ``as_strided`` copy and multiplied at once; wide layers use one product
+    per offset (no copy at all).
     """
+
+    GATHER_BELOW = 32
 
     def __init__(self, a: torch.Tensor, d: torch.Tensor, geom: ConvGeometry):
         b = a.shape[0]
@@ -305,45 +329,66 @@ class _Offsets:
         dt = d2.new_zeros(b, geom.groups, geom.group_out, ho, wq)
         dt[..., :wo] = d2.reshape(b, geom.groups, geom.group_out, ho, wo)
         self.delta = dt.view(b, geom.groups, geom.group_out, ho * wq)[..., : self.length]
-        self.phases = phases
-        kh, kw = geom.kernel
-        dh, dw = geom.dilation
-        self.blocks = []
-        for i in range(kh):
-            for j in range(kw):
-                r, c = dh * i, dw * j
-                self.blocks.append(((r % sh) * sw + (c % sw), (r // sh) * wq + (c // sw)))
+        self.phases = phases.contiguous()
+        self.geom, self.b, self.wq = geom, b, wq
+        self.gather = geom.group_in < self.GATHER_BELOW
+        self.blocks = []  # (phase, rows slice, cols slice, n_i, n_j, offset, row step, col step)
+        (kh, kw), (dh, dw) = geom.kernel, geom.dilation
+        gh, gw = math.gcd(dh, sh), math.gcd(dw, sw)
+        for i0 in range(min(kh, sh // gh)):
+            for j0 in range(min(kw, sw // gw)):
+                rows, cols = range(i0, kh, sh // gh), range(j0, kw, sw // gw)
+                phase = ((dh * i0) % sh) * sw + (dw * j0) % sw
+                base = ((dh * i0) // sh) * wq + (dw * j0) // sw
+                spec = (phase, slice(i0, kh, sh // gh), slice(j0, kw, sw // gw), len(rows), len(cols))
+                if self.gather:
+                    self.blocks.append((*spec, base, (dh // gh) * wq, dw // gw))
+                else:
+                    for m, _ in enumerate(rows):
+                        for n, _ in enumerate(cols):
+                            off = base + m * (dh // gh) * wq + n * (dw // gw)
+                            one = (phase, slice(i0 + m * (sh // gh), i0 + m * (sh // gh) + 1),
+                                   slice(j0 + n * (sw // gw), j0 + n * (sw // gw) + 1), 1, 1)  # fmt: skip
+                            self.blocks.append((*one, off, 0, 0))
+
+    def block_shape(self, index: int) -> tuple[int, ...]:
+        _, _, _, ni, nj, *_ = self.blocks[index]
+        return (self.geom.groups, self.geom.group_out, self.geom.group_in, ni, nj)
 
     def block(self, index: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """(b, γ, p, C_g): the per-sample gradients of kernel offset ``index`` (row-major over the kernel)."""
-        phase, off = self.blocks[index]
-        xs = self.phases[phase][..., off : off + self.length].transpose(-1, -2)
-        return torch.matmul(self.delta, xs, out=out)
+        """(b, γ, p, C_g, n_i, n_j): the per-sample gradients at kernel rows/cols ``self.blocks[index][1:3]``."""
+        phase, _, _, ni, nj, off, step_r, step_c = self.blocks[index]
+        geom, b, length = self.geom, self.b, self.length
+        x = self.phases[phase]  # (b, γ, C_g, H_q·W_q)
+        if ni * nj == 1:
+            xs = x[..., off : off + length].transpose(-1, -2)
+        else:
+            sb, sg, sc, _ = x.stride()
+            view = x.as_strided(
+                (b, geom.groups, geom.group_in, ni, nj, length),
+                (sb, sg, sc, step_r, step_c, 1),
+                x.storage_offset() + off,
+            )
+            xs = view.reshape(b, geom.groups, geom.group_in * ni * nj, length).transpose(-1, -2)
+        flat = None if out is None else out.view(b, geom.groups, geom.group_out, geom.group_in * ni * nj)
+        res = torch.matmul(self.delta, xs, out=flat)
+        return res.view(b, geom.groups, geom.group_out, geom.group_in, ni, nj)
 
 
-def _to_standard(g: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
-    """Offset-major (Πk, [b,] γ, p, C_g) → standard ([b,] C_out, C_g, *k)."""
-    kernel = (geom.kernel[1],) if geom.ndim == 1 else geom.kernel
-    if g.dim() == 4:  # a sum over examples
-        return g.permute(1, 2, 3, 0).reshape(geom.out_channels, geom.group_in, *kernel)
-    return g.permute(1, 2, 3, 4, 0).reshape(g.shape[1], geom.out_channels, geom.group_in, *kernel)
-
-
-def _offset_major(t: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
-    """A weight-shaped tensor (C_out, C_g, *k) → (Πk, γ, p, C_g), the layout of one offset block."""
-    k = geom.kernel[0] * geom.kernel[1]
-    return t.reshape(geom.groups, geom.group_out, geom.group_in, k).permute(3, 0, 1, 2)
+def _blocked(t: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
+    """A weight-shaped tensor (C_out, C_g, *k) as (γ, p, C_g, k_h, k_w), to slice like the blocks."""
+    return t.reshape(geom.groups, geom.group_out, geom.group_in, *geom.kernel)
 
 
 def conv_per_sample(a: torch.Tensor, d: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
     """Instantiated per-sample weight gradients g_i = Δ_i A_iᵀ → (b, C_out, C_in/γ, *k) (polyphase
-    matrix products, see ``_Offsets``)."""
-    parts = _Offsets(a, d, geom)
-    k = len(parts.blocks)
-    out = d.new_empty(k, a.shape[0], geom.groups, geom.group_out, geom.group_in)
-    for o in range(k):
-        parts.block(o, out=out[o])
-    return _to_standard(out, geom)
+    matrix products, see ``_Polyphase``)."""
+    parts = _Polyphase(a, d, geom)
+    out = d.new_empty(a.shape[0], geom.groups, geom.group_out, geom.group_in, *geom.kernel)
+    for index, (_, rows, cols, *_) in enumerate(parts.blocks):
+        out[..., rows, cols] = parts.block(index)
+    kernel = (geom.kernel[1],) if geom.ndim == 1 else geom.kernel
+    return out.view(a.shape[0], geom.out_channels, geom.group_in, *kernel)
 
 
 def _ghost_channel_sq_norms(a, d, geom):
@@ -411,20 +456,25 @@ def _ws_sq_norm(sq_c, one_c, what_c, ws, dtype):
 
 @dataclass(frozen=True)
 class KeptGradients:
-    """Per-sample conv weight gradients kept by :func:`conv_sq_norms` (``keep=True``): one (B, γ, p, C_g)
-    tensor per kernel offset (separate tensors stay below the allocator's mmap threshold, so their
-    memory is reused from step to step instead of page-faulted in), w.r.t. the weight the layer
-    convolves with (ŵ for WS layers); :meth:`weighted_sum` gives Σ_i c_i g_i in the weight's shape."""
+    """Per-sample conv weight gradients kept by :func:`conv_sq_norms` (``keep=True``), w.r.t. the weight
+    the layer convolves with (ŵ for WS layers), as the polyphase blocks they were computed in: one
+    (B, γ, p, C_g, n_i, n_j) tensor per (kernel rows, kernel cols) slice (separate tensors stay below
+    the allocator's mmap threshold, so their memory is reused from step to step instead of being
+    page-faulted in); :meth:`weighted_sum` gives Σ_i c_i g_i in the weight's shape."""
 
-    grads: tuple[torch.Tensor, ...]
+    blocks: tuple[tuple[slice, slice, torch.Tensor], ...]
     geom: ConvGeometry
 
     def weighted_sum(self, weights: torch.Tensor | None) -> torch.Tensor:
-        parts = []
-        for g in self.grads:
+        geom = self.geom
+        first = self.blocks[0][2]
+        out = first.new_zeros(geom.groups, geom.group_out, geom.group_in, *geom.kernel)
+        for rows, cols, g in self.blocks:
             flat = g.reshape(g.shape[0], -1)
-            parts.append(flat.sum(0) if weights is None else weights.to(flat.dtype) @ flat)
-        return _to_standard(torch.stack(parts).view(len(parts), *self.grads[0].shape[1:]), self.geom)
+            s = flat.sum(0) if weights is None else weights.to(flat.dtype) @ flat
+            out[..., rows, cols] = s.view(g.shape[1:])
+        kernel = (geom.kernel[1],) if geom.ndim == 1 else geom.kernel
+        return out.view(geom.out_channels, geom.group_in, *kernel)
 
 
 def conv_sq_norms(
@@ -472,39 +522,44 @@ def conv_sq_norms(
                 raw[bad] = conv_sq_norms(a[idx], d[idx], geom, ws=ws, ghost=False)[0]
             out[s] = raw
         return out, None
-    k = geom.kernel[0] * geom.kernel[1]
-    kept = [d.new_empty(b, geom.groups, geom.group_out, geom.group_in) for _ in range(k)] if keep else None
-    mask_om = None if mask is None else _offset_major(mask.to(d.dtype), geom).unsqueeze(1)
+    mask_b = None if mask is None else _blocked(mask.to(d.dtype), geom)
     if ws is not None:
         w_hat, s_c, _, kappa, n = _ws_parts(ws[0], eps=ws[1], scaled=ws[2], dtype=d.dtype)
-        w_om = _offset_major(w_hat, geom)  # (Πk, γ, p, C_g)
-        inv_s = (1 / s_c).view(1, geom.groups, geom.group_out, 1)
+        w_b = _blocked(w_hat, geom)
+        inv_s = (1 / s_c).view(1, geom.groups, geom.group_out, 1, 1, 1)
     hq, wq = _phase_grid(hp, wp, geom)
+    k = geom.kernel[0] * geom.kernel[1]
     per_example = geom.in_channels * hq * wq * geom.stride[0] * geom.stride[1] + geom.out_channels * (
-        hq * wq + geom.group_in * (k if ws is not None else 1)
+        hq * wq + geom.group_in * (k if (ws is not None or geom.group_in < _Polyphase.GATHER_BELOW) else 1)
     )
+    kept = None
     for s in _chunks(b, per_example):
-        parts = _Offsets(a[s], d[s], geom)
+        parts = _Polyphase(a[s], d[s], geom)
+        if keep and kept is None:
+            kept = [
+                (rows, cols, d.new_empty(b, *parts.block_shape(i)))
+                for i, (_, rows, cols, *_) in enumerate(parts.blocks)
+            ]
         n_s = s.stop - s.start
         sq = torch.zeros(n_s, dtype=d.dtype, device=d.device)
-        if ws is None:
-            scratch = None if keep else d.new_empty(n_s, geom.groups, geom.group_out, geom.group_in)
-            for o in range(k):
-                blk = parts.block(o, out=kept[o][s] if keep else scratch)
-                if mask_om is not None:
-                    blk = blk * mask_om[o]
-                sq += (blk * blk).sum((1, 2, 3))
-            out[s] = sq
-            continue
-        # weight-standardised: J_c g_c = (g_c − (1·g_c/n)1 − (κ/n)(ŵ_c·g_c)ŵ_c)/s_c, applied explicitly
-        blocks = [parts.block(o, out=kept[o][s] if keep else None) for o in range(k)]
-        total = sum(blk.sum(-1, keepdim=True) for blk in blocks)
-        dot = sum((blk * w_om[o]).sum(-1, keepdim=True) for o, blk in enumerate(blocks))
-        for o, blk in enumerate(blocks):
-            raw = (blk - total / n - (kappa / n) * dot * w_om[o]) * inv_s
-            if mask_om is not None:
-                raw = raw * mask_om[o]
-            sq += (raw * raw).sum((1, 2, 3))
+        blocks = []
+        for index, (_, rows, cols, *_) in enumerate(parts.blocks):
+            blk = parts.block(index, out=kept[index][2][s] if keep else None)
+            if ws is not None:  # J needs every block of a channel: the sums first
+                blocks.append((rows, cols, blk))
+                continue
+            if mask_b is not None:
+                blk = blk * mask_b[..., rows, cols]
+            sq += (blk * blk).sum((1, 2, 3, 4, 5))
+        if ws is not None:
+            # weight-standardised: J_c g_c = (g_c − (1·g_c/n)1 − (κ/n)(ŵ_c·g_c)ŵ_c)/s_c, applied explicitly
+            total = sum(blk.sum((3, 4, 5), keepdim=True) for _, _, blk in blocks)
+            dot = sum((blk * w_b[..., r, c]).sum((3, 4, 5), keepdim=True) for r, c, blk in blocks)
+            for r, c, blk in blocks:
+                raw = (blk - total / n - (kappa / n) * dot * w_b[..., r, c]) * inv_s
+                if mask_b is not None:
+                    raw = raw * mask_b[..., r, c]
+                sq += (raw * raw).sum((1, 2, 3, 4, 5))
         out[s] = sq
     return out, (None if kept is None else KeptGradients(tuple(kept), geom))
 
