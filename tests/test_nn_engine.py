@@ -297,6 +297,23 @@ def test_tied_weights_and_a_layer_called_twice_are_exact_with_bk():
         assert _maxdiff(got.grads, ref) < 1e-6
 
 
+def test_custom_loss_is_evaluated_example_by_example():
+    # a custom loss_fn is applied to each example alone (under torch.vmap), like the loop reference:
+    # a loss that would couple examples through batch statistics cannot leak into book-keeping's δ
+    def centred_mse(out, target):  # couples examples when called on a batch
+        err = out - target.unsqueeze(1)
+        return (err - err.mean(0, keepdim=True)).pow(2).sum(1) + err.pow(2).sum(1)
+
+    model = _mlp(seed=6, classes=2)
+    x, _ = _data(8, 12, 2, seed=7)
+    y = torch.randn(8)
+    kw = dict(clip_norm=0.5, noise_std=0.0, expected_batch_size=8, generator=torch.Generator(), loss_fn=centred_mse)
+    bk = private_gradient(model, x, y, method="bk", **kw)
+    loop = private_gradient(model, x, y, method="loop", **kw)
+    assert _maxdiff(bk.grads, loop.grads) < 1e-6
+    assert torch.allclose(bk.per_sample_norms, loop.per_sample_norms, rtol=1e-5)
+
+
 def test_unclipped_noiseless_is_the_plain_minibatch_gradient():
     model = _mlp(seed=7)
     x, y = _data(16, 12, 4, seed=8)

@@ -78,7 +78,7 @@ __all__ = [
 METHODS = ("auto", "bk", "vmap", "loop")
 CLIP_EPS = 1e-6  # Opacus: clip factor C / (‖g‖ + 1e-6), clamped at 1
 
-KEEP_FACTOR = 2.0  # instantiated conv gradients are kept if ≤ this × the size of their layer's (a, δ)
+KEEP_FACTOR = 1.0  # instantiated conv gradients are kept if ≤ this × the size of their layer's (a, δ) (memory-neutral)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -603,19 +603,25 @@ def conv_weight_sum(
 def group_norm_per_sample(
     a: torch.Tensor, d: torch.Tensor, *, num_groups: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GroupNorm affine per-sample gradients (Σ_t δ x̂, Σ_t δ) per channel, each (B, C)."""
-    x_hat = F.group_norm(a, num_groups, eps=eps)
+    """GroupNorm affine per-sample gradients (Σ_t δ x̂, Σ_t δ) per channel, each (B, C); x̂ is recomputed
+    chunk by chunk of examples (bounded scratch) and multiplied by δ in place."""
     b, c = d.shape[:2]
-    dd = d.reshape(b, c, -1)
-    return (dd * x_hat.reshape(b, c, -1)).sum(-1), dd.sum(-1)
+    gw = d.new_empty(b, c)
+    for s in _chunks(b, a[0].numel()):
+        x_hat = F.group_norm(a[s], num_groups, eps=eps)
+        gw[s] = x_hat.mul_(d[s]).reshape(x_hat.shape[0], c, -1).sum(-1)
+    return gw, d.reshape(b, c, -1).sum(-1)
 
 
 def layer_norm_per_sample(
     a: torch.Tensor, d: torch.Tensor, *, normalized_shape: tuple[int, ...], eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """LayerNorm affine per-sample gradients (Σ_t δ x̂, Σ_t δ), each (B, *normalized_shape)."""
-    x_hat = F.layer_norm(a, normalized_shape, eps=eps)
+    """LayerNorm affine per-sample gradients (Σ_t δ x̂, Σ_t δ), each (B, *normalized_shape); x̂ recomputed
+    chunk by chunk of examples and multiplied by δ in place."""
     b = d.shape[0]
     k = math.prod(normalized_shape)
-    dd = d.reshape(b, -1, k)
-    return (dd * x_hat.reshape(b, -1, k)).sum(1).view(b, *normalized_shape), dd.sum(1).view(b, *normalized_shape)
+    gw = d.new_empty(b, k)
+    for s in _chunks(b, a[0].numel()):
+        x_hat = F.layer_norm(a[s], normalized_shape, eps=eps)
+        gw[s] = x_hat.mul_(d[s]).reshape(x_hat.shape[0], -1, k).sum(1)
+    return gw.view(b, *normalized_shape), d.reshape(b, -1, k).sum(1).view(b, *normalized_shape)
