@@ -209,39 +209,63 @@ def test_bk_on_conv_networks_equals_the_per_example_loop(case):
             assert torch.all(bk.grads[k][masks[k] == 0] == 0)
 
 
-@pytest.mark.parametrize("groups,stride,padding,dilation", [(1, 1, 1, 1), (2, 2, 0, 1), (1, 1, 2, 2), (2, 3, 1, 1)])
-def test_bk_equals_opacus_on_a_conv_network(groups, stride, padding, dilation):
-    # Opacus 1.6 GradSampleModule (hooks) + DPOptimizer, σ = 0: the same per-sample norms and clipped mean
+@st.composite
+def opacus_cases(draw):
+    """Conv networks in the layer set Opacus 1.6's hooks support: Conv1d/Conv2d with zero padding,
+    GroupNorm/LayerNorm, Linear."""
+    torch.manual_seed(draw(st.integers(0, 2**16)))
+    dims, groups = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
+    c_in, c_out = groups * draw(st.sampled_from([1, 2, 8])), groups * draw(st.integers(1, 3))
+    k, stride, dilation, padding = (
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 2)),
+        draw(st.integers(0, 2)),
+    )
+    size = draw(st.integers(4, 9))
+    assume(size + 2 * padding >= dilation * (k - 1) + 1)
+    conv = (nn.Conv1d if dims == 1 else nn.Conv2d)(
+        c_in, c_out, k, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=draw(st.booleans())
+    )
+    shape = (c_in, size) if dims == 1 else (c_in, size, size)
+    with torch.no_grad():
+        o = conv(torch.zeros(1, *shape))
+    norm = draw(st.sampled_from(["group", "layer", "none"]))
+    layers = [conv]
+    if norm == "group" and o[0].numel() // groups > 1:
+        layers.append(nn.GroupNorm(groups, c_out))
+    elif norm == "layer" and o[0, 0].numel() > 1:
+        layers.append(nn.LayerNorm(tuple(o.shape[2:])))
+    model = nn.Sequential(*layers, nn.ReLU(), nn.Flatten(), nn.Linear(o[0].numel(), 3))
+    n = draw(st.integers(2, 6))
+    return model, torch.randn(n, *shape), torch.randint(0, 3, (n,)), draw(st.sampled_from([0.05, 0.5, 5.0]))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(case=opacus_cases())
+def test_bk_equals_opacus_hooks_on_conv_networks(case):
+    # Opacus 1.6 GradSampleModule (hooks) + DPOptimizer with σ = 0: the same per-sample norms and the
+    # same clipped mean (Opacus rescales grad_sample to per-example losses under loss_reduction="mean")
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
-    torch.manual_seed(5)
-    model = nn.Sequential(
-        nn.Conv2d(2, 4, 3, stride=stride, padding=padding, dilation=dilation, groups=groups),
-        nn.GroupNorm(2, 4),
-        nn.ReLU(),
-        nn.Flatten(),
-    )
-    with torch.no_grad():
-        flat = model(torch.zeros(1, 2, 9, 9)).shape[1]
-    model.append(nn.Linear(flat, 3))
-    x, y = torch.randn(10, 2, 9, 9), torch.randint(0, 3, (10,))
+    model, x, y, clip = case
+    n = x.shape[0]
     ours = private_gradient(
-        model, x, y, clip_norm=0.2, noise_std=0.0, expected_batch_size=10, generator=torch.Generator(), method="bk"
+        model, x, y, clip_norm=clip, noise_std=0.0, expected_batch_size=n, generator=torch.Generator(), method="bk"
     )
     twin = GradSampleModule(copy.deepcopy(model), loss_reduction="mean")
     opt = DPOptimizer(
-        torch.optim.SGD(twin.parameters(), lr=0.1), noise_multiplier=0.0, max_grad_norm=0.2, expected_batch_size=10
+        torch.optim.SGD(twin.parameters(), lr=0.1), noise_multiplier=0.0, max_grad_norm=clip, expected_batch_size=n
     )
     opt.zero_grad()
     nn.functional.cross_entropy(twin(x), y).backward()
-    norms = torch.stack([p.grad_sample.reshape(10, -1).norm(dim=1) for p in twin.parameters()]).norm(dim=0)
+    norms = torch.stack([p.grad_sample.reshape(n, -1).norm(dim=1) for p in twin.parameters()]).norm(dim=0)
     opt.pre_step()
-    assert torch.allclose(ours.per_sample_norms, norms, rtol=1e-5)  # Opacus rescales grad_sample to per-example losses
+    assert torch.allclose(ours.per_sample_norms, norms, rtol=1e-4, atol=1e-6)
     theirs = {k.removeprefix("_module."): p.grad for k, p in twin.named_parameters()}
     for k, g in ours.grads.items():
-        assert torch.allclose(g, theirs[k], rtol=1e-5, atol=1e-7), k
-    assert float((ours.clip_factors < 1).float().mean()) > 0.5  # clipping is active
+        assert torch.allclose(g, theirs[k], rtol=1e-4, atol=1e-6), k
 
 
 def test_bk_on_the_repository_models_equals_the_loop():
