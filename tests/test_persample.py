@@ -268,6 +268,25 @@ def test_bk_equals_opacus_hooks_on_conv_networks(case):
         assert torch.allclose(g, theirs[k], rtol=1e-4, atol=1e-6), k
 
 
+@pytest.mark.parametrize("inplace", [False, True])
+def test_ws_ghost_layer_followed_by_an_in_place_op_equals_the_loop(inplace):
+    # a WS layer on the ghost branch reads its own output (ŵ_c·g_ic = Σ_t δ_ict o_ict); an in-place
+    # activation after it overwrites that output, which the engine detects and recomputes
+    torch.manual_seed(3)
+    conv = WSConv2d(16, 32, 3, padding=1)
+    x0 = torch.zeros(1, 16, 4, 4)
+    geom = ps.conv_geometry(conv)
+    assert ps.conv_uses_ghost(geom, x0.shape[1:], conv(x0).shape[1:])
+    model = nn.Sequential(conv, nn.ReLU(inplace=inplace), nn.Flatten(), nn.Linear(32 * 16, 3))
+    x, y = torch.randn(5, 16, 4, 4), torch.randint(0, 3, (5,))
+    kw = dict(clip_norm=1.0, noise_std=0.0, expected_batch_size=5, generator=torch.Generator())
+    bk = private_gradient(model, x, y, method="bk", **kw)
+    loop = private_gradient(model, x, y, method="loop", **kw)
+    assert torch.allclose(bk.per_sample_norms, loop.per_sample_norms, rtol=1e-4)
+    for k in bk.grads:
+        assert torch.allclose(bk.grads[k], loop.grads[k], rtol=1e-4, atol=1e-6), k
+
+
 def test_bk_on_the_repository_models_equals_the_loop():
     from simulations.nn.models import build_model
 
