@@ -30,7 +30,8 @@ Per-sample gradient methods (``method``), all exact up to float rounding:
   one matrix product; other layers: instantiation), the sum is M ⊙ Σ φ_i g_i.
   Memory: the (a, δ) pairs of weights used once are kept until the sums (at most the activations a
   non-private backward frees as it goes); a conv weight whose norm needed instantiation keeps its
-  per-sample gradients instead when they are at most ``KEEP_FACTOR`` times that pair's size.
+  per-sample gradients instead when they are at most ``KEEP_FACTOR`` times that pair's size, and the
+  ghost/instantiation choice then credits instantiation with the weight-gradient pass it saves.
   **Privacy precondition.** Row i of a layer input must BE example i: a model that reshapes (B, L, F)
   to (B·L, F) before a Linear layer would otherwise be clipped row by row, letting one example
   contribute up to L·C and breaking the sensitivity bound. ``"bk"`` is therefore used only when
@@ -78,7 +79,7 @@ __all__ = [
 METHODS = ("auto", "bk", "vmap", "loop")
 CLIP_EPS = 1e-6  # Opacus: clip factor C / (‖g‖ + 1e-6), clamped at 1
 
-KEEP_FACTOR = 1.0  # instantiated conv gradients are kept if ≤ this × the size of their layer's (a, δ) (memory-neutral)
+KEEP_FACTOR = 1.0  # kept conv per-sample gradients: at most this × the size of the (a, δ) they replace
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -336,9 +337,7 @@ def _receive_conv(book, m, a, d, output, version):
                     output = m._conv_forward(a, _conv_weight(m).to(a.dtype), None)
                 elif m.bias is not None:
                     output = output - m.bias.detach().to(output.dtype).view(1, -1, *([1] * (output.dim() - 2)))
-            # keep instantiated per-sample gradients (then the sum is φ·G, no weight gradient later) when
-            # they take at most KEEP_FACTOR times the memory of the (a, δ) pair they replace
-            keep = KEEP_FACTOR * (a.numel() + d.numel()) >= a.shape[0] * m.weight.numel()
+            keep = _keeps(m, a, d)
             sq, kept = ps.conv_sq_norms(a, d, geom, mask=book.masks.get(kw), ws=ws, output=output, keep=keep)
             book.sq += sq
             if kept is None:
@@ -352,6 +351,13 @@ def _receive_conv(book, m, a, d, output, version):
             book.add_per_sample(kw, m.weight, g)
     if kb is not None:
         book.add_per_sample(kb, m.bias, d.reshape(d.shape[0], d.shape[1], -1).sum(-1))
+
+
+def _keeps(m, a, d) -> bool:
+    """Keep a conv weight's instantiated per-sample gradients (then its sum is φ·G, no weight-gradient
+    pass after the backward) when they take at most KEEP_FACTOR times the memory of the (a, δ) pair
+    they replace."""
+    return a.shape[0] * m.weight.numel() <= KEEP_FACTOR * (a.numel() + d.numel())
 
 
 def _add_affine(book, m, gw, gb):
@@ -394,7 +400,7 @@ def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof):
         kw = book.key(module.weight) if type(module) in ps.WS_TYPES else None
         if kw is not None and book.single(module.weight) and kw not in masks:
             geom = book.geometry(module)
-            if ps.conv_uses_ghost(geom, a.shape[1:], output.shape[1:]):
+            if ps.conv_uses_ghost(geom, a.shape[1:], output.shape[1:], keep=_keeps(module, a, output)):
                 call.output = output.detach()  # ŵ_c·g_ic = Σ_t δ_ict (o_ict − b_c)
         z = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
         zs.append(z)

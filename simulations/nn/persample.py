@@ -287,9 +287,14 @@ def conv_costs(geom: ConvGeometry, in_shape, out_shape) -> tuple[int, int]:
     return ghost, inst
 
 
-def conv_uses_ghost(geom: ConvGeometry, in_shape, out_shape) -> bool:
-    """Mixed ghost clipping's choice per layer: the ghost norm iff it costs less (:func:`conv_costs`)."""
+def conv_uses_ghost(geom: ConvGeometry, in_shape, out_shape, *, keep: bool = False) -> bool:
+    """Mixed ghost clipping's choice per layer: the ghost norm iff it costs less (:func:`conv_costs`).
+    With ``keep`` (the instantiated gradients will be kept, so their weighted sum replaces the
+    weight-gradient pass T·D·p that the ghost branch still needs), that pass is added to the ghost cost."""
     ghost, inst = conv_costs(geom, in_shape, out_shape)
+    if keep:
+        ho, wo = (1, out_shape[-1]) if geom.ndim == 1 else tuple(out_shape[-2:])
+        ghost += geom.groups * ho * wo * geom.fan_in * geom.group_out
     return ghost < inst
 
 
@@ -498,7 +503,7 @@ def conv_sq_norms(
     """
     b = a.shape[0]
     if ghost is None:
-        ghost = conv_uses_ghost(geom, a.shape[1:], d.shape[1:])
+        ghost = conv_uses_ghost(geom, a.shape[1:], d.shape[1:], keep=keep)
     ghost = ghost and mask is None
     hp, wp = _padded_hw(a.shape[1:], geom)
     positions = d[0].numel() // geom.out_channels
