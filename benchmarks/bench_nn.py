@@ -48,8 +48,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulations.nn.engine import private_gradient, trainable_parameters  # noqa: E402
-from simulations.nn.models import build_model, count_parameters  # noqa: E402
+from simulations.nn.engine import private_gradient, trainable_parameters
+from simulations.nn.models import build_model, count_parameters
 
 C, SIGMA, LR = 1.0, 1.0, 0.01
 METHODS = ("nonprivate", "dpbasin", "opacus_hooks", "opacus_ghost")
@@ -237,7 +237,7 @@ def _ratio(a, b):
 
 
 def run_model(key: str, args, engine=None) -> dict:
-    name, shape, width, depth, description = MODELS[key]
+    _, shape, _, _, description = MODELS[key]
     base = _model(key, args.device)
     x, y = _batch(key, args.batch, args.device)
     rec: dict = {
