@@ -35,20 +35,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dptheory.records import Basin, Optimizer  # noqa: E402
-from simulations.engine import RunSpec, simulate  # noqa: E402
-from simulations.kernels import _normal, replica_states  # noqa: E402
+from simulations.basin.engine import RunSpec, simulate  # noqa: E402
+from simulations.basin.rng import normal, replica_states  # noqa: E402
 
 
 @njit(parallel=True, cache=True)
 def _draw_gaussians(states, per_replica):
     """Draw ``per_replica`` N(0,1) variates per replica (prange) with the kernels' own generator
-    (``simulations.kernels._normal``: ziggurat on xoshiro256++); return their sums (kept live)."""
+    (``simulations.basin.rng.normal``: ziggurat on xoshiro256++); return their sums (kept live)."""
     out = np.empty(states.shape[0])
     for rep in prange(states.shape[0]):
         st = states[rep, :4].copy()
         acc = 0.0
         for _ in range(per_replica):
-            acc += _normal(st)
+            acc += normal(st)
         out[rep] = acc
     return out
 
@@ -115,7 +115,7 @@ def bench_reduced(repeat: int) -> tuple[float, float]:
     for d in (1_000, 10**12):
         basin = Basin(dim=d, curvatures=(1.0,) * 100, sample_std=0.1)
         simulate(basin=basin, optimizer=opt, run=RunSpec(steps=2, replicas=2))
-        times.append(_best(lambda: simulate(basin=basin, optimizer=opt, run=run, engine="reduced"), repeat))
+        times.append(_best(lambda basin=basin: simulate(basin=basin, optimizer=opt, run=run, engine="reduced"), repeat))
     return times[0], times[1]
 
 

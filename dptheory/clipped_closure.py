@@ -1,29 +1,27 @@
-"""Closures of the per-sample-clipped step on the low-rank quadratic basin: mean-field and radial.
+"""Closures of the stationary law of the per-sample-clipped step: their names and the radial closure.
 
-Private per-step model shared by dptheory.clipped_dynamics and dptheory.clipped_recovery, plus the
-radial (small-step Fokker–Planck) correction of the stationary state.
+The mean-field step model (dptheory.clipped_step) evaluates the e-dependent clip shrinkage γ(m),
+m = ‖He‖, and the clip variance at the root-mean-square gradient norm; its stationary law is
+Gaussian. A *closure* says which stationary law the outputs of dptheory.clipped_dynamics use
+(:data:`CLOSURES`):
 
-*Mean-field closure* (module docstring of clipped_dynamics): the e-dependent clip shrinkage γ(m),
-m = ‖He‖, and the clip variance are evaluated at the root-mean-square gradient norm, which makes the
-second-moment recursion of every direction linear,
+* ``"elliptic"`` — dptheory.clipped_elliptic: elliptical law with the exact discrete-time
+  per-direction balances and the discrete radial chain (the default);
+* ``"radial"`` — the mean-field second moments times the radial factor R below;
+* ``"mean-field"`` — the Gaussian law itself.
 
-    v_i' = [(1 − η a_i)² + η² κ a_i²] v_i + η² q_i,   a_i = γ λ_i,
-
-solved self-consistently at stationarity (:func:`_solve_m2`).
-
-*Radial closure* (:func:`radial_closure_factor`): the mean-field stationary law is Gaussian, but the
-drift γ(m)·He is a nonlinear function of the radius; in the saturated regime (m ≫ max(C, s√n)) it is
-normalised gradient descent and the stationary law is ∝ ρ^{r−1} e^{−ρ/θ}, not Gaussian. For equal
-curvatures λ and isotropic per-coordinate noise τ²(m) the small-step (Itô) Fokker–Planck equation of
-the error e ∈ ℝ^r has the zero-flux stationary solution
+*Radial closure* (:func:`radial_closure_factor`): the drift γ(m)·He is a nonlinear function of the
+radius; in the saturated regime (m ≫ max(C, s√n)) it is normalised gradient descent and the
+stationary law is ∝ ρ^{r−1} e^{−ρ/θ}, not Gaussian. For equal curvatures λ and isotropic
+per-coordinate noise τ²(m) the small-step (Itô) Fokker–Planck equation of the error e ∈ ℝ^r has the
+zero-flux stationary solution
 
     p(ρ) ∝ ρ^{r−1} / D(ρ) · exp(−∫₀^ρ f(u)/D(u) du),   f(ρ) = γ(λρ) λρ,   D(ρ) = η τ²(λρ)/2,
 
 (proofs/clipped_radial_closure.py): Gaussian, i.e. the mean-field law, when f is linear and D
 constant; ρ^{r−1}e^{−ρ/θ} with E ρ² = r(r+1)θ² when saturated (mean field: r²θ²). The closure keeps the
 mean-field model for everything that is discrete-time (the factors 2 − ηa_i(1+κ), Poisson batches,
-per-direction shapes) and multiplies the mean-field stationary second moments by the nonlinearity
-factor
+per-direction shapes) and multiplies the mean-field stationary second moments by
 
     R = 1 + w (R₀ − 1),   R₀ = E_p[m²] / m_MF²,   w = 2(1 − ηa_*)/(2 − ηa_*),   a_* = a₀ (1 + κ),
 
@@ -34,229 +32,27 @@ discrete-time weight of the first-order nonlinearity correction (w → 1 as η �
 
 from __future__ import annotations
 
-import functools
+import itertools
 import math
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy import integrate, interpolate, optimize, special
+from scipy import integrate, interpolate, special
 
 from dptheory import clipping as _clipping
+from dptheory.clipped_step import StationaryState, check_inputs, stationary_state
 from dptheory.records import Basin, Optimizer
 
-__all__ = ["CLOSURES", "SAMPLINGS", "radial_closure_factor"]
-
-SAMPLINGS = ("fixed", "poisson")
-_MAX_ITER = 200  # step cap of the self-consistency solve
-
-
-# ---------------------------------------------------------------------------------------------
-# validation and the per-step model (private)
-# ---------------------------------------------------------------------------------------------
-
-
-def _check(basin: Any, optimizer: Any, sampling: Any) -> tuple[Basin, Optimizer, bool]:
-    if not isinstance(basin, Basin):
-        raise ValueError(f"basin must be a dptheory.records.Basin, got {type(basin).__name__}")
-    if not isinstance(optimizer, Optimizer):
-        raise ValueError(f"optimizer must be a dptheory.records.Optimizer, got {type(optimizer).__name__}")
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-    return basin, optimizer, sampling == "poisson"
-
-
-@dataclass(frozen=True)
-class _Step:
-    """Per-coordinate coefficients of the mean-field recursion at one value of m²."""
-
-    gamma: float
-    drift: np.ndarray  # a_i = γ λ_i, curved
-    add_var: np.ndarray  # q_i, curved
-    flat_drift: float  # γ λ_flat
-    flat_add_var: float  # q_flat
-    mult: float  # κ_i / a_i² = 1/B (Poisson) or 0 (fixed)
-
-
-def _clip_moments(n: int, m2: float, s: float, clip: float) -> tuple[float, float]:
-    """(γ, E‖clip g‖² − γ² m²) for one per-sample gradient g ~ N(μ, s² I_n), ‖μ‖² = m²."""
-    if math.isinf(clip):
-        return 1.0, n * s * s
-    m = math.sqrt(max(m2, 0.0))
-    g = float(_clipping.clipped_gaussian_mean_factor(dim=n, mean_norm=m, std=s, clip_norm=clip))
-    second = float(_clipping.clipped_gaussian_second_moment(dim=n, mean_norm=m, std=s, clip_norm=clip))
-    return g, max(second - g * g * m2, 0.0)
-
-
-class _MomentTable:
-    """(γ, clip variance) as functions of m², tabulated lazily on a grid u = log m² of spacing h.
-
-    Cubic (4-node Lagrange) interpolation in u. Error ≤ h⁴/24 · max|∂⁴_u f| ≈ 3e-7 relative where
-    the clip moments vary on the scale of m itself (they are smooth in u, e.g. γ ≈ C/√(e^u + ns²));
-    at a clipping kink sharper than the grid (s ≲ h·C, nearly deterministic gradients) up to ~1 %.
-    Used by the recursions, where m(t) sweeps many decades and each exact evaluation costs ~1–3 ms.
-    """
-
-    h = 0.05
-
-    def __init__(self, n: int, s: float, clip: float) -> None:
-        self.n, self.s, self.clip = n, s, clip
-        self.nodes: dict[int, tuple[float, float]] = {}
-
-    def _node(self, i: int) -> tuple[float, float]:
-        if i not in self.nodes:
-            self.nodes[i] = _clip_moments(self.n, math.exp(i * self.h), self.s, self.clip)
-        return self.nodes[i]
-
-    def __call__(self, m2: float) -> tuple[float, float]:
-        if not m2 > 0:
-            return _clip_moments(self.n, 0.0, self.s, self.clip)
-        x = math.log(m2) / self.h
-        i = math.floor(x)
-        w = x - i
-        weights = (
-            -w * (w - 1) * (w - 2) / 6,
-            (w + 1) * (w - 1) * (w - 2) / 2,
-            -(w + 1) * w * (w - 2) / 2,
-            (w + 1) * w * (w - 1) / 6,
-        )
-        g = cv = 0.0
-        for j, lw in zip(range(i - 1, i + 3), weights):
-            gj, cj = self._node(j)
-            g += lw * gj
-            cv += lw * cj
-        return min(1.0, max(g, 0.0)), max(cv, 0.0)
-
-
-def _step(basin: Basin, opt: Optimizer, poisson: bool, m2: float, moments=None) -> _Step:
-    """Recursion coefficients at m²; ``moments`` (optional callable m² → (γ, clip var)) overrides."""
-    n, b = basin.noise_dim, opt.batch_size
-    if moments is not None:
-        gamma, clip_var = moments(m2)
-    else:
-        gamma, clip_var = _clip_moments(n, m2, basin.sample_std, opt.effective_clip_norm)
-    dp_var = opt.noise_std**2 / b**2
-    q_spread = clip_var / (n * b) + dp_var
-    flat_gamma = gamma
-    if basin.spread == "basin" and basin.flat_curvature > 0 and basin.flat_dim > 0:
-        # the flat gradient λ_flat e_flat is deterministic (outside the support of ζ): its shrinkage is
-        # the plain mean clip factor E[min(1, C/‖g‖)], not the Stein-weighted γ of the Gaussian part
-        flat_gamma = _mean_clip_factor(n, math.sqrt(max(m2, 0.0)), basin.sample_std, opt.effective_clip_norm)
-    return _Step(
-        gamma=gamma,
-        drift=gamma * basin.curvature_array,
-        add_var=np.full(basin.rank, q_spread),
-        flat_drift=flat_gamma * basin.flat_curvature,
-        flat_add_var=q_spread if basin.spread == "ambient" else dp_var,
-        mult=1.0 / b if poisson else 0.0,
-    )
-
-
-def _stationary_v(lr: float, a: np.ndarray, q: np.ndarray, mult: float) -> np.ndarray:
-    """v = η q / (a (2 − η a (1 + mult))): fixed point of v = [(1−ηa)² + η² mult a²] v + η² q.
-
-    inf where the bracket is ≥ 1 (unstable) and q > 0 or where a = 0 < q; 0 where q = 0.
-    """
-    a = np.asarray(a, dtype=float)
-    q = np.asarray(q, dtype=float)
-    den = a * (2.0 - lr * a * (1.0 + mult))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = np.where(den > 0, lr * q / np.where(den > 0, den, 1.0), np.inf)
-    return np.where(q == 0, 0.0, v)
-
-
-def _grad_sq(basin: Basin, step: _Step, lr: float) -> float:
-    """Σ λ_i² v_i (+ flat part) at the stationary v of ``step``: the map whose fixed point is m²."""
-    lam = basin.curvature_array
-    v = _stationary_v(lr, step.drift, step.add_var, step.mult)
-    total = float(np.sum(lam**2 * v))
-    if basin.flat_curvature > 0 and basin.flat_dim > 0:
-        vf = float(_stationary_v(lr, np.array([step.flat_drift]), np.array([step.flat_add_var]), step.mult)[0])
-        total += basin.flat_dim * basin.flat_curvature**2 * vf
-    return total
-
-
-@functools.lru_cache(maxsize=4096)
-def _solve_m2(basin: Basin, opt: Optimizer, poisson: bool, max_iter: int = _MAX_ITER) -> float:
-    """Self-consistent stationary m² = Σ λ_i² v_i(m²) by Brent's method in u = log m² (step cap).
-
-    Memoised on its arguments (Basin and Optimizer are frozen, hashable records, so equal inputs give
-    the identical float): the loss, clip fraction, saturation and linear model of one state all need
-    the same solve. A warning about an early stop is therefore emitted once per distinct input.
-    """
-    lr = opt.lr
-
-    def F(m2: float) -> float:
-        return _grad_sq(basin, _step(basin, opt, poisson, m2), lr)
-
-    f0 = F(0.0)
-    if f0 == 0.0:
-        return 0.0
-    if not opt.mode.clipped or math.isinf(opt.effective_clip_norm):
-        return f0  # γ = 1 and q do not depend on m: one evaluation is the fixed point (maybe inf)
-
-    def h(u: float) -> float:
-        val = F(math.exp(u))
-        return 700.0 if not math.isfinite(val) else math.log(val) - u if val > 0 else -700.0
-
-    # Bracket: h → +∞ as u → −∞ (F(0) > 0); h → −∞ as u → ∞ (γ ~ C/m makes F grow like m, not m²).
-    u_hi = math.log(f0) + 1.0 if math.isfinite(f0) else 0.0
-    for _ in range(max_iter):
-        if h(u_hi) < 0:
-            break
-        u_hi += 2.0
-    else:
-        warnings.warn("stationary gradient norm: no upper bracket found; returning inf", RuntimeWarning)
-        return math.inf
-    u_lo = u_hi - 2.0
-    for _ in range(max_iter):
-        if h(u_lo) > 0:
-            break
-        u_lo -= 2.0
-    else:  # pragma: no cover - h(−∞) = +∞ whenever F(0) > 0
-        warnings.warn("stationary gradient norm: no lower bracket found", RuntimeWarning)
-        return math.exp(u_lo)
-    u, res = optimize.brentq(h, u_lo, u_hi, xtol=1e-13, rtol=1e-13, maxiter=max_iter, full_output=True, disp=False)
-    if not res.converged:
-        warnings.warn(
-            f"stationary gradient norm: self-consistency stopped after {max_iter} iterations "
-            f"(flag {res.flag}); result may be inaccurate",
-            RuntimeWarning,
-        )
-    return math.exp(u)
-
-
-def _stationary(basin: Basin, opt: Optimizer, poisson: bool) -> tuple[float, _Step, np.ndarray, float]:
-    """(m², step, v_curved, v_flat per coordinate) at the self-consistent stationary state."""
-    m2 = _solve_m2(basin, opt, poisson)
-    st = _step(basin, opt, poisson, m2 if math.isfinite(m2) else 1e300)
-    v = _stationary_v(opt.lr, st.drift, st.add_var, st.mult)
-    vf = float(_stationary_v(opt.lr, np.array([st.flat_drift]), np.array([st.flat_add_var]), st.mult)[0])
-    return m2, st, v, vf
-
-
-def _mean_clip_factor(n: int, m: float, s: float, clip: float) -> float:
-    """E[min(1, C/‖g‖)] for g ~ N(μ, s² I_n), ‖μ‖ = m: ‖g‖²/s² ~ χ'²_n(m²/s²)."""
-    if math.isinf(clip):
-        return 1.0
-    if s == 0.0:
-        return 1.0 if m <= clip else clip / m
-    if n >= 3:  # clipped_gaussian_mean_factor(dim=k) averages min(1, c/√W) over W ~ χ'²_{k+2}
-        return float(_clipping.clipped_gaussian_mean_factor(dim=n - 2, mean_norm=m, std=s, clip_norm=clip))
-    from scipy import stats  # only this rare n < 3 branch needs it (importing it costs ~0.6 s)
-
-    lam, c2 = (m / s) ** 2, (clip / s) ** 2
-    dist = stats.ncx2(n, lam) if lam > 0 else stats.chi2(n)
-    tail, _ = integrate.quad(lambda w: math.sqrt(c2 / w) * dist.pdf(w), c2, np.inf, limit=200)
-    return float(min(1.0, dist.cdf(c2) + tail))
+__all__ = ["CLOSURES", "check_closure", "radial_closure_factor", "radial_discrete_weight", "radial_factor"]
 
 
 # ---------------------------------------------------------------------------------------------
 # radial (small-step Fokker–Planck) closure of the stationary state
 # ---------------------------------------------------------------------------------------------
 
-CLOSURES = ("radial", "mean-field")
+CLOSURES = ("elliptic", "radial", "mean-field")
 _RADIAL_RANGE_NODES = 17  # exact clip-moment evaluations per pass of the range search
 _RADIAL_NODES = 41  # exact evaluations of the clip moments on the final range (PCHIP in between)
 _RADIAL_FINE = 4097  # Simpson nodes on the interpolant (odd)
@@ -264,10 +60,11 @@ _RADIAL_TAIL = 40.0  # the range must end where the log-density is ≥ 40 below 
 _RADIAL_TRIES = 12  # step cap of the range search
 
 
-def _check_closure(closure: Any) -> str:
+def check_closure(closure: Any) -> str:
+    """Validate a closure name: one of :data:`CLOSURES` (ValueError otherwise); returns it."""
     if closure not in CLOSURES:
         raise ValueError(f"closure must be one of {', '.join(CLOSURES)}, got {closure!r}")
-    return closure
+    return str(closure)
 
 
 def _participation(basin: Basin, v: np.ndarray, vf: float) -> float:
@@ -284,11 +81,17 @@ def _participation(basin: Basin, v: np.ndarray, vf: float) -> float:
 def _log_density(k: float, x: np.ndarray, g: np.ndarray, t: np.ndarray) -> np.ndarray:
     """log p(x) = (k−1) log x − log t(x) − k ∫_{x₀}^x g(u) u / t(u) du (cumulative Simpson)."""
     phi = k * integrate.cumulative_simpson(g * x / t, x=x, initial=0.0)
-    return special.xlogy(k - 1.0, x) - np.log(t) - phi
+    out: np.ndarray = special.xlogy(k - 1.0, x) - np.log(t) - phi
+    return out
 
 
 def _radial_ratio(
-    k: float, ratios, knee: float, nodes: int = _RADIAL_NODES, fine: int = _RADIAL_FINE, max_tries: int = _RADIAL_TRIES
+    k: float,
+    ratios: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    knee: float,
+    nodes: int = _RADIAL_NODES,
+    fine: int = _RADIAL_FINE,
+    max_tries: int = _RADIAL_TRIES,
 ) -> float:
     """E_p[x²] for p(x) ∝ x^{k−1}/t(x) · exp(−k ∫ g(u) u / t(u) du), x = m/m_MF.
 
@@ -296,7 +99,7 @@ def _radial_ratio(
     part: exact clip moments); ``knee`` = max(C, s√n)/m_MF, the scale on which they vary. Range:
     start from [max(0, 1 − 15/√k), 1 + 15/√k + 50/k] (the gamma law of the saturated limit, shape k
     and mean 1, has ≤ e^−40 of its mass outside), widen until the log-density at both ends is ≥ 40
-    below its peak (≤ 12 widenings, then a RuntimeWarning), trim to where it is within 40 of the
+    below its peak (≤ 12 widenings, then a RuntimeWarning, stacklevel=2), trim to where it is within 40 of the
     peak; there evaluate (g, t) at ≈ ``nodes`` points uniform in asinh(x/knee), split at the knee,
     interpolate them (monotone cubic, PCHIP) and integrate on ≈ ``fine`` Simpson nodes.
     """
@@ -319,6 +122,7 @@ def _radial_ratio(
             f"radial closure: the stationary law did not fit in the range after {max_tries} "
             "widenings; the factor may be inaccurate",
             RuntimeWarning,
+            stacklevel=2,
         )
     inside = np.flatnonzero(logp >= top - _RADIAL_TAIL)
     lo2 = x[max(inside[0] - 1, 0)]
@@ -330,7 +134,7 @@ def _radial_ratio(
     breaks = [lo2, knee, hi2] if lo2 < knee < hi2 else [lo2, hi2]
     y_all = math.asinh(hi2 / w) - math.asinh(lo2 / w)
     xs, gs, ts = [], [], []
-    for left, right in zip(breaks[:-1], breaks[1:]):
+    for left, right in itertools.pairwise(breaks):
         share = (math.asinh(right / w) - math.asinh(left / w)) / y_all
         yn = np.linspace(math.asinh(left / w), math.asinh(right / w), max(9, round(share * nodes)))
         g, t = ratios(w * np.sinh(yn))
@@ -351,13 +155,18 @@ def _radial_ratio(
     return float(num / den)
 
 
-def _radial_factor(
-    basin: Basin, opt: Optimizer, poisson: bool, m2: float, st: _Step, v: np.ndarray, vf: float, discrete: bool = True
+def radial_factor(
+    *, basin: Basin, optimizer: Optimizer, poisson: bool, state: StationaryState, discrete: bool = True
 ) -> float:
-    """1 + w (R₀ − 1) of :func:`radial_closure_factor` at the mean-field stationary state (m², st, v, vf).
+    """Radial nonlinearity factor R = 1 + w (R₀ − 1) (:func:`radial_closure_factor`) at a mean-field state.
 
-    R₀: the small-step radial factor; w = 2(1 − ηa_*)/(2 − ηa_*), a_* = a₀(1 + κ) (``discrete=False``: w = 1).
+    ``state``: the mean-field stationary state (``clipped_step.stationary_state``) of ``basin`` and
+    ``optimizer`` with Poisson batches if ``poisson``. ``discrete=False`` returns the small-step
+    factor R₀ (w = 1). Returns 1 for unclipped modes, for m² ∉ (0, ∞) and when clipping never acts
+    where the law has mass. Reference: derived here, proved in proofs/clipped_radial_closure.py.
     """
+    opt = optimizer
+    m2, st, v, vf = state.gradient_norm_sq, state.step, state.second, state.flat_second
     c, s, n, b = opt.effective_clip_norm, basin.sample_std, basin.noise_dim, opt.batch_size
     if not opt.mode.clipped or math.isinf(c) or not (0.0 < m2 < math.inf):
         return 1.0  # unclipped (linear drift: the mean-field law is exact) or no fluctuation
@@ -386,7 +195,22 @@ def _radial_factor(
     share = basin.curvature_array * np.asarray(v, dtype=float)
     lam_a = float(np.sum(share * basin.curvature_array) / np.sum(share))
     h = opt.lr * st.gamma * lam_a * (1.0 + st.mult)
-    return 1.0 + 2.0 * (1.0 - h) / (2.0 - h) * (small_step - 1.0)
+    return 1.0 + radial_discrete_weight(drift_step=h) * (small_step - 1.0)
+
+
+def radial_discrete_weight(*, drift_step: float) -> float:
+    """Discrete-time weight w = 2(1 − h)/(2 − h) of the first-order nonlinearity correction, h = ``drift_step``.
+
+    h = η a₀ (1 + κ), the per-step contraction of the mean-field state; w → 1 as h → 0 (the
+    small-step Fokker–Planck correction), w = 0 at h = 1, negative beyond (where the radial closure
+    is not to be used). Exact to first order in the nonlinearity for a Gaussian zeroth-order law.
+    Reference: derived here, proved in proofs/clipped_radial_closure.py.
+
+    Example:
+        >>> radial_discrete_weight(drift_step=0.5)
+        0.6666666666666666
+    """
+    return 2.0 * (1.0 - drift_step) / (2.0 - drift_step)
 
 
 def radial_closure_factor(*, basin: Basin, optimizer: Optimizer, sampling: str = "fixed") -> float:
@@ -410,14 +234,15 @@ def radial_closure_factor(*, basin: Basin, optimizer: Optimizer, sampling: str =
     Limits: R = 1 for unclipped modes and whenever γ and τ² do not depend on m (linear drift);
     R₀ → (r + 1)/r in the saturated limit (γ = C/m, τ² = ν²/B²: p ∝ m^{r−1}e^{−rm/m_MF}), where ηa_*
     ≈ ηC/m_MF is small. Exact: the small-step limit (η → 0) for equal curvatures and isotropic Gaussian
-    noise, at any nonlinearity; and first order in the nonlinearity at any step size. Errs: (i) at
-    large steps (ηa_* ≳ 0.5) AND strong nonlinearity (S = ``stationary_saturation`` ≳ 0.3) the
-    higher orders are missing (measured: ηa_* = 1, S = 0.55: MC/MF = 1.14, R = 1.01 — better than the mean
-    field's 1, not right); (ii) unequal curvatures: γ(‖Λe‖)Λe is not a gradient field, the reduction to
-    r_eff equal directions is a heuristic (measured saturated r = 2: λ = (1, ½) within 1.5 %, λ = (1, ¼)
-    ≈ 5 % high; the mean field is 30–35 % low there); (iii) Cov[clip g] is taken isotropic (as in the
-    mean-field model); (iv) under ``spread="basin"`` with λ_flat > 0 the flat coordinates' own clip
-    factor and noise are not in the reduction. Quadrature (``_radial_ratio``): 17 clip-moment
+    noise, at any nonlinearity; and first order in the nonlinearity at any step size. Errs high against
+    the exact engines: (i) at large steps with a strong nonlinearity, where the higher orders are
+    missing (a few %, e.g. at S = ``stationary_saturation`` ≈ 0.8 and ηγλ ≈ 0.65; w is negative for
+    ηa_* > 1, where the closure is not to be used); (ii) for unequal curvatures, where γ(‖Λe‖)Λe is
+    not a gradient field and the reduction to r_eff equal directions is a heuristic: up to ≈ 6 % in
+    partly saturated states at large steps, ≈ 1–4 % in saturated ones, where the elliptic closure
+    (dptheory.clipped_elliptic) holds to ≈ 0.5 % (the measured points: docs/findings-closure.md §2);
+    (iii) Cov[clip g] is taken isotropic (as in the mean-field model); (iv) under ``spread="basin"``
+    with λ_flat > 0 the flat coordinates' own clip factor and noise are not in the reduction. Quadrature: 17 clip-moment
     evaluations per range pass, then 41 on the final range, PCHIP, 4097-node Simpson; relative error
     of R ≲ 2e-5 (tested against ``scipy.integrate.quad``).
     Reference: derived here, proved in proofs/clipped_radial_closure.py.
@@ -429,6 +254,6 @@ def radial_closure_factor(*, basin: Basin, optimizer: Optimizer, sampling: str =
         >>> round(radial_closure_factor(basin=b, optimizer=o), 2)      # saturated: ≈ (r + 1)/r
         1.5
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
-    m2, st, v, vf = _stationary(basin, optimizer, poisson)
-    return _radial_factor(basin, optimizer, poisson, m2, st, v, vf)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
+    state = stationary_state(basin=basin, optimizer=optimizer, poisson=poisson)
+    return radial_factor(basin=basin, optimizer=optimizer, poisson=poisson, state=state)

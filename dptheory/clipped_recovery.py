@@ -1,30 +1,37 @@
 """Transients of the clipped step: mean-field trajectory, loss curves, recovery times (claims 1–3).
 
-The mean-field recursion of dptheory.clipped_dynamics (module docstring there) iterated from a
-deterministic start, with γ and q re-evaluated at the current root-mean-square gradient norm m(t):
-far from the optimum (m ≫ max(C, s√n)) the error shrinks by ≈ ηC per step (saturated, normalised-GD
-phase), near it the decay is exponential at rate ηγ∞λ. Plus the closed-form recovery time of the
-noise-free mean-field ODE (proofs/saturated_recovery.py). Every public name here is re-exported by
-dptheory.clipped_dynamics.
+The mean-field recursion of dptheory.clipped_step (``step_model``) iterated from a deterministic
+start, with γ and q re-evaluated at the current root-mean-square gradient norm m(t): far from the
+optimum (m ≫ max(C, s√n)) the error shrinks by ≈ ηC per step (saturated, normalised-GD phase), near
+it the decay is exponential at rate ηγ∞λ. Plus the closed-form recovery time of the noise-free
+mean-field ODE (proofs/saturated_recovery.py). All transients use the mean-field closure: exact for
+unclipped modes and for deterministic clipped GD; where the stationary state they approach is
+saturated their plateau is low by up to (r+1)/r (the elliptic closure of
+``clipped_dynamics.stationary_excess_loss`` gives the stationary level). Every public name here is
+re-exported by dptheory.clipped_dynamics.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import integrate, optimize
 
-from dptheory._validate import check_finite, check_int, check_nonnegative, check_positive
-from dptheory.clipped_closure import _check, _MomentTable, _stationary, _stationary_v, _step
-from dptheory.records import Basin, Optimizer
+from dptheory.clipped_step import MomentTable, check_inputs, stationary_state, step_model
+from dptheory.records import Basin, LinearDynamics, Optimizer
+from dptheory.validate import check_finite, check_int, check_nonnegative, check_positive
 
 __all__ = [
+    "DisplacementRecovery",
     "MeanFieldTrajectory",
     "RecoveryPrediction",
+    "displacement_recovery",
+    "displacement_vector",
     "expected_loss_curve",
     "mean_field_trajectory",
     "recovery_time",
@@ -59,7 +66,14 @@ def _init_vector(init_error: Any, rank: int) -> np.ndarray:
 
 
 def _run(
-    basin: Basin, opt: Optimizer, poisson: bool, v0: np.ndarray, f0: float, steps: int, stop=None, tabulate: bool = True
+    basin: Basin,
+    opt: Optimizer,
+    poisson: bool,
+    v0: np.ndarray,
+    f0: float,
+    steps: int,
+    stop: Callable[[int, float], bool] | None = None,
+    tabulate: bool = True,
 ) -> tuple[MeanFieldTrajectory, int]:
     """Iterate the mean-field recursion; ``stop(t, loss)`` may end it early. Returns (trajectory, last t)."""
     lam, lf, kappa = basin.curvature_array, basin.flat_curvature, basin.heldout_flat_curvature
@@ -68,12 +82,16 @@ def _run(
     v = v0.astype(float).copy()
     vf = f0 / nf if nf > 0 else 0.0
     s, c = basin.sample_std, opt.effective_clip_norm
-    moments = _MomentTable(basin.noise_dim, s, c) if (tabulate and s > 0 and math.isfinite(c)) else None
+    moments = (
+        MomentTable(noise_dim=basin.noise_dim, sample_std=s, clip_norm=c)
+        if (tabulate and s > 0 and math.isfinite(c))
+        else None
+    )
     loss, test, grad, gam, sec, flat = [], [], [], [], [], []
     t = 0
     while True:
         m2 = float(np.sum(lam**2 * v)) + (nf * lf * lf * vf if lf > 0 else 0.0)
-        st = _step(basin, opt, poisson, m2, moments)
+        st = step_model(basin=basin, optimizer=opt, poisson=poisson, gradient_norm_sq=m2, moments=moments)
         lt = 0.5 * float(np.sum(lam * v)) + 0.5 * lf * nf * vf
         loss.append(lt)
         test.append(lt + 0.5 * kappa * nf * vf)
@@ -123,16 +141,16 @@ def mean_field_trajectory(
     at a clipping kink sharper than the grid; ``tabulate=False`` evaluates them exactly every step).
     Approximation: mean-field (module docstring); exact for unclipped modes and for s = 0
     (deterministic per-sample gradients, never tabulated) with ν = 0 (deterministic clipped GD).
-    Reference: derived here, proved in proofs/clipped_stationary.py and proofs/saturated_recovery.py.
+    Reference: derived here, proved in proofs/expected_loss_curve.py and proofs/saturated_recovery.py.
 
     Example:
-        >>> from dptheory.records import Basin, Optimizer
+        >>> from dptheory.records import Basin, LinearDynamics, Optimizer
         >>> b = Basin(dim=1, curvatures=(1.0,), sample_std=0.0)
         >>> o = Optimizer(lr=0.5, batch_size=1, clip_norm=1.0, mode="clip")
         >>> mean_field_trajectory(basin=b, optimizer=o, steps=3, init_error=2.0).second[:, 0].tolist()
         [4.0, 2.25, 1.0000000000000002, 0.25000000000000006]
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
     t_max = check_int("steps", steps, minimum=0)
     e0 = _init_vector(init_error, basin.rank)
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
@@ -153,10 +171,11 @@ def expected_loss_curve(
         E L(t) = ½ Σ_i λ_i v_i(t) + ½ λ_flat E‖e_flat(t)‖²,
 
     v_i(t) from the recursion with γ(t), q(t) re-evaluated at m(t) each step. Same arguments and
-    approximation as :func:`mean_field_trajectory`. Reference: derived here.
+    approximation as :func:`mean_field_trajectory`. Reference: derived here, proved in
+    proofs/expected_loss_curve.py.
 
     Example:
-        >>> from dptheory.records import Basin, Optimizer
+        >>> from dptheory.records import Basin, LinearDynamics, Optimizer
         >>> b = Basin(dim=1, curvatures=(1.0,), sample_std=0.0)
         >>> o = Optimizer(lr=0.5, batch_size=1, clip_norm=1.0, mode="clip")
         >>> expected_loss_curve(basin=b, optimizer=o, steps=2, init_error=2.0).round(12).tolist()  # e: 2, 1.5, 1
@@ -214,7 +233,8 @@ def _direction(direction: Any, lam: np.ndarray) -> np.ndarray:
         return u
     if arr.shape != (r,) or not np.all(np.isfinite(arr)) or not np.any(arr != 0):
         raise ValueError(f"direction vector must be finite, nonzero and of length {r}, got {direction!r}")
-    return arr / np.linalg.norm(arr)
+    unit: np.ndarray = arr / np.linalg.norm(arr)
+    return unit
 
 
 def saturated_recovery_steps(
@@ -231,7 +251,7 @@ def saturated_recovery_steps(
         t = [F(x₀) − F(x₁)] / (η C λ),   F(x) = √(x² + a²) − a·asinh(a/x),
 
     which is linear, (x₀ − x₁)/(ηCλ), while x ≫ a (saturated: the error falls by ηC per step,
-    REFERENCE.md §6) and logarithmic, ln(x₀/x₁)·a/(ηCλ), once x ≪ a: exponential decay at rate
+    the saturated phase) and logarithmic, ln(x₀/x₁)·a/(ηCλ), once x ≪ a: exponential decay at rate
     ηλ·C/(s√n) (≈ ηα₀λ, recovery slower by ~√n than unclipped GD's ηλ). If C > a the phase with
     √(x² + a²) ≤ C is unclipped (γ = 1). ``curvatures`` = λ_i, ``displacement`` = δ (vector on the
     curved axes), η = ``lr``, C = ``clip_norm`` (inf: unclipped, t* = τ*/η), a = ``noise_scale`` = s√n.
@@ -270,7 +290,7 @@ def saturated_recovery_steps(
         hi *= 2.0
     tau_star = optimize.brentq(lambda x: excess(x) - target, 0.0, hi, xtol=1e-14, rtol=1e-14)
     if math.isinf(c):
-        return tau_star / eta
+        return float(tau_star) / eta
 
     def inv_rate(tau: float) -> float:  # 1/(ηγ) = max(1, √(m² + a²)/C)/η
         m2 = float(np.sum((lam * delta) ** 2 * np.exp(-2.0 * lam * tau)))
@@ -328,22 +348,24 @@ def recovery_time(
       then the exponential tail — :func:`saturated_recovery_steps` joins the phases exactly for the ODE.
 
     λ_eff = Σλ_i³δ_i²/Σλ_i²δ_i² (exact initial rate of ‖He‖ in the saturated phase). Mean-field
-    approximation (module docstring). Reference: derived here, proved in proofs/saturated_recovery.py.
+    approximation (module docstring). Reference: derived here, proved in proofs/expected_loss_curve.py
+    and proofs/saturated_recovery.py.
 
     Example:
-        >>> from dptheory.records import Basin, Optimizer
+        >>> from dptheory.records import Basin, LinearDynamics, Optimizer
         >>> b = Basin(dim=1, curvatures=(1.0,), sample_std=0.0)
         >>> o = Optimizer(lr=0.1, batch_size=1, mode="sgd")
         >>> recovery_time(basin=b, optimizer=o, displacement=1.0, threshold=0.01).steps  # 0.81^t ≤ 0.01
         22.0
     """
-    basin, optimizer, poisson = _check(basin, optimizer, sampling)
+    basin, optimizer, poisson = check_inputs(basin, optimizer, sampling)
     delta_norm = check_finite("displacement", displacement)
     thr = check_positive("threshold", threshold)
     cap = check_int("max_steps", max_steps, minimum=1)
     lam = basin.curvature_array
     delta = abs(delta_norm) * _direction(direction, lam)
-    m2, st, v, _ = _stationary(basin, optimizer, poisson)
+    state = stationary_state(basin=basin, optimizer=optimizer, poisson=poisson)
+    m2, st, v = state.gradient_norm_sq, state.step, state.second
     if not math.isfinite(m2):
         raise ValueError("the step has no stationary state (unstable: lr * curvature too large)")
     loss_inf = 0.5 * float(np.sum(lam * v))
@@ -354,9 +376,7 @@ def recovery_time(
     else:
         vf_tot = 0.0
         if basin.flat_curvature > 0 and basin.flat_dim > 0:
-            vf_tot = basin.flat_dim * float(
-                _stationary_v(optimizer.lr, np.array([st.flat_drift]), np.array([st.flat_add_var]), st.mult)[0]
-            )
+            vf_tot = basin.flat_dim * state.flat_second
         base = loss_inf + 0.5 * basin.flat_curvature * vf_tot
 
         def stop(t: int, loss_t: float) -> bool:
@@ -365,7 +385,9 @@ def recovery_time(
         _, t_end = _run(basin, optimizer, poisson, v0, vf_tot, cap, stop)
         traj_done = t_end < cap
         if not traj_done:
-            warnings.warn(f"recovery_time: not recovered within max_steps={cap}; returning inf", RuntimeWarning)
+            warnings.warn(
+                f"recovery_time: not recovered within max_steps={cap}; returning inf", RuntimeWarning, stacklevel=2
+            )
             steps = math.inf
         else:
             steps = float(t_end)
@@ -387,4 +409,84 @@ def recovery_time(
         linear_rate=float(optimizer.lr * st.gamma * displaced.min()),
         saturated=sat,
         gamma_stationary=float(st.gamma),
+    )
+
+
+def displacement_vector(*, rank: int, displacement: float) -> np.ndarray:
+    """δ_i = δ/√r on every curved axis: a displacement of norm δ = ``displacement`` along (1, …, 1)/√r.
+
+    Example:
+        >>> displacement_vector(rank=4, displacement=2.0).tolist()
+        [1.0, 1.0, 1.0, 1.0]
+    """
+    r = check_int("rank", rank, minimum=1)
+    return np.full(r, check_finite("displacement", displacement) / math.sqrt(r))
+
+
+@dataclass(frozen=True)
+class DisplacementRecovery:
+    """Predicted recovery from a displacement at stationarity (:func:`displacement_recovery`).
+
+    ``excess[t]`` = E L(t) − L∞ for t = 0 … steps, ``initial`` = ½ Σ λ_i δ_i² (the excess right after
+    the displacement), ``stationary`` = L∞, ``time`` = the recovery time (interpolated crossing).
+    """
+
+    excess: np.ndarray
+    initial: float
+    stationary: float
+    time: float
+
+
+def displacement_recovery(
+    *,
+    basin: Basin,
+    optimizer: Optimizer,
+    displacement: float,
+    steps: int,
+    threshold: float,
+    dynamics: LinearDynamics | None = None,
+) -> DisplacementRecovery:
+    """Excess-loss curve after a displacement δ along (1, …, 1)/√r at stationarity, and its recovery time.
+
+    Start: E e_i(0)² = v_i + δ_i², with v_i = ητ_i²/(a_i(2 − ηa_i)) the stationary second moments of
+    the step's linear model (``dptheory.switching.phase_dynamics``; exact unclipped, mean-field
+    clipped) and δ_i = δ/√r = :func:`displacement_vector`. The mean-field recursion
+    (:func:`expected_loss_curve`) depends on the state only through these second moments, so this
+    start is exactly "stationary plus displaced" in the model. Recovered: the first t at which
+    E L(t) − L∞ falls to ``threshold`` × ½ Σ λ_i δ_i² (L∞ = ½ Σ λ_i v_i; the cross term 2⟨e, δ⟩ has
+    mean zero at stationarity), linearly interpolated between steps (``dptheory.curves.first_crossing``);
+    ``inf`` if not within ``steps``. ``dynamics``: the step's linear model if already computed.
+    Approximation: mean-field for clipped modes (module docstring); exact unclipped.
+    Reference: derived here, proved in proofs/expected_loss_curve.py (the recursion) and
+    proofs/noise_only_variance.py (the stationary moments).
+
+    Example:
+        >>> from dptheory.records import Basin, LinearDynamics, Optimizer
+        >>> b = Basin(dim=10, curvatures=(1.0,), sample_std=0.0)
+        >>> rec = displacement_recovery(basin=b, optimizer=Optimizer(lr=0.5, batch_size=1, mode="sgd"),
+        ...                             displacement=1.0, steps=10, threshold=0.1)
+        >>> round(rec.time, 4)           # excess ½·0.25^t falls to 0.05 between t = 1 and 2
+        1.8
+    """
+    from dptheory.curves import first_crossing
+    from dptheory.quadratic import stationary_second_moments
+    from dptheory.switching import phase_dynamics
+
+    lam = basin.curvature_array
+    dyn = phase_dynamics(basin=basin, optimizer=optimizer) if dynamics is None else dynamics
+    v = stationary_second_moments(dynamics=dyn)
+    delta = displacement_vector(rank=basin.rank, displacement=displacement)
+    stationary = 0.5 * float(np.sum(lam * v))
+    curve = np.asarray(
+        expected_loss_curve(basin=basin, optimizer=optimizer, steps=steps, init_error=np.sqrt(v + delta**2)),
+        dtype=float,
+    )
+    curve = curve[: steps + 1]
+    initial = 0.5 * float(np.sum(lam * delta**2))
+    excess = curve - stationary
+    return DisplacementRecovery(
+        excess=excess,
+        initial=initial,
+        stationary=stationary,
+        time=first_crossing(excess, threshold=threshold * initial),
     )

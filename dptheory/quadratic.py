@@ -1,10 +1,10 @@
-"""Noisy gradient descent on a quadratic basin: exact discrete-time moments (REFERENCE.md §5).
+"""Noisy gradient descent on a quadratic basin: exact discrete-time moments.
 
 Every function reads a :class:`~dptheory.records.LinearDynamics`, the per-direction recursion
 
     e_i(t+1) = ρ_i e_i(t) + η τ_i ξ_i(t),   ρ_i = 1 − η a_i,   ξ_i(t) ~ N(0, 1) i.i.d.,
 
-so the unclipped step (``noise_only_dynamics``, exact) and engineer C's clipped mean-field model
+so the unclipped step (``noise_only_dynamics``, exact) and the clipped mean-field model
 (``dptheory.clipped_dynamics.effective_linear_model``) plug in alike. The two moment recursions
 
     E e_i(t+1) = ρ_i E e_i(t),        E e_i(t+1)² = ρ_i² E e_i(t)² + η² τ_i²
@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from dptheory._validate import check_finite, check_int, check_nonnegative, check_positive
 from dptheory.records import Basin, LinearDynamics, Optimizer
+from dptheory.validate import check_finite, check_int, check_nonnegative, check_positive
 
 __all__ = [
     "ErrorMoments",
@@ -42,9 +42,12 @@ __all__ = [
     "flat_error_sq",
     "noise_only_dynamics",
     "recovery_time",
+    "relaxation_time",
     "stationary_covariance",
     "stationary_loss",
     "stationary_loss_general",
+    "stationary_second_moments",
+    "stationary_variance",
 ]
 
 
@@ -128,13 +131,14 @@ def noise_only_dynamics(*, basin: Basin, optimizer: Optimizer) -> LinearDynamics
 # private helpers shared with dptheory.switching
 
 
-def _check_dynamics(dynamics: LinearDynamics, name: str = "dynamics") -> LinearDynamics:
+def check_dynamics(dynamics: LinearDynamics, name: str = "dynamics") -> LinearDynamics:
+    """``dynamics`` if it is a :class:`~dptheory.records.LinearDynamics`, else ``ValueError`` naming ``name``."""
     if not isinstance(dynamics, LinearDynamics):
         raise ValueError(f"{name} must be a LinearDynamics, got {type(dynamics).__name__}")
     return dynamics
 
 
-def _check_steps(steps, name: str = "steps") -> np.ndarray:
+def check_steps(steps: Any, name: str = "steps") -> np.ndarray:
     """1-D float array of non-negative integer step counts (a scalar becomes shape (1,))."""
     t = np.atleast_1d(np.asarray(steps, dtype=float))
     if t.ndim != 1 or t.size == 0:
@@ -145,7 +149,8 @@ def _check_steps(steps, name: str = "steps") -> np.ndarray:
     return t
 
 
-def _check_init(init_error, rank: int) -> np.ndarray:
+def check_init_error(init_error: Any, rank: int) -> np.ndarray:
+    """e(0) on the r = ``rank`` curved axes as a finite length-r array (a scalar is repeated)."""
     e0 = np.asarray(init_error, dtype=float)
     if e0.ndim == 0:
         e0 = np.full(rank, float(e0))
@@ -156,7 +161,8 @@ def _check_init(init_error, rank: int) -> np.ndarray:
     return e0
 
 
-def _check_curvatures(curvatures, rank: int) -> np.ndarray:
+def check_curvatures(curvatures: Any, rank: int) -> np.ndarray:
+    """λ as a finite, non-negative length-r array (r = ``rank`` = len(dynamics.drift))."""
     lam = np.atleast_1d(np.asarray(curvatures, dtype=float))
     if lam.shape != (rank,):
         raise ValueError(f"curvatures must have length {rank} (len(dynamics.drift)), got shape {lam.shape}")
@@ -181,7 +187,9 @@ def _decay_sq(lr: float, drift: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, 
     return decay, geom
 
 
-def _propagate(dynamics: LinearDynamics, mean0, second0, flat_sq0, t: np.ndarray):
+def propagate_moments(
+    dynamics: LinearDynamics, mean0: Any, second0: Any, flat_sq0: Any, t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact moments after ``t`` steps of ``dynamics`` from given first/second moments.
 
     ``mean0``/``second0`` broadcast against shape (len(t), r); ``flat_sq0`` against (len(t),).
@@ -201,27 +209,92 @@ def _propagate(dynamics: LinearDynamics, mean0, second0, flat_sq0, t: np.ndarray
     return mean, second, flat
 
 
-def _times(x, y):
+def _times(x: Any, y: Any) -> np.ndarray:
     """x · y with 0 · inf = 0: a zero initial moment or zero noise contributes nothing, even divergent."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.where((np.asarray(x) == 0) | (np.asarray(y) == 0), 0.0, np.multiply(x, y))
 
 
 def _stationary_second(dynamics: LinearDynamics, a: np.ndarray, tau2: np.ndarray, name: str) -> np.ndarray:
-    """v = ητ²/(a(2 − ηa)): inf where a = 0 < τ², 0 where τ² = 0; ValueError if ηa ≥ 2."""
+    """v = ητ²/(a(2 − ηa)) (:func:`stationary_variance`, κ = 0); ValueError if ηa ≥ 2."""
     x = dynamics.lr * a
     if np.any(x >= 2):
         raise ValueError(f"lr * {name} must be < 2 for a stationary state (divergent), got {x.max()!r}")
+    return stationary_variance(lr=dynamics.lr, drift=a, noise_var=tau2)
+
+
+def stationary_variance(*, lr: float, drift: Any, noise_var: Any, multiplicative: float = 0.0) -> np.ndarray:
+    """Stationary second moment of the linear recursion with additive and multiplicative noise.
+
+        v = η q / (a (2 − η a (1 + κ))),   the fixed point of   v' = [(1 − η a)² + η² κ a²] v + η² q,
+
+    the second-moment recursion of e' = (1 − ηa) e + η(noise of variance q + κa²e²). η = ``lr``,
+    a = ``drift``, q = ``noise_var`` (arrays broadcast), κ = ``multiplicative`` (1/B for Poisson batches
+    of expected size B, whose random size adds Var(N)/B² · (a e)² to the update; 0 for fixed batches).
+    Returns ``inf`` where the bracket is ≥ 1 (no stationary state: a = 0 or η a (1 + κ) ≥ 2) and q > 0,
+    and 0 where q = 0. Exact. Reference: derived here, proved in proofs/clipped_stationary.py (κ = 0:
+    proofs/noise_only_variance.py).
+
+    Example:
+        >>> stationary_variance(lr=0.5, drift=1.0, noise_var=3.0).tolist()
+        1.0
+        >>> float(stationary_variance(lr=1.0, drift=1.0, noise_var=1.0, multiplicative=0.25))  # 1/(2 − 1.25)
+        1.3333333333333333
+    """
+    a = np.asarray(drift, dtype=float)
+    q = np.asarray(noise_var, dtype=float)
+    den = a * (2.0 - lr * a * (1.0 + multiplicative))
     with np.errstate(divide="ignore", invalid="ignore"):
-        v = dynamics.lr * tau2 / (a * (2.0 - x))
-    return np.where(tau2 == 0, 0.0, np.where(a == 0, np.inf, v))
+        v = np.where(den > 0, lr * q / np.where(den > 0, den, 1.0), np.inf)
+    return np.where(q == 0, 0.0, v)
+
+
+def stationary_second_moments(*, dynamics: LinearDynamics) -> np.ndarray:
+    """Stationary second moments v_i = η τ_i² / (a_i (2 − η a_i)) of the curved directions.
+
+    The fixed point of E e_i² ← (1 − ηa_i)² E e_i² + η² τ_i² for the recursion e ← (1 − ηa) e + ητ ξ.
+    a_i = ``dynamics.drift``, τ_i² = ``dynamics.noise_var``, η = ``dynamics.lr``. A direction with
+    a_i = 0 < τ_i² has no stationary state (``inf``: a random walk); τ_i² = 0 gives 0. Exact.
+    Raises ``ValueError`` if η a_i ≥ 2 (divergent). Reference: derived here, proved in
+    proofs/noise_only_variance.py.
+
+    Example:
+        >>> stationary_second_moments(dynamics=LinearDynamics(lr=0.5, drift=(1.0,), noise_var=(3.0,))).tolist()
+        [1.0]
+    """
+    check_dynamics(dynamics)
+    a = np.asarray(dynamics.drift, dtype=float)
+    return _stationary_second(dynamics, a, np.asarray(dynamics.noise_var, dtype=float), "drift")
+
+
+def relaxation_time(*, lr: float, drift: float, exact: bool = True) -> float:
+    """Relaxation time of one direction: steps for its mean error (1 − η a)^t to shrink by a factor e.
+
+        exact=True:   t_relax = 1 / (−ln|1 − η a|), at least 1 (1 when η a = 1, ``inf`` when |1 − ηa| ≥ 1);
+        exact=False:  t_relax ≈ 1 / (η a), the small-step form (errs high by ≈ ηa/2 relative).
+
+    η = ``lr``, a = ``drift`` (γλ with clipping, λ without). Reference: derived here (the mean of
+    the linear recursion e ← (1 − ηa) e + noise decays as (1 − ηa)^t).
+
+    Example:
+        >>> relaxation_time(lr=0.1, drift=1.0), relaxation_time(lr=0.1, drift=1.0, exact=False)
+        (9.491221581029905, 10.0)
+    """
+    if not exact:
+        return 1.0 / (lr * drift)
+    c = abs(1.0 - lr * drift)
+    if c >= 1.0:
+        return math.inf
+    if c == 0.0:
+        return 1.0
+    return max(1.0, -1.0 / math.log(c))
 
 
 # ----------------------------------------------------------------------------------------------
 # moments and losses
 
 
-def error_moments(*, dynamics: LinearDynamics, init_error, steps, init_flat_sq: float = 0.0) -> ErrorMoments:
+def error_moments(*, dynamics: LinearDynamics, init_error: Any, steps: Any, init_flat_sq: float = 0.0) -> ErrorMoments:
     """Exact per-direction E e_i(t), E e_i(t)² and E‖e_flat(t)‖² at each of ``steps``.
 
         E e_i(t)  = ρ_i^t e_i(0),
@@ -236,22 +309,22 @@ def error_moments(*, dynamics: LinearDynamics, init_error, steps, init_flat_sq: 
     Exact for the linear recursion at every finite t and every η a_i ≥ 0. Divergent behaviour is
     returned, not hidden: for η a_i = 2 the second moment grows linearly, for η a_i > 2
     geometrically, and values beyond float range come back as ``inf``.
-    Reference: derived here, proved in proofs/noise_only_variance.py (REFERENCE.md §5).
+    Reference: derived here, proved in proofs/noise_only_variance.py.
 
     Example:
         >>> dyn = LinearDynamics(lr=0.5, drift=(1.0,), noise_var=(0.0,))
         >>> error_moments(dynamics=dyn, init_error=1.0, steps=[0, 1, 2]).second[:, 0].tolist()
         [1.0, 0.25, 0.0625]
     """
-    _check_dynamics(dynamics)
-    t = _check_steps(steps)
-    e0 = _check_init(init_error, len(dynamics.drift))
+    check_dynamics(dynamics)
+    t = check_steps(steps)
+    e0 = check_init_error(init_error, len(dynamics.drift))
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
-    mean, second, flat = _propagate(dynamics, e0, e0**2, f0, t)
+    mean, second, flat = propagate_moments(dynamics, e0, e0**2, f0, t)
     return ErrorMoments(steps=t.astype(np.int64), mean=mean, second=second, flat_sq=flat)
 
 
-def _losses(second, flat_sq, lam: np.ndarray, flat_curvature: float, heldout: float) -> LossCurve:
+def losses_from_moments(second: Any, flat_sq: Any, lam: np.ndarray, flat_curvature: float, heldout: float) -> LossCurve:
     """½ Σ λ_i m2_i + ½ λ_flat F (train) and that + ½ κ F (test); a zero weight never meets an inf."""
     with np.errstate(invalid="ignore", over="ignore"):
         curved = 0.5 * np.sum(np.where(lam == 0, 0.0, lam * second), axis=-1)
@@ -264,9 +337,9 @@ def _losses(second, flat_sq, lam: np.ndarray, flat_curvature: float, heldout: fl
 def expected_loss(
     *,
     dynamics: LinearDynamics,
-    curvatures,
-    init_error,
-    steps,
+    curvatures: Any,
+    init_error: Any,
+    steps: Any,
     init_flat_sq: float = 0.0,
     flat_curvature: float = 0.0,
     heldout_flat_curvature: float = 0.0,
@@ -279,7 +352,7 @@ def expected_loss(
     λ_i = ``curvatures`` (what the loss measures; equal to the drift a_i only without clipping),
     λ_flat = ``flat_curvature``, κ = ``heldout_flat_curvature`` (records.py: the held-out loss is
     curved where the training loss is flat). Moments from :func:`error_moments` (same arguments).
-    Exact for the linear recursion. Reference: derived here (REFERENCE.md §5).
+    Exact for the linear recursion. Reference: derived here.
 
     Example:
         >>> dyn = LinearDynamics(lr=0.1, drift=(1.0,), noise_var=(1.0,), flat_dim=5, flat_noise_var=1.0)
@@ -288,16 +361,16 @@ def expected_loss(
         >>> round(float(c.test[0] - c.train[0]), 6)       # ½ κ (d−r) η² τ² t
         0.25
     """
-    _check_dynamics(dynamics)
-    lam = _check_curvatures(curvatures, len(dynamics.drift))
+    check_dynamics(dynamics)
+    lam = check_curvatures(curvatures, len(dynamics.drift))
     lf = check_nonnegative("flat_curvature", flat_curvature)
     kappa = check_nonnegative("heldout_flat_curvature", heldout_flat_curvature)
     m = error_moments(dynamics=dynamics, init_error=init_error, steps=steps, init_flat_sq=init_flat_sq)
-    return _losses(m.second, m.flat_sq, lam, lf, kappa)
+    return losses_from_moments(m.second, m.flat_sq, lam, lf, kappa)
 
 
 def stationary_loss(
-    *, dynamics: LinearDynamics, curvatures, approx: bool = False, flat_curvature: float = 0.0
+    *, dynamics: LinearDynamics, curvatures: Any, approx: bool = False, flat_curvature: float = 0.0
 ) -> float:
     """Stationary expected training loss  Σ_i λ_i η τ_i² / (2 a_i (2 − η a_i)).
 
@@ -314,15 +387,15 @@ def stationary_loss(
     A direction with a_i = 0 has no stationary state: its term is ``inf`` if τ_i² > 0 (random walk)
     and 0 if τ_i² = 0 (noise contribution only; the initial error then persists forever).
     Raises ``ValueError`` if η a_i ≥ 2 for any direction that enters (no stationary state).
-    Reference: derived here, proved in proofs/stationary_equipartition.py (REFERENCE.md §5).
+    Reference: derived here, proved in proofs/stationary_equipartition.py.
 
     Example:
         >>> dyn = LinearDynamics(lr=0.01, drift=(1.0, 2.0), noise_var=(1.0, 1.0))
         >>> round(stationary_loss(dynamics=dyn, curvatures=(1.0, 2.0), approx=True), 6)  # ητ²r/4
         0.005
     """
-    _check_dynamics(dynamics)
-    lam = _check_curvatures(curvatures, len(dynamics.drift))
+    check_dynamics(dynamics)
+    lam = check_curvatures(curvatures, len(dynamics.drift))
     lf = check_nonnegative("flat_curvature", flat_curvature)
     a = np.asarray(dynamics.drift, dtype=float)
     tau2 = np.asarray(dynamics.noise_var, dtype=float)
@@ -344,13 +417,13 @@ def stationary_loss(
     return total
 
 
-def flat_error_sq(*, dynamics: LinearDynamics, init_flat_sq: float, steps) -> np.ndarray:
+def flat_error_sq(*, dynamics: LinearDynamics, init_flat_sq: float, steps: Any) -> np.ndarray:
     """E‖e_flat(t)‖² over the d − r flat directions at each of ``steps``.
 
         flat drift a_f = 0 (random walk):  ‖e_flat(0)‖² + (d − r) η² τ_f² t,
         a_f > 0:  ρ_f^{2t} ‖e_flat(0)‖² + (d − r) η τ_f² (1 − ρ_f^{2t}) / (a_f (2 − η a_f)),
 
-    ρ_f = 1 − η a_f; ``init_flat_sq`` = ‖e_flat(0)‖² (a squared *norm*: REFERENCE.md's (d−r)e₀²
+    ρ_f = 1 − η a_f; ``init_flat_sq`` = ‖e_flat(0)‖² (a squared *norm*: (d−r)e₀²
     with e₀ per coordinate), d − r = ``dynamics.flat_dim``, τ_f² = ``dynamics.flat_noise_var``.
     Invisible in the training loss when λ_flat = 0, but it enters any loss that is curved there.
     Exact. Reference: derived here, proved in proofs/noise_only_variance.py.
@@ -360,10 +433,10 @@ def flat_error_sq(*, dynamics: LinearDynamics, init_flat_sq: float, steps) -> np
         >>> flat_error_sq(dynamics=dyn, init_flat_sq=0.0, steps=[0, 100]).round(6).tolist()
         [0.0, 99.0]
     """
-    _check_dynamics(dynamics)
-    t = _check_steps(steps)
+    check_dynamics(dynamics)
+    t = check_steps(steps)
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
-    return _propagate(dynamics, np.zeros(len(dynamics.drift)), np.zeros(len(dynamics.drift)), f0, t)[2]
+    return propagate_moments(dynamics, np.zeros(len(dynamics.drift)), np.zeros(len(dynamics.drift)), f0, t)[2]
 
 
 def recovery_time(
@@ -387,7 +460,7 @@ def recovery_time(
     i.e. t = ⌈log(threshold · ref / δ²) / log ρ_i²⌉₊. ``direction`` is a curved index 0 … r−1 or
     ``"flat"`` (uses the flat drift and noise). Returns ``math.inf`` when it never happens (a_i = 0,
     or v_i = 0 with ρ_i ≠ 0 and δ ≠ 0, since exponential decay never reaches 0 exactly).
-    Raises ``ValueError`` if η a_i ≥ 2. Reference: derived here (REFERENCE.md §5: unclipped GD
+    Raises ``ValueError`` if η a_i ≥ 2. Reference: derived here (unclipped GD
     recovers exponentially).
 
     Example:
@@ -396,7 +469,7 @@ def recovery_time(
         ...               relative_to="displacement")    # 0.9^{2t} ≤ 0.01
         22.0
     """
-    _check_dynamics(dynamics)
+    check_dynamics(dynamics)
     if direction == "flat":
         a, tau2 = dynamics.flat_drift, dynamics.flat_noise_var
     else:
@@ -437,7 +510,7 @@ def recovery_time(
 # general (non-diagonal) noise covariance: discrete Lyapunov equation
 
 
-def _check_square_symmetric(name: str, m, dim: int | None = None) -> np.ndarray:
+def _check_square_symmetric(name: str, m: Any, dim: int | None = None) -> np.ndarray:
     arr = np.asarray(m, dtype=float)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise ValueError(f"{name} must be a square matrix, got shape {arr.shape}")
@@ -448,17 +521,17 @@ def _check_square_symmetric(name: str, m, dim: int | None = None) -> np.ndarray:
     scale = max(1.0, float(np.max(np.abs(arr))))
     if np.max(np.abs(arr - arr.T)) > 1e-10 * scale:
         raise ValueError(f"{name} must be symmetric, max |M - M^T| = {np.max(np.abs(arr - arr.T))!r}")
-    return 0.5 * (arr + arr.T)
+    return np.asarray(0.5 * (arr + arr.T))
 
 
-def stationary_covariance(*, hessian, lr: float, noise_cov) -> np.ndarray:
+def stationary_covariance(*, hessian: Any, lr: float, noise_cov: Any) -> np.ndarray:
     """Stationary covariance Σ of e ← (I − ηH) e − η ζ,  Cov ζ = Σ_ξ: the discrete Lyapunov solution.
 
     The fixed point Σ = (I − ηH) Σ (I − ηH) + η² Σ_ξ is, after expanding and dividing by η,
 
         H Σ + Σ H − η H Σ H = η Σ_ξ
 
-    (proofs/lyapunov_stationary.py; the same sign convention as REFERENCE.md §5). Solved in the
+    (proofs/lyapunov_stationary.py). Solved in the
     eigenbasis H = V diag(λ) Vᵀ, where the equation decouples entry by entry:
 
         Σ = V X Vᵀ,   X_kl = η S_kl / (λ_k + λ_l − η λ_k λ_l),   S = Vᵀ Σ_ξ V
@@ -497,10 +570,10 @@ def stationary_covariance(*, hessian, lr: float, noise_cov) -> np.ndarray:
         )
     x = np.where(null, 0.0, eta * st / np.where(null, 1.0, den))
     sigma = vec @ x @ vec.T
-    return 0.5 * (sigma + sigma.T)
+    return np.asarray(0.5 * (sigma + sigma.T))
 
 
-def stationary_loss_general(*, hessian, lr: float, noise_cov, loss_hessian=None) -> float:
+def stationary_loss_general(*, hessian: Any, lr: float, noise_cov: Any, loss_hessian: Any = None) -> float:
     """Stationary expected loss ½ tr(H_L Σ) for a general noise covariance (Lyapunov Σ).
 
     Σ from :func:`stationary_covariance` (H = ``hessian`` drives the dynamics), H_L = ``loss_hessian``

@@ -1,6 +1,6 @@
 """The two immutable records every model and simulator reads: the basin and the optimizer.
 
-A *streaming low-rank quadratic basin* in ``dim`` = d dimensions (REFERENCE.md §5–§6):
+A *streaming low-rank quadratic basin* in ``dim`` = d dimensions:
 
     L(e) = ½ eᵀ H e,   e = w − w*,   H = diag(λ_1, …, λ_r, λ_flat, …, λ_flat)
 
@@ -46,7 +46,7 @@ from enum import Enum
 
 import numpy as np
 
-from dptheory._validate import (
+from dptheory.validate import (
     check_array_positive,
     check_int,
     check_nonnegative,

@@ -14,7 +14,7 @@ exact (proofs/switching_formula.py):
 :func:`memory_horizon` turns that into a number of steps.
 
 Exactness: exact when both phases are unclipped (``dptheory.quadratic.noise_only_dynamics``). A
-clipped phase enters through engineer C's ``dptheory.clipped_dynamics.effective_linear_model``, a
+clipped phase enters through ``dptheory.clipped_dynamics.effective_linear_model``, a
 mean-field (linear-response) model linearised at the optimum: the shrinkage γ is that of a small
 error. Early in training, when ‖H e‖ is not small against the per-sample spread, real clipping
 shrinks differently (towards a constant-speed step), so the early-phase moments of a clipped phase
@@ -23,25 +23,29 @@ are approximate; the late phase near the optimum is where the linearisation is m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_int, check_nonnegative, check_probability
 from dptheory.quadratic import (
     ErrorMoments,
-    _check_curvatures,
-    _check_dynamics,
-    _check_init,
-    _check_steps,
-    _losses,
-    _propagate,
+    LossCurve,
+    check_curvatures,
+    check_dynamics,
+    check_init_error,
+    check_steps,
+    losses_from_moments,
     noise_only_dynamics,
+    propagate_moments,
 )
 from dptheory.records import Basin, LinearDynamics, Optimizer
+from dptheory.validate import check_int, check_nonnegative, check_probability
 
 __all__ = [
     "SwitchSweep",
+    "mean_field_switched_loss",
     "memory_horizon",
     "phase_dynamics",
     "switch_sweep",
@@ -83,14 +87,14 @@ def phase_dynamics(*, basin: Basin, optimizer: Optimizer) -> LinearDynamics:
         raise ValueError(f"optimizer must be an Optimizer, got {type(optimizer).__name__}")
     if not optimizer.mode.clipped:
         return noise_only_dynamics(basin=basin, optimizer=optimizer)
-    from dptheory.clipped_dynamics import effective_linear_model  # engineer C's module
+    from dptheory.clipped_dynamics import effective_linear_model  # imported here: it imports this module
 
     return effective_linear_model(basin=basin, optimizer=optimizer)
 
 
 def _check_pair(before: LinearDynamics, after: LinearDynamics) -> None:
-    _check_dynamics(before, "before")
-    _check_dynamics(after, "after")
+    check_dynamics(before, "before")
+    check_dynamics(after, "after")
     if len(before.drift) != len(after.drift) or before.flat_dim != after.flat_dim:
         raise ValueError(
             "before and after must describe the same basin: got rank "
@@ -98,11 +102,13 @@ def _check_pair(before: LinearDynamics, after: LinearDynamics) -> None:
         )
 
 
-def _switch_core(before, after, s: np.ndarray, t: np.ndarray, e0: np.ndarray, f0: float):
+def _switch_core(
+    before: LinearDynamics, after: LinearDynamics, s: np.ndarray, t: np.ndarray, e0: np.ndarray, f0: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact moments at times ``t`` for switch steps ``s`` (equal-length 1-D arrays)."""
     first = np.minimum(s, t)  # steps spent in the first phase by time t
-    m_b, v_b, f_b = _propagate(before, e0, e0**2, f0, first)
-    return _propagate(after, m_b, v_b, f_b, t - first)
+    m_b, v_b, f_b = propagate_moments(before, e0, e0**2, f0, first)
+    return propagate_moments(after, m_b, v_b, f_b, t - first)
 
 
 def switched_moments(
@@ -111,9 +117,9 @@ def switched_moments(
     after: LinearDynamics,
     switch_step: int,
     total_steps: int,
-    init_error,
+    init_error: Any,
     init_flat_sq: float = 0.0,
-    steps=None,
+    steps: Any = None,
 ) -> ErrorMoments:
     """Exact moments after ``before`` for s steps then ``after`` until step T.
 
@@ -136,23 +142,33 @@ def switched_moments(
     """
     _check_pair(before, after)
     total = check_int("total_steps", total_steps, minimum=0)
-    _check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
+    check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
     s = check_int("switch_step", switch_step, minimum=0)
     if s > total:
         raise ValueError(f"switch_step must be <= total_steps={total}, got {switch_step!r}")
-    t = np.array([float(total)]) if steps is None else _check_steps(steps)
+    t = np.array([float(total)]) if steps is None else check_steps(steps)
     if np.any(t > total):
         raise ValueError(f"steps must be <= total_steps={total}, got max {t.max()!r}")
-    e0 = _check_init(init_error, len(before.drift))
+    e0 = check_init_error(init_error, len(before.drift))
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
     mean, second, flat = _switch_core(before, after, np.full_like(t, float(s)), t, e0, f0)
     return ErrorMoments(steps=t.astype(np.int64), mean=mean, second=second, flat_sq=flat)
 
 
-def _sweep_losses(before, after, s, total, curvatures, init_error, init_flat_sq, flat_curvature, heldout):
+def _sweep_losses(
+    before: LinearDynamics,
+    after: LinearDynamics,
+    s: np.ndarray,
+    total: int,
+    curvatures: Any,
+    init_error: Any,
+    init_flat_sq: float,
+    flat_curvature: float,
+    heldout: float,
+) -> LossCurve:
     _check_pair(before, after)
-    lam = _check_curvatures(curvatures, len(before.drift))
-    e0 = _check_init(init_error, len(before.drift))
+    lam = check_curvatures(curvatures, len(before.drift))
+    e0 = check_init_error(init_error, len(before.drift))
     f0 = check_nonnegative("init_flat_sq", init_flat_sq)
     lf = check_nonnegative("flat_curvature", flat_curvature)
     kappa = check_nonnegative("heldout_flat_curvature", heldout)
@@ -160,7 +176,7 @@ def _sweep_losses(before, after, s, total, curvatures, init_error, init_flat_sq,
         raise ValueError(f"switch steps must be <= total_steps={total}, got max {s.max()!r}")
     t = np.full_like(s, float(total))
     _, second, flat = _switch_core(before, after, s, t, e0, f0)
-    return _losses(second, flat, lam, lf, kappa)
+    return losses_from_moments(second, flat, lam, lf, kappa)
 
 
 def switched_final_loss(
@@ -169,8 +185,8 @@ def switched_final_loss(
     after: LinearDynamics,
     switch_step: int,
     total_steps: int,
-    curvatures,
-    init_error,
+    curvatures: Any,
+    init_error: Any,
     init_flat_sq: float = 0.0,
     flat_curvature: float = 0.0,
     heldout_flat_curvature: float = 0.0,
@@ -192,7 +208,7 @@ def switched_final_loss(
         [0.003199, 0.003199]
     """
     total = check_int("total_steps", total_steps, minimum=0)
-    _check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
+    check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
     s = check_int("switch_step", switch_step, minimum=0)
     curve = _sweep_losses(
         before,
@@ -212,10 +228,10 @@ def switch_sweep(
     *,
     before: LinearDynamics,
     after: LinearDynamics,
-    switch_steps,
+    switch_steps: Any,
     total_steps: int,
-    curvatures,
-    init_error,
+    curvatures: Any,
+    init_error: Any,
     init_flat_sq: float = 0.0,
     flat_curvature: float = 0.0,
     heldout_flat_curvature: float = 0.0,
@@ -243,8 +259,8 @@ def switch_sweep(
         ([0.02632, 0.02312, 0.0], [0.0, 0.0032, 0.02632])
     """
     total = check_int("total_steps", total_steps, minimum=0)
-    _check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
-    s = _check_steps(switch_steps, "switch_steps")
+    check_steps(total, "total_steps")  # <= 2**53: exact in float arithmetic
+    s = check_steps(switch_steps, "switch_steps")
     common = (total, curvatures, init_error, init_flat_sq, flat_curvature, heldout_flat_curvature)
     fwd = _sweep_losses(before, after, s, *common)
     rev = _sweep_losses(after, before, s, *common)
@@ -281,7 +297,7 @@ def memory_horizon(*, dynamics: LinearDynamics, tolerance: float = 0.05, include
         ...                tolerance=0.05)          # ⌈log 0.05 / log 0.81⌉ for the slowest direction
         15.0
     """
-    _check_dynamics(dynamics)
+    check_dynamics(dynamics)
     eps = check_probability("tolerance", tolerance, open_left=True)
     a = np.asarray(dynamics.drift, dtype=float)
     if include_flat and dynamics.flat_dim > 0:
@@ -305,3 +321,35 @@ def memory_horizon(*, dynamics: LinearDynamics, tolerance: float = 0.05, include
         k = np.where(k * lr2 > log_eps, k + 1, k)  # logarithms both ways (costs at most one step)
         h = max(h, float(k.max()))
     return h
+
+
+def mean_field_switched_loss(
+    *, basin: Basin, before: Optimizer, after: Optimizer, switch_step: int, total_steps: int, init_error: float
+) -> float:
+    """Final E L(T) of the mean-field recursion: ``before`` for s steps, then ``after`` (equal λ only).
+
+    s = ``switch_step``, T = ``total_steps``, ``init_error`` = ‖e(0)‖ spread equally over the r curved
+    axes.
+    With equal curvatures λ every curved direction has the same second moment v(t) = 2 L(t)/(λ r),
+    and the recursion of ``expected_loss_curve`` depends on the state only through these moments,
+    so restarting phase 2 from init_error = √v(s) per coordinate is exact in the model. Returns NaN
+    for unequal curvatures.
+    """
+    from dptheory.clipped_dynamics import expected_loss_curve
+
+    lam = basin.curvature_array
+    if not np.all(lam == lam[0]):
+        return math.nan
+    r = basin.rank
+    coord = init_error / math.sqrt(r)
+    if switch_step > 0:
+        loss_s = float(
+            np.asarray(expected_loss_curve(basin=basin, optimizer=before, steps=switch_step, init_error=coord))[
+                switch_step
+            ]
+        )
+        coord = math.sqrt(2.0 * loss_s / (lam[0] * r))
+    rest = total_steps - switch_step
+    if rest == 0:
+        return 0.5 * float(lam[0]) * r * coord**2
+    return float(np.asarray(expected_loss_curve(basin=basin, optimizer=after, steps=rest, init_error=coord))[rest])

@@ -25,7 +25,8 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+
+from paper import style
 
 MODE_STYLE = {
     "sgd": {"color": "tab:blue", "marker": "o", "label": "SGD"},
@@ -39,7 +40,7 @@ class ResultError(ValueError):
     """A result folder is missing or malformed (reported as one line, exit status 2)."""
 
 
-def load(folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def load(folder: str | Path, *, network_ok: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(metrics.json as dict, metrics.npz as dict of arrays)`` of a result folder, or ResultError."""
     path = Path(folder)
     if not path.is_dir():
@@ -51,7 +52,9 @@ def load(folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         metrics = json.loads(mfile.read_text())
     except json.JSONDecodeError as exc:
         raise ResultError(f"malformed {str(mfile)!r}: {exc}") from None
-    if not isinstance(metrics, dict) or "experiment" not in metrics:
+    if not isinstance(metrics, dict):
+        raise ResultError(f"malformed {str(mfile)!r}: not a JSON object")
+    if "experiment" not in metrics and not network_ok:
         raise ResultError(f"malformed {str(mfile)!r}: no 'experiment' key")
     arrays: dict[str, np.ndarray] = {}
     afile = path / "metrics.npz"
@@ -72,40 +75,19 @@ def _num(x: Any) -> float:
 FORMATS = ("png", "pdf")
 
 
-def _plain_ticks(fig: Any, *, minor: bool = True) -> None:
-    """Plain-number tick labels on log axes (no mathtext: several times faster to render).
-
-    ``minor=False`` drops the (unlabelled) minor tick marks of log axes: on a few decades they are
-    hundreds of tick objects, most of the drawing time of a figure with a fixed layout.
-    """
-    fmt = FuncFormatter(lambda v, _: f"{v:g}")
-    for ax in fig.axes:
-        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-            if scale in ("log", "symlog"):
-                axis.set_major_formatter(fmt)
-                if minor:
-                    axis.set_minor_formatter(NullFormatter())
-                else:
-                    axis.set_minor_locator(NullLocator())
-
-
-def _save(fig: Any, folder: Path, name: str, formats: tuple[str, ...], *, fixed_layout: bool = False) -> list[Path]:
-    """Write ``name.<ext>`` for each format and close the figure.
-
-    ``fixed_layout=False``: ``tight_layout`` plus a tight bounding box (each measures every label:
-    a full extra layout pass, ≈ 1 s for a three-panel figure). ``fixed_layout=True``: the figure
-    already placed its axes (``subplots_adjust``) and has no minor ticks on log axes; saved as is.
-    """
-    _plain_ticks(fig, minor=not fixed_layout)
-    if not fixed_layout:
-        fig.tight_layout()
-    paths = []
+def _save(fig: Any, folder: Path, name: str, formats: tuple[str, ...]) -> list[Path]:
+    """Write ``name.<ext>`` for each format (readable log ticks, tight box) and close the figure."""
     for ext in formats:
         if ext not in FORMATS:
             plt.close(fig)
             raise ResultError(f"figure format must be one of {', '.join(FORMATS)}, got {ext!r}")
+    for ax in fig.axes:
+        style.log_ticks(ax)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in formats:
         paths.append(folder / f"{name}.{ext}")
-        fig.savefig(paths[-1], dpi=110, bbox_inches=None if fixed_layout else "tight")
+        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
     return paths
 
@@ -117,19 +99,31 @@ def _rows(metrics: dict[str, Any], key: str = "rows") -> list[dict[str, Any]]:
     return rows
 
 
-def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+def _k(metrics: dict[str, Any]) -> float:
+    return float(metrics.get("k_se", 2.0))
+
+
+def _finish(fig: Any, axes: Any, names: list[str], table: dict, *, k: float, open_marker: str | None = None) -> None:
+    """One shared legend above the panels: the series, then the theory/measurement convention."""
+    handles, labels = style.key_handles(names, table)
+    ch, cl = style.convention_handles(open_marker=open_marker)
+    cl[1] = f"points: simulation ± {k:g} SE"
+    style.shared_legend(fig, handles + ch, labels + cl, ncol=min(len(labels) + len(cl), 7))
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+
+
+def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None) -> list[Path]:
     """Stationary excess loss, clip fraction and recovery time vs ambient dimension d, four modes."""
     folder = Path(folder)
     metrics, arrays = load(folder)
-    k = float(metrics.get("k_se", 2.0))
+    k = _k(metrics)
     rows = _rows(metrics)
     try:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-        # fixed margins instead of a tight layout (speed): 0.9 in left of each panel, room for a y label
-        # and tick labels of up to 6 characters (every decade f"{v:g}" writes: 0.0001, 1e-05, 100000)
-        fig.subplots_adjust(left=0.065, right=0.99, bottom=0.12, top=0.92, wspace=0.26)
-        for mode in metrics["modes"]:
-            st = MODE_STYLE.get(mode, {"color": "k", "marker": "x", "label": mode})
+        modes = list(metrics["modes"])
+        fig, axes = style.figure(3, width=4.4, height=3.7)
+        shifts = style.offsets(len(modes))
+        for mode, shift in zip(modes, shifts):
+            st = style.series(mode, style.MODES)
             sel = [r for r in rows if r["mode"] == mode]
             d = np.array([r["dim"] for r in sel], dtype=float)
             loss = np.array([_num(r["sim_loss"]["mean"]) for r in sel])
@@ -137,263 +131,250 @@ def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list
             clip = np.array([_num(r["sim_clip_fraction"]["mean"]) for r in sel])
             clip_se = np.array([_num(r["sim_clip_fraction"]["se"]) for r in sel])
             if f"theory_loss_{mode}" in arrays:
-                axes[0].plot(arrays["theory_dims"], arrays[f"theory_loss_{mode}"], color=st["color"], lw=1.5)
-                axes[1].plot(arrays["theory_dims"], arrays[f"theory_clip_fraction_{mode}"], color=st["color"], lw=1.5)
-            axes[0].errorbar(
-                d,
-                loss,
-                yerr=k * loss_se,
-                fmt=st["marker"],
-                color=st["color"],
-                label=st["label"],
-                ms=5,
-                capsize=2,
-                ls="none",
+                style.theory(axes[0], arrays["theory_dims"], arrays[f"theory_loss_{mode}"], st)
+                style.theory(axes[1], arrays["theory_dims"], arrays[f"theory_clip_fraction_{mode}"], st)
+            style.points(axes[0], d * shift, loss, st, yerr=k * loss_se)
+            style.points(axes[1], d * shift, clip, st, yerr=k * clip_se)
+            style.theory(axes[2], d, [_num(r["pred_recovery_time"]) for r in sel], st)
+            style.points(
+                axes[2],
+                d * shift,
+                [_num(r["sim_recovery_time"]) for r in sel],
+                st,
+                yerr=[k * _num(r.get("sim_recovery_time_se", 0.0)) for r in sel],
             )
-            axes[1].errorbar(d, clip, yerr=k * clip_se, fmt=st["marker"], color=st["color"], ms=5, capsize=2, ls="none")
-            pred_rec = np.array([_num(r["pred_recovery_time"]) for r in sel])
-            sim_rec = np.array([_num(r["sim_recovery_time"]) for r in sel])
-            axes[2].plot(d, pred_rec, color=st["color"], lw=1.5)
-            axes[2].plot(d, sim_rec, st["marker"], color=st["color"], ms=5)
-        axes[0].set(
-            xscale="log",
-            yscale="log",
-            xlabel="ambient dimension d",
-            ylabel="stationary excess loss",
-            title=f"lines: theory; points: simulation ± {k:g} SE",
-        )
+        axes[0].set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="stationary excess loss")
+        axes[0].set_title("stationary excess loss")
         axes[1].set(
             xscale="log", xlabel="ambient dimension d", ylabel="fraction of clipped samples", ylim=(-0.05, 1.05)
         )
-        axes[2].set(
-            xscale="log",
-            yscale="log",
-            xlabel="ambient dimension d",
-            ylabel="recovery time (steps)",
-            title="after a displacement at stationarity",
-        )
-        axes[0].legend(fontsize=8, loc="upper left")
-        for ax in axes:
-            ax.grid(True, which="major", lw=0.4, alpha=0.4)
-        return _save(fig, folder, "basin_dim", formats, fixed_layout=True)
+        axes[1].set_title("clip fraction at stationarity")
+        axes[2].set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="recovery time (steps)")
+        axes[2].set_title("recovery after a displacement")
+        _finish(fig, axes, modes, style.MODES, k=k)
+        return _save(fig, Path(out or folder), "basin_dim", formats)
     except (KeyError, TypeError, ValueError) as exc:
         plt.close("all")
         raise ResultError(f"malformed basin_dim results in {str(folder)!r}: {exc}") from None
 
 
-def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+def basin_dim_heldout(
+    folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None
+) -> list[Path]:
+    """Flat-direction error ‖e_flat‖² and held-out excess loss vs d at the end of the window."""
+    folder = Path(folder)
+    metrics, _ = load(folder)
+    k = _k(metrics)
+    rows = _rows(metrics)
+    try:
+        modes = list(metrics["modes"])
+        fig, axes = style.figure(2, width=4.6, height=3.7)
+        for mode, shift in zip(modes, style.offsets(len(modes))):
+            st = style.series(mode, style.MODES)
+            sel = [r for r in rows if r["mode"] == mode]
+            d = np.array([r["dim"] for r in sel], dtype=float)
+            for ax, pred, sim in (
+                (axes[0], "pred_flat_err_sq", "sim_flat_err_sq"),
+                (axes[1], "pred_heldout", "sim_heldout"),
+            ):
+                y = np.array([_num(r[sim]["mean"]) for r in sel])
+                se = np.array([_num(r[sim]["se"]) for r in sel])
+                p = np.array([_num(r[pred]) for r in sel])
+                pos = p > 0
+                style.theory(ax, d[pos], p[pos], st)
+                ok = y > 0
+                style.points(ax, (d * shift)[ok], y[ok], st, yerr=(k * se)[ok])
+        axes[0].set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="‖e_flat‖² (flat directions)")
+        axes[0].set_title("random walk in the flat directions\n(invisible to the training loss; 0 at d = r: not drawn)")
+        axes[1].set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="held-out excess loss")
+        axes[1].set_title("held-out loss (curved where training is flat)")
+        _finish(fig, axes, modes, style.MODES, k=k)
+        return _save(fig, Path(out or folder), "basin_dim_heldout", formats)
+    except (KeyError, TypeError, ValueError) as exc:
+        plt.close("all")
+        raise ResultError(f"malformed basin_dim results in {str(folder)!r}: {exc}") from None
+
+
+def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None) -> list[Path]:
     """Mean excess loss after a displacement (theory lines, simulation ± k SE) and recovery time vs d."""
     folder = Path(folder)
     metrics, arrays = load(folder)
-    k = float(metrics.get("k_se", 2.0))
+    k = _k(metrics)
     rows = _rows(metrics)
     dims = sorted({int(r["dim"]) for r in rows})
     try:
-        fig, axes = plt.subplots(1, len(dims) + 1, figsize=(4.2 * (len(dims) + 1), 3.8), squeeze=False)
-        axes = axes[0]
+        modes = list(metrics["modes"])
+        fig, axes = style.figure(len(dims) + 1, width=3.9, height=3.6)
+        threshold = float(metrics.get("threshold", 0.1))
         for ax, d in zip(axes, dims):
             for r in (r for r in rows if int(r["dim"]) == d):
-                st = MODE_STYLE.get(r["mode"], {"color": "k", "marker": "x", "label": r["mode"]})
+                st = style.series(r["mode"], style.MODES)
                 key = f"{r['mode']}_{d}"
                 pred, sim, se = (arrays[f"{n}_{key}"] for n in ("pred_curve", "sim_curve", "sim_curve_se"))
                 init = _num(r["initial_excess"])
-                ax.plot(np.arange(pred.size), pred / init, color=st["color"], lw=1.5, label=st["label"])
-                t = np.arange(1, sim.size + 1)
-                every = max(1, sim.size // 25)
-                ax.errorbar(
-                    t[::every],
-                    sim[::every] / init,
-                    yerr=k * se[::every] / init,
-                    fmt=st["marker"],
-                    color=st["color"],
-                    ms=3,
-                    capsize=1.5,
-                    ls="none",
-                )
-            ax.axhline(float(metrics.get("threshold", 0.1)), color="0.6", lw=0.8, ls=":")
-            ax.set(
-                xscale="symlog",
-                xlabel="steps after the displacement",
-                ylabel="excess loss / initial excess",
-                title=f"d = {d}",
-            )
-        axes[0].legend(fontsize=8)
+                t = np.arange(pred.size)
+                style.theory(ax, np.maximum(t, 0.5), np.clip(pred / init, 1e-4, None), st)
+                ts = np.arange(1, sim.size + 1)
+                pick = np.unique(np.geomspace(1, sim.size, 14).astype(int)) - 1
+                y = sim[pick] / init
+                ok = y > 1e-4
+                style.points(ax, ts[pick][ok], y[ok], st, yerr=(k * se[pick] / init)[ok])
+            ax.axhline(threshold, color="0.45", lw=0.9, ls=(0, (1, 2)))
+            ax.text(1.0, threshold * 1.15, f"recovered ({threshold:g})", fontsize=7, color="0.35")
+            ax.set(xscale="log", yscale="log", xlabel="steps after the displacement", ylim=(1e-3, 2.0))
+            ax.set_ylabel("excess loss / initial excess")
+            ax.set_title(f"d = {d:,}".replace(",", " "))
         ax = axes[-1]
-        for mode in metrics["modes"]:
-            st = MODE_STYLE.get(mode, {"color": "k", "marker": "x", "label": mode})
+        for mode, shift in zip(modes, style.offsets(len(modes))):
+            st = style.series(mode, style.MODES)
             sel = [r for r in rows if r["mode"] == mode]
-            d = np.array([r["dim"] for r in sel], dtype=float)
-            ax.plot(d, [_num(r["pred_recovery_time"]) for r in sel], color=st["color"], lw=1.5)
-            ax.errorbar(
-                d,
+            mode_dims = np.array([r["dim"] for r in sel], dtype=float)
+            style.theory(ax, mode_dims, [_num(r["pred_recovery_time"]) for r in sel], st)
+            style.points(
+                ax,
+                mode_dims * shift,
                 [_num(r["sim_recovery_time"]) for r in sel],
+                st,
                 yerr=[k * _num(r["sim_recovery_time_se"]) for r in sel],
-                fmt=st["marker"],
-                color=st["color"],
-                ms=5,
-                capsize=2,
-                ls="none",
-                label=st["label"],
             )
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="ambient dimension d",
-            ylabel="recovery time (steps)",
-            title=f"lines: theory; points: simulation ± {k:g} SE",
-        )
-        return _save(fig, folder, "recovery", formats)
+        ax.set(xscale="log", yscale="log", xlabel="ambient dimension d", ylabel="recovery time (steps)")
+        ax.set_title("recovery time vs d")
+        _finish(fig, axes, modes, style.MODES, k=k)
+        return _save(fig, Path(out or folder), "recovery", formats)
     except (KeyError, TypeError, ValueError) as exc:
         plt.close("all")
         raise ResultError(f"malformed recovery results in {str(folder)!r}: {exc}") from None
 
 
-def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """Final excess loss vs switch step, both directions: theory lines, simulation ± k SE."""
+def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None) -> list[Path]:
+    """Final training and held-out excess loss vs switch step, both directions: theory lines, simulation ± k SE."""
     folder = Path(folder)
-    metrics, arrays = load(folder)
-    k = float(metrics.get("k_se", 2.0))
+    metrics, _ = load(folder)
+    k = _k(metrics)
     rows = _rows(metrics)
     try:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-        colors = ("tab:purple", "tab:brown")
-        for c, name in zip(colors, metrics["directions"]):
+        fig, axes = style.figure(2, width=4.8, height=3.8)
+        directions = list(metrics["directions"])
+        for name in directions:
+            st = style.series(name, style.DIRECTIONS)
             sel = [r for r in rows if r["direction"] == name]
             s = np.array([r["switch_step"] for r in sel], dtype=float)
-            for ax, (pkey, skey) in zip(
-                axes, (("pred_mean_field", "sim_loss"), ("pred_heldout_linear", "sim_heldout"))
-            ):
-                ax.plot(s, [_num(r[pkey]) for r in sel], color=c, lw=1.5, label=f"{name} theory")
-                if pkey == "pred_mean_field":
-                    ax.plot(
-                        s, [_num(r["pred_linear"]) for r in sel], color=c, lw=1, ls="--", label=f"{name} linear theory"
-                    )
-                ax.errorbar(
-                    s,
-                    [_num(r[skey]["mean"]) for r in sel],
-                    yerr=[k * _num(r[skey]["se"]) for r in sel],
-                    fmt="o",
-                    color=c,
-                    ms=4,
-                    capsize=2,
-                    ls="none",
-                    label=f"{name} simulation",
-                )
-        axes[0].set(
-            yscale="log",
-            xlabel="switch step s",
-            ylabel="final training excess loss",
-            title=f"T = {metrics['total_steps']}; points ± {k:g} SE",
-        )
-        axes[1].set(
-            yscale="log",
-            xlabel="switch step s",
-            ylabel="final held-out excess loss",
-            title="held-out (curved where training is flat)",
-        )
-        axes[0].legend(fontsize=7)
-        for mode in metrics.get("curve_modes", []):
-            st = MODE_STYLE.get(mode, {"color": "k", "marker": "x", "label": mode})
-            theory = arrays[f"curve_theory_{mode}"]
-            sim, se = arrays[f"curve_sim_{mode}"], arrays[f"curve_sim_se_{mode}"]
-            axes[2].plot(np.arange(theory.size), theory, color=st["color"], lw=1.5, label=f"{st['label']} theory")
-            t = np.arange(1, sim.size + 1)
-            every = max(1, sim.size // 30)
-            axes[2].errorbar(
-                t[::every],
-                sim[::every],
-                yerr=k * se[::every],
-                fmt=st["marker"],
-                color=st["color"],
-                ms=3,
-                capsize=1.5,
-                ls="none",
-                label=f"{st['label']} simulation",
+            style.theory(axes[0], s, [_num(r["pred_mean_field"]) for r in sel], st)
+            axes[0].plot(s, [_num(r["pred_linear"]) for r in sel], color=st.color, lw=0.8, ls=(0, (1, 1.5)), alpha=0.8)
+            style.points(
+                axes[0],
+                s,
+                [_num(r["sim_loss"]["mean"]) for r in sel],
+                st,
+                yerr=[k * _num(r["sim_loss"]["se"]) for r in sel],
             )
-        axes[2].set(yscale="log", xlabel="step", ylabel="training excess loss", title="pure runs (no switch)")
-        if metrics.get("curve_modes"):
-            axes[2].legend(fontsize=7)
-        return _save(fig, folder, "switch", formats)
+            style.theory(axes[1], s, [_num(r["pred_heldout_linear"]) for r in sel], st)
+            style.points(
+                axes[1],
+                s,
+                [_num(r["sim_heldout"]["mean"]) for r in sel],
+                st,
+                yerr=[k * _num(r["sim_heldout"]["se"]) for r in sel],
+            )
+        T = metrics["total_steps"]
+        axes[0].set(yscale="log", xlabel=f"switch step s (of T = {T})", ylabel="final training excess loss")
+        axes[0].set_title("training loss: set by the last phase\n(thin dotted: linear model near the optimum)")
+        axes[1].set(yscale="log", xlabel=f"switch step s (of T = {T})", ylabel="final held-out excess loss")
+        axes[1].set_title("held-out loss: grows with time in the noisy phase")
+        _finish(fig, axes, directions, style.DIRECTIONS, k=k)
+        return _save(fig, Path(out or folder), "switch", formats)
     except (KeyError, TypeError, ValueError) as exc:
         plt.close("all")
         raise ResultError(f"malformed switch results in {str(folder)!r}: {exc}") from None
 
 
-def prune(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+def switch_curves(
+    folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None
+) -> list[Path]:
+    """The two pure runs (no switch) step by step: mean-field theory line vs simulated mean ± k SE."""
+    folder = Path(folder)
+    metrics, arrays = load(folder)
+    k = _k(metrics)
+    try:
+        modes = list(metrics.get("curve_modes", []))
+        if not modes:
+            raise ResultError(f"no pure-run curves in {str(folder)!r}")
+        fig, axes = style.figure(1, width=5.6, height=3.9)
+        ax = axes[0]
+        for mode in modes:
+            st = style.series(mode, style.MODES)
+            th = arrays[f"curve_theory_{mode}"]
+            sim, se = arrays[f"curve_sim_{mode}"], arrays[f"curve_sim_se_{mode}"]
+            style.theory(ax, np.arange(th.size), th, st)
+            t = np.arange(1, sim.size + 1)
+            pick = np.linspace(0, sim.size - 1, 26).astype(int)
+            style.points(ax, t[pick], sim[pick], st, yerr=k * se[pick])
+        early = metrics.get("early_step")
+        if early:
+            ax.axvline(early, color="0.5", lw=0.8, ls=":")
+        ax.set(yscale="log", xlabel="step", ylabel="training excess loss")
+        ax.set_title("early phase: DP-SGD moves ≈ ηC per step, SGD geometrically")
+        _finish(fig, axes, modes, style.MODES, k=k)
+        return _save(fig, Path(out or folder), "switch_curves", formats)
+    except (KeyError, TypeError, ValueError) as exc:
+        plt.close("all")
+        raise ResultError(f"malformed switch results in {str(folder)!r}: {exc}") from None
+
+
+def prune(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None) -> list[Path]:
     """Stationary excess loss vs keep fraction at fixed ε, per basis and mask source (theory, simulation)."""
     folder = Path(folder)
     metrics, _ = load(folder)
-    k = float(metrics.get("k_se", 2.0))
+    k = _k(metrics)
     rows = _rows(metrics)
     try:
         bases = metrics["bases"]
-        fig, axes = plt.subplots(1, len(bases), figsize=(5.2 * len(bases), 4), squeeze=False)
-        colors = {"oracle": "tab:red", "init": "tab:blue"}
-        for ax, basis in zip(axes[0], bases):
-            for source in metrics["masks"]:
+        sources = list(metrics["masks"])
+        fig, axes = style.figure(len(bases), width=4.8, height=3.9)
+        any_open = False
+        for ax, basis in zip(axes, bases):
+            for source, shift in zip(sources, style.offsets(len(sources), spread=0.04)):
+                st = style.series(source, style.MASKS)
                 sel = [r for r in rows if r["basis"] == basis and r["mask"] == source]
                 f = np.array([_num(r["keep_fraction"]) for r in sel])
                 total = np.array([_num(r["pred_loss"]) for r in sel])
-                c = colors.get(source, "k")
-                label = f"{source} mask" + (" (not private)" if source == "oracle" else "")
-                ax.plot(f, total, color=c, lw=1.5, label=f"{label}: theory")
-                floor = 1e-6 * np.nanmax(total)  # a zero bias (exact) is not drawn on the log scale
-                bias = np.array([_num(r["pred_bias"]) for r in sel])
-                ax.plot(f, np.where(bias > floor, bias, np.nan), color=c, lw=0.8, ls=":")
-                ax.plot(f, [_num(r["pred_dp"]) for r in sel], color=c, lw=0.8, ls="--")
+                style.theory(ax, f, total, st)
                 stat = np.array([bool(r.get("stationary", True)) for r in sel])
                 y = np.array([_num(r["sim_loss"]["mean"]) for r in sel])
                 err = np.array([k * _num(r["sim_loss"]["se"]) for r in sel])
-                ax.errorbar(
-                    f[stat],
-                    y[stat],
-                    yerr=err[stat],
-                    fmt="o",
-                    color=c,
-                    ms=4,
-                    capsize=2,
-                    ls="none",
-                    label=f"{label}: simulation",
-                )
+                style.points(ax, (f * shift)[stat], y[stat], st, yerr=err[stat])
                 if np.any(~stat):
-                    ax.errorbar(
-                        f[~stat],
-                        y[~stat],
-                        yerr=err[~stat],
-                        fmt="o",
-                        mfc="none",
-                        color=c,
-                        ms=5,
-                        capsize=2,
-                        ls="none",
-                        label=f"{label}: not yet stationary at T",
-                    )
-            ax.set(
-                xscale="log",
-                yscale="log",
-                xlabel="keep fraction k/d",
-                ylabel="stationary excess loss",
-                title=f"{basis} basis; ε = {_num(metrics['epsilon']):.2f} for every point",
-            )
-        axes[0][0].legend(fontsize=7, title="dotted: bias, dashed: DP term", title_fontsize=7)
-        return _save(fig, folder, "prune", formats)
+                    any_open = True
+                    style.points(ax, (f * shift)[~stat], y[~stat], st, yerr=err[~stat], filled=False)
+            ax.set(xscale="log", yscale="log", xlabel="keep fraction k/d", ylabel="stationary excess loss")
+            ax.set_title(f"{basis} basis; DP-SGD at ε = {_num(metrics['epsilon']):.2f} for every point")
+        _finish(fig, axes, sources, style.MASKS, k=k, open_marker="not yet stationary at T" if any_open else None)
+        return _save(fig, Path(out or folder), "prune", formats)
     except (KeyError, TypeError, ValueError) as exc:
         plt.close("all")
         raise ResultError(f"malformed prune results in {str(folder)!r}: {exc}") from None
 
 
-FIGURES: dict[str, Callable[[str | Path], list[Path]]] = {
-    "prune": prune,
-    "switch": switch,
-    "basin_dim": basin_dim,
-    "recovery": recovery,
+# experiment → the figures drawn from its folder (name of the file written, drawing function)
+FIGURES: dict[str, tuple[Callable[..., list[Path]], ...]] = {
+    "basin_dim": (basin_dim, basin_dim_heldout),
+    "recovery": (recovery,),
+    "switch": (switch, switch_curves),
+    "prune": (prune,),
 }
 
 
-def draw(folder: str | Path, *, formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """Redraw the figure of one result folder (dispatch on its ``experiment``)."""
-    metrics, _ = load(folder)
+def draw(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None) -> list[Path]:
+    """Redraw every figure of one result folder (dispatch on its ``experiment``) into ``out`` (default: the folder)."""
+    metrics, _ = load(folder, network_ok=True)
+    if "experiment" not in metrics:  # a network experiment's folder (identified by its contents)
+        from paper import nn_figures
+
+        return nn_figures.draw(folder, formats=formats, out=out)
     name = metrics["experiment"]
     if name not in FIGURES:
         raise ResultError(f"no figure for experiment {name!r} in {str(folder)!r} (known: {', '.join(FIGURES)})")
-    return FIGURES[name](folder, formats=formats)
+    paths: list[Path] = []
+    for fn in FIGURES[name]:
+        paths += fn(folder, formats=formats, out=out)
+    return paths

@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from paper import style
+
 
 def _load(folder: Path) -> tuple[dict, dict]:
     config = json.loads((folder / "config.json").read_text())
@@ -32,39 +34,76 @@ def _num(x: Any) -> float:
     return float(x) if not isinstance(x, str) else float(x.replace("inf", "inf"))
 
 
-def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, **kw: Any) -> None:
+def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, *, st: Any = None, label: str = "") -> None:
+    """Measured means ± 1 SE over seeds, joined by a thin line in the series' style."""
+    ys = [_num(s["mean"]) * scale for s in stats]
+    es = [(_num(s["se"]) * scale if s["se"] != "nan" else 0.0) for s in stats]
+    st = st or style.series(label)
+    ax.plot(xs, ys, color=st.color, ls=st.linestyle, lw=1.0, zorder=st.order)
+    style.points(ax, xs, ys, st, yerr=es, label=label or st.label)
+
+
+def _errorbar_plain(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, **kw: Any) -> None:
+    """Means ± 1 SE over seeds with matplotlib's own styling (``kw`` passed to ``errorbar``)."""
     ys = [_num(s["mean"]) * scale for s in stats]
     es = [(_num(s["se"]) * scale if s["se"] != "nan" else 0.0) for s in stats]
     ax.errorbar(xs, ys, yerr=es, capsize=3, marker="o", **kw)
 
 
+def _ci_bar(ax: Any, labels: list[str], tests: list[dict], scale: float = 100.0, **kw: Any) -> None:
+    """Horizontal paired differences with their 95 % CIs (verdict-style)."""
+    ys = range(len(labels))
+    est = [_num(t["estimate"]) * scale for t in tests]
+    lo = [e - _num(t["ci95"][0]) * scale for e, t in zip(est, tests)]
+    hi = [_num(t["ci95"][1]) * scale - e for e, t in zip(est, tests)]
+    ax.errorbar(est, list(ys), xerr=[lo, hi], fmt="o", capsize=3, **kw)
+    ax.set_yticks(list(ys), labels, fontsize=7)
+    ax.axvline(0, color="black", lw=0.6)
+
+
 def fig_switch(config: dict, metrics: dict) -> plt.Figure:
-    """Final test accuracy vs switch epoch, both directions, with the SGD and DP-SGD baselines."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    rows = metrics["per_switch"]
-    s = [r["switch_epoch"] for r in rows]
-    _errorbar(ax, s, [r["acc_sgd_then_dpsgd"] for r in rows], label="SGD → DP-SGD")
-    _errorbar(ax, s, [r["acc_dpsgd_then_sgd"] for r in rows], label="DP-SGD → SGD (not private)")
-    for key, style, label in (("acc_sgd", "--", "SGD"), ("acc_dpsgd", ":", "DP-SGD")):
-        ax.axhline(_num(metrics[key]["mean"]) * 100, ls=style, color="gray", label=label)
-    ax.set(
+    """Final test accuracy vs switch epoch (both directions, every schedule) and the mean post-switch curves."""
+    schedules = metrics["per_schedule"]
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.5))
+    a, b = axes
+    for k, (schedule, m) in enumerate(schedules.items()):
+        rows = m["per_switch"]
+        s = [r["switch_epoch"] for r in rows]
+        _errorbar_plain(
+            a, s, [r["acc_sgd_then_dpsgd"] for r in rows], label=f"SGD → DP-SGD ({schedule})", color=f"C{2 * k}"
+        )
+        _errorbar_plain(
+            a,
+            s,
+            [r["acc_dpsgd_then_sgd"] for r in rows],
+            label=f"DP-SGD → SGD ({schedule}, not private)",
+            color=f"C{2 * k + 1}",
+        )
+        for key, linestyle in (("acc_sgd", "--"), ("acc_dpsgd", ":")):
+            a.axhline(_num(m[key]["mean"]) * 100, ls=linestyle, color=f"C{2 * k}", lw=0.8)
+        for run, curves in m["mean_curves"].items():
+            for i, curve in enumerate(curves):
+                b.plot(
+                    range(len(curve)),
+                    [100 * _num(v) for v in curve],
+                    color=f"C{2 * k + (run != 'sgd->dpsgd')}",
+                    alpha=0.4 + 0.6 * i / max(len(curves) - 1, 1),
+                    lw=1,
+                )
+    a.set(
         xlabel="switch epoch s", ylabel="final test accuracy (%)", title=f"claim 1: switch ({config['epochs']} epochs)"
     )
-    ax.legend(fontsize=7)
+    a.legend(fontsize=6)
+    b.set(xlabel="epoch", ylabel="test accuracy (%)", title="switched runs (seed means)")
     return fig
 
 
 def fig_ablate(config: dict, metrics: dict) -> plt.Figure:
-    """Test accuracy per mode (paired seeds) and the excess training loss after a noise burst."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    modes = list(metrics["test_accuracy"])
-    means = [_num(metrics["test_accuracy"][m]["mean"]) * 100 for m in modes]
-    ses = [
-        _num(metrics["test_accuracy"][m]["se"]) * 100 if metrics["test_accuracy"][m]["se"] != "nan" else 0
-        for m in modes
-    ]
-    a.bar(modes, means, yerr=ses, capsize=3, color=["C0", "C3", "C2", "C1"][: len(modes)])
-    a.set(ylabel="final test accuracy (%)", title="claim 2: ablation")
+    """Tuned arms' accuracy minus SGD (paired, 95 % CI) and the excess training loss after a burst."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.5))
+    arms = list(metrics["accuracy_minus_sgd"])
+    _ci_bar(a, arms, [metrics["accuracy_minus_sgd"][x] for x in arms])
+    a.set(xlabel="test accuracy − SGD (points, paired)", title="claim 2: tuned arms")
     if "burst" in metrics:
         for mode, r in metrics["burst"].items():
             curve = [_num(v) for v in r["excess_curve_mean"]]
@@ -72,67 +111,88 @@ def fig_ablate(config: dict, metrics: dict) -> plt.Figure:
             b.plot(range(len(curve)), curve, marker=".", label=f"{mode} (recovered {recovered:.0%})")
         b.axvline(metrics["burst_epoch"], color="gray", ls=":")
         b.axhline(0, color="black", lw=0.5)
-        b.set(xlabel="epoch", ylabel="train loss: burst − plain", title="recovery from a noise burst")
+        b.set(xlabel="epoch", ylabel="train loss: burst − plain", title="recovery from a displacement")
         b.legend(fontsize=7)
     return fig
 
 
 def fig_width(config: dict, metrics: dict) -> plt.Figure:
-    """Accuracy and the SGD − DP-SGD gap vs parameter count d; clip fraction vs d."""
+    """Tuned SGD and DP-SGD accuracy and their paired gap vs parameter count d; clip fraction vs d."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     rows = metrics["per_width"]
     d = [r["dim"] for r in rows]
-    for key, label in (
-        ("sgd", "SGD"),
-        ("dp_eps", f"DP-SGD ε={config['target_epsilon']}"),
-        ("dp_sigma", f"DP-SGD σ={config['noise_multiplier']}"),
-    ):
-        _errorbar(a, d, [r[key]["test_accuracy"] for r in rows], label=label)
-    a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)", title="claim 3: width")
+    for key, label in (("sgd", "SGD"), ("dpsgd", f"DP-SGD ε={config['target_epsilon']}")):
+        _errorbar_plain(a, d, [r[key]["test_accuracy"] for r in rows], label=label)
+    a.set(xscale="log", xlabel="parameters d", ylabel="final test accuracy (%)", title="claim 3: width (tuned)")
     a.legend(fontsize=7)
-    for key in ("dp_eps", "dp_sigma"):
-        _errorbar(b, d, [r[key]["gap_sgd_minus_dp"] for r in rows], label=f"gap ({key})")
+    gaps = [r["gap_sgd_minus_dpsgd"] for r in rows]
+    est = [_num(g["estimate"]) * 100 for g in gaps]
+    err = [
+        [e - _num(g["ci95"][0]) * 100 for e, g in zip(est, gaps)],
+        [_num(g["ci95"][1]) * 100 - e for e, g in zip(est, gaps)],
+    ]
+    b.errorbar(d, est, yerr=err, capsize=3, marker="o", label="gap SGD − DP (95 % CI)")
     b2 = b.twinx()
-    b2.plot(d, [_num(r["dp_eps"]["clip_fraction"]["mean"]) for r in rows], "k:", label="clip fraction")
+    b2.plot(d, [_num(r["clip_fraction"]["mean"]) for r in rows], "k:", label="clip fraction")
     b2.set(ylim=(0, 1.05), ylabel="clip fraction")
-    b.set(xscale="log", xlabel="parameters d", ylabel="SGD − DP-SGD (%)")
+    b.set(xscale="log", xlabel="parameters d", ylabel="SGD − DP-SGD (points)")
     b.legend(fontsize=7, loc="upper left")
     return fig
 
 
 def fig_prune(config: dict, metrics: dict) -> plt.Figure:
-    """DP-SGD test accuracy vs sparsity for each mask source (oracle marked not private)."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for source, rows in metrics["per_source"].items():
-        label = source + (" (NOT private)" if source == "oracle" else "")
-        _errorbar(ax, [r["sparsity"] for r in rows], [r["test_accuracy"] for r in rows], label=label)
-    ax.axhline(_num(metrics["sgd_dense"]["mean"]) * 100, color="gray", ls="--", label="SGD dense")
+    """Each pruned arm minus dense DP-SGD (paired, 95 % CI) at fixed total ε; oracle marked not private."""
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(metrics["per_source"]) + 1.5))
+    rows = metrics["per_source"]
+    labels = [
+        r["arm"] + (" (NOT private)" if any(p.startswith("not private") for p in r["privacy"]) else "") for r in rows
+    ]
+    _ci_bar(ax, labels, [r["minus_dense"] for r in rows])
     ax.set(
-        xlabel="sparsity", ylabel="final test accuracy (%)", title=f"claim 4: pruning at ε={config['target_epsilon']}"
+        xlabel="test accuracy − dense DP-SGD (points, paired)",
+        title=f"claim 4: pruning at total ε={config['target_epsilon']}",
     )
+    return fig
+
+
+def fig_epsilon(config: dict, metrics: dict) -> plt.Figure:
+    """Dense and pruned DP-SGD test accuracy vs ε, with the SGD and clip-only (ε = ∞) anchors."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    eps = [r["epsilon"] for r in metrics["curve"]]
+    for arm in ("dense", "pruned"):
+        _errorbar_plain(ax, eps, [r[arm]["test_accuracy"] for r in metrics["curve"]], label=arm)
+    ax.axhline(_num(metrics["sgd"]["mean"]) * 100, color="gray", ls="--", label="SGD (ε = ∞)")
+    ax.axhline(_num(metrics["clip"]["mean"]) * 100, color="gray", ls=":", label="clip-only (ε = ∞)")
+    ax.set(xscale="log", xlabel="ε (δ as configured)", ylabel="final test accuracy (%)", title="ε–accuracy")
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     return fig
 
 
 def fig_validate(config: dict, metrics: dict) -> plt.Figure:
     """Predicted vs measured excess loss (log-log), one point per run, labelled by sweep point."""
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    for p in metrics["points"]:
+    fig, axes = style.figure(1, width=5.2, height=4.2)
+    ax = axes[0]
+    markers = "osD^vP*X"
+    for i, p in enumerate(metrics["points"]):
         pred = [_num(s["predicted_excess"]) for s in p["per_seed"]]
         meas = [_num(s["measured_excess"]) for s in p["per_seed"]]
-        ax.scatter(pred, meas, label=f"w={p['width']} p={p['sparsity']:.2f}")
+        ax.scatter(
+            pred, meas, marker=markers[i % len(markers)], s=30, label=f"width {p['width']}, {p['sparsity']:.0%} pruned"
+        )
     lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
     hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
-    ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
+    ax.plot([lo, hi], [lo, hi], "k:", lw=0.8, label="measured = predicted")
     rho = metrics["spearman_all_pairs"]["rho"]
     ax.set(
         xscale="log",
         yscale="log",
         xlabel="predicted excess loss",
         ylabel="measured excess loss",
-        title=f"theory vs networks (Spearman {_num(rho):+.2f})",
     )
-    ax.legend(fontsize=6)
+    ax.set_title(f"theory vs networks, one point per run (Spearman {_num(rho):+.2f})")
+    style.legend(ax, fontsize=6.5)
     return fig
 
 
@@ -147,6 +207,8 @@ def kind(metrics: dict) -> str | None:
         return "width"
     if claim.startswith("4"):
         return "prune"
+    if claim.startswith("epsilon"):
+        return "epsilon"
     if "points" in metrics and "spearman_all_pairs" in metrics:
         return "validate"
     return None
@@ -157,25 +219,46 @@ FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
     "ablate": fig_ablate,
     "width": fig_width,
     "prune": fig_prune,
+    "epsilon": fig_epsilon,
     "validate": fig_validate,
 }
 
 
-def draw(folder: str | Path) -> Path | None:
-    """Draw the figure of one result folder into ``<folder>/<kind>.png``; None if not an experiment."""
+def draw(folder: str | Path, *, formats: tuple[str, ...] = ("png",), out: str | Path | None = None) -> list[Path]:
+    """Draw the figure of one network result folder as ``net_<kind>.<ext>`` into ``out`` (default:
+    the folder); ResultError (one line) if the folder is not a network experiment or is malformed."""
+    from paper.figures import FORMATS, ResultError
+
     folder = Path(folder)
-    if not (folder / "metrics.json").is_file():
-        return None
-    config, metrics = _load(folder)
+    try:
+        config, metrics = _load(folder)
+    except (OSError, ValueError) as exc:
+        raise ResultError(f"{str(folder)!r} is not a readable result folder: {exc}") from None
     name = kind(metrics)
     if name is None:
-        return None
-    fig = FIGURES[name](config, metrics)
+        raise ResultError(
+            f"{str(folder)!r} is not a result folder of a known experiment (metrics.json has no 'experiment' "
+            "and is not a network experiment's)"
+        )
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ResultError(f"figure format must be one of {', '.join(FORMATS)}, got {bad[0]!r}")
+    try:
+        fig = FIGURES[name](config, metrics)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        plt.close("all")
+        raise ResultError(f"malformed {name} results in {str(folder)!r}: {exc}") from None
+    target = Path(out or folder)
+    target.mkdir(parents=True, exist_ok=True)
+    for ax in fig.axes:
+        style.log_ticks(ax)
     fig.tight_layout()
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=120)
+    paths = []
+    for ext in formats:
+        paths.append(target / f"net_{name}.{ext}")
+        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return path
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,8 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         for metrics in sorted([root / "metrics.json"] + list(root.glob("*/metrics.json"))):
             if metrics.is_file():
-                path = draw(metrics.parent)
-                if path is not None:
+                try:
+                    paths = draw(metrics.parent)
+                except ValueError:
+                    continue
+                for path in paths:
                     print(path)
                     drawn += 1
     return 0 if drawn else 1

@@ -4,7 +4,11 @@ Each module ``proofs/<name>.py`` (named like the dptheory function it backs) def
 
 * ``STATEMENT`` — one line: the result in symbols, and the dptheory function it backs;
 * ``verify()`` — a symbolic check (``simplify(lhs - rhs) == 0`` or equivalent) that raises
-  ``AssertionError`` when the derivation fails.
+  ``AssertionError`` when the derivation fails;
+* ``CODE_LINKS`` — its closed forms as plain functions, each wired to the ``dptheory`` function that
+  implements it (:class:`proofs.links.CodeLink`: symbol ↔ argument map, bounds, tolerance);
+  ``tests/test_proof_code_links.py`` checks every link on random draws. A proof that backs no closed
+  form of the code (e.g. a random engine's law) says why in ``NO_CODE_LINK``.
 
 ``python -m proofs`` runs them all and prints one line per result.
 """

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "two-point noise on x^2/2: fixed point |x*| >= (sqrt3-1)/3 min(sigma, sigma^2/C), and |x*| <= (x*^2+sigma^2)/(4C) "
     "for any noise  [clipping_bias.stochastic_bias_example]"
@@ -61,3 +63,41 @@ def verify() -> None:
 
     # 5. (u − C)₊ ≤ u²/(4C)
     _zero(u**2 - 4 * C * (u - C) - (u - 2 * C) ** 2, "u² − 4C(u − C) = (u − 2C)²")
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed forms, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+
+def fixed_point_closed_form(*, sigma, C):
+    """|x*| of the two-point example: σ/√3 − C/3 for C < σ (p = ¼); (σ√(p(1−p)) − pC)/(1−p), p = σ²/(4C²), for C ≥ σ."""
+    if sigma > C:
+        return sigma / 3**0.5 - C / 3
+    p = sigma**2 / (4 * C**2)
+    return (sigma * (p * (1 - p)) ** 0.5 - p * C) / (1 - p)
+
+
+def lower_bound_closed_form(*, sigma, C):
+    """(√3 − 1)/3 · min(σ, σ²/C)."""
+    return (3**0.5 - 1) / 3 * min(sigma, sigma**2 / C)
+
+
+_BIAS_SYMBOLS = {"sigma": (0.01, 10.0), "C": (0.01, 10.0)}
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipping_bias.stochastic_bias_example",
+        closed_form=fixed_point_closed_form,
+        symbols=_BIAS_SYMBOLS,
+        arguments=lambda sigma, C: {"sample_std": sigma, "clip_norm": C},
+        output=lambda e: e.bias,
+        rtol=1e-12,
+        atol=1e-14,
+    ),
+    CodeLink(
+        function="dptheory.clipping_bias.stochastic_bias_example",
+        closed_form=lower_bound_closed_form,
+        symbols=_BIAS_SYMBOLS,
+        arguments=lambda sigma, C: {"sample_std": sigma, "clip_norm": C},
+        output=lambda e: e.lower_bound,
+    ),
+]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = "<clip_C(x+xi) + clip_C(x-xi), x> >= 0 for all x, xi  [clipping_bias.clipped_gradient_inner_product]"
 
 
@@ -31,3 +33,40 @@ def verify() -> None:
     plus = [p + q for p, q in zip(xs, zs)]
     dot = sum(p * q for p, q in zip(xs, zs))
     assert sp.expand(sq(plus) - (sq(xs) + 2 * dot + sq(zs))) == 0, "‖x+ξ‖² expansion"
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed form, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+
+def pair_inner_product(*, x1, x2, x3, z1, z2, z3, C):
+    """½ ⟨clip_C(x + ξ) + clip_C(x − ξ), x⟩ = ½[φ₊(G + a) + φ₋(G − a)] in the proof's variables
+    G = ‖x‖², X = ‖ξ‖², a = ⟨x, ξ⟩, n± = √(G + X ± 2a), φ± = min(1, C/n±)."""
+    g = x1 * x1 + x2 * x2 + x3 * x3
+    xx = z1 * z1 + z2 * z2 + z3 * z3
+    a = x1 * z1 + x2 * z2 + x3 * z3
+    n_plus, n_minus = max(g + xx + 2 * a, 0.0) ** 0.5, max(g + xx - 2 * a, 0.0) ** 0.5
+    phi_plus = 1.0 if n_plus <= C else C / n_plus
+    phi_minus = 1.0 if n_minus <= C else C / n_minus
+    return 0.5 * (phi_plus * (g + a) + phi_minus * (g - a))
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipping_bias.clipped_gradient_inner_product",
+        closed_form=pair_inner_product,
+        symbols={
+            **{f"x{i}": (-3.0, 3.0) for i in (1, 2, 3)},
+            **{f"z{i}": (-5.0, 5.0) for i in (1, 2, 3)},
+            "C": (0.05, 5.0),
+        },
+        arguments=lambda x1, x2, x3, z1, z2, z3, C: {
+            "grad": [x1, x2, x3],
+            "noise": [[z1, z2, z3]],
+            "clip_norm": C,
+            "symmetrize": True,
+        },
+        rtol=1e-12,
+        atol=1e-12,
+    )
+]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import mpmath as mp
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "E||clip_C(g)||^2 = s^2[d F_(d+2,lam)(c^2) + lam F_(d+4,lam)(c^2) + c^2 S_(d,lam)(c^2)]  "
     "[clipping.clipped_gaussian_second_moment]"
@@ -76,3 +78,40 @@ def verify() -> None:
         direct = mp.quad(lambda x: min(x, c * c) * ncx2_pdf(x, dd), [0, c * c, 40, mp.inf])
         formula = dd * ncx2_cdf(c * c, dd + 2) + lm * ncx2_cdf(c * c, dd + 4) + c * c * (1 - ncx2_cdf(c * c, dd))
         assert abs(direct - formula) < mp.mpf(10) ** -25, f"decomposition vs integral: {direct - formula}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed form, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+
+def _ncx2_cdf(t, df, lam):
+    """F_{χ'²_df(λ)}(t) as the Poisson mixture of central chi-square CDFs (mpmath, until the tail is < 1e-30)."""
+    total, j = mp.mpf(0), 0
+    while True:
+        w = mp.exp(-lam / 2) * (lam / 2) ** j / mp.factorial(j)
+        total += w * mp.gammainc(mp.mpf(df) / 2 + j, 0, t / 2, regularized=True)
+        if j > lam and w < mp.mpf(10) ** -30:
+            return total
+        j += 1
+
+
+def clipped_second_moment_closed_form(*, d, m, s, C):
+    """E‖clip_C(g)‖² = s²[d F_{χ'²_{d+2}(λ)}(c²) + λ F_{χ'²_{d+4}(λ)}(c²) + c² S_{χ'²_d(λ)}(c²)], in 30-digit mpmath."""
+    with mp.workdps(30):
+        s_, lam, c2 = mp.mpf(s), (mp.mpf(m) / mp.mpf(s)) ** 2, (mp.mpf(C) / mp.mpf(s)) ** 2
+        val = d * _ncx2_cdf(c2, d + 2, lam) + lam * _ncx2_cdf(c2, d + 4, lam) + c2 * (1 - _ncx2_cdf(c2, d, lam))
+        return float(s_**2 * val)
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipping.clipped_gaussian_second_moment",
+        closed_form=clipped_second_moment_closed_form,
+        symbols={"d": (1, 200), "m": (0.0, 10.0), "s": (0.05, 2.0), "C": (0.05, 20.0)},
+        integer=frozenset({"d"}),
+        valid=lambda d, m, s, C: (m / s) ** 2 < 2000,
+        arguments=lambda d, m, s, C: {"dim": d, "mean_norm": m, "std": s, "clip_norm": C},
+        rtol=1e-10,
+        note="double-precision Poisson series in the code vs 30-digit mpmath here",
+    )
+]

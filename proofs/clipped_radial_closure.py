@@ -26,12 +26,33 @@ from __future__ import annotations
 
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "p(ρ) ∝ ρ^{r−1} e^{−∫f/D}/D solves the stationary Fokker–Planck equation (zero radial flux; "
     "Cartesian check r = 3); linear f: E ρ² = rD/a (mean field); f = C: E ρ² = r(r+1)θ² vs mean-field "
     "r²θ²; unit-free form E x² = 1 (frozen) and (k+1)/k (saturated); first-order discrete weight "
     "w = 2(1−h)/(2−h) of the nonlinearity correction  [clipped_closure.radial_closure_factor]"
 )
+
+_h = sp.symbols("h", positive=True)
+DISCRETE_WEIGHT = 2 * (1 - _h) / (2 - _h)
+
+
+def discrete_weight(h: float) -> float:
+    """w = 2(1 − h)/(2 − h): the proven expression DISCRETE_WEIGHT (step 6), evaluated."""
+    return float(DISCRETE_WEIGHT.subs(_h, h))
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipped_closure.radial_discrete_weight",
+        closed_form=discrete_weight,
+        symbols={"h": (0.0, 1.9)},
+        arguments=lambda h: {"drift_step": h},
+        rtol=1e-14,
+    ),
+]
 
 
 def _gamma_moment(power, r, scale):
@@ -67,7 +88,10 @@ def verify() -> None:
     a, r = sp.symbols("a r", positive=True)
     eta, q = sp.symbols("eta q", positive=True)
     w = sp.symbols("w", positive=True)  # w = ρ²
-    gauss = lambda power: sp.integrate(w ** (r / 2 - 1 + power) * sp.exp(-a * w / (2 * dd)), (w, 0, sp.oo))
+
+    def gauss(power):
+        return sp.integrate(w ** (r / 2 - 1 + power) * sp.exp(-a * w / (2 * dd)), (w, 0, sp.oo))
+
     second = sp.gammasimp(gauss(1) / gauss(0))
     assert sp.simplify(second - r * dd / a) == 0
     assert sp.simplify((second / r).subs(dd, eta * q / 2) - eta * q / (2 * a)) == 0
@@ -99,7 +123,10 @@ def verify() -> None:
     beta, v, a0, kap = sp.symbols("beta v a_0 kappa", positive=True)
     chi = {1: k, 2: k * (k + 2), 3: k * (k + 2) * (k + 4)}  # E χ², E χ⁴, E χ⁶
     rho0 = k * v
-    delta_a = lambda power: a0 * beta * (v ** (power + 1) * chi[power + 1] - rho0 * v**power * chi[power]) / rho0
+
+    def delta_a(power):
+        return a0 * beta * (v ** (power + 1) * chi[power + 1] - rho0 * v**power * chi[power]) / rho0
+
     e_rho2_da = delta_a(1)  # E[ρ² δa], δa = a₀β(ρ² − ρ₀²)/ρ₀²
     assert sp.simplify(e_rho2_da - 2 * a0 * beta * v) == 0
     #    discrete: E ρ'² = E[((1 − ηa)² + η²κa²) ρ²] + k η² q; stationarity, linear in δa
@@ -110,7 +137,7 @@ def verify() -> None:
     stationary = sp.Eq(rho0 + shift, contraction * (rho0 + shift) + d_contraction * e_rho2_da + k * eta**2 * q0)
     disc_shift = sp.solve(stationary, shift)[0]
     h = eta * a0 * (1 + kap)
-    w = 2 * (1 - h) / (2 - h)
+    w = DISCRETE_WEIGHT.subs(_h, h)
     assert sp.simplify(disc_shift - (-2 * beta / k) * w * rho0) == 0
     #    small step (Fokker–Planck, constant D = a₀ v): p ∝ ρ^{k−1} exp(−Φ/D), Φ = ∫ a(u) u du;
     #    first order: ΔE ρ² = −Cov(ρ², δΦ)/D with δΦ = a₀β(ρ⁴/4 − ρ₀²ρ²/2)/ρ₀²

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "alpha0 = E[phi(R)(1 - 1{R>C}/d)] = F_d(c^2) + (1-1/d) c r(d) S_(d-1)(c^2) = gamma(m=0)  "
     "[clipping.linear_response_shrinkage]"
@@ -84,3 +86,35 @@ def verify() -> None:
     _zero(sp.expand_func(F(3, c**2)) - (sp.erf(c / sp.sqrt(2)) - sp.sqrt(2 / sp.pi) * c * sp.exp(-(c**2) / 2)), "F_3")
     gamma0_d1 = sp.expand_func(F(3, c**2)) + c * r(sp.Integer(3)) * sp.exp(-(c**2) / 2)
     _zero(gamma0_d1 - sp.erf(c / sp.sqrt(2)), "d = 1: γ(0) = F_1(c²) = α₀")
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed form, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+
+def linear_response_closed_form(*, d, s, C):
+    """α₀ = F_d(c²) + (1 − 1/d) c r(d) S_{d−1}(c²), r(k) = Γ((k−1)/2)/(√2 Γ(k/2)), c = C/s (mpmath, 30 digits);
+    d = 1: α₀ = F_1(c²)."""
+    import mpmath as mp
+
+    with mp.workdps(30):
+        c = mp.mpf(C) / mp.mpf(s)
+        f = mp.gammainc(mp.mpf(d) / 2, 0, c * c / 2, regularized=True)
+        if d == 1:
+            return float(f)
+        r = mp.gamma(mp.mpf(d - 1) / 2) / (mp.sqrt(2) * mp.gamma(mp.mpf(d) / 2))
+        surv = mp.gammainc(mp.mpf(d - 1) / 2, c * c / 2, mp.inf, regularized=True)
+        return float(f + (1 - mp.mpf(1) / d) * c * r * surv)
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipping.linear_response_shrinkage",
+        closed_form=linear_response_closed_form,
+        symbols={"d": (1, 2000), "s": (0.05, 2.0), "C": (0.01, 50.0)},
+        integer=frozenset({"d"}),
+        arguments=lambda d, s, C: {"dim": d, "std": s, "clip_norm": C},
+        rtol=1e-11,
+        note="double precision in the code (scipy's regularised gammas) vs 30-digit mpmath here",
+    )
+]

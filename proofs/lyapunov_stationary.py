@@ -5,7 +5,7 @@ e ← A e − η ζ, A = I − ηH (H symmetric), Cov ζ = Σ_ξ. The stationary
 Σ = A Σ Aᵀ + η² Σ_ξ. We check symbolically that
 
 1. A Σ Aᵀ + η² Σ_ξ − Σ = −η (HΣ + ΣH − ηHΣH − ηΣ_ξ) for every symmetric Σ (general 2×2 symbols), so
-   the fixed point is exactly HΣ + ΣH − ηHΣH = ηΣ_ξ (the sign convention of REFERENCE.md §5);
+   the fixed point is exactly HΣ + ΣH − ηHΣH = ηΣ_ξ;
 2. the covariance recursion Σ(t+1) = AΣ(t)Aᵀ + η²Σ_ξ of the 2×2 case, solved for its fixed point
    as a linear system, solves the Lyapunov equation and matches the eigenbasis closed form
    Σ_kl = η S_kl / (λ_k + λ_l − ηλ_kλ_l) for diagonal H = diag(λ1, λ2) and general S = Σ_ξ;
@@ -18,7 +18,12 @@ e ← A e − η ζ, A = I − ηH (H symmetric), Cov ζ = Σ_ξ. The stationary
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import sympy as sp
+
+from proofs.links import CodeLink
 
 STATEMENT = (
     "Sigma = A Sigma A^T + eta^2 Sigma_xi  <=>  H Sigma + Sigma H - eta H Sigma H = eta Sigma_xi; "
@@ -75,3 +80,75 @@ def verify() -> None:
     for entry in diff:
         rem = sp.reduced(sp.expand(entry), [c**2 + sn**2 - 1], c, sn)[1]
         assert rem == 0, f"rotation covariance: remainder {rem}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed forms, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+
+def eigenbasis_covariance(*, eta, lams, noise_eig):
+    """Σ_kl = η S_kl / (λ_k + λ_l − η λ_k λ_l) in the eigenbasis of H (S = Σ_ξ in that basis)."""
+    lam = np.asarray(lams, dtype=float)
+    return eta * np.asarray(noise_eig, dtype=float) / (lam[:, None] + lam[None, :] - eta * lam[:, None] * lam[None, :])
+
+
+def _entry(sigma, *, k, l):
+    return float(sigma[k, l])
+
+
+def _rotation(theta):
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def _noise(s11, s22, corr):
+    off = corr * np.sqrt(s11 * s22)
+    return np.array([[s11, off], [off, s22]])
+
+
+def _covariance_entry(*, eta, l1, l2, s11, s22, corr, theta, k, l):
+    r = _rotation(theta)
+    return float((r @ eigenbasis_covariance(eta=eta, lams=(l1, l2), noise_eig=_noise(s11, s22, corr)) @ r.T)[k, l])
+
+
+_SYMBOLS = {
+    "eta": (1e-3, 1.0),
+    "l1": (0.05, 1.9),
+    "l2": (0.05, 1.9),
+    "s11": (0.0, 3.0),
+    "s22": (0.0, 3.0),
+    "corr": (-0.99, 0.99),
+    "theta": (0.0, 3.14),
+}
+
+
+def _args(eta, l1, l2, s11, s22, corr, theta):
+    r = _rotation(theta)
+    return {"hessian": r @ np.diag([l1, l2]) @ r.T, "lr": eta, "noise_cov": r @ _noise(s11, s22, corr) @ r.T}
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.quadratic.stationary_covariance",
+        closed_form=functools.partial(_covariance_entry, k=k, l=l),
+        symbols=_SYMBOLS,
+        valid=lambda eta, l1, l2, **_: eta * max(l1, l2) < 1.99,
+        arguments=_args,
+        output=functools.partial(_entry, k=k, l=l),
+        rtol=1e-10,
+        atol=1e-14,
+        note="the code diagonalises a rotated H numerically (eigh): agreement to rounding of the rotation",
+    )
+    for k, l in ((0, 0), (0, 1), (1, 1))
+] + [
+    CodeLink(
+        function="dptheory.quadratic.stationary_loss_general",
+        closed_form=lambda eta, l1, l2, s11, s22, corr, theta: eta / 2 * (s11 / (2 - eta * l1) + s22 / (2 - eta * l2)),
+        symbols=_SYMBOLS,
+        valid=lambda eta, l1, l2, **_: eta * max(l1, l2) < 1.99,
+        arguments=_args,
+        rtol=1e-10,
+        atol=1e-14,
+        note="½ tr(HΣ) = (η/2) Σ_k S_kk/(2 − ηλ_k), rotation invariant",
+    )
+]

@@ -19,6 +19,8 @@ from __future__ import annotations
 import sympy as sp
 from sympy import stats
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "E e(t)^2 = rho^(2t) m0 + eta tau^2 (1 - rho^(2t)) / (a (2 - eta a)), rho = 1 - eta a; "
     "tau^2 = s^2/B + nu^2/B^2  [quadratic.error_moments, noise_only_dynamics]"
@@ -73,9 +75,74 @@ def verify() -> None:
 
     # 3. random walk limit a → 0 (flat directions); the squared norm over d − r of them adds up
     _check_zero(sp.limit(code_form, a, 0) - (m0 + eta**2 * tau**2 * t), "random walk limit")
+    # the exported closed forms are the ones just derived
+    _check_zero(code_form.subs(m0, e0**2) - SECOND_MOMENT, "exported second moment")
+    _check_zero(var_sum - UPDATE_NOISE_VAR.subs(_b, bsym), "exported update-noise variance")
 
     # 4. recovery: stationary variance v plus displacement δ decays back as v + ρ^{2t} δ²
     delta = sp.symbols("delta", real=True)
     v = eta**2 * tau**2 / (1 - rho**2)
     after = closed.subs(m0, v + delta**2)
     _check_zero(after - (v + rho ** (2 * t) * delta**2), "recovery excess")
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed forms, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+_t = sp.symbols("t", integer=True, nonnegative=True)
+_eta, _a, _tau, _e0, _s, _nu, _b = sp.symbols("eta a tau e0 s nu B", positive=True)
+_rho = 1 - _eta * _a
+SECOND_MOMENT = _rho ** (2 * _t) * _e0**2 + _eta * _tau**2 * (1 - _rho ** (2 * _t)) / (_a * (2 - _eta * _a))
+UPDATE_NOISE_VAR = _s**2 / _b + _nu**2 / _b**2  # τ² of one unclipped step (fixed batch of B samples)
+second_moment = sp.lambdify((_t, _eta, _a, _tau, _e0), SECOND_MOMENT, "math")
+update_noise_var = sp.lambdify((_s, _nu, _b), UPDATE_NOISE_VAR, "math")
+
+
+def _records():
+    from dptheory.records import Basin, LinearDynamics, Optimizer
+
+    return Basin, LinearDynamics, Optimizer
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.quadratic.error_moments",
+        closed_form=lambda t, eta, a, tau, e0: second_moment(t, eta, a, tau, e0),
+        symbols={"t": (0, 300), "eta": (1e-3, 1.0), "a": (0.01, 1.9), "tau": (0.0, 3.0), "e0": (-5.0, 5.0)},
+        integer=frozenset({"t"}),
+        valid=lambda t, eta, a, **_: eta * a < 1.99,
+        arguments=lambda t, eta, a, tau, e0: {
+            "dynamics": _records()[1](lr=eta, drift=(a,), noise_var=(tau**2,)),
+            "init_error": e0,
+            "steps": [t],
+        },
+        output=lambda m: float(m.second[0, 0]),
+        rtol=1e-11,
+        note="ρ^{2t} by exp(t log1p(−u)) in the code, by repeated powers here",
+    ),
+    CodeLink(
+        function="dptheory.quadratic.noise_only_dynamics",
+        closed_form=lambda s, sigma, c_ref, batch, lam: update_noise_var(s, sigma * c_ref, batch),
+        symbols={"s": (0.0, 5.0), "sigma": (0.0, 5.0), "c_ref": (0.1, 10.0), "batch": (1, 512), "lam": (0.1, 2.0)},
+        integer=frozenset({"batch"}),
+        arguments=lambda s, sigma, c_ref, batch, lam: {
+            "basin": _records()[0](dim=7, curvatures=(lam,), sample_std=s),
+            "optimizer": _records()[2](
+                lr=0.1, batch_size=batch, clip_norm=1.0, noise_multiplier=sigma, mode="noise", ref_clip_norm=c_ref
+            ),
+        },
+        output=lambda dyn: float(dyn.noise_var[0]),
+    ),
+    CodeLink(
+        function="dptheory.quadratic.flat_error_sq",
+        closed_form=lambda t, eta, tau, f0, flat: f0 + flat * eta**2 * tau**2 * t,  # the a → 0 random walk
+        symbols={"t": (0, 10_000), "eta": (1e-3, 1.0), "tau": (0.0, 3.0), "f0": (0.0, 10.0), "flat": (1, 10**6)},
+        integer=frozenset({"t", "flat"}),
+        arguments=lambda t, eta, tau, f0, flat: {
+            "dynamics": _records()[1](lr=eta, drift=(1.0,), noise_var=(0.0,), flat_dim=flat, flat_noise_var=tau**2),
+            "init_flat_sq": f0,
+            "steps": [t],
+        },
+        output=lambda v: float(v[0]),
+    ),
+]

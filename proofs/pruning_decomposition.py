@@ -13,7 +13,10 @@ singular H_KK, and the aligned case ½ Σ_{pruned j} λ_j w*_j². Backs dptheory
 
 from __future__ import annotations
 
+import numpy as np
 import sympy as sp
+
+from proofs.links import CodeLink
 
 STATEMENT = (
     "min_{w_K} L(w_K, w_P = 0) = ½ w*_Pᵀ(H_PP − H_PK H_KK⁻¹ H_KP) w*_P, and L = bias + "
@@ -66,3 +69,45 @@ def verify() -> None:
         * wp_s
     )[0] / 2
     assert sp.simplify(bias_d - (lams[2] * ws[2] ** 2 + lams[3] * ws[3] ** 2) / 2) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed form, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+
+def _problem(seed, dim, rank, keep_bits):
+    rng = np.random.default_rng(seed)
+    q, rr = np.linalg.qr(rng.standard_normal((dim, rank)))
+    basis = q * np.sign(np.diag(rr))
+    lam = rng.uniform(0.1, 3.0, size=rank)
+    w_star = rng.standard_normal(dim) * 2.0
+    keep = np.array([(keep_bits >> j) & 1 == 1 for j in range(dim)])
+    return lam, basis, w_star, keep
+
+
+def schur_bias(*, seed, dim, rank, keep_bits):
+    """½ w*_Pᵀ (H_PP − H_PK H_KK⁻¹ H_KP) w*_P for H = U diag(λ) Uᵀ (a seeded random problem); pseudo-inverse
+    where H_KK is singular (then the minimum over w_K is still attained)."""
+    lam, basis, w, keep = _problem(seed, dim, rank, keep_bits)
+    h = basis @ np.diag(lam) @ basis.T
+    p, k = ~keep, keep
+    schur = h[np.ix_(p, p)] - h[np.ix_(p, k)] @ np.linalg.pinv(h[np.ix_(k, k)]) @ h[np.ix_(k, p)]
+    return 0.5 * float(w[p] @ schur @ w[p])
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.pruning.pruning_bias",
+        closed_form=schur_bias,
+        symbols={"seed": (0, 10**6), "dim": (2, 9), "rank": (1, 9), "keep_bits": (0, 511)},
+        integer=frozenset({"seed", "dim", "rank", "keep_bits"}),
+        valid=lambda dim, rank, keep_bits, **_: rank <= dim and keep_bits < 2**dim,
+        arguments=lambda seed, dim, rank, keep_bits: dict(
+            zip(("curvatures", "basis", "optimum", "mask"), _problem(seed, dim, rank, keep_bits))
+        ),
+        rtol=1e-9,
+        atol=1e-9,
+        note="the code solves the least-squares problem min_{w_K} ‖Λ^{1/2} Uᵀ w‖ (lstsq); here the Schur "
+        "complement with a pseudo-inverse: two numerically different routes, agreement to conditioning",
+    )
+]

@@ -1,4 +1,4 @@
-"""The exact reduced engine (``simulations/reduced.py``): algebra and distributional identities.
+"""The exact reduced engine (``simulations/basin/reduced.py``): algebra and distributional identities.
 
 Checked here, in order:
 
@@ -21,7 +21,13 @@ from sympy.stats import ChiSquared, E, Normal
 
 STATEMENT = (
     "reduced engine: (x, ||e_flat||) is an exact Markov chain; ||f'||^2 = par^2 + k^2 ||S||^2 with S "
-    "built sequentially from N(0,1) and chi^2_{n-1} draws (backs simulations.reduced.run_reduced)"
+    "built sequentially from N(0,1) and chi^2_{n-1} draws (backs simulations.basin.reduced.run_reduced)"
+)
+
+
+NO_CODE_LINK = (
+    "backs a random engine (simulations.basin.reduced), not a closed form: its law is tested in distribution "
+    "against the d-dimensional kernel in tests/test_reduced_engine.py"
 )
 
 

@@ -13,7 +13,11 @@ by dptheory.clipped_dynamics).
 
 from __future__ import annotations
 
+import math
+
 import sympy as sp
+
+from proofs.links import CodeLink
 
 STATEMENT = (
     "dx/dt = −ηλCx/√(x²+a²) ⇒ t = [F(x₀) − F(x₁)]/(ηλC), F(x) = √(x²+a²) − a·asinh(a/x); "
@@ -21,9 +25,50 @@ STATEMENT = (
 )
 
 
+_x, _a = sp.symbols("x a", positive=True)
+PRIMITIVE = sp.sqrt(_x**2 + _a**2) - _a * sp.asinh(_a / _x)
+
+
+def clipped_recovery_steps(lam: float, delta: float, eta: float, C: float, a: float, thr: float) -> float:
+    """[F(x₀) − F(x₁)]/(ηλC), x₀ = λ|δ|, x₁ = x₀√thr, F = PRIMITIVE: one direction, always clipped (a ≥ C).
+
+    The excess loss ½λδ²e^{−2λτ} falls to thr × its start when x = x₀ e^{−λτ} = x₀ √thr.
+    """
+    x0 = lam * abs(delta)
+    x1 = x0 * math.sqrt(thr)
+    big_f = sp.lambdify((_x, _a), PRIMITIVE, "math")
+    return (big_f(x0, a) - big_f(x1, a)) / (eta * lam * C)
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.clipped_recovery.saturated_recovery_steps",
+        closed_form=clipped_recovery_steps,
+        symbols={
+            "lam": (0.05, 2.0),
+            "delta": (0.01, 100.0),
+            "eta": (0.001, 1.0),
+            "C": (0.01, 1.0),
+            "a": (1.0, 50.0),
+            "thr": (1e-6, 0.9),
+        },
+        arguments=lambda lam, delta, eta, C, a, thr: {
+            "curvatures": [lam],
+            "displacement": [delta],
+            "lr": eta,
+            "clip_norm": C,
+            "noise_scale": a,
+            "threshold": thr,
+        },
+        rtol=1e-10,
+        note="the code finds τ* by Brent's method (xtol 1e-14) before the closed form; a ≥ C: always clipped",
+    ),
+]
+
+
 def verify() -> None:
     x, a, eta, lam, c, x0, x1 = sp.symbols("x a eta lambda C x0 x1", positive=True)
-    big_f = sp.sqrt(x**2 + a**2) - a * sp.asinh(a / x)
+    big_f = PRIMITIVE.subs({_x: x, _a: a})
     # dF/dx = √(x²+a²)/x = −ηλC dt/dx along the ODE
     assert sp.simplify(sp.diff(big_f, x) - sp.sqrt(x**2 + a**2) / x) == 0
     t_of = (big_f.subs(x, x0) - big_f.subs(x, x1)) / (eta * lam * c)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "lim E e^2 = eta tau^2/(a(2 - eta a)); with a = lambda: (1/2) lambda v = eta tau^2/(2(2 - eta lambda)) "
     ">= eta tau^2/4  [quadratic.stationary_loss]"
@@ -28,6 +30,7 @@ def verify() -> None:
     rho = 1 - eta * a
     v = eta * tau**2 / (a * (2 - eta * a))
 
+    assert sp.simplify(v - STATIONARY_SECOND_MOMENT) == 0, "exported closed form"
     # the stationary value is the fixed point of the recursion …
     assert sp.simplify(rho**2 * v + eta**2 * tau**2 - v) == 0, "v is not the fixed point"
     # … and the limit of the closed form: the transient is (m0 − v) ρ^{2t}, which → 0 for |ρ| < 1
@@ -52,3 +55,52 @@ def verify() -> None:
     gen = sp.Rational(1, 2) * lam * v.subs(a, gam * lam)
     assert sp.simplify(gen - eta * tau**2 / (2 * gam * (2 - eta * gam * lam))) == 0, "clipped-drift form"
     assert sp.simplify(gen / (eta * tau**2 / (4 * gam)) - 2 / (2 - eta * gam * lam)) == 0, "exact/approx ratio"
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed forms, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+_eta, _a, _tau, _lam = sp.symbols("eta a tau lambda", positive=True)
+STATIONARY_SECOND_MOMENT = _eta * _tau**2 / (_a * (2 - _eta * _a))  # v = ητ²/(a(2 − ηa))
+stationary_second_moment = sp.lambdify((_eta, _a, _tau), STATIONARY_SECOND_MOMENT, "math")
+
+
+def stationary_loss_two_directions(*, eta, a1, a2, tau1, tau2, lam1, lam2):
+    """½ Σ_i λ_i v_i over two curved directions with drifts a_i, noise τ_i and loss curvatures λ_i."""
+    return 0.5 * (lam1 * stationary_second_moment(eta, a1, tau1) + lam2 * stationary_second_moment(eta, a2, tau2))
+
+
+def _dynamics(eta, a1, a2, tau1, tau2):
+    from dptheory.records import LinearDynamics
+
+    return LinearDynamics(lr=eta, drift=(a1, a2), noise_var=(tau1**2, tau2**2))
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.quadratic.stationary_loss",
+        closed_form=stationary_loss_two_directions,
+        symbols={
+            "eta": (1e-3, 1.0),
+            "a1": (0.01, 1.9),
+            "a2": (0.01, 1.9),
+            "tau1": (0.0, 3.0),
+            "tau2": (0.0, 3.0),
+            "lam1": (0.0, 2.0),
+            "lam2": (0.0, 2.0),
+        },
+        valid=lambda eta, a1, a2, **_: eta * max(a1, a2) < 1.99,
+        arguments=lambda eta, a1, a2, tau1, tau2, lam1, lam2: {
+            "dynamics": _dynamics(eta, a1, a2, tau1, tau2),
+            "curvatures": (lam1, lam2),
+        },
+    ),
+    CodeLink(
+        function="dptheory.quadratic.stationary_second_moments",
+        closed_form=lambda eta, a, tau: stationary_second_moment(eta, a, tau),
+        symbols={"eta": (1e-3, 1.0), "a": (0.01, 1.9), "tau": (0.01, 3.0)},
+        valid=lambda eta, a, tau: eta * a < 1.99,
+        arguments=lambda eta, a, tau: {"dynamics": _dynamics(eta, a, a, tau, tau)},
+        output=lambda v: float(v[0]),
+    ),
+]

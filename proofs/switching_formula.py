@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from proofs.links import CodeLink
+
 STATEMENT = (
     "v(T) = rho_a^(2(T-s)) [rho_b^(2s) m0 + c_b G_b(s)] + c_a G_a(T-s); equal phases => single phase; "
     "equal drift, c_b <= c_a => v(T; s) non-increasing in s  [switching.switched_moments, switch_sweep]"
@@ -61,3 +63,53 @@ def verify() -> None:
     lhs = single_t.subs(t, T) - vinf
     rhs = ra ** (2 * h) * (single_t.subs(t, T - h) - vinf)
     assert sp.simplify(sp.powsimp(sp.expand(lhs - rhs), force=True)) == 0, "memory identity"
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed form, wired to the code (proofs.links; tests/test_proof_code_links.py)
+
+
+def switched_second_moment(*, total, switch, m0, eta_a, a_a, tau_a, eta_b, a_b, tau_b):
+    """v(T) = ρ_a^{2(T−s)} [ρ_b^{2s} m0 + c_b G_b(s)] + c_a G_a(T−s), c = η²τ², ρ = 1 − ηa, G(t) = (1 − ρ^{2t})/(1 − ρ²)."""
+    ra, rb = 1 - eta_a * a_a, 1 - eta_b * a_b
+    ca, cb = eta_a**2 * tau_a**2, eta_b**2 * tau_b**2
+    vs = rb ** (2 * switch) * m0 + cb * _g(rb, switch)
+    return ra ** (2 * (total - switch)) * vs + ca * _g(ra, total - switch)
+
+
+def _switch_args(total, switch, m0, eta_a, a_a, tau_a, eta_b, a_b, tau_b):
+    from dptheory.records import LinearDynamics
+
+    return {
+        "before": LinearDynamics(lr=eta_b, drift=(a_b,), noise_var=(tau_b**2,)),
+        "after": LinearDynamics(lr=eta_a, drift=(a_a,), noise_var=(tau_a**2,)),
+        "switch_step": min(switch, total),
+        "total_steps": total,
+        "init_error": m0**0.5,
+    }
+
+
+CODE_LINKS = [
+    CodeLink(
+        function="dptheory.switching.switched_moments",
+        closed_form=lambda **v: switched_second_moment(**{**v, "switch": min(v["switch"], v["total"])}),
+        symbols={
+            "total": (0, 400),
+            "switch": (0, 400),
+            "m0": (0.0, 25.0),
+            "eta_a": (1e-3, 1.0),
+            "a_a": (0.01, 1.9),
+            "tau_a": (0.0, 3.0),
+            "eta_b": (1e-3, 1.0),
+            "a_b": (0.01, 1.9),
+            "tau_b": (0.0, 3.0),
+        },
+        integer=frozenset({"total", "switch"}),
+        valid=lambda eta_a, a_a, eta_b, a_b, **_: eta_a * a_a < 1.99 and eta_b * a_b < 1.99,
+        arguments=_switch_args,
+        output=lambda m: float(m.second[-1, 0]),
+        rtol=1e-10,
+        atol=1e-300,
+        note="ρ^{2t} by exp(t log1p(−u)) in the code; geometric sums agree to ~1e-12 relative",
+    )
+]

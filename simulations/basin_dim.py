@@ -9,7 +9,7 @@ mean-field theory of ``dptheory.clipped_dynamics``:
 * the stationary excess loss, predicted by ``stationary_excess_loss`` and simulated as a time
   average after a burn-in of ``--burn-in`` predicted relaxation times 1/(−ln|1 − η a_min|)
   (a_min = γ λ_min the slowest effective drift), over a window of ``--window`` relaxation times,
-  ± k SE from batch means (one batch = 5 relaxation times; ``simulations._compare``);
+  ± k SE from batch means (one batch = 5 relaxation times; ``simulations.common.stats``);
 * the clip fraction (``stationary_clip_fraction``);
 * the recovery time after a displacement of norm ``--displacement`` injected at the end of the
   averaging window (``recovery_time``; the simulation reads the first step at which the
@@ -74,16 +74,22 @@ from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_int, check_positive
+from dptheory.clipped_recovery import displacement_recovery
+from dptheory.quadratic import relaxation_time
 from dptheory.records import Basin, Mode, Optimizer
-from simulations._cli import Progress, run_main
-from simulations._compare import Estimate, batch_means, fmt, fmt_ci, log_grid, replica_mean, run_seed, table
-from simulations._results import check_output_dir, result_folder, write_results
-from simulations.basins.streaming import SPECTRA, curvature_spectrum
-from simulations.recovery import linear_model, predicted_recovery, relaxation_time, simulated_recovery
+from dptheory.switching import phase_dynamics
+from dptheory.validate import check_int, check_positive
+from simulations.basin.engine import ENGINES
+from simulations.basin.streaming import SPECTRA, curvature_spectrum
+from simulations.common.cli import run_main
+from simulations.common.fanout import Cell, SweepRun, execution_field
+from simulations.common.results import check_output_dir, write_results
+from simulations.common.stats import Estimate, batch_means, replica_mean, simulated_recovery
+from simulations.common.store import resolve_out
+from simulations.common.sweep import log_grid, run_seed
+from simulations.common.tables import fmt, fmt_ci, table
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
-ENGINES = ("auto", "full", "reduced", "numpy")
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,13 @@ class BasinDimConfig:
     )
     seed: int = field(default=0, metadata={"help": "random seed (one stream per (d, mode, replica))"})
     engine: str = field(default="auto", metadata={"help": "simulation engine", "choices": ENGINES})
-    out: str = field(default="results/basin_dim", metadata={"help": "result folder (replaced atomically)"})
+    workers: int = execution_field("workers")
+    scheduler: str | None = execution_field("scheduler")
+    threads: int = execution_field("threads")
+    out: str = field(
+        default="results/basin_dim/{config}",
+        metadata={"help": "result folder, replaced atomically ({config}: the run key, simulations.common.store)"},
+    )
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
@@ -222,6 +234,12 @@ class Predictions:
             self._clip[key] = float(stationary_clip_fraction(basin=basin, optimizer=optimizer))
         return self._clip[key]
 
+    def remember(self, basin: Basin, optimizer: Optimizer, *, loss: float, clip_fraction: float) -> None:
+        """Store predictions computed elsewhere (a sweep cell) by the same functions."""
+        self._loss[(basin, optimizer)] = float(loss)
+        if optimizer.mode.clipped:
+            self._clip[(basin, optimizer)] = float(clip_fraction)
+
 
 def measure(
     *, basin: Basin, optimizer: Optimizer, config: BasinDimConfig, seed: int, predictions: Predictions | None = None
@@ -231,11 +249,11 @@ def measure(
     ``predictions``: the run's :class:`Predictions` memo (None: a fresh one, nothing shared).
     """
     from dptheory import clipped_dynamics as cd
-    from simulations.engine import RunSpec, simulate
+    from simulations.basin.engine import RunSpec, simulate
 
     theory = Predictions() if predictions is None else predictions
 
-    dyn = linear_model(basin=basin, optimizer=optimizer)
+    dyn = phase_dynamics(basin=basin, optimizer=optimizer)
     tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
     if not math.isfinite(tau):
         raise ValueError(
@@ -249,7 +267,7 @@ def measure(
     # the model underestimates the loss by up to (r+1)/r; clipped_dynamics.stationary_saturation).
     saturation = float(cd.stationary_saturation(basin=basin, optimizer=optimizer)) if optimizer.mode.clipped else 0.0
     horizon = max(10, math.ceil(3 * tau))
-    rec = predicted_recovery(
+    rec = displacement_recovery(
         basin=basin,
         optimizer=optimizer,
         displacement=config.displacement,
@@ -257,9 +275,9 @@ def measure(
         threshold=config.recovery_threshold,
         dynamics=dyn,
     )
-    while not math.isfinite(rec["time"]) and horizon < config.steps:
+    while not math.isfinite(rec.time) and horizon < config.steps:
         horizon = min(config.steps, horizon * 4)
-        rec = predicted_recovery(
+        rec = displacement_recovery(
             basin=basin,
             optimizer=optimizer,
             displacement=config.displacement,
@@ -268,7 +286,7 @@ def measure(
             dynamics=dyn,
         )
     # Follow the simulation to 1.5× the predicted recovery time (its crossing must be observable).
-    horizon = max(horizon, math.ceil(1.5 * rec["time"]) + 5) if math.isfinite(rec["time"]) else horizon
+    horizon = max(horizon, math.ceil(1.5 * rec.time) + 5) if math.isfinite(rec.time) else horizon
     total = burn + window + horizon
     if total > config.steps:
         warnings.warn(
@@ -313,7 +331,7 @@ def measure(
     sim = simulated_recovery(
         loss=trace.train_loss[:, after],
         stationary=loss.mean,
-        initial=rec["initial"],
+        initial=rec.initial,
         threshold=config.recovery_threshold,
         seed=seed,
     )
@@ -329,7 +347,7 @@ def measure(
         "saturation": saturation,
         "pred_clip_fraction": pred_clip,
         "sim_clip_fraction": clip,
-        "pred_recovery_time": rec["time"],
+        "pred_recovery_time": rec.time,
         "sim_recovery_time": sim["time"],
         "sim_recovery_time_se": sim["time_se"],
         "pred_flat_err_sq": pred_flat,
@@ -388,8 +406,65 @@ def _pack(rows: list[dict[str, Any]], config: BasinDimConfig) -> tuple[dict[str,
         "rows": metrics_rows,
         "loss_within_ci": all(abs(r["sim_loss"].mean - r["pred_loss"]) <= k * r["sim_loss"].se for r in rows),
         "loss_rows_within_ci": sum(abs(r["sim_loss"].mean - r["pred_loss"]) <= k * r["sim_loss"].se for r in rows),
+        "verdicts": verdicts(rows),
     }
     return summary, arrays
+
+
+def log_slope(dims: list[int], est: list[Estimate]) -> tuple[float, float]:
+    """Weighted least-squares slope of log(mean) on log(d) and its SE (weights 1/(SE/mean)²)."""
+    x = np.log(np.asarray(dims, dtype=float))
+    y = np.log([e.mean for e in est])
+    s = np.asarray([max(e.se / e.mean, 1e-12) for e in est])
+    w = 1.0 / s**2
+    xm = np.sum(w * x) / np.sum(w)
+    sxx = np.sum(w * (x - xm) ** 2)
+    slope = float(np.sum(w * (x - xm) * (y - np.sum(w * y) / np.sum(w))) / sxx)
+    return slope, float(1.0 / math.sqrt(sxx))
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claim 3 (DP-SGD's stationary loss grows with d once every sample is clipped: log-log slope,
+    theory beside simulation) and claim 2 (clipping slows recovery: recovery-time ratio clip / SGD at
+    the largest d). ``held`` is decided on the simulation; 95 % intervals are ± 1.96 SE."""
+    out = []
+    dp = [r for r in rows if r["mode"] == "dpsgd" and r["pred_clip_fraction"] >= 0.99]
+    if len(dp) >= 2:
+        slope, se = log_slope([r["dim"] for r in dp], [r["sim_loss"] for r in dp])
+        pred = float(np.polyfit(np.log([r["dim"] for r in dp]), np.log([r["pred_loss"] for r in dp]), 1)[0])
+        out.append(
+            {
+                "claim": "3",
+                "statement": "DP-SGD's stationary excess loss grows with the ambient dimension d once clipping is active",
+                "test": f"log-log slope of the simulated loss on d over {len(dp)} fully clipped dimensions (weighted LS)",
+                "estimate": slope,
+                "ci95": [slope - 1.96 * se, slope + 1.96 * se],
+                "theory": pred,
+                "held": bool(slope - 1.96 * se > 0),
+                "unit": "slope",
+            }
+        )
+    top = max(r["dim"] for r in rows)
+    by_mode = {r["mode"]: r for r in rows if r["dim"] == top}
+    if "clip" in by_mode and "sgd" in by_mode:
+        c, g = by_mode["clip"], by_mode["sgd"]
+        ratio = c["sim_recovery_time"] / g["sim_recovery_time"]
+        rel = math.hypot(
+            c["sim_recovery_time_se"] / c["sim_recovery_time"], g["sim_recovery_time_se"] / g["sim_recovery_time"]
+        )
+        out.append(
+            {
+                "claim": "2",
+                "statement": f"clipping slows recovery from a displacement (d = {top})",
+                "test": "recovery-time ratio clip only / SGD (bootstrap SEs over replicas, delta method)",
+                "estimate": ratio,
+                "ci95": [ratio * math.exp(-1.96 * rel), ratio * math.exp(1.96 * rel)],
+                "theory": c["pred_recovery_time"] / g["pred_recovery_time"],
+                "held": bool(ratio * math.exp(-1.96 * rel) > 1),
+                "unit": "×",
+            }
+        )
+    return out
 
 
 def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
@@ -432,33 +507,38 @@ def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
     return table(body, header=header)
 
 
-def run(config: BasinDimConfig) -> dict[str, Any]:
-    """Sweep d × mode, write the result folder, draw the figure from it, print the table."""
-    from paper import figures
+def measure_cell(*, config: BasinDimConfig, dim: int, mode: str, seed: int) -> dict[str, Any]:
+    """One cell of the sweep (pure: every input, the seed included, is an argument): :func:`measure`."""
+    return measure(basin=config.basin(dim), optimizer=config.optimizer(Mode(mode)), config=config, seed=seed)
 
-    check_output_dir(config.out)
-    dims = config.dims()
+
+def cells(config: BasinDimConfig) -> list[Cell]:
+    """The sweep's cells, one per (d, mode); cell (i, j) gets seed ``run_seed(seed, i, j)``."""
+    return [
+        Cell(
+            measure_cell,
+            {"config": config, "dim": d, "mode": mode.value, "seed": run_seed(config.seed, i, j)},
+            label=f"d={d} {mode.value}",
+        )
+        for i, d in enumerate(config.dims())
+        for j, mode in enumerate(MODES)
+    ]
+
+
+def run(config: BasinDimConfig) -> dict[str, Any]:
+    """Sweep d × mode, write the result folder and print the table (``main`` then draws the figure)."""
+
+    sweep = SweepRun(config, experiment="basin_dim", module=__name__)
+    config = sweep.config
+    rows = sweep.map(cells(config))
     theory = Predictions()
-    rows = []
-    with Progress(total=len(dims) * len(MODES), label="basin_dim", quiet=config.quiet) as bar:
-        for i, d in enumerate(dims):
-            basin = config.basin(d)
-            for j, mode in enumerate(MODES):
-                rows.append(
-                    measure(
-                        basin=basin,
-                        optimizer=config.optimizer(mode),
-                        config=config,
-                        seed=run_seed(config.seed, i, j),
-                        predictions=theory,
-                    )
-                )
-                bar.update(note=f"d={d} {mode.value}")
+    for row in rows:  # the cells' predictions seed the theory grid's memo (same numbers, no second solve)
+        basin, opt = config.basin(row["dim"]), config.optimizer(Mode(row["mode"]))
+        theory.remember(basin, opt, loss=row["pred_loss"], clip_fraction=row["pred_clip_fraction"])
     metrics, arrays = _pack(rows, config)
     arrays.update(theory_curves(config, theory))
-    with result_folder(config.out) as folder:
+    with sweep.folder() as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
-        figures.basin_dim(folder, formats=("png",))
     print(format_rows(rows, k=config.k_se))
     k = config.k_se
     expected_out = sum(_outside(k, r["sim_loss"].n - 1) for r in rows)
@@ -479,9 +559,18 @@ def _outside(k: float, dof: int) -> float:
     return float(2.0 * stdtr(max(dof, 1), -k))
 
 
+def draw_figure(config: Any) -> None:
+    """Draw ``basin_dim.png`` into the result folder from its files (``paper.figures.basin_dim``)."""
+    from paper import figures
+
+    figures.basin_dim(resolve_out(config, experiment="basin_dim", module=__name__), formats=("png",))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m simulations.basin_dim [flags]``."""
-    return run_main(BasinDimConfig, run, argv, prog="python -m simulations.basin_dim", description=__doc__)
+    return run_main(
+        BasinDimConfig, run, argv, prog="python -m simulations.basin_dim", description=__doc__, figure=draw_figure
+    )
 
 
 if __name__ == "__main__":

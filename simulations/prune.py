@@ -62,17 +62,22 @@ to be stationary within T — compare those only after raising --steps)::
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_int, check_positive, check_probability
 from dptheory.records import Basin, Mode, Optimizer
-from simulations._cli import Progress, run_main
-from simulations._compare import batch_means, fmt, fmt_ci, log_grid, run_seed, table
-from simulations._results import check_output_dir, result_folder, write_results
+from dptheory.validate import check_int, check_positive, check_probability
+from simulations.common.cli import run_main
+from simulations.common.fanout import Cell, SweepRun, execution_field
+from simulations.common.results import check_output_dir, write_results
+from simulations.common.stats import batch_means
+from simulations.common.store import resolve_out
+from simulations.common.sweep import log_grid, run_seed
+from simulations.common.tables import fmt, fmt_ci, table
 
 PROFILES = ("sparse", "power-law", "gaussian")
 PLACEMENTS = ("curved", "flat", "random")
@@ -112,7 +117,13 @@ class PruneConfig:
         default="full",
         metadata={"help": "engine (a mask needs the d-dimensional kernel)", "choices": ("full", "numpy")},
     )
-    out: str = field(default="results/prune", metadata={"help": "result folder (replaced atomically)"})
+    workers: int = execution_field("workers")
+    scheduler: str | None = execution_field("scheduler")
+    threads: int = execution_field("threads")
+    out: str = field(
+        default="results/prune/{config}",
+        metadata={"help": "result folder, replaced atomically ({config}: the run key, simulations.common.store)"},
+    )
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
@@ -188,14 +199,14 @@ def measure(
     """One point of the sweep: prediction (bias + DP term) beside the simulated time-averaged loss."""
     from dptheory.clipped_dynamics import effective_linear_model
     from dptheory.pruning import curvature_basis, pruned_excess_loss, restricted_curvatures
-    from simulations.engine import RunSpec, simulate
-    from simulations.recovery import relaxation_time
+    from dptheory.quadratic import relaxation_time
+    from simulations.basin.engine import RunSpec, simulate
 
     d = config.d
     basin, opt = config.basin(d), config.optimizer()
     u = curvature_basis(dim=d, rank=config.rank, basis=basis_name, seed=run_seed(config.seed, 2))
     basis = None if basis_name == "aligned" else u  # the kernel's axis-aligned fast path is the same U
-    start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
+    start = config.steps - max(1, round(config.window_fraction * config.steps))
     mask = make_mask(source, optimum=w_star, init=w0, keep=keep)
     pred = pruned_excess_loss(
         curvatures=basin.curvatures,
@@ -243,12 +254,66 @@ def measure(
     }
 
 
-def run(config: PruneConfig) -> dict[str, Any]:
-    """Sweep keep counts × bases × mask sources, write the folder, draw the figure, print the table."""
-    from dptheory.privacy import PoissonGaussianMechanism, epsilon
-    from paper import figures
+def cells(config: PruneConfig, *, w_star: np.ndarray, w0: np.ndarray) -> list[Cell]:
+    """The sweep's cells, one per (basis, mask source, keep count); cell (b, m, i) gets seed
+    ``run_seed(seed, 4, b, m, i)``; w* and w₀ (:func:`problem`) are arguments of every cell."""
+    return [
+        Cell(
+            measure,
+            {
+                "config": config,
+                "basis_name": basis_name,
+                "source": source,
+                "keep": k,
+                "w_star": w_star,
+                "w0": w0,
+                "seed": run_seed(config.seed, 4, b, m, i),
+            },
+            label=f"{basis_name} {source} k={k}",
+        )
+        for b, basis_name in enumerate(config.bases)
+        for m, source in enumerate(config.masks)
+        for i, k in enumerate(config.keeps())
+    ]
 
-    check_output_dir(config.out)
+
+def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claim 4 (heavy pruning can improve DP-SGD at fixed ε), per basis and mask source: the best
+    simulated loss over the stationary keep counts below d divided by the dense loss (k = d), theory
+    beside simulation; held if the ratio's 95 % interval (± 1.96 SE, delta method) lies below 1."""
+    out = []
+    for basis in dict.fromkeys(r["basis"] for r in rows):
+        for source in dict.fromkeys(r["mask"] for r in rows):
+            sel = [r for r in rows if r["basis"] == basis and r["mask"] == source]
+            dense = max(sel, key=lambda r: r["keep"])
+            pruned = [r for r in sel if r["keep"] < dense["keep"] and r["stationary"]]
+            if not pruned or not dense["stationary"]:
+                continue
+            best = min(pruned, key=lambda r: r["sim_loss"].mean)
+            ratio = best["sim_loss"].mean / dense["sim_loss"].mean
+            rel = math.hypot(best["sim_loss"].se / best["sim_loss"].mean, dense["sim_loss"].se / dense["sim_loss"].mean)
+            out.append(
+                {
+                    "claim": "4",
+                    "statement": f"{source} mask{' (not private)' if source == 'oracle' else ''}, {basis} basis: pruning to "
+                    f"{best['keep_fraction']:.3g} of the weights lowers DP-SGD's loss at fixed ε",
+                    "test": "best pruned / dense stationary loss (simulated, delta-method SE)",
+                    "estimate": ratio,
+                    "ci95": [ratio * math.exp(-1.96 * rel), ratio * math.exp(1.96 * rel)],
+                    "theory": best["pred_loss"] / dense["pred_loss"],
+                    "held": bool(ratio * math.exp(1.96 * rel) < 1),
+                    "unit": "×",
+                }
+            )
+    return out
+
+
+def run(config: PruneConfig) -> dict[str, Any]:
+    """Sweep keep counts × bases × mask sources, write the result folder and print the table (``main`` then draws the figure)."""
+    from dptheory.privacy import PoissonGaussianMechanism, epsilon
+
+    sweep = SweepRun(config, experiment="prune", module=__name__)
+    config = sweep.config
     w_star, w0 = problem(config)
     eps = epsilon(
         mechanisms=PoissonGaussianMechanism(
@@ -258,26 +323,11 @@ def run(config: PruneConfig) -> dict[str, Any]:
         accountant="rdp",
     )
     keeps = config.keeps()
-    start = config.steps - max(1, int(round(config.window_fraction * config.steps)))
-    rows: list[dict[str, Any]] = []
+    start = config.steps - max(1, round(config.window_fraction * config.steps))
+    rows = sweep.map(cells(config, w_star=w_star, w0=w0))
     labels: dict[str, str] = {}
-    total = len(config.bases) * len(config.masks) * len(keeps)
-    with Progress(total=total, label="prune", quiet=config.quiet) as bar:
-        for b, basis_name in enumerate(config.bases):
-            for m, source in enumerate(config.masks):
-                for i, k in enumerate(keeps):
-                    row = measure(
-                        config=config,
-                        basis_name=basis_name,
-                        source=source,
-                        keep=k,
-                        w_star=w_star,
-                        w0=w0,
-                        seed=run_seed(config.seed, 4, b, m, i),
-                    )
-                    labels[source] = row["privacy"]
-                    rows.append(row)
-                    bar.update(note=f"{basis_name} {source} k={k}")
+    for row in rows:
+        labels[row["mask"]] = row["privacy"]
     unsettled = [r for r in rows if not r["stationary"]]
     if unsettled:
         warnings.warn(
@@ -300,16 +350,16 @@ def run(config: PruneConfig) -> dict[str, Any]:
         "bases": list(config.bases),
         "masks": list(config.masks),
         "privacy": labels,
+        "verdicts": verdicts(rows),
         "rows": [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in r.items()} for r in rows],
     }
-    with result_folder(config.out) as folder:
+    with sweep.folder() as folder:
         write_results(
             folder,
             config=config,
             metrics=metrics,
             arrays={"optimum": w_star, "init_weights": w0, "keeps": np.asarray(keeps)},
         )
-        figures.prune(folder, formats=("png",))
     k_se = config.k_se
     header = [
         "basis",
@@ -352,9 +402,16 @@ def run(config: PruneConfig) -> dict[str, Any]:
     return metrics
 
 
+def draw_figure(config: Any) -> None:
+    """Draw ``prune.png`` into the result folder from its files (``paper.figures.prune``)."""
+    from paper import figures
+
+    figures.prune(resolve_out(config, experiment="prune", module=__name__), formats=("png",))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m simulations.prune [flags]``."""
-    return run_main(PruneConfig, run, argv, prog="python -m simulations.prune", description=__doc__)
+    return run_main(PruneConfig, run, argv, prog="python -m simulations.prune", description=__doc__, figure=draw_figure)
 
 
 if __name__ == "__main__":

@@ -50,107 +50,21 @@ from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_int, check_positive
-from dptheory.records import Basin, LinearDynamics, Mode, Optimizer
-from simulations._cli import Progress, run_main
-from simulations._compare import batch_means, first_crossing, first_crossings, fmt, log_grid, run_seed, table
-from simulations._results import check_output_dir, result_folder, write_results
+from dptheory.clipped_recovery import displacement_recovery
+from dptheory.quadratic import relaxation_time
+from dptheory.records import Basin, Mode, Optimizer
+from dptheory.switching import phase_dynamics
+from dptheory.validate import check_int, check_positive
+from simulations.basin.engine import ENGINES
+from simulations.common.cli import run_main
+from simulations.common.fanout import Cell, SweepRun, execution_field
+from simulations.common.results import check_output_dir, write_results
+from simulations.common.stats import batch_means, simulated_recovery
+from simulations.common.store import resolve_out
+from simulations.common.sweep import log_grid, run_seed
+from simulations.common.tables import fmt, table
 
 MODES = (Mode.SGD, Mode.CLIP, Mode.NOISE, Mode.DPSGD)
-ENGINES = ("auto", "full", "reduced", "numpy")
-
-
-def linear_model(*, basin: Basin, optimizer: Optimizer) -> LinearDynamics:
-    """The per-direction linear model of the step: exact if unclipped, mean-field if clipped."""
-    from dptheory.switching import phase_dynamics
-
-    return phase_dynamics(basin=basin, optimizer=optimizer)
-
-
-def stationary_second_moments(dynamics: LinearDynamics) -> np.ndarray:
-    """v_i = η τ_i² / (a_i (2 − η a_i)): stationary E e_i² of e ← (1 − ηa) e + ητ ξ (0 < ηa < 2)."""
-    a = np.asarray(dynamics.drift, dtype=float)
-    t2 = np.asarray(dynamics.noise_var, dtype=float)
-    x = dynamics.lr * a
-    if np.any(x <= 0) or np.any(x >= 2):
-        raise ValueError(f"lr * drift must be in (0, 2) for a stationary state, got {x.min():g}..{x.max():g}")
-    return dynamics.lr * t2 / (a * (2.0 - x))
-
-
-def relaxation_time(*, lr: float, drift: float) -> float:
-    """Steps for the mean error of a direction to shrink by e: 1/(−ln|1 − η a|), at least 1."""
-    c = abs(1.0 - lr * drift)
-    if c >= 1.0:
-        return math.inf
-    if c == 0.0:
-        return 1.0
-    return max(1.0, -1.0 / math.log(c))
-
-
-def displacement_vector(*, rank: int, displacement: float) -> np.ndarray:
-    """δ_i = δ/√r on every curved axis (the engine's displacement direction (1, …, 1)/√r)."""
-    return np.full(rank, displacement / math.sqrt(rank))
-
-
-def predicted_recovery(
-    *,
-    basin: Basin,
-    optimizer: Optimizer,
-    displacement: float,
-    steps: int,
-    threshold: float,
-    dynamics: LinearDynamics | None = None,
-) -> dict[str, Any]:
-    """Predicted excess-loss curve after a displacement at stationarity, and its recovery time.
-
-    Returns ``{"excess": E L(t) − L_stat for t = 0…steps, "time": recovery time, "initial": ½Σλδ²,
-    "stationary": L_stat}``; see the module docstring for the definition. ``dynamics``: the step's
-    :func:`linear_model` if already computed (saves a stationary solve).
-    """
-    from dptheory.clipped_dynamics import expected_loss_curve
-
-    lam = basin.curvature_array
-    dyn = linear_model(basin=basin, optimizer=optimizer) if dynamics is None else dynamics
-    v = stationary_second_moments(dyn)
-    delta = displacement_vector(rank=basin.rank, displacement=displacement)
-    stationary = 0.5 * float(np.sum(lam * v))
-    curve = np.asarray(
-        expected_loss_curve(basin=basin, optimizer=optimizer, steps=steps, init_error=np.sqrt(v + delta**2)),
-        dtype=float,
-    )
-    curve = curve[: steps + 1]
-    initial = 0.5 * float(np.sum(lam * delta**2))
-    excess = curve - stationary
-    return {
-        "excess": excess,
-        "initial": initial,
-        "stationary": stationary,
-        "time": first_crossing(excess, threshold=threshold * initial),
-    }
-
-
-def simulated_recovery(
-    *, loss: np.ndarray, stationary: float, initial: float, threshold: float, n_boot: int = 200, seed: int = 0
-) -> dict[str, Any]:
-    """Recovery time of replica curves ``loss[replica, t]`` (t = 1, 2, … steps after the displacement).
-
-    The mean excess curve is ``mean_r loss[r, t] − stationary`` with the value ``initial`` at t = 0;
-    the SE of the crossing time is a bootstrap over replicas (``n_boot`` resamples, ``seed``).
-    """
-    loss = np.asarray(loss, dtype=float)
-    t = np.arange(loss.shape[1] + 1, dtype=float)
-    reps = loss.shape[0]
-    rng = np.random.default_rng(seed)
-    # Row 0: the replicas themselves; rows 1…n_boot: bootstrap resamples of the replicas (counts).
-    counts = np.vstack([np.ones(reps), rng.multinomial(reps, np.full(reps, 1.0 / reps), size=n_boot)])
-    means = counts @ loss / reps
-    excess = np.hstack([np.full((means.shape[0], 1), initial), means - stationary])
-    times = first_crossings(excess, threshold=threshold * initial, steps=t)
-    time, boots = float(times[0]), times[1:]
-    se = float(np.std(boots, ddof=1)) if np.all(np.isfinite(boots)) else math.inf
-    mean_excess = loss.mean(axis=0) - stationary
-    se_excess = loss.std(axis=0, ddof=1) / math.sqrt(reps)
-    return {"time": time, "time_se": se, "excess": mean_excess, "excess_se": se_excess}
 
 
 @dataclass(frozen=True)
@@ -176,7 +90,13 @@ class RecoveryConfig:
     k_se: float = field(default=2.0, metadata={"help": "k: confidence intervals printed as ± k·SE"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     engine: str = field(default="auto", metadata={"help": "simulation engine", "choices": ENGINES})
-    out: str = field(default="results/recovery", metadata={"help": "result folder (replaced atomically)"})
+    workers: int = execution_field("workers")
+    scheduler: str | None = execution_field("scheduler")
+    threads: int = execution_field("threads")
+    out: str = field(
+        default="results/recovery/{config}",
+        metadata={"help": "result folder, replaced atomically ({config}: the run key, simulations.common.store)"},
+    )
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
@@ -211,16 +131,16 @@ class RecoveryConfig:
 
 def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed: int) -> dict[str, Any]:
     """One (d, mode): stationarity, displacement, recovery; theory beside simulation."""
-    from simulations.engine import RunSpec, simulate
+    from simulations.basin.engine import RunSpec, simulate
 
-    dyn = linear_model(basin=basin, optimizer=optimizer)
+    dyn = phase_dynamics(basin=basin, optimizer=optimizer)
     tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
     if not math.isfinite(tau):
         raise ValueError(f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g})")
     burn, window = math.ceil(config.burn_in * tau), math.ceil(config.window * tau)
     # Horizon: long enough for the prediction to cross the threshold three times over.
     horizon = max(20, math.ceil(8 * tau))
-    pred = predicted_recovery(
+    pred = displacement_recovery(
         basin=basin,
         optimizer=optimizer,
         displacement=config.displacement,
@@ -228,9 +148,9 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
         threshold=config.threshold,
         dynamics=dyn,
     )
-    while not pred["time"] * 3 <= horizon and horizon < config.steps:
+    while not pred.time * 3 <= horizon and horizon < config.steps:
         horizon = min(config.steps, horizon * 4)
-        pred = predicted_recovery(
+        pred = displacement_recovery(
             basin=basin,
             optimizer=optimizer,
             displacement=config.displacement,
@@ -256,27 +176,25 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
     sim = simulated_recovery(
         loss=trace.train_loss[:, after],
         stationary=stat.mean,
-        initial=pred["initial"],
+        initial=pred.initial,
         threshold=config.threshold,
         seed=seed % (2**32),
     )
-    n = min(sim["excess"].size, pred["excess"].size - 1)
-    z = (sim["excess"][:n] - pred["excess"][1 : n + 1]) / np.where(
-        sim["excess_se"][:n] > 0, sim["excess_se"][:n], np.nan
-    )
+    n = min(sim["excess"].size, pred.excess.size - 1)
+    z = (sim["excess"][:n] - pred.excess[1 : n + 1]) / np.where(sim["excess_se"][:n] > 0, sim["excess_se"][:n], np.nan)
     return {
         "dim": basin.dim,
         "mode": optimizer.mode.value,
         "drift_min": float(min(dyn.drift)),
         "relaxation_time": tau,
-        "pred_stationary": pred["stationary"],
+        "pred_stationary": pred.stationary,
         "sim_stationary": stat,
-        "pred_recovery_time": pred["time"],
+        "pred_recovery_time": pred.time,
         "sim_recovery_time": sim["time"],
         "sim_recovery_time_se": sim["time_se"],
-        "initial_excess": pred["initial"],
+        "initial_excess": pred.initial,
         "max_abs_z_curve": float(np.nanmax(np.abs(z))) if n else math.nan,
-        "pred_curve": pred["excess"][: n + 1],
+        "pred_curve": pred.excess[: n + 1],
         "sim_curve": sim["excess"][:n],
         "sim_curve_se": sim["excess_se"][:n],
     }
@@ -311,25 +229,57 @@ def format_rows(rows: list[dict[str, Any]], *, k: float) -> str:
     return table(body, header=header)
 
 
-def run(config: RecoveryConfig) -> dict[str, Any]:
-    """Sweep d × mode, write the result folder, draw the figure from it, print the table."""
-    from paper import figures
+def measure_cell(*, config: RecoveryConfig, dim: int, mode: str, seed: int) -> dict[str, Any]:
+    """One cell of the sweep (pure: every input, the seed included, is an argument): :func:`measure`."""
+    return measure(basin=config.basin(dim), optimizer=config.optimizer(Mode(mode)), config=config, seed=seed)
 
-    check_output_dir(config.out)
+
+def cells(config: RecoveryConfig) -> list[Cell]:
+    """The sweep's cells, one per (d, mode); cell (i, j) gets seed ``run_seed(seed, i, j)``."""
+    return [
+        Cell(
+            measure_cell,
+            {"config": config, "dim": d, "mode": mode.value, "seed": run_seed(config.seed, i, j)},
+            label=f"d={d} {mode.value}",
+        )
+        for i, d in enumerate(config.dims())
+        for j, mode in enumerate(MODES)
+    ]
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claim 2: GD recovers from a displacement whatever d is when unclipped, and clipping slows it —
+    the recovery-time ratio clip / SGD at the largest d, theory beside simulation (95 %: ± 1.96 SE)."""
+    top = max(r["dim"] for r in rows)
+    by_mode = {r["mode"]: r for r in rows if r["dim"] == top}
+    if "clip" not in by_mode or "sgd" not in by_mode:
+        return []
+    c, g = by_mode["clip"], by_mode["sgd"]
+    ratio = c["sim_recovery_time"] / g["sim_recovery_time"]
+    rel = math.hypot(
+        c["sim_recovery_time_se"] / c["sim_recovery_time"], g["sim_recovery_time_se"] / g["sim_recovery_time"]
+    )
+    return [
+        {
+            "claim": "2",
+            "statement": f"clipping slows recovery from a displacement (d = {top})",
+            "test": "recovery-time ratio clip only / SGD (bootstrap SEs over replicas, delta method)",
+            "estimate": ratio,
+            "ci95": [ratio * math.exp(-1.96 * rel), ratio * math.exp(1.96 * rel)],
+            "theory": c["pred_recovery_time"] / g["pred_recovery_time"],
+            "held": bool(ratio * math.exp(-1.96 * rel) > 1),
+            "unit": "×",
+        }
+    ]
+
+
+def run(config: RecoveryConfig) -> dict[str, Any]:
+    """Sweep d × mode, write the result folder and print the table (``main`` then draws the figure)."""
+
+    sweep = SweepRun(config, experiment="recovery", module=__name__)
+    config = sweep.config
     dims = config.dims()
-    rows = []
-    with Progress(total=len(dims) * len(MODES), label="recovery", quiet=config.quiet) as bar:
-        for i, d in enumerate(dims):
-            for j, mode in enumerate(MODES):
-                rows.append(
-                    measure(
-                        basin=config.basin(d),
-                        optimizer=config.optimizer(mode),
-                        config=config,
-                        seed=run_seed(config.seed, i, j),
-                    )
-                )
-                bar.update(note=f"d={d} {mode.value}")
+    rows = sweep.map(cells(config))
     arrays: dict[str, np.ndarray] = {}
     mrows = []
     for r in rows:
@@ -350,18 +300,27 @@ def run(config: RecoveryConfig) -> dict[str, Any]:
         "dims": dims,
         "modes": [m.value for m in MODES],
         "rows": mrows,
+        "verdicts": verdicts(rows),
     }
-    with result_folder(config.out) as folder:
+    with sweep.folder() as folder:
         write_results(folder, config=config, metrics=metrics, arrays=arrays)
-        figures.recovery(folder, formats=("png",))
     print(format_rows(rows, k=config.k_se))
     print(f"results: {config.out}")
     return metrics
 
 
+def draw_figure(config: Any) -> None:
+    """Draw ``recovery.png`` into the result folder from its files (``paper.figures.recovery``)."""
+    from paper import figures
+
+    figures.recovery(resolve_out(config, experiment="recovery", module=__name__), formats=("png",))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m simulations.recovery [flags]``."""
-    return run_main(RecoveryConfig, run, argv, prog="python -m simulations.recovery", description=__doc__)
+    return run_main(
+        RecoveryConfig, run, argv, prog="python -m simulations.recovery", description=__doc__, figure=draw_figure
+    )
 
 
 if __name__ == "__main__":

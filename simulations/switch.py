@@ -63,13 +63,17 @@ from typing import Any
 
 import numpy as np
 
-from dptheory._validate import check_int, check_nonnegative, check_positive
 from dptheory.records import Basin, Mode, Optimizer
-from simulations._cli import Progress, run_main
-from simulations._compare import fmt, replica_mean, run_seed, table
-from simulations._results import check_output_dir, result_folder, write_results
+from dptheory.validate import check_int, check_nonnegative, check_positive
+from simulations.basin.engine import ENGINES
+from simulations.common.cli import run_main
+from simulations.common.fanout import Cell, SweepRun, execution_field
+from simulations.common.results import check_output_dir, write_results
+from simulations.common.stats import replica_mean
+from simulations.common.store import resolve_out
+from simulations.common.sweep import run_seed
+from simulations.common.tables import fmt, table
 
-ENGINES = ("auto", "full", "reduced", "numpy")
 MODE_NAMES = tuple(m.value for m in Mode)
 
 
@@ -102,7 +106,13 @@ class SwitchConfig:
     k_se: float = field(default=2.0, metadata={"help": "k: confidence intervals printed as ± k·SE"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     engine: str = field(default="auto", metadata={"help": "simulation engine", "choices": ENGINES})
-    out: str = field(default="results/switch", metadata={"help": "result folder (replaced atomically)"})
+    workers: int = execution_field("workers")
+    scheduler: str | None = execution_field("scheduler")
+    threads: int = execution_field("threads")
+    out: str = field(
+        default="results/switch/{config}",
+        metadata={"help": "result folder, replaced atomically ({config}: the run key, simulations.common.store)"},
+    )
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
@@ -141,43 +151,116 @@ class SwitchConfig:
         return np.unique(np.rint(np.linspace(0, self.steps, self.points)).astype(np.int64))
 
 
-def mean_field_switched_loss(
-    *, basin: Basin, before: Optimizer, after: Optimizer, switch_step: int, total_steps: int, init_error: float
-) -> float:
-    """Final E L(T) of the mean-field recursion: ``before`` for s steps, then ``after`` (equal λ only).
+def switch_cell(*, config: SwitchConfig, direction: int, switch_step: int, seed: int) -> dict[str, Any]:
+    """One switch step of one direction (0: first → second, 1: the reverse): the simulated final
+    losses and the mean-field prediction (pure: the seed is an argument)."""
+    from dptheory.switching import mean_field_switched_loss
+    from simulations.basin.engine import RunSpec, simulate
 
-    With equal curvatures λ every curved direction has the same second moment v(t) = 2 L(t)/(λ r),
-    and the recursion of ``expected_loss_curve`` depends on the state only through these moments,
-    so restarting phase 2 from init_error = √v(s) per coordinate is exact in the model. Returns NaN
-    for unequal curvatures.
-    """
+    basin = config.basin()
+    first, second = config.optimizer(config.first), config.optimizer(config.second)
+    a, b = (first, second) if direction == 0 else (second, first)
+    T, s = config.steps, int(switch_step)
+    spec = RunSpec(
+        steps=T,
+        replicas=config.replicas,
+        record_every=T,
+        seed=seed,
+        init_error=config.init_error,
+        switch_step=s if s < T else None,
+        switch_mode=b.mode if s < T else None,
+    )
+    trace = simulate(basin=basin, optimizer=a, run=spec, engine=config.engine)
+    mf = mean_field_switched_loss(
+        basin=basin, before=a, after=b, switch_step=s, total_steps=T, init_error=config.init_error
+    )
+    return {
+        "train": replica_mean(trace.train_loss[:, -1]),
+        "heldout": replica_mean(trace.heldout_loss[:, -1]),
+        "mean_field": mf,
+    }
+
+
+def curve_cell(*, config: SwitchConfig, mode: str, seed: int) -> dict[str, np.ndarray]:
+    """The pure run of ``mode`` recorded at every step: simulated mean ± SE and the mean-field curve."""
     from dptheory.clipped_dynamics import expected_loss_curve
+    from simulations.basin.engine import RunSpec, simulate
 
-    lam = basin.curvature_array
-    if not np.all(lam == lam[0]):
-        return math.nan
-    r = basin.rank
-    coord = init_error / math.sqrt(r)
-    if switch_step > 0:
-        loss_s = float(
-            np.asarray(expected_loss_curve(basin=basin, optimizer=before, steps=switch_step, init_error=coord))[
-                switch_step
-            ]
+    basin, opt = config.basin(), config.optimizer(mode)
+    coord = np.full(basin.rank, config.init_error / math.sqrt(basin.rank))
+    spec = RunSpec(
+        steps=config.steps, replicas=config.replicas, record_every=1, seed=seed, init_error=config.init_error
+    )
+    tr = simulate(basin=basin, optimizer=opt, run=spec, engine=config.engine)
+    return {
+        f"curve_sim_{mode}": tr.train_loss.mean(axis=0),
+        f"curve_sim_se_{mode}": tr.train_loss.std(axis=0, ddof=1) / math.sqrt(config.replicas),
+        f"curve_theory_{mode}": np.asarray(
+            expected_loss_curve(basin=basin, optimizer=opt, steps=config.steps, init_error=coord)
+        ),
+    }
+
+
+def cells(config: SwitchConfig) -> list[Cell]:
+    """The sweep's cells: every (direction, switch step) — seed ``run_seed(seed, direction, i)`` — then
+    the two pure runs as whole curves (seed ``run_seed(seed, 9, j)``)."""
+    out = [
+        Cell(
+            switch_cell,
+            {
+                "config": config,
+                "direction": direction,
+                "switch_step": int(s),
+                "seed": run_seed(config.seed, direction, i),
+            },
+            label=f"{'forward' if direction == 0 else 'reverse'} s={s}",
         )
-        coord = math.sqrt(2.0 * loss_s / (lam[0] * r))
-    rest = total_steps - switch_step
-    if rest == 0:
-        return 0.5 * float(lam[0]) * r * coord**2
-    return float(np.asarray(expected_loss_curve(basin=basin, optimizer=after, steps=rest, init_error=coord))[rest])
+        for direction in (0, 1)
+        for i, s in enumerate(config.switch_steps())
+    ]
+    out += [
+        Cell(curve_cell, {"config": config, "mode": mode, "seed": run_seed(config.seed, 9, j)}, label=f"curve {mode}")
+        for j, mode in enumerate((config.first, config.second))
+    ]
+    return out
+
+
+def verdicts(rows: list[dict[str, Any]], *, horizons: dict[str, float], config: SwitchConfig) -> list[dict[str, Any]]:
+    """Claim 1 (the late phase decides the final training loss): for the forward sweep, the largest
+    |z| of the simulated final loss against the loss of a run spent wholly in the second mode, over the
+    switch steps at least one memory horizon before T (held if within 3 SE at every such step)."""
+    T = config.steps
+    h = horizons.get(config.second, math.nan)
+    fwd = [r for r in rows if r["direction"] == f"{config.first}->{config.second}"]
+    pure = next((r for r in fwd if r["switch_step"] == 0), None)
+    early = [r for r in fwd if r["switch_step"] <= T - h and r["switch_step"] > 0]
+    if pure is None or not early or not math.isfinite(h):
+        return []
+    z = [
+        (r["sim_loss"].mean - pure["sim_loss"].mean) / math.hypot(r["sim_loss"].se, pure["sim_loss"].se) for r in early
+    ]
+    worst = max(z, key=abs)
+    return [
+        {
+            "claim": "1",
+            "statement": f"the final training loss is set by the last {h:g} steps (the {config.second} memory horizon)",
+            "test": f"z of the final loss after switching at s ≤ T − horizon vs a pure {config.second} run "
+            f"({len(early)} switch steps); held if |z| ≤ 3 at every one",
+            "estimate": float(worst),
+            "ci95": [math.nan, math.nan],
+            "theory": 0.0,
+            "held": bool(all(abs(v) <= 3 for v in z)),
+            "unit": "z",
+        }
+    ]
 
 
 def run(config: SwitchConfig) -> dict[str, Any]:
-    """Sweep the switch step both ways, write the result folder, draw the figure, print the table."""
+    """Sweep the switch step both ways, write the result folder and print the table (``main`` then draws the figure)."""
     from dptheory.switching import memory_horizon, phase_dynamics, switch_sweep
-    from paper import figures
-    from simulations.engine import RunSpec, simulate
 
-    check_output_dir(config.out)
+    sweep = SweepRun(config, experiment="switch", module=__name__)
+    config = sweep.config
     basin = config.basin()
     first, second = config.optimizer(config.first), config.optimizer(config.second)
     dyn_first, dyn_second = phase_dynamics(basin=basin, optimizer=first), phase_dynamics(basin=basin, optimizer=second)
@@ -196,59 +279,29 @@ def run(config: SwitchConfig) -> dict[str, Any]:
     )
     horizons = {config.first: memory_horizon(dynamics=dyn_first), config.second: memory_horizon(dynamics=dyn_second)}
 
+    results = sweep.map(cells(config))
     rows: list[dict[str, Any]] = []
-    with Progress(total=2 * len(s_grid), label="switch", quiet=config.quiet) as bar:
-        for direction, (a, b) in enumerate(((first, second), (second, first))):
-            name = f"{a.mode.value}->{b.mode.value}"
-            for i, s in enumerate(s_grid):
-                spec = RunSpec(
-                    steps=T,
-                    replicas=config.replicas,
-                    record_every=T,
-                    seed=run_seed(config.seed, direction, i),
-                    init_error=config.init_error,
-                    switch_step=int(s) if s < T else None,
-                    switch_mode=b.mode if s < T else None,
-                )
-                trace = simulate(basin=basin, optimizer=a, run=spec, engine=config.engine)
-                train, held = replica_mean(trace.train_loss[:, -1]), replica_mean(trace.heldout_loss[:, -1])
-                pred_train = (lin.forward_train if direction == 0 else lin.reverse_train)[i]
-                pred_held = (lin.forward_test if direction == 0 else lin.reverse_test)[i]
-                mf = mean_field_switched_loss(
-                    basin=basin, before=a, after=b, switch_step=int(s), total_steps=T, init_error=config.init_error
-                )
-                rows.append(
-                    {
-                        "direction": name,
-                        "switch_step": int(s),
-                        "pred_linear": float(pred_train),
-                        "pred_mean_field": mf,
-                        "sim_loss": train,
-                        "pred_heldout_linear": float(pred_held),
-                        "sim_heldout": held,
-                    }
-                )
-                bar.update(note=f"{name} s={s}")
+    for direction, (a, b) in enumerate(((first, second), (second, first))):
+        name = f"{a.mode.value}->{b.mode.value}"
+        for i, s in enumerate(s_grid):
+            cell = results[direction * len(s_grid) + i]
+            pred_train = (lin.forward_train if direction == 0 else lin.reverse_train)[i]
+            pred_held = (lin.forward_test if direction == 0 else lin.reverse_test)[i]
+            rows.append(
+                {
+                    "direction": name,
+                    "switch_step": int(s),
+                    "pred_linear": float(pred_train),
+                    "pred_mean_field": cell["mean_field"],
+                    "sim_loss": cell["train"],
+                    "pred_heldout_linear": float(pred_held),
+                    "sim_heldout": cell["heldout"],
+                }
+            )
     # The two pure runs as whole loss curves (claim 1's "slower early"): mean-field theory vs simulation.
-    from dptheory.clipped_dynamics import expected_loss_curve
-
     curves: dict[str, np.ndarray] = {}
-    with Progress(total=2, label="switch curves", quiet=config.quiet) as bar:
-        for j, opt in enumerate((first, second)):
-            spec = RunSpec(
-                steps=T,
-                replicas=config.replicas,
-                record_every=1,
-                seed=run_seed(config.seed, 9, j),
-                init_error=config.init_error,
-            )
-            tr = simulate(basin=basin, optimizer=opt, run=spec, engine=config.engine)
-            curves[f"curve_sim_{opt.mode.value}"] = tr.train_loss.mean(axis=0)
-            curves[f"curve_sim_se_{opt.mode.value}"] = tr.train_loss.std(axis=0, ddof=1) / math.sqrt(config.replicas)
-            curves[f"curve_theory_{opt.mode.value}"] = np.asarray(
-                expected_loss_curve(basin=basin, optimizer=opt, steps=T, init_error=coord)
-            )
-            bar.update()
+    for part in results[2 * len(s_grid) :]:
+        curves.update(part)
     early = max(1, T // 10)
     metrics = {
         "experiment": "switch",
@@ -258,11 +311,11 @@ def run(config: SwitchConfig) -> dict[str, Any]:
         "total_steps": T,
         "directions": [r["direction"] for r in rows[:: len(s_grid)]],
         "memory_horizon": horizons,
+        "verdicts": verdicts(rows, horizons=horizons, config=config),
         "rows": [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in r.items()} for r in rows],
     }
-    with result_folder(config.out) as folder:
+    with sweep.folder() as folder:
         write_results(folder, config=config, metrics=metrics, arrays={"switch_steps": s_grid, **curves})
-        figures.switch(folder, formats=("png",))
     k = config.k_se
     header = [
         "direction",
@@ -300,9 +353,18 @@ def run(config: SwitchConfig) -> dict[str, Any]:
     return metrics
 
 
+def draw_figure(config: Any) -> None:
+    """Draw ``switch.png`` into the result folder from its files (``paper.figures.switch``)."""
+    from paper import figures
+
+    figures.switch(resolve_out(config, experiment="switch", module=__name__), formats=("png",))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m simulations.switch [flags]``."""
-    return run_main(SwitchConfig, run, argv, prog="python -m simulations.switch", description=__doc__)
+    return run_main(
+        SwitchConfig, run, argv, prog="python -m simulations.switch", description=__doc__, figure=draw_figure
+    )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from simulations._cli import build_parser, run_main
-from simulations._results import read_json, result_folder, to_jsonable, write_results
+from simulations.common.cli import build_parser, run_main
+from simulations.common.results import read_json, result_folder, to_jsonable, write_results
 
 
 @dataclass(frozen=True)

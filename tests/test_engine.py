@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dptheory.records import Basin, Mode, Optimizer
-from simulations.engine import RunSpec, simulate
+from simulations.basin.engine import RunSpec, simulate
 
 K_SE = 4.0  # theory-vs-Monte-Carlo tolerance: 4 standard errors of the replica mean
 
@@ -182,8 +182,8 @@ CASES = [
     # engine, mode, sampling, schedule, spread, flat_curvature, displacement
     ("reduced", "sgd", "fixed", "constant", "ambient", 0.0, False),
     ("full", "noise", "poisson", "cosine", "ambient", 0.2, True),
-    ("reduced", "noise", "poisson", "step", "basin", 0.2, True),
-    ("full", "sgd", "fixed", "step", "basin", 0.0, False),
+    ("reduced", "noise", "poisson", "multistep", "basin", 0.2, True),
+    ("full", "sgd", "fixed", "multistep", "basin", 0.0, False),
     ("numpy", "noise", "fixed", "constant", "ambient", 0.1, True),
 ]
 
@@ -209,9 +209,9 @@ def test_unclipped_moments_match_linear_recursion(engine, mode, sampling, schedu
         displacement=1.5 if disp else 0.0,
     )
     tr = simulate(basin=basin, optimizer=opt, run=run, engine=engine)
-    from simulations.engine import _step_arrays
+    from simulations.basin.engine import step_schedule_arrays
 
-    lr_t, _, nu_t = _step_arrays(opt, run)
+    lr_t, _, nu_t = step_schedule_arrays(opt, run)
     idx = tr.steps - 1
     r = lam.size
     c0 = run.init_error / math.sqrt(r)
@@ -262,14 +262,14 @@ def test_run_spec_validation_names_the_argument():
 
 
 def test_lr_schedules_closed_forms():
-    from simulations.engine import lr_values
+    from simulations.basin.engine import lr_values
 
     t = 1000
     cos = lr_values(lr=0.4, steps=t, schedule="cosine")
     assert cos[0] == 0.4 and cos[t // 2] == pytest.approx(0.2, rel=1e-12)
     assert cos[t // 4] == pytest.approx(0.2 * (1 + math.cos(math.pi / 4)), rel=1e-12)
     assert np.all(np.diff(cos) < 0)
-    step = lr_values(lr=0.4, steps=t, schedule="step")
+    step = lr_values(lr=0.4, steps=t, schedule="multistep")
     assert set(step[: t // 2]) == {0.4}
     np.testing.assert_allclose(step[t // 2 : 3 * t // 4], 0.04, rtol=1e-15)
     np.testing.assert_allclose(step[3 * t // 4 :], 0.004, rtol=1e-15)
@@ -294,9 +294,10 @@ def test_switch_takes_effect_exactly_at_switch_step(engine):
 
 @pytest.mark.parametrize("engine,mode,spread", [("reduced", "noise", "ambient"), ("full", "sgd", "basin")])
 def test_losses_match_dptheory_quadratic_expected_loss(engine, mode, spread):
-    """Cross-check with engineer B's exact theory (dptheory.quadratic.expected_loss) for unclipped
+    """Cross-check with the exact theory (dptheory.quadratic.expected_loss) for unclipped
     fixed-batch steps: E L(t) and E L_test(t) within K_SE standard errors of the replica means."""
-    quadratic = pytest.importorskip("dptheory.quadratic")
+    from dptheory import quadratic
+
     basin = Basin(
         dim=40,
         curvatures=(1.5, 0.6, 0.2),

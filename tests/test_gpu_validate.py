@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from simulations.nn import gpu_validate
+from simulations import gpu_validate
 
 
 def test_small_run_writes_results_and_manifest(tmp_path, capsys):

@@ -10,17 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from dptheory.pruning import curvature_basis, magnitude_mask, noisy_mask, random_mask
 from dptheory.records import Basin, Optimizer
-from simulations.basins import make_basin
-from simulations.basins.least_squares import (
+from simulations.basin import make_basin
+from simulations.basin.engine import RunSpec
+from simulations.basin.least_squares import (
     LeastSquaresProblem,
     least_squares_step,
     make_data,
     simulate_least_squares,
 )
-from simulations.basins.masks import magnitude_mask, noisy_estimate_mask, random_mask
-from simulations.basins.streaming import curvature_spectrum, random_basis
-from simulations.engine import RunSpec
+from simulations.basin.streaming import curvature_spectrum
 
 ALPHA = 1e-3
 
@@ -84,7 +84,7 @@ def test_deterministic_full_batch_clipped_run_equals_twin():
         record_every=20,
         switch_step=30,
         switch_mode="sgd",
-        lr_schedule="step",
+        lr_schedule="multistep",
         displacement_step=45,
         displacement=1.0,
     )
@@ -158,10 +158,10 @@ def test_spectra_limits():
 
 
 def test_random_basis_is_haar_orthonormal():
-    v = random_basis(dim=30, rank=5, seed=1)
+    v = curvature_basis(dim=30, rank=5, basis="rotated", seed=1)
     np.testing.assert_allclose(v.T @ v, np.eye(5), atol=1e-13)
     # Haar: E (V_11)² = 1/d; over 400 draws the mean is within 4 SE
-    x = np.array([random_basis(dim=30, rank=1, seed=s)[0, 0] ** 2 for s in range(400)])
+    x = np.array([curvature_basis(dim=30, rank=1, basis="rotated", seed=s)[0, 0] ** 2 for s in range(400)])
     assert abs(x.mean() - 1 / 30) <= 4 * x.std(ddof=1) / math.sqrt(x.size)
 
 
@@ -178,10 +178,10 @@ def test_magnitude_mask_keeps_the_largest(seed, d, frac):
 
 
 def test_masks_privacy_free_variants_and_validation():
-    assert random_mask(dim=20, keep=7, seed=0).sum() == 7
+    assert random_mask(dim=20, keep=7, seed=0).keep.sum() == 7
     w = np.array([3.0, -0.1, 0.2, -5.0])
-    assert noisy_estimate_mask(optimum=w, noise_std=0.0, keep=2, seed=0).tolist() == [True, False, False, True]
+    assert noisy_mask(optimum=w, noise_std=0.0, keep=2, seed=0).keep.tolist() == [True, False, False, True]
     with pytest.raises(ValueError, match="keep"):
         magnitude_mask(reference=w, keep=5)
     with pytest.raises(ValueError, match="noise_std"):
-        noisy_estimate_mask(optimum=w, noise_std=-1.0, keep=1, seed=0)
+        noisy_mask(optimum=w, noise_std=-1.0, keep=1, seed=0)

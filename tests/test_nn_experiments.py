@@ -1,5 +1,6 @@
-"""Claim experiments: the paired statistics on a stand-in engine with known answers, the CLI
-contract (exit 2 with one line and no folder on bad input), and tiny real runs on the real engine."""
+"""Claim experiments: the tuning and the paired statistics on a stand-in engine with known answers,
+the CLI contract (exit 2 with one line and no folder on bad input), and tiny real runs of every
+command on the real engine."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as st
 
+from simulations import net_ablate as ablate
+from simulations import net_common as _common
+from simulations import net_epsilon as epsilon
+from simulations import net_prune as prune
+from simulations import net_switch as switch
+from simulations import net_tune as tune
+from simulations import net_validate as validate
+from simulations import net_width as width
 from simulations.nn import __main__ as nn_main
-from simulations.nn.experiments import _common, ablate, prune, switch, validate, width
 
 # --------------------------------------------------------------------------------------------
-# a stand-in engine whose final accuracies follow closed forms (so the analyses have known answers)
+# a stand-in engine whose accuracies follow closed forms (so the analyses have known answers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,13 +37,15 @@ class FakeConfig:
     lr: float = 0.1
     momentum: float = 0.0
     clip_norm: float = 1.0
-    noise_multiplier: float = 1.0
+    noise_multiplier: float | None = 1.0
     target_epsilon: float | None = None
     delta: float = 1e-5
     mode: str = "sgd"
     ref_clip_norm: float | None = None
     switch_epoch: int | None = None
     switch_mode: str | None = None
+    switch_lr: float | None = None
+    lr_schedule: str = "constant"
     sparsity: float = 0.0
     prune_scope: str = "global"
     mask_source: str = "init"
@@ -44,67 +55,100 @@ class FakeConfig:
     burst_scale: float = 0.0
     seed: int = 0
     n_train: int | None = None
+    n_test: int | None = None
+    n_val: int = 0
+    n_public: int = 0
+    train_split: str = "train"
+    curve_steps: tuple[int, ...] = ()
+    layer_diagnostics: bool = False
     data_root: str | None = None
     device: str = "cpu"
     quiet: bool = True
 
 
-QUALITY = {"sgd": 0.8, "clip": 0.6, "noise": 0.75, "dpsgd": 0.5}
+QUALITY = {"sgd": 0.8, "clip": 0.65, "noise": 0.75, "dpsgd": 0.5}
+LR_VAL = {"sgd": 0.5, "clip": 2.5, "noise": 0.1, "dpsgd": 2.5}  # validation accuracy peaks here
+LR_TEST = {**LR_VAL, "sgd": 2.5}  # ... and test accuracy here (different for sgd: selection must use validation)
 RHO = {"sgd": 0.3, "clip": 0.9}  # per-epoch decay of a burst's excess loss
+SPEED = {"sgd": 2.0, "dpsgd": 10.0}  # steps to (1 - 1/e) of the final accuracy
+MASK_GAIN = {"public": 0.1, "random": -0.05, "init": 0.0, "private": 0.05, "oracle": 0.2}
 
 
 def _seed_offset(seed: int) -> float:
     return 0.01 * math.sin(1.7 * seed + 0.3)  # a deterministic per-seed effect, shared by paired runs
 
 
+def _lr_penalty(lr: float, best: float) -> float:
+    return 0.02 * math.log2(lr / best) ** 2
+
+
+def _phase_quality(mode: str, lr: float, ref: float | None, table: dict) -> float:
+    q = QUALITY[mode] - _lr_penalty(lr, table[mode])
+    if mode == "noise":
+        q -= 0.01 * (ref or 1.0)
+    return q
+
+
 def _records(series: dict[str, np.ndarray]) -> list[dict]:
-    """The engine's history format: a list of per-epoch records, record 0 = before training."""
     n = len(next(iter(series.values())))
     return [{k: float(v[i]) for k, v in series.items()} | {"epoch": i} for i in range(n)]
 
 
-def fake_train_average(config: FakeConfig) -> dict:
-    """Accuracy after epoch t = mean quality of the modes used in epochs 1..t (early = late weight)."""
-    modes = [
-        config.mode if (config.switch_epoch is None or t < config.switch_epoch) else config.switch_mode
-        for t in range(config.epochs)
-    ]
-    acc = np.cumsum([QUALITY[m] for m in modes]) / np.arange(1, config.epochs + 1) + _seed_offset(config.seed)
-    acc = np.concatenate([[0.1], acc])  # record 0: before training
-    train_loss = 1.0 - acc
+def fake_train(config: FakeConfig) -> dict:
+    """Accuracy after epoch t = mean quality of the phases of epochs 1..t (early = late weight)."""
+    phases = []
+    for t in range(config.epochs):
+        switched = config.switch_epoch is not None and t >= config.switch_epoch
+        mode = config.switch_mode if switched else config.mode
+        lr = config.switch_lr if (switched and config.switch_lr) else config.lr
+        if config.clip_norm < 1e-3:  # normalised clipping: only eta*C matters
+            lr = lr * config.clip_norm
+        phases.append((mode, lr))
+    out = {}
+    for name, table in (("test", LR_TEST), ("val", LR_VAL)):
+        q = [_phase_quality(m, lr, config.ref_clip_norm, table) for m, lr in phases]
+        acc = np.cumsum(q) / np.arange(1, config.epochs + 1) + _seed_offset(config.seed)
+        plain_dp = config.mode == "dpsgd" and config.switch_epoch is None
+        acc = acc - (0.02 * math.log(config.width) if plain_dp else 0.0)
+        if plain_dp and config.sparsity > 0:
+            acc = acc + MASK_GAIN[config.mask_source] * config.sparsity
+        out[name] = np.concatenate([[0.1], acc])
+    train_loss = 1.0 - out["test"]
     if config.burst_step is not None:
         t0 = (config.burst_step + 1) // 4  # the stand-in has 4 steps per epoch
         idx = np.arange(config.epochs + 1)
-        excess = np.where(idx >= t0, config.burst_scale * RHO[config.mode] ** (idx - t0), 0.0)
-        train_loss = train_loss + excess
-    plain_dp = config.mode == "dpsgd" and config.switch_epoch is None
-    dim_penalty = 0.02 * math.log(config.width) if plain_dp else 0.0
-    prune_gain = 0.1 * config.sparsity if config.mask_source == "init" and plain_dp else 0.0
-    acc = acc - dim_penalty + prune_gain
-    private_mask = config.mask_source == "private" and config.sparsity > 0
-    eps = math.inf if config.mode == "sgd" else (config.target_epsilon or 3.0) + (1.0 if private_mask else 0.0)
+        train_loss = train_loss + np.where(idx >= t0, config.burst_scale * RHO[config.mode] ** (idx - t0), 0.0)
     n = config.epochs + 1
     history = _records(
         {
-            "test_acc": acc,
-            "test_loss": 1 - acc,
+            "test_acc": out["test"],
+            "val_acc": out["val"],
+            "test_loss": 1 - out["test"],
             "train_loss": train_loss,
-            "train_acc": acc,
-            "epsilon_rdp": np.full(n, eps),
+            "train_acc": out["test"],
+            "epsilon_rdp": np.full(n, math.inf if config.mode != "dpsgd" else 4.0),
             "clip_fraction": np.full(n, 0.5),
             "norm_q50": np.full(n, 2.0),
         }
     )
-    return {"history": history, "privacy": {"noise_multiplier": 1.1, "label": "fake"}}
-
-
-def fake_train_late(config: FakeConfig) -> dict:
-    """Final accuracy = quality of the mode of the last epoch only (the late phase decides)."""
-    out = fake_train_average(config)
-    switched = config.switch_epoch is not None and config.epochs - 1 >= config.switch_epoch
-    last = config.switch_mode if switched else config.mode
-    out["history"][-1]["test_acc"] = QUALITY[last] + _seed_offset(config.seed)
-    return out
+    final = out["test"][-1]
+    curve = {"step": list(config.curve_steps)}
+    speed = SPEED.get(config.mode, 1.0)
+    curve["test_acc"] = [final * (1 - math.exp(-s / speed)) for s in config.curve_steps]
+    label = "private" if config.mode == "dpsgd" and config.mask_source != "oracle" else "not private: fake"
+    return {
+        "history": history,
+        "steps": {"norm_q50": [5.0] * 4, "norm_q90": [12.0] * 4},
+        "curve": curve,
+        "privacy": {
+            "noise_multiplier": config.noise_multiplier,
+            "label": label,
+            "epsilon_rdp": 4.0,
+            "epsilon_pld": 3.5,
+            "mechanisms": [],
+        },
+        "kept_parameters": 10,
+    }
 
 
 def fake_run_saved(config: FakeConfig) -> dict:
@@ -113,114 +157,157 @@ def fake_run_saved(config: FakeConfig) -> dict:
 
     Path(config.out).mkdir(parents=True)
     (Path(config.out) / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
-    return fake_train_average(config)
+    return fake_train(config)
 
 
 @pytest.fixture
 def fake_engine(monkeypatch):
-    def use(train_fn):
-        monkeypatch.setattr(_common, "trainer", lambda: (FakeConfig, train_fn))
-        monkeypatch.setattr(_common, "run_saved", fake_run_saved)
-        monkeypatch.setattr(_common, "steps_per_epoch", lambda config: 4)
-        monkeypatch.setattr(ablate, "steps_per_epoch", lambda config: 4)
-        monkeypatch.setattr(width, "parameter_counts", lambda config: {w: 10 * w * w for w in config.widths})
-
-    return use
-
-
-def test_switch_dominance_equals_closed_form(fake_engine, tmp_path):
-    # equal weight of all epochs: L(s) = 1 − 2s/E exactly; last epoch only: L(s) = 1
-    fake_engine(fake_train_average)
-    cfg = switch.SwitchConfig(
-        epochs=8, width=1, switch_epochs=(2, 4, 6), seeds=(0, 1, 2), out=str(tmp_path / "a"), quiet=True
-    )
-    m = switch.run(cfg)
-    for row in m["per_switch"]:
-        assert row["late_phase_dominance"] == pytest.approx(1 - 2 * row["switch_epoch"] / 8, abs=1e-12)
-        assert row["dominance_numerator"]["se"] == pytest.approx(0, abs=1e-12)  # paired: seed effect cancels
-    assert m["late_phase_decides"] is False  # L(4) = 0: early and late phase matter equally
-    assert m["slower_early"] is False or m["first_epoch_acc_dpsgd_minus_sgd"]["mean"] < 0
-    fake_engine(fake_train_late)
-    m = switch.run(dataclasses.replace(cfg, out=str(tmp_path / "b")))
-    assert all(r["late_phase_dominance"] == pytest.approx(1.0) for r in m["per_switch"])
-    saved = json.loads((tmp_path / "b" / "metrics.json").read_text())
-    assert saved["per_switch"][1]["late_phase_dominance"] == pytest.approx(1.0)
-    assert (tmp_path / "b" / "metrics.npz").is_file() and (tmp_path / "b" / "env.json").is_file()
-    _assert_figure(tmp_path / "b", "switch")
+    monkeypatch.setattr(_common, "trainer", lambda: (FakeConfig, fake_train))
+    monkeypatch.setattr(_common, "run_saved", fake_run_saved)
+    for mod in (_common, ablate, prune, switch, width, epsilon):
+        for name, value in (
+            ("steps_per_epoch", lambda config: 4),
+            ("training_set_size", lambda config: 1000),
+            ("task_label", lambda config: "fake task"),
+            ("calibrated_sigma", lambda config, target_epsilon, epochs=None, prior=(): 1.0 / target_epsilon),
+        ):
+            if hasattr(mod, name):
+                monkeypatch.setattr(mod, name, value)
+    monkeypatch.setattr(width, "parameter_counts", lambda config: {w: 10 * w * w for w in config.widths})
+    monkeypatch.setattr(prune, "small_width", lambda config, p: 3)
 
 
-def test_ablate_recovery_fraction_equals_closed_form(fake_engine, tmp_path):
-    fake_engine(fake_train_average)
+GRID = dict(lr_grid=(0.1, 0.5, 2.5), n_val=10, grid_extend=0, batch_size=100, quiet=True)
+
+
+def test_tuning_selects_on_validation_and_saves_the_grid(fake_engine):
+    cfg = ablate.AblateConfig(epochs=4, seeds=(0, 1), **GRID, out="unused")
+    arms = ablate.first_arms(cfg, sigma=1.0)
+    rec = tune.tune(cfg, arms, label="t")
+    assert rec["sgd"]["chosen"] == {"lr": 0.5}  # the validation optimum, not the test optimum (2.5)
+    assert rec["clip"]["chosen"] == {"lr": 2.5} and rec["dpsgd"]["privacy"]["accounted"] is False
+    assert [g["lr"] for g in rec["sgd"]["grid"]] == [0.1, 0.5, 2.5]
+    assert rec["sgd"]["grid"][1]["val_acc"] == pytest.approx(QUALITY["sgd"] + _seed_offset(1000))
+    # normalised clipping: the grid is over eta*C, run at the tiny clip norm
+    assert rec["dpsgd_normalised"]["chosen"] == {"clip_norm": tune.NORMALISED_CLIP, "lr": 2.5 / tune.NORMALISED_CLIP}
+
+
+def test_grid_is_extended_beyond_an_edge(fake_engine):
+    cfg = ablate.AblateConfig(epochs=4, seeds=(0, 1), **{**GRID, "lr_grid": (0.02, 0.1), "grid_extend": 3}, out="u")
+    rec = tune.tune(cfg, [tune.Arm("sgd", {"mode": "sgd"})], label="t")["sgd"]
+    assert rec["chosen"]["lr"] == pytest.approx(0.5)  # 0.02, 0.1 -> 0.5 -> 2.5: 0.5 is interior
+    assert [round(g["lr"], 6) for g in rec["grid"]] == [0.02, 0.1, 0.5, 2.5]
+    assert [g["extension"] for g in rec["grid"]] == [False, False, True, True] and rec["at_grid_edge"] is False
+
+
+def test_ablate_statistics_and_verdicts(fake_engine, tmp_path):
     cfg = ablate.AblateConfig(
-        epochs=8, width=1, burst_epoch=3, burst_scale=2.0, seeds=(0, 1, 2), out=str(tmp_path / "x"), quiet=True
+        epochs=8, burst_epoch=3, burst_scale=2.0, seeds=(0, 1, 2, 3, 4), **GRID, out=str(tmp_path / "x")
     )
     m = ablate.run(cfg)
-    # excess Δ(i) = A ρ^(i − t0) from record t0 on: recovered = 1 − ρ^(E − t0)
+    # chosen lr per arm: every arm at its validation optimum, so the paired differences are closed forms
+    clip = QUALITY["clip"]
+    noise = {
+        a: QUALITY["noise"] - 0.01 * ref for a, ref in (("noise_median", 5.0), ("noise_q90", 12.0), ("noise_C", 1.0))
+    }
+    for a, q in noise.items():
+        assert m["noise_minus_clip"][a]["estimate"] == pytest.approx(q - clip)
+    # recovered fraction 1 - rho^(E - t0)
     for mode in ("sgd", "clip"):
         assert m["burst"][mode]["recovered_fraction"]["mean"] == pytest.approx(1 - RHO[mode] ** (8 - 3))
-        assert m["burst"][mode]["excess_train_loss_after_burst"]["mean"] == pytest.approx(2.0)
-    assert m["unclipped_recovers_better"] is True
-    # accuracies: paired differences to SGD are the quality differences exactly (seed effect cancels)
-    for mode in ("clip", "noise", "dpsgd"):
-        assert m["accuracy_minus_sgd"][mode]["mean"] == pytest.approx(QUALITY[mode] - QUALITY["sgd"])
-    assert m["clipping_hurts_more"] is True
     assert m["burst_step"] == 3 * 4 - 1
+    # the verdict p-values are Holm over the family; one held per correct direction
+    v = {x["key"]: x for x in m["verdicts"]}
+    assert m["verdict"]["key"] == "noise_minus_clip.noise_median" and m["verdict"]["held"] is True
+    assert v["noise_minus_clip.noise_q90"]["held"] is False  # noise_q90 = 0.63 < clip = 0.65
+    assert v["recovered_sgd_minus_clip"]["held"] is True
+    # the SNR-matched arm's lr is derived: lr_DP * C / median
+    assert m["tuning"]["noise_snr"]["tuned"] is False
+    saved = json.loads((tmp_path / "x" / "metrics.json").read_text())
+    assert saved["verdict"]["statement"] == m["verdict"]["statement"] and "tuning" in saved
     _assert_figure(tmp_path / "x", "ablate")
 
 
-def test_width_growth_and_rank_correlation(fake_engine, tmp_path):
-    fake_engine(fake_train_average)
-    cfg = width.WidthConfig(epochs=3, widths=(4, 16, 64), seeds=(0, 1, 2), out=str(tmp_path / "w"), quiet=True)
+def test_switch_dominance_and_early_speed(fake_engine, tmp_path):
+    cfg = switch.SwitchConfig(
+        epochs=8, width=1, switch_epochs=(2, 4, 6), seeds=(0, 1, 2, 3, 4), **GRID, out=str(tmp_path / "s")
+    )
+    m = switch.run(cfg)
+    sch = m["per_schedule"]["constant"]
+    for row in sch["per_switch"]:  # equal weight of all epochs: L(s) = 1 - 2s/E exactly
+        assert row["late_phase_dominance"] == pytest.approx(1 - 2 * row["switch_epoch"] / 8, abs=1e-12)
+    v = {x["key"].split(".")[1]: x for x in m["verdicts"]}
+    assert v["early_normalised_dpsgd_minus_sgd"]["held"] is True  # SPEED: DP-SGD slower early
+    assert abs(v["dominance_numerator"]["estimate"]) < 1e-12  # L(E/2) = 0: early and late phase matter equally
+    assert sch["early"]["sgd"]["steps_to_target"]["mean"] < sch["early"]["dpsgd"]["steps_to_target"]["mean"]
+    _assert_figure(tmp_path / "s", "switch")
+
+
+def test_fit_horizon_recovers_tau():
+    epochs = 30
+    for tau in (2.0, 7.0):
+        curves = {}
+        for s, (a, b) in {5: (0.6, 0.2), 10: (0.55, -0.1), 20: (0.5, 0.3)}.items():
+            t = np.arange(epochs + 1, dtype=float)
+            curves[s] = np.where(t >= s, a + b * np.exp(-(t - s) / tau), 0.0)
+        got = switch.fit_horizon(curves, epochs)
+        assert got == pytest.approx(tau, rel=0.05)  # the grid's resolution
+
+
+def test_width_slope_per_seed(fake_engine, tmp_path):
+    cfg = width.WidthConfig(epochs=3, widths=(4, 16, 64), seeds=(0, 1, 2, 3, 4), **GRID, out=str(tmp_path / "w"))
     m = width.run(cfg)
-    v = m["verdict"]["dp_sigma"]
-    # gap = (0.8 − 0.5) + 0.02 ln w: growth between w = 64 and 4 is 0.02 ln 16
-    assert v["gap_growth_largest_minus_smallest"]["mean"] == pytest.approx(0.02 * math.log(16))
-    assert v["gap_grows_with_dim"] is True
-    assert v["spearman_gap_vs_dim"]["rho"] > 0.9
-    assert m["calibrated_noise_multiplier"] == pytest.approx(1.1)
+    # gap = const + 0.02 ln w and d = 10 w^2: slope per decade of d = 0.02 ln(10) / 2
+    assert m["verdict"]["estimate"] == pytest.approx(0.02 * math.log(10) / 2)
+    assert m["verdict"]["held"] is True
+    assert m["verdicts"][1]["estimate"] == pytest.approx(0.02 * math.log(16))
     _assert_figure(tmp_path / "w", "width")
 
 
-def test_prune_paired_gain_and_privacy_labels(fake_engine, tmp_path):
-    fake_engine(fake_train_average)
-    cfg = prune.PruneConfig(
-        epochs=2,
-        sparsities=(0.5, 0.9),
-        mask_sources=("init", "private", "oracle"),
-        seeds=(0, 1),
-        out=str(tmp_path / "p"),
-        quiet=True,
-    )
+def test_prune_sources_and_labels(fake_engine, tmp_path):
+    cfg = prune.PruneConfig(epochs=2, seeds=(0, 1, 2), n_public=5, **GRID, out=str(tmp_path / "p"))
     m = prune.run(cfg)
-    assert m["verdict"]["init"]["best_heavy_minus_dense"]["mean"] == pytest.approx(0.1 * 0.9)
-    assert m["verdict"]["init"]["heavy_pruning_helps"] is True
-    assert m["verdict"]["oracle"]["heavy_pruning_helps"] is False
-    assert "NOT private" in m["verdict"]["oracle"]["privacy"]
-    eps_private = m["per_source"]["private"][-1]["epsilon"]["mean"]
-    assert eps_private > m["per_source"]["init"][-1]["epsilon"]["mean"]  # the mask's ε is composed
-    # the private / oracle masks come from the dense DP-SGD / SGD runs saved in the result folder
-    runs = json.loads((tmp_path / "p" / "metrics.json").read_text())["runs"]
-    assert len(runs) == 2 * (3 + 2 * 3)  # per seed: 3 dense runs + 2 sparsities × 3 sources
-    assert (tmp_path / "p" / "mask_runs" / "mask-dpsgd-seed0" / "config.json").is_file()
+    v = {x["key"]: x for x in m["verdicts"]}
+    assert v["minus_dense.public@0.9"]["estimate"] == pytest.approx(0.1 * 0.9)
+    assert m["verdict"]["key"] == "minus_dense.public@0.9" and m["verdict"]["held"] is True
+    assert v["minus_dense.random@0.9"]["held"] is False
+    assert not any("oracle" in k for k in v)  # the oracle is a diagnosis, never a verdict of a private method
+    assert m["oracle_minus_dense"]["estimate"] == pytest.approx(0.2 * 0.9)
+    # the masks come from runs saved in the result folder: public SGD runs and private DP runs per seed
+    assert (tmp_path / "p" / "mask_runs" / "public-seed0" / "config.json").is_file()
+    saved = json.loads((tmp_path / "p" / "mask_runs" / "public-seed0" / "config.json").read_text())
+    assert saved["train_split"] == "public" and saved["mode"] == "sgd"
+    assert (tmp_path / "p" / "mask_runs" / "private1-seed2" / "config.json").is_file()
     _assert_figure(tmp_path / "p", "prune")
+
+
+def test_epsilon_curve(fake_engine, tmp_path):
+    cfg = epsilon.EpsilonConfig(
+        epochs=2, seeds=(0, 1, 2), n_public=5, epsilons=(1.0, 4.0), **GRID, out=str(tmp_path / "e")
+    )
+    m = epsilon.run(cfg)
+    assert [r["epsilon"] for r in m["curve"]] == [1.0, 4.0]
+    assert all(r["pruned_minus_dense"]["estimate"] == pytest.approx(0.1 * 0.9) for r in m["curve"])
+    assert all(v["held"] for v in m["verdicts"])
+    _assert_figure(tmp_path / "e", "epsilon")
 
 
 def _assert_figure(folder, kind):
     """paper.nn_figures draws the folder's figure from its files alone (and recognises its kind)."""
     from paper import nn_figures
 
-    path = nn_figures.draw(folder)
-    assert path is not None and path.name == f"{kind}.png" and path.stat().st_size > 1000
+    (path,) = nn_figures.draw(folder)
+    assert path.name == f"net_{kind}.png" and path.stat().st_size > 1000
 
 
-def test_statistics_helpers():
-    m, se = _common.mean_se([1.0, 2.0, 3.0, 4.0])
-    assert m == 2.5 and se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
-    assert math.isnan(_common.mean_se([1.0])[1])
-    d = _common.paired_difference([1.0, 2.0, 3.5], [0.5, 1.5, 3.0])
-    assert d["mean"] == pytest.approx(0.5) and d["se"] == pytest.approx(0.0)
-    assert _common.spearman([1, 2, 3, 4], [10, 20, 25, 100])["rho"] == pytest.approx(1.0)
-    assert _common.spearman([1, 2, 3, 4], [4, 3, 2, 1])["rho"] == pytest.approx(-1.0)
+def test_verdict_p_values_are_student_t(fake_engine, tmp_path):
+    # the stored p-value is an independent scipy t-test of the same per-seed numbers, Holm-adjusted
+    cfg = width.WidthConfig(epochs=3, widths=(4, 16), seeds=(0, 1, 2), **GRID, out=str(tmp_path / "w"))
+    m = width.run(cfg)
+    gaps = [m["per_width"][i]["gap_sgd_minus_dpsgd"]["estimate"] for i in (0, 1)]
+    assert gaps[1] - gaps[0] == pytest.approx(m["verdicts"][1]["estimate"])
+    raw = m["verdicts"][1]["p_unadjusted"]
+    assert raw == 0.0 or raw == pytest.approx(st.ttest_1samp([gaps[1] - gaps[0]] * 3, 0).pvalue, nan_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,11 +319,19 @@ def test_statistics_helpers():
     [
         (["switch", "--switch-epochs", "0", "--epochs", "4"], "switch_epochs"),
         (["switch", "--seeds", "1,1"], "seeds"),
+        (["switch", "--lr-schedules", "wavy"], "lr_schedules"),
+        (["switch", "--sigma-policy", "loose"], "sigma-policy"),
         (["ablate", "--burst-epoch", "9", "--epochs", "4"], "burst_epoch"),
+        (["ablate", "--lr-grid", "0.1,-1"], "lr_grid"),
+        (["ablate", "--n-val", "0"], "n_val"),
+        (["ablate", "--tune-seeds", "0", "--seeds", "0,1"], "tune_seeds"),
+        (["ablate", "--max-runs", "10"], "max_runs"),
         (["width", "--widths", "8"], "widths"),
         (["prune", "--sparsities", "1.0"], "sparsities"),
         (["prune", "--mask-sources", "magic"], "mask_sources"),
-        (["prune", "--mask-epsilon", "5", "--target-epsilon", "4"], "mask_epsilon"),
+        (["prune", "--mask-epsilons", "5", "--target-epsilon", "4"], "mask_epsilons"),
+        (["prune", "--n-public", "0"], "n_public"),
+        (["epsilon", "--epsilons", "0"], "epsilons"),
         (["width", "--lr", "-1"], "lr"),
         (["switch", "--dataset", "imagenet"], "dataset"),
         (["ablate", "--no-such-flag"], "unrecognized"),
@@ -260,7 +355,7 @@ def test_dispatcher(capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert nn_main.main(["--help"]) == 0
     text = capsys.readouterr().out
-    assert all(c in text for c in ("switch", "ablate", "width", "prune", "validate", "train"))
+    assert all(c in text for c in ("switch", "ablate", "width", "prune", "epsilon", "validate", "train"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,68 +365,137 @@ TINY = [
     "--dataset",
     "teacher:k=2,d=10",
     "--n-train",
-    "200",
+    "150",
+    "--n-test",
+    "60",
+    "--n-val",
+    "30",
     "--epochs",
     "2",
     "--batch-size",
-    "10",
+    "15",
     "--width",
     "4",
     "--depth",
     "1",
     "--quiet",
+    "--lr-grid",
+    "0.1,0.5",
+    "--grid-extend",
+    "0",
 ]
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["switch", "--switch-epochs", "1", "--seeds", "0"],
-        ["ablate", "--burst-epoch", "1", "--burst-scale", "0.5", "--seeds", "0"],
-        ["prune", "--sparsities", "0.9", "--seeds", "0"],
+        ["switch", "--switch-epochs", "1", "--seeds", "0,1", "--sigma-policy", "fixed_sigma"],
+        ["ablate", "--burst-epoch", "1", "--burst-scale", "0.5", "--seeds", "0,1"],
+        [
+            "prune",
+            "--seeds",
+            "0,1",
+            "--n-public",
+            "30",
+            "--public-epochs",
+            "1",
+            "--public-batch-size",
+            "10",
+            "--mask-sources",
+            "random,public,private,oracle",
+        ],
+        ["width", "--widths", "2,4", "--seeds", "0,1"],
+        [
+            "epsilon",
+            "--epsilons",
+            "4",
+            "--seeds",
+            "0,1",
+            "--n-public",
+            "30",
+            "--public-epochs",
+            "1",
+            "--public-batch-size",
+            "10",
+        ],
     ],
     ids=lambda a: a[0],
 )
 def test_commands_run_on_the_real_engine(argv, tmp_path, capsys):
-    pytest.importorskip("simulations.nn.train")
     out = tmp_path / argv[0]
     assert nn_main.main(argv + TINY + ["--out", str(out)]) == 0, capsys.readouterr().err
     for name in ("config.json", "metrics.json", "env.json"):
         assert (out / name).is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    assert config["dataset"] == "teacher:k=2,d=10" and config["epochs"] == 2
-    printed = capsys.readouterr().out
-    assert "claim" in printed
+    assert config["dataset"] == "teacher:k=2,d=10" and config["threads"] == 1
+    for v in metrics["verdicts"]:
+        assert set(v) >= {"claim", "statement", "test", "estimate", "ci95", "p_value", "n_seeds", "held"}
+        assert v["n_seeds"] == 2
     if argv[0] == "prune":
-        labels = {r["source"]: r["privacy"] for r in metrics["runs"] if r["sparsity"] > 0}
-        assert labels["init"] == "private" and labels["private"] == "private"
-        assert labels["oracle"].startswith("not private")
-        eps = {r["source"]: r["epsilon"] for r in metrics["runs"] if r["sparsity"] > 0}
-        assert eps["oracle"] == "inf"
-        # total ε of the private-mask run (mask run composed) meets the same target as the others,
-        # and is larger than the training part alone would be (the mask's ε counts)
-        assert float(eps["private"]) <= 4.0 + 1e-9 and float(eps["init"]) <= 4.0 + 1e-9
-        assert float(eps["private"]) > 3.5 and float(eps["init"]) > 3.5
+        labels = {r["arm"]: r["privacy"] for r in metrics["runs"]}
+        assert labels["public@0.9"] == labels["random@0.9"] == labels["private@1/p=0.9"] == "private"
+        assert labels["oracle@0.9"].startswith("not private")
+        eps = {r["arm"]: r["epsilon_rdp"] for r in metrics["runs"]}
+        assert eps["oracle@0.9"] == "inf"
+        # the private-mask run's total epsilon (mask run composed) meets the same target as the others
+        assert 3.9 < float(eps["private@1/p=0.9"]) <= 4.0 + 1e-9 and 3.9 < float(eps["public@0.9"]) <= 4.0 + 1e-9
     if argv[0] in ("switch", "ablate"):
-        # paired runs: one seed → one initialisation, so every run starts from the same record 0,
-        # and runs agree exactly for as long as they take the same steps
+        # paired runs: one seed -> one initialisation, so every run of a seed starts from the same record 0
         npz = np.load(out / "metrics.npz")
-        assert np.all(npz["test_accuracy"][:, 0] == npz["test_accuracy"][0, 0])
+        first = npz["test_accuracy"][npz["seed"] == 0][:, 0]
+        assert np.all(first == first[0])
     if argv[0] == "switch":
-        runs = [str(r) for r in np.load(out / "metrics.npz")["run"]]
-        acc = np.load(out / "metrics.npz")["test_accuracy"]
-        # SGD→DP-SGD switched at epoch 1 equals plain SGD after epoch 1 (same batches, same steps)
-        assert acc[runs.index("sgd->dpsgd"), 1] == acc[runs.index("sgd"), 1]
-        assert acc[runs.index("dpsgd->sgd"), 1] == acc[runs.index("dpsgd"), 1]
-    if argv[0] == "ablate":
-        # the burst run equals the plain run before the burst epoch (burst before the last step of epoch 1)
         npz = np.load(out / "metrics.npz")
-        modes, burst = [str(m) for m in npz["mode"]], list(npz["burst"])
-        plain = [i for i, (m, b) in enumerate(zip(modes, burst)) if m == "sgd" and not b][0]
-        hit = [i for i, (m, b) in enumerate(zip(modes, burst)) if m == "sgd" and b][0]
-        assert npz["train_loss"][hit, 0] == npz["train_loss"][plain, 0]
-        assert npz["train_loss"][hit, 1] != npz["train_loss"][plain, 1]
+        runs, seeds, acc = [str(r) for r in npz["run"]], list(npz["seed"]), npz["test_accuracy"]
+        idx = {(r, s): i for i, (r, s) in enumerate(zip(runs, seeds))}
+        # SGD->DP-SGD switched at epoch 1 equals plain SGD after epoch 1 (same batches, same steps, same lr)
+        assert acc[idx[("sgd->dpsgd", 0)], 1] == acc[idx[("sgd", 0)], 1]
+        assert acc[idx[("dpsgd->sgd", 0)], 1] == acc[idx[("dpsgd", 0)], 1]
+
+
+def test_docs_verdict_sentences_match_the_records():
+    """docs/network-claims.md's verdict block is exactly what docs/verdicts.json renders to."""
+    from pathlib import Path
+
+    from paper import claims_doc
+
+    root = Path(__file__).resolve().parents[1] / "docs"
+    assert claims_doc.check(root / "network-claims.md", root / "verdicts.json")
+    records = json.loads((root / "verdicts.json").read_text())["verdicts"]
+    assert records and all("verdict" in r and r["folder"] for r in records)
+
+
+def test_claims_doc_renders_and_detects_drift(tmp_path):
+    from paper import claims_doc
+
+    folder = tmp_path / "ablate"
+    folder.mkdir()
+    test = {"estimate": 0.0351, "ci95": [0.0183, 0.0518], "n": 5, "p_value": 0.003, "df": 4, "alternative": "two-sided"}
+    v = {
+        "claim": "2",
+        "statement": "s",
+        "task": "t",
+        "key": "k",
+        "test": "paired t (two-sided), df = 4",
+        "estimate": 0.05,
+        "ci95": [0.01, 0.09],
+        "p_value": 0.01,
+        "adjustment": "holm",
+        "n_seeds": 5,
+        "held": True,
+        "unit": "points",
+        "scale": 100.0,
+    }
+    (folder / "metrics.json").write_text(json.dumps({"claim": "2: x", "verdicts": [v], "diff": test}))
+    md = tmp_path / "doc.md"
+    md.write_text("clip: <!--s:ablate:diff:100:points-->old<!--/s-->\n<!-- verdicts:begin -->\n<!-- verdicts:end -->\n")
+    assert claims_doc.main([str(folder), "--json", str(tmp_path / "v.json"), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert "+3.51 points (95 % CI +1.83 to +5.18; 5 seeds)" in text and "**held**" in text
+    assert claims_doc.check(md, tmp_path / "v.json")
+    md.write_text(text.replace("+3.51", "+3.52"))  # a hand edit of a number is caught
+    assert not claims_doc.check(md, tmp_path / "v.json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,7 +517,6 @@ def test_measure_matches_independent_references():
     with torch.no_grad():
         params[0].mul_(mask_w)
     got = validate.measure(model, x, y, masks=masks, hessian_k=3, seed=0, chunk=16)
-    # per-sample gradients by an explicit loop (float64), masked
     rows = []
     for i in range(40):
         loss = torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
@@ -368,7 +531,6 @@ def test_measure_matches_independent_references():
     assert got["sample_std"] == pytest.approx(math.sqrt(spread / d), rel=1e-5)
     assert got["mean_gradient_norm"] == pytest.approx(g.mean(0).norm().item(), rel=1e-5)
     assert got["norm_q50"] == pytest.approx(np.median(g.norm(dim=1).numpy()), rel=1e-5)
-    # Hessian of the mean loss by torch.autograd.functional.hessian, restricted to kept coordinates
     shapes = [p.shape for p in params]
 
     def loss_of(flat):
@@ -388,22 +550,17 @@ def test_measure_matches_independent_references():
 
 
 def test_predict_unclipped_limit_is_the_noisy_gd_formula():
-    # C ≫ every per-sample norm: no clipping, so per-coordinate noise τ² = s²/B + ν²/B² with
-    # ν = σC, and the stationary excess is Σ_i η τ² / (2(2 − η λ_i)) (REFERENCE.md §5; derived in
-    # dptheory.quadratic / clipped_dynamics).
     measured = {"dim": 50, "sample_std": 0.3, "eigenvalues": np.array([2.0, 1.0, 0.5, -0.1])}
     lr, batch, clip, sigma = 0.1, 16, 1e4, 1e-4
     got = validate.predict(measured=measured, lr=lr, batch_size=batch, clip_norm=clip, noise_multiplier=sigma)
     tau2 = 0.3**2 / batch + (sigma * clip) ** 2 / batch**2
     expect = sum(lr * tau2 / (2 * (2 - lr * lam)) for lam in (2.0, 1.0, 0.5))
-    assert got["rank"] == 3  # the negative eigenvalue is not a curved basin direction
+    assert got["rank"] == 3
     assert got["excess_loss"] == pytest.approx(expect, rel=1e-6)
     assert got["clip_fraction"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_missing_nn_extra_is_one_line_and_status_2(monkeypatch, capsys):
-    # A core-only install (the README's first command) has no torch: the dispatcher must say which
-    # extra to install, in one line, instead of a traceback.
     import builtins
 
     from simulations.nn import __main__ as dispatcher

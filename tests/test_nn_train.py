@@ -219,7 +219,7 @@ def test_invalid_config(changes, name):
 
 
 def test_cli_parses_train_config():
-    from simulations._cli import parse_config
+    from simulations.common.cli import parse_config
 
     cfg = parse_config(
         TrainConfig,

@@ -100,15 +100,17 @@ def test_python_m_paper_draws_every_folder_from_the_files(folders, capsys):
     names = list(RUNS)
     assert paper_main(["--format", "png", *(str(folders[n]) for n in names)]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(folders[n] / f"{n}.png") for n in names]
-    for n in names:
-        assert (folders[n] / f"{n}.png").read_bytes()[:8] == PNG_MAGIC
+    expected = [folders[n] / f"{fn.__name__}.png" for n in names for fn in figures.FIGURES[n]]
+    assert printed == [str(p) for p in expected]
+    assert len(expected) > len(names)  # basin_dim and switch draw two figures each
+    for p in expected:
+        assert p.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_python_m_paper_writes_pdf(folders, capsys):
     folder = folders["switch"]
     assert paper_main(["--format", "pdf", str(folder)]) == 0
-    assert capsys.readouterr().out.split() == [str(folder / "switch.pdf")]
+    assert capsys.readouterr().out.split() == [str(folder / "switch.pdf"), str(folder / "switch_curves.pdf")]
     assert (folder / "switch.pdf").read_bytes()[:4] == PDF_MAGIC
 
 
@@ -181,8 +183,12 @@ def test_malformed_metrics_is_one_line_exit_2(content, tmp_path, capsys):
     assert not list(tmp_path.glob("*.png"))
 
 
-def test_no_arguments_is_one_line_exit_2(capsys):
-    _one_line_exit_2([], capsys)
+def test_an_unknown_claim_or_figure_is_one_line_exit_2(tmp_path, capfd):
+    """No folders: the study runs in a separate process; a bad --only is its one-line usage error."""
+    code = paper_main(["--only", "claim9", "--results", str(tmp_path / "r"), "--build", str(tmp_path / "b")])
+    err = capfd.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "claim9" in err, err
+    assert not (tmp_path / "b" / "report.md").exists()
 
 
 def test_corrupt_arrays_file_is_one_line_exit_2(folders, tmp_path, capsys):
@@ -196,7 +202,7 @@ def test_corrupt_arrays_file_is_one_line_exit_2(folders, tmp_path, capsys):
 
 def test_every_registered_experiment_has_a_cli_run_here_or_in_test_sim_cli():
     assert set(figures.FIGURES) >= set(RUNS)
-    assert np.all([callable(f) for f in figures.FIGURES.values()])
+    assert np.all([callable(f) for fns in figures.FIGURES.values() for f in fns])
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e-4])

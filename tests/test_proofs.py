@@ -1,4 +1,4 @@
-"""Every executable derivation in proofs/ must verify (STYLE.md rule 10)."""
+"""Every executable derivation in proofs/ must verify."""
 
 import pytest
 

@@ -40,7 +40,7 @@ def dense_hessian(lam, u):
 )
 def test_bias_equals_brute_force_minimisation(d, r_frac, seed, basis):
     rng = np.random.default_rng(seed)
-    r = max(1, int(round(r_frac * d)))
+    r = max(1, round(r_frac * d))
     lam = rng.uniform(0.2, 3.0, r)
     u = pr.curvature_basis(dim=d, rank=r, basis=basis, seed=seed)
     w_star = rng.standard_normal(d)
@@ -235,7 +235,7 @@ def test_pruning_helps_when_basin_aligned_with_large_weights():
 
 
 def test_rotated_basin_training_bias_vanishes_once_k_exceeds_rank_but_heldout_pays():
-    # FINDING (reported): with a generic (rotated) U, any k ≥ r kept weights compensate exactly inside
+    # With a generic (rotated) U, any k ≥ r kept weights compensate exactly inside
     # the r curved directions, so the stationary *training* bias is 0; the compensation and the pruned
     # w*_P are errors in the flat directions, which the held-out loss (κ) charges.
     d, r, k = 60, 3, 5
@@ -304,7 +304,7 @@ def test_optimal_keep_fraction_is_a_true_minimum_of_the_predicted_curve():
     opt = Optimizer(lr=1.0, batch_size=32, clip_norm=0.2, noise_multiplier=3.0)
     kw = dict(curvatures=[1.0] * r, basis=u, optimum=w_star, sample_std=1.0, optimizer=opt)
     best = pr.optimal_keep_fraction(**kw)
-    k_best = int(round(best * d))
+    k_best = round(best * d)
     assert 1 < k_best < r  # interior: bias and variance trade off
     # exhaustive check where the optimum can be: for k ≥ r the bias is 0 and the variance grows with
     # k (more kept flat coordinates), so the curve on 1…40 plus a coarse tail decides the minimum

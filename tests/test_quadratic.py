@@ -388,7 +388,7 @@ def test_lyapunov_matches_scipy_solver(seed, d, lr):
     a = np.eye(d) - lr * h
     ref = scipy.linalg.solve_discrete_lyapunov(a, lr**2 * noise)  # X = A X Aᵀ + η² Σ_ξ
     np.testing.assert_allclose(sigma, ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
-    lhs = h @ sigma + sigma @ h - lr * h @ sigma @ h  # the equation in the REFERENCE.md convention
+    lhs = h @ sigma + sigma @ h - lr * h @ sigma @ h  # the equation HΣ + ΣH − ηHΣH = ηΣ_ξ
     np.testing.assert_allclose(lhs, lr * noise, rtol=1e-7, atol=1e-9 * np.abs(noise).max())
 
 

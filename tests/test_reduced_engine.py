@@ -14,8 +14,8 @@ import pytest
 from scipy import stats
 
 from dptheory.records import Basin, Optimizer
-from simulations.engine import RunSpec, simulate
-from simulations.reduced import sample_chi2_excess
+from simulations.basin.engine import RunSpec, simulate
+from simulations.basin.reduced import sample_chi2_excess
 
 ALPHA = 1e-3
 K_SE = 4.0

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from simulations import basin_dim, prune, recovery, switch
-from simulations._cli import parse_config
-from simulations._compare import fmt, log_grid
+from simulations.common.cli import parse_config
+from simulations.common.sweep import log_grid
+from simulations.common.tables import fmt
 
 # Tiny but complete runs of every CLI (seconds each; numba's cache makes the JIT a one-off).
 TINY = {
@@ -246,7 +247,7 @@ def test_unwritable_output_path_is_rejected_before_simulating(name, tmp_path, ca
 
 def test_error_during_the_run_leaves_no_folder(tmp_path, capsys, monkeypatch):
     """A failure after validation (here: the engine) → one line, exit 2, no partial folder."""
-    import simulations.engine as engine
+    import simulations.basin.engine as engine
 
     def broken(**kwargs):
         raise ValueError("engine exploded")
@@ -377,3 +378,24 @@ def test_expected_outside_fraction_is_the_student_t_tail(k):
     assert basin_dim._outside(k, 1) == pytest.approx(1.0 - 2.0 / math.pi * math.atan(k), rel=1e-12)
     assert basin_dim._outside(k, 10**7) == pytest.approx(math.erfc(k / math.sqrt(2.0)), rel=1e-5)
     assert basin_dim._outside(k, 15) > basin_dim._outside(k, 1000)  # heavier tails with fewer batch means
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_a_failing_figure_keeps_the_results_and_exits_0(name, tmp_path, monkeypatch, capsys):
+    """The figure is drawn after the result folder is complete: a plotting error warns (one line naming
+    the folder) and never deletes results or turns the run into a usage error."""
+    from paper import figures
+
+    def broken(folder, formats=()):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(figures, name, broken)
+    mod, argv = TINY[name]
+    folder = tmp_path / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = mod.main(argv + ["--out", str(folder)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 0
+    assert all((folder / f).is_file() for f in FILES)
+    assert len(err) == 1 and "figure not drawn" in err[0] and str(folder) in err[0] and "no display" in err[0]

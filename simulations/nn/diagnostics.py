@@ -15,6 +15,15 @@ costly (on demand, needs ``keep_sums=True`` in the engine — both sums come fro
     the non-private batch gradient.
 An empty batch gives NaN for the per-sample statistics (there are none).
 
+per layer (:func:`layer_diagnostics`, on a fixed diagnostic subsample, materialised per-sample
+gradients by ``vmap``): for every trainable tensor L with d_L kept coordinates,
+    ``norm_q50``/``norm_q90`` of ‖m⊙g_i^L‖; ``share`` = mean_i ‖g_i^L‖² / ‖g_i‖² (the layer's share
+    of the flat norm that the flat clip acts on); ``clip_fraction`` = fraction of examples whose
+    layer norm alone exceeds C; ``signal_norm`` = ‖(1/n) Σ_i φ_i m⊙g_i^L‖ (the clipped mean, φ_i the
+    flat clip factors); ``noise_to_signal`` = (ν/B)√d_L / signal_norm (the norm of the layer's share
+    of the noise on the averaged update over its clipped signal); ``weight_norm`` = ‖w_L‖.
+    Plus the flat ``clip_fraction`` and ``norm_q50`` over all layers.
+
 Example:
     >>> import torch
     >>> from simulations.nn.engine import private_gradient
@@ -36,7 +45,14 @@ import torch
 
 from simulations.nn.engine import PrivateGradient
 
-__all__ = ["average_diagnostics", "bias_diagnostics", "flat_dot", "flat_norm", "step_diagnostics"]
+__all__ = [
+    "average_diagnostics",
+    "bias_diagnostics",
+    "flat_dot",
+    "flat_norm",
+    "layer_diagnostics",
+    "step_diagnostics",
+]
 
 NAN = float("nan")
 
@@ -99,3 +115,59 @@ def average_diagnostics(records: Iterable[Mapping[str, float]]) -> dict[str, flo
                 sums.setdefault(k, 0.0)
                 counts.setdefault(k, 0)
     return {k: (sums[k] / counts[k] if counts[k] else NAN) for k in sums}
+
+
+def layer_diagnostics(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    clip_norm: float,
+    noise_std: float,
+    expected_batch_size: float,
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> dict:
+    """Per-layer clipping and noise statistics on the examples (x, y) (module docstring).
+
+    ``clip_norm`` = C (``inf``: nothing clipped), ``noise_std`` = ν on the sum, ``expected_batch_size``
+    = B, ``masks`` = the pruning masks (pruned coordinates count neither in norms nor in d_L).
+    Returns ``{"clip_fraction", "norm_q50", "layers": {name: {...}}}`` with plain floats.
+    """
+    from simulations.nn.engine import per_sample_gradients, trainable_parameters
+
+    grads = per_sample_gradients(model, x, y, method="vmap")
+    params = trainable_parameters(model)
+    if masks is not None:
+        grads = {k: g * masks[k] if k in masks else g for k, g in grads.items()}
+    sq = {k: g.reshape(g.shape[0], -1).double().pow(2).sum(1) for k, g in grads.items()}
+    total = torch.stack(list(sq.values())).sum(0)
+    norms = total.sqrt()
+    if math.isinf(clip_norm):
+        phi = torch.ones_like(norms)
+    else:
+        phi = (clip_norm / (norms + 1e-6)).clamp(max=1.0)
+    qs = torch.tensor([0.5, 0.9], dtype=norms.dtype)
+    out = {
+        "clip_fraction": float((norms > clip_norm).double().mean()) if norms.numel() else NAN,
+        "norm_q50": float(torch.quantile(norms, 0.5)) if norms.numel() else NAN,
+        "layers": {},
+    }
+    n = max(int(x.shape[0]), 1)
+    for k, g in grads.items():
+        layer = sq[k].sqrt()
+        d_kept = float(masks[k].sum()) if masks is not None and k in masks else float(params[k].numel())
+        mean_clipped = torch.einsum("b,b...->...", phi.to(g.dtype), g).double() / n
+        signal = float(mean_clipped.norm())
+        noise = noise_std / expected_batch_size * math.sqrt(d_kept)
+        lq = torch.quantile(layer, qs) if layer.numel() else torch.full((2,), NAN)
+        out["layers"][k] = {
+            "dim": d_kept,
+            "norm_q50": float(lq[0]),
+            "norm_q90": float(lq[1]),
+            "share": float((sq[k] / total.clamp(min=1e-30)).mean()),
+            "clip_fraction": float((layer > clip_norm).double().mean()),
+            "signal_norm": signal,
+            "noise_to_signal": noise / signal if signal > 0 else math.inf,
+            "weight_norm": float(params[k].detach().double().norm()),
+        }
+    return out

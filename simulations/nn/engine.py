@@ -60,7 +60,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from dptheory._validate import check_int, check_nonnegative, check_positive, check_positive_or_inf
+from dptheory.validate import check_int, check_nonnegative, check_positive, check_positive_or_inf
 from simulations.nn import persample as ps
 from simulations.nn.layers import standardize_weight
 from simulations.nn.separability import PARAMETRISED_LAYERS, per_example_proof
@@ -84,7 +84,8 @@ KEEP_FACTOR = 1.0  # kept conv per-sample gradients: at most this × the size of
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _default_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def default_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy ℓ(f(x_i), y_i) (``reduction=\"none\"``): the default ``loss_fn``."""
     return nn.functional.cross_entropy(output, target, reduction="none")
 
 
@@ -136,7 +137,7 @@ def per_sample_gradients(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: LossFn | None = None, method: str = "vmap"
 ) -> dict[str, torch.Tensor]:
     """Materialised per-sample gradients name → (|S|, *shape) by ``"vmap"`` or ``"loop"`` (for tests/diagnostics)."""
-    loss_fn = loss_fn or _default_loss
+    loss_fn = loss_fn or default_loss
     params = trainable_parameters(model)
     if method == "loop":
         out = {k: torch.zeros((x.shape[0],) + p.shape, dtype=p.dtype, device=p.device) for k, p in params.items()}
@@ -376,7 +377,7 @@ def _conv_weight(m):
 
 
 def _per_example_losses(loss_fn, out, y):
-    if loss_fn is _default_loss:
+    if loss_fn is default_loss:
         return loss_fn(out, y)
     return vmap(lambda o, t: loss_fn(o.unsqueeze(0), t.unsqueeze(0)).sum())(out, y)
 
@@ -524,7 +525,7 @@ def private_gradient(
         raise ValueError(f"per_sample=False computes no per-sample norms, so clip_norm must be inf, got {clip_norm}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}")
-    loss_fn = loss_fn or _default_loss
+    loss_fn = loss_fn or default_loss
     params = trainable_parameters(model)
     if masks is not None:
         unknown = set(masks) - set(params)

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dptheory._validate import check_int, check_positive
-from simulations.nn.engine import LossFn, _default_loss, trainable_parameters
+from dptheory.validate import check_int, check_positive
+from simulations.nn.engine import LossFn, default_loss, trainable_parameters
 
 __all__ = ["effective_rank", "flatten", "make_hvp", "parameter_dim", "subspace_fraction", "top_eigenpairs"]
 
@@ -72,7 +72,7 @@ def make_hvp(
     ``loss_fn(output, target)`` returns per-sample losses (default cross-entropy);
     ``masks`` restricts to kept coordinates (H_m = diag(m) H diag(m)).
     """
-    loss_fn = loss_fn or _default_loss
+    loss_fn = loss_fn or default_loss
     params = list(trainable_parameters(model).values())
     names = list(trainable_parameters(model).keys())
     mflat = None

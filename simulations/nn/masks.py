@@ -32,9 +32,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from dptheory._validate import check_finite
+from dptheory.validate import check_finite
 
-__all__ = ["SCOPES", "apply_masks", "default_prunable", "magnitude_masks", "mask_density"]
+__all__ = ["SCOPES", "apply_masks", "default_prunable", "magnitude_masks", "mask_density", "random_masks"]
 
 SCOPES = ("global", "layer")
 
@@ -91,6 +91,30 @@ def magnitude_masks(
         masks[k] = kept[start : start + v.numel()].reshape(v.shape).to(v.dtype)
         start += v.numel()
     return masks
+
+
+def random_masks(
+    params: Mapping[str, torch.Tensor],
+    *,
+    sparsity: float,
+    seed: int,
+    scope: str = "layer",
+    prunable: Callable[[str, torch.Tensor], bool] | None = None,
+) -> dict[str, torch.Tensor]:
+    """0/1 masks keeping uniformly random entries: the data-independent baseline of magnitude pruning.
+
+    Exactly the counts of :func:`magnitude_masks` with the same ``scope`` (layer: every prunable
+    tensor keeps n_G − round(s·n_G); global: one random subset of the pooled scalars), the kept set
+    drawn by ranking i.i.d. uniform scores from a CPU generator seeded with ``seed`` (the weights'
+    values are never read, so the mask costs no privacy). Random selection is the baseline against
+    which magnitude selection under DP is judged (Adamczewski & Park 2023, arXiv 2303.04612v1).
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    scores = {k: torch.rand(v.shape, generator=gen).to(v.device) for k, v in params.items()}
+    masks = magnitude_masks(
+        scores, sparsity=sparsity, scope=scope, prunable=lambda k, v: (prunable or default_prunable)(k, params[k])
+    )
+    return {k: m.to(params[k].dtype) for k, m in masks.items()}
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ import math
 import torch
 from torch import nn
 
-from dptheory._validate import check_int
+from dptheory.validate import check_int
 from simulations.nn.layers import WSConv2d
 
 MODELS = ("mlp", "cnn", "dpcnn", "wrn", "wrn_ws")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from dptheory._validate import check_int, check_probability
+from dptheory.validate import check_int, check_probability
 
 __all__ = ["PoissonSampler", "poisson_batch", "steps_per_epoch"]
 

