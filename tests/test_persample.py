@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -219,7 +220,7 @@ def opacus_cases(draw):
     GroupNorm/LayerNorm, Linear."""
     torch.manual_seed(draw(st.integers(0, 2**16)))
     dims, groups = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
-    c_in, c_out = groups * draw(st.sampled_from([1, 2, 8])), groups * draw(st.integers(1, 3))
+    c_in, c_out = groups * draw(st.sampled_from([1, 2, 8, 32])), groups * draw(st.integers(1, 3))  # 32: per-offset
     k, stride, dilation, padding = (
         draw(st.integers(1, 3)),
         draw(st.integers(1, 3)),
@@ -242,7 +243,9 @@ def opacus_cases(draw):
         layers.append(nn.LayerNorm(tuple(o.shape[2:])))
     model = nn.Sequential(*layers, nn.ReLU(), nn.Flatten(), nn.Linear(o[0].numel(), 3))
     n = draw(st.integers(2, 6))
-    return model, torch.randn(n, *shape), torch.randint(0, 3, (n,)), draw(st.sampled_from([0.05, 0.5, 5.0]))
+    clip = draw(st.sampled_from([0.05, 0.5, 5.0]))
+    branch = draw(st.sampled_from([None, True, False]))  # the conv layer's choice: automatic, ghost, instantiation
+    return model, torch.randn(n, *shape), torch.randint(0, 3, (n,)), clip, branch
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
@@ -253,12 +256,14 @@ def test_bk_equals_opacus_hooks_on_conv_networks(case):
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
-    model, x, y, clip = case
+    model, x, y, clip, branch = case
     model, x = model.double(), x.double()  # float64: see the loop test above
     n = x.shape[0]
-    ours = private_gradient(
-        model, x, y, clip_norm=clip, noise_std=0.0, expected_batch_size=n, generator=torch.Generator(), method="bk"
-    )
+    choose = ps.conv_uses_ghost if branch is None else (lambda *a, **k: branch)
+    with mock.patch.object(ps, "conv_uses_ghost", choose):
+        ours = private_gradient(
+            model, x, y, clip_norm=clip, noise_std=0.0, expected_batch_size=n, generator=torch.Generator(), method="bk"
+        )
     twin = GradSampleModule(copy.deepcopy(model), loss_reduction="mean")
     opt = DPOptimizer(
         torch.optim.SGD(twin.parameters(), lr=0.1), noise_multiplier=0.0, max_grad_norm=clip, expected_batch_size=n

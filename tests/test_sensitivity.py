@@ -16,6 +16,8 @@ import pytest
 import torch
 from torch import nn
 
+from simulations.nn import engine
+from simulations.nn import persample as ps
 from simulations.nn.engine import CLIP_EPS, private_gradient
 from simulations.nn.masks import apply_masks, magnitude_masks
 from simulations.nn.models import build_model
@@ -142,11 +144,12 @@ def _setup(name, masked, dtype=torch.float64):
     return model, masks, x, y, provable
 
 
-def _check_contributions(name, masked, dtype, tol):
+def _check_contributions(name, masked, dtype, tol, methods=None):
     model, masks, x, y, provable = _setup(name, masked, dtype)
     norms = _clipped_sum(model, x, y, clip=math.inf, method="loop", masks=masks).per_sample_norms
     clip = 0.5 * float(norms.min())  # every example clipped: a correct engine gives ‖Δ_i‖ = C
-    methods = ["auto", "vmap", "loop"] + (["bk"] if provable else [])
+    if methods is None:
+        methods = ["auto", "vmap", "loop"] + (["bk"] if provable else [])
     full = {}
     for method in methods:
         whole = _clipped_sum(model, x, y, clip=clip, method=method, masks=masks)
@@ -183,3 +186,41 @@ def test_forcing_book_keeping_on_an_unprovable_model_is_refused(name):
     model, _, x, y, _ = _setup(name, False)
     with pytest.raises(ValueError, match="per-example model structure"):
         _clipped_sum(model, x, y, clip=1.0, method="bk", masks=None)
+
+
+BRANCHES = {
+    # book-keeping's per-layer choices, each forced on every layer: ghost norms everywhere (masked layers
+    # still instantiate), instantiation with the per-sample gradients kept (sum = φ·G), instantiation
+    # with the gradients dropped (sum = a weight-gradient pass of φ∘δ after the backward)
+    "ghost": (True, 0.0),
+    "instantiate_keep": (False, math.inf),
+    "instantiate_factored": (False, 0.0),
+}
+
+
+CHOOSING = ("cnn1d", "cnn2d", "dpcnn", "sequence_conv1d", "wrn", "wrn_ws")
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("branch", sorted(BRANCHES))
+@pytest.mark.parametrize("name", sorted(k for k, v in MODELS.items() if v[2]))
+def test_the_bound_holds_on_every_forced_book_keeping_branch(name, branch, masked, monkeypatch):
+    # the automatic choice picks one branch per layer by its shapes; forcing each branch on every layer
+    # checks the clipping bound (and its tightness) of every code path a larger model could take
+    ghost, keep = BRANCHES[branch]
+    calls = []
+
+    def choose(*args, **kwargs):
+        calls.append(args)
+        return ghost
+
+    monkeypatch.setattr(ps, "conv_uses_ghost", choose)
+    monkeypatch.setattr(ps, "linear_uses_ghost", choose)
+    monkeypatch.setattr(engine, "KEEP_FACTOR", keep)
+    full, clip = _check_contributions(name, masked, torch.float64, 1e-9, methods=["bk"])
+    reference = _check_contributions(name, masked, torch.float64, 1e-9, methods=["loop"])[0]["loop"]
+    assert torch.allclose(full["bk"], reference, rtol=1e-8, atol=1e-10 * clip)
+    # models with a conv weight used once, or an unmasked Linear over positions (masked Linear layers,
+    # shared weights and one-position Linear layers have a single path, taken by every branch)
+    if name in CHOOSING or (name == "sequence_linear" and not masked):
+        assert calls, "the forced choice was never consulted"
