@@ -232,6 +232,30 @@ def measure_memory(key: str, method: str, batch: int, device: str, threads: int 
 # ---------------------------------------------------------------------------------------------
 
 
+def _machine(device: str) -> dict:
+    """What the numbers were measured on: CPU model, logical cores, load average at the start, OS, Python."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    if device == "cuda":
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
 def _ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
@@ -364,6 +388,7 @@ def main(argv=None) -> int:
     import opacus
 
     config = {
+        "machine": _machine(args.device),
         "torch": torch.__version__,
         "opacus": opacus.__version__,
         "threads": torch.get_num_threads(),
