@@ -374,7 +374,10 @@ class _Polyphase:
                 (sb, sg, sc, step_r, step_c, 1),
                 x.storage_offset() + off,
             )
-            xs = view.reshape(b, geom.groups, geom.group_in * ni * nj, length).transpose(-1, -2)
+            # the copy the gather needs: reshape can return an overlapping VIEW (unit strides on both
+            # the offset and the position axis when the offsets are adjacent), which BLAS cannot read,
+            # and matmul then falls back to one copied product per example (measured 7× slower)
+            xs = view.contiguous().view(b, geom.groups, geom.group_in * ni * nj, length).transpose(-1, -2)
         flat = None if out is None else out.view(b, geom.groups, geom.group_out, geom.group_in * ni * nj)
         res = torch.matmul(self.delta, xs, out=flat)
         return res.view(b, geom.groups, geom.group_out, geom.group_in, ni, nj)
