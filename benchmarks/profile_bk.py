@@ -10,7 +10,9 @@ rounds, one warm-up). Per step: non-private total, dpbasin total, and inside dpb
   kept-gradient sums);
 * ``rest`` — everything else: forward, the δ-only backward, hooks, noise, optimizer step.
 
-The medians over rounds are written to ``--json``; ``render_bench.py --profile`` puts them beside the goals.
+``held_mib`` = what book-keeping holds from the backward until the clipped sums: the (a, δ) pairs
+handed to the sum kernels and the kept per-sample gradients (MiB per step at ``--batch``; memory that
+a non-private backward frees layer by layer). The medians over rounds are written to ``--json``; ``render_bench.py --profile`` puts them beside the goals.
 
 Run:  python benchmarks/profile_bk.py --threads 1 --models cnn,wrn --json benchmarks/results/profile_bk_cpu.json
 """
@@ -40,6 +42,7 @@ PARTS = {
     "sums": ("conv_weight_sum", "linear_weight_sum"),
 }
 CLOCK: dict[str, float] = {}
+HELD: list[int] = []  # bytes held until the sums, this step
 
 
 def _timed(part: str, fn):
@@ -53,11 +56,33 @@ def _timed(part: str, fn):
     return wrapper
 
 
+def _bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _held_pair(fn):
+    def wrapper(a, d, *args, **kwargs):
+        HELD.append(_bytes(a) + _bytes(d))
+        return fn(a, d, *args, **kwargs)
+
+    return wrapper
+
+
+def _held_kept(fn):
+    def wrapper(self, weights):
+        HELD.append(sum(_bytes(g) for _, _, g in self.blocks))
+        return fn(self, weights)
+
+    return wrapper
+
+
 def install() -> None:
+    for name in ("conv_weight_sum", "linear_weight_sum"):
+        setattr(ps, name, _held_pair(getattr(ps, name)))
     for part, names in PARTS.items():
         for name in names:
             setattr(ps, name, _timed(part, getattr(ps, name)))
-    ps.KeptGradients.weighted_sum = _timed("sums", ps.KeptGradients.weighted_sum)
+    ps.KeptGradients.weighted_sum = _timed("sums", _held_kept(ps.KeptGradients.weighted_sum))
 
 
 def profile(key: str, batch: int, rounds: int) -> dict:
@@ -72,6 +97,7 @@ def profile(key: str, batch: int, rounds: int) -> dict:
         steps["nonprivate"]()
         rows["nonprivate"].append(time.perf_counter() - t)
         CLOCK.clear()
+        HELD.clear()
         t = time.perf_counter()
         steps["dpbasin"]()
         rows["dpbasin"].append(time.perf_counter() - t)
@@ -79,7 +105,7 @@ def profile(key: str, batch: int, rounds: int) -> dict:
             rows[part].append(CLOCK.get(part, 0.0))
     ms = {k: 1e3 * statistics.median(v) for k, v in rows.items()}
     ms["rest"] = ms["dpbasin"] - sum(ms[p] for p in PARTS)
-    return {"batch": batch, "rounds": rounds, "median_ms": ms}
+    return {"batch": batch, "rounds": rounds, "median_ms": ms, "held_mib": sum(HELD) / 2**20}
 
 
 def main(argv=None) -> int:

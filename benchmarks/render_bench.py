@@ -36,7 +36,7 @@ GOALS = [
         ("memory_dp_over_nonprivate", "<=", 1.3, "peak memory / non-private"),
     )
 ]
-README_START, README_END = "<!-- bench-nn -->", "<!-- /bench-nn -->"
+README_START, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def _num(v, spec: str, suffix: str = "") -> str:
@@ -219,23 +219,49 @@ def render(
             "",
         ]
         for g in goals:
-            r = prof["models"].get(g["model"], {}).get("median_ms")
-            if g["met"] is not False or g["ratio"] != "dp_over_nonprivate" or r is None:
+            rec = prof["models"].get(g["model"], {})
+            r = rec.get("median_ms")
+            if g["met"] is not False or r is None:
                 continue
-            extra = r["dpbasin"] - r["nonprivate"]
-            parts = {
-                "per-sample norms": r["norms"],
-                "GroupNorm/LayerNorm closed forms": r["norm_layers"],
-                "clipped weight sums": r["sums"],
-                "the rest of the step beyond the non-private one": r["rest"] - r["nonprivate"],
-            }
-            biggest = max(parts, key=lambda k: parts[k])
-            lines += [
-                f"* {g['model']}: the time goal is missed because dpbasin adds {extra:.1f} ms to a "
-                f"{r['nonprivate']:.1f} ms non-private step ({100 * extra / r['nonprivate']:.0f} %, the goal allows "
-                f"{100 * (g['bound'] - 1):.0f} %); the largest part is {biggest} ({parts[biggest]:.1f} ms)."
-            ]
+            if g["ratio"] == "dp_over_nonprivate":
+                lines += [
+                    f"* {g['model']}, time: in the profile run dpbasin takes {r['dpbasin']:.1f} ms against "
+                    f"{r['nonprivate']:.1f} ms non-private ({r['dpbasin'] / r['nonprivate']:.2f}×): per-sample norms "
+                    f"{r['norms']:.1f} ms, norm-layer closed forms {r['norm_layers']:.1f} ms and clipped sums "
+                    f"{r['sums']:.1f} ms are added, while the rest of the step (no weight gradients in its "
+                    f"backward) differs from the non-private step by {r['rest'] - r['nonprivate']:+.1f} ms."
+                ]
         lines += [""]
+    for g in goals:
+        r = data["models"].get(g["model"], {})
+        if g["met"] is not False:
+            continue
+        s, q = r["samples_per_s"], r["ratios"]
+        if g["ratio"] == "speedup_vs_opacus_hooks" and s.get("opacus_hooks") and s.get("nonprivate"):
+            hooks = s["nonprivate"] / s["opacus_hooks"]
+            lines += [
+                f"* {g['model']}, vs Opacus hooks: here Opacus hooks' step is only {hooks:.2f}× the non-private "
+                f"step ({r['parameters']:,} parameters: its per-sample gradients are small), so ≥ {g['bound']:g}× "
+                f"needs dpbasin within {hooks / g['bound']:.2f}× of the non-private step; it is at "
+                f"{_num(q.get('dp_over_nonprivate'), '.2f')}×."
+            ]
+        if g["ratio"] == "memory_dp_over_nonprivate":
+            mem = r.get("peak_memory_mb", {})
+            held = None if prof is None else prof["models"].get(g["model"], {}).get("held_mib")
+            pb = None if prof is None else prof["models"].get(g["model"], {}).get("batch")
+            line = (
+                f"* {g['model']}, memory: dpbasin peaks {_num(mem.get('dpbasin'), ',.0f')} MiB against "
+                f"{_num(mem.get('nonprivate'), ',.0f')} MiB non-private (+{_num(mem['dpbasin'] - mem['nonprivate'], ',.0f')} MiB)"
+            )
+            if held is not None and pb:
+                line += (
+                    f"; book-keeping holds each layer's (a, δ) pair (or its kept per-sample gradients) from the "
+                    f"backward until the clipped sums, {held * data['config']['mem_batch'] / pb:,.0f} MiB at batch "
+                    f"{data['config']['mem_batch']} (profile run: {held:,.0f} MiB at batch {pb}, scaled), memory the "
+                    "non-private backward frees layer by layer"
+                )
+            lines += [line + "."]
+    lines += [""]
     missed = [g for g in goals if g["met"] is False]
     met = [g for g in goals if g["met"]]
     lines += [
@@ -244,14 +270,24 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def readme_block(data: dict, source: str) -> str:
+def readme_block(data: dict, source: str, compare: dict | None = None) -> str:
     cfg = data["config"]
+    goals = verdicts(data, compare)
+    met = [f"{g['model']} {g['text']}" for g in goals if g["met"]]
+    missed = [
+        f"{g['model']} {g['text']} ({_num(g['value'], '.2f')}, goal {g['op']} {g['bound']:g})"
+        for g in goals
+        if g["met"] is False
+    ]
     return (
         f"{README_START}\n"
-        f"One run of `python benchmarks/bench_nn.py --threads 1` ({cfg.get('device')}, {cfg.get('threads')} torch "
-        f"thread, torch {cfg.get('torch')}, Opacus {cfg.get('opacus')}; `{source}`, rendered with goals and memory in "
-        "[docs/benchmarks.md](docs/benchmarks.md) by `benchmarks/render_bench.py`):\n\n"
-        f"{table(data)}\n"
+        f"One DP-SGD step on a network (forward, per-sample clipping at C = {cfg.get('clip_norm')}, noise, update), "
+        f"one run of `python benchmarks/bench_nn.py --threads 1` on {_machine_line(cfg)}; all methods timed "
+        f"interleaved in one process on the same weights and batch (`{source}`; rendered by "
+        "`benchmarks/render_bench.py`, with peak memory, goals and a time breakdown in "
+        "[docs/benchmarks.md](docs/benchmarks.md)):\n\n"
+        f"{table(data)}\n\n"
+        f"Goals met: {'; '.join(met) or 'none'}. Missed: {'; '.join(missed) or 'none'}.\n"
         f"{README_END}"
     )
 
@@ -274,7 +310,7 @@ def main(argv=None) -> int:
         pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
         if not pattern.search(text):
             raise SystemExit(f"{args.readme} has no {README_START} … {README_END} block")
-        Path(args.readme).write_text(pattern.sub(lambda _: readme_block(data, args.json), text))
+        Path(args.readme).write_text(pattern.sub(lambda _: readme_block(data, args.json, compare), text))
     return 0
 
 
