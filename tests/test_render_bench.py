@@ -67,7 +67,7 @@ def test_render_and_readme_block(tmp_path):
     assert rb.main([str(src), "--out", str(out), "--readme", str(readme)]) == 0
     doc = out.read_text()
     assert "**missed** by 54 %" in doc  # wrn time: 2.0 against ≤ 1.3
-    assert "| 80 |" in doc and "5 of 8 goals met, 3 missed" in doc
+    assert "| 80 |" in doc and "5 of 12 goals met, 3 missed, 4 not measured" in doc
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
     assert "wrn step time / non-private (2.00, goal <= 1.3)" in text
