@@ -2,7 +2,7 @@
 
 For each model of ``bench_nn.py`` the per-sample kernels of ``simulations.nn.persample`` that the engine
 calls are wrapped by wall-clock timers, then dpbasin and non-private steps alternate (``--rounds``
-rounds, one warm-up). Per step: non-private total, dpbasin total, and inside dpbasin the time in
+rounds, one warm-up, the order alternating from round to round). Per step: non-private total, dpbasin total, and inside dpbasin the time in
 
 * ``norms`` — per-sample squared norms of conv and Linear weights (``conv_sq_norms``, ``linear_sq_norms``);
 * ``norm_layers`` — GroupNorm/LayerNorm per-sample affine gradients in closed form;
@@ -92,17 +92,16 @@ def profile(key: str, batch: int, rounds: int) -> dict:
     for step in steps.values():
         step()
     rows: dict[str, list[float]] = {k: [] for k in ("nonprivate", "dpbasin", *PARTS)}
-    for _ in range(rounds):
-        t = time.perf_counter()
-        steps["nonprivate"]()
-        rows["nonprivate"].append(time.perf_counter() - t)
-        CLOCK.clear()
-        HELD.clear()
-        t = time.perf_counter()
-        steps["dpbasin"]()
-        rows["dpbasin"].append(time.perf_counter() - t)
-        for part in PARTS:
-            rows[part].append(CLOCK.get(part, 0.0))
+    for r in range(rounds):
+        for method in ("nonprivate", "dpbasin") if r % 2 == 0 else ("dpbasin", "nonprivate"):  # alternate order
+            CLOCK.clear()
+            HELD.clear()
+            t = time.perf_counter()
+            steps[method]()
+            rows[method].append(time.perf_counter() - t)
+            if method == "dpbasin":
+                for part in PARTS:
+                    rows[part].append(CLOCK.get(part, 0.0))
     ms = {k: 1e3 * statistics.median(v) for k, v in rows.items()}
     ms["rest"] = ms["dpbasin"] - sum(ms[p] for p in PARTS)
     return {"batch": batch, "rounds": rounds, "median_ms": ms, "held_mib": sum(HELD) / 2**20}
