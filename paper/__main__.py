@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from paper.figures import FIGURES, ResultError, draw
+from paper.figures import FIGURES, ResultError, draw, load, staged
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -58,14 +59,28 @@ def _paper_code_hash() -> str:
 
 
 def _redraw(folders: list[str], formats: tuple[str, ...]) -> int:
-    written = []
-    for folder in folders:
-        try:
-            written.extend(draw(folder, formats=formats))
-        except (ResultError, OSError) as exc:
-            sys.stderr.write(f"python -m paper: error: {exc}\n")
-            return 2
-    for path in written:
+    """Redraw ``folders``: every folder is read before anything is drawn, and the figure files of the
+    call appear together at the end (or, on an error, none): one line and exit status 2."""
+    written: list[Path] = []
+    folder = None
+    try:
+        with staged():
+            for folder in folders:
+                load(folder, network_ok=True)
+            for folder in folders:
+                written.extend(draw(folder, formats=formats))
+    except (ResultError, OSError) as exc:
+        sys.stderr.write(f"python -m paper: error: {' '.join(str(exc).split())}\n")
+        return 2
+    except Exception as exc:  # a bug, not bad input: still one line (DPBASIN_TRACEBACK=1 shows it)
+        if os.environ.get("DPBASIN_TRACEBACK"):
+            raise
+        sys.stderr.write(
+            f"python -m paper: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            f"(drawing {folder!r}; a bug: please report it)\n"
+        )
+        return 1
+    for path in dict.fromkeys(written):
         print(path)
     return 0
 

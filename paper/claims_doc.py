@@ -17,18 +17,26 @@ folder named FOLDER (its base name) at the dotted KEY (a paired test → "estima
 hi; n seeds)", a summary → "mean ± se unit", a number → "value unit"), scaled by SCALE. The values
 are stored in the JSON too. ``--check`` instead exits 1 if the markdown differs from what the JSON
 renders to (the test suite runs that check on the committed docs).
+
+Command line: result folders and files are untrusted input — a missing or malformed ``metrics.json``,
+a verdict record without its fields, a stat marker whose key is not in the metrics, a ``--json``
+path that is a folder, a markdown file without the markers — each is one line on stderr and exit
+status 2, and nothing is written: both outputs are computed first and then each replaced
+atomically. Without arguments it prints one usage line and exits 2 (``--json`` and ``--markdown``
+are required). ``--check`` exits 0 when the markdown matches, 1 when it differs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
+from paper.outputs import OneLineParser, output_file, read_metrics, report_error, write_text_atomic
+
+PROG = "python -m paper.claims_doc"
 BEGIN = "<!-- verdicts:begin -->"
 END = "<!-- verdicts:end -->"
 COMMANDS = {"1": "switch", "2": "ablate", "3": "width", "4": "prune", "epsilon": "epsilon"}
@@ -78,7 +86,7 @@ def collect(folders: list[str | Path]) -> list[dict[str, Any]]:
     """The verdict records of the result folders, each with the command, folder and key it came from."""
     out = []
     for folder in map(Path, folders):
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = read_metrics(folder)
         claim = str(metrics.get("claim", ""))
         command = COMMANDS.get(claim.split(":")[0].split(" ")[0].split("-")[0], "?")
         for v in metrics.get("verdicts", []):
@@ -133,8 +141,7 @@ def collect_stats(text: str, folders: list[str | Path]) -> dict[str, Any]:
     for name, key, _, _, _ in STAT.findall(text):
         if name not in by_name:
             raise ValueError(f"stat marker names folder {name!r}, not among {sorted(by_name)}")
-        metrics = json.loads((by_name[name] / "metrics.json").read_text())
-        out[f"{name}:{key}"] = lookup(metrics, key)
+        out[f"{name}:{key}"] = lookup(read_metrics(by_name[name]), key)
     return out
 
 
@@ -158,26 +165,32 @@ def check(markdown: str | Path, records_json: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper.claims_doc", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", help="result folders of the claim experiments")
     parser.add_argument("--json", required=True, help="collected verdict records (written, or read with --check)")
     parser.add_argument("--markdown", required=True, help="markdown file with the verdict markers")
     parser.add_argument("--check", action="store_true", help="only check that the markdown matches the JSON")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.check:
             ok = check(args.markdown, args.json)
             print("verdict block matches" if ok else "verdict block differs from the records")
             return 0 if ok else 1
+        out_json, md = output_file("--json", args.json), output_file("--markdown", args.markdown)
         records = collect(args.folders)
-        md = Path(args.markdown)
         text = md.read_text()
         stats = collect_stats(text, args.folders)
-        Path(args.json).write_text(json.dumps({"verdicts": records, "stats": stats}, indent=2) + "\n")
-        md.write_text(fill_stats(replace_block(text, render_block(records)), stats))
-    except (OSError, ValueError, KeyError) as exc:
-        sys.stderr.write(f"python -m paper.claims_doc: error: {exc}\n")
-        return 2
+        rendered = fill_stats(replace_block(text, render_block(records)), stats)
+        payload = json.dumps({"verdicts": records, "stats": stats}, indent=2) + "\n"
+        write_text_atomic(out_json, payload)
+        write_text_atomic(md, rendered)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:  # a record or key of the wrong shape
+        return report_error(PROG, ValueError(f"malformed verdict record or stat value ({type(exc).__name__}: {exc})"))
+    except Exception as exc:
+        return report_error(PROG, exc)
     print(f"{len(records)} verdicts -> {args.json}, {args.markdown}")
     return 0
 

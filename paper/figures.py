@@ -15,8 +15,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,39 +44,137 @@ class ResultError(ValueError):
     """A result folder is missing or malformed (reported as one line, exit status 2)."""
 
 
+MAX_JSON_BYTES = 256 * 2**20
+
+
+def read_json_file(path: str | Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ResultError (one line naming the file) if it is missing, too large,
+    not UTF-8, not JSON or not an object."""
+    p = Path(path)
+    if not p.is_file():
+        raise ResultError(f"{str(p)!r} is missing (not a result folder?)")
+    try:
+        if p.stat().st_size > MAX_JSON_BYTES:
+            raise ResultError(f"malformed {str(p)!r}: larger than {MAX_JSON_BYTES} bytes")
+        value = json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ResultError(f"malformed {str(p)!r}: not UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ResultError(f"malformed {str(p)!r}: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise ResultError(f"malformed {str(p)!r}: nested too deeply") from None
+    except OSError as exc:
+        raise ResultError(f"cannot read {str(p)!r}: {exc.strerror or exc}") from None
+    if not isinstance(value, dict):
+        raise ResultError(f"malformed {str(p)!r}: a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def load(folder: str | Path, *, network_ok: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """``(metrics.json as dict, metrics.npz as dict of arrays)`` of a result folder, or ResultError."""
+    """``(metrics.json as dict, metrics.npz as dict of arrays)`` of a result folder, or ResultError.
+
+    A malformed file (not UTF-8 JSON, not an object, an ``experiment`` that is not a string, a
+    corrupt or pickled ``metrics.npz``) is one ResultError naming it; ``metrics.npz`` is read with
+    ``allow_pickle=False``, so no file of a result folder can execute code.
+    """
     path = Path(folder)
     if not path.is_dir():
         raise ResultError(f"result folder not found: {str(path)!r}")
     mfile = path / "metrics.json"
     if not mfile.is_file():
         raise ResultError(f"{str(path)!r} is not a result folder: metrics.json missing")
-    try:
-        metrics = json.loads(mfile.read_text())
-    except json.JSONDecodeError as exc:
-        raise ResultError(f"malformed {str(mfile)!r}: {exc}") from None
-    if not isinstance(metrics, dict):
-        raise ResultError(f"malformed {str(mfile)!r}: not a JSON object")
+    metrics = read_json_file(mfile)
+    if "experiment" in metrics and not isinstance(metrics["experiment"], str):
+        raise ResultError(f"malformed {str(mfile)!r}: 'experiment' is not a name")
     if "experiment" not in metrics and not network_ok:
         raise ResultError(f"malformed {str(mfile)!r}: no 'experiment' key")
     arrays: dict[str, np.ndarray] = {}
     afile = path / "metrics.npz"
     if afile.is_file():
         try:
-            with np.load(afile) as npz:
+            if afile.stat().st_size > 4 * 2**30:
+                raise ResultError(f"malformed {str(afile)!r}: larger than 4 GiB")
+            with np.load(afile, allow_pickle=False) as npz:  # object arrays (pickles) are refused
                 arrays = {k: npz[k] for k in npz.files}
+        except ResultError:
+            raise
         except Exception as exc:
-            raise ResultError(f"malformed {str(afile)!r}: {exc}") from None
+            raise ResultError(f"malformed {str(afile)!r}: {type(exc).__name__}: {exc}") from None
     return metrics, arrays
 
 
 def _num(x: Any) -> float:
-    """JSON numbers back to float ('inf'/'nan' strings included)."""
-    return float(x) if not isinstance(x, dict) else float(x["mean"])
+    """JSON numbers back to float ('inf'/'nan' strings included); anything else is a TypeError/ValueError."""
+    if isinstance(x, dict):
+        x = x["mean"]
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise TypeError(f"expected a number, got {x!r}")
+    return float(x)
 
 
 FORMATS = ("png", "pdf")
+MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError)
+
+_STAGED: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("staged", default=None)
+
+
+def stage(path: Path) -> Path:
+    """Where to write the figure file ``path``: ``path`` itself, or inside :func:`staged` a temporary
+    sibling that is renamed into place only when every figure of the block has been drawn."""
+    pending = _STAGED.get()
+    if pending is None:
+        return path
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    if (tmp, path) not in pending:  # the same figure drawn twice (a folder named twice) is written once
+        pending.append((tmp, path))
+    return tmp
+
+
+@contextlib.contextmanager
+def staged() -> Iterator[None]:
+    """All figure files written inside the block appear together at its end, or (on an error) none."""
+    pending: list[tuple[Path, Path]] = []
+    token = _STAGED.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    finally:
+        _STAGED.reset(token)
+    for tmp, final in pending:
+        os.replace(tmp, final)
+
+
+def reads_results(name: str) -> Callable[[Callable[..., list[Path]]], Callable[..., list[Path]]]:
+    """Decorate a figure function so that any malformed content of its folder is one ResultError line
+    (``malformed <name> results in <folder>: ...``) and no figure is left open."""
+
+    def wrap(fn: Callable[..., list[Path]]) -> Callable[..., list[Path]]:
+        @functools.wraps(fn)
+        def inner(folder: str | Path, *args: Any, **kwargs: Any) -> list[Path]:
+            try:
+                return fn(folder, *args, **kwargs)
+            except ResultError:
+                plt.close("all")
+                raise
+            except MALFORMED as exc:
+                plt.close("all")
+                text = " ".join(str(exc).split())[:200]
+                raise ResultError(
+                    f"malformed {name} results in {str(folder)!r}: {type(exc).__name__}: {text}"
+                ) from None
+            except OSError as exc:
+                plt.close("all")
+                raise ResultError(
+                    f"cannot write the {name} figure from {str(folder)!r}: {exc.strerror or exc}"
+                ) from None
+
+        return inner
+
+    return wrap
 
 
 def _save(fig: Any, folder: Path, name: str, formats: tuple[str, ...]) -> list[Path]:
@@ -87,7 +189,7 @@ def _save(fig: Any, folder: Path, name: str, formats: tuple[str, ...]) -> list[P
     paths = []
     for ext in formats:
         paths.append(folder / f"{name}.{ext}")
-        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
+        fig.savefig(stage(paths[-1]), dpi=120, bbox_inches="tight", format=ext)
     plt.close(fig)
     return paths
 
@@ -100,7 +202,7 @@ def _rows(metrics: dict[str, Any], key: str = "rows") -> list[dict[str, Any]]:
 
 
 def _k(metrics: dict[str, Any]) -> float:
-    return float(metrics.get("k_se", 2.0))
+    return _num(metrics.get("k_se", 2.0))
 
 
 def _finish(fig: Any, axes: Any, names: list[str], table: dict, *, k: float, open_marker: str | None = None) -> None:
@@ -112,6 +214,7 @@ def _finish(fig: Any, axes: Any, names: list[str], table: dict, *, k: float, ope
     fig.tight_layout(rect=(0, 0, 1, 0.9))
 
 
+@reads_results("basin_dim")
 def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None) -> list[Path]:
     """Stationary excess loss, clip fraction and recovery time vs ambient dimension d, four modes."""
     folder = Path(folder)
@@ -158,6 +261,7 @@ def basin_dim(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: st
         raise ResultError(f"malformed basin_dim results in {str(folder)!r}: {exc}") from None
 
 
+@reads_results("basin_dim")
 def basin_dim_heldout(
     folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None
 ) -> list[Path]:
@@ -195,6 +299,7 @@ def basin_dim_heldout(
         raise ResultError(f"malformed basin_dim results in {str(folder)!r}: {exc}") from None
 
 
+@reads_results("recovery")
 def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None) -> list[Path]:
     """Mean excess loss after a displacement (theory lines, simulation ± k SE) and recovery time vs d."""
     folder = Path(folder)
@@ -246,6 +351,7 @@ def recovery(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str
         raise ResultError(f"malformed recovery results in {str(folder)!r}: {exc}") from None
 
 
+@reads_results("switch")
 def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None) -> list[Path]:
     """Final training and held-out excess loss vs switch step, both directions: theory lines, simulation ± k SE."""
     folder = Path(folder)
@@ -288,6 +394,7 @@ def switch(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str |
         raise ResultError(f"malformed switch results in {str(folder)!r}: {exc}") from None
 
 
+@reads_results("switch")
 def switch_curves(
     folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None
 ) -> list[Path]:
@@ -321,6 +428,7 @@ def switch_curves(
         raise ResultError(f"malformed switch results in {str(folder)!r}: {exc}") from None
 
 
+@reads_results("prune")
 def prune(folder: str | Path, *, formats: tuple[str, ...] = FORMATS, out: str | Path | None = None) -> list[Path]:
     """Stationary excess loss vs keep fraction at fixed ε, per basis and mask source (theory, simulation)."""
     folder = Path(folder)

@@ -6,11 +6,18 @@
 Each experiment folder (written by ``python -m simulations.nn <command>``) holds ``config.json`` and
 ``metrics.json``; the figure is saved next to them as ``<command>.png``. The kind of folder is read
 from its ``metrics.json`` (the "claim" / "what" entry), not from its name.
+
+At least one folder is required (no folder: one usage line, exit status 2). A folder given on the
+command line that holds no network experiment result (itself or one level below) is one line and
+exit status 2, as is a malformed file (not UTF-8 JSON, a list where an object belongs, a string or
+null where a number belongs, a missing entry): the line names the file, and no figure is written
+(all figures of a call appear together, or none). ``--help`` / ``-h`` print this.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,13 +32,16 @@ from paper import style
 
 
 def _load(folder: Path) -> tuple[dict, dict]:
-    config = json.loads((folder / "config.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return config, metrics
+    from paper.figures import read_json_file
+
+    return read_json_file(folder / "config.json"), read_json_file(folder / "metrics.json")
 
 
 def _num(x: Any) -> float:
-    return float(x) if not isinstance(x, str) else float(x.replace("inf", "inf"))
+    """A JSON number (or its 'nan' / 'inf' string) as float; anything else is a TypeError / ValueError."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise TypeError(f"expected a number, got {x!r}")
+    return float(x)
 
 
 def _errorbar(ax: Any, xs: list, stats: list[dict], scale: float = 100.0, *, st: Any = None, label: str = "") -> None:
@@ -227,13 +237,10 @@ FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
 def draw(folder: str | Path, *, formats: tuple[str, ...] = ("png",), out: str | Path | None = None) -> list[Path]:
     """Draw the figure of one network result folder as ``net_<kind>.<ext>`` into ``out`` (default:
     the folder); ResultError (one line) if the folder is not a network experiment or is malformed."""
-    from paper.figures import FORMATS, ResultError
+    from paper.figures import FORMATS, MALFORMED, ResultError, stage
 
     folder = Path(folder)
-    try:
-        config, metrics = _load(folder)
-    except (OSError, ValueError) as exc:
-        raise ResultError(f"{str(folder)!r} is not a readable result folder: {exc}") from None
+    config, metrics = _load(folder)
     name = kind(metrics)
     if name is None:
         raise ResultError(
@@ -245,42 +252,82 @@ def draw(folder: str | Path, *, formats: tuple[str, ...] = ("png",), out: str | 
         raise ResultError(f"figure format must be one of {', '.join(FORMATS)}, got {bad[0]!r}")
     try:
         fig = FIGURES[name](config, metrics)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        target = Path(out or folder)
+        target.mkdir(parents=True, exist_ok=True)
+        for ax in fig.axes:
+            style.log_ticks(ax)
+        fig.tight_layout()
+        paths = []
+        for ext in formats:
+            paths.append(target / f"net_{name}.{ext}")
+            fig.savefig(stage(paths[-1]), dpi=120, bbox_inches="tight", format=ext)
+    except MALFORMED as exc:
+        raise ResultError(
+            f"malformed {name} results in {str(folder)!r}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        ) from None
+    except OSError as exc:
+        raise ResultError(f"cannot write the {name} figure from {str(folder)!r}: {exc.strerror or exc}") from None
+    finally:
         plt.close("all")
-        raise ResultError(f"malformed {name} results in {str(folder)!r}: {exc}") from None
-    target = Path(out or folder)
-    target.mkdir(parents=True, exist_ok=True)
-    for ax in fig.axes:
-        style.log_ticks(ax)
-    fig.tight_layout()
-    paths = []
-    for ext in formats:
-        paths.append(target / f"net_{name}.{ext}")
-        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return paths
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _draw_root(root: Path) -> list[Path]:
+    """Draw the network experiment folder ``root`` or those one level below it (other result folders
+    found below are skipped); ResultError if there are none, or if one of them is malformed."""
+    from paper.figures import ResultError
+
+    if not root.is_dir():
+        raise ResultError(f"no such folder: {str(root)!r}")
+    found: list[Path] = []
+    for metrics in sorted([root / "metrics.json", *root.glob("*/metrics.json")]):
+        if not metrics.is_file():
+            continue
+        _, content = _load(metrics.parent)
+        if kind(content) is not None:
+            found += draw(metrics.parent)
+    if not found:
+        raise ResultError(f"no network experiment result in {str(root)!r} (nor one level below)")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        sys.stdout.write(__doc__)
-        return 0 if args else 2
-    drawn = 0
-    for root in map(Path, args):
-        if not root.exists():
-            sys.stderr.write(f"paper.nn_figures: error: no such folder: {str(root)!r}\n")
-            return 2
-        for metrics in sorted([root / "metrics.json"] + list(root.glob("*/metrics.json"))):
-            if metrics.is_file():
-                try:
-                    paths = draw(metrics.parent)
-                except ValueError:
-                    continue
-                for path in paths:
-                    print(path)
-                    drawn += 1
-    return 0 if drawn else 1
+    """Draw every network experiment folder at or one level below each argument; print the files."""
+    from paper.figures import ResultError, staged
+
+    parser = _OneLineParser(
+        prog="python -m paper.nn_figures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folders", nargs="+", metavar="DIR", help="experiment folders, or folders holding them")
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    drawn: list[Path] = []
+    try:
+        with staged():  # every figure appears at the end, or none does
+            for root in map(Path, args.folders):
+                drawn += _draw_root(root)
+    except (ResultError, OSError) as exc:
+        sys.stderr.write(f"python -m paper.nn_figures: error: {' '.join(str(exc).split())}\n")
+        return 2
+    except Exception as exc:  # a bug, not bad input: still one line
+        if os.environ.get("DPBASIN_TRACEBACK"):
+            raise
+        sys.stderr.write(
+            f"python -m paper.nn_figures: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            "(a bug: please report it)\n"
+        )
+        return 1
+    for path in dict.fromkeys(drawn):
+        print(path)
+    return 0
 
 
 if __name__ == "__main__":

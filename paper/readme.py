@@ -15,17 +15,22 @@ experiment.
 
 ``check`` exits 1 if the README's block differs from what the files render to; the test suite runs
 it on the committed files, so the README cannot drift from the numbers.
+
+Command line: a missing or malformed result folder or verdict file, a record of the wrong shape, an
+output path that is a folder, a README without the markers — each is one line on stderr and exit
+status 2, and nothing is written (the output is computed first, then replaced atomically).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
+from paper.outputs import OneLineParser, output_file, read_metrics, report_error, write_text_atomic
+
+PROG = "python -m paper.readme"
 BEGIN = "<!-- findings:begin -->"
 END = "<!-- findings:end -->"
 CLAIMS = {
@@ -95,7 +100,7 @@ def collect(folders: list[str | Path]) -> list[dict[str, Any]]:
     """The verdict records of synthetic result folders, with the command and folder behind each."""
     out = []
     for folder in map(Path, folders):
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = read_metrics(folder)
         name = folder.name if folder.name in SYNTHETIC_COMMANDS else folder.parent.name
         command = SYNTHETIC_COMMANDS.get(name, f"python -m simulations.{name}")
         for v in metrics.get("verdicts", []):
@@ -148,9 +153,11 @@ def replace_block(text: str, block: str) -> str:
 
 def load(paths: list[str | Path]) -> list[dict[str, Any]]:
     """The records of every verdict file, in the order given."""
+    from paper.figures import read_json_file
+
     records: list[dict[str, Any]] = []
     for path in paths:
-        data = json.loads(Path(path).read_text())
+        data = read_json_file(path)
         if not isinstance(data, dict) or not isinstance(data.get("verdicts"), list):
             raise ValueError(f"{path}: expected an object with a 'verdicts' list")
         records += data["verdicts"]
@@ -164,30 +171,35 @@ def check(readme: str | Path, paths: list[str | Path]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper.readme", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("collect", "render", "check"))
     parser.add_argument("paths", nargs="+", help="result folders (collect) or verdict files (render, check)")
     parser.add_argument("--json", help="collect: the verdict file to write")
     parser.add_argument("--readme", default="README.md", help="render/check: the README with the markers")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.action == "collect":
             if not args.json:
                 raise ValueError("collect needs --json PATH")
+            out = output_file("--json", args.json)
             records = collect(args.paths)
-            Path(args.json).write_text(json.dumps({"verdicts": records}, indent=2) + "\n")
+            write_text_atomic(out, json.dumps({"verdicts": records}, indent=2) + "\n")
             print(f"{len(records)} verdicts -> {args.json}")
         elif args.action == "render":
-            readme = Path(args.readme)
-            readme.write_text(replace_block(readme.read_text(), render_block(load(args.paths))))
+            readme = output_file("--readme", args.readme)
+            write_text_atomic(readme, replace_block(readme.read_text(), render_block(load(args.paths))))
             print(f"findings block of {readme} rendered from {len(args.paths)} verdict files")
         else:
             ok = check(args.readme, args.paths)
             print("findings block matches" if ok else "findings block differs from the verdict files")
             return 0 if ok else 1
-    except (OSError, ValueError, KeyError) as exc:
-        sys.stderr.write(f"python -m paper.readme: error: {exc}\n")
-        return 2
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:  # a record of the wrong shape
+        return report_error(PROG, ValueError(f"malformed verdict record ({type(exc).__name__}: {exc})"))
+    except Exception as exc:
+        return report_error(PROG, exc)
     return 0
 
 

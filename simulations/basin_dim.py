@@ -78,11 +78,13 @@ from dptheory.clipped_recovery import displacement_recovery
 from dptheory.quadratic import relaxation_time
 from dptheory.records import Basin, Mode, Optimizer
 from dptheory.switching import phase_dynamics
-from dptheory.validate import check_int, check_positive
+from dptheory.validate import check_choice, check_int, check_positive, check_scale
 from simulations.basin.engine import ENGINES
 from simulations.basin.streaming import SPECTRA, curvature_spectrum
+from simulations.common.checks import validate_basin_config
 from simulations.common.cli import run_main
 from simulations.common.fanout import Cell, SweepRun, execution_field
+from simulations.common.resources import array_bytes, check_basin_sweep, check_memory
 from simulations.common.results import check_output_dir, write_results
 from simulations.common.stats import Estimate, batch_means, replica_mean, simulated_recovery
 from simulations.common.store import resolve_out
@@ -146,26 +148,40 @@ class BasinDimConfig:
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
-        check_int("d", self.d, minimum=1)
-        check_int("rank", self.rank, minimum=1)
+        check_output_dir(self.out)
+        validate_basin_config(self, spectrum=True, heldout=True)
         check_int("points", self.points, minimum=1)
         check_int("theory_points", self.theory_points, minimum=2)
-        check_int("steps", self.steps, minimum=1)
-        check_int("replicas", self.replicas, minimum=2)
-        check_int("seed", self.seed, minimum=0)
-        for name in ("burn_in", "window", "k_se", "recovery_threshold"):
-            check_positive(name, getattr(self, name))
+        for name, high in (("burn_in", 1e6), ("window", 1e6), ("k_se", 100.0)):
+            check_positive(name, getattr(self, name), maximum=high)
         if self.window < 5:
             raise ValueError(f"window must be >= 5 relaxation times (one batch), got {self.window}")
+        check_positive("recovery_threshold", self.recovery_threshold)
         if not self.recovery_threshold < 1:
             raise ValueError(f"recovery_threshold must be in (0, 1), got {self.recovery_threshold}")
-        check_positive("displacement", self.displacement)
+        check_scale("displacement", self.displacement)
+        check_choice("engine", self.engine, ENGINES)
+        grid = min(self.points, self.d - self.rank + 1) + min(self.theory_points, self.d - self.rank + 1)
+        check_memory(
+            "the dimension grids",
+            array_bytes(self.points + self.theory_points) * 4 + array_bytes(grid, self.rank) * 8,
+            detail=f"points {self.points:g} + theory points {self.theory_points:g}",
+        )
+        check_basin_sweep(
+            runs=len(MODES) * min(self.points, self.d - self.rank + 1),
+            replicas=self.replicas,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            rank=self.rank,
+            dim=self.d,
+            engine="reduced" if self.engine == "auto" else self.engine,
+            theory_steps=2 * self.steps,
+        )
         # Build the records now so their ValueErrors fire at parse time (before any simulation).
         self.basin(self.d)
         self.basin(self.rank)
         for mode in MODES:
             self.optimizer(mode)
-        check_output_dir(self.out)
 
     def dims(self) -> list[int]:
         """The ambient dimensions swept: ``points`` log-spaced integers from r to d."""
@@ -257,7 +273,8 @@ def measure(
     tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
     if not math.isfinite(tau):
         raise ValueError(
-            f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g}); lower lr"
+            f"the predicted dynamics do not contract in float64 (lr·drift = {optimizer.lr * min(dyn.drift):g} "
+            f"must lie in (1e-15, 2)); {'lower' if optimizer.lr * min(dyn.drift) >= 2 else 'raise'} lr"
         )
     burn = math.ceil(config.burn_in * tau)
     window = math.ceil(config.window * tau)
@@ -266,7 +283,7 @@ def measure(
     # Validity indicator of the clipped mean-field closure (S → 1: saturated stationary state, where
     # the model underestimates the loss by up to (r+1)/r; clipped_dynamics.stationary_saturation).
     saturation = float(cd.stationary_saturation(basin=basin, optimizer=optimizer)) if optimizer.mode.clipped else 0.0
-    horizon = max(10, math.ceil(3 * tau))
+    horizon = min(max(10, math.ceil(3 * tau)), config.steps)  # the theory curve is bounded by the cap too
     rec = displacement_recovery(
         basin=basin,
         optimizer=optimizer,

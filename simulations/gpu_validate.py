@@ -1,7 +1,7 @@
 """One prepared script for a GPU session: the larger versions of the claim experiments, time-guarded.
 
     python -m simulations.gpu_validate --out results/nn/gpu            # on one GPU, ≤ ~8 minutes
-    python -m simulations.gpu_validate --out /tmp/gpu-small --small    # CPU smoke test, < 1 minute
+    python -m simulations.gpu_validate --out /tmp/gpu-small --small    # CPU smoke test, ≈ 1 minute
 
 Stages run in priority order, each a sweep of ``simulations.nn.train.train`` runs analysed by the
 same code as the CLI experiments (``simulations.nn.experiments``):
@@ -28,15 +28,26 @@ checked; when it is spent the current stage stops, its completed runs are writte
 ``<out>/<stage>.partial.json`` and later stages are skipped. ``<out>/manifest.json`` always records
 which stages finished, which were cut and why, the device, and the wall time of each stage. A stage
 that fails for another reason is recorded with its error and the script moves on: a GPU session
-gets whatever could be measured. Exit status 0 if at least one stage completed, else 1.
-Device: ``--device auto`` (default) uses CUDA when available, else CPU.
+gets whatever could be measured. Exit status 0 if at least one stage completed, else 1 (with one
+line on stderr saying so). Device: ``--device auto`` (default) uses CUDA when available, else CPU.
+
+Command line: every option is checked before anything is written — ``--stages`` must name known
+stages (comma list, exact lower-case names, no repeats; with ``--small`` one of the stages that has a small version), ``--budget-s`` must be a number of seconds
+>= 1, ``--device cuda`` needs a CUDA device, ``--out`` must be a folder that can be created or
+written into (not the current folder, not a file, not a dangling link) — and a bad one is one line
+on stderr with exit status 2. Each stage's printed tables go to ``<out>/<stage>.log``; the terminal
+gets one status line per stage, and the accountant's absl log and Python warnings are collected into
+one line each (``simulations.common.cli.collected_diagnostics``). ``--out`` defaults to
+``results/nn/gpu``. Each stage checks its values and its memory before its first run, like the
+command it comes from (``simulations.net_common.check_sweep``); its work is bounded by the time
+budget instead of the work limit (:data:`STAGE_WORK`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import math
 import sys
 import time
 import traceback
@@ -45,7 +56,16 @@ from pathlib import Path
 from typing import Any
 
 from simulations import net_common as _common
-from simulations.common.results import to_jsonable, write_json
+from simulations.common.cli import collected_diagnostics, report_error
+from simulations.common.results import check_output_dir, write_json_atomic
+
+# the full list in priority order (``stage_configs(small=False)``); ``--small`` has a subset of them
+STAGES = ("ablate", "prune", "switch", "width", "epsilon", "ablate-mnist5k", "prune-mnist5k", "wrn", "validate")
+SMALL_STAGES = ("ablate", "prune", "switch", "width", "epsilon", "validate")
+PROG = "python -m simulations.gpu_validate"
+# a stage's planned work is bounded by the time budget, not by the CPU-sized default work limit (a
+# full stage plans ~1e15 operations: minutes on a GPU, days on one core); the memory limit still holds
+STAGE_WORK = 1e18
 
 
 class TimeUp(Exception):
@@ -257,13 +277,15 @@ def run_stage(module: Any, config: Any, *, deadline: float) -> tuple[str, dict]:
     A cut stage leaves no result folder (the experiments write theirs atomically); its completed
     runs are written to ``<config.out>.partial.json`` instead.
     """
+    from simulations.common.resources import limits
+
     done: list[dict] = []
     try:
-        with time_guard(deadline, done):
-            metrics = module.run(config)
+        with time_guard(deadline, done), limits(work=STAGE_WORK):
+            module.run(config)
     except TimeUp:
         partial = Path(str(config.out) + ".partial.json")
-        write_json(
+        write_json_atomic(
             partial,
             {
                 "stage_config": config,
@@ -277,46 +299,103 @@ def run_stage(module: Any, config: Any, *, deadline: float) -> tuple[str, dict]:
     return "done", {"runs": len(done)}
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def parse_stages(text: str | None) -> tuple[str, ...] | None:
+    """The ``--stages`` comma list as known stage names (None: all); ValueError naming a bad entry."""
+    if text is None:
+        return None
+    names = [t.strip() for t in str(text).split(",")]
+    if not text.strip() or any(not n for n in names):
+        raise ValueError(f"--stages must be a comma list of {', '.join(STAGES)}, got {text!r}")
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise ValueError(f"--stages: unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--stages names a stage twice: {text!r}")
+    return tuple(names)
+
+
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 1, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulations.gpu_validate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="folder for the stage result folders and manifest.json")
-    parser.add_argument("--small", action="store_true", help="tiny CPU sizes (smoke test, < 1 minute)")
-    parser.add_argument("--budget-s", type=float, default=None, help="time budget in seconds (default 450; small: 120)")
+    parser = _OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results/nn/gpu", help="folder for the stage result folders and manifest.json")
+    parser.add_argument("--small", action="store_true", help="tiny CPU sizes (smoke test, about a minute)")
+    parser.add_argument(
+        "--budget-s", type=_budget, default=None, help="time budget in seconds (default 450; small: 120)"
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--stages", default=None, help="comma list of stages to run (default: all)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--stages", default=None, help=f"comma list of stages to run (default: all of {', '.join(STAGES)})"
+    )
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    status = 0
+    with collected_diagnostics() as notes:
+        try:
+            status = _run(args)
+        except (Exception, KeyboardInterrupt) as exc:
+            return report_error(PROG, exc)
+    for line in notes:
+        sys.stderr.write(f"{PROG}: warning: {line}\n")
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    wanted = parse_stages(args.stages)
     budget = args.budget_s if args.budget_s is not None else (120.0 if args.small else 450.0)
-    if not budget > 0:
-        parser.error(f"--budget-s must be > 0, got {budget}")
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
     device = args.device
     if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.small:
-        device = "cpu" if args.device == "auto" else device
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
+    if wanted is not None and args.small:
+        missing = [n for n in wanted if n not in SMALL_STAGES]
+        if missing:
+            raise ValueError(
+                f"--stages: stage {missing[0]!r} has no --small version (--small has {', '.join(SMALL_STAGES)})"
+            )
+    out = check_output_dir(args.out, replace=False)
+    stages = stage_configs(small=args.small, device=device, out=out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create --out {str(out)!r}: {exc.strerror or exc}") from None
     start = time.perf_counter()
     deadline = start + budget
     manifest: dict[str, Any] = {"device": device, "small": args.small, "budget_s": budget, "stages": []}
     if device == "cuda":
-        import torch
-
         manifest["gpu"] = torch.cuda.get_device_name(0)
-    wanted = None if args.stages is None else set(args.stages.split(","))
     stopped = False
-    for name, module, config in stage_configs(small=args.small, device=device, out=out):
+    for name, module, config in stages:
         if wanted is not None and name not in wanted:
             continue
-        entry: dict[str, Any] = {"stage": name, "out": config.out}
+        entry: dict[str, Any] = {"stage": name, "out": config.out, "log": str(out / f"{name}.log")}
         if stopped:
             entry.update(status="skipped", reason="time budget spent")
             manifest["stages"].append(entry)
             continue
         t0 = time.perf_counter()
         try:
-            status, info = run_stage(module, config, deadline=deadline)
+            with open(out / f"{name}.log", "w") as log, contextlib.redirect_stdout(log):
+                status, info = run_stage(module, config, deadline=deadline)
             entry["status"] = status
             if status == "cut":
                 entry.update(reason="time budget spent", **info)
@@ -326,10 +405,15 @@ def main(argv: list[str] | None = None) -> int:
         entry["seconds"] = time.perf_counter() - t0
         manifest["stages"].append(entry)
         sys.stderr.write(f"gpu_validate: {name}: {entry['status']} in {entry['seconds']:.1f}s\n")
-        (out / "manifest.json").write_text(json.dumps(to_jsonable(manifest), indent=2) + "\n")
+        write_json_atomic(out / "manifest.json", manifest)
     manifest["seconds"] = time.perf_counter() - start
-    (out / "manifest.json").write_text(json.dumps(to_jsonable(manifest), indent=2) + "\n")
-    return 0 if any(s["status"] == "done" for s in manifest["stages"]) else 1
+    write_json_atomic(out / "manifest.json", manifest)
+    if not any(s["status"] == "done" for s in manifest["stages"]):
+        sys.stderr.write(
+            f"gpu_validate: no stage completed within the {budget:g} s budget; see {out / 'manifest.json'}\n"
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ from simulations.net_common import (
     NetExperiment,
     Sweep,
     calibrated_sigma,
+    check_sweep,
     curves,
     history,
     opt,
@@ -115,6 +116,19 @@ class AblateConfig(NetExperiment):
         if not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
             raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
         self.check_run_count(self.planned_runs())
+
+    def probe_runs(self) -> list[dict[str, Any]]:
+        """The shared extremes, the normalised arm's lr = η·C / C, the calibrated DP arm and a burst."""
+        from simulations.net_tune import NORMALISED_CLIP
+
+        top = max((self.lr, *self.lr_grid))
+        return [
+            *super().probe_runs(),
+            {"mode": "dpsgd", "clip_norm": NORMALISED_CLIP, "lr": top / NORMALISED_CLIP},
+            {"mode": "dpsgd", "target_epsilon": self.target_epsilon},
+            {"mode": "noise", "ref_clip_norm": self.clip_norm},
+            {"mode": "sgd", "burst_step": 0, "burst_scale": self.burst_scale},
+        ]
 
     def planned_runs(self) -> int:
         lr, clip = max(len(self.lr_grid), 1), max(len(self.clip_grid), 1)
@@ -253,6 +267,7 @@ def analyse(config: AblateConfig, results: list[dict], *, task: str = "") -> dic
 def run(config: AblateConfig) -> dict:
     """Tune every arm, run the paired evaluation (and the burst pairs), write the folder, print."""
     check_output_dir(config.out)
+    check_sweep(config, config.planned_runs())
     spe = steps_per_epoch(config)
     burst_step = config.burst_epoch * spe - 1 if config.burst_epoch > 0 else None
     task = task_label(config)

@@ -1,6 +1,6 @@
 """Shared machinery of the claim experiments: one training run, paired statistics, result folders.
 
-Every experiment is a sweep of ``simulations.nn.train.train`` runs (engineer F's engine) that differ
+Every experiment is a sweep of ``simulations.nn.train.train`` runs (the training engine) that differ
 in one knob, paired across that knob: the same ``seed`` gives the same initialisation, data order and
 random streams, so differences between runs with the same seed are *paired* and their standard error
 is the SE of the per-seed differences (much smaller than the SE of either mean).
@@ -15,8 +15,16 @@ disjoint from train and test) with the ``tune_seeds`` (disjoint from the evaluat
 grid, the validation score of every point and the choice are saved per arm.
 
 Determinism: every run of an experiment uses ``threads`` torch threads (saved in ``config.json``):
-the same seed and thread count give the same numbers; different thread counts need not (float
-summation order).
+the same seed and thread count give the same numbers on the same machine; different thread counts
+need not (float summation order), nor other machines.
+
+Guards (:func:`check_sweep`, called by every experiment's ``run`` right after its output folder is
+checked): before anything is loaded or trained, the TrainConfigs of the sweep's extreme runs
+(``probe_runs``) are built — so every value any run will use meets the engine's bounds — and one
+run's memory and the planned runs' total work are checked against ``--max-memory`` /
+``--max-work``. A tuning candidate that diverges is recorded and not chosen (``simulations.net_tune``);
+a diverging evaluation run stops the sweep with one line, and nothing is written (result folders
+appear atomically, mask runs included).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from typing import Any
 import numpy as np
 
 # --------------------------------------------------------------------------------------------
-# the training engine (engineer F). Imported lazily so that ``--help`` is fast, and reachable through
+# the training engine. Imported lazily so that ``--help`` is fast, and reachable through
 # one function so that tests can substitute a small stand-in.
 
 
@@ -123,6 +131,8 @@ def final(result: dict, key: str) -> float:
     return float(series[-1]) if series.size else math.nan
 
 
+MAX_TUNED_LR = 1e6  # the engine's largest learning rate (simulations.nn.train.MAX_LR)
+
 # names of the per-epoch series in the engine's history (one place to adapt)
 # (record 0 is before training, record t after epoch t)
 TEST_ACC = "test_acc"
@@ -200,10 +210,19 @@ class Sweep:
         return cls(label, quiet=config.quiet, threads=config.threads)
 
     def run(
-        self, jobs: Sequence[tuple[dict, Any]], *, keep_model: Callable[[dict], bool] | None = None, saved: bool = False
+        self,
+        jobs: Sequence[tuple[dict, Any]],
+        *,
+        keep_model: Callable[[dict], bool] | None = None,
+        saved: bool = False,
+        diverged_ok: bool = False,
     ) -> list[dict]:
         """Run every job; ``keep_model(tags)`` True keeps that run's network in ``result["model"]``;
-        ``saved`` writes each run's own result folder (its config's ``out``) via :func:`run_saved`."""
+        ``saved`` writes each run's own result folder (its config's ``out``) via :func:`run_saved`.
+
+        A run that diverges (``simulations.nn.train.TrainingDiverged``) stops the sweep, unless
+        ``diverged_ok`` (tuning candidates): then its result is ``{"diverged": message}`` and the
+        sweep goes on."""
         from simulations.common.cli import Progress
 
         results = []
@@ -218,12 +237,19 @@ class Sweep:
                     if observer.before is not None:
                         observer.before(config)
                 t0 = time.perf_counter()
-                if saved:
-                    result = run_saved(config)
-                elif keep_model is not None and keep_model(tags):
-                    result = run_training(config, return_model=True)
-                else:
-                    result = run_training(config)
+                try:
+                    if saved:
+                        result = run_saved(config)
+                    elif keep_model is not None and keep_model(tags):
+                        result = run_training(config, return_model=True)
+                    else:
+                        result = run_training(config)
+                except ValueError as exc:
+                    from simulations.nn.train import TrainingDiverged
+
+                    if not (diverged_ok and isinstance(exc, TrainingDiverged)):
+                        raise
+                    result = {"diverged": str(exc), "history": []}
                 seconds = time.perf_counter() - t0
                 for observer in _OBSERVERS:
                     if observer.after is not None:
@@ -335,6 +361,25 @@ class NetExperiment:
         if self.dataset.partition(":")[0] not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
 
+    def probe_runs(self) -> list[dict[str, Any]]:
+        """TrainConfig overrides of this sweep's extreme runs, for :func:`check_sweep` (every run the sweep
+        plans uses values inside theirs and is at most as large as the largest of them).
+
+        Here: a DP-SGD run at each end of the lr and clip-norm grids (the grid's edge extensions
+        included), with the largest seed. Experiments add their own knobs (widths, sparsities, …).
+        """
+        lrs = sorted({self.lr, *self.lr_grid})
+        if len(self.lr_grid) >= 2 and self.grid_extend:  # net_tune extends an edge by the grid's spacing
+            g = sorted(self.lr_grid)
+            lrs = [g[0] * (g[0] / g[1]) ** self.grid_extend, *lrs, g[-1] * (g[-1] / g[-2]) ** self.grid_extend]
+        lrs = [v for v in lrs if 1e-30 <= v <= MAX_TUNED_LR] or [self.lr]  # tune() skips extensions outside
+        clips = sorted({self.clip_norm, *self.clip_grid})
+        seed = max((*self.seeds, *self.tune_seeds))
+        noise = {"mode": "dpsgd", "noise_multiplier": self.noise_multiplier}
+        return [
+            {**noise, "lr": lr, "clip_norm": c, "seed": seed} for lr in {lrs[0], lrs[-1]} for c in {clips[0], clips[-1]}
+        ]
+
     @property
     def tuned(self) -> bool:
         """True when any hyperparameter grid is given (arms are tuned on the validation split)."""
@@ -375,6 +420,40 @@ def shared_train_fields() -> tuple[str, ...]:
     train = {f.name for f in dataclasses.fields(config_cls)}
     return tuple(
         f.name for f in dataclasses.fields(NetExperiment) if f.name in train and f.name not in ("out", "quiet")
+    )
+
+
+def check_sweep(config: NetExperiment, planned: int, probes: Sequence[dict[str, Any]] | None = None) -> None:
+    """Validate a sweep's values and estimate its resources before any run starts (or anything is loaded).
+
+    Each probe (default ``config.probe_runs()``) is the TrainConfig overrides of one extreme run:
+    building its TrainConfig checks every value a run of the sweep will use against the engine's
+    bounds (not only the sweep's own), and the largest probe's memory and ``planned`` × the largest
+    probe's work are checked against the limits (``simulations.common.resources``,
+    ``simulations.nn.train.training_cost``). A sweep that cannot fit is one ``ValueError`` (one line
+    on the command line, exit status 2) before anything is trained or written.
+    """
+    from simulations.common.resources import check_memory, check_work
+    from simulations.nn.train import TrainConfig, training_cost
+
+    costs = []
+    for probe in config.probe_runs() if probes is None else probes:
+        try:
+            run = train_config(**config.base_fields(**probe))
+        except ValueError as exc:  # name the run, whose values may be derived (e.g. lr = grid / C)
+            shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in probe.items())
+            raise ValueError(f"{exc} (in a run this sweep plans: {shown})") from None
+        if isinstance(run, TrainConfig):  # a stand-in engine (tests) has no cost model
+            costs.append(training_cost(run))
+    if not costs:
+        return
+    largest = max(costs, key=lambda c: c.memory)
+    check_memory("one run of the sweep", largest.memory, detail=largest.memory_detail)
+    heaviest = max(costs, key=lambda c: c.work)
+    check_work(
+        "the sweep",
+        float(planned) * heaviest.work,
+        detail=f"{planned} planned runs, the largest {heaviest.work_detail}",
     )
 
 
@@ -429,11 +508,16 @@ def _sigma(target: float, delta: float, rate: float, steps: int, prior: tuple) -
 
 def verdict_line(v: dict) -> str:
     """One line per verdict record for a command's output (estimate and CI in the verdict's unit)."""
-    s = v["scale"]
-    return (
-        f"{v['statement']}: {s * v['estimate']:+.2f} [{s * v['ci95'][0]:+.2f}, {s * v['ci95'][1]:+.2f}] "
-        f"{v['unit']}, p_holm={v['p_value']:.2g}, n={v['n_seeds']} -> held: {v['held']}"
-    )
+    s, p = v["scale"], v["p_value"]
+    if math.isfinite(p):
+        test = f"p_holm={p:.2g}"
+    elif "interval" in str(v.get("adjustment", "")):
+        test = "decided by the 95% CI"  # an interval verdict has no test statistic
+    else:
+        test = "no p-value"  # e.g. one seed: no paired t-test
+    lo, hi = (float(x) for x in v["ci95"])
+    ci = f"[{s * lo:+.2f}, {s * hi:+.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "[no CI]"
+    return f"{v['statement']}: {s * v['estimate']:+.2f} {ci} {v['unit']}, {test}, n={v['n_seeds']} -> held: {v['held']}"
 
 
 def steps_per_epoch(config: NetExperiment) -> int:

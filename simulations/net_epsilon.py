@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,7 @@ from simulations.net_common import (
     NetExperiment,
     Sweep,
     calibrated_sigma,
+    check_sweep,
     curves,
     opt,
     per_seed,
@@ -97,6 +99,21 @@ class EpsilonConfig(NetExperiment):
             raise ValueError(f"public_lr must be > 0, got {self.public_lr}")
         self.check_run_count(self.planned_runs())
 
+    def probe_runs(self) -> list[dict[str, Any]]:
+        """The shared extremes, the pruned arm, the public mask run and every calibrated ε."""
+        return [
+            *super().probe_runs(),
+            {"mode": "dpsgd", "sparsity": self.sparsity, "mask_source": "random", "prune_scope": "layer"},
+            {
+                "mode": "sgd",
+                "train_split": "public",
+                "epochs": self.public_epochs,
+                "batch_size": self.public_batch_size,
+                "lr": self.public_lr,
+            },
+            *({"mode": "dpsgd", "target_epsilon": e} for e in self.epsilons),
+        ]
+
     def planned_runs(self) -> int:
         lr, clip = max(len(self.lr_grid), 1), max(len(self.clip_grid), 1)
         ts, es = len(self.tune_seeds), len(self.seeds)
@@ -110,6 +127,7 @@ def _mask(folder: Path, seed: int) -> str:
 
 def run(config: EpsilonConfig) -> dict:
     check_output_dir(config.out)
+    check_sweep(config, config.planned_runs())
     task = task_label(config)
     with result_folder(config.out) as folder:
         mask_dir = folder / "mask_runs"

@@ -59,6 +59,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,7 @@ from simulations.net_common import (
     Sweep,
     calibrated_sigma,
     check_fraction_list,
+    check_sweep,
     curves,
     final,
     opt,
@@ -151,6 +153,22 @@ class PruneConfig(NetExperiment):
             )
         self.check_run_count(self.planned_runs())
 
+    def probe_runs(self) -> list[dict[str, Any]]:
+        """The shared extremes, the most pruned arm, the public mask run and every calibrated ε."""
+        public = {
+            "mode": "sgd",
+            "train_split": "public",
+            "epochs": self.public_epochs,
+            "batch_size": self.public_batch_size,
+            "lr": self.public_lr,
+        }
+        return [
+            *super().probe_runs(),
+            {"mode": "dpsgd", "sparsity": self.sparsities[-1], "mask_source": "random", "prune_scope": "layer"},
+            *([public] if "public" in self.mask_sources else []),
+            *({"mode": "dpsgd", "target_epsilon": e} for e in (self.target_epsilon, *self.mask_epsilons)),
+        ]
+
     @property
     def source_arms(self) -> list[str]:
         """Pruned-arm source names (``private@ε`` per mask epsilon)."""
@@ -196,6 +214,7 @@ def _mask_folder(folder: Path, kind: str, seed: int) -> str:
 
 def run(config: PruneConfig) -> dict:
     check_output_dir(config.out)
+    check_sweep(config, config.planned_runs())
     n = training_set_size(config)
     spe = steps_per_epoch(config)
     task = task_label(config)

@@ -2,8 +2,7 @@
 
 An *arm* is one way of training that an experiment compares (SGD, clip-only, DP-SGD at ε, a pruned
 DP-SGD run, …). One learning rate for every arm confounds the arms with the step size: per-sample
-norms far above C shrink a clipped step by ‖g_i‖/C, so a clipped arm needs a larger lr (REFERENCE
-measurements: clip-only at its own lr matches SGD, at SGD's lr it loses 22 points). So every arm is
+norms far above C shrink a clipped step by ‖g_i‖/C, so a clipped arm needs a larger lr. So every arm is
 tuned on its own:
 
 * candidates: every ``lr`` in ``lr_grid`` (× ``clip_norm`` in ``clip_grid`` for arms that clip);
@@ -41,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from simulations.net_common import NetExperiment, Sweep, final, select, train_config
+from simulations.net_common import MAX_TUNED_LR, NetExperiment, Sweep, final, select, train_config
 
 __all__ = ["NORMALISED_CLIP", "Arm", "chosen_fields", "grid_points", "random_search_epsilon", "tune"]
 
@@ -99,6 +98,8 @@ def _extension(points: list[dict[str, float]], scores: list[float]) -> dict[str,
 
     The step is the ratio of the two lr values nearest that edge (the grid's own spacing).
     """
+    if not np.any(np.isfinite(scores)):
+        return None
     best = points[int(np.nanargmax(scores))]
     same = sorted({p["lr"] for p in points if p.get("clip_norm") == best.get("clip_norm") and "lr" in p})
     if "lr" not in best or len(same) < 2:
@@ -118,7 +119,9 @@ def tune(config: NetExperiment, arms: Sequence[Arm], *, label: str, **common: An
     up to ``config.grid_extend`` times per arm. A record holds ``tuned`` (bool), ``grid`` (each point
     with its per-seed and mean validation accuracy, and whether an extension added it), ``chosen``
     (the TrainConfig overrides to evaluate with), ``at_grid_edge`` (after extensions), ``selection``
-    and ``privacy``.
+    and ``privacy``. A candidate that diverges on any tune seed (``TrainingDiverged``) is not chosen:
+    its ``val_acc`` is null and ``diverged`` says why; an arm whose every candidate diverges is a
+    ``ValueError``. An extension beyond the engine's lr range is not tried.
     """
     state: dict[str, dict[str, Any]] = {}
     pending: list[tuple[Arm, int]] = []
@@ -135,16 +138,23 @@ def tune(config: NetExperiment, arms: Sequence[Arm], *, label: str, **common: An
             for seed in config.tune_seeds:
                 fields = config.base_fields(**{**common, **arm.fields_for(seed), **point, "seed": seed})
                 jobs.append(({"arm": arm.name, "point": i, "seed": seed}, train_config(**fields)))
-        results = Sweep.of(f"{label} tuning" + (f" (extension {rounds})" if rounds else ""), config).run(jobs)
+        sweep = Sweep.of(f"{label} tuning" + (f" (extension {rounds})" if rounds else ""), config)
+        results = sweep.run(jobs, diverged_ok=True)
         for arm, i in pending:
-            vals = [final(r["result"], VAL_ACC) for r in select(results, arm=arm.name, point=i)]
+            runs = select(results, arm=arm.name, point=i)
+            vals = [math.nan if "diverged" in r["result"] else final(r["result"], VAL_ACC) for r in runs]
             state[arm.name].setdefault("per_seed", {})[i] = vals
-            state[arm.name]["scores"][i] = float(np.mean(vals))
+            state[arm.name]["scores"][i] = float(np.mean(vals))  # nan if any tune seed diverged
+            diverged = [r["result"]["diverged"] for r in runs if "diverged" in r["result"]]
+            if diverged:
+                state[arm.name].setdefault("diverged", {})[i] = diverged[0]
         done, pending = pending, []
         if rounds < config.grid_extend:
             for arm in {a.name: a for a, _ in done}.values():
                 st = state[arm.name]
                 new = _extension(st["points"], st["scores"])
+                if new is not None and not 1e-30 <= new["lr"] <= MAX_TUNED_LR:
+                    new = None  # beyond the engine's lr range: the edge stays the choice (at_grid_edge)
                 if new is not None and new not in st["points"]:
                     st["points"].append(new)
                     st["scores"].append(math.nan)
@@ -163,11 +173,21 @@ def tune(config: NetExperiment, arms: Sequence[Arm], *, label: str, **common: An
             }
             continue
         st = state[arm.name]
+        if not np.any(np.isfinite(st["scores"])):
+            first = next(iter(st.get("diverged", {}).values()), "no finite validation accuracy")
+            raise ValueError(f"{label}: every grid point of arm {arm.name!r} diverged or failed ({first})")
         grid = [
-            {**p, "val_acc_per_seed": st["per_seed"][i], "val_acc": st["scores"][i], "extension": i in st["added"]}
+            {
+                **p,
+                # a diverged candidate has no validation accuracy: null, with the reason in "diverged"
+                "val_acc_per_seed": [v if math.isfinite(v) else None for v in st["per_seed"][i]],
+                "val_acc": st["scores"][i] if math.isfinite(st["scores"][i]) else None,
+                "extension": i in st["added"],
+                **({"diverged": st["diverged"][i]} if i in st.get("diverged", {}) else {}),
+            }
             for i, p in enumerate(st["points"])
         ]
-        best = int(np.nanargmax(st["scores"])) if np.any(np.isfinite(st["scores"])) else 0
+        best = int(np.nanargmax(st["scores"]))
         records[arm.name] = {
             "tuned": True,
             "grid": grid,

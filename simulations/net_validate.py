@@ -35,11 +35,11 @@ Example (the defaults; 20 runs + 10 measurements, ~7 minutes on 2 shared CPU cor
     256    0.90      8356   0.0529  3.32      5.6    1.00/0.91            0.000 ± 0.000  0.243 ± 0.017
       Spearman (excess, point means): rho = +0.70 (p = 0.19, n = 5)
       Spearman (excess, all runs): rho = +0.67 (p = 0.033, n = 10)
-      Spearman (clip fraction): rho = +nan (p = nan, n = 5)
+      Spearman (clip fraction): undefined (constant values or too few points), n = 5
       predicted / measured excess: 0.000798 … 0.00156
 
-Reading it: the predictions agree with the saturated closed form r η C s √d σ²/(4B²) of
-REFERENCE.md §6 (r = 8 measured directions: ≈ 6·10⁻⁴), i.e. a stationary *noise floor*; the
+Reading it: the predictions agree with the saturated closed form r η C s √d σ²/(4B²)
+(r = 8 measured directions: ≈ 6·10⁻⁴), i.e. a stationary *noise floor*; the
 measured excess (0.25–0.76) is ~10³ times larger. It is dominated by the not-yet-converged,
 step-length-limited (clipped) optimisation, which a stationary formula does not describe; the
 correct ranking across points is weak evidence (n = 5 points, 2 seeds).
@@ -63,6 +63,7 @@ from simulations.net_common import (
     NetExperiment,
     Sweep,
     check_fraction_list,
+    check_sweep,
     opt,
     select,
     train_config,
@@ -86,7 +87,7 @@ class ValidateConfig(NetExperiment):
         super().__post_init__()
         if self.momentum != 0:
             raise ValueError(f"momentum must be 0 for validate (the theory models plain steps), got {self.momentum}")
-        widths = tuple(sorted(set(int(w) for w in self.widths)))
+        widths = tuple(sorted({int(w) for w in self.widths}))
         if not widths or widths[0] < 1:
             raise ValueError(f"widths must be integers >= 1, got {self.widths}")
         object.__setattr__(self, "widths", widths)
@@ -101,6 +102,21 @@ class ValidateConfig(NetExperiment):
             raise ValueError(
                 f"hessian_k must be >= 1 and measure_samples >= 2, got {self.hessian_k}, {self.measure_samples}"
             )
+
+    def probe_runs(self) -> list[dict[str, Any]]:
+        """Both modes at the largest width, the most pruned point, and the Hessian measurement (as a
+        one-epoch run with ``hessian_k`` on ``measure_samples`` examples)."""
+        top = {"width": self.widths[-1], "seed": max(self.seeds)}
+        probes = [{**top, "mode": m} for m in ("sgd", "dpsgd")]
+        if self.sparsities:
+            probes.append({**top, "mode": "dpsgd", "sparsity": self.sparsities[-1], "mask_source": "init"})
+        probes.append(
+            {**top, "mode": "sgd", "epochs": 1, "hessian_k": self.hessian_k, "hessian_samples": self.measure_samples}
+        )
+        return probes
+
+    def planned_runs(self) -> int:
+        return 2 * len(self.seeds) * len(self.points())
 
     def points(self) -> list[dict[str, Any]]:
         pts = [{"width": w, "sparsity": 0.0} for w in self.widths]
@@ -207,7 +223,15 @@ def measurement_batch(config: ValidateConfig, seed: int) -> tuple[Any, Any]:
     """The first ``measure_samples`` training examples (the same data the runs trained on)."""
     from simulations.nn.data import load_dataset
 
-    ds = load_dataset(config.dataset, root=config.data_root, seed=data_seed(seed), n_train=config.n_train)
+    ds = load_dataset(
+        config.dataset,
+        root=config.data_root,
+        seed=data_seed(seed),
+        n_train=config.n_train,
+        n_test=config.n_test,
+        n_val=config.n_val,
+        n_public=config.n_public,
+    )
     n = min(config.measure_samples, ds.n_train)
     return ds.x_train[:n], ds.y_train[:n]
 
@@ -346,13 +370,17 @@ def report(config: ValidateConfig, metrics: dict) -> None:
         ("spearman_clip_fraction", "clip fraction"),
     ):
         r = metrics[key]
-        print(f"  Spearman ({label}): rho = {r['rho']:+.2f} (p = {r['p_value']:.2g}, n = {r['n']})")
+        if math.isfinite(r["rho"]):
+            print(f"  Spearman ({label}): rho = {r['rho']:+.2f} (p = {r['p_value']:.2g}, n = {r['n']})")
+        else:  # constant values (e.g. every clip fraction 1.0) have no rank correlation
+            print(f"  Spearman ({label}): undefined (constant values or too few points), n = {r['n']}")
     r = metrics["predicted_over_measured"]
     print(f"  predicted / measured excess: {r['min']:.3g} … {r['max']:.3g}")
 
 
 def run(config: ValidateConfig) -> dict:
     check_output_dir(config.out)
+    check_sweep(config, config.planned_runs())
     import dptheory.clipped_dynamics  # noqa: F401 - fail before training if the theory is missing
 
     results = Sweep.of("validate", config).run(jobs(config), keep_model=lambda tags: tags["mode"] == "sgd")

@@ -50,6 +50,7 @@ from simulations.net_common import (
     NetExperiment,
     Sweep,
     calibrated_sigma,
+    check_sweep,
     curves,
     opt,
     per_seed,
@@ -85,6 +86,11 @@ class WidthConfig(NetExperiment):
         if not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
             raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
         self.check_run_count(self.planned_runs())
+
+    def probe_runs(self) -> list[dict[str, Any]]:
+        """The shared extremes at the smallest and the largest width, and the calibrated DP run."""
+        probes = [{**p, "width": w} for p in super().probe_runs() for w in (self.widths[0], self.widths[-1])]
+        return [*probes, {"mode": "dpsgd", "width": self.widths[-1], "target_epsilon": self.target_epsilon}]
 
     def planned_runs(self) -> int:
         lr, clip = max(len(self.lr_grid), 1), max(len(self.clip_grid), 1)
@@ -192,6 +198,7 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int], *, t
 
 def run(config: WidthConfig) -> dict:
     check_output_dir(config.out)
+    check_sweep(config, config.planned_runs())
     dims = parameter_counts(config)
     task = task_label(config).replace(f"-{config.width}x", "-{" + ",".join(map(str, config.widths)) + "}x")
     sigma = calibrated_sigma(config, target_epsilon=config.target_epsilon)

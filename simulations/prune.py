@@ -70,9 +70,11 @@ from typing import Any
 import numpy as np
 
 from dptheory.records import Basin, Mode, Optimizer
-from dptheory.validate import check_int, check_positive, check_probability
+from dptheory.validate import check_choice, check_int, check_nonnegative, check_positive, check_probability, check_scale
+from simulations.common.checks import validate_basin_config
 from simulations.common.cli import run_main
 from simulations.common.fanout import Cell, SweepRun, execution_field
+from simulations.common.resources import array_bytes, check_basin_sweep, check_memory
 from simulations.common.results import check_output_dir, write_results
 from simulations.common.stats import batch_means
 from simulations.common.store import resolve_out
@@ -127,25 +129,51 @@ class PruneConfig:
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
-        for name in ("d", "rank", "points", "steps", "dataset_size", "support"):
+        check_output_dir(self.out)
+        validate_basin_config(self)
+        for name in ("points", "dataset_size", "support"):
             check_int(name, getattr(self, name), minimum=1)
-        check_int("replicas", self.replicas, minimum=2)
-        check_int("seed", self.seed, minimum=0)
-        for name in ("optimum_scale", "k_se", "power", "init_std"):
-            check_positive(name, getattr(self, name))
+        check_positive("k_se", self.k_se, maximum=100.0)
+        check_nonnegative("power", self.power, maximum=100.0)
+        for name in ("optimum_scale", "init_std"):
+            check_scale(name, getattr(self, name))
         check_probability("window_fraction", self.window_fraction, open_left=True)
         check_probability("delta", self.delta, open_left=True)
+        if self.delta >= 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta!r}")
+        check_choice("profile", self.profile, PROFILES)
+        check_choice("placement", self.placement, PLACEMENTS)
+        check_choice("engine", self.engine, ("full", "numpy"))
         if self.support > self.d:
             raise ValueError(f"support must be <= d, got support={self.support} > d={self.d}")
         if self.batch_size > self.dataset_size:
             raise ValueError(f"batch_size must be <= dataset_size, got {self.batch_size} > {self.dataset_size}")
         for name, allowed in (("bases", BASES), ("masks", MASK_SOURCES)):
-            for v in getattr(self, name):
+            values = getattr(self, name)
+            if isinstance(values, str) or not values:
+                raise ValueError(f"{name} must be a non-empty list among {', '.join(allowed)}, got {values!r}")
+            for v in values:
                 if v not in allowed:
                     raise ValueError(f"{name} must be among {', '.join(allowed)}, got {v!r}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} must not repeat an entry, got {','.join(values)}")
+        points = min(self.points, self.d - self.rank + 1)
+        check_memory(
+            "the keep-count grid and the curved basis",
+            array_bytes(self.points) * 4 + array_bytes(self.d, self.rank) * 4 + array_bytes(self.d) * 8,
+            detail=f"points {self.points:g}, d {self.d:g} × rank {self.rank:g}",
+        )
+        check_basin_sweep(
+            runs=len(self.bases) * len(self.masks) * points,
+            replicas=self.replicas,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            rank=self.rank,
+            dim=self.d,
+            engine=self.engine,
+        )
         self.basin(self.d)
         self.optimizer()
-        check_output_dir(self.out)
 
     def basin(self, dim: int) -> Basin:
         return Basin(dim=dim, curvatures=(self.curvature,) * self.rank, sample_std=self.sample_std)
@@ -248,7 +276,7 @@ def measure(
         "pred_dp": float(pred.variance),
         "pred_loss": float(pred.total),
         "sim_loss": batch_means(window, n_batches=n_batches),
-        "sim_clip_fraction": batch_means(trace.clip_fraction[:, start:], n_batches=n_batches),
+        "sim_clip_fraction": batch_means(_nonempty_clip_fraction(trace.clip_fraction[:, start:]), n_batches=n_batches),
         "relaxation_time": tau,
         "stationary": bool(start >= 6 * tau),
     }
@@ -306,6 +334,19 @@ def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def _nonempty_clip_fraction(clip: np.ndarray) -> np.ndarray:
+    """Clip fractions with the steps of empty Poisson batches (NaN: no sample, nothing to clip) filled by
+    the replica's mean over its non-empty steps (0 if every batch was empty), so that rare empty batches
+    do not turn the window average into NaN."""
+    clip = np.array(clip, dtype=float)
+    empty = np.isnan(clip)
+    if empty.any():
+        counts = (~empty).sum(axis=1, keepdims=True)
+        means = np.where(counts > 0, np.where(empty, 0.0, clip).sum(axis=1, keepdims=True) / np.maximum(counts, 1), 0.0)
+        clip = np.where(empty, means, clip)
+    return clip
 
 
 def run(config: PruneConfig) -> dict[str, Any]:

@@ -45,6 +45,7 @@ Example (a real run at the defaults)::
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,10 +55,12 @@ from dptheory.clipped_recovery import displacement_recovery
 from dptheory.quadratic import relaxation_time
 from dptheory.records import Basin, Mode, Optimizer
 from dptheory.switching import phase_dynamics
-from dptheory.validate import check_int, check_positive
+from dptheory.validate import check_choice, check_int, check_positive, check_scale
 from simulations.basin.engine import ENGINES
+from simulations.common.checks import validate_basin_config
 from simulations.common.cli import run_main
 from simulations.common.fanout import Cell, SweepRun, execution_field
+from simulations.common.resources import array_bytes, check_basin_sweep, check_memory
 from simulations.common.results import check_output_dir, write_results
 from simulations.common.stats import batch_means, simulated_recovery
 from simulations.common.store import resolve_out
@@ -100,18 +103,30 @@ class RecoveryConfig:
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
-        for name in ("d", "rank", "points", "steps"):
-            check_int(name, getattr(self, name), minimum=1)
-        check_int("replicas", self.replicas, minimum=2)
-        check_int("seed", self.seed, minimum=0)
-        for name in ("displacement", "threshold", "burn_in", "window", "k_se"):
-            check_positive(name, getattr(self, name))
+        check_output_dir(self.out)
+        validate_basin_config(self)
+        check_int("points", self.points, minimum=1)
+        check_scale("displacement", self.displacement)
+        for name, high in (("threshold", 1.0), ("burn_in", 1e6), ("window", 1e6), ("k_se", 100.0)):
+            check_positive(name, getattr(self, name), maximum=high)
         if not self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        check_choice("engine", self.engine, ENGINES)
+        points = min(self.points, self.d - self.rank + 1)
+        check_memory("the dimension grid", array_bytes(self.points) * 4, detail=f"points {self.points:g}")
+        check_basin_sweep(
+            runs=len(MODES) * points,
+            replicas=self.replicas,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            rank=self.rank,
+            dim=self.d,
+            engine="reduced" if self.engine == "auto" else self.engine,
+            theory_steps=2 * self.steps,
+        )
         self.basin(self.d)
         for mode in MODES:
             self.optimizer(mode)
-        check_output_dir(self.out)
 
     def dims(self) -> list[int]:
         return log_grid(low=self.rank, high=self.d, points=self.points)
@@ -136,10 +151,14 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
     dyn = phase_dynamics(basin=basin, optimizer=optimizer)
     tau = relaxation_time(lr=optimizer.lr, drift=min(dyn.drift))
     if not math.isfinite(tau):
-        raise ValueError(f"the predicted dynamics do not contract (lr·drift = {optimizer.lr * min(dyn.drift):g})")
+        x = optimizer.lr * min(dyn.drift)
+        raise ValueError(
+            f"the predicted dynamics do not contract in float64 (lr·drift = {x:g} must lie in (1e-15, 2)); "
+            f"{'lower' if x >= 2 else 'raise'} lr"
+        )
     burn, window = math.ceil(config.burn_in * tau), math.ceil(config.window * tau)
     # Horizon: long enough for the prediction to cross the threshold three times over.
-    horizon = max(20, math.ceil(8 * tau))
+    horizon = min(max(20, math.ceil(8 * tau)), config.steps)  # the theory curve is bounded by the cap too
     pred = displacement_recovery(
         basin=basin,
         optimizer=optimizer,
@@ -159,6 +178,15 @@ def measure(*, basin: Basin, optimizer: Optimizer, config: RecoveryConfig, seed:
             dynamics=dyn,
         )
     total = burn + window + horizon
+    if total > config.steps:  # the cap bounds every run (burn-in and window included)
+        warnings.warn(
+            f"d={basin.dim} {optimizer.mode.value}: {total} steps needed, capped at {config.steps}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        scale = config.steps / total
+        burn, window, horizon = (max(1, int(x * scale)) for x in (burn, window, horizon))
+        total = burn + window + horizon
     spec = RunSpec(
         steps=total,
         replicas=config.replicas,

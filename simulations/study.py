@@ -393,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         only = [s for s in args.only.split(",") if s.strip()]
         entries = select(only)
         execution = fanout.Execution(workers=args.workers, scheduler=args.scheduler, threads=args.threads)
+        if not args.list:  # a folder of result folders: written into, never replaced (checked before any run)
+            from simulations.common.results import check_output_dir
+
+            check_output_dir(args.results, replace=False)
     except ValueError as exc:
         sys.stderr.write(f"python -m simulations.study: error: {exc}\n")
         return 2
@@ -405,8 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = run_study(
             scale=scale, results=Path(args.results), only=only, execution=execution, rerun=args.rerun, quiet=args.quiet
         )
-    except ValueError as exc:  # e.g. the dask extra missing, or no scheduler at the address
-        sys.stderr.write(f"python -m simulations.study: error: {exc}\n")
+    except (ValueError, OSError) as exc:  # e.g. the dask extra missing, no scheduler at the address, a full disk
+        sys.stderr.write(f"python -m simulations.study: error: {' '.join(str(exc).split())}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("python -m simulations.study: interrupted (finished cells are stored; run again to resume)\n")

@@ -64,10 +64,12 @@ from typing import Any
 import numpy as np
 
 from dptheory.records import Basin, Mode, Optimizer
-from dptheory.validate import check_int, check_nonnegative, check_positive
+from dptheory.validate import check_choice, check_int, check_positive, check_scale
 from simulations.basin.engine import ENGINES
+from simulations.common.checks import validate_basin_config
 from simulations.common.cli import run_main
 from simulations.common.fanout import Cell, SweepRun, execution_field
+from simulations.common.resources import array_bytes, check_basin_sweep, check_memory
 from simulations.common.results import check_output_dir, write_results
 from simulations.common.stats import replica_mean
 from simulations.common.store import resolve_out
@@ -116,18 +118,27 @@ class SwitchConfig:
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
     def __post_init__(self) -> None:
-        for name in ("d", "rank", "steps", "points"):
-            check_int(name, getattr(self, name), minimum=1)
-        check_int("replicas", self.replicas, minimum=2)
-        check_int("seed", self.seed, minimum=0)
-        check_nonnegative("init_error", self.init_error)
-        check_positive("k_se", self.k_se)
+        check_output_dir(self.out)
+        validate_basin_config(self, heldout=True)
+        check_int("points", self.points, minimum=1)
+        check_scale("init_error", self.init_error, zero=True)
+        check_positive("k_se", self.k_se, maximum=100.0)
+        check_choice("first", self.first, MODE_NAMES)
+        check_choice("second", self.second, MODE_NAMES)
+        check_choice("engine", self.engine, ENGINES)
         if self.first == self.second:
             raise ValueError(f"first and second must differ, got both {self.first!r}")
+        switches = min(self.points, self.steps + 1)
+        check_memory("the switch grid", array_bytes(self.points) * 4, detail=f"points {self.points:g}")
+        engine = "reduced" if self.engine == "auto" else self.engine
+        common = dict(replicas=self.replicas, steps=self.steps, batch_size=self.batch_size, rank=self.rank, dim=self.d)
+        check_basin_sweep(runs=2, engine=engine, theory_steps=self.steps, **common)  # the two pure curves
+        check_basin_sweep(
+            runs=2 * switches + 2, engine=engine, record_every=self.steps, theory_steps=self.steps, **common
+        )
         self.basin()
         self.optimizer(self.first)
         self.optimizer(self.second)
-        check_output_dir(self.out)
 
     def basin(self) -> Basin:
         return Basin(

@@ -209,10 +209,10 @@ def _write_cifar(root, n=3, seed=0):
 
 
 def test_cifar10_reader(tmp_path):
-    folder, batches = _write_cifar(tmp_path)
+    _, batches = _write_cifar(tmp_path)
     ds = load_dataset("cifar10", root=tmp_path)
     assert ds.input_shape == (3, 32, 32) and ds.n_train == 15 and ds.n_test == 3
-    labels = sum((batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)), [])
+    labels = [v for i in range(1, 6) for v in batches[f"data_batch_{i}"][b"labels"]]
     assert ds.y_train.tolist() == labels
     # channel layout: the first 1024 bytes of a row are the red plane (CIFAR-10 format)
     raw = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)]) / 255.0
@@ -247,3 +247,68 @@ def test_bad_arguments():
         load_dataset("teacher", seed=-1)
     with pytest.raises(ValueError, match="options"):
         load_dataset("mnist1d:k=3")
+
+
+# ------------------------------------------------------------------------------------------------
+# the registry: a new dataset is one loader and one register call; every loader's output is checked
+
+
+def _toy_spec(make, **kw):
+    from simulations.nn.data import DatasetSpec
+
+    return DatasetSpec(load=make, shape=lambda options: (3,), num_classes=2, n_train=4, n_test=2, **kw)
+
+
+def _toy(x_train=None, y_train=None):
+    rng = np.random.default_rng(0)
+    return {
+        "x_train": rng.standard_normal((4, 3)) if x_train is None else x_train,
+        "y_train": np.array([0, 1, 0, 1]) if y_train is None else y_train,
+        "x_test": rng.standard_normal((2, 3)),
+        "y_test": np.array([1, 0]),
+        "num_classes": 2,
+    }
+
+
+def test_a_registered_dataset_loads_and_is_validated(monkeypatch):
+    from simulations.nn import data
+
+    monkeypatch.setitem(data.REGISTRY, "toy", _toy_spec(lambda req: _toy()))
+    ds = load_dataset("toy")
+    assert ds.input_shape == (3,) and ds.num_classes == 2 and ds.n_train == 4
+    bad = {
+        "nan": _toy(x_train=np.full((4, 3), np.nan)),
+        "label": _toy(y_train=np.array([0, 1, 2, 1])),
+        "float-labels": _toy(y_train=np.array([0.0, 1.0, 0.0, 1.0])),
+        "shape": _toy(x_train=np.zeros((4, 5))),
+        "count": _toy(y_train=np.array([0, 1])),
+        "empty": _toy(x_train=np.zeros((0, 3)), y_train=np.zeros(0, dtype=int)),
+    }
+    for name, content in bad.items():
+        monkeypatch.setitem(data.REGISTRY, "toy", _toy_spec(lambda req, c=content: c))
+        with pytest.raises(ValueError, match="toy") as info:
+            load_dataset("toy")
+        assert "\n" not in str(info.value), name
+    with pytest.raises(ValueError, match="already registered"):
+        data.register_dataset("mnist1d", data.REGISTRY["mnist1d"])
+
+
+def test_sizes_are_checked_before_loading(monkeypatch):
+    from simulations.common.resources import limits
+    from simulations.nn.data import dataset_shape
+
+    called = []
+    from simulations.nn import data
+
+    monkeypatch.setitem(data.REGISTRY, "toy", _toy_spec(lambda req: called.append(1) or _toy(), max_train=4))
+    with pytest.raises(ValueError, match="n_train must be <= 4"):
+        load_dataset("toy", n_train=5)
+    with limits(memory="1K"), pytest.raises(ValueError, match="the toy data would need"):
+        load_dataset("toy", n_train=4, n_test=1000)
+    with pytest.raises(ValueError, match="the mnist1d data would need"):
+        load_dataset("mnist1d", n_train=10**12)
+    with pytest.raises(ValueError, match="teacher's projection"):
+        load_dataset("teacher:k=100000,d=1000000", n_train=1, n_test=1)
+    assert called == []  # nothing was loaded
+    assert dataset_shape("cifar10") == ((3, 32, 32), 10, 50000, 10000)
+    assert dataset_shape("teacher:k=2,d=8")[0] == (8,)

@@ -64,6 +64,7 @@ class FakeConfig:
     data_root: str | None = None
     device: str = "cpu"
     quiet: bool = True
+    threads: int = 1  # TrainConfig's torch thread count (saved with every run)
 
 
 QUALITY = {"sgd": 0.8, "clip": 0.65, "noise": 0.75, "dpsgd": 0.5}

@@ -171,7 +171,7 @@ def test_run_train_folder_and_private_mask_composition(tmp_path):
         assert (first / name).is_file(), name
     metrics = json.loads((first / "metrics.json").read_text())
     assert metrics["privacy"]["label"] == "private"
-    assert not checkpoint_path(replace(BASE, out=str(tmp_path / "dp"))).exists()
+    assert checkpoint_path(replace(BASE, out=str(tmp_path / "dp"))).is_file()  # kept: --resume can extend it
 
     second = train(replace(BASE, sparsity=0.5, mask_source="private", mask_run=str(first)))
     m1 = PoissonGaussianMechanism(**metrics["privacy"]["mechanisms"][0])
@@ -262,5 +262,189 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
         )
         == 2
     )
-    assert "result file not found" in capsys.readouterr().err
+    assert "mask_run folder not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# resume extends a finished run; the NaN guard; threads; sizes refused up front
+
+
+def test_resume_extends_a_finished_run_bit_for_bit(tmp_path, capsys):
+    short = replace(BASE, momentum=0.5, lr_schedule="step", lr_step_epochs=1, lr_gamma=0.5, out=str(tmp_path / "r"))
+    run_train(short)
+    assert checkpoint_path(short).is_file()  # the finished run keeps its final checkpoint
+    longer = replace(short, epochs=4, resume=True, quiet=False)
+    extended = train(longer)
+    said = capsys.readouterr().out.splitlines()
+    assert said[0] == f"resume: reused epochs 1-2 from {str(checkpoint_path(short))!r}; training epochs 3-4"
+    reference = train(replace(short, epochs=4, out=None))
+    assert _strip(extended["history"]) == _strip(reference["history"]) and extended["steps"] == reference["steps"]
+    assert extended["resumed_epochs"] == 2 and reference["resumed_epochs"] == 0
+    # the checkpoint is now at epoch 4: resuming again reuses everything
+    again = train(longer)
+    assert capsys.readouterr().out.startswith("resume: all 4 epochs reused")
+    assert _strip(again["history"]) == _strip(extended["history"])
+    with pytest.raises(ValueError, match="more than epochs=3"):
+        train(replace(longer, epochs=3))
+
+
+def test_resume_refuses_to_extend_what_depends_on_the_total(tmp_path):
+    cos = replace(BASE, lr_schedule="cosine", out=str(tmp_path / "c"))
+    run_train(cos)
+    with pytest.raises(ValueError, match="cosine schedule depends on the total"):
+        train(replace(cos, epochs=3, resume=True))
+    eps = replace(BASE, noise_multiplier=None, target_epsilon=8.0, out=str(tmp_path / "e"))
+    run_train(eps)
+    with pytest.raises(ValueError, match="calibrated to target_epsilon"):
+        train(replace(eps, epochs=3, resume=True))
+    fresh = replace(BASE, out=str(tmp_path / "none"), resume=True, quiet=False)
+    train(fresh)  # no checkpoint yet: says so and trains from scratch
+
+
+def test_divergence_is_refused_and_nothing_is_labelled_private(tmp_path, capsys):
+    from simulations.nn.train import TrainingDiverged, main
+
+    with pytest.raises(TrainingDiverged, match="diverged by epoch 1"):
+        train(replace(BASE, lr=1e6, mode="sgd"))
+    # clipped steps keep the loss finite, but blown up: over 100 × its initial value is divergence too
+    with pytest.raises(TrainingDiverged, match="over 100× its initial"):
+        train(replace(BASE, lr=1e6, mode="dpsgd"))
+    out = tmp_path / "nan"
+    assert (
+        main(
+            [
+                "--dataset",
+                "teacher",
+                "--n-train",
+                "60",
+                "--n-test",
+                "30",
+                "--width",
+                "4",
+                "--depth",
+                "1",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "6",
+                "--lr",
+                "1e6",
+                "--mode",
+                "sgd",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "diverged" in err and "--lr" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_threads_are_saved_set_and_part_of_the_resume_key(tmp_path):
+    import os
+
+    res = train(BASE)
+    assert res["threads"] == BASE.threads == 1
+    cfg = replace(BASE, out=str(tmp_path / "t"))
+    run_train(cfg)
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["threads"] == 1
+    if (os.cpu_count() or 1) >= 2:
+        with pytest.raises(ValueError, match="threads"):
+            train(replace(cfg, threads=2, resume=True))
+    with pytest.raises(ValueError, match="threads must be <="):
+        replace(BASE, threads=10**6)
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        (dict(width=10**12), "the training run would need"),
+        (dict(depth=10**12), "the training run would need"),
+        (dict(n_train=10**12), "the training run would need"),
+        (dict(epochs=10**9), "the training run would take"),
+        (dict(batch_size=500), "batch_size must be <="),
+        (dict(burst_step=1000, burst_scale=1.0), "burst_step must be <"),
+        (dict(model="wrn"), "wrn needs 2-D images"),
+        (dict(noise_multiplier=None, target_epsilon=1e5, accountants=("rdp", "pld")), "calibrates sigma"),
+    ],
+)
+def test_impossible_runs_are_refused_before_training(changes, match):
+    with pytest.raises(ValueError, match=match):
+        train(replace(BASE, **changes))
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        (dict(switch_epoch=2, switch_mode="sgd"), "never happens"),
+        (dict(lr=1e300), "lr must be between"),
+        (dict(clip_norm=1e300), "clip_norm must be"),
+        (dict(noise_multiplier=1e300), "noise_multiplier must be <="),
+        (dict(noise_multiplier=1e-300), "noise_multiplier must be 0 or >= 1e-30"),
+        (dict(noise_multiplier=0.01, accountants=("rdp", "pld")), "use --accountants rdp"),
+        (dict(ref_clip_norm=1e300), "ref_clip_norm"),
+        (dict(burst_step=3, burst_scale=0.0), "burst_scale > 0"),
+        (dict(target_epsilon=1e300, noise_multiplier=None), "target_epsilon must be <="),
+        (dict(seed=2**64), "seed must be <="),
+    ],
+)
+def test_out_of_range_values_name_the_argument(changes, match):
+    with pytest.raises(ValueError, match=match):
+        replace(BASE, **changes)
+
+
+def test_train_cli_defaults_and_summary_line(tmp_path, capsys, monkeypatch):
+    from simulations.common.cli import build_parser
+    from simulations.nn.train import main
+
+    assert build_parser(TrainConfig, defaults={"out": "results/nn/train"}).parse_args([]).out == "results/nn/train"
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "--dataset",
+        "teacher",
+        "--n-train",
+        "60",
+        "--n-test",
+        "30",
+        "--width",
+        "4",
+        "--depth",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "6",
+        "--accountants",
+        "rdp",
+    ]
+    assert main([*args, "--mode", "sgd"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("results/nn/train: test_acc") and "sigma" not in last and "not private" in last
+    assert (tmp_path / "results" / "nn" / "train" / "metrics.json").is_file()
+    assert main([*args, "--out", "dp"]) == 0
+    assert "private, sigma 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "model,dataset,depths",
+    [
+        ("mlp", "teacher:k=2,d=8", (0, 1, 2, 3, 4, 7)),
+        ("cnn", "teacher:k=2,d=8", (1, 2, 4, 6)),
+        ("wrn", "digits", (10, 16, 22)),
+    ],
+)
+def test_parameter_estimate_is_the_built_models_count(model, dataset, depths):
+    """The resource guard's d (extrapolated in depth, never looping over layers) is exactly the model's."""
+    from simulations.nn.data import dataset_shape
+    from simulations.nn.models import build_model, count_parameters
+    from simulations.nn.train import parameter_count
+
+    shape, classes, *_ = dataset_shape(dataset)
+    for depth in depths:
+        cfg = replace(BASE, dataset=dataset, model=model, width=3, depth=depth)
+        built = build_model(model, input_shape=shape, num_classes=classes, width=3, depth=depth, seed=0)
+        assert parameter_count(cfg, shape, classes) == count_parameters(built), (model, depth)

@@ -41,10 +41,15 @@ def table(rows: Sequence[Sequence[Any]], *, header: Sequence[str]) -> str:
 
 
 def fmt_stat(stat: dict[str, float], scale: float = 1.0, digits: int = 2) -> str:
-    """'mean ± se' of a :func:`simulations.common.stats.summary` (scaled, e.g. 100 for percent)."""
+    """'mean ± se' of a :func:`simulations.common.stats.summary` (scaled, e.g. 100 for percent).
+
+    Without a standard error (one seed) it is 'mean (n=1)', never '± nan'.
+    """
     m, se = stat["mean"] * scale, stat["se"] * scale
-    se_txt = "nan" if not math.isfinite(se) else f"{se:.{digits}f}"
-    return f"{m:.{digits}f} ± {se_txt}"
+    if not math.isfinite(se):
+        n = stat.get("n")
+        return f"{m:.{digits}f} (n={n})" if n is not None else f"{m:.{digits}f} (no SE)"
+    return f"{m:.{digits}f} ± {se:.{digits}f}"
 
 
 def print_table(rows: Sequence[Sequence[str]], *, file: Any = None) -> None:

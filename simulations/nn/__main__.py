@@ -9,7 +9,10 @@ Commands:
   epsilon    epsilon-accuracy curves (dense and public-mask-pruned DP-SGD, eps 1..8 and inf)
   validate   theory (dptheory.clipped_dynamics) vs measured excess loss across width and sparsity
 
-``python -m simulations.nn <command> --help`` lists a command's options.
+``python -m simulations.nn <command> --help`` lists a command's options. Without a command the
+dispatcher prints one usage line and exits with status 2 (a command is required); ``--help`` / ``-h``
+list the commands. Every command is built on ``simulations.common.cli.run_main``: bad input is one
+line on stderr and exit status 2, and each takes ``--max-memory`` / ``--max-work``.
 
 Example:
     python -m simulations.nn ablate --epochs 4 --seeds 0,1 --out results/nn/ablate-small

@@ -29,7 +29,23 @@ splits are exactly those of earlier versions (same numbers).
 ``mnist1d`` beyond 10 000 signals is generated as a canonical pool of a multiple of 50 000 signals
 (so that all split sizes of one seed read the same signals) and takes ~20 s per 50 000: the arrays
 are cached as ``.npz`` under ``$DPBASIN_CACHE`` (default ``~/.cache/dpbasin``), keyed by seed, size
-and mnist1d version, written atomically and read back bit-identical (tested).
+and mnist1d version, written atomically and read back bit-identical (tested; read with
+``allow_pickle=False``, a damaged file is regenerated).
+
+Adding a dataset: write a loader ``(DatasetRequest) -> dict`` of raw arrays (``x_train``, ``y_train``,
+``x_test``, ``y_test``, ``num_classes``) and register it with :func:`register_dataset` next to the
+others, giving a :class:`DatasetSpec` (what the dataset is before it is loaded: input shape, class
+count, default and maximum split sizes, cost per generated example). Everything else — name and size
+checks, the memory estimate before loading, validation of what the loader returns (shapes, integer
+labels in range, finite values, non-empty splits), standardisation — is shared.
+
+Untrusted files: a data folder is input, never code. The CIFAR-10 batches (python pickles) are read
+by a restricted unpickler that admits only the globals the format uses (numpy's array and dtype
+reconstructors, with object arrays and oversized shapes refused); any other global, a persistent id
+or a malformed stream is a ``ValueError`` naming the file — nothing in the file can run. idx files
+are parsed by hand; a gzip stream is decompressed only up to the size its header declares. Every
+loader's arrays are checked before use: a NaN, a ``None`` label or a label out of range is refused
+with the file or dataset named.
 
 The teacher task is the input-side analogue of a low-rank basin: the label depends on x only
 through k of its D coordinates (in a random basis), so everything a network learns beyond those k
@@ -52,21 +68,28 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
+import math
 import os
 import pickle
 import random
 import struct
+import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from dptheory.validate import check_int
+from simulations.common.resources import array_bytes, check_memory, check_work
 
-DATASETS = ("mnist1d", "digits", "teacher", "mnist", "fashion-mnist", "cifar10", "mnist5k")
 DATA_ENV = "DPBASIN_DATA"
 CACHE_ENV = "DPBASIN_CACHE"
+MAX_FILE_BYTES = 2 * 2**30  # one data file (idx, decompressed; a CIFAR batch): the real ones are < 200 MB
 
 
 @dataclass(frozen=True)
@@ -98,6 +121,55 @@ class Dataset:
 # public entry point
 
 
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What a loader is asked for: validated name options, folder, seed and split sizes (None: defaults)."""
+
+    options: str
+    root: Path | None
+    seed: int
+    n_train: int | None
+    n_test: int | None
+    extra: int = 0  # validation + public examples the training pool must hold beyond the default
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset before it is loaded (for the checks and the memory estimate) and its loader.
+
+    ``shape(options)`` returns the input shape for the ``name:options`` string (and validates the
+    options); ``n_train`` / ``n_test`` are the default split sizes, ``max_train`` / ``max_test`` the
+    largest possible (None: generated, any size); ``example_cost`` the operations to generate one
+    example (0 for files); ``needs_root`` says the data are files in a folder.
+    """
+
+    load: Callable[[DatasetRequest], dict]
+    shape: Callable[[str], tuple[int, ...]]
+    num_classes: int
+    n_train: int
+    n_test: int
+    max_train: int | None = None
+    max_test: int | None = None
+    max_total: int | None = None
+    example_cost: float = 0.0
+    needs_root: bool = False
+    takes_options: bool = False
+
+
+REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, spec: DatasetSpec) -> None:
+    """Make ``name`` loadable by :func:`load_dataset` (module docstring: adding a dataset)."""
+    if name in REGISTRY:
+        raise ValueError(f"dataset {name!r} is already registered")
+    REGISTRY[name] = spec
+
+
+# --------------------------------------------------------------------------------------------
+# public entry point
+
+
 def load_dataset(
     name: str,
     *,
@@ -115,11 +187,13 @@ def load_dataset(
     ``n_train`` / ``n_test``: sizes; for file data a seeded random subset of the full split.
     ``n_val`` / ``n_public``: validation / public examples carved out of the training pool
     (module docstring); ``x_val`` etc. are then set (empty tensors when 0).
-    Raises ``ValueError`` for a bad name or size, ``FileNotFoundError`` naming the missing path.
+    Raises ``ValueError`` for a bad name or size, a malformed file (naming it) or a size whose arrays
+    would exceed the memory limit (``simulations.common.resources``), ``FileNotFoundError`` naming
+    the missing path.
     """
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string, got {name!r}")
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0, maximum=2**63 - 1)
     if n_train is not None:
         n_train = check_int("n_train", n_train, minimum=1)
     if n_test is not None:
@@ -131,33 +205,37 @@ def load_dataset(
     if extra:  # the training pool holds train + validation + public examples
         n_train = None if n_train is None else n_train + extra
     base, _, options = name.lower().partition(":")
-    if options and base != "teacher":
-        raise ValueError(f"only 'teacher' takes ':options', got {name!r}")
-    if base == "mnist1d":
-        ds = _mnist1d(seed, n_train or (4000 + extra), n_test or 1000)
-    elif base == "digits":
-        ds = _digits(seed, n_train, n_test)
-    elif base == "mnist5k":
-        ds = _mnist5k(seed, n_train, n_test)
-    elif base == "teacher":
-        k, d = _teacher_options(options)
-        ds = _teacher(seed, n_train or (4000 + extra), n_test or 1000, relevant_dims=k, input_dim=d)
-        name = f"teacher:k={k},d={d}"
-    elif base in ("mnist", "fashion-mnist"):
-        ds = _subsample(_idx_dataset(base, _root(root)), seed, n_train, n_test)
-    elif base == "cifar10":
-        ds = _subsample(_cifar10(_root(root)), seed, n_train, n_test)
-    else:
+    spec = REGISTRY.get(base)
+    if spec is None:
         raise ValueError(f"dataset name must be one of {', '.join(DATASETS)}, got {name!r}")
+    if options and not spec.takes_options:
+        raise ValueError(
+            f"only {', '.join(k for k, v in REGISTRY.items() if v.takes_options)} take ':options', got {name!r}"
+        )
+    shape = spec.shape(options)
+    check_dataset_size(base, spec, shape, n_train, n_test, extra=extra)
+    request = DatasetRequest(
+        options=options,
+        root=_root(root) if spec.needs_root else None,
+        seed=seed,
+        n_train=n_train,
+        n_test=n_test,
+        extra=extra,
+    )
+    ds = spec.load(request)
+    check_raw_dataset(ds, name=name, input_shape=shape, num_classes=spec.num_classes)
     if extra:
         ds = carve_splits(ds, seed=seed, n_val=n_val, n_public=n_public, n_train=n_train_req)
     x_tr, x_te = _standardise(ds["x_train"], ds["x_test"])
+    if not (np.isfinite(x_tr).all() and np.isfinite(x_te).all()):
+        raise ValueError(f"{name}: the standardised inputs are not finite (values too large for float32)")
     more = {}
     if extra:
         for split in ("val", "public"):
             _, x_sp = _standardise(ds["x_test"], ds[f"x_{split}"], stats_from=ds["x_test"])
             more[f"x_{split}"] = torch.as_tensor(x_sp, dtype=torch.float32)
             more[f"y_{split}"] = torch.tensor(np.array(ds[f"y_{split}"]), dtype=torch.int64)
+    label = ds.get("name", name.lower())
     return Dataset(
         x_train=torch.as_tensor(x_tr, dtype=torch.float32),
         y_train=torch.tensor(np.array(ds["y_train"]), dtype=torch.int64),
@@ -165,7 +243,7 @@ def load_dataset(
         y_test=torch.tensor(np.array(ds["y_test"]), dtype=torch.int64),
         num_classes=int(ds["num_classes"]),
         input_shape=tuple(int(s) for s in x_tr.shape[1:]),
-        name=name.lower(),
+        name=label,
         **more,
     )
 
@@ -193,8 +271,79 @@ def carve_splits(ds: dict, *, seed: int, n_val: int, n_public: int, n_train: int
     return out
 
 
+def dataset_shape(name: str) -> tuple[tuple[int, ...], int, int, int]:
+    """(input shape, classes, default n_train, default n_test) of ``name`` without loading it."""
+    base, _, options = str(name).lower().partition(":")
+    spec = REGISTRY.get(base)
+    if spec is None:
+        raise ValueError(f"dataset name must be one of {', '.join(DATASETS)}, got {name!r}")
+    if options and not spec.takes_options:
+        raise ValueError(
+            f"only {', '.join(k for k, v in REGISTRY.items() if v.takes_options)} take ':options', got {name!r}"
+        )
+    return spec.shape(options), spec.num_classes, spec.n_train, spec.n_test
+
+
+def check_dataset_size(
+    name: str, spec: DatasetSpec, shape: tuple[int, ...], n_train: int | None, n_test: int | None, *, extra: int = 0
+):
+    """Refuse split sizes above the dataset's, or whose arrays / generation would exceed the limits.
+
+    ``n_train`` is the training pool (validation and public examples included); ``extra`` is what
+    the pool holds beyond the default when ``n_train`` is None (generated datasets grow by it).
+    """
+    te = spec.n_test if n_test is None else n_test
+    if n_train is not None:
+        tr = n_train
+    elif spec.max_total is not None:
+        tr = max(spec.max_total - te, 0)
+    else:
+        tr = spec.n_train + (extra if spec.max_train is None else 0)
+    for split, n, most in (("n_train", tr, spec.max_train), ("n_test", te, spec.max_test)):
+        if most is not None and n > most:
+            raise ValueError(f"{split} must be <= {most} for {name}, got {n}")
+    if spec.max_total is not None and tr + te > spec.max_total:
+        raise ValueError(f"n_train + n_test must be <= {spec.max_total} for {name}, got {tr} + {te}")
+    features = math.prod(shape)
+    # raw float64 copy, float64 standardisation temporaries (×2), float32 result; full splits for file data
+    rows = float(tr + te) if spec.max_train is None else float((spec.max_train or 0) + (spec.max_test or 0))
+    check_memory(
+        f"the {name} data",
+        array_bytes(rows, features) * 4 + array_bytes(tr + te, features, itemsize=4),
+        detail=f"{tr:g} + {te:g} examples × {features:g} features",
+    )
+    if spec.example_cost:
+        check_work(f"generating {name}", float(tr + te) * spec.example_cost, detail=f"{tr + te:g} examples")
+
+
+def check_raw_dataset(ds: dict, *, name: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Validate a loader's raw arrays: matching shapes, non-empty splits, finite inputs, integer labels in range."""
+    for split in ("train", "test"):
+        x, y = ds.get(f"x_{split}"), ds.get(f"y_{split}")
+        if x is None or y is None:
+            raise ValueError(f"{name}: the loader returned no x_{split} / y_{split}")
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape[:1] != y.shape[:1] or y.ndim != 1:
+            raise ValueError(f"{name}: {split} split has {x.shape[0]} inputs but labels of shape {y.shape}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: the {split} split is empty")
+        if tuple(x.shape[1:]) != tuple(input_shape):
+            raise ValueError(f"{name}: {split} inputs have shape {x.shape[1:]}, expected {tuple(input_shape)}")
+        if x.dtype.kind not in "fiu" or not np.isfinite(x).all():
+            raise ValueError(f"{name}: {split} inputs must be finite numbers (dtype {x.dtype})")
+        if y.dtype.kind not in "iu":
+            raise ValueError(f"{name}: {split} labels must be integers, got dtype {y.dtype}")
+        if y.min() < 0 or y.max() >= num_classes:
+            raise ValueError(
+                f"{name}: {split} labels must be in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}"
+            )
+
+
 def _root(root: str | os.PathLike[str] | None) -> Path:
-    return Path(root if root is not None else os.environ.get(DATA_ENV, "data"))
+    path = Path(root if root is not None else os.environ.get(DATA_ENV, "data"))
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"data root {str(path)!r} is a file, not a folder (set --data-root or ${DATA_ENV})")
+    return path
 
 
 def _standardise(
@@ -257,12 +406,13 @@ def _mnist1d_raw(seed: int, total: int) -> tuple[np.ndarray, np.ndarray]:
     cache = mnist1d_cache_path(seed, total) if total >= 10_000 else None
     if cache is not None and cache.is_file():
         try:
-            with np.load(cache) as saved:
+            with np.load(cache, allow_pickle=False) as saved:
                 x, y = saved["x"], saved["y"]
-            x.setflags(write=False)
-            y.setflags(write=False)
-            return x, y
-        except (OSError, ValueError, KeyError):
+            if x.shape == (total, 40) and y.shape == (total,) and x.dtype.kind == "f" and y.dtype.kind in "iu":
+                x.setflags(write=False)
+                y.setflags(write=False)
+                return x, y
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache file is regenerated below
     x, y = _mnist1d_generate(seed, total)
     if cache is not None:
@@ -410,27 +560,36 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one idx file (LeCun's MNIST format, optionally gzip-compressed) as a uint8 array.
 
     Header: two zero bytes, a type byte (0x08 = unsigned byte), the number of dimensions n, then n
-    big-endian uint32 sizes; the data follow. Raises ``ValueError`` naming the file if malformed.
+    big-endian uint32 sizes; the data follow. The header is read first and the declared size is
+    checked against :data:`MAX_FILE_BYTES` and the memory limit before the data are read (a gzip
+    stream is decompressed only that far). Raises ``ValueError`` naming the file if malformed.
     """
     p = Path(path)
     opener = gzip.open if p.suffix == ".gz" else open
     try:
         with opener(p, "rb") as fh:
-            blob = fh.read()
-    except (OSError, EOFError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise FileNotFoundError(f"idx file not found: {str(p)!r}") from None
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise ValueError(f"{str(p)!r} is not an idx file (bad magic number)")
+            if head[2] != 0x08:
+                raise ValueError(f"{str(p)!r}: idx element type 0x{head[2]:02x} is not unsigned byte (0x08)")
+            ndim = head[3]
+            dims = fh.read(4 * ndim)
+            if ndim < 1 or len(dims) < 4 * ndim:
+                raise ValueError(f"{str(p)!r}: truncated idx header")
+            shape = struct.unpack(f">{ndim}I", dims)
+            count = math.prod(shape)
+            if count > MAX_FILE_BYTES:
+                raise ValueError(
+                    f"{str(p)!r}: header declares shape {shape} ({count} bytes), more than an idx file holds"
+                )
+            check_memory(f"the idx file {str(p)!r}", float(count) * 9, detail=f"shape {shape}")
+            blob = fh.read(count + 1)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"idx file not found: {str(p)!r}") from None
+    except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(f"cannot read idx file {str(p)!r}: {exc}") from None
-    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0:
-        raise ValueError(f"{str(p)!r} is not an idx file (bad magic number)")
-    if blob[2] != 0x08:
-        raise ValueError(f"{str(p)!r}: idx element type 0x{blob[2]:02x} is not unsigned byte (0x08)")
-    ndim = blob[3]
-    if ndim < 1 or len(blob) < 4 + 4 * ndim:
-        raise ValueError(f"{str(p)!r}: truncated idx header")
-    shape = struct.unpack(f">{ndim}I", blob[4 : 4 + 4 * ndim])
-    count = int(np.prod(shape))
-    data = np.frombuffer(blob, dtype=np.uint8, offset=4 + 4 * ndim)
+    data = np.frombuffer(blob, dtype=np.uint8)
     if data.size != count:
         raise ValueError(f"{str(p)!r}: header says shape {shape} ({count} bytes) but the file holds {data.size}")
     return data.reshape(shape)
@@ -461,43 +620,134 @@ def _idx_dataset(name: str, root: Path) -> dict:
         if missing:
             raise FileNotFoundError(f"{name}: missing {missing[0]}[.gz] in {str(folder)!r}")
         images, labels = read_idx(paths[0]), read_idx(paths[1])
-        if images.ndim != 3 or labels.ndim != 1:
+        if images.ndim != 3 or labels.ndim != 1 or images.shape[1:] != (28, 28):
             raise ValueError(
-                f"{name}: expected 3-D images and 1-D labels in {str(folder)!r}, "
+                f"{name}: expected 28×28 images and 1-D labels in {str(folder)!r}, "
                 f"got shapes {images.shape} and {labels.shape}"
             )
         if images.shape[0] != labels.shape[0]:
             raise ValueError(f"{name}: {images.shape[0]} images but {labels.shape[0]} labels in {str(paths[0])!r}")
-        if labels.size and labels.max() > 9:
+        if images.shape[0] == 0:
+            raise ValueError(f"{name}: {str(paths[0])!r} holds no images (an empty {split} split)")
+        if labels.max() > 9:
             raise ValueError(f"{name}: label {int(labels.max())} out of range 0..9 in {str(paths[1])!r}")
         out[f"x_{split}"] = images[:, None, :, :].astype(np.float64) / 255.0
         out[f"y_{split}"] = labels.astype(np.int64)
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# CIFAR-10 python batches, read without executing anything
+
+
+def _numpy_multiarray():
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    return multiarray, numeric
+
+
+def _safe_dtype(*args: Any) -> np.dtype:
+    dt = np.dtype(*args)
+    if dt.hasobject:
+        raise pickle.UnpicklingError("object arrays are not allowed")
+    return dt
+
+
+def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct`` for plain ndarrays of (at most) one element — what ``ndarray.__reduce__`` writes."""
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError("only numpy.ndarray may be reconstructed")
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    if not all(isinstance(n, int) and 0 <= n <= 1 for n in shape):
+        raise pickle.UnpicklingError(f"unexpected reconstruction shape {shape}")
+    return _numpy_multiarray()[0]._reconstruct(np.ndarray, shape, _safe_dtype(dtype))
+
+
+def _safe_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """numpy's protocol-5 ``_frombuffer``: an array over the (in-band) bytes, never an object array."""
+    return _numpy_multiarray()[1]._frombuffer(buffer, _safe_dtype(dtype), shape, order)
+
+
+def _latin1_encode(text: Any, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as pickle protocol 2 uses it for bytes (latin-1 only)."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"codec {encoding!r} is not allowed")
+    return text.encode("latin1")
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that admits only what a CIFAR-10 batch holds: dicts, lists, bytes, str, numbers and
+    numpy arrays of plain dtypes (a data folder is input, never code).
+
+    ``find_class`` returns wrapped versions of numpy's array and dtype reconstructors and refuses
+    every other global (``os.system``, ``builtins.eval``, any class), so a ``__reduce__`` payload
+    fails with ``pickle.UnpicklingError`` before anything runs; persistent ids are refused too.
+    """
+
+    ALLOWED: ClassVar[dict[tuple[str, str], Callable[..., Any]]] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): _safe_dtype,
+        ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
+        ("numpy.core.numeric", "_frombuffer"): _safe_frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): _safe_frombuffer,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not allowed")
+
+
+def safe_unpickle(blob: bytes, *, encoding: str = "bytes") -> Any:
+    """Unpickle ``blob`` with :class:`SafeUnpickler` (``encoding="bytes"``: Python 2 strings stay bytes)."""
+    return SafeUnpickler(io.BytesIO(blob), encoding=encoding).load()
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"cifar10: missing batch file {str(path)!r}")
     try:
-        with open(path, "rb") as fh:
-            # The official format is a python pickle; only load files you trust.
-            batch = pickle.load(fh, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, IndexError) as exc:
-        raise ValueError(f"cifar10: {str(path)!r} is not a CIFAR-10 pickle batch ({exc})") from None
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"cifar10: {str(path)!r} is {size} bytes, more than a CIFAR-10 batch holds")
+        check_memory(f"the cifar10 batch {str(path)!r}", float(size) * 12)
+        batch = safe_unpickle(path.read_bytes())
+    except (ValueError, OSError):
+        raise
+    except Exception as exc:  # an untrusted stream can fail in many ways; none of them is a crash
+        raise ValueError(
+            f"cifar10: {str(path)!r} is not a CIFAR-10 pickle batch ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(batch, dict):
-        raise ValueError(f"cifar10: {str(path)!r} does not hold a dict")
+        raise ValueError(f"cifar10: {str(path)!r} does not hold a dict (it holds a {type(batch).__name__})")
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
     if data is None or labels is None:
         raise ValueError(f"cifar10: {str(path)!r} lacks 'data' or 'labels'")
-    data = np.asarray(data)
-    labels = np.asarray(labels, dtype=np.int64)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"cifar10: {str(path)!r}: 'data' must be a uint8 array (the CIFAR-10 format), got {kind}")
+    if not isinstance(labels, (list, tuple, np.ndarray)) or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels
+    ):
+        raise ValueError(f"cifar10: {str(path)!r}: 'labels' must be a list of integers")
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
         raise ValueError(
             f"cifar10: {str(path)!r} has data of shape {data.shape} and {labels.shape[0]} labels; "
             "expected (N, 3072) and N"
         )
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
+    if labels.size == 0:
+        raise ValueError(f"cifar10: {str(path)!r} holds no images")
+    if labels.min() < 0 or labels.max() > 9:
         raise ValueError(f"cifar10: labels out of range 0..9 in {str(path)!r}")
     return data.reshape(-1, 3, 32, 32).astype(np.float64) / 255.0, labels
 
@@ -515,3 +765,67 @@ def _cifar10(root: Path) -> dict:
         "y_test": y_te,
         "num_classes": 10,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# the registry: one entry per dataset (module docstring: adding a dataset)
+
+
+def _fixed(shape: tuple[int, ...]) -> Callable[[str], tuple[int, ...]]:
+    return lambda options: shape
+
+
+def _teacher_shape(options: str) -> tuple[int, ...]:
+    k, d = _teacher_options(options)
+    check_memory("the teacher's projection", array_bytes(d, k) * 4, detail=f"d {d} × k {k}")
+    check_work("the teacher's projection", float(d) * k * k, detail=f"QR of d {d} × k {k}")
+    return (d,)
+
+
+def _load_mnist1d(req: DatasetRequest) -> dict:
+    return _mnist1d(req.seed, req.n_train or (4000 + req.extra), req.n_test or 1000)
+
+
+def _load_digits(req: DatasetRequest) -> dict:
+    return _digits(req.seed, req.n_train, req.n_test)
+
+
+def _load_mnist5k(req: DatasetRequest) -> dict:
+    return _mnist5k(req.seed, req.n_train, req.n_test)
+
+
+def _load_teacher(req: DatasetRequest) -> dict:
+    k, d = _teacher_options(req.options)
+    ds = _teacher(req.seed, req.n_train or (4000 + req.extra), req.n_test or 1000, relevant_dims=k, input_dim=d)
+    ds["name"] = f"teacher:k={k},d={d}"
+    return ds
+
+
+def _idx_loader(name: str) -> Callable[[DatasetRequest], dict]:
+    def load(req: DatasetRequest) -> dict:
+        return _subsample(_idx_dataset(name, req.root or _root(None)), req.seed, req.n_train, req.n_test)
+
+    return load
+
+
+def _load_cifar10(req: DatasetRequest) -> dict:
+    return _subsample(_cifar10(req.root or _root(None)), req.seed, req.n_train, req.n_test)
+
+
+register_dataset(
+    "mnist1d",
+    DatasetSpec(_load_mnist1d, _fixed((40,)), 10, 4000, 1000, example_cost=1e6),  # ~1 ms per signal
+)
+register_dataset("digits", DatasetSpec(_load_digits, _fixed((1, 8, 8)), 10, 1347, 450, max_total=1797))
+register_dataset(
+    "teacher", DatasetSpec(_load_teacher, _teacher_shape, 10, 4000, 1000, example_cost=100.0, takes_options=True)
+)
+for _name in ("mnist", "fashion-mnist"):
+    register_dataset(
+        _name, DatasetSpec(_idx_loader(_name), _fixed((1, 28, 28)), 10, 60000, 10000, 60000, 10000, needs_root=True)
+    )
+register_dataset(
+    "cifar10", DatasetSpec(_load_cifar10, _fixed((3, 32, 32)), 10, 50000, 10000, 50000, 10000, needs_root=True)
+)
+register_dataset("mnist5k", DatasetSpec(_load_mnist5k, _fixed((1, 28, 28)), 10, 4000, 1000, max_total=5000))
+DATASETS = tuple(REGISTRY)

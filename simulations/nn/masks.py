@@ -10,12 +10,12 @@ the k_G = n_G − round(s·n_G) entries of largest |w| (ties broken by position,
 Prunable by default: tensors with ≥ 2 dimensions (Linear / Conv weights); biases and normalisation
 parameters are always kept (mask of ones). The training loop multiplies gradients and noise by the
 mask and re-applies it to the weights after every optimizer step, so pruned weights stay exactly
-zero and noise-free (``simulations.nn.engine``). Where the magnitudes come from — ``init`` (free),
-``private`` (an earlier DP run, whose ε must be composed) or ``oracle`` (non-private training) — is
-decided and labelled by ``simulations.nn.train``; this module only ranks numbers.
+zero and noise-free (``simulations.nn.engine``). Where the magnitudes come from — ``init`` or ``random``
+(free), ``public`` (a run on the disjoint public split), ``private`` (an earlier DP run, whose ε must
+be composed) or ``oracle`` (non-private training) — is decided and labelled by
+``simulations.nn.train``; this module only ranks numbers (or draws them, for ``random``).
 
-Reference: magnitude pruning as used under DP by Adamczewski & Park 2023 (arXiv 2303.04612v1);
-REFERENCE.md §6.
+Reference: magnitude pruning as used under DP by Adamczewski & Park 2023 (arXiv 2303.04612v1).
 
 Example:
     >>> import torch

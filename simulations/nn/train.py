@@ -1,6 +1,6 @@
 """Train a network with DP-SGD or one of its ablations; per-epoch history, privacy label, checkpoints.
 
-One run = one frozen :class:`TrainConfig`. Each step (REFERENCE.md §2; ``dptheory.records``):
+One run = one frozen :class:`TrainConfig`. Each step (``dptheory.records``):
 
     S ~ Poisson(q) over the n training examples (q = batch_size / n),
     ĝ = (1/B)[Σ_{i∈S} φ_i m⊙g_i + ν m⊙ξ],   w ← SGD-with-momentum(w, ĝ, lr_t),   w ← m⊙w,
@@ -56,8 +56,27 @@ epoch holding ``burst_step``.
 ``run_train(config)`` writes a result folder (``config.json``, ``metrics.json``, ``metrics.npz``
 with the per-step arrays, ``env.json``, ``model.pt`` = final state dict, ``masks.pt``). With
 ``out`` set, a checkpoint ``<out>.checkpoint.pt`` is written atomically every
-``checkpoint_every`` epochs (model, optimizer, every generator state, history); ``resume=True``
-continues from it with results identical to an uninterrupted run (tested bit for bit on CPU).
+``checkpoint_every`` epochs (model, optimizer, every generator state as a uint8 tensor, history —
+tensors and plain data only) and kept when the run finishes; ``resume=True`` continues from it with
+results identical to an uninterrupted run (tested bit for bit on CPU), and with a larger ``epochs``
+extends a finished run (unless the schedule or a ``target_epsilon`` calibration depends on the total
+number of epochs). What was reused is printed in one line. A checkpoint is read with
+``torch.load(weights_only=True)`` and validated (format, config key, parameter names and shapes,
+random-stream states) before use: a malformed or foreign file is one ``ValueError`` naming it and
+nothing in it can execute.
+
+Same seed, same numbers: a run is bit-identical for the same config on the same machine with the
+same ``threads`` (torch intra-op threads, default 1, saved in ``config.json`` and part of the
+resume key). Another thread count changes the order of floating-point reductions, hence the low
+bits and, through training, the results; other machines (CPU instruction sets, BLAS builds) or a
+GPU may differ too.
+
+Guards: before anything is loaded, the run's memory (parameters, per-sample gradients, activations,
+data, Hessian vectors) and work (steps × batch × parameters) are estimated and refused above the
+limits of ``simulations.common.resources`` (:func:`check_training_resources`); σ below 0.1 is
+refused when a PLD or PRV accountant reports ε (their grids grow without bound); a non-finite loss
+or weight, or a training loss over 100 × its initial value, stops the run with :class:`TrainingDiverged` —
+nothing diverged or NaN is ever written or labelled.
 
 Command line (``python -m simulations.nn train``; every field is a flag), a real run and its output::
 
@@ -97,7 +116,9 @@ from dptheory.validate import (
     check_nonnegative,
     check_positive,
     check_positive_or_inf,
+    check_scale,
 )
+from simulations.common.resources import check_threads
 from simulations.nn.diagnostics import average_diagnostics, bias_diagnostics, step_diagnostics
 from simulations.nn.engine import METHODS, private_gradient, trainable_parameters
 from simulations.nn.masks import SCOPES, apply_masks, magnitude_masks, random_masks
@@ -121,6 +142,27 @@ TRAIN_SPLITS = ("train", "public")
 DIAGNOSTICS = ("none", "cheap", "full")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = tuple(m.value for m in Mode)
+MAX_SCALE = 1e30  # clip norms, noise and burst scales: σC must fit float32 (≈ 3.4e38) with room
+MAX_LR = 1e6
+# below this σ the PLD and PRV accountants' discretised privacy-loss grids grow without bound (their
+# cost rises like 1/σ; near σ = 1e-6 the grid is petabytes); RDP stays cheap down to 1e-30
+MIN_SIGMA_GRID_ACCOUNTANTS = 0.1
+
+
+def check_noise_multiplier(sigma: Any, accountants: tuple[str, ...]) -> float:
+    """σ ∈ {0} ∪ [1e-30, 1e6], and σ ≥ 0.1 (or 0) when a PLD or PRV accountant reports ε."""
+    value = check_nonnegative("noise_multiplier", sigma, maximum=1e6)
+    if value == 0:
+        return value
+    if value < 1e-30:
+        raise ValueError(f"noise_multiplier must be 0 or >= 1e-30, got {sigma!r}")
+    grid = [a for a in accountants if a in ("pld", "prv")]
+    if grid and value < MIN_SIGMA_GRID_ACCOUNTANTS:
+        raise ValueError(
+            f"noise_multiplier {value:g} is below {MIN_SIGMA_GRID_ACCOUNTANTS}, where the {'/'.join(grid)} "
+            f"accountant's grid grows without bound; use --accountants rdp"
+        )
+    return value
 
 
 def _h(text: str, **extra: Any) -> dict[str, Any]:
@@ -211,6 +253,10 @@ class TrainConfig:
     resume: bool = field(default=False, metadata=_h("continue from <out>.checkpoint.pt if present"))
     checkpoint_every: int = field(default=1, metadata=_h("epochs between checkpoints (0 = none)"))
     quiet: bool = field(default=False, metadata=_h("no progress output"))
+    threads: int = field(
+        default=1,
+        metadata=_h("torch CPU threads (saved: unclipped runs are bit-identical only for the same count; 0 = torch's)"),
+    )
 
     def __post_init__(self) -> None:
         ints = {
@@ -231,19 +277,22 @@ class TrainConfig:
             "diagnostic_samples": 1,
         }
         for name, minimum in ints.items():
-            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum))
-        object.__setattr__(self, "lr", check_positive("lr", self.lr))
+            top = 2**63 - 1 if name in ("seed", "data_seed") else None
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum, maximum=top))
+        object.__setattr__(self, "lr", check_scale("lr", self.lr, high=MAX_LR))
         mom = check_finite("momentum", self.momentum)
         if not 0 <= mom < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         object.__setattr__(self, "momentum", mom)
-        object.__setattr__(self, "lr_gamma", check_positive("lr_gamma", self.lr_gamma))
-        object.__setattr__(self, "clip_norm", check_positive_or_inf("clip_norm", self.clip_norm))
-        for name in ("noise_multiplier",):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, check_nonnegative(name, getattr(self, name)))
+        object.__setattr__(self, "lr_gamma", check_scale("lr_gamma", self.lr_gamma, high=1.0))
+        object.__setattr__(self, "clip_norm", check_positive_or_inf("clip_norm", self.clip_norm, maximum=MAX_SCALE))
+        if math.isfinite(self.clip_norm):
+            check_scale("clip_norm", self.clip_norm, high=MAX_SCALE)
+        object.__setattr__(self, "threads", check_threads("threads", self.threads))
         if self.target_epsilon is not None:
-            object.__setattr__(self, "target_epsilon", check_positive("target_epsilon", self.target_epsilon))
+            object.__setattr__(
+                self, "target_epsilon", check_positive("target_epsilon", self.target_epsilon, maximum=1e6)
+            )
             if self.noise_multiplier is not None:
                 raise ValueError(
                     f"give noise_multiplier or target_epsilon, not both (got "
@@ -258,25 +307,30 @@ class TrainConfig:
                 f"accountants must be a non-empty subset of {', '.join(ACCOUNTANTS)}, got {self.accountants!r}"
             )
         object.__setattr__(self, "accountants", accs)
+        if self.noise_multiplier is not None:
+            object.__setattr__(self, "noise_multiplier", check_noise_multiplier(self.noise_multiplier, accs))
         d = check_positive("delta", self.delta)
         if d >= 1:
             raise ValueError(f"delta must be in (0, 1), got {self.delta!r}")
         object.__setattr__(self, "mode", Mode.parse(self.mode).value)
         if self.ref_clip_norm is not None:
-            object.__setattr__(self, "ref_clip_norm", check_positive("ref_clip_norm", self.ref_clip_norm))
+            object.__setattr__(self, "ref_clip_norm", check_scale("ref_clip_norm", self.ref_clip_norm, high=MAX_SCALE))
         if (self.switch_epoch is None) != (self.switch_mode is None):
             raise ValueError(
                 f"switch_epoch and switch_mode go together, got switch_epoch={self.switch_epoch!r} "
                 f"and switch_mode={self.switch_mode!r}"
             )
         if self.switch_lr is not None:
-            object.__setattr__(self, "switch_lr", check_positive("switch_lr", self.switch_lr))
+            object.__setattr__(self, "switch_lr", check_scale("switch_lr", self.switch_lr, high=MAX_LR))
             if self.switch_epoch is None:
                 raise ValueError(f"switch_lr needs switch_epoch and switch_mode, got switch_lr={self.switch_lr!r}")
         if self.switch_epoch is not None:
             object.__setattr__(self, "switch_epoch", check_int("switch_epoch", self.switch_epoch, minimum=0))
-            if self.switch_epoch > self.epochs:
-                raise ValueError(f"switch_epoch must be <= epochs ({self.epochs}), got {self.switch_epoch}")
+            if self.switch_epoch >= self.epochs:
+                raise ValueError(
+                    f"switch_epoch must be < epochs ({self.epochs}): a switch at or after the last epoch never "
+                    f"happens, got {self.switch_epoch}"
+                )
             object.__setattr__(self, "switch_mode", Mode.parse(self.switch_mode).value)
         for m in self.modes_used:
             if (
@@ -309,11 +363,21 @@ class TrainConfig:
         if self.train_split == "public" and self.n_public < 1:
             raise ValueError(f"train_split='public' needs n_public >= 1, got n_public={self.n_public}")
         steps = self.curve_steps if not isinstance(self.curve_steps, str) else self.curve_steps.split(",")
-        curve = tuple(sorted({check_int("curve_steps entry", v, minimum=0) for v in steps}))
+        if not isinstance(steps, (tuple, list)):
+            raise ValueError(f"curve_steps must be a list of steps, got {self.curve_steps!r}")
+        curve = tuple(sorted({check_int("curve_steps entry", v, minimum=0) for v in steps if v != ""}))
         object.__setattr__(self, "curve_steps", curve)
+        for name in ("layer_diagnostics", "quiet", "resume"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        if self.layer_diagnostics and not self.curve_steps:
+            raise ValueError("layer_diagnostics are recorded at curve_steps: give curve_steps too")
         if self.burst_step is not None:
             object.__setattr__(self, "burst_step", check_int("burst_step", self.burst_step, minimum=0))
-        object.__setattr__(self, "burst_scale", check_nonnegative("burst_scale", self.burst_scale))
+        object.__setattr__(self, "burst_scale", check_nonnegative("burst_scale", self.burst_scale, maximum=MAX_SCALE))
+        if self.burst_step is not None and self.burst_scale == 0:
+            raise ValueError(f"burst_step={self.burst_step} needs burst_scale > 0 (a burst of size 0 does nothing)")
         for name in ("n_train", "n_test"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1))
@@ -394,24 +458,46 @@ def _evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
 
 
 def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], list, str]:
-    """Weights, mechanisms and label of the run named by ``mask_run``."""
+    """Weights, mechanisms and label of the run named by ``mask_run``; ValueError naming the file when a
+    file is malformed, of another run, or has other parameters (``model.pt`` is read with
+    ``weights_only=True``: nothing in it can execute)."""
     from simulations.common.results import read_json
 
     folder = Path(config.mask_run)
-    earlier = read_json(folder / "config.json")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"mask_run folder not found: {str(folder)!r}")
+    earlier = read_json(folder / "config.json", expect=dict)
     for key in ("dataset", "model", "width", "depth", "data_seed", "n_train", "n_val", "n_public"):
         default = 0 if key in ("n_val", "n_public") else None  # folders written before the splits existed
         if earlier.get(key, default) != _jsonable(getattr(config, key)):
             raise ValueError(
                 f"mask_run {str(folder)!r} has {key}={earlier.get(key)!r}, this run has {getattr(config, key)!r}"
             )
-    metrics = read_json(folder / "metrics.json")
+    metrics = read_json(folder / "metrics.json", expect=dict)
+    privacy = metrics.get("privacy")
+    if not isinstance(privacy, dict) or not isinstance(privacy.get("label"), str):
+        raise ValueError(f"{str(folder / 'metrics.json')!r} has no privacy label")
+    try:
+        mechs = [PoissonGaussianMechanism(**m) for m in privacy["mechanisms"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{str(folder / 'metrics.json')!r} has malformed privacy mechanisms ({exc})") from None
     state_path = folder / "model.pt"
     if not state_path.is_file():
         raise FileNotFoundError(f"mask_run has no model.pt: {str(state_path)!r}")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    mechs = [PoissonGaussianMechanism(**m) for m in metrics["privacy"]["mechanisms"]]
-    label = metrics["privacy"]["label"]
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an untrusted file can fail in many ways; none of them is a crash
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ValueError(f"{str(state_path)!r} is not a saved state dict ({type(exc).__name__}: {first})") from None
+    params = trainable_parameters(model)
+    if not isinstance(state, dict) or not set(params) <= set(state):
+        raise ValueError(f"{str(state_path)!r} holds other parameters than this run's model")
+    for k, p in params.items():
+        if not isinstance(state[k], torch.Tensor) or state[k].shape != p.shape:
+            raise ValueError(f"{str(state_path)!r}: parameter {k!r} has another shape than this run's")
+        if not torch.isfinite(state[k]).all():
+            raise ValueError(f"{str(state_path)!r}: parameter {k!r} is not finite")
+    label = privacy["label"]
     if earlier.get("train_split", "train") == "public":
         label = PUBLIC_LABEL
     return state, mechs, label
@@ -434,6 +520,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _resume_key(config: TrainConfig) -> dict[str, Any]:
+    """The config fields a checkpoint must agree on (``epochs`` may grow: :func:`_load_checkpoint`)."""
     skip = {"out", "resume", "quiet", "checkpoint_every"}
     return {f.name: _jsonable(getattr(config, f.name)) for f in fields(config) if f.name not in skip}
 
@@ -524,6 +611,134 @@ def _masks(config: TrainConfig, model: torch.nn.Module, params: dict, device: to
     return masks, prior, reasons
 
 
+def parameter_count(config: TrainConfig, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """d of ``config``'s network, from the models' own counting functions without building it.
+
+    The count is affine in the depth beyond the first layers (every further hidden layer / block is
+    the same), so a huge depth is extrapolated exactly from two small ones instead of looped over.
+    """
+    from simulations.nn import models
+
+    def count(depth: int) -> int:
+        if config.model == "mlp":
+            return models.mlp_parameter_count(
+                input_dim=math.prod(input_shape), num_classes=num_classes, width=config.width, depth=depth
+            )
+        if config.model == "cnn":
+            return models.cnn_parameter_count(
+                input_shape=input_shape, num_classes=num_classes, width=config.width, depth=depth
+            )
+        return models.wrn_parameter_count(
+            in_channels=input_shape[0], num_classes=num_classes, widen=config.width, depth=depth
+        )
+
+    if config.model == "wrn":  # depth = 6n + 4: affine in n for n >= 1
+        n = max((config.depth - 4) // 6, 1)
+        a, b = count(10), count(16)
+        return a + (n - 1) * (b - a)
+    low = 2 if config.depth >= 2 else config.depth
+    if config.depth <= 3:
+        return count(config.depth)
+    a, b = count(low), count(low + 1)
+    return a + (config.depth - low) * (b - a)
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """Estimated peak memory (bytes) and work (operations) of one run, with what they are made of."""
+
+    memory: float
+    work: float
+    memory_detail: str
+    work_detail: str
+
+
+def check_training_resources(config: TrainConfig) -> None:
+    """Refuse a run whose arrays exceed the memory limit or whose steps exceed the work limit, before
+    anything is loaded (``simulations.common.resources``; the data's own check is in ``load_dataset``).
+    The estimate is :func:`training_cost`."""
+    from simulations.common.resources import check_memory, check_work
+
+    cost = training_cost(config)
+    check_memory("the training run", cost.memory, detail=cost.memory_detail)
+    check_work("the training run", cost.work, detail=cost.work_detail)
+
+
+def training_cost(config: TrainConfig) -> TrainingCost:
+    """The memory and work estimate of ``config`` from its fields alone (nothing is loaded or built);
+    ``ValueError`` for a model the dataset's shape cannot take.
+
+    Memory (float32): parameters ×6 (weights, gradient, momentum, noise, clipped and unclipped sums),
+    the per-sample gradients of one chunk (vmap / loop: min(256, B_max) × d; book-keeping: none), the
+    activations of a Poisson batch B_max = B + 6√B + 10 and of an evaluation batch, the data on the
+    device (train, validation, public and test splits), the Hessian's Lanczos vectors (dense d × d
+    float64 when d <= 300 or k >= d − 1) and the per-sample gradients of the layer diagnostics.
+    Work: epochs × steps × B_max × d × 6 (per-sample forward and backward) × the spatial size for
+    convolutions, plus an evaluation of the train, test and validation splits per epoch, the curve
+    points (evaluation, per-layer gradients) and the Hessian products.
+    """
+    from simulations.common.resources import array_bytes
+    from simulations.nn.data import dataset_shape
+
+    shape, classes, n_tr_default, n_te_default = dataset_shape(config.dataset)
+    if config.model == "wrn" and len(shape) != 3:
+        raise ValueError(f"wrn needs 2-D images (C, H, W); {config.dataset} has input shape {shape}")
+    if config.model == "wrn" and (config.depth < 10 or (config.depth - 4) % 6):
+        raise ValueError(f"wrn depth must be 6n + 4 (10, 16, 22, ...), got {config.depth}")
+    if config.model == "cnn" and config.depth < 1:
+        raise ValueError(f"cnn depth must be >= 1, got {config.depth}")
+    n_te = config.n_test or n_te_default
+    n_pool = (config.n_train or n_tr_default) + config.n_val + config.n_public  # every split of the pool
+    n_tr = config.n_public if config.train_split == "public" else (config.n_train or n_tr_default)
+    features = math.prod(shape)
+    d = float(parameter_count(config, shape, classes))
+    spatial = float(math.prod(shape[1:])) if len(shape) > 1 else float(shape[0])
+    if config.model == "mlp":
+        acts = float(features) + config.depth * float(config.width) + classes
+        flops_per_example = d
+    elif config.model == "cnn":
+        acts = float(features) + config.depth * float(config.width) * spatial
+        flops_per_example = d * spatial
+    else:
+        acts = float(features) + config.depth * 64.0 * config.width * spatial
+        flops_per_example = d * spatial
+    b_max = config.batch_size + 6 * math.sqrt(config.batch_size) + 10
+    materialised = config.model != "mlp" or config.grad_method in ("vmap", "loop")
+    per_sample = array_bytes(min(256, b_max), d, itemsize=4) * 2 if materialised else 0.0
+    # layer diagnostics: per-sample gradients of the diagnostic examples (float32, masked copy, float64 squares)
+    layer_grads = (
+        array_bytes(min(config.diagnostic_samples, n_tr), d, itemsize=4) * 4 if config.layer_diagnostics else 0.0
+    )
+    dense_hessian = config.hessian_k > 0 and (d <= 300 or config.hessian_k >= d - 1)
+    hessian = array_bytes(d, d) * 2 if dense_hessian else array_bytes(config.hessian_k + 3, d) * 3
+    hessian = hessian if config.hessian_k > 0 else 0.0
+    total = (
+        array_bytes(d, itemsize=4) * 6
+        + per_sample
+        + array_bytes(b_max, acts, itemsize=4) * 4
+        + array_bytes(min(config.eval_batch_size, max(n_tr, n_te)), acts, itemsize=4) * 2
+        + array_bytes(n_pool + n_te, features, itemsize=4)
+        + hessian
+        + layer_grads
+    )
+    steps = float(config.epochs) * max(1.0, round(n_tr / config.batch_size))
+    evaluated = float(n_tr + n_te + config.n_val)  # every epoch: the training, test and validation splits
+    ops = steps * b_max * flops_per_example * 6 + config.epochs * evaluated * flops_per_example * 2
+    points = float(len(config.curve_steps))
+    ops += points * min(config.curve_samples, n_te) * flops_per_example * 2
+    if config.layer_diagnostics:
+        ops += points * min(config.diagnostic_samples, n_tr) * flops_per_example * 6
+    if config.hessian_k > 0:
+        samples = min(config.hessian_samples, n_tr)
+        ops += (config.epochs + 1) * (3.0 * config.hessian_k + 20) * samples * flops_per_example * 4
+    return TrainingCost(
+        memory=total,
+        work=ops,
+        memory_detail=f"d = {d:.3g} parameters, B = {config.batch_size}, {n_tr} + {n_te} examples × {features} features",
+        work_detail=f"{steps:g} steps × batch {config.batch_size} × d {d:.3g}",
+    )
+
+
 def make_setup(config: TrainConfig) -> Setup:
     """Load the data, build the (masked) model and fix the sampling rate and step counts of ``config``."""
     from simulations.nn.data import load_dataset
@@ -541,7 +756,22 @@ def make_setup(config: TrainConfig) -> Setup:
     )
     x_train, y_train = (ds.x_public, ds.y_public) if config.train_split == "public" else (ds.x_train, ds.y_train)
     n = int(x_train.shape[0])
+    if config.batch_size > n:
+        raise ValueError(
+            f"batch_size must be <= the {n} training examples (sample rate q = B/n <= 1), got {config.batch_size}"
+        )
     spe = steps_per_epoch(n=n, batch_size=config.batch_size)
+    if config.burst_step is not None and config.burst_step >= spe * config.epochs:
+        raise ValueError(
+            f"burst_step must be < the run's {spe * config.epochs} steps ({config.epochs} epochs × {spe}), "
+            f"got {config.burst_step}"
+        )
+    late = [t for t in config.curve_steps if t > spe * config.epochs]
+    if late:
+        raise ValueError(
+            f"curve_steps entries must be <= the run's {spe * config.epochs} steps ({config.epochs} epochs × {spe}), "
+            f"got {late[0]}"
+        )
     model = build_model(
         config.model,
         input_shape=ds.input_shape,
@@ -590,6 +820,13 @@ def _noise_multiplier(config: TrainConfig, setup: Setup) -> float:
 def new_state(config: TrainConfig, setup: Setup) -> State:
     """The state before the first step: σ, the optimizer and one seeded generator per random stream."""
     sigma = _noise_multiplier(config, setup)
+    if config.target_epsilon is not None:
+        try:
+            check_noise_multiplier(sigma, config.accountants)
+        except ValueError as exc:
+            raise ValueError(
+                f"target_epsilon {config.target_epsilon:g} calibrates sigma = {sigma:.3g}: {exc}"
+            ) from None
     optimizer = torch.optim.SGD(setup.model.parameters(), lr=config.lr, momentum=config.momentum)
     seeds = _seeds(config.seed)
     gens = {
@@ -600,44 +837,159 @@ def new_state(config: TrainConfig, setup: Setup) -> State:
     return State(sigma=sigma, optimizer=optimizer, generators=gens, hessian_rng=np.random.default_rng(seeds["hessian"]))
 
 
+CHECKPOINT_FORMAT = "dpbasin-train-checkpoint"
+CHECKPOINT_VERSION = 2
+
+
+def _plain(obj: Any) -> Any:
+    """Numbers, strings, lists and dicts only (numpy scalars and tuples converted; floats kept as floats,
+    NaN included): what ``torch.load(weights_only=True)`` reads back without admitting any class."""
+    if isinstance(obj, dict):
+        return {(int(k) if isinstance(k, (int, np.integer)) else str(k)): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj)
+    if obj is None or isinstance(obj, (str, torch.Tensor)):
+        return obj
+    raise TypeError(f"checkpoint entries must be plain data, got {type(obj).__name__}")
+
+
 def _save_checkpoint(config: TrainConfig, setup: Setup, state: State, path: Path) -> None:
+    """Write the checkpoint atomically: tensors and plain data only (the RNG states as uint8 tensors and
+    a plain dict), so that :func:`_load_checkpoint` can read it with ``weights_only=True``."""
     _atomic_save(
         {
-            "key": _resume_key(config),
-            "model": setup.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "key": _plain(_resume_key(config)),
+            "epochs": config.epochs,
+            "model": {k: v.detach().cpu() for k, v in setup.model.state_dict().items()},
+            "optimizer": _plain(state.optimizer.state_dict()),
             "generators": {k: g.get_state() for k, g in state.generators.items()},
-            "hessian_rng": state.hessian_rng.bit_generator.state,
-            "history": state.history,
-            "step_log": state.step_log,
+            "hessian_rng": _plain(state.hessian_rng.bit_generator.state),
+            "history": _plain(state.history),
+            "step_log": _plain(state.step_log),
             "epoch": state.epoch,
             "global_step": state.global_step,
             "dpsgd_steps": state.dpsgd_steps,
-            "other_steps": state.other_steps,
-            "sigma": state.sigma,
-            "curve": state.curve,
+            "other_steps": _plain(state.other_steps),
+            "sigma": float(state.sigma),
+            "curve": _plain(state.curve),
             "masks": None if setup.masks is None else {k: v.cpu() for k, v in setup.masks.items()},
         },
         path,
     )
 
 
+def _bad_checkpoint(path: Path, what: str) -> ValueError:
+    return ValueError(f"checkpoint {str(path)!r} {what}; delete it or start without --resume")
+
+
+def _extendable(config: TrainConfig) -> str | None:
+    """Why a run with more epochs than its checkpoint would differ in its first epochs (None: it would not)."""
+    if config.lr_schedule == "cosine":
+        return "the cosine schedule depends on the total number of epochs"
+    if config.target_epsilon is not None:
+        return "sigma calibrated to target_epsilon depends on the total number of epochs"
+    return None
+
+
 def _load_checkpoint(config: TrainConfig, setup: Setup, state: State, path: Path) -> None:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    if saved["key"] != _resume_key(config):
-        diff = [k for k in saved["key"] if saved["key"][k] != _resume_key(config).get(k)]
+    """Restore ``state`` (and the model, masks) from ``path``; ValueError naming the file if it is not one
+    of this run's checkpoints. Read with ``torch.load(weights_only=True)``: nothing in it can execute."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an untrusted file can fail in many ways; none of them is a crash
+        raise _bad_checkpoint(
+            path,
+            f"cannot be read as a training checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+        ) from None
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise _bad_checkpoint(path, "is not a dpbasin training checkpoint")
+    if saved.get("version") != CHECKPOINT_VERSION:
+        raise _bad_checkpoint(path, f"has format version {saved.get('version')!r}, expected {CHECKPOINT_VERSION}")
+    key, want = saved.get("key"), _plain(_resume_key(config))
+    if not isinstance(key, dict):
+        raise _bad_checkpoint(path, "has no config key")
+    diff = sorted(k for k in set(key) | set(want) if k != "epochs" and key.get(k) != want.get(k))
+    if diff:
         raise ValueError(f"checkpoint {str(path)!r} belongs to a different config (differs in {diff[:4]})")
-    setup.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
+    done = saved.get("epoch")
+    if not isinstance(done, int) or done < 0:
+        raise _bad_checkpoint(path, f"has no valid epoch count ({done!r})")
+    if done > config.epochs:
+        raise ValueError(f"checkpoint {str(path)!r} holds {done} epochs, more than epochs={config.epochs}")
+    if key.get("epochs") != want.get("epochs") and _extendable(config) is not None:
+        raise ValueError(
+            f"checkpoint {str(path)!r} was written for epochs={key.get('epochs')}; it cannot be extended to "
+            f"{config.epochs} because {_extendable(config)}"
+        )
+    model_state = saved.get("model")
+    current = setup.model.state_dict()
+    if not isinstance(model_state, dict) or set(model_state) != set(current):
+        raise _bad_checkpoint(path, "holds other model parameters than this run's")
+    for k, v in current.items():
+        if not isinstance(model_state[k], torch.Tensor) or model_state[k].shape != v.shape:
+            raise _bad_checkpoint(path, f"holds parameter {k!r} of another shape")
+        if model_state[k].is_floating_point() and not torch.isfinite(model_state[k]).all():
+            raise _bad_checkpoint(path, f"holds non-finite values in parameter {k!r}")
+    gens = saved.get("generators")
+    if not isinstance(gens, dict) or set(gens) != set(state.generators):
+        raise _bad_checkpoint(path, "holds other random streams than this run's")
     for k, g in state.generators.items():
-        g.set_state(saved["generators"][k])
-    state.hessian_rng.bit_generator.state = saved["hessian_rng"]
-    state.history, state.step_log = saved["history"], saved["step_log"]
-    state.epoch, state.global_step = saved["epoch"], saved["global_step"]
-    state.dpsgd_steps, state.other_steps, state.sigma = saved["dpsgd_steps"], saved["other_steps"], saved["sigma"]
-    state.curve = saved.get("curve", {})
+        ref = g.get_state()
+        if not isinstance(gens[k], torch.Tensor) or gens[k].dtype != ref.dtype or gens[k].shape != ref.shape:
+            raise _bad_checkpoint(path, f"holds a malformed state of the {k!r} random stream")
+    masks = saved.get("masks")
     if setup.masks is not None:
-        setup.masks = {k: v.to(setup.device) for k, v in saved["masks"].items()}
+        if not isinstance(masks, dict) or set(masks) != set(setup.masks):
+            raise _bad_checkpoint(path, "holds other pruning masks than this run's")
+        for k, m in setup.masks.items():
+            if not isinstance(masks[k], torch.Tensor) or masks[k].shape != m.shape:
+                raise _bad_checkpoint(path, f"holds a mask of another shape for {k!r}")
+    history, step_log = saved.get("history"), saved.get("step_log")
+    if not isinstance(history, list) or len(history) != done + 1 or not all(isinstance(r, dict) for r in history):
+        raise _bad_checkpoint(path, "holds a history that does not match its epoch count")
+    if not isinstance(step_log, dict) or not all(isinstance(v, list) for v in step_log.values()):
+        raise _bad_checkpoint(path, "holds a malformed step log")
+    counts = [saved.get(k) for k in ("global_step", "dpsgd_steps")]
+    if not all(isinstance(c, int) and c >= 0 for c in counts) or not isinstance(saved.get("other_steps"), dict):
+        raise _bad_checkpoint(path, "holds malformed step counts")
+    sigma = saved.get("sigma")
+    if not isinstance(sigma, float) or not math.isfinite(sigma) or sigma < 0:
+        raise _bad_checkpoint(path, f"holds an invalid noise multiplier {sigma!r}")
+    try:
+        setup.model.load_state_dict(model_state)
+        state.optimizer.load_state_dict(saved["optimizer"])
+        for k, g in state.generators.items():
+            g.set_state(gens[k])
+        state.hessian_rng.bit_generator.state = saved["hessian_rng"]
+    except Exception as exc:
+        raise _bad_checkpoint(path, f"does not fit this run ({type(exc).__name__}: {str(exc)[:200]})") from None
+    for group in state.optimizer.state.values():
+        buf = group.get("momentum_buffer") if isinstance(group, dict) else None
+        if buf is not None and not isinstance(buf, torch.Tensor):
+            raise _bad_checkpoint(path, "holds a malformed optimizer state")
+    params = list(setup.model.parameters())
+    for p, st in zip(params, (state.optimizer.state.get(q, {}) for q in params)):
+        buf = st.get("momentum_buffer")
+        if buf is not None and buf.shape != p.shape:
+            raise _bad_checkpoint(path, "holds an optimizer state of another shape")
+    state.history, state.step_log = history, step_log
+    state.epoch, state.global_step = done, counts[0]
+    state.dpsgd_steps, state.other_steps, state.sigma = counts[1], saved["other_steps"], sigma
+    curve = saved.get("curve", {})
+    if not isinstance(curve, dict) or not all(isinstance(v, list) for v in curve.values()):
+        raise _bad_checkpoint(path, "holds malformed step-resolution curves")
+    state.curve = curve
+    if setup.masks is not None:
+        setup.masks = {k: v.to(setup.device) for k, v in masks.items()}
 
 
 def privacy_so_far(config: TrainConfig, setup: Setup, state: State, accountants: tuple[str, ...]):
@@ -770,6 +1122,8 @@ def train_epoch(config: TrainConfig, setup: Setup, state: State, epoch: int) -> 
 
 def _curve_point(config: TrainConfig, setup: Setup, state: State, clip: float, nu: float) -> None:
     """Record the test loss/accuracy on the curve subsample (and per-layer diagnostics) now."""
+    if state.curve.get("step") and state.curve["step"][-1] == state.global_step:
+        return  # already recorded after the last step of the run this one extends (resume)
     m = min(config.curve_samples, int(setup.x_test.shape[0]))
     loss, acc = _evaluate(setup.model, setup.x_test[:m], setup.y_test[:m], config.eval_batch_size)
     for key, value in (("step", state.global_step), ("test_loss", loss), ("test_acc", acc)):
@@ -825,25 +1179,98 @@ def _result(config: TrainConfig, setup: Setup, state: State) -> dict:
     }
 
 
+class TrainingDiverged(ValueError):
+    """The loss or the weights became non-finite (reported as one line, exit status 2; no result is written)."""
+
+
+DIVERGED_FACTOR = 100.0  # a mean training loss this many times its initial value: the run has blown up
+
+
+def _check_finite_record(config: TrainConfig, setup: Setup, rec: dict, initial: dict | None = None) -> None:
+    """NaN guard: refuse to continue (or to label anything private) once the run has diverged — a loss
+    or weight that is not finite, or a mean training loss above 100 × its value before training (for
+    cross-entropy ≈ 100 ln C nats: logits blown far past anything a trained network produces)."""
+    bad = [k for k in ("train_loss", "test_loss") if not math.isfinite(rec[k])]
+    ceiling = DIVERGED_FACTOR * max(float(initial["train_loss"]), 1.0) if initial is not None else math.inf
+    if not bad and rec["train_loss"] <= ceiling and all(torch.isfinite(p).all() for p in setup.params.values()):
+        return
+    if bad:
+        what = f"{bad[0]} is {rec[bad[0]]}"
+    elif rec["train_loss"] > ceiling:
+        what = (
+            f"train_loss {rec['train_loss']:.3g} is over {DIVERGED_FACTOR:g}× its initial {initial['train_loss']:.3g}"
+        )
+    else:
+        what = "the weights are not finite"
+    raise TrainingDiverged(
+        f"training diverged by epoch {rec['epoch']} ({what}; mode {rec['mode']}, lr {config.lr:g}, "
+        f"clip_norm {config.clip_norm:g}); lower --lr (or the noise / burst scale)"
+    )
+
+
+def _resume(config: TrainConfig, setup: Setup, state: State, ckpt: Path | None) -> int:
+    """Load the checkpoint if ``config.resume`` asks for it; print what was reused; return the epochs reused."""
+    if not config.resume or ckpt is None:
+        return 0
+    if ckpt.exists() and not ckpt.is_file():
+        raise ValueError(f"checkpoint path {str(ckpt)!r} exists and is not a file")
+    if not ckpt.is_file():
+        note = f"resume: no checkpoint at {str(ckpt)!r}; training from scratch"
+    else:
+        _load_checkpoint(config, setup, state, ckpt)
+        if state.epoch == config.epochs:
+            note = f"resume: all {state.epoch} epochs reused from {str(ckpt)!r}; nothing left to train"
+        else:
+            note = (
+                f"resume: reused epochs 1-{state.epoch} from {str(ckpt)!r}; training epochs "
+                f"{state.epoch + 1}-{config.epochs}"
+            )
+    if not config.quiet:
+        print(note, flush=True)
+    return state.epoch
+
+
 def train(
     config: TrainConfig, *, progress: Callable[[int, dict], None] | None = None, return_model: bool = False
 ) -> dict | tuple[dict, torch.nn.Module]:
     """Run ``config``; return the result dict of the module docstring (and the model if asked).
 
     ``progress(epoch, record)`` is called after each epoch's record (and checkpoint) is complete.
+    Runs with ``config.threads`` torch threads (restored after). Raises :class:`TrainingDiverged`
+    (a ``ValueError``) as soon as a loss or weight is not finite, ``ResourceError`` before loading
+    anything if the run cannot fit (:func:`check_training_resources`).
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    from simulations.common.resources import torch_threads
+
+    check_training_resources(config)
+    with torch_threads(config.threads):
+        return _train(config, progress, return_model)
+
+
+def _train(config: TrainConfig, progress, return_model: bool):
     setup = make_setup(config)
     state = new_state(config, setup)
     ckpt = checkpoint_path(config)
-    if config.resume and ckpt is not None and ckpt.is_file():
-        _load_checkpoint(config, setup, state, ckpt)
+    reused = _resume(config, setup, state, ckpt)
+    fresh_checkpoint = ckpt is not None and not ckpt.exists()
+    try:
+        return _train_epochs(config, setup, state, ckpt, reused, progress, return_model)
+    except TrainingDiverged:
+        if fresh_checkpoint and ckpt is not None:  # a checkpoint on the way to a divergence is of no use
+            ckpt.unlink(missing_ok=True)
+        raise
+
+
+def _train_epochs(config: TrainConfig, setup: Setup, state: State, ckpt, reused: int, progress, return_model: bool):
     if not state.history:
         lr0 = _lr_at(config, 0, 0, setup.total_steps)
         state.history.append(_record(config, setup, state, 0, config.mode_at(0).value, lr0, [], {}, 0.0))
+        _check_finite_record(config, setup, state.history[0])
     for epoch in range(state.epoch, config.epochs):
         rec = train_epoch(config, setup, state, epoch)
+        _check_finite_record(config, setup, rec, state.history[0])
         state.history.append(rec)
         state.epoch = done = epoch + 1
         if (
@@ -861,6 +1288,8 @@ def train(
                 flush=True,
             )
     result = _result(config, setup, state)
+    result["resumed_epochs"] = reused
+    result["threads"] = torch.get_num_threads()
     if return_model:
         result["_masks"] = None if setup.masks is None else {k: v.detach().cpu() for k, v in setup.masks.items()}
         return result, setup.model
@@ -901,13 +1330,29 @@ def _hessian_record(config, model, x, y, masks, rng, bias) -> dict:
     return out
 
 
+def check_checkpoint_path(config: TrainConfig) -> Path | None:
+    """Fail fast if the checkpoint beside ``config.out`` cannot be written (a folder in its place, …)."""
+    ckpt = checkpoint_path(config)
+    if ckpt is None:
+        return None
+    if ckpt.is_symlink() or (ckpt.exists() and not ckpt.is_file()):
+        raise ValueError(f"checkpoint path {str(ckpt)!r} exists and is not a regular file")
+    return ckpt
+
+
 def run_train(config: TrainConfig) -> Path:
-    """Train and write the result folder ``config.out`` (module docstring); returns its path."""
+    """Train and write the result folder ``config.out`` (module docstring); returns its path.
+
+    The final checkpoint ``<out>.checkpoint.pt`` is kept, so that ``--resume`` with more epochs
+    extends a finished run (same numbers as one longer run, for schedules that do not depend on the
+    total: not ``cosine``, not ``target_epsilon``).
+    """
     from simulations.common.results import check_output_dir, result_folder, write_results
 
     if not config.out:
         raise ValueError("run_train needs out (the result folder), got out=None")
     check_output_dir(config.out)
+    check_checkpoint_path(config)
     result, model = train(config, return_model=True)
     arrays = {k: np.asarray(v, dtype=float) for k, v in result["steps"].items()}
     metrics = {k: v for k, v in result.items() if k not in ("steps", "_masks")}
@@ -916,23 +1361,30 @@ def run_train(config: TrainConfig) -> Path:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
         if result["_masks"] is not None:
             torch.save(result["_masks"], tmp / "masks.pt")
-    ckpt = checkpoint_path(config)
-    if ckpt is not None and ckpt.is_file():
-        ckpt.unlink()
     if not config.quiet:
         last, priv = result["history"][-1], result["privacy"]
         eps = ", ".join(f"{k.removeprefix('epsilon_')} {v:.4g}" for k, v in priv.items() if k.startswith("epsilon_"))
+        noised = any(Mode(m).noised for m in config.modes_used)
+        sigma = f", sigma {priv['noise_multiplier']:.4g}" if noised else ""
         print(
-            f"{config.out}: test_acc {last['test_acc']:.4f}, {priv['label']}, sigma {priv['noise_multiplier']:.4g}, "
-            f"epsilon at delta={config.delta:g}: {eps}"
+            f"{config.out}: test_acc {last['test_acc']:.4f}, {priv['label']}{sigma}, epsilon at delta={config.delta:g}: {eps}"
         )
     return Path(config.out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m simulations.nn train [options]``: bad input → one line on stderr, exit status 2."""
+    """``python -m simulations.nn train [options]``: bad input → one line on stderr, exit status 2.
+
+    Without ``--out`` the result folder is ``results/nn/train`` (the library default of ``out`` is
+    None: :func:`train` alone writes nothing).
+    """
     from simulations.common.cli import run_main
 
     return run_main(
-        TrainConfig, run_train, argv, prog="python -m simulations.nn train", description=__doc__.split("\n\n")[0]
+        TrainConfig,
+        run_train,
+        argv,
+        prog="python -m simulations.nn train",
+        description=__doc__.split("\n\n")[0],
+        defaults={"out": "results/nn/train"},
     )
