@@ -201,14 +201,16 @@ def analyse(config: AblateConfig, results: list[dict], *, task: str = "") -> dic
     metrics: dict[str, Any] = {
         "claim": "2: noise errors are recovered from when not clipped; clipping has the larger impact",
         "task": task,
-        "test_accuracy": {a: summary(acc[a]) for a in arms},
-        "test_loss": {a: summary(loss[a]) for a in arms},
-        "accuracy_minus_sgd": {a: paired_t(acc[a], acc["sgd"]) for a in arms if a != "sgd"},
-        "normalised_minus_flat": paired_t(acc["dpsgd_normalised"], acc["dpsgd"]) if "dpsgd_normalised" in acc else None,
+        "test_accuracy": {a: summary(acc[a].tolist()) for a in arms},
+        "test_loss": {a: summary(loss[a].tolist()) for a in arms},
+        "accuracy_minus_sgd": {a: paired_t(acc[a].tolist(), acc["sgd"].tolist()) for a in arms if a != "sgd"},
+        "normalised_minus_flat": paired_t(acc["dpsgd_normalised"].tolist(), acc["dpsgd"].tolist())
+        if "dpsgd_normalised" in acc
+        else None,
     }
     specs = []
     for a in [x for x in NOISE_ARMS if x in acc]:
-        test = paired_t(acc[a], acc["clip"])
+        test = paired_t(acc[a].tolist(), acc["clip"].tolist())
         metrics.setdefault("noise_minus_clip", {})[a] = test
         specs.append(
             {
@@ -232,13 +234,13 @@ def analyse(config: AblateConfig, results: list[dict], *, task: str = "") -> dic
                 recovered[arm] = np.where(peak > 0, 1.0 - end / peak, np.nan)
             acc_burst = per_seed(results, seeds, TEST_ACC, arm=arm, burst=True)
             recovery[arm] = {
-                "excess_train_loss_after_burst": summary(peak),
-                "excess_train_loss_at_end": summary(end),
-                "recovered_fraction": summary(recovered[arm]),
-                "final_accuracy_burst_minus_plain": paired_t(acc_burst, acc[arm]),
+                "excess_train_loss_after_burst": summary(peak.tolist()),
+                "excess_train_loss_at_end": summary(end.tolist()),
+                "recovered_fraction": summary(recovered[arm].tolist()),
+                "final_accuracy_burst_minus_plain": paired_t(acc_burst.tolist(), acc[arm].tolist()),
                 "excess_curve_mean": excess.mean(axis=0),
             }
-        test = paired_t(recovered["sgd"], recovered["clip"])
+        test = paired_t(recovered["sgd"].tolist(), recovered["clip"].tolist())
         metrics["burst"] = recovery
         metrics["burst_epoch"] = config.burst_epoch
         metrics["recovered_sgd_minus_clip"] = test

@@ -47,7 +47,7 @@ import numpy as np
 # one function so that tests can substitute a small stand-in.
 
 
-def trainer() -> tuple[type, Callable[..., dict]]:
+def trainer() -> tuple[type, Callable[..., Any]]:
     """(TrainConfig, train) from ``simulations.nn.train``."""
     from simulations.nn.train import TrainConfig, train
 

@@ -190,13 +190,13 @@ def analyse(config: EpsilonConfig, results: list[dict], *, task: str = "", sigma
         for arm in ("dense", "pruned"):
             runs = select(results, arm=f"{arm}@{e:g}")
             row[arm] = {
-                "test_accuracy": summary(acc[f"{arm}@{e:g}"]),
+                "test_accuracy": summary(acc[f"{arm}@{e:g}"].tolist()),
                 "epsilon_rdp": max(float(r["result"]["privacy"]["epsilon_rdp"]) for r in runs),
                 "epsilon_pld": max(float(r["result"]["privacy"]["epsilon_pld"]) for r in runs),
                 "privacy": sorted({r["result"]["privacy"]["label"] for r in runs}),
             }
-        row["pruned_minus_dense"] = paired_t(pruned, dense)
-        row["clip_minus_dense"] = paired_t(acc["clip"], dense)
+        row["pruned_minus_dense"] = paired_t(pruned.tolist(), dense.tolist())
+        row["clip_minus_dense"] = paired_t(acc["clip"].tolist(), dense.tolist())
         curve.append(row)
         specs.append(
             {
@@ -211,15 +211,15 @@ def analyse(config: EpsilonConfig, results: list[dict], *, task: str = "", sigma
             }
         )
     gains = np.stack([acc[f"pruned@{e:g}"] - acc[f"dense@{e:g}"] for e in config.epsilons], axis=1)
-    slopes = per_seed_slopes(np.log2(config.epsilons), gains)
+    slopes = per_seed_slopes(np.log2(config.epsilons).tolist(), gains)
     verdicts = claim_family(specs)
     return {
         "claim": "epsilon-accuracy curves: claim 4 (and the noise cost of claim 2) along epsilon",
         "task": task,
-        "sgd": summary(acc["sgd"]),
-        "clip": summary(acc["clip"]),
+        "sgd": summary(acc["sgd"].tolist()),
+        "clip": summary(acc["clip"].tolist()),
         "curve": curve,
-        "pruning_gain_slope_per_doubling_of_eps": paired_t(slopes),
+        "pruning_gain_slope_per_doubling_of_eps": paired_t(slopes.tolist()),
         "verdicts": verdicts,
         "verdict": next((v for v in verdicts if v["key"] == f"curve.eps{4.0:g}.pruned_minus_dense"), verdicts[0]),
         "criterion": "paired two-sided t-tests over seeds (df = n - 1), Holm over the epsilon values",

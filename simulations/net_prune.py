@@ -386,8 +386,8 @@ def analyse(config: PruneConfig, results: list[dict], *, task: str = "", widths:
             {
                 "arm": name,
                 "sparsity": r["tags"]["sparsity"],
-                "test_accuracy": summary(acc[name]),
-                "minus_dense": paired_t(acc[name], dense),
+                "test_accuracy": summary(acc[name].tolist()),
+                "minus_dense": paired_t(acc[name].tolist(), dense.tolist()),
                 "epsilon_rdp": float(np.max(eps)),
                 "privacy": sorted({x["result"]["privacy"]["label"] for x in select(results, arm=name)}),
             }
@@ -404,7 +404,7 @@ def analyse(config: PruneConfig, results: list[dict], *, task: str = "", widths:
                 {
                     "claim": "4",
                     "statement": f"heavy pruning improves DP-SGD: acc({src} mask, p={p_star:g}) - acc(dense) > 0",
-                    "test": paired_t(acc[name], dense),
+                    "test": paired_t(acc[name].tolist(), dense.tolist()),
                     "held_if": "greater",
                     "unit": "points",
                     "scale": 100.0,
@@ -421,7 +421,7 @@ def analyse(config: PruneConfig, results: list[dict], *, task: str = "", widths:
                         f"the magnitude mask carries information beyond the parameter count: "
                         f"acc(public mask, p={p_star:g}) - acc(dense width {widths.get(p_star)}) > 0"
                     ),
-                    "test": paired_t(acc[f"public@{p_star:g}"], acc[small]),
+                    "test": paired_t(acc[f"public@{p_star:g}"].tolist(), acc[small].tolist()),
                     "held_if": "greater",
                     "unit": "points",
                     "scale": 100.0,
@@ -434,11 +434,11 @@ def analyse(config: PruneConfig, results: list[dict], *, task: str = "", widths:
     return {
         "claim": "4: magnitude pruning is a suitable dimension reduction; heavy pruning can improve DP-SGD",
         "task": task,
-        "sgd_dense": summary(sgd),
-        "dpsgd_dense": summary(dense),
+        "sgd_dense": summary(sgd.tolist()),
+        "dpsgd_dense": summary(dense.tolist()),
         "per_source": rows,
         "dense_small_widths": {f"{p:g}": w for p, w in widths.items()},
-        "oracle_minus_dense": paired_t(acc[oracle], dense) if oracle in acc else None,
+        "oracle_minus_dense": paired_t(acc[oracle].tolist(), dense.tolist()) if oracle in acc else None,
         "oracle_note": "oracle masks come from non-private SGD on the private split: diagnosis only, never private",
         "verdicts": verdicts,
         "verdict": next((v for v in verdicts if v["key"] == f"minus_dense.public@{p_star:g}"), None),

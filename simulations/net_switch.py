@@ -278,17 +278,17 @@ def _schedule_metrics(config: SwitchConfig, results: list[dict], schedule: str, 
     sel = {"schedule": schedule}
     acc_sgd = per_seed(results, seeds, TEST_ACC, run="sgd", **sel)
     acc_dp = per_seed(results, seeds, TEST_ACC, run="dpsgd", **sel)
-    gap = paired_t(acc_sgd, acc_dp)
-    per_switch = []
+    gap = paired_t(acc_sgd.tolist(), acc_dp.tolist())
+    per_switch: list[dict[str, Any]] = []
     for s in config.switch_epochs:
         late_private = per_seed(results, seeds, TEST_ACC, run="sgd->dpsgd", switch_epoch=s, **sel)
         early_private = per_seed(results, seeds, TEST_ACC, run="dpsgd->sgd", switch_epoch=s, **sel)
-        num = paired_t(early_private, late_private)
+        num = paired_t(early_private.tolist(), late_private.tolist())
         per_switch.append(
             {
                 "switch_epoch": s,
-                "acc_sgd_then_dpsgd": summary(late_private),
-                "acc_dpsgd_then_sgd": summary(early_private),
+                "acc_sgd_then_dpsgd": summary(late_private.tolist()),
+                "acc_dpsgd_then_sgd": summary(early_private.tolist()),
                 "dominance_numerator": num,
                 "late_phase_dominance": num["estimate"] / gap["estimate"] if gap["estimate"] else math.nan,
                 "sigma_sgd_then_dpsgd": sigma_for(config, config.epochs - s),
@@ -328,7 +328,7 @@ def _schedule_metrics(config: SwitchConfig, results: list[dict], schedule: str, 
         {
             "claim": "1",
             "statement": f"DP-SGD is slower early ({schedule} lr): normalised early progress DP-SGD - SGD < 0",
-            "test": paired_t(early["dpsgd"]["normalised"], early["sgd"]["normalised"]),
+            "test": paired_t(early["dpsgd"]["normalised"].tolist(), early["sgd"]["normalised"].tolist()),
             "held_if": "less",
             "unit": "(fraction of final progress, first 20% of steps)",
             "scale": 1.0,
@@ -362,17 +362,19 @@ def _schedule_metrics(config: SwitchConfig, results: list[dict], schedule: str, 
         key=f"{schedule}.horizon.tau_dpsgd",
     )
     out = {
-        "acc_sgd": summary(acc_sgd),
-        "acc_dpsgd": summary(acc_dp),
+        "acc_sgd": summary(acc_sgd.tolist()),
+        "acc_dpsgd": summary(acc_dp.tolist()),
         "gap_sgd_minus_dpsgd": gap,
         "per_switch": per_switch,
         "verdict_switch_epoch": mid["switch_epoch"],
         "early": {
-            run: {k: summary(v) for k, v in d.items()} | {"steps_to_target_per_seed": d["steps_to_target"]}
+            run: {k: summary(v.tolist()) for k, v in d.items()} | {"steps_to_target_per_seed": d["steps_to_target"]}
             for run, d in early.items()
         },
-        "early_raw_dpsgd_minus_sgd": paired_t(early["dpsgd"]["raw"], early["sgd"]["raw"]),
-        "steps_to_target_dpsgd_minus_sgd": paired_t(early["dpsgd"]["steps_to_target"], early["sgd"]["steps_to_target"]),
+        "early_raw_dpsgd_minus_sgd": paired_t(early["dpsgd"]["raw"].tolist(), early["sgd"]["raw"].tolist()),
+        "steps_to_target_dpsgd_minus_sgd": paired_t(
+            early["dpsgd"]["steps_to_target"].tolist(), early["sgd"]["steps_to_target"].tolist()
+        ),
         "target_accuracy": target,
         "horizon": horizon,
         "mean_curves": {run: histories[run].mean(axis=1) for run in histories},

@@ -147,24 +147,24 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int], *, t
         row: dict[str, Any] = {"width": w, "dim": dims[w]}
         for s in SETTINGS:
             row[s] = {
-                "test_accuracy": summary(acc[s]),
-                "test_loss": summary(per_seed(results, seeds, TEST_LOSS, width=w, setting=s)),
-                "train_loss": summary(per_seed(results, seeds, TRAIN_LOSS, width=w, setting=s)),
+                "test_accuracy": summary(acc[s].tolist()),
+                "test_loss": summary(per_seed(results, seeds, TEST_LOSS, width=w, setting=s).tolist()),
+                "train_loss": summary(per_seed(results, seeds, TRAIN_LOSS, width=w, setting=s).tolist()),
             }
         gaps[w] = acc["sgd"] - acc["dpsgd"]
-        row["gap_sgd_minus_dpsgd"] = paired_t(acc["sgd"], acc["dpsgd"])
-        row["clip_fraction"] = summary(per_seed(results, seeds, CLIP_FRACTION, width=w, setting="dpsgd"))
-        row["grad_norm_median"] = summary(per_seed(results, seeds, NORM_MEDIAN, width=w, setting="dpsgd"))
+        row["gap_sgd_minus_dpsgd"] = paired_t(acc["sgd"].tolist(), acc["dpsgd"].tolist())
+        row["clip_fraction"] = summary(per_seed(results, seeds, CLIP_FRACTION, width=w, setting="dpsgd").tolist())
+        row["grad_norm_median"] = summary(per_seed(results, seeds, NORM_MEDIAN, width=w, setting="dpsgd").tolist())
         rows.append(row)
     logd = np.log10([dims[w] for w in config.widths])
     gap_matrix = np.stack([gaps[w] for w in config.widths], axis=1)  # (seeds, widths)
-    slopes = per_seed_slopes(logd, gap_matrix)
+    slopes = per_seed_slopes(logd.tolist(), gap_matrix)
     lo, hi = config.widths[0], config.widths[-1]
     specs = [
         {
             "claim": "3",
             "statement": "the DP-SGD penalty grows with dimension: per-seed slope of gap(SGD - DP) on log10 d > 0",
-            "test": paired_t(slopes),
+            "test": paired_t(slopes.tolist()),
             "held_if": "greater",
             "unit": "points per decade of d",
             "scale": 100.0,
@@ -174,7 +174,7 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int], *, t
         {
             "claim": "3",
             "statement": f"the DP-SGD penalty is larger at d={dims[hi]} than at d={dims[lo]}: gap(max) - gap(min) > 0",
-            "test": paired_t(gaps[hi], gaps[lo]),
+            "test": paired_t(gaps[hi].tolist(), gaps[lo].tolist()),
             "held_if": "greater",
             "unit": "points",
             "scale": 100.0,
@@ -183,7 +183,7 @@ def analyse(config: WidthConfig, results: list[dict], dims: dict[int, int], *, t
         },
     ]
     verdicts = claim_family(specs)
-    pooled = spearman(np.repeat(logd[None, :], len(seeds), axis=0).ravel(), gap_matrix.ravel())
+    pooled = spearman(np.repeat(logd[None, :], len(seeds), axis=0).ravel().tolist(), gap_matrix.ravel().tolist())
     return {
         "claim": "3: the DP-SGD penalty is amplified in higher dimension",
         "task": task,

@@ -155,7 +155,7 @@ class SwitchConfig:
             batch_size=self.batch_size,
             clip_norm=self.clip_norm,
             noise_multiplier=self.noise_multiplier,
-            mode=mode,
+            mode=Mode.parse(mode),
         )
 
     def switch_steps(self) -> np.ndarray:

@@ -279,7 +279,7 @@ def numba_threads(threads: int) -> Iterator[int]:
     import numba
 
     before = numba.get_num_threads()
-    available = int(numba.config.NUMBA_NUM_THREADS)
+    available = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]  # numba.config sets its options at import time
     n = available if threads == 0 else int(threads)
     if not 1 <= n <= available:
         raise ValueError(f"threads must be between 0 and {available} (numba's thread pool), got {threads}")

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib
 import io
 import math
 import os
@@ -79,6 +80,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -619,7 +621,9 @@ def _idx_dataset(name: str, root: Path) -> dict:
         missing = [stem for stem, p in zip((img_stem, lab_stem), paths) if p is None]
         if missing:
             raise FileNotFoundError(f"{name}: missing {missing[0]}[.gz] in {str(folder)!r}")
-        images, labels = read_idx(paths[0]), read_idx(paths[1])
+        img_path, lab_path = paths
+        assert img_path is not None and lab_path is not None  # a missing file raised above
+        images, labels = read_idx(img_path), read_idx(lab_path)
         if images.ndim != 3 or labels.ndim != 1 or images.shape[1:] != (28, 28):
             raise ValueError(
                 f"{name}: expected 28×28 images and 1-D labels in {str(folder)!r}, "
@@ -640,11 +644,14 @@ def _idx_dataset(name: str, root: Path) -> dict:
 # CIFAR-10 python batches, read without executing anything
 
 
-def _numpy_multiarray():
+def _numpy_multiarray() -> tuple[ModuleType, ModuleType]:
+    # Imported by name, so that the type check does not depend on which of the two layouts numpy's stubs have.
     try:
-        from numpy._core import multiarray, numeric
+        multiarray = importlib.import_module("numpy._core.multiarray")
+        numeric = importlib.import_module("numpy._core.numeric")
     except ImportError:  # numpy < 2
-        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+        multiarray = importlib.import_module("numpy.core.multiarray")
+        numeric = importlib.import_module("numpy.core.numeric")
     return multiarray, numeric
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -147,7 +148,7 @@ def layer_diagnostics(
     else:
         phi = (clip_norm / (norms + 1e-6)).clamp(max=1.0)
     qs = torch.tensor([0.5, 0.9], dtype=norms.dtype)
-    out = {
+    out: dict[str, Any] = {
         "clip_fraction": float((norms > clip_norm).double().mean()) if norms.numel() else NAN,
         "norm_q50": float(torch.quantile(norms, 0.5)) if norms.numel() else NAN,
         "layers": {},

@@ -331,6 +331,8 @@ class TrainConfig:
                     f"switch_epoch must be < epochs ({self.epochs}): a switch at or after the last epoch never "
                     f"happens, got {self.switch_epoch}"
                 )
+            if self.switch_mode is None:
+                raise ValueError(f"switch_epoch needs switch_mode, got switch_epoch={self.switch_epoch!r}")
             object.__setattr__(self, "switch_mode", Mode.parse(self.switch_mode).value)
         for m in self.modes_used:
             if (
@@ -463,6 +465,7 @@ def _load_mask_run(config: TrainConfig, model: torch.nn.Module) -> tuple[dict[st
     ``weights_only=True``: nothing in it can execute)."""
     from simulations.common.results import read_json
 
+    assert config.mask_run is not None  # the caller reads a mask run only when one is named
     folder = Path(config.mask_run)
     if not folder.is_dir():
         raise FileNotFoundError(f"mask_run folder not found: {str(folder)!r}")
@@ -755,6 +758,7 @@ def make_setup(config: TrainConfig) -> Setup:
         n_public=config.n_public,
     )
     x_train, y_train = (ds.x_public, ds.y_public) if config.train_split == "public" else (ds.x_train, ds.y_train)
+    assert x_train is not None and y_train is not None  # load_dataset carves the public split when n_public > 0
     n = int(x_train.shape[0])
     if config.batch_size > n:
         raise ValueError(
@@ -788,8 +792,8 @@ def make_setup(config: TrainConfig) -> Setup:
         y_train=y_train.to(device),
         x_test=ds.x_test.to(device),
         y_test=ds.y_test.to(device),
-        x_val=None if not config.n_val else ds.x_val.to(device),
-        y_val=None if not config.n_val else ds.y_val.to(device),
+        x_val=None if not config.n_val or ds.x_val is None else ds.x_val.to(device),
+        y_val=None if not config.n_val or ds.y_val is None else ds.y_val.to(device),
         steps_per_epoch=spe,
         sample_rate=config.batch_size / n,
         total_steps=spe * config.epochs,
@@ -982,13 +986,15 @@ def _load_checkpoint(config: TrainConfig, setup: Setup, state: State, path: Path
         if buf is not None and buf.shape != p.shape:
             raise _bad_checkpoint(path, "holds an optimizer state of another shape")
     state.history, state.step_log = history, step_log
-    state.epoch, state.global_step = done, counts[0]
-    state.dpsgd_steps, state.other_steps, state.sigma = counts[1], saved["other_steps"], sigma
+    steps, dpsgd_steps = (int(c) for c in counts if c is not None)  # checked above: two ints >= 0
+    state.epoch, state.global_step = done, steps
+    state.dpsgd_steps, state.other_steps, state.sigma = dpsgd_steps, saved["other_steps"], sigma
     curve = saved.get("curve", {})
     if not isinstance(curve, dict) or not all(isinstance(v, list) for v in curve.values()):
         raise _bad_checkpoint(path, "holds malformed step-resolution curves")
     state.curve = curve
     if setup.masks is not None:
+        assert isinstance(masks, dict)  # checked above against the run's own masks
         setup.masks = {k: v.to(setup.device) for k, v in masks.items()}
 
 
@@ -1078,7 +1084,7 @@ def _step(
         d = step_diagnostics(pg, clip_norm=config.clip_norm)
         if config.diagnostics == "full":
             d.update(bias_diagnostics(pg))
-            if pg.batch_size:
+            if pg.batch_size and pg.clipped_sum is not None and pg.unclipped_sum is not None:
                 extra["_bias"] = {k: (pg.clipped_sum[k] - pg.unclipped_sum[k]) / pg.batch_size for k in pg.clipped_sum}
         diag.append(d)
         for k, v in d.items():
@@ -1196,7 +1202,7 @@ def _check_finite_record(config: TrainConfig, setup: Setup, rec: dict, initial: 
         return
     if bad:
         what = f"{bad[0]} is {rec[bad[0]]}"
-    elif rec["train_loss"] > ceiling:
+    elif rec["train_loss"] > ceiling and initial is not None:
         what = (
             f"train_loss {rec['train_loss']:.3g} is over {DIVERGED_FACTOR:g}× its initial {initial['train_loss']:.3g}"
         )
