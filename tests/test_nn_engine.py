@@ -93,7 +93,7 @@ def test_mlp_gradient_equals_per_example_reference(method, clip_norm):
         assert float((got.clip_factors < 1).float().mean()) > 0.5
 
 
-@pytest.mark.parametrize("method", ["vmap", "auto"])
+@pytest.mark.parametrize("method", ["bk", "vmap", "auto"])
 def test_cnn_with_groupnorm_and_mask_equals_reference(method):
     model = _cnn()
     x, y = _data(9, 12, 3, shape=(1, 12))
@@ -198,19 +198,44 @@ def test_masked_bk_norm_differs_from_unmasked_and_auto_uses_bk(monkeypatch):
     assert _maxdiff(masked.grads, ref) < 1e-6
 
 
-def test_bk_on_sequence_input_falls_back_to_vmap_with_masks():
-    # a Linear applied to a 3-D input (per-position): book-keeping's 2-D formula does not apply;
-    # 'auto' must fall back to vmap and stay exact, 'bk' must refuse
+def test_bk_on_sequence_input_with_masks_equals_reference():
+    # a Linear applied to a 3-D input (per position): the per-example gradient sums the positions
+    # (ghost norm or instantiation); 'auto' takes book-keeping and stays exact with masks
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 5, 2))
     masks = magnitude_masks(dict(model.named_parameters()), sparsity=0.5)
     apply_masks(model, masks)
     x, y = _data(6, 3, 2, seed=6, shape=(4, 3))
     kw = dict(clip_norm=0.3, noise_std=0.0, expected_batch_size=6, generator=torch.Generator(), masks=masks)
-    got = private_gradient(model, x, y, method="auto", **kw)
     ref = _reference(model, x, y, clip_norm=0.3, noise_std=0.0, expected_batch_size=6, seed=0, masks=masks)
+    for method in ("auto", "bk"):
+        got = private_gradient(model, x, y, method=method, **kw)
+        assert got.method == "bk"
+        assert _maxdiff(got.grads, ref) < 1e-6
+
+
+def test_reshaping_rows_into_the_batch_falls_back_to_vmap_and_bk_refuses():
+    # (B, L, F) → (B·L, F) before a Linear: its rows are positions, not examples. Clipping them as
+    # examples would let one example contribute up to L·C; the engine must not take book-keeping
+    class Rows(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+            self.head = nn.Linear(4 * 4, 2)
+
+        def forward(self, x):
+            b, l, f = x.shape
+            return self.head(torch.tanh(self.fc(x.reshape(b * l, f))).reshape(b, l * 4))
+
+    torch.manual_seed(2)
+    model = Rows()
+    x, y = _data(5, 3, 2, seed=3, shape=(4, 3))
+    kw = dict(clip_norm=0.1, noise_std=0.0, expected_batch_size=5, generator=torch.Generator())
+    got = private_gradient(model, x, y, method="auto", **kw)
+    assert got.method == "vmap"
+    ref = _reference(model, x, y, clip_norm=0.1, noise_std=0.0, expected_batch_size=5, seed=0)
     assert _maxdiff(got.grads, ref) < 1e-6
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match="reshape"):
         private_gradient(model, x, y, method="bk", **kw)
 
 
@@ -252,22 +277,41 @@ def test_equals_opacus_dpoptimizer(sigma):
         assert ours.noise_norm / expected > 10 * 1e-6
 
 
-def test_tied_weights_fall_back_to_vmap_and_stay_exact():
-    # a weight shared by two Linear layers: its per-sample gradient is the SUM of both uses, so the
-    # per-layer norm formula of book-keeping would be wrong; auto must not use it
+def test_tied_weights_and_a_layer_called_twice_are_exact_with_bk():
+    # a weight shared by two Linear layers (and a layer used twice): the per-sample gradient is the SUM
+    # of the uses, so per-use norms would be wrong; book-keeping instantiates and sums the uses
     from simulations.nn.engine import bk_applicable
 
     torch.manual_seed(0)
     a, b = nn.Linear(6, 6), nn.Linear(6, 6)
     b.weight = a.weight
-    model = nn.Sequential(a, nn.Tanh(), b, nn.Tanh(), nn.Linear(6, 3))
-    assert not bk_applicable(model)
+    model = nn.Sequential(a, nn.Tanh(), b, nn.Tanh(), a, nn.Tanh(), nn.Linear(6, 3))
+    assert bk_applicable(model)
     x, y = _data(7, 6, 3, seed=5)
-    got = private_gradient(
-        model, x, y, clip_norm=0.2, noise_std=0.0, expected_batch_size=7, generator=torch.Generator(), method="auto"
-    )
     ref = _reference(model, x, y, clip_norm=0.2, noise_std=0.0, expected_batch_size=7, seed=0)
-    assert _maxdiff(got.grads, ref) < 1e-6
+    for method in ("auto", "bk"):
+        got = private_gradient(
+            model, x, y, clip_norm=0.2, noise_std=0.0, expected_batch_size=7, generator=torch.Generator(), method=method
+        )
+        assert got.method == "bk"
+        assert _maxdiff(got.grads, ref) < 1e-6
+
+
+def test_custom_loss_is_evaluated_example_by_example():
+    # a custom loss_fn is applied to each example alone (under torch.vmap), like the loop reference:
+    # a loss that would couple examples through batch statistics cannot leak into book-keeping's δ
+    def centred_mse(out, target):  # couples examples when called on a batch
+        err = out - target.unsqueeze(1)
+        return (err - err.mean(0, keepdim=True)).pow(2).sum(1) + err.pow(2).sum(1)
+
+    model = _mlp(seed=6, classes=2)
+    x, _ = _data(8, 12, 2, seed=7)
+    y = torch.randn(8)
+    kw = dict(clip_norm=0.5, noise_std=0.0, expected_batch_size=8, generator=torch.Generator(), loss_fn=centred_mse)
+    bk = private_gradient(model, x, y, method="bk", **kw)
+    loop = private_gradient(model, x, y, method="loop", **kw)
+    assert _maxdiff(bk.grads, loop.grads) < 1e-6
+    assert torch.allclose(bk.per_sample_norms, loop.per_sample_norms, rtol=1e-5)
 
 
 def test_unclipped_noiseless_is_the_plain_minibatch_gradient():
@@ -280,6 +324,28 @@ def test_unclipped_noiseless_is_the_plain_minibatch_gradient():
     nn.functional.cross_entropy(model(x), y).backward()  # mean over 16 = sum / 16
     assert _maxdiff(got.grads, {k: p.grad for k, p in model.named_parameters()}) < 1e-6
     assert torch.all(got.clip_factors == 1)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_sgd_only_path_is_the_per_sample_sum_and_keeps_the_noise_stream(masked):
+    # per_sample=False: one backward of the summed loss; equal to the per-sample (C = ∞) gradient up to
+    # float rounding, the same noise drawn from the same stream, per-sample norms not computed (NaN)
+    model = _cnn(seed=3)
+    x, y = _data(9, 12, 3, seed=4, shape=(1, 12))
+    masks = magnitude_masks(dict(model.named_parameters()), sparsity=0.5) if masked else None
+    kw = dict(clip_norm=math.inf, noise_std=0.7, expected_batch_size=8, masks=masks, keep_sums=True)
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    fast = private_gradient(model, x, y, per_sample=False, generator=g1, **kw)
+    slow = private_gradient(model, x, y, generator=g2, **kw)
+    assert fast.method == "none" and slow.method == "bk"
+    assert _maxdiff(fast.grads, slow.grads) < 1e-6
+    assert _maxdiff(fast.unclipped_sum, slow.unclipped_sum) < 1e-5
+    assert fast.noise_norm == pytest.approx(slow.noise_norm, rel=1e-6) and fast.noise_norm > 0
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+    assert torch.isnan(fast.per_sample_norms).all() and torch.all(fast.clip_factors == 1)
+    if masked:
+        for k, m in masks.items():
+            assert torch.all(fast.grads[k][m == 0] == 0)
 
 
 def test_clip_bound_and_scale_equivariance():
@@ -338,10 +404,15 @@ def test_engine_invalid_arguments():
     ]:
         with pytest.raises(ValueError, match=name):
             private_gradient(model, x, y, **{**kw, **bad})
-    with pytest.raises(ValueError, match="bk"):
-        private_gradient(_cnn(), torch.zeros(2, 1, 12), torch.zeros(2, dtype=torch.long), method="bk", **kw)
+    batchnorm = nn.Sequential(nn.Linear(12, 4), nn.BatchNorm1d(4), nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="BatchNorm1d"):
+        private_gradient(batchnorm, x, y, method="bk", **kw)
     with pytest.raises(ValueError, match="'vmap' or 'loop'"):
         per_sample_gradients(model, x, y, method="bk")
+    with pytest.raises(ValueError, match="clip_norm must be inf"):
+        private_gradient(model, x, y, per_sample=False, **kw)
+    with pytest.raises(ValueError, match="per_sample"):
+        private_gradient(model, x, y, **{**kw, "clip_norm": math.inf}, per_sample=1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -416,9 +487,9 @@ def test_magnitude_masks_keep_exactly_the_largest(sparsity, scope, seed):
 
 def test_masks_invalid_and_density():
     params = {"w": torch.randn(4, 4)}
-    with pytest.raises(ValueError, match="sparsity.*1.0"):
+    with pytest.raises(ValueError, match=r"sparsity.*1\.0"):
         magnitude_masks(params, sparsity=1.0)
-    with pytest.raises(ValueError, match="scope.*'row'"):
+    with pytest.raises(ValueError, match=r"scope.*'row'"):
         magnitude_masks(params, sparsity=0.5, scope="row")
     assert mask_density(magnitude_masks(params, sparsity=0.25)) == 0.75
 

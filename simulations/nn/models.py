@@ -1,18 +1,27 @@
-"""Networks for the experiments: an MLP (the dimension knob), a small CNN and a GroupNorm WideResNet.
+"""Networks for the experiments: an MLP (the dimension knob), small CNNs and GroupNorm WideResNets.
 
 ``build_model(name, *, input_shape, num_classes, width, depth, seed) -> torch.nn.Module``
 
-=======  ====================================================================  ==================
-name     architecture                                                            parameter count d
-=======  ====================================================================  ==================
-mlp      flatten → depth × (Linear(·, width) → ReLU) → Linear(width, classes)   n₀w + w + (D−1)(w² + w) + wc + c
-cnn      depth × (Conv(k=3, pad=1) → GroupNorm → ReLU [→ MaxPool(2)]) →         see ``cnn_parameter_count``
+=======  ======================================================================  ====================
+name     architecture                                                              parameter count d
+=======  ======================================================================  ====================
+mlp      flatten → depth × (Linear(·, width) → ReLU) → Linear(width, classes)     n₀w + w + (D−1)(w² + w)
+                                                                                   + wc + c
+cnn      depth × (Conv(k=3, pad=1) → GroupNorm → ReLU [→ MaxPool(2)]) →           ``cnn_parameter_count``
          global average pool → Linear(width, classes); 1-D convolutions for
          inputs (L,) or (C, L), 2-D for (C, H, W)
-wrn      WideResNet-(depth)-(width) (Zagoruyko & Komodakis 2016,                  see ``wrn_parameter_count``
-         arXiv 1605.07146v4) with GroupNorm instead of BatchNorm (De et al.
-         2022, arXiv 2204.13650v2 §3), for 2-D image inputs (C, H, W)
-=======  ====================================================================  ==================
+dpcnn    the tanh CNN of Papernot et al. 2021 (arXiv 2007.14191v1, MNIST model):   ``dpcnn_parameter_count``
+         Conv(16, 8×8, stride 2, pad 3) → tanh → MaxPool(2, stride 1) →            (26 010 for 1×28×28,
+         Conv(32, 4×4, stride 2) → tanh → MaxPool(2, stride 1) → Linear(·, 32)     10 classes)
+         → tanh → Linear(32, classes); any (C, H, W) with H, W ≥ 14 (the flatten
+         size follows the input); ``width`` and ``depth`` are not used
+wrn      WideResNet-(depth)-(width) (Zagoruyko & Komodakis 2016, arXiv             ``wrn_parameter_count``
+         1605.07146v4) with GroupNorm instead of BatchNorm (De et al. 2022, arXiv
+         2204.13650v2 §3), for 2-D image inputs (C, H, W)
+wrn_ws   the same WideResNet with every convolution weight-standardised             as ``wrn``
+         (``simulations.nn.layers.WSConv2d``, scaled WS): the DP WideResNet of De
+         et al. 2022 (GroupNorm + weight standardisation)
+=======  ======================================================================  ====================
 
 n₀ = prod(input_shape), w = ``width`` (hidden units / channels / widen factor k), D = ``depth``
 (hidden layers / conv layers / total WRN depth 6n + 4), c = ``num_classes``. No BatchNorm anywhere:
@@ -35,8 +44,9 @@ import torch
 from torch import nn
 
 from dptheory.validate import check_int
+from simulations.nn.layers import WSConv2d
 
-MODELS = ("mlp", "cnn", "wrn")
+MODELS = ("mlp", "cnn", "dpcnn", "wrn", "wrn_ws")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -47,7 +57,8 @@ def count_parameters(model: nn.Module) -> int:
 def build_model(
     name: str, *, input_shape: tuple[int, ...], num_classes: int, width: int, depth: int, seed: int
 ) -> nn.Module:
-    """Build network ``name`` (mlp | cnn | wrn) with deterministic seeded initialisation."""
+    """Build network ``name`` (one of ``MODELS``; table in the module docstring) with deterministic seeded
+    initialisation. ``width`` and ``depth`` are validated for every name but unused by ``dpcnn``."""
     shape = tuple(check_int("input_shape entry", s, minimum=1) for s in tuple(input_shape))
     if not shape:
         raise ValueError(f"input_shape must be non-empty, got {input_shape!r}")
@@ -64,13 +75,25 @@ def build_model(
             if len(shape) not in (1, 2, 3):
                 raise ValueError(f"cnn needs input_shape (L,), (C, L) or (C, H, W), got {shape}")
             return CNN(input_shape=shape, num_classes=num_classes, width=width, depth=depth)
-        if name == "wrn":
+        if name == "dpcnn":
+            if len(shape) != 3 or min(shape[1:]) < DPCNN_MIN_SIZE:
+                raise ValueError(
+                    f"dpcnn needs an image input_shape (C, H, W) with H, W >= {DPCNN_MIN_SIZE}, got {shape}"
+                )
+            return DPCNN(input_shape=shape, num_classes=num_classes)
+        if name in ("wrn", "wrn_ws"):
             depth = check_int("depth", depth, minimum=10)
             if (depth - 4) % 6 != 0:
-                raise ValueError(f"wrn depth must be 6n + 4 (10, 16, 22, 28, 40, ...), got {depth}")
+                raise ValueError(f"{name} depth must be 6n + 4 (10, 16, 22, 28, 40, ...), got {depth}")
             if len(shape) != 3:
-                raise ValueError(f"wrn needs a 2-D image input_shape (C, H, W), got {shape}")
-            return WideResNet(in_channels=shape[0], num_classes=num_classes, widen=width, depth=depth)
+                raise ValueError(f"{name} needs a 2-D image input_shape (C, H, W), got {shape}")
+            return WideResNet(
+                in_channels=shape[0],
+                num_classes=num_classes,
+                widen=width,
+                depth=depth,
+                weight_standardization=name == "wrn_ws",
+            )
     raise ValueError(f"model must be one of {', '.join(MODELS)}, got {name!r}")
 
 
@@ -153,6 +176,50 @@ class CNN(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# the tanh CNN of Papernot et al. 2021
+
+DPCNN_MIN_SIZE = 14  # smallest H, W for which both conv/pool stages leave at least one position
+
+
+def _dpcnn_feature_hw(h: int, w: int) -> tuple[int, int]:
+    """Spatial size after conv(8, s2, p3) → pool(2, s1) → conv(4, s2) → pool(2, s1)."""
+
+    def stage(n: int, k: int, stride: int, pad: int) -> int:
+        return (n + 2 * pad - k) // stride + 1 - 1  # conv, then MaxPool(2, stride 1) removes one
+
+    return stage(stage(h, 8, 2, 3), 4, 2, 0), stage(stage(w, 8, 2, 3), 4, 2, 0)
+
+
+def dpcnn_parameter_count(*, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """d = (16·C·64 + 16) + (32·16·16 + 32) + (32·h·w·32 + 32) + (32c + c), (h, w) the feature size."""
+    c_in = input_shape[0]
+    h, w = _dpcnn_feature_hw(*input_shape[1:])
+    return (16 * c_in * 64 + 16) + (32 * 16 * 16 + 32) + (32 * h * w * 32 + 32) + (32 * num_classes + num_classes)
+
+
+class DPCNN(nn.Module):
+    """Papernot et al. 2021 (arXiv 2007.14191v1, their MNIST model) with tanh activations; padding 3
+    on the first conv gives their 14×14 map for 28×28 inputs; other sizes change only the flatten size."""
+
+    def __init__(self, *, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        h, w = _dpcnn_feature_hw(*input_shape[1:])
+        self.features = nn.Sequential(
+            nn.Conv2d(input_shape[0], 16, 8, stride=2, padding=3),
+            nn.Tanh(),
+            nn.MaxPool2d(2, stride=1),
+            nn.Conv2d(16, 32, 4, stride=2),
+            nn.Tanh(),
+            nn.MaxPool2d(2, stride=1),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(nn.Linear(32 * h * w, 32), nn.Tanh(), nn.Linear(32, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+# --------------------------------------------------------------------------------------------
 # WideResNet with GroupNorm
 
 
@@ -179,13 +246,13 @@ def wrn_parameter_count(*, in_channels: int, num_classes: int, widen: int, depth
 class _Block(nn.Module):
     """Pre-activation residual block: GN → ReLU → conv3×3 → GN → ReLU → conv3×3, + shortcut."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int):
+    def __init__(self, c_in: int, c_out: int, stride: int, conv: type[nn.Conv2d] = nn.Conv2d):
         super().__init__()
         self.norm1 = nn.GroupNorm(_groups(c_in), c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = conv(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.norm2 = nn.GroupNorm(_groups(c_out), c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
-        self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False) if (c_in != c_out or stride != 1) else None
+        self.conv2 = conv(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.shortcut = conv(c_in, c_out, 1, stride=stride, bias=False) if (c_in != c_out or stride != 1) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.norm1(x))
@@ -196,18 +263,20 @@ class _Block(nn.Module):
 
 
 class WideResNet(nn.Module):
-    """WRN-depth-widen: 3 groups of n = (depth − 4)/6 blocks, widths 16k, 32k, 64k; GroupNorm."""
+    """WRN-depth-widen: 3 groups of n = (depth − 4)/6 blocks, widths 16k, 32k, 64k; GroupNorm; every conv
+    weight-standardised (``WSConv2d``) when ``weight_standardization``."""
 
-    def __init__(self, *, in_channels: int, num_classes: int, widen: int, depth: int):
+    def __init__(self, *, in_channels: int, num_classes: int, widen: int, depth: int, weight_standardization=False):
         super().__init__()
         n = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
-        self.stem = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        conv = WSConv2d if weight_standardization else nn.Conv2d
+        self.stem = conv(in_channels, 16, 3, padding=1, bias=False)
         blocks: list[nn.Module] = []
         c_in = 16
         for group, c_out in enumerate(widths[1:]):
             for block in range(n):
-                blocks.append(_Block(c_in, c_out, 2 if (group > 0 and block == 0) else 1))
+                blocks.append(_Block(c_in, c_out, 2 if (group > 0 and block == 0) else 1, conv))
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.norm = nn.GroupNorm(_groups(c_in), c_in)
