@@ -180,29 +180,125 @@ def fig_epsilon(config: dict, metrics: dict) -> plt.Figure:
     return fig
 
 
-def fig_validate(config: dict, metrics: dict) -> plt.Figure:
-    """Predicted vs measured excess loss (log-log), one point per run, labelled by sweep point."""
-    fig, axes = style.figure(1, width=5.2, height=4.2)
-    ax = axes[0]
-    markers = "osD^vP*X"
-    for i, p in enumerate(metrics["points"]):
-        pred = [_num(s["predicted_excess"]) for s in p["per_seed"]]
-        meas = [_num(s["measured_excess"]) for s in p["per_seed"]]
-        ax.scatter(
-            pred, meas, marker=markers[i % len(markers)], s=30, label=f"width {p['width']}, {p['sparsity']:.0%} pruned"
+def _pos(values: list[float]) -> list[float]:
+    return [v for v in values if v > 0 and v != float("inf") and v == v]
+
+
+def _identity_panel(ax: Any, rows: list[dict], k: float, title: str) -> None:
+    """Predicted (x) vs measured (y, ± k SE) excess, log–log, identity ± 25 %; filled = relaxed (T ≥ 5 τ)."""
+    pred = [_num(r["predicted_excess"]) for r in rows]
+    meas = [_num(r["measured_excess"]["mean"]) for r in rows]
+    vals = _pos(pred + meas)
+    lo, hi = (min(vals) / 2, max(vals) * 2) if vals else (1e-6, 1.0)
+    ax.fill_between([lo, hi], [lo / 1.25, hi / 1.25], [lo * 1.25, hi * 1.25], color="0.88", zorder=0)
+    ax.plot([lo, hi], [lo, hi], color="0.3", lw=style.THEORY_LW, zorder=1)
+    hidden = 0
+    for arm in ("clip", "noise", "dpsgd"):
+        st = style.series(arm, style.MODES)
+        for r, p, m in zip(rows, pred, meas):
+            if r["arm"] != arm:
+                continue
+            if not (p > 0 and m > 0):
+                hidden += 1
+                continue
+            se = _num(r["measured_excess"]["se"])
+            se = 0.0 if se != se else se
+            down = min(k * se, m * (1 - 1e-3))  # a log axis cannot show a bar through zero
+            style.points(ax, [p], [m], st, yerr=[[down], [k * se]], filled=bool(r["relaxation"]["relaxed"]))
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
+    ax.set_xlabel("predicted excess loss (model: arm − SGD)")
+    ax.set_ylabel(f"measured excess loss (± {k:g} SE over seeds)")
+    ax.set_title(title)
+    if hidden:
+        ax.text(0.98, 0.02, f"{hidden} rows with a value ≤ 0 not shown", transform=ax.transAxes, ha="right", fontsize=7)
+
+
+def fig_basin(config: dict, metrics: dict) -> plt.Figure:
+    """Warm start at a minimum: predicted vs measured excess (MLP grid, linearised network), the teacher
+    dimension sweep and recovery times; points ± k SE over seeds, lines the model."""
+    k = _num(metrics["summary"].get("k_se", 2.0))
+    rows = metrics["rows"]
+    fig, axes = style.figure(2, nrows=2, width=5.0, height=4.3)
+    summary = metrics["summary"]
+    mlp = [r for r in rows if r["family"] == "mlp"]
+    share = summary.get("mlp", {}).get("model", {}).get("within_tolerance", float("nan"))
+    _identity_panel(axes[0], mlp, k, f"MLPs warm-started at w*: {_num(share):.0%} of rows within 25 %")
+    lin = [r for r in rows if r["family"] == "linearised"]
+    _identity_panel(axes[1], lin, k, "linearised network (exact quadratic)")
+    c = axes[2]
+    teacher = [r for r in rows if r["family"] == "teacher"]
+    # log y when every measured excess is positive (the arms span decades); the model's non-positive
+    # values then leave gaps in its lines
+    log_y = bool(teacher) and all(_num(r["measured_excess"]["mean"]) > 0 for r in teacher)
+    for arm in ("clip", "noise", "dpsgd"):
+        st = style.series(arm, style.MODES)
+        sub = sorted((r for r in teacher if r["arm"] == arm), key=lambda r: float(r["dataset"].split("d=")[-1]))
+        if not sub:
+            continue
+        dims = [float(r["dataset"].split("d=")[-1]) for r in sub]
+        pred = [_num(r["predicted_excess"]) for r in sub]
+        style.theory(c, dims, [p if p > 0 or not log_y else float("nan") for p in pred], st)
+        style.points(
+            c,
+            dims,
+            [_num(r["measured_excess"]["mean"]) for r in sub],
+            st,
+            yerr=[k * _num(r["measured_excess"]["se"]) for r in sub],
+            label=st.label,
         )
-    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
-    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
-    ax.plot([lo, hi], [lo, hi], "k:", lw=0.8, label="measured = predicted")
-    rho = metrics["spearman_all_pairs"]["rho"]
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="predicted excess loss",
-        ylabel="measured excess loss",
+    c.set(xscale="log", xlabel="teacher input dimension D (rank fixed)", ylabel=f"excess loss (± {k:g} SE)")
+    if log_y:
+        c.set_yscale("log")
+    else:
+        c.axhline(0.0, color="0.5", lw=0.6)
+    c.set_title("teacher–student: excess vs D (lines: model)")
+    style.legend(c, loc="best")
+    d = axes[3]
+    rec = [r for r in metrics.get("recovery", []) if _num(r["predicted_recovery"]) > 0]
+    rp = [_num(r["predicted_recovery"]) for r in rec]
+    rm = [_num(r["measured_recovery"]["mean"]) for r in rec]
+    vals = _pos(rp + rm)
+    lo, hi = (min(vals) / 2, max(vals) * 4) if vals else (1.0, 10.0)
+    d.plot([lo, hi], [lo, hi], color="0.3", lw=style.THEORY_LW)
+    shapes = {"top": "o", "random": "s", "flat": "v"}
+    for r, p, m in zip(rec, rp, rm):
+        color = style.series(r["arm"], style.MODES).color
+        recovered = m > 0 and m != float("inf")
+        d.plot(
+            [p],
+            [m if recovered else hi / 1.5],
+            shapes.get(r["direction"], "x"),
+            color=color,
+            mfc=color if recovered else "white",
+            ms=6,
+            mew=1.1,
+        )
+    d.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
+    d.set_xlabel("predicted recovery time (steps)")
+    d.set_ylabel("measured recovery time (steps)")
+    d.set_title("recovery after a displacement (colour: arm; open: not recovered)")
+    from matplotlib.lines import Line2D
+
+    dir_handles = [
+        Line2D([], [], color="0.3", marker=mk, ls="none", label=f"{name} direction")
+        for name, mk in shapes.items()
+        if any(r["direction"] == name for r in rec)
+    ]
+    if dir_handles:
+        d.legend(handles=dir_handles, loc="lower right", fontsize=style.FONT["legend.fontsize"])
+    handles, labels = style.key_handles(["clip", "noise", "dpsgd"], style.MODES, theory_line=False)
+    conv_h, conv_l = style.convention_handles(open_marker="arm ran < 5 relaxation times / not recovered")
+    conv_l[1] = f"points: measured (± {k:g} SE)"
+    conv_l[0] = "line: identity (model = measurement)"
+    fig.legend(
+        handles + conv_h,
+        labels + conv_l,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=3,
+        fontsize=style.FONT["legend.fontsize"],
+        frameon=False,
     )
-    ax.set_title(f"theory vs networks, one point per run (Spearman {_num(rho):+.2f})")
-    style.legend(ax, fontsize=6.5)
     return fig
 
 
@@ -219,8 +315,8 @@ def kind(metrics: dict) -> str | None:
         return "prune"
     if claim.startswith("epsilon"):
         return "epsilon"
-    if "points" in metrics and "spearman_all_pairs" in metrics:
-        return "validate"
+    if metrics.get("what") == "basin":
+        return "basin"
     return None
 
 
@@ -230,7 +326,7 @@ FIGURES: dict[str, Callable[[dict, dict], plt.Figure]] = {
     "width": fig_width,
     "prune": fig_prune,
     "epsilon": fig_epsilon,
-    "validate": fig_validate,
+    "basin": fig_basin,
 }
 
 

@@ -61,6 +61,7 @@ def commands() -> list[Command]:
         Command("python -m paper", "paper.__main__"),
         Command("python -m paper.nn_figures", "paper.nn_figures", no_arguments="usage"),
         Command("python -m paper.claims_doc", "paper.claims_doc", no_arguments="usage"),
+        Command("python -m paper.basin_doc", "paper.basin_doc", no_arguments="usage"),
         Command("python -m paper.readme", "paper.readme", no_arguments="usage"),
         Command("python -m proofs", "proofs.__main__"),
     ]

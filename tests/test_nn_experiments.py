@@ -18,7 +18,6 @@ from simulations import net_epsilon as epsilon
 from simulations import net_prune as prune
 from simulations import net_switch as switch
 from simulations import net_tune as tune
-from simulations import net_validate as validate
 from simulations import net_width as width
 from simulations.nn import __main__ as nn_main
 
@@ -336,8 +335,6 @@ def test_verdict_p_values_are_student_t(fake_engine, tmp_path):
         (["width", "--lr", "-1"], "lr"),
         (["switch", "--dataset", "imagenet"], "dataset"),
         (["ablate", "--no-such-flag"], "unrecognized"),
-        (["validate", "--momentum", "0.9"], "momentum"),
-        (["validate", "--widths", "8", "--sparsities", "0.5"], "at least 3 sweep points"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_folder(argv, needle, tmp_path, capsys):
@@ -356,7 +353,7 @@ def test_dispatcher(capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert nn_main.main(["--help"]) == 0
     text = capsys.readouterr().out
-    assert all(c in text for c in ("switch", "ablate", "width", "prune", "epsilon", "validate", "train"))
+    assert all(c in text for c in ("switch", "ablate", "width", "prune", "epsilon", "basin", "train"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,68 +494,6 @@ def test_claims_doc_renders_and_detects_drift(tmp_path):
     assert claims_doc.check(md, tmp_path / "v.json")
     md.write_text(text.replace("+3.51", "+3.52"))  # a hand edit of a number is caught
     assert not claims_doc.check(md, tmp_path / "v.json")
-
-
-# --------------------------------------------------------------------------------------------
-# validate: the measurements against independent references, and the theory wiring in a limit
-
-
-def test_measure_matches_independent_references():
-    import torch
-
-    from simulations.nn.models import build_model
-
-    model = build_model("mlp", input_shape=(5,), num_classes=3, width=4, depth=1, seed=0)
-    gen = torch.Generator().manual_seed(0)
-    x, y = torch.randn(40, 5, generator=gen), torch.randint(0, 3, (40,), generator=gen)
-    params = list(model.parameters())
-    mask_w = (torch.rand(params[0].shape, generator=gen) > 0.5).float()
-    names = [n for n, _ in model.named_parameters()]
-    masks = {names[0]: mask_w}
-    with torch.no_grad():
-        params[0].mul_(mask_w)
-    got = validate.measure(model, x, y, masks=masks, hessian_k=3, seed=0, chunk=16)
-    rows = []
-    for i in range(40):
-        loss = torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
-        g = torch.autograd.grad(loss, params)
-        g = [g[0] * mask_w] + list(g[1:])
-        rows.append(torch.cat([t.reshape(-1) for t in g]).double())
-    g = torch.stack(rows)
-    keep = torch.cat([mask_w.reshape(-1)] + [torch.ones(p.numel()) for p in params[1:]]).bool()
-    d = int(keep.sum())
-    assert got["dim"] == d
-    spread = ((g - g.mean(0)) ** 2).sum(1).mean().item()
-    assert got["sample_std"] == pytest.approx(math.sqrt(spread / d), rel=1e-5)
-    assert got["mean_gradient_norm"] == pytest.approx(g.mean(0).norm().item(), rel=1e-5)
-    assert got["norm_q50"] == pytest.approx(np.median(g.norm(dim=1).numpy()), rel=1e-5)
-    shapes = [p.shape for p in params]
-
-    def loss_of(flat):
-        parts, i = [], 0
-        for shp in shapes:
-            n = math.prod(shp)
-            parts.append(flat[i : i + n].reshape(shp))
-            i += n
-        out = torch.func.functional_call(model, dict(zip(names, parts)), (x,))
-        return torch.nn.functional.cross_entropy(out, y)
-
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    h = torch.autograd.functional.hessian(loss_of, flat).double()
-    h = h[keep][:, keep]
-    top = np.sort(np.linalg.eigvalsh(h.numpy()))[::-1][:3]
-    np.testing.assert_allclose(got["eigenvalues"], top, rtol=1e-4, atol=1e-6)
-
-
-def test_predict_unclipped_limit_is_the_noisy_gd_formula():
-    measured = {"dim": 50, "sample_std": 0.3, "eigenvalues": np.array([2.0, 1.0, 0.5, -0.1])}
-    lr, batch, clip, sigma = 0.1, 16, 1e4, 1e-4
-    got = validate.predict(measured=measured, lr=lr, batch_size=batch, clip_norm=clip, noise_multiplier=sigma)
-    tau2 = 0.3**2 / batch + (sigma * clip) ** 2 / batch**2
-    expect = sum(lr * tau2 / (2 * (2 - lr * lam)) for lam in (2.0, 1.0, 0.5))
-    assert got["rank"] == 3
-    assert got["excess_loss"] == pytest.approx(expect, rel=1e-6)
-    assert got["clip_fraction"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_missing_nn_extra_is_one_line_and_status_2(monkeypatch, capsys):

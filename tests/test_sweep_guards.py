@@ -18,7 +18,6 @@ from simulations import net_epsilon as epsilon
 from simulations import net_prune as prune
 from simulations import net_switch as switch
 from simulations import net_tune as tune
-from simulations import net_validate as validate
 from simulations import net_width as width
 from simulations.common.resources import ResourceError, limits
 from simulations.common.stats import interval_verdict, paired_t, verdict
@@ -51,11 +50,8 @@ SWEEPS = {
         **{**TINY, "epsilons": (2.0,), "n_public": 12, "public_epochs": 1, "public_batch_size": 6, **kw}
     ),
     "switch": lambda **kw: switch.SwitchConfig(**{**TINY, "switch_epochs": (1,), **kw}),
-    "validate": lambda **kw: validate.ValidateConfig(
-        **{**TINY, "widths": (2, 4), "sparsities": (0.5,), "hessian_k": 1, "measure_samples": 20, **kw}
-    ),
 }
-MODULES = {"ablate": ablate, "width": width, "prune": prune, "epsilon": epsilon, "switch": switch, "validate": validate}
+MODULES = {"ablate": ablate, "width": width, "prune": prune, "epsilon": epsilon, "switch": switch}
 
 
 def _no_training(monkeypatch):
@@ -106,7 +102,6 @@ def test_the_work_estimate_scales_with_the_planned_runs():
         ("prune", {"public_epochs": 10**12}, "the sweep would take"),
         ("epsilon", {"epsilons": (2.0, 1e300)}, "target_epsilon must be <="),
         ("switch", {"lr": 1e300}, "lr must be between"),
-        ("validate", {"seeds": (0, 10**30)}, "seed must be <="),
     ],
 )
 def test_a_value_no_run_can_take_is_refused_up_front(name, change, needle, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ Commands:
   width      claim 3: MLP width sweep (parameter count over two decades) at fixed eps and sigma
   prune      claim 4: magnitude-pruning sparsity sweep at fixed eps, per mask source
   epsilon    epsilon-accuracy curves (dense and public-mask-pruned DP-SGD, eps 1..8 and inf)
-  validate   theory (dptheory.clipped_dynamics) vs measured excess loss across width and sparsity
+  basin      theory (dptheory.spectral) vs DP-SGD arms warm-started at a converged minimum
 
 ``python -m simulations.nn <command> --help`` lists a command's options. Without a command the
 dispatcher prints one usage line and exits with status 2 (a command is required); ``--help`` / ``-h``
@@ -31,7 +31,7 @@ COMMANDS = {
     "width": ("simulations.net_width", "claim 3: MLP width sweep at fixed eps and sigma"),
     "prune": ("simulations.net_prune", "claim 4: sparsity sweep per mask source"),
     "epsilon": ("simulations.net_epsilon", "epsilon-accuracy curves, dense and pruned DP-SGD"),
-    "validate": ("simulations.net_validate", "theory vs measured excess loss"),
+    "basin": ("simulations.net_basin", "theory vs networks: warm-started arms at a minimum"),
 }
 PROG = "python -m simulations.nn"
 NN_EXTRAS = ("torch", "opacus", "mnist1d", "sklearn", "mlxtend")  # the [nn] extra of pyproject.toml

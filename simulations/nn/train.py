@@ -53,6 +53,10 @@ clip_fraction, mean_clip_factor, norm_q10, norm_q50, norm_q90, noise_norm``; wit
 the last step's clipping bias in the top-k Hessian subspace)). ``burst_norm`` is recorded in the
 epoch holding ``burst_step``.
 
+``init_state`` starts a run from the weights of an earlier run's ``model.pt`` (e.g. a warm restart of a
+cosine schedule); masks are computed before it is loaded, so an ``init`` mask stays data-independent,
+and the run is labelled not private (the earlier training is not accounted).
+
 ``run_train(config)`` writes a result folder (``config.json``, ``metrics.json``, ``metrics.npz``
 with the per-step arrays, ``env.json``, ``model.pt`` = final state dict, ``masks.pt``). With
 ``out`` set, a checkpoint ``<out>.checkpoint.pt`` is written atomically every
@@ -131,6 +135,7 @@ __all__ = [
     "TRAIN_SPLITS",
     "TrainConfig",
     "checkpoint_path",
+    "load_initial_state",
     "main",
     "run_train",
     "train",
@@ -252,6 +257,10 @@ class TrainConfig:
     out: str | None = field(default=None, metadata=_h("result folder (run_train); also enables checkpoints"))
     resume: bool = field(default=False, metadata=_h("continue from <out>.checkpoint.pt if present"))
     checkpoint_every: int = field(default=1, metadata=_h("epochs between checkpoints (0 = none)"))
+    init_state: str | None = field(
+        default=None,
+        metadata=_h("start from this model.pt of an earlier run_train (weights only; the run is then not private)"),
+    )
     quiet: bool = field(default=False, metadata=_h("no progress output"))
     threads: int = field(
         default=1,
@@ -786,6 +795,11 @@ def make_setup(config: TrainConfig) -> Setup:
     ).to(device)
     params = trainable_parameters(model)
     masks, prior, reasons = _masks(config, model, params, device)
+    if config.init_state is not None:  # after the masks: an init mask stays a function of the init only
+        load_initial_state(model, config.init_state)
+        if masks is not None:
+            apply_masks(model, masks)
+        reasons = [*reasons, f"starts from {config.init_state!r}, whose training is not accounted"]
     return Setup(
         device=device,
         x_train=x_train.to(device),
@@ -803,6 +817,31 @@ def make_setup(config: TrainConfig) -> Setup:
         prior=prior,
         reasons=reasons,
     )
+
+
+def load_initial_state(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load the state dict ``path`` (a ``model.pt`` written by :func:`run_train`) into ``model``.
+
+    Read with ``torch.load(weights_only=True)`` (tensors only, no code). Raises ``FileNotFoundError``
+    naming a missing file and ``ValueError`` naming the first key or shape that differs from
+    ``model``'s own state dict.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"init_state not found: {str(file)!r}")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    if not isinstance(state, dict) or set(state) != set(own):
+        keys = set(state) if isinstance(state, dict) else set()
+        diff = sorted(keys ^ set(own))[:3]
+        raise ValueError(f"init_state {str(file)!r} does not fit the model: keys differ ({diff})")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ValueError(
+                f"init_state {str(file)!r} does not fit the model: {k} has shape {tuple(state[k].shape)}, "
+                f"the model {tuple(v.shape)}"
+            )
+    model.load_state_dict(state)
 
 
 def _noise_multiplier(config: TrainConfig, setup: Setup) -> float:
