@@ -113,7 +113,7 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
 
     common: dict[str, Any] = dict(device=device, quiet=True)
     if small:
-        tiny = dict(
+        tiny: dict[str, Any] = dict(
             dataset="teacher:k=4,d=20",
             n_train=200,
             n_test=100,
@@ -157,14 +157,18 @@ def stage_configs(*, small: bool, device: str, out: Path) -> list[tuple[str, Any
             ),
             ("basin", basin, basin.BasinConfig(**basin_small(), device=device, quiet=True, out=str(out / "basin"))),
         ]
-    grid = dict(
+    grid: dict[str, Any] = dict(
         lr_grid=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
         clip_grid=(0.3, 1.0, 3.0),
         seeds=(0, 1, 2, 3, 4),
         tune_seeds=(1000, 1001),
     )
-    m1d = dict(dataset="mnist1d", n_train=36000, n_test=10000, n_val=2000, batch_size=1024, epochs=15, **grid)
-    m5k = dict(dataset="mnist5k", n_train=3000, n_test=1000, n_val=500, batch_size=256, epochs=30, **grid)
+    m1d: dict[str, Any] = dict(
+        dataset="mnist1d", n_train=36000, n_test=10000, n_val=2000, batch_size=1024, epochs=15, **grid
+    )
+    m5k: dict[str, Any] = dict(
+        dataset="mnist5k", n_train=3000, n_test=1000, n_val=500, batch_size=256, epochs=30, **grid
+    )
     return [
         ("ablate", ablate, ablate.AblateConfig(**common, **m1d, width=256, burst_epoch=7, out=str(out / "ablate"))),
         (

@@ -72,6 +72,7 @@ from simulations.net_common import (
     calibrated_sigma,
     check_sweep,
     curves,
+    draw_figure,
     history,
     opt,
     per_seed,
@@ -367,7 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     from simulations.common.cli import run_main
 
     return run_main(
-        AblateConfig, run, argv, prog="python -m simulations.nn ablate", description=__doc__.split("\n\n")[0]
+        AblateConfig,
+        run,
+        argv,
+        prog="python -m simulations.nn ablate",
+        description=__doc__.split("\n\n")[0],
+        figure=draw_figure,
     )
 
 

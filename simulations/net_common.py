@@ -271,6 +271,16 @@ class Sweep:
         return results
 
 
+def draw_figure(config: Any) -> None:
+    """Draw a network experiment's figure into its result folder from the written files (``paper.nn_figures``).
+
+    Passed as ``run_main(..., figure=draw_figure)``: it runs after the result folder is complete, and
+    a failure only warns (the results stay)."""
+    from paper import nn_figures
+
+    nn_figures.draw(config.out)
+
+
 def select(results: Sequence[dict], **tags: Any) -> list[dict]:
     """The results whose tags match every given tag, in run order."""
     return [r for r in results if all(r["tags"].get(k) == v for k, v in tags.items())]

@@ -53,6 +53,7 @@ from simulations.net_common import (
     calibrated_sigma,
     check_sweep,
     curves,
+    draw_figure,
     opt,
     per_seed,
     select,
@@ -254,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     from simulations.common.cli import run_main
 
     return run_main(
-        EpsilonConfig, run, argv, prog="python -m simulations.nn epsilon", description=__doc__.split("\n\n")[0]
+        EpsilonConfig,
+        run,
+        argv,
+        prog="python -m simulations.nn epsilon",
+        description=__doc__.split("\n\n")[0],
+        figure=draw_figure,
     )
 
 

@@ -76,6 +76,7 @@ from simulations.net_common import (
     check_fraction_list,
     check_sweep,
     curves,
+    draw_figure,
     final,
     opt,
     per_seed,
@@ -477,7 +478,14 @@ def report(config: PruneConfig, metrics: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     from simulations.common.cli import run_main
 
-    return run_main(PruneConfig, run, argv, prog="python -m simulations.nn prune", description=__doc__.split("\n\n")[0])
+    return run_main(
+        PruneConfig,
+        run,
+        argv,
+        prog="python -m simulations.nn prune",
+        description=__doc__.split("\n\n")[0],
+        figure=draw_figure,
+    )
 
 
 if __name__ == "__main__":

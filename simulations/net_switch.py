@@ -67,6 +67,7 @@ from simulations.net_common import (
     calibrated_sigma,
     check_sweep,
     curves,
+    draw_figure,
     opt,
     per_seed,
     select,
@@ -503,7 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     from simulations.common.cli import run_main
 
     return run_main(
-        SwitchConfig, run, argv, prog="python -m simulations.nn switch", description=__doc__.split("\n\n")[0]
+        SwitchConfig,
+        run,
+        argv,
+        prog="python -m simulations.nn switch",
+        description=__doc__.split("\n\n")[0],
+        figure=draw_figure,
     )
 
 

@@ -52,6 +52,7 @@ from simulations.net_common import (
     calibrated_sigma,
     check_sweep,
     curves,
+    draw_figure,
     opt,
     per_seed,
     task_label,
@@ -265,7 +266,14 @@ def report(config: WidthConfig, metrics: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     from simulations.common.cli import run_main
 
-    return run_main(WidthConfig, run, argv, prog="python -m simulations.nn width", description=__doc__.split("\n\n")[0])
+    return run_main(
+        WidthConfig,
+        run,
+        argv,
+        prog="python -m simulations.nn width",
+        description=__doc__.split("\n\n")[0],
+        figure=draw_figure,
+    )
 
 
 if __name__ == "__main__":

@@ -422,8 +422,8 @@ TINY = [
 def test_commands_run_on_the_real_engine(argv, tmp_path, capsys):
     out = tmp_path / argv[0]
     assert nn_main.main(argv + TINY + ["--out", str(out)]) == 0, capsys.readouterr().err
-    for name in ("config.json", "metrics.json", "env.json"):
-        assert (out / name).is_file()
+    for name in ("config.json", "metrics.json", "env.json", f"net_{argv[0]}.png"):
+        assert (out / name).is_file()  # the figure is drawn by main() from the written files
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert config["dataset"] == "teacher:k=2,d=10" and config["threads"] == 1
