@@ -403,12 +403,13 @@ def exact_basin(eigenvalues: np.ndarray, projections: np.ndarray, norms: np.ndar
 
 def arm_optimizer(mode: str, *, lr: float, batch_size: int, clip_norm: float, noise_multiplier: float) -> Optimizer:
     """The arm's step record: C and C_ref = ``clip_norm`` (noise-only has the DP-SGD noise std σC)."""
+    arm = Mode(mode)
     return Optimizer(
         lr=lr,
         batch_size=batch_size,
         clip_norm=clip_norm,
-        noise_multiplier=noise_multiplier if Mode(mode).noised else 0.0,
-        mode=mode,
+        noise_multiplier=noise_multiplier if arm.noised else 0.0,
+        mode=arm,
         ref_clip_norm=clip_norm,
     )
 
@@ -767,11 +768,13 @@ def analyse_network(
             }
             row["drift"] = "per-example" if mean_basin is not None else "mean-hessian"
             if mean_basin is not None:
+                assert base_mean is not None  # computed whenever mean_basin is given
                 mh = predict_window(mean_basin, opt, start=start, stop=steps, closure=config.closure)
                 row["predicted_mean_hessian"] = mh["excess"] - base_mean["excess"]
                 row["predicted_mean_hessian_bias"] = mh["bias"] - base_mean["bias"]
                 row["predicted_mean_hessian_noise"] = mh["noise"] - base_mean["noise"]
             if exact is not None:
+                assert base_exact is not None  # computed whenever exact is given
                 ex = predict_window(exact, opt, start=start, stop=steps, closure=config.closure)
                 row["predicted_exact"] = ex["excess"] - base_exact["excess"]
                 row["predicted_exact_bias"] = ex["bias"] - base_exact["bias"]
@@ -991,6 +994,7 @@ def _linearised(net: Network, config: BasinConfig) -> tuple[Any, Any, Any, Any]:
     vals, vecs = exact_spectrum(lin.hessian)
     resid = lin.jac_train @ lin.minimum - lin.target_train
     grads = torch.einsum("ncd,nc->nd", lin.jac_train, resid)
+    assert net.n_train is not None  # the linearised network is built with n_train = lin_n_train
     exact = exact_basin(vals, (grads @ torch.as_tensor(vecs)).numpy(), grads.norm(dim=1).numpy(), n_train=net.n_train)
     return problem, meas, exact, None
 

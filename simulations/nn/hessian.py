@@ -300,7 +300,8 @@ def lanczos(
     steps = min(steps, dim - (0 if basis is None else basis.shape[1]))
     q = torch.zeros((steps, dim), dtype=torch.float64, device=v.device)
     q[0] = v / norm
-    alpha, beta = [], []
+    alpha: list[float] = []
+    beta: list[float] = []
     last = 0.0
     for j in range(steps):
         w = project(matvec(q[j]).to(device=v.device, dtype=torch.float64).reshape(-1))
@@ -394,7 +395,9 @@ def lanczos_eigenpairs(
         nodes, s = eigh_tridiagonal(run.alpha, run.beta)
     order = np.argsort(nodes)[::-1][: min(k, m)]
     vals = nodes[order]
-    vecs = run.vectors.T @ torch.as_tensor(s[:, order], dtype=torch.float64, device=run.vectors.device)
+    lanczos_vectors = run.vectors
+    assert lanczos_vectors is not None  # keep_vectors=True
+    vecs = lanczos_vectors.T @ torch.as_tensor(s[:, order], dtype=torch.float64, device=lanczos_vectors.device)
     residuals = run.last_beta * np.abs(s[-1, order])
     if vals.size and np.any(residuals > 1e-2 * max(abs(vals[0]), 1e-300)):
         warnings.warn(

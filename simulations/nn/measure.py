@@ -43,7 +43,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -325,13 +325,14 @@ class BasinMeasurement:
     def save(self, path: str | Path | BinaryIO) -> None:
         """Write every field to ``path`` (``.npz``, no pickles; a path or a binary file object)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        np.savez_compressed(path, **{k: np.asarray(v) for k, v in values.items() if v is not None})
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in values.items() if v is not None}
+        np.savez_compressed(path, **arrays)
 
 
 def load_measurement(path: str | Path) -> BasinMeasurement:
     """Read a :class:`BasinMeasurement` written by :meth:`BasinMeasurement.save` (``allow_pickle=False``)."""
     with np.load(path, allow_pickle=False) as data:
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(BasinMeasurement):
             if f.name not in data.files:  # an optional field that was not measured
                 continue
@@ -435,6 +436,7 @@ def measure_basin(
         start = torch.randn(total, generator=gen, dtype=torch.float64).to(device) * keep
         sq = lanczos(lambda v: hvp(hvp(v).to(torch.float64)), start, steps=min(flat_steps, dim), keep_vectors=True)
         s = _tridiagonal_eigenvectors(sq.alpha, sq.beta)
+        assert sq.vectors is not None  # keep_vectors=True
         flat = _unit(sq.vectors.T @ torch.as_tensor(s[:, 0], dtype=torch.float64, device=device))
     else:
         flat = _unit(rand - vecs @ (vecs.T @ rand))

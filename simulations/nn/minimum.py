@@ -265,7 +265,7 @@ def measured_minimum(
     """
     cache = Path(cache)
     found = find_minimum(spec, cache=cache)
-    settings = {
+    settings: dict[str, Any] = {
         "top_k": top_k,
         "top_steps": top_steps,
         "probes": probes,

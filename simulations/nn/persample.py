@@ -520,6 +520,7 @@ def conv_sq_norms(
                 continue
             x = x.view(x.shape[0], geom.in_channels, hp, wp)
             one = (dg @ _patch_sums(x, geom).unsqueeze(-1)).reshape(sq.shape)  # 1·g_ic = Σ_t δ_ict s_it
+            assert output is not None  # required for WS ghost layers (docstring); the engine always passes it
             what = (d[s] * output[s]).reshape(sq.shape[0], geom.out_channels, -1).sum(-1)  # ŵ_c·g_ic
             raw, scale = _ws_sq_norm(sq, one, what, ws, d.dtype)
             # the identity subtracts terms of size ‖g‖²/s²: where that exceeds the result WS_CONDITION-fold,
@@ -552,7 +553,7 @@ def conv_sq_norms(
         sq = torch.zeros(n_s, dtype=d.dtype, device=d.device)
         blocks = []
         for index, (_, rows, cols, *_) in enumerate(parts.blocks):
-            blk = parts.block(index, out=kept[index][2][s] if keep else None)
+            blk = parts.block(index, out=kept[index][2][s] if kept is not None else None)  # set iff keep
             if ws is not None:  # J needs every block of a channel: the sums first
                 blocks.append((rows, cols, blk))
                 continue
@@ -585,7 +586,9 @@ def conv_weight_sum(
         d = d * weights.to(d.dtype).view(-1, *([1] * (d.dim() - 1)))
     a = _padded_input(a, geom)
     w = weight.detach()
-    stride, dilation, padding = geom.stride, geom.dilation, geom.padding
+    stride: tuple[int, ...] = geom.stride
+    dilation: tuple[int, ...] = geom.dilation
+    padding: tuple[int, ...] = geom.padding
     if geom.ndim == 1:
         stride, dilation, padding = stride[1:], dilation[1:], padding[1:]
     _, grad_w, _ = torch.ops.aten.convolution_backward(

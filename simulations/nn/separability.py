@@ -58,6 +58,7 @@ import math
 import operator
 import weakref
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.fx as fx
@@ -387,7 +388,7 @@ def _call_module(node, m: nn.Module, args, kwargs, calls: list[str]):
             raise _Unproven(f"{t.__name__} {node.target} on a rank-{x.ndim} input (needs {_LAYER_RANK[t]})")
         if t in (nn.Linear, nn.GroupNorm) and x.ndim < 2:
             raise _Unproven(f"{t.__name__} {node.target} on a rank-1 input mixes the batch")
-        if t is nn.LayerNorm and x.ndim <= len(m.normalized_shape):
+        if t is nn.LayerNorm and x.ndim <= len(cast(nn.LayerNorm, m).normalized_shape):
             raise _Unproven(f"LayerNorm {node.target} normalises over the batch dim")
         calls.append(str(node.target))
         return _batched_out(node)

@@ -62,6 +62,7 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -241,7 +242,7 @@ class _Arm:
     def losses(self) -> tuple[float, float]:
         """(L_μ on the training split, plain loss on the test split)."""
         p = self.problem
-        kw = {"loss_fn": p.loss_fn, "batch_size": p.eval_batch_size}
+        kw: dict[str, Any] = {"loss_fn": p.loss_fn, "batch_size": p.eval_batch_size}
         train = evaluate_loss(self.model, p.x_train, p.y_train, **kw) + 0.5 * p.weight_decay * self.weight_sq()
         return train, evaluate_loss(self.model, p.x_test, p.y_test, **kw)
 
@@ -379,6 +380,7 @@ def regularised_private_gradient(
         method=method,
         keep_sums=True,
     )
+    assert pg.unclipped_sum is not None  # keep_sums=True
     w = {k: p.detach() for k, p in params.items()}
     count = pg.batch_size
     noise = {k: pg.grads[k] - pg.unclipped_sum[k] / expected_batch_size for k in params}
@@ -411,7 +413,7 @@ def regularised_private_gradient(
         def losses(p: dict[str, torch.Tensor]) -> torch.Tensor:
             return loss_fn(functional_call(model, (p, buffers), (x,)), y)
 
-        _, along = jvp(losses, (w,), (w,))  # (m⊙w)ᵀ g_i for every example (w is masked)
+        along = jvp(losses, (w,), (w,))[1]  # (m⊙w)ᵀ g_i for every example (w is masked)
         sq = pg.per_sample_norms.double() ** 2 + 2 * weight_decay * along.double() + weight_decay**2 * w_sq
         phi = (clip_norm / (sq.clamp(min=0).sqrt() + CLIP_EPS)).clamp(max=1.0).to(pg.per_sample_norms.dtype)
         weighted = (phi.detach().to(along.dtype) * loss_fn(model(x), y)).sum()
@@ -431,7 +433,7 @@ def _linear_layers(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     records: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        records.append((module, inputs[0].detach(), output))
+        records.append((cast(nn.Linear, module), inputs[0].detach(), output))  # hooked on nn.Linear only
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Linear)]
     try:
