@@ -83,3 +83,12 @@ def test_a_stored_run_is_reused_and_the_report_names_command_folder_and_verdicts
     assert "## Claim 1" in report and "## Claim 2" not in report
     assert ("**held**" in report) != ("**not held**" in report)
     assert "![switch](switch.png)" in report
+
+
+@pytest.mark.parametrize("scale", study.SCALES)
+def test_every_entry_builds_a_valid_config_at_every_scale(scale, tmp_path):
+    """Each experiment validates its config on construction: a stale override (a value the experiment
+    no longer accepts) fails here instead of half-way through ``python -m paper``."""
+    for entry in study.STUDY:
+        config = entry.make_config(scale, results=tmp_path)
+        assert config.quiet and str(tmp_path) in str(config.out)
