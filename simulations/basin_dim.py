@@ -219,7 +219,7 @@ class BasinDimConfig:
 class Predictions:
     """Per-run memo of the stationary predictions (``dptheory.clipped_dynamics``), keyed by (basin, optimizer).
 
-    ``stationary_excess_loss`` (radial closure: a self-consistent solve plus a quadrature) and
+    ``stationary_excess_loss`` (the default elliptic closure of the stationary law) and
     ``stationary_clip_fraction`` are pure functions of the frozen, hashable records ``Basin`` and
     ``Optimizer``, so each distinct pair is solved once per run: the table's rows and the figure's
     theory grid (which contains the swept dimensions) share them. Same numbers as calling the
@@ -231,7 +231,7 @@ class Predictions:
         self._clip: dict[tuple[Basin, Optimizer], float] = {}
 
     def loss(self, basin: Basin, optimizer: Optimizer) -> float:
-        """``stationary_excess_loss(basin=basin, optimizer=optimizer)`` (default radial closure)."""
+        """``stationary_excess_loss(basin=basin, optimizer=optimizer)`` (the default closure)."""
         key = (basin, optimizer)
         if key not in self._loss:
             from dptheory.clipped_dynamics import stationary_excess_loss
@@ -338,7 +338,7 @@ def measure(
     if basin.flat_curvature == 0.0:
         # heldout_excess_loss = (its curved term) + ½(λ_flat + κ) E‖e_flat(t)‖², and with λ_flat = 0 (as in
         # every basin of this sweep) the curved term is stationary_excess_loss: reuse both predictions
-        # rather than solve the radial closure a second time (same floating-point operations, same number).
+        # rather than solve the closure a second time (same floating-point operations, same number).
         pred_heldout = pred_loss + 0.5 * (basin.flat_curvature + basin.heldout_flat_curvature) * pred_flat
     else:
         pred_heldout = float(
