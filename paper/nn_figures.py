@@ -252,6 +252,16 @@ def fig_basin(config: dict, metrics: dict) -> plt.Figure:
     else:
         c.axhline(0.0, color="0.5", lw=0.6)
     c.set_title("teacher–student: excess vs D (lines: model)")
+    if not teacher:
+        c.text(
+            0.5,
+            0.5,
+            "no teacher–student rows in this run\n(not part of this scale)",
+            transform=c.transAxes,
+            ha="center",
+            va="center",
+            color="0.4",
+        )
     style.legend(c, loc="best")
     d = axes[3]
     rec = [r for r in metrics.get("recovery", []) if _num(r["predicted_recovery"]) > 0]

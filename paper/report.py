@@ -181,50 +181,76 @@ def numbers_prune(m: dict) -> str:
     )
 
 
+def paired(t: Any, scale: float = 100.0) -> str:
+    """A paired test record as "estimate [lo, hi]" (scaled; its 95 % CI)."""
+    ci = t.get("ci95") or [math.nan, math.nan]
+    return f"{fmt(_num(t['estimate']) * scale)} [{fmt(_num(ci[0]) * scale)}, {fmt(_num(ci[1]) * scale)}]"
+
+
 def numbers_net_ablate(m: dict) -> str:
-    rows = [[mode, pm(v, 1, 100)] for mode, v in m["test_accuracy"].items()]
-    text = table(["mode", "test accuracy % (mean ± 1 SE)"], rows)
-    if "noise_minus_clip" in m:
-        text += f"\n\nnoise only − clip only: {pm(m['noise_minus_clip'], 1, 100)} points (paired by seed)."
-    for mode, r in m.get("burst", {}).items():
-        text += f" Burst in {mode}: recovered {pm(r['recovered_fraction'], 1, 100)} %."
+    diff = m.get("accuracy_minus_sgd", {})
+    rows = [[arm, pm(v, 1, 100), paired(diff[arm]) if arm in diff else "–"] for arm, v in m["test_accuracy"].items()]
+    text = table(["arm (each tuned)", "test accuracy % (mean ± 1 SE)", "minus SGD, points [95 % CI]"], rows)
+    for ref, t in m.get("noise_minus_clip", {}).items():
+        text += f"\n\n{ref} − clip only: {paired(t)} points (paired by seed)."
+    for arm, r in m.get("burst", {}).items():
+        text += f" Burst in {arm}: recovered {pm(r['recovered_fraction'], 1, 100)} % of the excess loss."
     return text
 
 
 def numbers_net_switch(m: dict) -> str:
-    rows = [
-        [str(r["switch_epoch"]), pm(r["acc_sgd_then_dpsgd"], 1, 100), pm(r["acc_dpsgd_then_sgd"], 1, 100)]
-        + ([fmt(r["late_phase_dominance"])] if "late_phase_dominance" in r else [])
-        for r in m["per_switch"]
-    ]
-    head = ["switch epoch", "SGD → DP-SGD acc %", "DP-SGD → SGD acc % (not private)"]
-    if rows and len(rows[0]) == 4:
-        head.append("late-phase dominance")
-    return (
-        table(head, rows) + f"\n\nPure runs: SGD {pm(m['acc_sgd'], 1, 100)} %, DP-SGD {pm(m['acc_dpsgd'], 1, 100)} %."
-    )
+    parts = []
+    for schedule, s in m["per_schedule"].items():
+        rows = [
+            [
+                str(r["switch_epoch"]),
+                pm(r["acc_sgd_then_dpsgd"], 1, 100),
+                pm(r["acc_dpsgd_then_sgd"], 1, 100),
+                paired(r["dominance_numerator"]) if isinstance(r.get("dominance_numerator"), dict) else "–",
+            ]
+            for r in s["per_switch"]
+        ]
+        head = ["switch epoch", "SGD → DP-SGD acc %", "DP-SGD → SGD acc %", "late − early phase, points [95 % CI]"]
+        parts.append(
+            f"**{schedule} lr.** "
+            + f"Pure runs: SGD {pm(s['acc_sgd'], 1, 100)} %, DP-SGD {pm(s['acc_dpsgd'], 1, 100)} %.\n\n"
+            + table(head, rows)
+        )
+    return "\n\n".join(parts)
 
 
 def numbers_net_width(m: dict) -> str:
     rows = [
         [
-            str(r["width"]) if "width" in r else "–",
+            str(r.get("width", "–")),
             str(r["dim"]),
             pm(r["sgd"]["test_accuracy"], 1, 100),
-            pm(r["dp_eps"]["test_accuracy"], 1, 100),
-            pm(r["dp_eps"]["gap_sgd_minus_dp"], 1, 100),
+            pm(r["dpsgd"]["test_accuracy"], 1, 100),
+            paired(r["gap_sgd_minus_dpsgd"]),
+            pm(r["clip_fraction"], 1, 1),
         ]
         for r in m["per_width"]
     ]
-    return table(["width", "parameters d", "SGD acc %", "DP-SGD (fixed ε) acc %", "gap (points)"], rows)
+    head = ["width", "parameters d", "SGD acc %", "DP-SGD (fixed ε) acc %", "gap, points [95 % CI]", "clip fraction"]
+    return table(head, rows)
 
 
 def numbers_net_prune(m: dict) -> str:
-    rows = []
-    for source, rs in m["per_source"].items():
-        for r in rs:
-            rows.append([source, f"{_num(r['sparsity']):.2f}", pm(r["test_accuracy"], 1, 100)])
-    return table(["mask", "sparsity", "DP-SGD test acc %"], rows) + f"\n\nDense SGD: {pm(m['sgd_dense'], 1, 100)} %."
+    rows = [
+        [
+            str(r["arm"]),
+            f"{_num(r['sparsity']):.2f}",
+            pm(r["test_accuracy"], 1, 100),
+            paired(r["minus_dense"]) if isinstance(r.get("minus_dense"), dict) else "–",
+            ", ".join(r.get("privacy", [])),
+        ]
+        for r in m["per_source"]
+    ]
+    head = ["mask (arm)", "sparsity", "test acc %", "minus dense DP-SGD, points [95 % CI]", "label"]
+    return (
+        table(head, rows)
+        + f"\n\nDense SGD: {pm(m['sgd_dense'], 1, 100)} %; dense DP-SGD: {pm(m['dpsgd_dense'], 1, 100)} %."
+    )
 
 
 def numbers_net_basin(m: dict) -> str:
@@ -383,7 +409,7 @@ def write_report(
             if fn is not None:
                 try:
                     lines += ["**Theory and measurement**", "", fn(metrics), ""]
-                except (KeyError, TypeError, ValueError, IndexError) as exc:
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                     lines += [f"_Numbers not rendered ({type(exc).__name__}: {exc})._", ""]
             for path in figures.get(e["name"], []):
                 name = Path(path).stem
