@@ -108,17 +108,55 @@ def fig_switch(config: dict, metrics: dict) -> plt.Figure:
     return fig
 
 
+ARM_LABELS = {
+    "sgd": "SGD",
+    "clip": "clip only",
+    "dpsgd": "DP-SGD",
+    "dpsgd_normalised": "DP-SGD, normalised clipping",
+    "noise_C": "noise only, C_ref = C",
+    "noise_median": "noise only, C_ref = median norm",
+    "noise_q90": "noise only, C_ref = q90 norm",
+    "noise_snr": "noise only, SNR-matched",
+}
+MASK_LABELS = {
+    "dense_small": "dense, same parameter count",
+    "random": "random mask",
+    "init_layer": "init mask (per layer)",
+    "init": "init mask (global)",
+    "public": "public-data mask",
+    "oracle": "oracle mask",
+}
+
+
+def arm_label(name: str) -> str:
+    """A readable name for an arm of the claim sweeps (the code name where none is known).
+
+    Example:
+        >>> arm_label("noise_snr"), arm_label("public@0.9"), arm_label("private@1/p=0.9")
+        ('noise only, SNR-matched', 'public-data mask, p = 0.9', 'private mask (ε_m = 1), p = 0.9')
+    """
+    if name in ARM_LABELS:
+        return ARM_LABELS[name]
+    source, _, rest = name.partition("@")
+    if source == "private" and "/p=" in rest:
+        eps, _, p = rest.partition("/p=")
+        return f"private mask (ε_m = {eps}), p = {p}"
+    if source in MASK_LABELS and rest:
+        return f"{MASK_LABELS[source]}, p = {rest}"
+    return name
+
+
 def fig_ablate(config: dict, metrics: dict) -> plt.Figure:
     """Tuned arms' accuracy minus SGD (paired, 95 % CI) and the excess training loss after a burst."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.5))
     arms = list(metrics["accuracy_minus_sgd"])
-    _ci_bar(a, arms, [metrics["accuracy_minus_sgd"][x] for x in arms])
+    _ci_bar(a, [arm_label(x) for x in arms], [metrics["accuracy_minus_sgd"][x] for x in arms])
     a.set(xlabel="test accuracy − SGD (points, paired)", title="claim 2: tuned arms")
     if "burst" in metrics:
         for mode, r in metrics["burst"].items():
             curve = [_num(v) for v in r["excess_curve_mean"]]
             recovered = _num(r["recovered_fraction"]["mean"])
-            b.plot(range(len(curve)), curve, marker=".", label=f"{mode} (recovered {recovered:.0%})")
+            b.plot(range(len(curve)), curve, marker=".", label=f"{arm_label(mode)} (recovered {recovered:.0%})")
         b.axvline(metrics["burst_epoch"], color="gray", ls=":")
         b.axhline(0, color="black", lw=0.5)
         b.set(xlabel="epoch", ylabel="train loss: burst − plain", title="recovery from a displacement")
@@ -155,7 +193,8 @@ def fig_prune(config: dict, metrics: dict) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(metrics["per_source"]) + 1.5))
     rows = metrics["per_source"]
     labels = [
-        r["arm"] + (" (NOT private)" if any(p.startswith("not private") for p in r["privacy"]) else "") for r in rows
+        arm_label(r["arm"]) + (" (NOT private)" if any(p.startswith("not private") for p in r["privacy"]) else "")
+        for r in rows
     ]
     _ci_bar(ax, labels, [r["minus_dense"] for r in rows])
     ax.set(
