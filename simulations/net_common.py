@@ -25,6 +25,15 @@ run's memory and the planned runs' total work are checked against ``--max-memory
 ``--max-work``. A tuning candidate that diverges is recorded and not chosen (``simulations.net_tune``);
 a diverging evaluation run stops the sweep with one line, and nothing is written (result folders
 appear atomically, mask runs included).
+
+Fan-out: ``--workers N`` (a Dask LocalCluster of N processes) or ``--scheduler ADDRESS`` (a running
+Dask scheduler) runs a sweep's training runs through ``simulations.common.fanout`` (one cell per run,
+:func:`run_job`) instead of one after the other in this process; without them (and outside a
+fan-out session) :meth:`Sweep.run` runs serially exactly as before. Every seed is in the run's
+``TrainConfig``, so the results are identical to the serial ones (same numbers in ``metrics.json``;
+only timings differ). Observers see every run: ``before`` for all runs of a sweep before the first is
+submitted, ``after`` in run order once they are back. ``workers`` / ``scheduler`` are execution
+fields: they enter neither the run key nor the ``TrainConfig``.
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from simulations.common.fanout import Cell, Execution, execution_of, run_cells
 
 # --------------------------------------------------------------------------------------------
 # the training engine. Imported lazily so that ``--help`` is fast, and reachable through
@@ -206,18 +217,44 @@ def check_observers(config: Any) -> None:
             observer.before(config)
 
 
+def run_job(*, config: Any, mode: str, diverged_ok: bool) -> tuple[dict, float]:
+    """One job of a fanned-out :class:`Sweep` (a ``simulations.common.fanout`` cell): the serial loop's
+    body for one run — ``mode`` "saved" (:func:`run_saved`), "model" (:func:`run_training` with the
+    network) or "plain" — with divergence turned into ``{"diverged": message, "history": []}`` when
+    ``diverged_ok``. Returns ``(result, seconds)``."""
+    t0 = time.perf_counter()
+    try:
+        if mode == "saved":
+            result = run_saved(config)
+        elif mode == "model":
+            result = run_training(config, return_model=True)
+        else:
+            result = run_training(config)
+    except ValueError as exc:
+        from simulations.nn.train import TrainingDiverged
+
+        if not (diverged_ok and isinstance(exc, TrainingDiverged)):
+            raise
+        result = {"diverged": str(exc), "history": []}
+    return result, time.perf_counter() - t0
+
+
 @dataclass
 class Sweep:
-    """Runs a list of (label, TrainConfig) jobs with progress on stderr and a time log."""
+    """Runs a list of (label, TrainConfig) jobs with progress on stderr and a time log.
+
+    ``execution`` (None or serial: in this process, one run after the other) fans the runs out over
+    Dask workers (module docstring, "Fan-out"); the results are the same."""
 
     label: str
     quiet: bool = False
     threads: int = 0
+    execution: Execution | None = None
 
     @classmethod
     def of(cls, label: str, config: NetExperiment) -> Sweep:
-        """A sweep with the experiment's ``quiet`` and ``threads`` settings."""
-        return cls(label, quiet=config.quiet, threads=config.threads)
+        """A sweep with the experiment's ``quiet``, ``threads`` and ``workers`` / ``scheduler`` settings."""
+        return cls(label, quiet=config.quiet, threads=config.threads, execution=execution_of(config))
 
     def run(
         self,
@@ -233,6 +270,8 @@ class Sweep:
         A run that diverges (``simulations.nn.train.TrainingDiverged``) stops the sweep, unless
         ``diverged_ok`` (tuning candidates): then its result is ``{"diverged": message}`` and the
         sweep goes on."""
+        if self.execution is not None and self.execution.kind != "serial":
+            return self._fan_out(jobs, self.execution, keep_model=keep_model, saved=saved, diverged_ok=diverged_ok)
         from simulations.common.cli import Progress
 
         results = []
@@ -269,6 +308,45 @@ class Sweep:
         if not self.quiet:
             sys.stderr.write(f"{self.label}: {len(jobs)} runs in {time.perf_counter() - start:.1f}s\n")
         return results
+
+    def _fan_out(
+        self,
+        jobs: Sequence[tuple[dict, Any]],
+        execution: Execution,
+        *,
+        keep_model: Callable[[dict], bool] | None,
+        saved: bool,
+        diverged_ok: bool,
+    ) -> list[dict]:
+        """:meth:`run` through ``simulations.common.fanout``: one :func:`run_job` cell per job."""
+        start = time.perf_counter()
+        for _, config in jobs:  # every check before the first run is submitted
+            for observer in _OBSERVERS:
+                if observer.before is not None:
+                    observer.before(config)
+        cells = []
+        for i, (tags, config) in enumerate(jobs):
+            mode = "saved" if saved else ("model" if keep_model is not None and keep_model(tags) else "plain")
+            # ``job`` keeps cells distinct whose configs differ only in fields outside the key (``out``)
+            kwargs = {"config": config, "mode": mode, "diverged_ok": diverged_ok, "job": i}
+            cells.append(Cell(_run_cell, kwargs, label=" ".join(f"{k}={v}" for k, v in tags.items())))
+        outputs = run_cells(cells, execution=execution, label=self.label, quiet=self.quiet)
+        results = []
+        for (tags, config), (result, seconds) in zip(jobs, outputs):
+            for observer in _OBSERVERS:
+                if observer.after is not None:
+                    observer.after(config, result, seconds)
+            results.append({"tags": tags, "result": result, "seconds": seconds})
+        if not self.quiet:
+            sys.stderr.write(
+                f"{self.label}: {len(jobs)} runs in {time.perf_counter() - start:.1f}s ({execution.kind})\n"
+            )
+        return results
+
+
+def _run_cell(*, config: Any, mode: str, diverged_ok: bool, job: int) -> tuple[dict, float]:
+    """:func:`run_job` as a fan-out cell (``job``, the run's position, only keeps cells distinct)."""
+    return run_job(config=config, mode=mode, diverged_ok=diverged_ok)
 
 
 def draw_figure(config: Any) -> None:
@@ -340,6 +418,22 @@ class NetExperiment:
     device: str = opt("cpu", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     out: str = opt("results/nn/experiment", "result folder (replaced atomically)")
     threads: int = opt(1, "torch CPU threads (1 is fastest on a small shared machine; 0 = torch's default)")
+    workers: int = field(
+        default=0,
+        metadata={
+            "help": "fan the training runs out over N Dask LocalCluster processes (0: serially here); "
+            "results are identical",
+            "execution": True,
+        },
+    )
+    scheduler: str | None = field(
+        default=None,
+        metadata={
+            "help": "fan the training runs out over a running Dask scheduler, e.g. tcp://127.0.0.1:8786 "
+            "(overrides --workers); results are identical",
+            "execution": True,
+        },
+    )
     quiet: bool = opt(False, "no progress on stderr")
 
     def __post_init__(self) -> None:
@@ -376,6 +470,8 @@ class NetExperiment:
             )
         if (self.lr_grid or self.clip_grid) and self.n_val < 1:
             raise ValueError(f"tuning (lr_grid / clip_grid) needs a validation split: n_val >= 1, got {self.n_val}")
+        # --workers / --scheduler fan the runs out (identical results); refused here, before any run
+        Execution(workers=self.workers, scheduler=self.scheduler)
         from simulations.nn.data import DATASETS
 
         if self.dataset.partition(":")[0] not in DATASETS:

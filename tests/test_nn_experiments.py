@@ -519,3 +519,52 @@ def test_missing_nn_extra_is_one_line_and_status_2(monkeypatch, capsys):
     assert dispatcher.main(["train", "--help"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install -e '.[nn]'" in err[0]
+
+
+def _without_timings(obj):
+    """``obj`` without its wall-clock fields (``seconds``, ``*_seconds``, ``elapsed``), recursively."""
+    if isinstance(obj, dict):
+        return {
+            k: _without_timings(v)
+            for k, v in obj.items()
+            if not (k == "seconds" or k.endswith("_seconds") or k.startswith("seconds") or k == "elapsed")
+        }
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def test_network_sweep_fans_out_with_identical_results(tmp_path, capsys, monkeypatch):
+    """``--workers 2`` runs the same training runs on a Dask LocalCluster: every number is the same."""
+    pytest.importorskip("distributed", reason="--workers needs the 'dask' extra (distributed is not installed)")
+    fanned_out = []
+
+    def run_cells(cells, **kwargs):
+        fanned_out.append(kwargs["execution"].kind)
+        return real_run_cells(cells, **kwargs)
+
+    real_run_cells = _common.run_cells
+    monkeypatch.setattr(_common, "run_cells", run_cells)
+    argv = ["ablate", "--burst-epoch", "1", "--burst-scale", "0.5", "--seeds", "0,1", *TINY]
+    serial, fanned = tmp_path / "serial", tmp_path / "fanned"
+    assert nn_main.main([*argv, "--out", str(serial)]) == 0, capsys.readouterr().err
+    assert not fanned_out  # the serial path does not go through the fan-out
+    assert nn_main.main([*argv, "--workers", "2", "--out", str(fanned)]) == 0, capsys.readouterr().err
+    assert fanned_out and set(fanned_out) == {"local"}
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (serial, fanned))
+    assert _without_timings(a) == _without_timings(b)
+    config = json.loads((fanned / "config.json").read_text())
+    assert config["workers"] == 2 and config["threads"] == 1
+
+
+def test_fan_out_fields_stay_out_of_run_keys_and_train_configs():
+    from simulations.common.store import canonical, execution_fields
+
+    config = ablate.AblateConfig(workers=3, scheduler="tcp://127.0.0.1:8786")
+    assert {"workers", "scheduler"} <= execution_fields(config)
+    assert canonical(config) == canonical(ablate.AblateConfig())
+    assert not {"workers", "scheduler"} & set(_common.shared_train_fields())
+    with pytest.raises(ValueError, match="workers"):
+        ablate.AblateConfig(workers=-1)
+    with pytest.raises(ValueError, match="scheduler"):
+        ablate.AblateConfig(scheduler="nowhere")
