@@ -33,6 +33,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from paper import blocks
+
 PROG = "python -m paper.basin_doc"
 BEGIN = "<!-- basin:begin -->"
 END = "<!-- basin:end -->"
@@ -514,11 +516,7 @@ def render_readme(summary: dict[str, Any]) -> str:
 
 def replace_block(text: str, block: str) -> str:
     """``text`` with its basin block replaced by ``block`` (ValueError if the markers are missing)."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"markdown has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + block + tail
+    return blocks.replace_block(text, block, begin=BEGIN, end=END)
 
 
 def check(markdown: str | Path, summary_json: str | Path, readme: str | Path | None = None) -> bool:

@@ -34,6 +34,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from paper import blocks
 from paper.outputs import OneLineParser, output_file, read_metrics, report_error, write_text_atomic
 
 PROG = "python -m paper.claims_doc"
@@ -107,11 +108,7 @@ def render_block(records: list[dict[str, Any]]) -> str:
 
 def replace_block(text: str, block: str) -> str:
     """``text`` with its verdict block replaced by ``block`` (ValueError if the markers are missing)."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"markdown has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + block + tail
+    return blocks.replace_block(text, block, begin=BEGIN, end=END)
 
 
 def lookup(metrics: dict[str, Any], key: str) -> Any:

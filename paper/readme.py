@@ -28,6 +28,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from paper import blocks
 from paper.outputs import OneLineParser, output_file, read_metrics, report_error, write_text_atomic
 
 PROG = "python -m paper.readme"
@@ -144,11 +145,7 @@ def render_block(records: list[dict[str, Any]]) -> str:
 
 def replace_block(text: str, block: str) -> str:
     """``text`` with its findings block replaced by ``block`` (ValueError if the markers are missing)."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + block + tail
+    return blocks.replace_block(text, block, begin=BEGIN, end=END)
 
 
 def load(paths: list[str | Path]) -> list[dict[str, Any]]:

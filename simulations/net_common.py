@@ -270,8 +270,12 @@ class Sweep:
         A run that diverges (``simulations.nn.train.TrainingDiverged``) stops the sweep, unless
         ``diverged_ok`` (tuning candidates): then its result is ``{"diverged": message}`` and the
         sweep goes on."""
+
+        def job_mode(tags: dict) -> str:
+            return "saved" if saved else ("model" if keep_model is not None and keep_model(tags) else "plain")
+
         if self.execution is not None and self.execution.kind != "serial":
-            return self._fan_out(jobs, self.execution, keep_model=keep_model, saved=saved, diverged_ok=diverged_ok)
+            return self._fan_out(jobs, self.execution, mode=job_mode, diverged_ok=diverged_ok)
         from simulations.common.cli import Progress
 
         results = []
@@ -285,21 +289,7 @@ class Sweep:
                 for observer in _OBSERVERS:
                     if observer.before is not None:
                         observer.before(config)
-                t0 = time.perf_counter()
-                try:
-                    if saved:
-                        result = run_saved(config)
-                    elif keep_model is not None and keep_model(tags):
-                        result = run_training(config, return_model=True)
-                    else:
-                        result = run_training(config)
-                except ValueError as exc:
-                    from simulations.nn.train import TrainingDiverged
-
-                    if not (diverged_ok and isinstance(exc, TrainingDiverged)):
-                        raise
-                    result = {"diverged": str(exc), "history": []}
-                seconds = time.perf_counter() - t0
+                result, seconds = run_job(config=config, mode=job_mode(tags), diverged_ok=diverged_ok)
                 for observer in _OBSERVERS:
                     if observer.after is not None:
                         observer.after(config, result, seconds)
@@ -314,8 +304,7 @@ class Sweep:
         jobs: Sequence[tuple[dict, Any]],
         execution: Execution,
         *,
-        keep_model: Callable[[dict], bool] | None,
-        saved: bool,
+        mode: Callable[[dict], str],
         diverged_ok: bool,
     ) -> list[dict]:
         """:meth:`run` through ``simulations.common.fanout``: one :func:`run_job` cell per job."""
@@ -326,9 +315,8 @@ class Sweep:
                     observer.before(config)
         cells = []
         for i, (tags, config) in enumerate(jobs):
-            mode = "saved" if saved else ("model" if keep_model is not None and keep_model(tags) else "plain")
             # ``job`` keeps cells distinct whose configs differ only in fields outside the key (``out``)
-            kwargs = {"config": config, "mode": mode, "diverged_ok": diverged_ok, "job": i}
+            kwargs = {"config": config, "mode": mode(tags), "diverged_ok": diverged_ok, "job": i}
             cells.append(Cell(_run_cell, kwargs, label=" ".join(f"{k}={v}" for k, v in tags.items())))
         outputs = run_cells(cells, execution=execution, label=self.label, quiet=self.quiet)
         results = []
