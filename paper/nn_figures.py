@@ -89,8 +89,8 @@ def fig_switch(config: dict, metrics: dict) -> plt.Figure:
             label=f"DP-SGD → SGD ({schedule}, not private)",
             color=f"C{2 * k + 1}",
         )
-        for key, linestyle in (("acc_sgd", "--"), ("acc_dpsgd", ":")):
-            a.axhline(_num(m[key]["mean"]) * 100, ls=linestyle, color=f"C{2 * k}", lw=0.8)
+        for key, linestyle, name in (("acc_sgd", "--", "SGD only"), ("acc_dpsgd", ":", "DP-SGD only")):
+            a.axhline(_num(m[key]["mean"]) * 100, ls=linestyle, color=f"C{2 * k}", lw=0.8, label=f"{name} ({schedule})")
         for run, curves in m["mean_curves"].items():
             for i, curve in enumerate(curves):
                 b.plot(
@@ -99,12 +99,18 @@ def fig_switch(config: dict, metrics: dict) -> plt.Figure:
                     color=f"C{2 * k + (run != 'sgd->dpsgd')}",
                     alpha=0.4 + 0.6 * i / max(len(curves) - 1, 1),
                     lw=1,
+                    label=(
+                        f"{'SGD → DP-SGD' if run == 'sgd->dpsgd' else 'DP-SGD → SGD'} ({schedule}; darker: later switch)"
+                        if i == len(curves) - 1
+                        else None
+                    ),
                 )
     a.set(
         xlabel="switch epoch s", ylabel="final test accuracy (%)", title=f"claim 1: switch ({config['epochs']} epochs)"
     )
     a.legend(fontsize=6)
     b.set(xlabel="epoch", ylabel="test accuracy (%)", title="switched runs (seed means)")
+    b.legend(fontsize=6)
     return fig
 
 
@@ -184,7 +190,9 @@ def fig_width(config: dict, metrics: dict) -> plt.Figure:
     b2.plot(d, [_num(r["clip_fraction"]["mean"]) for r in rows], "k:", label="clip fraction")
     b2.set(ylim=(0, 1.05), ylabel="clip fraction")
     b.set(xscale="log", xlabel="parameters d", ylabel="SGD − DP-SGD (points)")
-    b.legend(fontsize=7, loc="upper left")
+    lines = b.get_legend_handles_labels()
+    twin = b2.get_legend_handles_labels()
+    b.legend(lines[0] + twin[0], lines[1] + twin[1], fontsize=7, loc="upper left")
     return fig
 
 
