@@ -36,7 +36,7 @@ class _OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-NETWORK_FIGURES = ("net_ablate", "net_switch", "net_width", "net_prune", "net_basin")
+NETWORK_FIGURES = ("net_ablate", "net_switch", "net_width", "net_prune", "net_epsilon", "net_basin")
 
 
 def figure_experiment(name: str) -> str:

@@ -216,11 +216,14 @@ def fig_epsilon(config: dict, metrics: dict) -> plt.Figure:
     """Dense and pruned DP-SGD test accuracy vs ε, with the SGD and clip-only (ε = ∞) anchors."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     eps = [r["epsilon"] for r in metrics["curve"]]
+    sparsity = config.get("sparsity", "?")
+    labels = {"dense": "DP-SGD, dense", "pruned": f"DP-SGD, public magnitude mask (sparsity {sparsity})"}
     for arm in ("dense", "pruned"):
-        _errorbar_plain(ax, eps, [r[arm]["test_accuracy"] for r in metrics["curve"]], label=arm)
+        _errorbar_plain(ax, eps, [r[arm]["test_accuracy"] for r in metrics["curve"]], label=labels[arm])
     ax.axhline(_num(metrics["sgd"]["mean"]) * 100, color="gray", ls="--", label="SGD (ε = ∞)")
-    ax.axhline(_num(metrics["clip"]["mean"]) * 100, color="gray", ls=":", label="clip-only (ε = ∞)")
-    ax.set(xscale="log", xlabel="ε (δ as configured)", ylabel="final test accuracy (%)", title="ε–accuracy")
+    ax.axhline(_num(metrics["clip"]["mean"]) * 100, color="gray", ls=":", label="clip only (ε = ∞)")
+    ax.set(xscale="log", xlabel=f"ε (δ = {config.get('delta', '?')})", ylabel="final test accuracy (%)")
+    ax.set_title(f"ε–accuracy: {metrics.get('task', '')}", fontsize=8)
     ax.set_xticks(eps, [f"{e:g}" for e in eps])
     ax.minorticks_off()
     ax.legend(fontsize=7)

@@ -196,11 +196,14 @@ def convention_handles(*, open_marker: str | None = None) -> tuple[list, list]:
 
 
 def log_ticks(ax: Any, axis: str = "both") -> None:
-    """Readable log-axis ticks: every decade labelled; 1–2–5 labels when under two decades."""
+    """Readable log-axis ticks: every decade labelled; 1–2–5 labels when under two decades (an axis whose
+    ticks the figure set itself keeps them)."""
     fmt = FuncFormatter(lambda v, _: _tick_text(v))
     for name in ("x", "y") if axis == "both" else (axis,):
         ax_axis = getattr(ax, f"{name}axis")
         if getattr(ax, f"get_{name}scale")() != "log":
+            continue
+        if isinstance(ax_axis.get_major_locator(), FixedLocator):  # ticks the figure chose itself
             continue
         lo, hi = getattr(ax, f"get_{name}lim")()
         if lo <= 0 or hi <= 0:
