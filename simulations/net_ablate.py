@@ -6,7 +6,7 @@ Arms (each tuned on the validation split, ``simulations.net_tune``; paired by se
 * ``clip`` — clip-only (σ = 0), lr and C tuned;
 * ``dpsgd`` — DP-SGD at ``target_epsilon`` (σ calibrated, RDP, conservative), lr and C tuned;
 * ``dpsgd_normalised`` — DP-SGD with normalised ("automatic") clipping at the same ε, the grid over
-  η·C (Bu et al. 2022, arXiv 2206.07136v3; emulated, ``simulations.net_tune``);
+  η·C (Bu et al. 2022, arXiv 2206.07136v3 §4, AUTO-S: the engine's ``clip_rule="normalised"``);
 * ``noise_C`` / ``noise_median`` / ``noise_q90`` — noise-only: no clipping, noise std σ·C_ref on
   the sum with DP-SGD's σ and C_ref = the DP arm's chosen C, the median, or the 90th percentile of
   the per-sample gradient norms, lr tuned. With C_ref = C while the norms are many times C the
@@ -125,7 +125,7 @@ class AblateConfig(NetExperiment):
         top = max((self.lr, *self.lr_grid))
         return [
             *super().probe_runs(),
-            {"mode": "dpsgd", "clip_norm": NORMALISED_CLIP, "lr": top / NORMALISED_CLIP},
+            {"mode": "dpsgd", "clip_rule": "normalised", "clip_norm": NORMALISED_CLIP, "lr": top / NORMALISED_CLIP},
             {"mode": "dpsgd", "target_epsilon": self.target_epsilon},
             {"mode": "noise", "ref_clip_norm": self.clip_norm},
             {"mode": "sgd", "burst_step": 0, "burst_scale": self.burst_scale},
@@ -352,7 +352,7 @@ def report(config: AblateConfig, metrics: dict) -> None:
         rows.append(
             [
                 a,
-                ", ".join(f"{k}={v:.3g}" for k, v in ch.items())
+                ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in ch.items())
                 + ("" if metrics["tuning"][a]["tuned"] else " (derived)"),
                 fmt_stat(stat, 100),
                 "" if diff is None else f"{100 * diff['estimate']:+.2f}",

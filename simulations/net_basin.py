@@ -64,6 +64,7 @@ Example (CPU default; see docs/theory-vs-networks.md for a real run and its read
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import sys
@@ -77,7 +78,9 @@ import numpy as np
 
 from dptheory.records import Mode, Optimizer
 from dptheory.validate import check_int, check_nonnegative, check_positive
+from simulations.common import fanout, store
 from simulations.common.agreement import agreement, loglog_fit, scaled_null
+from simulations.common.fanout import execution_field
 from simulations.common.results import check_output_dir, result_folder, write_results
 from simulations.common.stats import Estimate, batch_means, simulated_recovery
 from simulations.common.tables import fmt, table
@@ -154,12 +157,16 @@ class BasinConfig:
     k_se: float = _opt(2.0, "agreement: rows within k standard errors")
     device: str = _opt("cpu", "cpu | cuda", choices=("cpu", "cuda"))
     threads: int = _opt(1, "torch CPU threads (1 is fastest on a small shared machine)")
+    workers: int = execution_field("workers")
+    scheduler: str | None = execution_field("scheduler")
     cache: str | None = _opt(None, "cache of minima and measurements (default: <parent of out>/.basin-cache)")
     out: str = _opt("results/nn/basin", "result folder (replaced atomically)")
     quiet: bool = _opt(False, "no progress on stderr")
 
     def __post_init__(self) -> None:
         from simulations.nn.data import DATASETS
+
+        fanout.Execution(workers=self.workers, scheduler=self.scheduler)  # refused here, before any run
 
         if self.dataset.partition(":")[0] not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
@@ -457,6 +464,16 @@ def predict_window(basin: Any, optimizer: Optimizer, *, start: int, stop: int, c
 # running the arms of one network
 
 
+def arm_cell(*, threads: int, **kwargs: Any) -> Any:
+    """One (arm, seed) run of :func:`run_network` as a fan-out cell: ``run_arm(**kwargs)`` with the
+    config's torch thread count (the serial loop's), so a worker gives the serial run's bits."""
+    from simulations.net_common import torch_threads
+    from simulations.nn.warmstart import run_arm
+
+    with torch_threads(threads):
+        return run_arm(**kwargs)
+
+
 def _check_budget(label: str) -> None:
     """Let an active run observer (e.g. the GPU script's time budget) stop the work before a run."""
     from simulations.net_common import check_observers
@@ -518,6 +535,7 @@ def run_network(
     problem: Any, points: list[Point], *, meas: Any, basin: Any, config: BasinConfig, quiet: bool
 ) -> dict[str, Any]:
     """Run every arm the network's points need, for every seed; returns traces, T, η, C's and timings."""
+    problem_label = points[0].network.label if points else ""
     from simulations.nn.warmstart import run_arm
 
     lr, lr_bound = arm_lr(meas, config)
@@ -540,7 +558,34 @@ def run_network(
     displacements, disp_info = _displacements(meas, config)
     traces: dict[tuple, list[Any]] = {}
     t0 = time.perf_counter()
+    active = fanout.active_execution()
+    if active is not None and active.kind != "serial":  # every (arm, seed) run is a cell: the same bits
+        _check_budget(f"basin arms of {len(arms)} x {len(config.seeds)} runs")
+        cells, where = [], []
+        for key, displaced in arms.items():
+            opt = arm_optimizer(
+                key[0], lr=lr, batch_size=config.batch_size, clip_norm=key[1] or 1.0, noise_multiplier=key[2]
+            )
+            for seed in config.seeds:
+                kwargs = {
+                    "problem": problem,
+                    "optimizer": opt,
+                    "steps": steps,
+                    "seed": seed,
+                    "eval_every": config.eval_every,
+                    "displacements": displacements if displaced else (),
+                    "recovery_steps": config.recovery_steps if displaced else 0,
+                    "threads": config.threads,
+                }
+                # the network and its data are fixed by the config and the network's label
+                token = f"{store.digest(store.canonical(config))}|{problem_label}|{key}|{seed}|{steps}"
+                cells.append(fanout.Cell(arm_cell, kwargs, label=f"{key[0]} seed {seed}", token=token))
+                where.append(key)
+        for key, trace in zip(where, fanout.run_cells(cells, label="basin arms", quiet=quiet)):
+            traces.setdefault(key, []).append(trace)
     for key, displaced in arms.items():
+        if key in traces:
+            continue
         c0 = time.process_time()
         opt = arm_optimizer(
             key[0], lr=lr, batch_size=config.batch_size, clip_norm=key[1] or 1.0, noise_multiplier=key[2]
@@ -1016,7 +1061,9 @@ def run(config: BasinConfig) -> dict[str, Any]:
     records = []
     arrays: dict[str, np.ndarray] = {}
     start_all, cpu_all = time.perf_counter(), time.process_time()
-    with torch_threads(config.threads):
+    execution = fanout.execution_of(config)  # --workers / --scheduler, or the study's open session
+    opened = execution.kind != "serial" and fanout.active_execution() != execution
+    with fanout.session(execution) if opened else contextlib.nullcontext(), torch_threads(config.threads):
         for i, (net, pts) in enumerate(networks.items()):
             t0 = time.perf_counter()
             _check_budget(f"basin network {net.label}")

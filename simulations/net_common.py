@@ -382,7 +382,11 @@ class NetExperiment:
     """Fields shared by the network experiments (defaults sized for minutes on 2 CPU cores)."""
 
     dataset: str = opt("mnist1d", "dataset name (see simulations.nn.data)")
-    model: str = opt("mlp", "network: mlp | cnn | wrn", choices=("mlp", "cnn", "wrn"))
+    model: str = opt(
+        "mlp",
+        "network: mlp | cnn (GroupNorm) | dpcnn (tanh CNN; width/depth unused) | wrn | wrn_ws",
+        choices=("mlp", "cnn", "dpcnn", "wrn", "wrn_ws"),
+    )
     width: int = opt(128, "hidden units (mlp), channels (cnn) or widen factor (wrn)")
     depth: int = opt(2, "hidden layers (mlp), conv layers (cnn) or total depth (wrn)")
     epochs: int = opt(10, "training epochs")
@@ -406,6 +410,11 @@ class NetExperiment:
     device: str = opt("cpu", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     out: str = opt("results/nn/experiment", "result folder (replaced atomically)")
     threads: int = opt(1, "torch CPU threads (1 is fastest on a small shared machine; 0 = torch's default)")
+    augment: str = opt(
+        "none", "augment training images: none | shift | shift_flip", choices=("none", "shift", "shift_flip")
+    )
+    augment_shift: int = opt(2, "largest translation in pixels (augment)")
+    augment_multiplicity: int = opt(1, "K augmented copies per example, averaged before clipping (De et al. 2022)")
     workers: int = field(
         default=0,
         metadata={
@@ -577,10 +586,15 @@ def training_set_size(config: NetExperiment) -> int:
 
 
 def task_label(config: NetExperiment) -> str:
-    """'<dataset> n=<train size> <model>-<width>x<depth>, <epochs> epochs' for verdicts and tables."""
+    """'<dataset> n=<train size> <model>-<width>x<depth>, <epochs> epochs, B=<B>' for verdicts and tables
+    (the dpcnn has a fixed architecture: no size; augmentation and its multiplicity K are named)."""
+    size = "" if config.model == "dpcnn" else f"-{config.width}x{config.depth}"
+    aug = ""
+    if config.augment != "none":
+        aug = f", {config.augment.replace('_', '+')} ±{config.augment_shift}px K={config.augment_multiplicity}"
     return (
-        f"{config.dataset} n={training_set_size(config)} {config.model}-{config.width}x{config.depth}, "
-        f"{config.epochs} epochs, B={config.batch_size}"
+        f"{config.dataset} n={training_set_size(config)} {config.model}{size}, "
+        f"{config.epochs} epochs, B={config.batch_size}{aug}"
     )
 
 

@@ -8,11 +8,10 @@ tuned on its own:
 * candidates: every ``lr`` in ``lr_grid`` (× ``clip_norm`` in ``clip_grid`` for arms that clip);
   an arm whose lr is *derived* (e.g. the SNR-matched noise-only arm) or that has no grid is not
   tuned and says so;
-* for **normalised clipping** (Bu et al. 2022, arXiv 2206.07136v3 §3, AUTO-V): every per-sample
-  gradient is rescaled to norm C, so only η·C matters; the arm is run with the flat rule at a clip
-  norm far below every per-sample norm (``NORMALISED_CLIP`` = 1e-4; its measured clip fraction is
-  1.0) and lr = (grid value)/C, i.e. the grid is over the effective step η·C. This emulates the
-  engine's flat rule φ_i = C/(‖g_i‖ + 1e-6) → C/‖g_i‖ until the engine has a ``clip_rule`` keyword;
+* for **normalised clipping** (Bu et al. 2022, arXiv 2206.07136v3 §4, AUTO-S): the engine's
+  ``clip_rule="normalised"`` rescales every per-sample gradient to C·g_i/(‖g_i‖ + 0.01), so only
+  η·C matters; the arm runs at C = ``NORMALISED_CLIP`` = 1 and lr = the grid value, i.e. the grid is
+  over the effective step η·C (no clip grid);
 * each candidate is trained with every seed in ``tune_seeds`` (disjoint from the evaluation seeds)
   on the training split and scored by its final **validation** accuracy (mean over tune seeds;
   the validation split is carved out of the training pool and disjoint from train and test, the
@@ -44,7 +43,7 @@ from simulations.net_common import MAX_TUNED_LR, NetExperiment, Sweep, final, se
 
 __all__ = ["NORMALISED_CLIP", "Arm", "chosen_fields", "grid_points", "random_search_epsilon", "tune"]
 
-NORMALISED_CLIP = 1e-4
+NORMALISED_CLIP = 1.0
 VAL_ACC = "val_acc"
 
 
@@ -70,14 +69,15 @@ class Arm:
         return {**self.fields, **(self.seed_fields(seed) if self.seed_fields is not None else {})}
 
 
-def grid_points(config: NetExperiment, arm: Arm) -> list[dict[str, float]]:
+def grid_points(config: NetExperiment, arm: Arm) -> list[dict[str, Any]]:
     """The candidate (lr, clip_norm) overrides of ``arm`` under ``config``'s grids (one point if untuned)."""
     lrs = list(config.lr_grid) if (arm.tune_lr and config.lr_grid) else [None]
     clips = list(config.clip_grid) if (arm.tune_clip and config.clip_grid and not arm.normalised) else [None]
     points = []
     for lr, clip in itertools.product(lrs, clips):
-        p: dict[str, float] = {}
+        p: dict[str, Any] = {}
         if arm.normalised:
+            p["clip_rule"] = "normalised"
             p["clip_norm"] = NORMALISED_CLIP
             p["lr"] = (config.lr * config.clip_norm if lr is None else lr) / NORMALISED_CLIP
         else:
@@ -93,7 +93,7 @@ def is_tuned(config: NetExperiment, arm: Arm) -> bool:
     return len(grid_points(config, arm)) > 1
 
 
-def _extension(points: list[dict[str, float]], scores: list[float]) -> dict[str, float] | None:
+def _extension(points: list[dict[str, Any]], scores: list[float]) -> dict[str, Any] | None:
     """The next lr beyond the grid edge that holds the best score (at its clip norm), or None if inside.
 
     The step is the ratio of the two lr values nearest that edge (the grid's own spacing).

@@ -84,6 +84,8 @@ class WidthConfig(NetExperiment):
         if len(widths) < 2 or widths[0] < 1:
             raise ValueError(f"widths must hold at least two distinct integers >= 1, got {self.widths}")
         object.__setattr__(self, "widths", widths)
+        if self.model == "dpcnn":
+            raise ValueError("the width sweep needs a model with a width: dpcnn has a fixed architecture")
         if not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
             raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
         self.check_run_count(self.planned_runs())

@@ -247,3 +247,17 @@ def test_committed_theory_vs_networks_page_matches_its_summary():
     root = Path(__file__).resolve().parents[1]
     docs = root / "docs"
     assert basin_doc.check(docs / "theory-vs-networks.md", docs / "basin-summary.json", root / "README.md")
+
+
+def test_fanned_out_arms_give_the_serial_numbers(tmp_path):
+    # every (arm, seed) run is a fan-out cell under --workers; its bits are the serial loop's
+    kw = dict(gpu_validate.basin_small(), checks=("linearised",), cache=str(tmp_path / "cache"), quiet=True)
+    serial = nb.run(nb.BasinConfig(**kw, out=str(tmp_path / "serial")))
+    fanned = nb.run(nb.BasinConfig(**kw, out=str(tmp_path / "fanned"), workers=2))
+    assert len(serial["rows"]) == len(fanned["rows"]) > 0
+    for a, b in zip(serial["rows"], fanned["rows"]):
+        assert (a["network"], a["arm"]) == (b["network"], b["arm"])
+        assert a["measured_excess"] == b["measured_excess"] and a["predicted_excess"] == b["predicted_excess"]
+    assert [r["measured_recovery"] for r in serial["recovery"]] == [r["measured_recovery"] for r in fanned["recovery"]]
+    assert serial["summary"] == fanned["summary"]
+    assert json.loads((tmp_path / "fanned" / "config.json").read_text())["workers"] == 2

@@ -36,6 +36,7 @@ class FakeConfig:
     lr: float = 0.1
     momentum: float = 0.0
     clip_norm: float = 1.0
+    clip_rule: str = "flat"
     noise_multiplier: float | None = 1.0
     target_epsilon: float | None = None
     delta: float = 1e-5
@@ -64,6 +65,9 @@ class FakeConfig:
     device: str = "cpu"
     quiet: bool = True
     threads: int = 1  # TrainConfig's torch thread count (saved with every run)
+    augment: str = "none"
+    augment_shift: int = 2
+    augment_multiplicity: int = 1
 
 
 QUALITY = {"sgd": 0.8, "clip": 0.65, "noise": 0.75, "dpsgd": 0.5}
@@ -188,8 +192,12 @@ def test_tuning_selects_on_validation_and_saves_the_grid(fake_engine):
     assert rec["clip"]["chosen"] == {"lr": 2.5} and rec["dpsgd"]["privacy"]["accounted"] is False
     assert [g["lr"] for g in rec["sgd"]["grid"]] == [0.1, 0.5, 2.5]
     assert rec["sgd"]["grid"][1]["val_acc"] == pytest.approx(QUALITY["sgd"] + _seed_offset(1000))
-    # normalised clipping: the grid is over eta*C, run at the tiny clip norm
-    assert rec["dpsgd_normalised"]["chosen"] == {"clip_norm": tune.NORMALISED_CLIP, "lr": 2.5 / tune.NORMALISED_CLIP}
+    # normalised clipping: the engine's rule, the grid over eta*C at C = NORMALISED_CLIP
+    assert rec["dpsgd_normalised"]["chosen"] == {
+        "clip_rule": "normalised",
+        "clip_norm": tune.NORMALISED_CLIP,
+        "lr": 2.5 / tune.NORMALISED_CLIP,
+    }
 
 
 def test_grid_is_extended_beyond_an_edge(fake_engine):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dptheory.privacy import PoissonGaussianMechanism, epsilon
-from simulations.nn.train import TrainConfig, checkpoint_path, run_train, train
+from simulations.nn.train import TrainConfig, checkpoint_path, run_train, train, training_cost
 
 torch.set_num_threads(1)
 
@@ -137,6 +137,16 @@ def test_masks_keep_pruned_weights_exactly_zero_and_noise_free():
     assert abs(float(sq.mean()) - kept) < 4 * math.sqrt(2 * kept / sq.numel())
 
 
+def test_every_model_trains_through_the_config():
+    # the standard DP image CNN and the weight-standardised WRN are reachable from a TrainConfig
+    for model, depth in (("dpcnn", 1), ("wrn_ws", 10)):
+        res = train(replace(BASE, dataset="mnist5k" if model == "dpcnn" else "digits", model=model, width=1,
+                            depth=depth, n_train=64, n_test=32, epochs=1, batch_size=32))  # fmt: skip
+        assert res["privacy"]["label"] == "private" and math.isfinite(res["history"][-1]["train_loss"])
+    with pytest.raises(ValueError, match="dpcnn needs 2-D images"):
+        training_cost(replace(BASE, model="dpcnn"))
+
+
 def test_switching_and_labels():
     res = train(replace(BASE, epochs=3, mode="sgd", switch_epoch=1, switch_mode="dpsgd"))
     assert [r["mode"] for r in res["history"]] == ["sgd", "sgd", "dpsgd", "dpsgd"]
@@ -144,6 +154,19 @@ def test_switching_and_labels():
     back = train(replace(BASE, epochs=3, mode="dpsgd", switch_epoch=2, switch_mode="clip"))
     assert [r["mode"] for r in back["history"]][1:] == ["dpsgd", "dpsgd", "clip"]
     assert math.isfinite(back["history"][2]["epsilon_rdp"]) and math.isinf(back["history"][3]["epsilon_rdp"])
+
+
+def test_normalised_clipping_runs_are_private_and_only_eta_times_c_matters():
+    # under the normalised rule the update is eta*C*(sum g_i/(|g_i|+gamma) + sigma*xi)/B: halving C and
+    # doubling lr gives the same weights (to float rounding), with the same privacy label and epsilon
+    a = train(replace(BASE, clip_rule="normalised", clip_norm=1.0, lr=0.2))
+    b = train(replace(BASE, clip_rule="normalised", clip_norm=0.5, lr=0.4))
+    flat = train(replace(BASE, clip_rule="flat", clip_norm=1.0, lr=0.2))
+    assert a["privacy"]["label"] == b["privacy"]["label"] == "private"
+    assert a["history"][-1]["epsilon_rdp"] == b["history"][-1]["epsilon_rdp"]
+    for ra, rb in zip(_losses(a), _losses(b)):
+        assert ra == pytest.approx(rb, rel=1e-4, abs=1e-6)
+    assert _losses(a) != _losses(flat)  # the rule is applied (BASE's norms are not all far above C)
 
 
 def test_epsilon_matches_accountant_and_calibration_is_conservative():
@@ -211,6 +234,8 @@ def test_run_train_folder_and_private_mask_composition(tmp_path):
         (dict(accountants=("gdp",)), "accountants"),
         (dict(mode="dpsgd", clip_norm=math.inf), "finite clip_norm"),
         (dict(grad_method="fast"), "grad_method"),
+        (dict(clip_rule="auto-v"), "clip_rule"),
+        (dict(mode="clip", clip_rule="normalised", clip_norm=math.inf), "clip_norm must be finite"),
     ],
 )
 def test_invalid_config(changes, name):
@@ -435,6 +460,8 @@ def test_train_cli_defaults_and_summary_line(tmp_path, capsys, monkeypatch):
         ("mlp", "teacher:k=2,d=8", (0, 1, 2, 3, 4, 7)),
         ("cnn", "teacher:k=2,d=8", (1, 2, 4, 6)),
         ("wrn", "digits", (10, 16, 22)),
+        ("wrn_ws", "digits", (10, 16)),
+        ("dpcnn", "mnist5k", (1,)),
     ],
 )
 def test_parameter_estimate_is_the_built_models_count(model, dataset, depths):

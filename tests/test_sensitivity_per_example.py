@@ -116,7 +116,7 @@ def _flat(d):
     return torch.cat([v.reshape(-1) for v in d.values()]).double()
 
 
-def _clipped_sum(model, x, y, *, clip, method, masks):
+def _clipped_sum(model, x, y, *, clip, method, masks, rule="flat"):
     out = private_gradient(
         model,
         x,
@@ -128,6 +128,7 @@ def _clipped_sum(model, x, y, *, clip, method, masks):
         keep_sums=True,
         masks=masks,
         method=method,
+        clip_rule=rule,
     )
     return out
 
@@ -226,3 +227,29 @@ def test_the_bound_holds_on_every_forced_book_keeping_branch(name, branch, maske
     # shared weights and one-position Linear layers have a single path, taken by every branch)
     if name in CHOOSING or (name == "sequence_linear" and not masked):
         assert calls, "the forced choice was never consulted"
+
+
+@pytest.mark.parametrize("name", sorted(k for k, v in MODELS.items() if v[2]))
+def test_normalised_clipping_contributes_exactly_c_norm_over_norm_plus_gamma(name):
+    # the normalised rule rescales every example, also those far below C (phi_i > 1): contribution
+    # C*|g_i|/(|g_i| + gamma) < C exactly, for every method; C above every norm, where flat clipping is idle
+    model, masks, x, y, _ = _setup(name, True)
+    norms = _clipped_sum(model, x, y, clip=math.inf, method="loop", masks=masks).per_sample_norms
+    clip = 3.0 * float(norms.max())
+    for method in ("bk", "vmap", "loop"):
+        whole = _flat(_clipped_sum(model, x, y, clip=clip, method=method, masks=masks, rule="normalised").clipped_sum)
+        for i in range(N):
+            rest = [j for j in range(N) if j != i]
+            without = _clipped_sum(model, x[rest], y[rest], clip=clip, method=method, masks=masks, rule="normalised")
+            contribution = float((whole - _flat(without.clipped_sum)).norm())
+            exact = clip * float(norms[i]) / (float(norms[i]) + engine.NORMALISED_GAMMA)
+            assert contribution == pytest.approx(exact, rel=1e-9), (method, i)
+            assert contribution < clip
+
+
+def test_normalised_clipping_needs_a_finite_clip_norm():
+    model, _, x, y, _ = _setup("mlp", False)
+    with pytest.raises(ValueError, match="clip_norm must be finite"):
+        _clipped_sum(model, x, y, clip=math.inf, method="auto", masks=None, rule="normalised")
+    with pytest.raises(ValueError, match="clip_rule must be one of"):
+        _clipped_sum(model, x, y, clip=1.0, method="auto", masks=None, rule="auto-v")

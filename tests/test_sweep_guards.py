@@ -113,9 +113,9 @@ def test_a_value_no_run_can_take_is_refused_up_front(name, change, needle, tmp_p
 
 def test_a_derived_value_is_named_with_its_run(tmp_path, monkeypatch):
     _no_training(monkeypatch)
-    # the normalised arm runs at lr = grid / NORMALISED_CLIP: 1e3 / 1e-4 = 1e7 is above the engine's range
-    with pytest.raises(ValueError, match=r"in a run this sweep plans: .*clip_norm=0\.0001"):
-        ablate.run(SWEEPS["ablate"](lr_grid=(0.1, 1e3), out=str(tmp_path / "out")))
+    # an lr of the grid above the engine's range (1e6): the refusal names the run that would use it
+    with pytest.raises(ValueError, match=r"lr must be .* \(in a run this sweep plans: .*lr=2e\+06"):
+        ablate.run(SWEEPS["ablate"](lr_grid=(0.1, 2e6), out=str(tmp_path / "out")))
 
 
 def _extended_lrs(grid, extend, edge):

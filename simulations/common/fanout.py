@@ -57,11 +57,16 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Cell:
-    """One pure task of a sweep: ``fn(**kwargs)``; ``label`` is shown in the progress bar."""
+    """One pure task of a sweep: ``fn(**kwargs)``; ``label`` is shown in the progress bar.
+
+    ``token``: for arguments that have no canonical form (a network, tensors), a string that the
+    caller guarantees determines them; the key then hashes the token instead of the arguments.
+    """
 
     fn: Callable[..., Any]
     kwargs: Mapping[str, Any]
     label: str = ""
+    token: str | None = None
 
     def __post_init__(self) -> None:
         # A cell defined in the script of ``python -m pkg.mod`` refers to ``pkg.mod``'s function, so that
@@ -78,7 +83,7 @@ class Cell:
         return digest(
             {
                 "fn": f"{module_name(module)}.{self.fn.__qualname__}",
-                "kwargs": canonical(dict(self.kwargs)),
+                "kwargs": canonical(dict(self.kwargs)) if self.token is None else {"token": self.token},
                 "code": code_version(module)["sources"] if module.split(".")[0] == "simulations" else module,
             }
         )
@@ -183,7 +188,11 @@ def _set_threads(threads: int) -> None:
 
 
 def execute(fn: Callable[..., Any], kwargs: Mapping[str, Any], threads: int) -> Any:
-    """Run one cell with ``threads`` numba/torch threads (on a worker or in this process)."""
+    """Run one cell with ``threads`` numba/torch threads (on a worker or in this process); a worker
+    gets the commands' logging level for dp-accounting's per-order convergence notes (errors only)."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
     _set_threads(threads)
     return fn(**dict(kwargs))
 

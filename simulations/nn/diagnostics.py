@@ -127,14 +127,16 @@ def layer_diagnostics(
     noise_std: float,
     expected_batch_size: float,
     masks: Mapping[str, torch.Tensor] | None = None,
+    clip_rule: str = "flat",
 ) -> dict:
     """Per-layer clipping and noise statistics on the examples (x, y) (module docstring).
 
     ``clip_norm`` = C (``inf``: nothing clipped), ``noise_std`` = ν on the sum, ``expected_batch_size``
-    = B, ``masks`` = the pruning masks (pruned coordinates count neither in norms nor in d_L).
+    = B, ``masks`` = the pruning masks (pruned coordinates count neither in norms nor in d_L),
+    ``clip_rule`` = the engine's rule for the clip factors (``simulations.nn.engine.clip_factors``).
     Returns ``{"clip_fraction", "norm_q50", "layers": {name: {...}}}`` with plain floats.
     """
-    from simulations.nn.engine import per_sample_gradients, trainable_parameters
+    from simulations.nn.engine import clip_factors, per_sample_gradients, trainable_parameters
 
     grads = per_sample_gradients(model, x, y, method="vmap")
     params = trainable_parameters(model)
@@ -143,10 +145,7 @@ def layer_diagnostics(
     sq = {k: g.reshape(g.shape[0], -1).double().pow(2).sum(1) for k, g in grads.items()}
     total = torch.stack(list(sq.values())).sum(0)
     norms = total.sqrt()
-    if math.isinf(clip_norm):
-        phi = torch.ones_like(norms)
-    else:
-        phi = (clip_norm / (norms + 1e-6)).clamp(max=1.0)
+    phi = clip_factors(norms, clip_norm, clip_rule)
     qs = torch.tensor([0.5, 0.9], dtype=norms.dtype)
     out: dict[str, Any] = {
         "clip_fraction": float((norms > clip_norm).double().mean()) if norms.numel() else NAN,

@@ -4,9 +4,14 @@ One call of :func:`private_gradient` computes, for a batch {(x_i, y_i)}_{i∈S},
 
     ĝ = (1/B) [ Σ_{i∈S} φ_i · (m ⊙ g_i) + ν · (m ⊙ ξ) ],   ξ ~ N(0, I_d),
     φ_i = min(1, C / (‖m ⊙ g_i‖ + 1e-6))      (Opacus 1.6 DPOptimizer semantics, flat clipping),
+    φ_i = C / (‖m ⊙ g_i‖ + γ),  γ = 0.01       (``clip_rule="normalised"``: automatic clipping AUTO-S,
+                                               Bu et al. 2022, arXiv 2206.07136v3 §4),
 
 g_i = ∇_w ℓ(f_w(x_i), y_i) the per-sample gradient over ALL trainable parameters concatenated
-("flat", all-layer clipping), C = ``clip_norm`` (``math.inf``: no clipping, φ_i = 1 exactly),
+("flat", all-layer clipping), C = ``clip_norm`` (``math.inf``: no clipping, φ_i = 1 exactly; the
+normalised rule needs a finite C). Under both rules ‖φ_i m⊙g_i‖ ≤ C, so one example moves the sum by
+at most C (the sensitivity the accountant assumes); under the normalised rule every example is
+rescaled to norm ≈ C whatever its size, so only η·C matters and C needs no tuning,
 ν = ``noise_std`` (std of the noise on the **sum**: σC for DP-SGD, σ·C_ref for the noise-only
 ablation, 0 without noise), B = ``expected_batch_size`` (q·n under Poisson sampling, NOT the
 realised |S|), m = ``masks`` (0/1 per parameter; pruned coordinates get neither gradient nor noise).
@@ -67,10 +72,13 @@ from simulations.nn.separability import PARAMETRISED_LAYERS, per_example_proof
 
 __all__ = [
     "CLIP_EPS",
+    "CLIP_RULES",
     "KEEP_FACTOR",
     "METHODS",
+    "NORMALISED_GAMMA",
     "PrivateGradient",
     "bk_applicable",
+    "clip_factors",
     "per_sample_gradients",
     "private_gradient",
     "trainable_parameters",
@@ -78,6 +86,8 @@ __all__ = [
 
 METHODS = ("auto", "bk", "vmap", "loop")
 CLIP_EPS = 1e-6  # Opacus: clip factor C / (‖g‖ + 1e-6), clamped at 1
+CLIP_RULES = ("flat", "normalised")
+NORMALISED_GAMMA = 0.01  # AUTO-S stability constant γ (arXiv 2206.07136v3 §4: γ = 0.01 throughout)
 
 KEEP_FACTOR = 1.0  # kept conv per-sample gradients: at most this × the size of the (a, δ) they replace
 
@@ -164,27 +174,41 @@ def _vmap_grads(model, params, x, y, loss_fn):
     return vmap(grad(loss_one), in_dims=(None, None, 0, 0))(detached, buffers, x, y)
 
 
-def _clip_factors(norms: torch.Tensor, clip_norm: float) -> torch.Tensor:
+def clip_factors(norms: torch.Tensor, clip_norm: float, rule: str = "flat") -> torch.Tensor:
+    """φ_i of the module docstring for per-sample norms ``norms``: ``"flat"`` min(1, C/(‖g_i‖+1e-6))
+    (1 where C = ∞), ``"normalised"`` C/(‖g_i‖+γ). Both keep ‖φ_i g_i‖ < C for finite C.
+
+    Example:
+        >>> clip_factors(torch.tensor([0.5, 4.0]), 1.0).tolist()
+        [1.0, 0.24999994039535522]
+        >>> [round(v, 4) for v in clip_factors(torch.tensor([0.5, 4.0]), 1.0, "normalised").tolist()]
+        [1.9608, 0.2494]
+    """
+    if rule == "normalised":
+        return clip_norm / (norms + NORMALISED_GAMMA)
     if math.isinf(clip_norm):
         return torch.ones_like(norms)
     return (clip_norm / (norms + CLIP_EPS)).clamp(max=1.0)
 
 
-def _materialised_sums(model, params, x, y, loss_fn, clip_norm, masks, method, chunk_size, keep_sums):
+def _materialised_sums(model, params, x, y, loss_fn, clip_norm, masks, method, chunk_size, keep_sums, rule, copies=1):
     clipped = {k: torch.zeros_like(p) for k, p in params.items()}
     unclipped = {k: torch.zeros_like(p) for k, p in params.items()} if keep_sums else None
     norms_all, factors_all = [], []
-    for start in range(0, x.shape[0], chunk_size):
-        xs, ys = x[start : start + chunk_size], y[start : start + chunk_size]
+    rows = max(chunk_size // copies, 1) * copies  # whole examples per chunk
+    for start in range(0, x.shape[0], rows):
+        xs, ys = x[start : start + rows], y[start : start + rows]
         gs = per_sample_gradients(model, xs, ys, loss_fn=loss_fn, method=method)
+        if copies > 1:  # augmentation multiplicity: example i's gradient is the mean over its copies
+            gs = {name: g.reshape(g.shape[0] // copies, copies, *g.shape[1:]).mean(1) for name, g in gs.items()}
         if masks is not None:
             gs = {k: g * masks[k] if k in masks else g for k, g in gs.items()}
         dtype = torch.promote_types(next(iter(params.values())).dtype, torch.float32)
-        sq = torch.zeros(xs.shape[0], dtype=dtype, device=xs.device)
+        sq = torch.zeros(xs.shape[0] // copies, dtype=dtype, device=xs.device)
         for g in gs.values():
             sq = sq + g.reshape(g.shape[0], -1).to(dtype).pow(2).sum(1)
         norms = sq.sqrt()
-        phi = _clip_factors(norms, clip_norm)
+        phi = clip_factors(norms, clip_norm, rule)
         for k, g in gs.items():
             clipped[k] += torch.einsum("b,b...->...", phi.to(g.dtype), g)
             if unclipped is not None:
@@ -382,7 +406,7 @@ def _per_example_losses(loss_fn, out, y):
     return vmap(lambda o, t: loss_fn(o.unsqueeze(0), t.unsqueeze(0)).sum())(out, y)
 
 
-def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof):
+def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof, rule):
     """Book-keeping (module docstring): norms during the δ-only backward, sums after it."""
     n = x.shape[0]
     first = next(iter(params.values()))
@@ -428,7 +452,7 @@ def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof):
         gm = g if m is None else g * m
         sq = sq + gm.reshape(n, -1).to(sq.dtype).pow(2).sum(1)
     norms = sq.sqrt()
-    phi = _clip_factors(norms, clip_norm)
+    phi = clip_factors(norms, clip_norm, rule)
 
     def weighted(weights):
         sums = {}
@@ -488,6 +512,8 @@ def private_gradient(
     chunk_size: int = 256,
     keep_sums: bool = False,
     per_sample: bool = True,
+    clip_rule: str = "flat",
+    multiplicity: int = 1,
 ) -> PrivateGradient:
     """ĝ = (1/B)[Σ_i φ_i m⊙g_i + ν m⊙ξ] (module docstring): the clipped, noised, averaged gradient.
 
@@ -498,7 +524,14 @@ def private_gradient(
     per-sample losses (default cross-entropy, ``reduction="none"``), ``method`` ∈ METHODS,
     ``chunk_size`` = examples per vmap call (memory bound), ``keep_sums`` = also return Σ m⊙g_i and
     Σ φ_i m⊙g_i (diagnostics), ``per_sample`` = False to skip per-sample work (needs C = ∞; one
-    backward of the summed loss; ``method`` is then not used; per-sample norms are NaN).
+    backward of the summed loss; ``method`` is then not used; per-sample norms are NaN),
+    ``clip_rule`` ∈ CLIP_RULES (``"flat"``: Opacus; ``"normalised"``: AUTO-S, finite C only),
+    ``multiplicity`` = K for augmentation multiplicity (De et al. 2022, arXiv 2204.13650v2 §3.2): ``x``,
+    ``y`` hold K augmented copies of each example, example-major (rows i·K … i·K+K−1 are example i),
+    and example i's gradient is the mean of its K copies' gradients, g_i = (1/K) Σ_k ∇ℓ(x_ik), clipped
+    as one: the sensitivity stays C and the accountant is unchanged. Norms, clip factors and
+    ``batch_size`` then count examples, not rows; book-keeping does not group rows, so ``"auto"``
+    uses ``"vmap"`` (``"bk"`` is refused) unless ``per_sample=False``.
 
     Raises ``ValueError`` for invalid values, for ``method="bk"`` on a model whose per-example
     structure cannot be proved (the reason is in the message) and for ``per_sample=False`` with a
@@ -519,6 +552,17 @@ def private_gradient(
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if clip_rule not in CLIP_RULES:
+        raise ValueError(f"clip_rule must be one of {', '.join(CLIP_RULES)}, got {clip_rule!r}")
+    if clip_rule == "normalised" and math.isinf(clip_norm):
+        raise ValueError(
+            "clip_rule='normalised' rescales every per-sample gradient to norm C: clip_norm must be finite"
+        )
+    multiplicity = check_int("multiplicity", multiplicity, minimum=1)
+    if x.shape[0] % multiplicity:
+        raise ValueError(f"multiplicity {multiplicity} must divide the {x.shape[0]} rows of x (K copies per example)")
+    if multiplicity > 1 and method == "bk":
+        raise ValueError("method='bk' does not group rows into examples: use 'vmap' or 'loop' with multiplicity > 1")
     if not isinstance(per_sample, bool):
         raise ValueError(f"per_sample must be True or False, got {per_sample!r}")
     if not per_sample and not math.isinf(clip_norm):
@@ -531,7 +575,8 @@ def private_gradient(
         unknown = set(masks) - set(params)
         if unknown:
             raise ValueError(f"masks names must be trainable parameters, got unknown {sorted(unknown)[:3]}")
-    n = int(x.shape[0])
+    k_aug = multiplicity
+    n = int(x.shape[0]) // k_aug  # examples
     device = next(iter(params.values())).device
 
     use = "none"
@@ -542,17 +587,21 @@ def private_gradient(
         phi = torch.zeros_like(norms)
     elif not per_sample:
         clipped = _batch_sum(model, params, x, y, loss_fn, masks)
+        if k_aug > 1:
+            clipped = {name: g.div_(k_aug) for name, g in clipped.items()}
         unclipped = {k: v.clone() for k, v in clipped.items()} if keep_sums else None
         norms = torch.full((n,), math.nan, device=device)
         phi = torch.ones(n, device=device)
     else:
         use = method
-        if method in ("auto", "bk"):
+        if method == "auto" and k_aug > 1:
+            use = "vmap"
+        elif method in ("auto", "bk"):
             proof = per_example_proof(model, x[:1])
             if proof.ok:
                 try:
                     clipped, unclipped, norms, phi = _bk_sums(
-                        model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof
+                        model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof, clip_rule
                     )
                     use = "bk"
                 except _NotBK as exc:
@@ -565,7 +614,7 @@ def private_gradient(
                 use = "vmap"
         if use in ("vmap", "loop"):
             clipped, unclipped, norms, phi = _materialised_sums(
-                model, params, x, y, loss_fn, clip_norm, masks, use, chunk_size, keep_sums
+                model, params, x, y, loss_fn, clip_norm, masks, use, chunk_size, keep_sums, clip_rule, k_aug
             )
 
     grads = {}

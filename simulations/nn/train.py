@@ -6,7 +6,8 @@ One run = one frozen :class:`TrainConfig`. Each step (``dptheory.records``):
     ĝ = (1/B)[Σ_{i∈S} φ_i m⊙g_i + ν m⊙ξ],   w ← SGD-with-momentum(w, ĝ, lr_t),   w ← m⊙w,
 
 with the mode deciding clipping (C or none) and ν (σC, σC_ref or 0) exactly as in
-``dptheory.records.Optimizer``. Modes can switch at ``switch_epoch`` (either direction). All
+``dptheory.records.Optimizer``, and ``clip_rule`` deciding φ_i (``"flat"``: min(1, C/‖g_i‖),
+Opacus; ``"normalised"``: C/(‖g_i‖ + 0.01), automatic clipping; ``simulations.nn.engine``). Modes can switch at ``switch_epoch`` (either direction). All
 randomness comes from ``seed`` through separate streams (model init; batch sampling on a CPU
 generator; gradient noise; burst displacement; Lanczos start vectors) that every mode consumes
 identically, so runs that differ only in mode see the same batches and the same ξ (paired).
@@ -123,8 +124,9 @@ from dptheory.validate import (
     check_scale,
 )
 from simulations.common.resources import check_threads
+from simulations.nn.augment import AUGMENTATIONS, augment_batch
 from simulations.nn.diagnostics import average_diagnostics, bias_diagnostics, step_diagnostics
-from simulations.nn.engine import METHODS, private_gradient, trainable_parameters
+from simulations.nn.engine import CLIP_RULES, METHODS, private_gradient, trainable_parameters
 from simulations.nn.masks import SCOPES, apply_masks, magnitude_masks, random_masks
 from simulations.nn.sampler import poisson_batch, steps_per_epoch
 
@@ -147,6 +149,7 @@ TRAIN_SPLITS = ("train", "public")
 DIAGNOSTICS = ("none", "cheap", "full")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = tuple(m.value for m in Mode)
+TRAIN_MODELS = ("mlp", "cnn", "dpcnn", "wrn", "wrn_ws")  # simulations.nn.models.MODELS
 MAX_SCALE = 1e30  # clip norms, noise and burst scales: σC must fit float32 (≈ 3.4e38) with room
 MAX_LR = 1e6
 # below this σ the PLD and PRV accountants' discretised privacy-loss grids grow without bound (their
@@ -179,7 +182,14 @@ class TrainConfig:
     """One training run (module docstring). Validated in ``__post_init__`` (ValueError naming the value)."""
 
     dataset: str = field(default="mnist1d", metadata=_h("dataset name for simulations.nn.data.load_dataset"))
-    model: str = field(default="mlp", metadata=_h("network: mlp | cnn | wrn", choices=("mlp", "cnn", "wrn")))
+    model: str = field(
+        default="mlp",
+        metadata=_h(
+            "network: mlp | cnn (GroupNorm) | dpcnn (the tanh CNN of DP image work) | wrn | wrn_ws "
+            "(WideResNet with GroupNorm, wrn_ws also weight-standardised)",
+            choices=TRAIN_MODELS,
+        ),
+    )
     width: int = field(default=100, metadata=_h("hidden units (mlp) / channels (cnn) / widen factor (wrn)"))
     depth: int = field(default=2, metadata=_h("hidden layers (mlp) / conv layers (cnn) / total depth (wrn)"))
     epochs: int = field(default=10, metadata=_h("epochs (one epoch = round(n/batch_size) Poisson steps)"))
@@ -194,6 +204,13 @@ class TrainConfig:
     )
     lr_gamma: float = field(default=0.1, metadata=_h("step schedule factor"))
     clip_norm: float = field(default=1.0, metadata=_h("per-sample clipping norm C (modes clip and dpsgd)"))
+    clip_rule: str = field(
+        default="flat",
+        metadata=_h(
+            "flat: min(1, C/|g_i|) (Opacus) | normalised: C/(|g_i| + 0.01) (automatic clipping, AUTO-S)",
+            choices=CLIP_RULES,
+        ),
+    )
     noise_multiplier: float | None = field(
         default=None, metadata=_h("noise multiplier sigma (default 1.0 unless target_epsilon is given)")
     )
@@ -232,6 +249,17 @@ class TrainConfig:
     hessian_samples: int = field(default=512, metadata=_h("training examples used for the Hessian"))
     grad_method: str = field(
         default="auto", metadata=_h("per-sample gradients: auto | bk | vmap | loop", choices=METHODS)
+    )
+    augment: str = field(
+        default="none",
+        metadata=_h(
+            "augment training images: none | shift (random translations) | shift_flip (also mirror)",
+            choices=AUGMENTATIONS,
+        ),
+    )
+    augment_shift: int = field(default=2, metadata=_h("largest translation in pixels (augment)"))
+    augment_multiplicity: int = field(
+        default=1, metadata=_h("K augmented copies per example, gradients averaged before clipping (augment)")
     )
     seed: int = field(default=0, metadata=_h("seed of model init, sampling, noise"))
     data_seed: int = field(default=0, metadata=_h("seed of the dataset (generation / split)"))
@@ -284,6 +312,8 @@ class TrainConfig:
             "n_public": 0,
             "curve_samples": 1,
             "diagnostic_samples": 1,
+            "augment_shift": 0,
+            "augment_multiplicity": 1,
         }
         for name, minimum in ints.items():
             top = 2**63 - 1 if name in ("seed", "data_seed") else None
@@ -364,11 +394,26 @@ class TrainConfig:
             ("diagnostics", DIAGNOSTICS),
             ("device", DEVICES),
             ("grad_method", METHODS),
-            ("model", ("mlp", "cnn", "wrn")),
+            ("clip_rule", CLIP_RULES),
+            ("augment", AUGMENTATIONS),
+            ("model", TRAIN_MODELS),
             ("train_split", TRAIN_SPLITS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.augment_multiplicity > 1 and self.augment == "none":
+            raise ValueError(f"augment_multiplicity {self.augment_multiplicity} needs augment (shift or shift_flip)")
+        if self.augment_multiplicity > 64 or self.augment_shift > 16:
+            raise ValueError(
+                f"augment_multiplicity must be <= 64 and augment_shift <= 16, got "
+                f"{self.augment_multiplicity} and {self.augment_shift}"
+            )
+        if self.augment_multiplicity > 1 and self.grad_method == "bk":
+            raise ValueError("grad_method='bk' does not group augmented copies into examples: use auto, vmap or loop")
+        if self.clip_rule == "normalised" and not math.isfinite(self.clip_norm):
+            raise ValueError(
+                "clip_rule='normalised' rescales every per-sample gradient to norm C: clip_norm must be finite"
+            )
         if s > 0 and self.mask_source in ("public", "private", "oracle") and not self.mask_run:
             raise ValueError(f"mask_source={self.mask_source!r} needs mask_run (a result folder), got None")
         if self.train_split == "public" and self.n_public < 1:
@@ -435,12 +480,13 @@ def _device(name: str) -> torch.device:
 
 
 def _seeds(seed: int) -> dict[str, int]:
-    kids = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
+    kids = np.random.SeedSequence(seed).generate_state(5, dtype=np.uint64)  # a prefix of a longer draw is the same
     return {
         "sampler": int(kids[0] >> 1),
         "noise": int(kids[1] >> 1),
         "burst": int(kids[2] >> 1),
         "hessian": int(kids[3] >> 1),
+        "augment": int(kids[4] >> 1),
     }
 
 
@@ -644,7 +690,9 @@ def parameter_count(config: TrainConfig, input_shape: tuple[int, ...], num_class
             in_channels=input_shape[0], num_classes=num_classes, widen=config.width, depth=depth
         )
 
-    if config.model == "wrn":  # depth = 6n + 4: affine in n for n >= 1
+    if config.model == "dpcnn":  # fixed architecture: width and depth unused
+        return models.dpcnn_parameter_count(input_shape=input_shape, num_classes=num_classes)
+    if config.model in ("wrn", "wrn_ws"):  # depth = 6n + 4: affine in n for n >= 1
         n = max((config.depth - 4) // 6, 1)
         a, b = count(10), count(16)
         return a + (n - 1) * (b - a)
@@ -690,15 +738,20 @@ def training_cost(config: TrainConfig) -> TrainingCost:
     points (evaluation, per-layer gradients) and the Hessian products.
     """
     from simulations.common.resources import array_bytes
+    from simulations.nn import models
     from simulations.nn.data import dataset_shape
 
     shape, classes, n_tr_default, n_te_default = dataset_shape(config.dataset)
-    if config.model == "wrn" and len(shape) != 3:
-        raise ValueError(f"wrn needs 2-D images (C, H, W); {config.dataset} has input shape {shape}")
-    if config.model == "wrn" and (config.depth < 10 or (config.depth - 4) % 6):
-        raise ValueError(f"wrn depth must be 6n + 4 (10, 16, 22, ...), got {config.depth}")
+    if config.model in ("wrn", "wrn_ws", "dpcnn") and len(shape) != 3:
+        raise ValueError(f"{config.model} needs 2-D images (C, H, W); {config.dataset} has input shape {shape}")
+    if config.model == "dpcnn" and min(shape[1:]) < models.DPCNN_MIN_SIZE:
+        raise ValueError(f"dpcnn needs images of at least {models.DPCNN_MIN_SIZE} pixels a side, got {shape}")
+    if config.model in ("wrn", "wrn_ws") and (config.depth < 10 or (config.depth - 4) % 6):
+        raise ValueError(f"{config.model} depth must be 6n + 4 (10, 16, 22, ...), got {config.depth}")
     if config.model == "cnn" and config.depth < 1:
         raise ValueError(f"cnn depth must be >= 1, got {config.depth}")
+    if config.augment != "none" and len(shape) != 3:
+        raise ValueError(f"augment needs image inputs (C, H, W); {config.dataset} has input shape {shape}")
     n_te = config.n_test or n_te_default
     n_pool = (config.n_train or n_tr_default) + config.n_val + config.n_public  # every split of the pool
     n_tr = config.n_public if config.train_split == "public" else (config.n_train or n_tr_default)
@@ -711,11 +764,15 @@ def training_cost(config: TrainConfig) -> TrainingCost:
     elif config.model == "cnn":
         acts = float(features) + config.depth * float(config.width) * spatial
         flops_per_example = d * spatial
+    elif config.model == "dpcnn":  # 16 channels at a quarter of the pixels, then 32 at a sixteenth (bounded above)
+        acts = float(features) + 16.0 * spatial / 4 * 2 + 32.0 * spatial / 16 * 2
+        flops_per_example = d * spatial / 16
     else:
         acts = float(features) + config.depth * 64.0 * config.width * spatial
         flops_per_example = d * spatial
-    b_max = config.batch_size + 6 * math.sqrt(config.batch_size) + 10
-    materialised = config.model != "mlp" or config.grad_method in ("vmap", "loop")
+    k_aug = config.augment_multiplicity if config.augment != "none" else 1
+    b_max = (config.batch_size + 6 * math.sqrt(config.batch_size) + 10) * k_aug  # rows of a step
+    materialised = config.model != "mlp" or config.grad_method in ("vmap", "loop") or k_aug > 1
     per_sample = array_bytes(min(256, b_max), d, itemsize=4) * 2 if materialised else 0.0
     # layer diagnostics: per-sample gradients of the diagnostic examples (float32, masked copy, float64 squares)
     layer_grads = (
@@ -877,6 +934,8 @@ def new_state(config: TrainConfig, setup: Setup) -> State:
         "noise": torch.Generator(device=setup.device).manual_seed(seeds["noise"]),
         "burst": torch.Generator(device=setup.device).manual_seed(seeds["burst"]),
     }
+    if config.augment != "none":  # its own stream: the other streams stay those of the run without it
+        gens["augment"] = torch.Generator().manual_seed(seeds["augment"])
     return State(sigma=sigma, optimizer=optimizer, generators=gens, hessian_rng=np.random.default_rng(seeds["hessian"]))
 
 
@@ -1107,10 +1166,18 @@ def _step(
         extra["burst_norm"] = _burst(setup.model, setup.masks, config.burst_scale, state.generators["burst"])
     idx = poisson_batch(n=setup.n_train, sample_rate=setup.sample_rate, generator=state.generators["sampler"])
     idx = idx.to(setup.device)
+    x, y, k_aug = setup.x_train[idx], setup.y_train[idx], 1
+    if config.augment != "none":
+        k_aug = config.augment_multiplicity
+        flip = config.augment == "shift_flip"
+        x = augment_batch(
+            x, multiplicity=k_aug, shift=config.augment_shift, flip=flip, generator=state.generators["augment"]
+        )
+        y = y.repeat_interleave(k_aug)
     pg = private_gradient(
         setup.model,
-        setup.x_train[idx],
-        setup.y_train[idx],
+        x,
+        y,
         clip_norm=clip,
         noise_std=nu,
         expected_batch_size=config.batch_size,
@@ -1118,6 +1185,8 @@ def _step(
         masks=setup.masks,
         method=config.grad_method,
         keep_sums=config.diagnostics == "full",
+        clip_rule=config.clip_rule if math.isfinite(clip) else "flat",
+        multiplicity=k_aug,
     )
     if config.diagnostics != "none":
         d = step_diagnostics(pg, clip_norm=config.clip_norm)
@@ -1185,6 +1254,7 @@ def _curve_point(config: TrainConfig, setup: Setup, state: State, clip: float, n
             noise_std=nu,
             expected_batch_size=config.batch_size,
             masks=setup.masks,
+            clip_rule=config.clip_rule if math.isfinite(clip) else "flat",
         )
         state.curve.setdefault("layers", []).append({"step": state.global_step, **rec})
 
