@@ -317,6 +317,17 @@ def collected_diagnostics() -> Iterator[list[str]]:
             lines.append(f"dp-accounting: {template} (×{n}{why})")
 
 
+def _one_session(config: Any) -> contextlib.AbstractContextManager[Any]:
+    """One Dask session for a whole command that asks for ``--workers`` / ``--scheduler`` (every sweep
+    of the command then shares its cluster instead of starting one per sweep); else nothing."""
+    from simulations.common import fanout
+
+    execution = fanout.execution_of(config)
+    if execution.kind == "serial" or fanout.active_execution() == execution:
+        return contextlib.nullcontext()
+    return fanout.session(execution)
+
+
 def run_main(
     config_cls: type[C],
     run: Callable[[C], Any],
@@ -351,7 +362,8 @@ def run_main(
         try:
             with resources.limits(memory=limits["max_memory"], work=limits["max_work"]):
                 config = config_cls(**ns)
-                run(config)
+                with _one_session(config):
+                    run(config)
         except (Exception, KeyboardInterrupt) as exc:
             status = report_error(prog, exc)
     if status:

@@ -217,6 +217,9 @@ class _Dask:
                 "--workers/--scheduler need the 'dask' extra (dask and distributed are not installed): "
                 "pip install -e '.[dask]'"
             ) from None
+        import logging
+
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # no INFO lines (cluster start-up) on stderr
         self._stack = contextlib.ExitStack()
         threads = execution.threads_per_worker()
         if execution.kind == "local":
@@ -227,8 +230,9 @@ class _Dask:
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    dashboard_address=":0",  # the HTTP routes on a free port: never "8787 in use"
                     env=env,
+                    silence_logs=logging.WARNING,
                 )
             )
             self.client = self._stack.enter_context(distributed.Client(cluster))
@@ -240,7 +244,15 @@ class _Dask:
                 raise ValueError(f"cannot reach the Dask scheduler at {execution.scheduler}: {exc}") from None
 
     def close(self) -> None:
-        self._stack.close()
+        import logging
+
+        log = logging.getLogger("distributed")
+        level = log.level
+        log.setLevel(logging.CRITICAL)  # shutdown races (a CommClosedError traceback) are no news to the user
+        try:
+            self._stack.close()
+        finally:
+            log.setLevel(level)
 
     def run(self, cells: Sequence[tuple[int, Cell]], done: Callable[[int, Any], None]) -> None:
         import distributed
