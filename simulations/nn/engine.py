@@ -321,7 +321,7 @@ class _Call:
 
 
 def _receive_linear(book, m, a, d):
-    b = a.shape[0]
+    b = book.batch  # examples: with K copies per example (rows i·K … i·K+K−1) they become K positions
     a3, d3 = a.reshape(b, -1, a.shape[-1]), d.reshape(b, -1, d.shape[-1])
     kw, kb = book.key(m.weight), book.key(m.bias)
     if a3.shape[1] == 1:  # one position per example: ‖δ_i a_iᵀ‖² = ‖a_i‖²‖δ_i‖²
@@ -406,9 +406,12 @@ def _per_example_losses(loss_fn, out, y):
     return vmap(lambda o, t: loss_fn(o.unsqueeze(0), t.unsqueeze(0)).sum())(out, y)
 
 
-def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof, rule):
-    """Book-keeping (module docstring): norms during the δ-only backward, sums after it."""
-    n = x.shape[0]
+def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof, rule, copies=1):
+    """Book-keeping (module docstring): norms during the δ-only backward, sums after it. With ``copies``
+    = K > 1 (augmentation multiplicity) every Linear call sees example i's K rows as K positions, so
+    its norms and sums are those of the sum over the copies (divided by K below: the mean)."""
+    rows = x.shape[0]
+    n = rows // copies
     first = next(iter(params.values()))
     dtype = torch.promote_types(first.dtype, torch.float32)
     book = _BookKeeper(params, masks, proof.param_uses, n, dtype, x.device)
@@ -417,8 +420,10 @@ def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof, r
 
     def hook(module, inputs, output):
         a = inputs[0]
-        if a.shape[0] != n or output.shape[0] != n:
-            raise _NotBK(f"{type(module).__name__} input has {a.shape[0]} rows for {n} examples")
+        if a.shape[0] != rows or output.shape[0] != rows:
+            raise _NotBK(f"{type(module).__name__} input has {a.shape[0]} rows for {rows} examples")
+        if copies > 1 and type(module) is not nn.Linear:
+            raise _NotBK(f"augmentation multiplicity is book-kept for Linear layers only, not {type(module).__name__}")
         if output._base is not None:  # a view (Linear on rank > 2): _Tap marks its output dirty
             output = output.clone()
         call = _Call(book, module, a.detach())
@@ -451,7 +456,7 @@ def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof, r
         m = masks.get(k)
         gm = g if m is None else g * m
         sq = sq + gm.reshape(n, -1).to(sq.dtype).pow(2).sum(1)
-    norms = sq.sqrt()
+    norms = sq.sqrt() / copies  # ‖mean over the copies‖
     phi = clip_factors(norms, clip_norm, rule)
 
     def weighted(weights):
@@ -474,6 +479,7 @@ def _bk_sums(model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof, r
         out = {}
         for k, p in params.items():
             s = sums[k].to(p.dtype) if k in sums else torch.zeros_like(p)
+            s = s / copies if copies > 1 else s  # the sums over the copies → their means
             out[k] = s * masks[k] if k in masks else s
         return out
 
@@ -530,8 +536,9 @@ def private_gradient(
     ``y`` hold K augmented copies of each example, example-major (rows i·K … i·K+K−1 are example i),
     and example i's gradient is the mean of its K copies' gradients, g_i = (1/K) Σ_k ∇ℓ(x_ik), clipped
     as one: the sensitivity stays C and the accountant is unchanged. Norms, clip factors and
-    ``batch_size`` then count examples, not rows; book-keeping does not group rows, so ``"auto"``
-    uses ``"vmap"`` (``"bk"`` is refused) unless ``per_sample=False``.
+    ``batch_size`` then count examples, not rows. Book-keeping groups the copies for models whose
+    parametrised layers are all ``nn.Linear`` (the K rows of an example become K positions); for
+    other layers ``"auto"`` uses ``"vmap"`` and ``"bk"`` is refused.
 
     Raises ``ValueError`` for invalid values, for ``method="bk"`` on a model whose per-example
     structure cannot be proved (the reason is in the message) and for ``per_sample=False`` with a
@@ -561,8 +568,6 @@ def private_gradient(
     multiplicity = check_int("multiplicity", multiplicity, minimum=1)
     if x.shape[0] % multiplicity:
         raise ValueError(f"multiplicity {multiplicity} must divide the {x.shape[0]} rows of x (K copies per example)")
-    if multiplicity > 1 and method == "bk":
-        raise ValueError("method='bk' does not group rows into examples: use 'vmap' or 'loop' with multiplicity > 1")
     if not isinstance(per_sample, bool):
         raise ValueError(f"per_sample must be True or False, got {per_sample!r}")
     if not per_sample and not math.isinf(clip_norm):
@@ -594,14 +599,12 @@ def private_gradient(
         phi = torch.ones(n, device=device)
     else:
         use = method
-        if method == "auto" and k_aug > 1:
-            use = "vmap"
-        elif method in ("auto", "bk"):
+        if method in ("auto", "bk"):
             proof = per_example_proof(model, x[:1])
             if proof.ok:
                 try:
                     clipped, unclipped, norms, phi = _bk_sums(
-                        model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof, clip_rule
+                        model, params, x, y, loss_fn, clip_norm, keep_sums, masks, proof, clip_rule, k_aug
                     )
                     use = "bk"
                 except _NotBK as exc:

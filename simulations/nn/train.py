@@ -408,8 +408,6 @@ class TrainConfig:
                 f"augment_multiplicity must be <= 64 and augment_shift <= 16, got "
                 f"{self.augment_multiplicity} and {self.augment_shift}"
             )
-        if self.augment_multiplicity > 1 and self.grad_method == "bk":
-            raise ValueError("grad_method='bk' does not group augmented copies into examples: use auto, vmap or loop")
         if self.clip_rule == "normalised" and not math.isfinite(self.clip_norm):
             raise ValueError(
                 "clip_rule='normalised' rescales every per-sample gradient to norm C: clip_norm must be finite"
@@ -772,7 +770,7 @@ def training_cost(config: TrainConfig) -> TrainingCost:
         flops_per_example = d * spatial
     k_aug = config.augment_multiplicity if config.augment != "none" else 1
     b_max = (config.batch_size + 6 * math.sqrt(config.batch_size) + 10) * k_aug  # rows of a step
-    materialised = config.model != "mlp" or config.grad_method in ("vmap", "loop") or k_aug > 1
+    materialised = config.model != "mlp" or config.grad_method in ("vmap", "loop")
     per_sample = array_bytes(min(256, b_max), d, itemsize=4) * 2 if materialised else 0.0
     # layer diagnostics: per-sample gradients of the diagnostic examples (float32, masked copy, float64 squares)
     layer_grads = (
