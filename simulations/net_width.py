@@ -22,12 +22,12 @@ of B = 1024, ε = 4, 5 seeds; the GPU stage sweeps widths 16 … 2048)::
     claim 3 (width), mnist1d n=36000 mlp-{16,64,256}x2, 4 epochs, B=1024; eps=4.0 (sigma=0.851); seeds=5; accuracy in %
     width  d      lr SGD / DP  SGD         DP-SGD      gap [95% CI]       clip frac  median |g_i|
     -----  -----  -----------  ----------  ----------  -----------------  ---------  ------------
-    16     1098   0.5 / 2.5    50.1 ± 0.4  49.5 ± 0.8  0.6 [-1.1, 2.4]    0.82       6.52
-    64     7434   0.5 / 2.5    67.6 ± 0.3  60.8 ± 0.3  6.9 [6.4, 7.3]     0.69       9.13
-    256    78858  0.5 / 2.5    76.8 ± 0.5  58.6 ± 0.2  18.1 [16.5, 19.8]  0.68       16.51
-      the DP-SGD penalty grows with dimension: per-seed slope of gap(SGD - DP) on log10 d > 0: +9.48 [+8.17, +10.80] points per decade of d, p_holm=7.4e-05, n=5 -> held: True
-      the DP-SGD penalty is larger at d=78858 than at d=1098: gap(max) - gap(min) > 0: +17.49 [+15.05, +19.93] points, p_holm=7.4e-05, n=5 -> held: True
-    (measured with /usr/bin/time on the shared 2-core machine: 7:23.94 wall, 74 s CPU; the machine's load average was ~10 from other jobs, so the wall time is several times the CPU time)
+    16     1098   0.5 / 2.5    50.1 ± 0.4  49.6 ± 0.7  0.6 [-0.9, 2.0]    0.82       6.53
+    64     7434   0.5 / 2.5    67.6 ± 0.3  60.8 ± 0.4  6.9 [6.4, 7.4]     0.69       9.15
+    256    78858  0.5 / 2.5    76.8 ± 0.5  58.6 ± 0.2  18.1 [16.4, 19.8]  0.68       16.53
+      the DP-SGD penalty grows with dimension: per-seed slope of gap(SGD - DP) on log10 d > 0: +9.52 [+8.29, +10.76] points per decade of d, p_holm=5.7e-05, n=5 -> held: True
+      the DP-SGD penalty is larger at d=78858 than at d=1098: gap(max) - gap(min) > 0: +17.57 [+15.29, +19.85] points, p_holm=5.7e-05, n=5 -> held: True
+    (measured: 74 s CPU serially; 77 s wall with --workers 2 on the shared 2-core machine)
 """
 
 from __future__ import annotations
