@@ -576,3 +576,26 @@ def test_fan_out_fields_stay_out_of_run_keys_and_train_configs():
         ablate.AblateConfig(workers=-1)
     with pytest.raises(ValueError, match="scheduler"):
         ablate.AblateConfig(scheduler="nowhere")
+
+
+def test_a_kept_network_comes_back_from_a_dask_worker_unchanged():
+    # Sweep.run(keep_model=...) on a LocalCluster returns the trained network (pickled back from the
+    # worker) with the weights of the same run made in this process
+    pytest.importorskip("distributed", reason="--workers needs the 'dask' extra (distributed is not installed)")
+    import torch
+
+    from simulations.common.fanout import Execution
+    from simulations.nn.train import TrainConfig
+
+    config = TrainConfig(dataset="teacher", n_train=80, n_test=40, width=6, depth=1, epochs=1, batch_size=20,
+                         noise_multiplier=1.0, quiet=True, accountants=("rdp",), device="cpu")  # fmt: skip
+    jobs = [({"seed": s}, dataclasses.replace(config, seed=s)) for s in (0, 1)]
+    serial = _common.Sweep("t", quiet=True, threads=1).run(jobs, keep_model=lambda tags: tags["seed"] == 1)
+    fanned = _common.Sweep("t", quiet=True, threads=1, execution=Execution(workers=2, threads=1)).run(
+        jobs, keep_model=lambda tags: tags["seed"] == 1
+    )
+    assert "model" not in serial[0]["result"] and "model" not in fanned[0]["result"]
+    a, b = serial[1]["result"]["model"], fanned[1]["result"]["model"]
+    model_a, model_b = (m[0] if isinstance(m, tuple) else m for m in (a, b))
+    for (name, p), (_, q) in zip(model_a.named_parameters(), model_b.named_parameters()):
+        assert torch.equal(p, q), name

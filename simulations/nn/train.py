@@ -7,10 +7,13 @@ One run = one frozen :class:`TrainConfig`. Each step (``dptheory.records``):
 
 with the mode deciding clipping (C or none) and ν (σC, σC_ref or 0) exactly as in
 ``dptheory.records.Optimizer``, and ``clip_rule`` deciding φ_i (``"flat"``: min(1, C/‖g_i‖),
-Opacus; ``"normalised"``: C/(‖g_i‖ + 0.01), automatic clipping; ``simulations.nn.engine``). Modes can switch at ``switch_epoch`` (either direction). All
-randomness comes from ``seed`` through separate streams (model init; batch sampling on a CPU
-generator; gradient noise; burst displacement; Lanczos start vectors) that every mode consumes
-identically, so runs that differ only in mode see the same batches and the same ξ (paired).
+Opacus; ``"normalised"``: C/(‖g_i‖ + 0.01), automatic clipping; ``simulations.nn.engine``). With
+``augment``, each sampled example enters as ``augment_multiplicity`` augmented copies whose
+gradients are averaged before clipping (``simulations.nn.augment``). Modes can switch at
+``switch_epoch`` (either direction). All randomness comes from ``seed`` through separate streams
+(model init; batch sampling on a CPU generator; gradient noise; burst displacement; Lanczos start
+vectors; augmentation) that every mode consumes identically, so runs that differ only in mode see
+the same batches and the same ξ (paired).
 
 Privacy (``dptheory.privacy``): a run is labelled ``"private"`` only if every step is ``dpsgd``
 with σ > 0 and its pruning mask is data-independent (``init``, ``random``), taken from a run that
