@@ -542,12 +542,13 @@ def run_network(
     median = float(np.median(meas.norms))
     clips = {p.clip_factor: p.clip_factor * median for p in points}
     arms = _needed_arms(points, clips, config)
-    relax = {}
-    for key in arms:
-        opt = arm_optimizer(
+    opts = {
+        key: arm_optimizer(
             key[0], lr=lr, batch_size=config.batch_size, clip_norm=key[1] or 1.0, noise_multiplier=key[2]
         )
-        relax[key] = relaxation(basin, opt, matters=config.matters, closure=config.closure)
+        for key in arms
+    }
+    relax = {key: relaxation(basin, opt, matters=config.matters, closure=config.closure) for key, opt in opts.items()}
     need = max((r["steps"] for r in relax.values()), default=0.0)
     steps = int(
         min(
@@ -563,13 +564,10 @@ def run_network(
         _check_budget(f"basin arms of {len(arms)} x {len(config.seeds)} runs")
         cells, where = [], []
         for key, displaced in arms.items():
-            opt = arm_optimizer(
-                key[0], lr=lr, batch_size=config.batch_size, clip_norm=key[1] or 1.0, noise_multiplier=key[2]
-            )
             for seed in config.seeds:
                 kwargs = {
                     "problem": problem,
-                    "optimizer": opt,
+                    "optimizer": opts[key],
                     "steps": steps,
                     "seed": seed,
                     "eval_every": config.eval_every,
@@ -587,9 +585,7 @@ def run_network(
         if key in traces:
             continue
         c0 = time.process_time()
-        opt = arm_optimizer(
-            key[0], lr=lr, batch_size=config.batch_size, clip_norm=key[1] or 1.0, noise_multiplier=key[2]
-        )
+        opt = opts[key]
         traces[key] = []
         for seed in config.seeds:
             _check_budget(f"basin arm {key} seed {seed}")
