@@ -465,13 +465,17 @@ def predict_window(basin: Any, optimizer: Optimizer, *, start: int, stop: int, c
 
 
 def arm_cell(*, threads: int, **kwargs: Any) -> Any:
-    """One (arm, seed) run of :func:`run_network` as a fan-out cell: ``run_arm(**kwargs)`` with the
-    config's torch thread count (the serial loop's), so a worker gives the serial run's bits."""
+    """One (arm, seed) run (:func:`arm_cells`) as a fan-out cell: ``run_arm(**kwargs)`` with the
+    config's torch thread count (the serial loop's), so a worker gives the serial run's bits.
+    Returns (trace, wall seconds of the run)."""
     from simulations.net_common import torch_threads
     from simulations.nn.warmstart import run_arm
 
+    _check_budget(f"basin arm seed {kwargs.get('seed')}")  # the serial run's per-run budget check (none on a worker)
+    t0 = time.perf_counter()
     with torch_threads(threads):
-        return run_arm(**kwargs)
+        trace = run_arm(**kwargs)
+    return trace, time.perf_counter() - t0
 
 
 def _check_budget(label: str) -> None:
@@ -531,13 +535,9 @@ def arm_lr(meas: Any, config: BasinConfig) -> tuple[float, str]:
     return config.lr_factor / max(lam1, per_batch), ("lambda_1" if lam1 >= per_batch else "trace/B")
 
 
-def run_network(
-    problem: Any, points: list[Point], *, meas: Any, basin: Any, config: BasinConfig, quiet: bool
-) -> dict[str, Any]:
-    """Run every arm the network's points need, for every seed; returns traces, T, η, C's and timings."""
-    problem_label = points[0].network.label if points else ""
-    from simulations.nn.warmstart import run_arm
-
+def plan_network(points: list[Point], *, meas: Any, basin: Any, config: BasinConfig) -> dict[str, Any]:
+    """What the arms of one network are: η, the C's, the arms the points need (key → displaced), their
+    optimizers and relaxation times, the steps T and the displacements."""
     lr, lr_bound = arm_lr(meas, config)
     median = float(np.median(meas.norms))
     clips = {p.clip_factor: p.clip_factor * median for p in points}
@@ -557,65 +557,41 @@ def run_network(
         )
     )
     displacements, disp_info = _displacements(meas, config)
-    traces: dict[tuple, list[Any]] = {}
-    t0 = time.perf_counter()
-    active = fanout.active_execution()
-    if active is not None and active.kind != "serial":  # every (arm, seed) run is a cell: the same bits
-        _check_budget(f"basin arms of {len(arms)} x {len(config.seeds)} runs")
-        cells, where = [], []
-        for key, displaced in arms.items():
-            for seed in config.seeds:
-                kwargs = {
-                    "problem": problem,
-                    "optimizer": opts[key],
-                    "steps": steps,
-                    "seed": seed,
-                    "eval_every": config.eval_every,
-                    "displacements": displacements if displaced else (),
-                    "recovery_steps": config.recovery_steps if displaced else 0,
-                    "threads": config.threads,
-                }
-                # the network and its data are fixed by the config and the network's label
-                token = f"{store.digest(store.canonical(config))}|{problem_label}|{key}|{seed}|{steps}"
-                cells.append(fanout.Cell(arm_cell, kwargs, label=f"{key[0]} seed {seed}", token=token))
-                where.append(key)
-        for key, trace in zip(where, fanout.run_cells(cells, label="basin arms", quiet=quiet)):
-            traces.setdefault(key, []).append(trace)
-    for key, displaced in arms.items():
-        if key in traces:
-            continue
-        c0 = time.process_time()
-        opt = opts[key]
-        traces[key] = []
-        for seed in config.seeds:
-            _check_budget(f"basin arm {key} seed {seed}")
-            traces[key].append(
-                run_arm(
-                    problem,
-                    opt,
-                    steps=steps,
-                    seed=seed,
-                    eval_every=config.eval_every,
-                    displacements=displacements if displaced else (),
-                    recovery_steps=config.recovery_steps if displaced else 0,
-                )
-            )
-        if not quiet:
-            sys.stderr.write(
-                f"  arm {key[0]} C={key[1]:.3g} sigma={key[2]:g}: {len(config.seeds)} seeds x {steps} steps "
-                f"({time.process_time() - c0:.0f}s CPU)\n"
-            )
     return {
-        "traces": traces,
+        "arms": arms,
+        "opts": opts,
         "steps": steps,
-        "lr": lr,
-        "lr_bound": lr_bound,
-        "median_norm": median,
-        "clips": clips,
-        "relaxation": relax,
-        "displacements": disp_info,
-        "seconds": time.perf_counter() - t0,
+        "displacements": displacements,
+        "result": {
+            "lr": lr,
+            "lr_bound": lr_bound,
+            "median_norm": median,
+            "clips": clips,
+            "relaxation": relax,
+            "displacements": disp_info,
+        },
     }
+
+
+def arm_cells(problem: Any, plan: dict[str, Any], *, config: BasinConfig, label: str) -> list[tuple[tuple, Any]]:
+    """(arm key, cell) for every (arm, seed) run of one network's ``plan``: ``run_arm`` on ``problem``."""
+    steps, cells = plan["steps"], []
+    for key, displaced in plan["arms"].items():
+        for seed in config.seeds:
+            kwargs = {
+                "problem": problem,
+                "optimizer": plan["opts"][key],
+                "steps": steps,
+                "seed": seed,
+                "eval_every": config.eval_every,
+                "displacements": plan["displacements"] if displaced else (),
+                "recovery_steps": config.recovery_steps if displaced else 0,
+                "threads": config.threads,
+            }
+            # the network and its data are fixed by the config and the network's label
+            token = f"{store.digest(store.canonical(config))}|{label}|{key}|{seed}|{steps}"
+            cells.append((key, fanout.Cell(arm_cell, kwargs, label=f"{label} {key[0]} seed {seed}", token=token)))
+    return cells
 
 
 # ---------------------------------------------------------------------------------------------
@@ -987,6 +963,54 @@ def _network_record(net: Network, found: Any, meas: Any, run: dict[str, Any], ba
     }
 
 
+def measure_network(net: Network, config: BasinConfig) -> tuple[Any, Any, Any, Any]:
+    """(problem, measurement, exact basin or None, minimum or None) of one network of the grid: the
+    linearised network (:func:`_linearised`), else the cached minimum and measurement of an MLP or
+    teacher network (``simulations.nn.minimum.measured_minimum``)."""
+    from simulations.nn.minimum import measured_minimum
+    from simulations.nn.warmstart import Problem
+
+    if net.family == "linearised":
+        return _linearised(net, config)
+    found, meas = measured_minimum(
+        minimum_spec(config, net),
+        cache=config.cache_dir(),
+        top_k=config.top_k,
+        top_steps=config.top_steps,
+        probes=config.probes,
+        lanczos_steps=config.lanczos_steps,
+        flat_steps=config.flat_steps,
+        curvatures=config.curvatures,
+        sketch=config.bulk_sketch,
+    )
+    problem = Problem(
+        model=found.model,
+        x_train=found.x_train,
+        y_train=found.y_train,
+        x_test=found.x_test,
+        y_test=found.y_test,
+        masks=found.masks,
+        weight_decay=config.weight_decay,
+    )
+    return problem, meas, None, found
+
+
+def network_cell(*, config: BasinConfig, net: Network) -> dict[str, Any]:
+    """:func:`measure_network` as a fan-out cell, with the config's torch thread count (the serial
+    run's bits); ``seconds`` is its wall time (progress only, not a result)."""
+    from simulations.net_common import torch_threads
+
+    _check_budget(f"basin network {net.label}")  # the serial run's per-network budget check (none on a worker)
+    t0 = time.perf_counter()
+    with torch_threads(config.threads):
+        problem, meas, exact, found = measure_network(net, config)
+    return {"problem": problem, "meas": meas, "exact": exact, "found": found, "seconds": time.perf_counter() - t0}
+
+
+def _network_token(config: BasinConfig, net: Network) -> str:
+    return f"{store.digest(store.canonical(config))}|{net.label}|{net.family}|{net.dataset}|measure"
+
+
 def _linearised(net: Network, config: BasinConfig) -> tuple[Any, Any, Any, Any]:
     """(problem, measurement, exact basin, None) of the linearised network (module docstring)."""
     import torch
@@ -1045,8 +1069,6 @@ def run(config: BasinConfig) -> dict[str, Any]:
     check_output_dir(config.out)
     import dptheory.spectral  # noqa: F401 - fail before any training if the model is missing
     from simulations.net_common import torch_threads
-    from simulations.nn.minimum import measured_minimum
-    from simulations.nn.warmstart import Problem
 
     points = grid(config)
     networks: dict[Network, list[Point]] = {}
@@ -1060,56 +1082,64 @@ def run(config: BasinConfig) -> dict[str, Any]:
     execution = fanout.execution_of(config)  # --workers / --scheduler, or the study's open session
     opened = execution.kind != "serial" and fanout.active_execution() != execution
     with fanout.session(execution) if opened else contextlib.nullcontext(), torch_threads(config.threads):
-        for i, (net, pts) in enumerate(networks.items()):
-            t0 = time.perf_counter()
-            _check_budget(f"basin network {net.label}")
-            if net.family == "linearised":
-                problem, meas, exact, found = _linearised(net, config)
-            else:
-                found, meas = measured_minimum(
-                    minimum_spec(config, net),
-                    cache=config.cache_dir(),
-                    top_k=config.top_k,
-                    top_steps=config.top_steps,
-                    probes=config.probes,
-                    lanczos_steps=config.lanczos_steps,
-                    flat_steps=config.flat_steps,
-                    curvatures=config.curvatures,
-                    sketch=config.bulk_sketch,
+        # 1. every network found and measured (one cell each; minima and measurements cached on disk);
+        # a w*-masked network reads its dense network's SGD run, so it waits for a second wave
+        _check_budget(f"basin networks: {len(networks)}")
+        found_by: dict[Network, dict[str, Any]] = {}
+        for wave in ([n for n in networks if n.mask != "wstar"], [n for n in networks if n.mask == "wstar"]):
+            cells = [
+                fanout.Cell(
+                    network_cell, {"config": config, "net": net}, label=net.label, token=_network_token(config, net)
                 )
-                problem = Problem(
-                    model=found.model,
-                    x_train=found.x_train,
-                    y_train=found.y_train,
-                    x_test=found.x_test,
-                    y_test=found.y_test,
-                    masks=found.masks,
-                    weight_decay=config.weight_decay,
-                )
-                exact = None
+                for net in wave
+            ]
+            found_by.update(zip(wave, fanout.run_cells(cells, label="basin networks", quiet=config.quiet)))
+        measured = [found_by[net] for net in networks]
+        # 2. every (arm, seed) run of every network: one list of cells, so no worker waits for a network
+        plans, where, arm_list = [], [], []
+        for i, ((net, pts), m) in enumerate(zip(networks.items(), measured)):
+            meas = m["meas"]
             basin = spectral_basin(meas, bulk_noise=config.bulk_noise, per_example=config.curvatures)
+            if not config.quiet:
+                sys.stderr.write(
+                    f"basin [{i + 1}/{len(networks)}] {net.label}: d={meas.dim} lambda_1={meas.top_eigenvalues[0]:.4g} "
+                    f"measured in {m['seconds']:.0f}s\n"
+                )
+            plan = plan_network(pts, meas=meas, basin=basin, config=config)
+            plans.append((basin, plan))
+            for key, cell in arm_cells(m["problem"], plan, config=config, label=net.label):
+                where.append((i, key))
+                arm_list.append(cell)
+        _check_budget(f"basin arms: {len(arm_list)} runs")
+        t0 = time.perf_counter()
+        traces: list[dict[tuple, list[Any]]] = [{} for _ in networks]
+        seconds = [0.0 for _ in networks]
+        for (i, key), (trace, sec) in zip(where, fanout.run_cells(arm_list, label="basin arms", quiet=config.quiet)):
+            traces[i].setdefault(key, []).append(trace)
+            seconds[i] += sec
+        arms_wall = time.perf_counter() - t0
+        # 3. theory against measurement, per network
+        for i, ((net, pts), m) in enumerate(zip(networks.items(), measured)):
+            meas, (basin, plan) = m["meas"], plans[i]
             mean_basin = (
                 spectral_basin(meas, bulk_noise=config.bulk_noise, per_example=False)
                 if config.curvatures and meas.top_curvatures is not None
                 else None
             )
-            if not config.quiet:
-                sys.stderr.write(
-                    f"basin [{i + 1}/{len(networks)}] {net.label}: d={meas.dim} lambda_1={meas.top_eigenvalues[0]:.4g} "
-                    f"measured in {time.perf_counter() - t0:.0f}s\n"
-                )
-            result = run_network(problem, pts, meas=meas, basin=basin, config=config, quiet=config.quiet)
+            result = {**plan["result"], "traces": traces[i], "steps": plan["steps"], "seconds": seconds[i]}
             r, rec = analyse_network(
-                net, pts, result, basin=basin, exact=exact, config=config, meas=meas, mean_basin=mean_basin
+                net, pts, result, basin=basin, exact=m["exact"], config=config, meas=meas, mean_basin=mean_basin
             )
             rows += r
             recovery += rec
-            records.append(_network_record(net, found, meas, result, basin))
+            records.append(_network_record(net, m["found"], meas, result, basin))
             sgd = result["traces"][_arm_key("sgd", 0.0, 0.0)]
             arrays[f"{net.label}__eval_steps"] = sgd[0].eval_steps
-            for key, traces in result["traces"].items():
+            for key, arm_traces in result["traces"].items():
                 name = f"{net.label}__{key[0]}_C{key[1]:.4g}_s{key[2]:g}"
-                arrays[name + "__train_excess"] = np.mean([a.train_loss - s.train_loss for a, s in zip(traces, sgd)], 0)
+                arrays[name + "__train_excess"] = np.mean(
+                    [a.train_loss - s.train_loss for a, s in zip(arm_traces, sgd)], 0
+                )
     summary = summarise(rows, recovery, config)
     metrics = {
         "what": "basin",
@@ -1120,6 +1150,7 @@ def run(config: BasinConfig) -> dict[str, Any]:
         "networks": records,
         "summary": summary,
         "seconds": time.perf_counter() - start_all,
+        "arms_seconds": arms_wall,
         "cpu_seconds": time.process_time() - cpu_all,
     }
     with result_folder(config.out) as folder:

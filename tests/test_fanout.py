@@ -245,3 +245,55 @@ def test_execution_records_and_validation():
     with fanout.session(fanout.Execution()) as runner:
         assert fanout.execution_of(replace(Demo(), d=5)) == runner.execution
     assert fanout.active_execution() is None
+
+
+def test_shared_arguments_go_to_the_cluster_once_and_arrive_intact():
+    # cells holding the same objects (a network and its data in the basin arms): scattered once, and
+    # every container kind arrives whole (Client.scatter alone would split a dict or a list into items)
+    pytest.importorskip("distributed")
+    big = {"x": np.arange(2_000_000, dtype=np.float64), "empty": {}}
+    shared = [big, {}, [1, 2, 3], np.ones(5)]
+    cells = [
+        fanout.Cell(dict, {"a": shared[i % 4], "b": shared[(i + 1) % 4], "k": i}, token=f"share-{i}") for i in range(8)
+    ]
+    serial = fanout.run_cells(cells, quiet=True)
+    with fanout.session(fanout.Execution(workers=2)) as runner:
+        assert runner._share(list(enumerate(cells))).keys() == {id(v) for v in shared}
+        fanned = fanout.run_cells(cells, quiet=True)
+    for s, f in zip(serial, fanned):
+        assert s.keys() == f.keys() and s["k"] == f["k"]
+        for key in ("a", "b"):
+            if isinstance(s[key], dict) and "x" in s[key]:
+                assert np.array_equal(s[key]["x"], f[key]["x"]) and f[key]["empty"] == {}
+            elif isinstance(s[key], np.ndarray):
+                assert np.array_equal(s[key], f[key])
+            else:
+                assert s[key] == f[key]
+
+
+def test_local_workers_start_without_the_nannys_malloc_trim_threshold(monkeypatch):
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold and makes a
+    # torch step ~1.4x slower (module docstring); local workers start without it, and a worker that
+    # has it gets the thresholds back once
+    pytest.importorskip("distributed")
+    with fanout.session(fanout.Execution(workers=1)) as runner:
+        env = runner.client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
+        assert list(env.values()) == [None]
+    calls = []
+
+    class Libc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return 1
+
+    import ctypes
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    monkeypatch.setattr(fanout, "_MALLOC_RESTORED", False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    fanout._restore_malloc()
+    assert calls == []  # no nanny variable: glibc's dynamic defaults stay
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    fanout._restore_malloc()
+    fanout._restore_malloc()
+    assert calls == [(-1, fanout.TRIM_THRESHOLD), (-3, fanout.MMAP_THRESHOLD)]  # once per process

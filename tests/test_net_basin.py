@@ -250,10 +250,16 @@ def test_committed_theory_vs_networks_page_matches_its_summary():
 
 
 def test_fanned_out_arms_give_the_serial_numbers(tmp_path):
-    # every (arm, seed) run is a fan-out cell under --workers; its bits are the serial loop's
-    kw = dict(gpu_validate.basin_small(), checks=("linearised",), cache=str(tmp_path / "cache"), quiet=True)
-    serial = nb.run(nb.BasinConfig(**kw, out=str(tmp_path / "serial")))
-    fanned = nb.run(nb.BasinConfig(**kw, out=str(tmp_path / "fanned"), workers=2))
+    # every network measurement and every (arm, seed) run is a fan-out cell under --workers; its bits
+    # are the serial run's (separate caches: the workers find and measure the minima themselves)
+    kw = dict(gpu_validate.basin_small(), checks=("linearised",), quiet=True)
+    serial = nb.run(nb.BasinConfig(**kw, out=str(tmp_path / "serial"), cache=str(tmp_path / "c1")))
+    fanned = nb.run(nb.BasinConfig(**kw, out=str(tmp_path / "fanned"), cache=str(tmp_path / "c2"), workers=2))
+    assert serial["networks"] and [n["train_objective"] for n in serial["networks"]] == [
+        n["train_objective"] for n in fanned["networks"]
+    ]
+    for a, b in zip(serial["networks"], fanned["networks"]):
+        assert np.array_equal(a["top_eigenvalues"], b["top_eigenvalues"])
     assert len(serial["rows"]) == len(fanned["rows"]) > 0
     for a, b in zip(serial["rows"], fanned["rows"]):
         assert (a["network"], a["arm"]) == (b["network"], b["arm"])

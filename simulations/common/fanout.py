@@ -19,6 +19,14 @@ CPU cores // workers locally, 1 on a remote scheduler; BLAS pools are held at 1 
 The numba engines run replicas in parallel with one random stream per replica, so their numbers
 do not depend on the thread count; torch runs pin their own thread count in their config.
 
+Memory allocator. Dask's nanny starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536``
+(``distributed.nanny.pre-spawn-environ``), which fixes glibc's mmap threshold at 128 KiB: every
+tensor above it is a fresh ``mmap`` whose pages fault in on first use, and a torch step then costs
+about 1.4× the same step in a plain process (measured on the 2-core CI machine, most of it system
+time). Local clusters start their workers without it; on a worker that has it (a ``dask worker``
+started by hand or by dask-jobqueue) :func:`execute` raises the trim and mmap thresholds once
+(``mallopt``). The allocator never changes a number.
+
 Resume. With ``cache`` (a :class:`simulations.common.store.CellCache`) each finished cell is stored
 as it completes — by the client, so workers need no shared file system — and cells already stored
 are not run again.
@@ -187,12 +195,36 @@ def _set_threads(threads: int) -> None:
         torch.set_num_threads(max(1, threads))
 
 
+_MALLOC_RESTORED = False
+TRIM_THRESHOLD = 1 << 28  # bytes of free heap glibc keeps before returning memory to the OS
+MMAP_THRESHOLD = 1 << 25  # allocations from this size on get their own mmap (glibc's dynamic maximum)
+
+
+def _restore_malloc() -> None:
+    """Undo a nanny's ``MALLOC_TRIM_THRESHOLD_`` (module docstring) in this process, once; a no-op
+    without the variable or without glibc."""
+    global _MALLOC_RESTORED
+    if _MALLOC_RESTORED or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    _MALLOC_RESTORED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: its defaults stay
+        pass
+
+
 def execute(fn: Callable[..., Any], kwargs: Mapping[str, Any], threads: int) -> Any:
     """Run one cell with ``threads`` numba/torch threads (on a worker or in this process); a worker
-    gets the commands' logging level for dp-accounting's per-order convergence notes (errors only)."""
+    gets the commands' logging level for dp-accounting's per-order convergence notes (errors only)
+    and glibc's allocator thresholds back (module docstring)."""
     import logging
 
     logging.getLogger("absl").setLevel(logging.ERROR)
+    _restore_malloc()
     _set_threads(threads)
     return fn(**dict(kwargs))
 
@@ -224,6 +256,15 @@ class _Dask:
         threads = execution.threads_per_worker()
         if execution.kind == "local":
             env = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            import dask
+
+            # workers without the nanny's MALLOC_TRIM_THRESHOLD_ (module docstring), and without the
+            # statistical profiler sampling the running cell every 10 ms (only a dashboard reads it)
+            no_trim = {
+                "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                "distributed.worker.profile.enabled": False,
+            }
+            self._stack.enter_context(dask.config.set(no_trim))
             cluster = self._stack.enter_context(
                 distributed.LocalCluster(
                     n_workers=int(execution.workers),
@@ -254,13 +295,27 @@ class _Dask:
         finally:
             log.setLevel(level)
 
+    def _share(self, cells: Sequence[tuple[int, Cell]]) -> dict[int, Any]:
+        """id → future for every argument object that several cells hold (a network and its data):
+        it is sent to the cluster once (``Client.scatter``) instead of inside every cell's task."""
+        seen: dict[int, tuple[int, Any]] = {}
+        for _, cell in cells:
+            for v in cell.kwargs.values():
+                if not isinstance(v, (bool, int, float, str, bytes, type(None))):
+                    n, _ = seen.get(id(v), (0, v))
+                    seen[id(v)] = (n + 1, v)
+        # one object per scatter call inside a list: scatter would split a dict or a list into items
+        return {k: self.client.scatter([v], hash=False)[0] for k, (n, v) in seen.items() if n > 1}
+
     def run(self, cells: Sequence[tuple[int, Cell]], done: Callable[[int, Any], None]) -> None:
         import distributed
 
         threads = self.execution.threads_per_worker()
+        shared = self._share(cells)
         futures = {}
         for i, cell in cells:
-            fut = self.client.submit(execute, cell.fn, dict(cell.kwargs), threads, key=f"cell-{cell.key()}")
+            kwargs = {k: shared.get(id(v), v) for k, v in cell.kwargs.items()}
+            fut = self.client.submit(execute, cell.fn, kwargs, threads, key=f"cell-{cell.key()}")
             futures[fut] = i
         try:
             for fut in distributed.as_completed(list(futures)):
