@@ -9,9 +9,9 @@ A missing or malformed folder gives one line on stderr and exit status 2.
 Example::
 
     python -m paper --quick                          # CI scale, < 3 minutes on 2 cores
-    python -m paper                                  # the full study (< 15 minutes on 2 cores)
+    python -m paper                                  # the full study (13 minutes on 2 cores)
     python -m paper --only 3                         # claim 3 only (or an experiment / figure name)
-    python -m paper --workers 2                      # fan the sweeps out over a local Dask cluster
+    python -m paper --workers 0                      # serially in one process (default: one worker per core)
     python -m paper --scheduler tcp://host:8786      # ... or over a running Dask scheduler
     python -m paper results/basin_dim/0123456789ab   # redraw one result folder (PNG and PDF)
 """
@@ -91,7 +91,7 @@ def _study(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
     cmd = [sys.executable, "-m", "simulations.study", "--results", args.results]
     cmd += ["--quick"] if args.quick else []
     cmd += ["--only", ",".join(only)] if only else []
-    cmd += ["--workers", str(args.workers)] if args.workers else []
+    cmd += ["--workers", str(args.workers)] if args.workers is not None else []
     cmd += ["--scheduler", args.scheduler] if args.scheduler else []
     cmd += ["--threads", str(args.threads)] if args.threads else []
     cmd += ["--rerun"] if args.rerun else []
@@ -159,7 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma list of claims (1-4), experiments or figure names")
     parser.add_argument("--results", default="results", help="folder of the result folders and manifests")
     parser.add_argument("--build", default="paper/build", help="folder for the figures and report.md")
-    parser.add_argument("--workers", type=int, default=0, help="Dask LocalCluster worker processes (0: serial)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Dask LocalCluster worker processes (0: serial; default: one per CPU core, see simulations.study)",
+    )
     parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     parser.add_argument("--threads", type=int, default=0, help="numba/torch threads per worker (0: cores / workers)")
     parser.add_argument("--rerun", action="store_true", help="recompute stored results too")

@@ -9,9 +9,10 @@ equivalent command line, the folder, the key, whether it was reused and how long
 the report from the manifest and the folders (``paper`` never imports ``simulations``).
 
 Scales: ``quick`` (CI: the whole study in under 3 minutes on 2 cores) and ``full`` (the numbers of
-the report, under 15 minutes on 2 cores); both are listed by ``--list``. Cells of every sweep go
-through ``simulations.common.fanout``: ``--workers N`` (a local Dask cluster, started once for the
-whole study) or ``--scheduler ADDRESS`` (a running Dask scheduler) fan them out.
+the report, 13 minutes on 2 cores); both are listed by ``--list``. Cells of every sweep go through
+``simulations.common.fanout``: a local Dask cluster started once for the whole study, one worker per
+CPU core by default (:func:`default_workers`; ``--workers N`` sets N, ``--workers 0`` runs serially),
+or ``--scheduler ADDRESS`` (a running Dask scheduler). The numbers do not depend on which.
 
 Example::
 
@@ -28,6 +29,7 @@ import dataclasses
 import importlib
 import io
 import json
+import os
 import sys
 import time
 import traceback
@@ -396,6 +398,18 @@ def run_study(
     return manifest
 
 
+def default_workers(scheduler: str | None) -> int:
+    """Local workers when ``--workers`` is not given: one per CPU core this process may use, when there
+    are at least two and ``distributed`` is installed (the numbers do not depend on it); else 0
+    (serial). With a scheduler, 0: its workers run the cells."""
+    import importlib.util
+
+    if scheduler:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if cores >= 2 and importlib.util.find_spec("distributed") is not None else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m simulations.study [--quick] [--only X,...] [--workers N | --scheduler ADDR]``."""
     parser = argparse.ArgumentParser(
@@ -407,7 +421,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the reduced scale (CI; under 3 minutes on 2 cores)")
     parser.add_argument("--only", default="", help="comma list of experiments or claims (1-4)")
     parser.add_argument("--results", default="results", help="folder holding every result folder and the manifest")
-    parser.add_argument("--workers", type=int, default=0, help="Dask LocalCluster worker processes (0: serial)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Dask LocalCluster worker processes (0: serial; default: one per CPU core when there are 2 or more "
+        "and dask is installed, else serial)",
+    )
     parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:port)")
     parser.add_argument("--threads", type=int, default=0, help="numba/torch threads per worker (0: cores / workers)")
     parser.add_argument("--rerun", action="store_true", help="recompute even the results that are stored")
@@ -430,7 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         only = [s for s in args.only.split(",") if s.strip()]
         entries = select(only)
-        execution = fanout.Execution(workers=args.workers, scheduler=args.scheduler, threads=args.threads)
+        workers = default_workers(args.scheduler) if args.workers is None else args.workers
+        execution = fanout.Execution(workers=workers, scheduler=args.scheduler, threads=args.threads)
         if not args.list:  # a folder of result folders: written into, never replaced (checked before any run)
             from simulations.common.results import check_output_dir
 

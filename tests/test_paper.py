@@ -223,3 +223,27 @@ def test_basin_dim_fixed_layout_keeps_every_label_inside_the_canvas(scale, folde
     border = np.concatenate([img[:3].ravel(), img[-3:].ravel(), img[:, :3].ravel(), img[:, -3:].ravel()])
     assert img.min() < 0.5  # something was drawn
     assert border.min() == 1.0
+
+
+def test_python_m_paper_quick_regenerates_the_study_and_a_second_call_reuses_every_result(tmp_path):
+    # the done-means, as a new user runs it: the whole quick study from an empty folder (its
+    # default execution: one local Dask worker per core), the report with its figures, then a rerun
+    results, build = tmp_path / "results", tmp_path / "build"
+    cmd = [sys.executable, "-m", "paper", "--quick", "--quiet", "--results", str(results), "--build", str(build)]
+    root = Path(__file__).resolve().parents[1]
+    first = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    manifest = json.loads((results / "study-quick.json").read_text())
+    assert len(manifest["experiments"]) >= 10
+    assert all(e["status"] == "ok" and not e["reused"] for e in manifest["experiments"])
+    pngs, pdfs = sorted(build.glob("*.png")), sorted(build.glob("*.pdf"))
+    assert len(pngs) >= 10 and [p.stem for p in pngs] == [p.stem for p in pdfs]
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in pngs)
+    report = (build / "report.md").read_text()
+    assert all(f"({p.name})" in report for p in pngs)  # every figure embedded in the report
+    assert all(e["folder"] in report or Path(e["folder"]).name in report for e in manifest["experiments"])
+    second = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-2000:]
+    again = json.loads((results / "study-quick.json").read_text())
+    assert all(e["reused"] for e in again["experiments"])
+    assert [e["folder"] for e in again["experiments"]] == [e["folder"] for e in manifest["experiments"]]

@@ -74,6 +74,47 @@ def _reference_weight_grads(layer, a, d):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(case=conv_cases())
+def test_grouped_conv_and_polyphase_instantiation_both_equal_the_per_example_reference(case):
+    # the two instantiations, each forced on every geometry (the engine uses the grouped one only for
+    # 2-D layers with one input channel per group): per-sample gradients, masked norms, kept sums
+    layer, a, d, mask = case
+    ref = _reference_weight_grads(layer, a, d)
+    geom = ps.conv_geometry(layer)
+    ws = (layer.weight, layer.eps, layer.scaled) if isinstance(layer, ps.WS_TYPES) else None
+    w = standardize_weight(layer.weight.detach(), eps=layer.eps, scaled=layer.scaled) if ws else layer.weight
+    per_weight = _reference_weight_grads(_plain_twin(layer, w), a, d) if ws else ref
+    expect = (ref * (1 if mask is None else mask)).pow(2).flatten(1).sum(1)
+    for grouped in (True, False):
+        with mock.patch.object(ps, "conv_uses_grouped", lambda geom, grouped=grouped: grouped):
+            assert torch.allclose(ps.conv_per_sample(a, d, geom), per_weight, rtol=1e-9, atol=1e-10), grouped
+            got, kept = ps.conv_sq_norms(a, d, geom, mask=mask, ws=ws, ghost=False, keep=True)
+        assert torch.allclose(got, expect, rtol=1e-9, atol=1e-10), (grouped, got, expect)
+        assert torch.allclose(kept.weighted_sum(None), per_weight.sum(0), rtol=1e-9, atol=1e-10)
+
+
+def _plain_twin(layer, weight):
+    """A plain conv with the given weight and ``layer``'s geometry (the gradient w.r.t. ŵ of a WS layer)."""
+    kind = nn.Conv1d if isinstance(layer, nn.Conv1d) else nn.Conv2d
+    twin = kind(
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        bias=layer.bias is not None,
+        padding_mode=layer.padding_mode,
+    ).double()
+    with torch.no_grad():
+        twin.weight.copy_(weight)
+        if layer.bias is not None:
+            twin.bias.copy_(layer.bias)
+    return twin
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(case=conv_cases())
 def test_conv_norms_ghost_and_instantiation_equal_the_per_example_reference(case):
     # both branches of mixed ghost clipping (forced), masked and unmasked, plain and weight-standardised
     layer, a, d, mask = case

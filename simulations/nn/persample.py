@@ -35,6 +35,9 @@ Neither branch unfolds the input (derived here; im2col copies dominated the firs
 * instantiation — polyphase products (``_Polyphase``): offset (i, j) of every output position reads
   one polyphase component of the padded input at a fixed shift, so g_i[:, :, i, j] = δ̃_i X_φ[:, off:off+L]ᵀ
   on strided views, δ̃_i being δ_i on the row-padded component grid (L ≈ T positions). Cost L·D·p.
+  For 2-D layers with one input channel per group (an image network's first layer), where those
+  products are many thin ones, the same g_i come from one grouped convolution instead
+  (``_GroupedConv``: examples as groups, δ_i as the filters).
 
 Per layer the cheaper one is used (the rule of mixed ghost clipping, Bu, Mao, Xu 2022, arXiv
 2205.10683, with these two cost models in multiply-adds: :func:`conv_costs`); masks force
@@ -105,6 +108,7 @@ __all__ = [
     "conv_per_sample",
     "conv_sq_norms",
     "conv_uses_ghost",
+    "conv_uses_grouped",
     "conv_weight_sum",
     "group_norm_per_sample",
     "layer_norm_per_sample",
@@ -383,6 +387,60 @@ class _Polyphase:
         return res.view(b, geom.groups, geom.group_out, geom.group_in, ni, nj)
 
 
+class _GroupedConv:
+    """The per-sample gradients of a chunk (a, δ) of one conv layer by ONE grouped convolution (derived
+    here; the examples-as-groups form of Rochette, Manoel, Tramel 2019, arXiv 1912.06015v1 §3).
+
+    g_i[c, k, i', j'] = Σ_(h,w) δ_ic[h, w] X_ik[s_h h + d_h i', s_w w + d_w j'] (X the fully padded
+    input, k a channel of c's group) is a correlation of X_ik with δ_ic as the kernel, taken with
+    stride d (the layer's dilation) and dilation s (its stride), cropped to the layer's kernel size. With
+    the C_g channels of a group as the batch and every (example, group) pair as one group of a grouped
+    convolution (δ_i's p channels of that group as its filters), one ``F.conv2d`` call gives all of them.
+    Same interface as :class:`_Polyphase` (one block: the whole kernel). Used where it is faster
+    (:func:`conv_uses_grouped`).
+    """
+
+    def __init__(self, a: torch.Tensor, d: torch.Tensor, geom: ConvGeometry):
+        b = a.shape[0]
+        g, cg, p = geom.groups, geom.group_in, geom.group_out
+        x = _fully_padded_2d(a, geom)
+        hp, wp = x.shape[-2:]
+        self.x = x.view(b, g, cg, hp, wp).permute(2, 0, 1, 3, 4).reshape(cg, b * g, hp, wp)
+        d2 = _as_2d(d, geom)
+        self.w = d2.reshape(b * g * p, 1, *d2.shape[-2:])
+        self.geom, self.b = geom, b
+        kh, kw = geom.kernel
+        self.blocks = [(0, slice(0, kh), slice(0, kw), kh, kw, 0, 0, 0)]
+
+    def block_shape(self, index: int) -> tuple[int, ...]:
+        geom = self.geom
+        return (geom.groups, geom.group_out, geom.group_in, *geom.kernel)
+
+    def block(self, index: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, γ, p, C_g, k_h, k_w): every per-sample gradient of the chunk."""
+        geom, b = self.geom, self.b
+        kh, kw = geom.kernel
+        y = F.conv2d(self.x, self.w, stride=geom.dilation, dilation=geom.stride, groups=b * geom.groups)
+        y = y[..., :kh, :kw].reshape(geom.group_in, b, geom.groups, geom.group_out, kh, kw).permute(1, 2, 3, 0, 4, 5)
+        if out is None:
+            return y
+        return out.copy_(y)
+
+
+GROUPED_MAX_CHANNELS = 1  # input channels per group up to which the grouped-conv instantiation is used
+
+
+def conv_uses_grouped(geom: ConvGeometry) -> bool:
+    """Instantiate by one grouped convolution (:class:`_GroupedConv`) instead of polyphase products:
+    2-D layers with at most ``GROUPED_MAX_CHANNELS`` input channels per group, where the polyphase
+    products are many thin matrix products (measured: docs/benchmarks.md)."""
+    return geom.ndim == 2 and geom.group_in <= GROUPED_MAX_CHANNELS
+
+
+def _instantiator(a: torch.Tensor, d: torch.Tensor, geom: ConvGeometry):
+    return _GroupedConv(a, d, geom) if conv_uses_grouped(geom) else _Polyphase(a, d, geom)
+
+
 def _blocked(t: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
     """A weight-shaped tensor (C_out, C_g, *k) as (γ, p, C_g, k_h, k_w), to slice like the blocks."""
     return t.reshape(geom.groups, geom.group_out, geom.group_in, *geom.kernel)
@@ -391,7 +449,7 @@ def _blocked(t: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
 def conv_per_sample(a: torch.Tensor, d: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
     """Instantiated per-sample weight gradients g_i = Δ_i A_iᵀ → (b, C_out, C_in/γ, *k) (polyphase
     matrix products, see ``_Polyphase``)."""
-    parts = _Polyphase(a, d, geom)
+    parts = _instantiator(a, d, geom)
     out = d.new_empty(a.shape[0], geom.groups, geom.group_out, geom.group_in, *geom.kernel)
     for index, (_, rows, cols, *_) in enumerate(parts.blocks):
         out[..., rows, cols] = parts.block(index)
@@ -543,7 +601,7 @@ def conv_sq_norms(
     )
     kept = None
     for s in _chunks(b, per_example):
-        parts = _Polyphase(a[s], d[s], geom)
+        parts = _instantiator(a[s], d[s], geom)
         if keep and kept is None:
             kept = [
                 (rows, cols, d.new_empty(b, *parts.block_shape(i)))
