@@ -388,6 +388,7 @@ def main(argv=None) -> int:
     import opacus
 
     config = {
+        "command": " ".join(["python benchmarks/bench_nn.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": _machine(args.device),
         "torch": torch.__version__,
         "opacus": opacus.__version__,

@@ -286,7 +286,8 @@ def readme_block(data: dict, source: str, compare: dict | None = None) -> str:
     return (
         f"{README_START}\n"
         f"One DP-SGD step on a network (forward, per-sample clipping at C = {cfg.get('clip_norm')}, noise, update), "
-        f"one run of `python benchmarks/bench_nn.py --threads 1` on {_machine_line(cfg)}; all methods timed "
+        f"one run of `{cfg.get('command', 'python benchmarks/bench_nn.py --threads 1')}` on {_machine_line(cfg)}; "
+        "all methods timed "
         f"interleaved in one process on the same weights and batch (`{source}`; rendered by "
         "`benchmarks/render_bench.py`, with peak memory, goals and a time breakdown in "
         "[docs/benchmarks.md](docs/benchmarks.md)):\n\n"
