@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 
 import pytest
@@ -92,3 +93,14 @@ def test_every_entry_builds_a_valid_config_at_every_scale(scale, tmp_path):
     for entry in study.STUDY:
         config = entry.make_config(scale, results=tmp_path)
         assert config.quiet and str(tmp_path) in str(config.out)
+
+
+def test_default_workers_are_one_per_core_on_two_or_more_cores_and_none_with_a_scheduler(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    has_dask = importlib.util.find_spec("distributed") is not None
+    assert study.default_workers(None) == (3 if has_dask else 0)
+    assert study.default_workers("tcp://127.0.0.1:8786") == 0  # the scheduler's workers run the cells
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert study.default_workers(None) == 0  # one core: serial, no cluster to start
