@@ -576,6 +576,7 @@ def plan_network(points: list[Point], *, meas: Any, basin: Any, config: BasinCon
 def arm_cells(problem: Any, plan: dict[str, Any], *, config: BasinConfig, label: str) -> list[tuple[tuple, Any]]:
     """(arm key, cell) for every (arm, seed) run of one network's ``plan``: ``run_arm`` on ``problem``."""
     steps, cells = plan["steps"], []
+    config_digest = store.digest(store.canonical(config))
     for key, displaced in plan["arms"].items():
         for seed in config.seeds:
             kwargs = {
@@ -589,7 +590,7 @@ def arm_cells(problem: Any, plan: dict[str, Any], *, config: BasinConfig, label:
                 "threads": config.threads,
             }
             # the network and its data are fixed by the config and the network's label
-            token = f"{store.digest(store.canonical(config))}|{label}|{key}|{seed}|{steps}"
+            token = f"{config_digest}|{label}|{key}|{seed}|{steps}"
             cells.append((key, fanout.Cell(arm_cell, kwargs, label=f"{label} {key[0]} seed {seed}", token=token)))
     return cells
 
